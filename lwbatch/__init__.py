@@ -1,0 +1,60 @@
+"""lwbatch: bulk-score Wikipedia revisions against Wikimedia's Lift Wing.
+
+The public API; everything else is internal. `tests/test_public_api.py` keeps
+`__all__` sorted and importable.
+"""
+
+from lwbatch._version import __version__
+from lwbatch.catalog import Catalog, ModelSpec, default_catalog
+from lwbatch.config import Budget, Endpoint, Rate, RetryPolicy, Tier, Token
+from lwbatch.engine import Scorer
+from lwbatch.errors import (
+    AuthenticationError,
+    InputError,
+    LWBatchError,
+    NoModelDeployedError,
+    OutputError,
+    RunAborted,
+    UnknownModelError,
+    UsageError,
+)
+from lwbatch.limiter import Limiter
+from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
+from lwbatch.run import score_file, score_file_async
+from lwbatch.sinks import ParquetSink, output_schema
+from lwbatch.sources import Source
+from lwbatch.stats import RunReport
+
+__all__ = [
+    "AuthenticationError",
+    "Budget",
+    "Catalog",
+    "Endpoint",
+    "ErrorType",
+    "InputError",
+    "InvalidRow",
+    "LWBatchError",
+    "Limiter",
+    "ModelSpec",
+    "NoModelDeployedError",
+    "OutputError",
+    "ParquetSink",
+    "Rate",
+    "RetryPolicy",
+    "Revision",
+    "RunAborted",
+    "RunReport",
+    "Score",
+    "ScoredRow",
+    "Scorer",
+    "Source",
+    "Tier",
+    "Token",
+    "UnknownModelError",
+    "UsageError",
+    "__version__",
+    "default_catalog",
+    "output_schema",
+    "score_file",
+    "score_file_async",
+]

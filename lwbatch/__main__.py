@@ -1,0 +1,5 @@
+import sys
+
+from lwbatch.cli import main
+
+sys.exit(main())

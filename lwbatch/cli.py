@@ -1,0 +1,367 @@
+"""The `lwbatch` command: argv -> one library call -> exit code.
+
+Exit codes: 0 the run completed (per-revision errors are data), 1 the run was aborted
+(authentication, no model deployed, output not writable), 2 usage or input error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from lwbatch._version import __version__
+from lwbatch.catalog import split_model_names
+from lwbatch.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    Budget,
+    Endpoint,
+    Rate,
+    Tier,
+    Token,
+)
+from lwbatch.errors import LWBatchError, OutputError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("lwbatch")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lwbatch")
+def cli() -> None:
+    """Bulk-score Wikipedia revisions with Lift Wing models, inside your request budget."""
+
+
+def _run_options(func: F) -> F:
+    """Options every command that scores shares."""
+    for option in reversed(
+        [
+            click.option(
+                "--concurrency",
+                type=int,
+                default=DEFAULT_CONCURRENCY,
+                show_default=True,
+                help="Most requests in flight at once.",
+            ),
+            click.option(
+                "--timeout",
+                type=float,
+                default=DEFAULT_TIMEOUT,
+                show_default=True,
+                help="Seconds to wait for one answer.",
+            ),
+            click.option(
+                "--report",
+                "report_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Also write the run summary as JSON to this file.",
+            ),
+            click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Parquet file to write (one row per revision).",
+)
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Model to score with; repeat it or give a comma-separated list.",
+)
+@click.option("--id-column", default="rev_id", show_default=True, help="Column holding rev_ids.")
+@click.option(
+    "--lang",
+    default="en",
+    show_default=True,
+    help="Language code for models that need one, where the input has no `lang` column.",
+)
+@click.option(
+    "--contact",
+    envvar="LWBATCH_CONTACT",
+    help="Your e-mail or URL for the User-Agent (or LWBATCH_CONTACT).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    help="File holding an OAuth2 bearer token (else LIFTWING_TOKEN; else anonymous).",
+)
+@click.option(
+    "--tier",
+    type=click.Choice([t.value for t in Tier]),
+    help="Gateway tier, which sets the hourly budget "
+    "(default: anonymous; authenticated with a token).",
+)
+@click.option("--rate", help="Budget as N/PERIOD, e.g. 50000/h, 1000/10s, 20/s (overrides --tier).")
+@click.option(
+    "--internal", is_flag=True, help="Use the internal endpoint (inference.discovery.wmnet)."
+)
+@click.option("--base-url", help="Another endpoint: a proxy, staging, or `lwbatch emulate`.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (staging only).")
+@_run_options
+def score(
+    input_path: Path,
+    output: Path,
+    models: tuple[str, ...],
+    id_column: str,
+    lang: str,
+    contact: str | None,
+    token_file: Path | None,
+    tier: str | None,
+    rate: str | None,
+    internal: bool,
+    base_url: str | None,
+    insecure: bool,
+    concurrency: int,
+    timeout: float,
+    report_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Score the rev_ids of INPUT (Parquet or CSV) with every model into one Parquet file.
+
+    \b
+    Example:
+      export LIFTWING_TOKEN=...      # optional; anonymous without it
+      lwbatch score revisions.parquet -o scores.parquet \\
+          -m enwiki-damaging -m enwiki-goodfaith -m revertrisk-language-agnostic \\
+          --contact me@example.org
+    """
+    if internal and base_url:
+        raise UsageError("--internal and --base-url exclude each other; give one")
+    endpoint = (
+        Endpoint.internal()
+        if internal
+        else Endpoint(base_url=base_url)
+        if base_url
+        else Endpoint.external()
+    )
+    token = _token(token_file)
+    if insecure:
+        log.warning("--insecure: TLS certificates are not verified; use it only against staging")
+    if endpoint.is_external_gateway and not contact:
+        log.warning(
+            "no --contact given: Wikimedia asks API clients to name a contact in the "
+            "User-Agent; set --contact or LWBATCH_CONTACT"
+        )
+    _score_and_report(
+        input_path,
+        output,
+        models=split_model_names(models),
+        id_column=id_column,
+        lang=lang,
+        endpoint=endpoint,
+        token=token,
+        contact=contact,
+        tier=Tier(tier) if tier else None,
+        budget=Budget.from_rate(Rate.parse(rate)) if rate else None,
+        verify=not insecure,
+        concurrency=_positive("--concurrency", concurrency),
+        timeout=timeout,
+        report_path=report_path,
+        quiet=quiet,
+    )
+
+
+def _score_and_report(
+    input_path: Path, output: Path, *, report_path: Path | None, quiet: bool, **options: Any
+) -> None:
+    from tqdm import tqdm
+
+    from lwbatch.run import score_file
+
+    if report_path is not None and not report_path.parent.is_dir():
+        raise UsageError(f"--report {report_path}: its directory does not exist")
+    bar = tqdm(
+        unit="rev",
+        desc="scoring",
+        disable=quiet or not sys.stderr.isatty(),
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+    def started(source: Any, scorer: Any) -> None:
+        bar.reset(total=source.info.total_rows)
+
+    try:
+        report = score_file(input_path, output, progress=bar.update, on_start=started, **options)
+    finally:
+        bar.close()
+    if not quiet:
+        click.echo(report.render(), err=True)
+    if report_path is not None:
+        _write_json(report_path, report.to_dict())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        temp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the report ({exc.strerror})", path=path) from None
+
+
+def _token(token_file: Path | None) -> Token | None:
+    if token_file is not None:
+        return Token.from_file(token_file)
+    value = os.environ.get("LIFTWING_TOKEN", "").strip()
+    return Token(value) if value else None
+
+
+def _positive(flag: str, value: int) -> int:
+    if value < 1:
+        raise UsageError(f"{flag} must be >= 1, got {value}")
+    return value
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--latency",
+    default="0",
+    show_default=True,
+    help="SECONDS, uniform:LOW:HIGH, lognormal:MEDIAN:SIGMA, "
+    "or liftwing (median 0.45 s, p99 ~5 s).",
+)
+@click.option(
+    "--error-rate", type=float, default=0.0, help="Share of requests answered 500/502/503/504."
+)
+@click.option(
+    "--reset-rate", type=float, default=0.0, help="Share of connections cut without an answer."
+)
+@click.option("--hang-rate", type=float, default=0.0, help="Share of requests never answered.")
+@click.option("--undeployed", multiple=True, help="Model that answers 404 (repeatable).")
+@click.option(
+    "--max-rev-id",
+    type=int,
+    default=2_000_000_000,
+    show_default=True,
+    help="Larger rev_ids are unknown revisions.",
+)
+@click.option(
+    "--budget", help="Gateway budget N/PERIOD; over it the emulator answers 429 + Retry-After."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def emulate(
+    host: str,
+    port: int,
+    latency: str,
+    error_rate: float,
+    reset_rate: float,
+    hang_rate: float,
+    undeployed: tuple[str, ...],
+    max_rev_id: int,
+    budget: str | None,
+    seed: int,
+) -> None:
+    """Serve a local Lift Wing emulator (deterministic scores) until Ctrl-C.
+
+    \b
+    Example:
+      lwbatch emulate --port 8080 --latency liftwing --error-rate 0.05
+      lwbatch score revs.parquet -o out.parquet -m enwiki-damaging \\
+          --base-url http://127.0.0.1:8080
+    """
+    import asyncio
+
+    from lwbatch.emulator import Emulator, EmulatorConfig, Latency, serve
+
+    config = EmulatorConfig(
+        latency=Latency.parse(latency),
+        error_rate=error_rate,
+        reset_rate=reset_rate,
+        hang_rate=hang_rate,
+        undeployed=frozenset(split_model_names(undeployed)),
+        max_rev_id=max_rev_id,
+        budget=Rate.parse(budget) if budget else None,
+        track_pairs=False,
+        seed=seed,
+    )
+
+    async def main() -> None:
+        runner, bound = await serve(Emulator(config), host, port)
+        click.echo(f"Lift Wing emulator on http://{host}:{bound} (Ctrl-C to stop)", err=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("lwbatch-demo.parquet"),
+    show_default=True,
+    help="Where to write the demo's scores.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def demo(output: Path, quiet: bool) -> None:
+    """Score the shipped sample file against a local emulator, and show the result."""
+    from lwbatch.demo import run_demo
+
+    run_demo(output, quiet=quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line on stderr and an exit code for every failure."""
+    logging.basicConfig(format="lwbatch: %(levelname)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("lwbatch").setLevel(logging.INFO)
+    try:
+        cli.main(args=argv, prog_name="lwbatch", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"lwbatch: error: {exc.format_message()}", err=True)
+        return 2
+    except click.Abort:
+        click.echo("lwbatch: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("lwbatch: interrupted", err=True)
+        return 130
+    except LWBatchError as exc:
+        click.echo(f"lwbatch: error: {exc}", err=True)
+        return exc.exit_code
+    except Exception as exc:  # a bug: say so in one line; the traceback is opt-in
+        if os.environ.get("LWBATCH_DEBUG"):
+            raise
+        click.echo(
+            f"lwbatch: internal error: {type(exc).__name__}: {exc} "
+            "(set LWBATCH_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Run configuration as frozen, self-validating values.
+
+Conversions from argv or the environment happen at the edge (cli.py); everything
+here accepts one shape per field and refuses anything else with a message that names
+the setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from lwbatch.errors import UsageError
+
+EXTERNAL_BASE_URL = "https://api.wikimedia.org/service/lw/inference"
+INTERNAL_BASE_URL = "https://inference.discovery.wmnet:30443"
+# The gateway route times out after 30 s; wait a little longer so its 504 reaches us.
+DEFAULT_TIMEOUT = 35.0
+# Little's law at the enterprise rate: 55.6 req/s x revscoring p99 (~4 s) > 200 in flight.
+DEFAULT_CONCURRENCY = 256
+
+_PERIODS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0, "d": 86400.0}
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]*)\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `requests` in any sliding window of `period` seconds."""
+
+    requests: int
+    period: float
+
+    def __post_init__(self) -> None:
+        if self.requests < 1 or not math.isfinite(self.period) or self.period <= 0:
+            raise ValueError(f"a rate needs requests >= 1 and period > 0, got {self}")
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.period
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """`50000/h`, `1000/10s`, `20/s`, `300/3s`."""
+        match = _RATE.fullmatch(text.lower())
+        unit = _PERIODS.get(match.group(3) or "s") if match else None
+        if match is None or unit is None:
+            raise UsageError(
+                f"--rate {text!r} is not N/PERIOD; write e.g. 50000/h, 1000/10s or 20/s"
+            )
+        count = int(match.group(1))
+        multiple = float(match.group(2)) if match.group(2) else 1.0
+        if count < 1 or multiple <= 0:
+            raise UsageError(f"--rate {text!r} must allow at least 1 request per positive period")
+        return cls(count, multiple * unit)
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{self.period:g}s"
+
+
+class Tier(StrEnum):
+    """API gateway rate-limit tiers (requests per hour, published per-second cap)."""
+
+    ANONYMOUS = "anonymous"
+    AUTHENTICATED = "authenticated"
+    ENTERPRISE = "enterprise"
+
+    @property
+    def hourly(self) -> Rate:
+        return Rate(
+            {"anonymous": 50_000, "authenticated": 100_000, "enterprise": 200_000}[self], 3600.0
+        )
+
+    @property
+    def per_second_cap(self) -> Rate:
+        return Rate({"anonymous": 15, "authenticated": 100, "enterprise": 200}[self], 1.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """The request budget: every window holds; pacing follows the tightest one."""
+
+    windows: tuple[Rate, ...]
+    # Slack that lets a late wake-up catch up instead of losing rate; also the
+    # largest burst after idle time (burst = 1 + tolerance / interval).
+    tolerance: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.windows:
+            raise ValueError("a budget needs at least one window")
+        if self.tolerance < 0:
+            raise ValueError("tolerance must be >= 0")
+
+    @classmethod
+    def for_tier(cls, tier: Tier) -> Budget:
+        return cls(windows=(tier.hourly, tier.per_second_cap))
+
+    @classmethod
+    def from_rate(cls, rate: Rate) -> Budget:
+        return cls(windows=(rate,))
+
+    @property
+    def rate(self) -> float:
+        """Sustained requests per second."""
+        return min(w.per_second for w in self.windows)
+
+    def describe(self) -> str:
+        return " and ".join(str(w) for w in self.windows)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Retries for transient failures (5xx, timeouts, resets) and for 429s."""
+
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_rate_limited: int = 30
+    default_retry_after: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.max_rate_limited < 1:
+            raise ValueError("max_attempts and max_rate_limited must be >= 1")
+        if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
+            raise ValueError("need 0 <= backoff_base <= backoff_max")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An OAuth2 bearer token. Its repr and str never show the secret."""
+
+    _value: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self._value or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in self._value):
+            raise UsageError(
+                "the token is empty or contains whitespace or control characters; "
+                "put only the token in LIFTWING_TOKEN or --token-file"
+            )
+
+    @classmethod
+    def from_file(cls, path: Path) -> Token:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"--token-file {path}: cannot read it ({exc.__class__.__name__})"
+            ) from None
+        # One trailing newline is what editors write; anything else inside is an error.
+        value = text.strip()
+        if not value:
+            raise UsageError(f"--token-file {path} is empty; put the bearer token in it")
+        return cls(value)
+
+    def header(self) -> str:
+        return f"Bearer {self._value}"
+
+    def reveal(self) -> str:
+        """The secret itself, for redaction checks; never log it."""
+        return self._value
+
+    def __str__(self) -> str:
+        return "Token(***)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where requests go: `{base_url}/v1/models/{model}:predict`."""
+
+    base_url: str = EXTERNAL_BASE_URL
+    # The internal endpoint routes by `Host: {model}.{namespace}.wikimedia.org`.
+    host_header: bool = False
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(
+                f"--base-url {self.base_url!r} must be an absolute http(s) URL, "
+                "e.g. http://127.0.0.1:8080"
+            )
+        if parts.query or parts.fragment or any(c.isspace() for c in self.base_url):
+            raise UsageError(
+                f"--base-url {self.base_url!r} must not have a query, fragment or spaces"
+            )
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+
+    @classmethod
+    def external(cls) -> Endpoint:
+        return cls()
+
+    @classmethod
+    def internal(cls) -> Endpoint:
+        return cls(base_url=INTERNAL_BASE_URL, host_header=True)
+
+    @property
+    def is_external_gateway(self) -> bool:
+        return self.base_url == EXTERNAL_BASE_URL
+
+    @property
+    def is_loopback(self) -> bool:
+        host = urlsplit(self.base_url).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def is_plain_http(self) -> bool:
+        return urlsplit(self.base_url).scheme == "http"
+
+    def url(self, model: str) -> str:
+        return f"{self.base_url}/v1/models/{model}:predict"

@@ -1,0 +1,182 @@
+"""One request's life: budget, send, retry, and the answer turned into scores.
+
+Every attempt, retries included, passes through the limiter first. Transient
+failures (5xx, timeouts, resets) back off exponentially with full jitter (tenacity);
+a 429 pauses the whole limiter for Retry-After, so every worker waits, not just the
+one that was told. Terminal answers become scores; only 401 ends the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from lwbatch.answers import classify_client_error, error_message, parse_answer
+from lwbatch.catalog import ModelSpec
+from lwbatch.client import LiftWingClient, TransportFailure
+from lwbatch.config import RetryPolicy
+from lwbatch.errors import AuthenticationError
+from lwbatch.limiter import Limiter
+from lwbatch.results import ErrorType, Revision, Score
+from lwbatch.stats import RunStats
+
+_MAX_RETRY_AFTER = 3600.0
+
+
+def build_payload(spec: ModelSpec, revisions: Sequence[Revision]) -> bytes:
+    """The JSON body: one instance, or ``{"instances": [...]}`` for a batch."""
+    with_lang = spec.needs_lang
+    instances = [
+        {"rev_id": r.rev_id, "lang": r.lang} if with_lang else {"rev_id": r.rev_id}
+        for r in revisions
+    ]
+    if len(instances) == 1:
+        return orjson.dumps(instances[0])
+    return orjson.dumps({"instances": instances})
+
+
+def parse_retry_after(value: str | None, *, default: float) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return default
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+class _Retryable(Exception):
+    def __init__(self, error: ErrorType, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+class _RateLimited(_Retryable):
+    pass
+
+
+@dataclass(slots=True)
+class _Tries:
+    transient: int = 0
+    rate_limited: int = 0
+
+
+class Dispatcher:
+    """Sends one job (a model and its revisions) and returns a score per revision."""
+
+    def __init__(
+        self,
+        client: LiftWingClient,
+        limiter: Limiter,
+        stats: RunStats,
+        *,
+        retry: RetryPolicy,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._limiter = limiter
+        self._stats = stats
+        self._policy = retry
+        self._sleep = sleep
+        self._backoff = wait_random_exponential(
+            multiplier=retry.backoff_base, max=retry.backoff_max
+        )
+        self.undeployed: set[str] = set()
+
+    async def send(self, spec: ModelSpec, revisions: Sequence[Revision]) -> dict[int, Score]:
+        rev_ids = [r.rev_id for r in revisions]
+        if spec.name in self.undeployed:
+            return _undeployed(spec, rev_ids)
+        payload = build_payload(spec, revisions)
+        tries = _Tries()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=lambda _state: self._exhausted(tries),
+            wait=self._wait,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if spec.name in self.undeployed:
+                        return _undeployed(spec, rev_ids)
+                    return await self._attempt(spec, rev_ids, payload, tries)
+        except _Retryable as exc:
+            return {rev_id: Score.failed(exc.error, exc.message) for rev_id in rev_ids}
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    def _exhausted(self, tries: _Tries) -> bool:
+        return (
+            tries.transient >= self._policy.max_attempts
+            or tries.rate_limited >= self._policy.max_rate_limited
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        # After a 429 the limiter itself holds every worker until Retry-After.
+        failure = state.outcome.exception() if state.outcome else None
+        return 0.0 if isinstance(failure, _RateLimited) else self._backoff(state)
+
+    async def _attempt(
+        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, tries: _Tries
+    ) -> dict[int, Score]:
+        await self._limiter.acquire()
+        stats = self._stats
+        stats.requests_sent += 1
+        try:
+            reply = await self._client.post(spec, payload)
+        except TransportFailure as exc:
+            stats.requests_by_outcome[exc.kind] += 1
+            tries.transient += 1
+            raise _Retryable(
+                ErrorType.TRANSIENT_ERROR, f"{exc} after {tries.transient} attempt(s)"
+            ) from None
+        status = reply.status
+        stats.requests_by_outcome[str(status)] += 1
+        stats.record_latency(spec.name, reply.latency)
+        if 200 <= status < 300:
+            return parse_answer(spec, rev_ids, reply.body)
+        if status == 429:
+            tries.rate_limited += 1
+            self._limiter.pause(
+                parse_retry_after(reply.retry_after, default=self._policy.default_retry_after)
+            )
+            raise _RateLimited(
+                ErrorType.RATE_LIMITED, f"HTTP 429 {tries.rate_limited} times in a row"
+            )
+        if status >= 500:
+            tries.transient += 1
+            raise _Retryable(
+                ErrorType.TRANSIENT_ERROR,
+                f"HTTP {status} after {tries.transient} attempt(s): {error_message(reply.body)}",
+            )
+        if status == 401:
+            raise AuthenticationError(url=self._client.endpoint.url(spec.name))
+        if status == 404:
+            self.undeployed.add(spec.name)
+            return _undeployed(spec, rev_ids)
+        message = error_message(reply.body)
+        if status < 400:  # 1xx/3xx: nothing a model server should answer
+            return {
+                r: Score.failed(ErrorType.BAD_RESPONSE, f"HTTP {status}: {message}")
+                for r in rev_ids
+            }
+        error = classify_client_error(status, message)
+        return {rev_id: Score.failed(error, message) for rev_id in rev_ids}
+
+
+def _undeployed(spec: ModelSpec, rev_ids: list[int]) -> dict[int, Score]:
+    message = f"{spec.name} answered 404: the model is not deployed (check the wiki and model name)"
+    return {rev_id: Score.failed(ErrorType.MODEL_NOT_DEPLOYED, message) for rev_id in rev_ids}

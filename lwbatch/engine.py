@@ -1,0 +1,364 @@
+"""The scoring engine: revisions in, merged rows out, inside a request budget.
+
+    producer ──jobs (bounded)──> N workers ──> Dispatcher (limiter, HTTP, retries)
+       │                              │
+       └── admission (max open rows) <┴── a row leaves once every model is terminal
+
+The producer admits a revision only while fewer than `max_open` rows are open, and
+fans it out to every model in turn, so models interleave per revision and complete
+rows accumulate even under a tight budget. Memory is bounded by `max_open`, the job
+queue and the compressed bitmap of seen rev_ids, not by the input size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pyroaring import BitMap64
+
+from lwbatch.batching import Batcher
+from lwbatch.catalog import Catalog, ModelSpec, default_catalog
+from lwbatch.client import LiftWingClient
+from lwbatch.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    Budget,
+    Endpoint,
+    RetryPolicy,
+    Tier,
+    Token,
+)
+from lwbatch.dispatch import Dispatcher
+from lwbatch.errors import LWBatchError, NoModelDeployedError
+from lwbatch.limiter import Limiter
+from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
+from lwbatch.stats import RunReport, RunStats
+
+Item = Revision | InvalidRow
+DEFAULT_LINGER = 0.05
+
+
+class _OpenRow:
+    __slots__ = ("revision", "scores", "remaining")
+
+    def __init__(self, revision: Revision, models: int) -> None:
+        self.revision = revision
+        self.scores: dict[str, Score] = {}
+        self.remaining = models
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    spec: ModelSpec
+    rows: list[_OpenRow]
+
+
+class Scorer:
+    """Scores revisions with several Lift Wing models; an async context manager.
+
+    >>> async with Scorer(["enwiki-damaging", "revertrisk-language-agnostic"],
+    ...                   endpoint=Endpoint(base_url="http://127.0.0.1:8080")) as scorer:
+    ...     async for row in scorer.score([1234, 5678]):
+    ...         print(row.rev_id, row.scores["enwiki-damaging"].prediction)
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        *,
+        endpoint: Endpoint | None = None,
+        token: Token | None = None,
+        contact: str | None = None,
+        tier: Tier | None = None,
+        budget: Budget | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        default_lang: str = "en",
+        linger: float = DEFAULT_LINGER,
+        max_open: int | None = None,
+        verify: bool = True,
+        catalog: Catalog | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.specs = (catalog or default_catalog()).resolve_all(models)
+        self._by_name = {s.name: s for s in self.specs}
+        if tier is None:
+            tier = Tier.AUTHENTICATED if token is not None else Tier.ANONYMOUS
+        self.budget = budget or Budget.for_tier(tier)
+        self.concurrency = concurrency
+        self.default_lang = default_lang
+        self.linger = linger
+        self.max_open = max_open or max(4 * concurrency, 1024)
+        self.stats = RunStats()
+        self._clock = clock
+        self._client = LiftWingClient(
+            endpoint or Endpoint.external(),
+            token=token,
+            contact=contact,
+            timeout=timeout,
+            max_connections=concurrency,
+            verify=verify,
+            transport=transport,
+        )
+        self.limiter = Limiter(self.budget, clock=clock, sleep=sleep)
+        self._dispatcher = Dispatcher(
+            self._client, self.limiter, self.stats, retry=retry or RetryPolicy(), sleep=sleep
+        )
+        self._tg: TaskGroup | None = None
+        self._started: float | None = None
+        self._finished: float | None = None
+        self.rows_emitted = 0
+        self._starved = False
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
+
+    async def __aenter__(self) -> Scorer:
+        await self._client.__aenter__()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None
+        # A consumer that stops early must not leave the pipeline running.
+        self._tg.cancel_scope.cancel()
+        try:
+            await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
+        finally:
+            await self._client.__aexit__(None, None, None)
+
+    def score(
+        self, revisions: Iterable[int | Item] | AsyncIterable[Sequence[Item]]
+    ) -> AsyncIterator[ScoredRow]:
+        """Merged rows for `revisions` (ints, :class:`Revision` s, or async batches).
+
+        Rows come out as they complete, in no particular order; one per distinct rev_id
+        and one per :class:`InvalidRow`.
+        """
+        if self._tg is None:
+            raise RuntimeError("use `async with Scorer(...) as scorer:` before score()")
+        batches = revisions if isinstance(revisions, AsyncIterable) else self._chunks(revisions)
+        send, receive = anyio.create_memory_object_stream[ScoredRow](max_buffer_size=1024)
+        self._tg.start_soon(self._run, batches, send)
+        return _Rows(receive)
+
+    def report(self, *, output: str | None = None) -> RunReport:
+        end = self._finished or time.monotonic()
+        return RunReport.from_stats(
+            self.stats,
+            models=self.models,
+            elapsed=end - (self._started or end),
+            budget=self.budget.describe(),
+            budget_rate=self.budget.rate,
+            output=output,
+        )
+
+    async def _chunks(self, revisions: Iterable[int | Item]) -> AsyncIterator[Sequence[Item]]:
+        chunk: list[Item] = []
+        for number, value in enumerate(revisions, start=1):
+            if isinstance(value, Revision | InvalidRow):
+                chunk.append(value)
+            elif isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                chunk.append(Revision(value, self.default_lang))
+            else:
+                rev_id = value if isinstance(value, int) and not isinstance(value, bool) else None
+                chunk.append(
+                    InvalidRow(number, rev_id, f"rev_id {value!r} is not a positive integer")
+                )
+            if len(chunk) >= 1024:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    # -- the pipeline --------------------------------------------------------------
+    async def _run(
+        self, batches: AsyncIterable[Sequence[Item]], out: MemoryObjectSendStream[ScoredRow]
+    ) -> None:
+        self._started = time.monotonic()
+        self._out = out
+        self._admission = asyncio.Semaphore(self.max_open)
+        jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.concurrency)
+        batchers = {
+            s.name: Batcher[_OpenRow](s.max_batch, self.linger, self._clock)
+            for s in self.specs
+            if s.max_batch > 1
+        }
+        async with out, anyio.create_task_group() as tg:
+            for _ in range(self.concurrency):
+                tg.start_soon(self._worker, jobs)
+            async with anyio.create_task_group() as lingering:
+                lingering.start_soon(self._flush_lingering, batchers, jobs)
+                await self._produce(batches, batchers, jobs)
+                lingering.cancel_scope.cancel()
+            for name, batcher in batchers.items():
+                for batch in batcher.drain():
+                    await jobs.put(_Job(self._spec(name), batch))
+            for _ in range(self.concurrency):
+                await jobs.put(None)
+        self._finished = time.monotonic()
+
+    def _spec(self, name: str) -> ModelSpec:
+        return self._by_name[name]
+
+    async def _produce(
+        self,
+        batches: AsyncIterable[Sequence[Item]],
+        batchers: dict[str, Batcher[_OpenRow]],
+        jobs: asyncio.Queue[_Job | None],
+    ) -> None:
+        stats = self.stats
+        seen = BitMap64()
+        models = len(self.specs)
+        pending = aiter(batches)
+        while True:
+            self._starved = True
+            try:
+                batch = await anext(pending)
+            except StopAsyncIteration:
+                break
+            self._starved = False
+            for item in batch:
+                stats.rows_read += 1
+                if isinstance(item, InvalidRow):
+                    stats.invalid_rows += 1
+                    await self._emit_invalid(item)
+                    continue
+                if item.rev_id in seen:
+                    stats.duplicate_rows += 1
+                    continue
+                seen.add(item.rev_id)
+                stats.distinct_revisions += 1
+                if self._admission.locked():
+                    self._starved = True
+                    await self._admission.acquire()
+                    self._starved = False
+                else:
+                    await self._admission.acquire()
+                row = _OpenRow(item, models)
+                for spec in self.specs:
+                    if spec.name in self._dispatcher.undeployed:
+                        await self._resolve(spec, [row], await self._dispatcher.send(spec, [item]))
+                        continue
+                    batcher = batchers.get(spec.name)
+                    if batcher is None:
+                        await jobs.put(_Job(spec, [row]))
+                    elif (full := batcher.add(item.lang, row)) is not None:
+                        await jobs.put(_Job(spec, full))
+
+    async def _flush_lingering(
+        self,
+        batchers: dict[str, Batcher[_OpenRow]],
+        jobs: asyncio.Queue[_Job | None],
+    ) -> None:
+        # A partial batch leaves only when the producer has nothing else to give
+        # (input is slow or every open row is waiting): while it is busy, batches fill.
+        while True:
+            await anyio.sleep(self.linger / 2)
+            if not self._starved:
+                continue
+            for name, batcher in batchers.items():
+                for batch in batcher.due():
+                    await jobs.put(_Job(self._spec(name), batch))
+
+    async def _worker(self, jobs: asyncio.Queue[_Job | None]) -> None:
+        while (job := await jobs.get()) is not None:
+            scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
+            await self._resolve(job.spec, job.rows, scores)
+
+    async def _resolve(
+        self, spec: ModelSpec, rows: list[_OpenRow], scores: dict[int, Score]
+    ) -> None:
+        name = spec.name
+        stats = self.stats
+        for row in rows:
+            score = scores[row.revision.rev_id]
+            row.scores[name] = score
+            if score.error is None:
+                stats.scored[name] += 1
+            else:
+                stats.errors[(name, score.error.value)] += 1
+            row.remaining -= 1
+            if row.remaining == 0:
+                await self._emit(
+                    ScoredRow(row.revision.rev_id, {s.name: row.scores[s.name] for s in self.specs})
+                )
+                self._admission.release()
+        if len(self._dispatcher.undeployed) == len(self.specs) and not sum(stats.scored.values()):
+            raise NoModelDeployedError(models=list(self.models))
+
+    async def _emit_invalid(self, item: InvalidRow) -> None:
+        message = f"row {item.row}: {item.reason}"
+        for spec in self.specs:
+            self.stats.errors[(spec.name, ErrorType.INVALID_INPUT.value)] += 1
+        failed = Score.failed(ErrorType.INVALID_INPUT, message)
+        await self._emit(ScoredRow(item.rev_id, {s.name: failed for s in self.specs}))
+
+    async def _emit(self, row: ScoredRow) -> None:
+        self.rows_emitted += 1
+        try:
+            self._out.send_nowait(row)
+        except anyio.WouldBlock:
+            await self._out.send(row)
+
+
+class _Rows:
+    """The async iterator `Scorer.score` returns."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[ScoredRow]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _Rows:
+        return self
+
+    async def __anext__(self) -> ScoredRow:
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to show from a task group: ours first, then the first other one."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, LWBatchError):
+            return leaf
+    return leaves[0] if len(leaves) == 1 else group

@@ -1,0 +1,128 @@
+"""The request budget: pacing by theoretical arrival time plus exact sliding windows.
+
+Two mechanisms, because neither alone gives what users are promised:
+
+* Pacing is GCRA (the Generic Cell Rate Algorithm, "virtual scheduling", ITU-T I.371):
+  each grant moves a theoretical arrival time (TAT) on by one emission interval; a
+  request may leave once ``now >= TAT - tolerance``. Because TAT advances from its own
+  previous value rather than from the (late) wake-up time, a late wake-up is caught up
+  instead of being lost, so the sustained rate is the full budget. aiolimiter's
+  ``AsyncLimiter(1, T/N)`` measured 92.9% here because it loses that lateness.
+* Each window ``N/period`` keeps the times of the last N grants in a ring; a grant must
+  wait until the oldest of them is ``period`` old. That makes "at most N in any sliding
+  window" hold exactly, bursts and all. ``AsyncLimiter(N, period)`` alone let 200,055 of
+  a 200,000/h budget out in the first second.
+
+A 429 from the server pauses the whole limiter (every worker) until Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from lwbatch.config import Budget, Rate
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterStatistics:
+    granted: int
+    waiting: int
+    paused_until: float
+    rate: float
+
+
+class _Window:
+    """The grant times of the last N requests, to enforce N per sliding period."""
+
+    __slots__ = ("_period", "_ring", "_next")
+
+    def __init__(self, rate: Rate, margin: float) -> None:
+        # The margin absorbs send/receive jitter so a server counting arrivals in its
+        # own window never sees N+1: the cost is <= 0.5% of the rate.
+        self._period = rate.period + margin
+        self._ring = array("d", [float("-inf")]) * rate.requests
+        self._next = 0
+
+    def free_at(self) -> float:
+        return self._ring[self._next] + self._period
+
+    def record(self, now: float) -> None:
+        self._ring[self._next] = now
+        self._next = (self._next + 1) % len(self._ring)
+
+
+class Limiter:
+    """Grants one request at a time within a :class:`Budget`.
+
+    `clock` and `sleep` are injectable so tests run hours of budget in milliseconds.
+    Waiters are served first come, first served.
+    """
+
+    def __init__(
+        self, budget: Budget, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        self._budget = budget
+        self._clock = clock
+        self._sleep = sleep
+        self._interval = 1.0 / budget.rate
+        self._tolerance = max(budget.tolerance, self._interval)
+        self._windows = [_Window(w, min(0.05, 0.005 * w.period)) for w in budget.windows]
+        self._tat = float("-inf")
+        self._paused_until = float("-inf")
+        self._lock = asyncio.Lock()
+        self._granted = 0
+        self._waiting = 0
+
+    @property
+    def budget(self) -> Budget:
+        return self._budget
+
+    def ready_at(self) -> float:
+        """The earliest time the next request may leave."""
+        return max(
+            self._tat - self._tolerance,
+            self._paused_until,
+            *(w.free_at() for w in self._windows),
+        )
+
+    async def acquire(self) -> None:
+        """Wait until one request may leave, and count it as sent."""
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    now = self._clock()
+                    ready = self.ready_at()
+                    if ready <= now:
+                        break
+                    await self._sleep(ready - now)
+                self._tat = max(self._tat, now) + self._interval
+                for window in self._windows:
+                    window.record(now)
+                self._granted += 1
+        finally:
+            self._waiting -= 1
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request for `seconds` (a 429's Retry-After)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def statistics(self) -> LimiterStatistics:
+        return LimiterStatistics(
+            granted=self._granted,
+            waiting=self._waiting,
+            paused_until=self._paused_until,
+            rate=self._budget.rate,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Limiter {self._budget.describe()} granted={self._granted} waiting={self._waiting}>"
+        )

@@ -1,0 +1,180 @@
+"""Run statistics: counted while running, reported as a frozen snapshot at the end."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class LatencyHistogram:
+    """Log-bucketed latencies (1% relative precision): constant memory at any count."""
+
+    __slots__ = ("_buckets", "count")
+    _BASE = math.log(1.01)
+    _FLOOR = 1e-5  # 10 us: anything faster lands in the first bucket
+
+    def __init__(self) -> None:
+        self._buckets: Counter[int] = Counter()
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self._buckets[int(math.log(max(seconds, self._FLOOR) / self._FLOOR) / self._BASE)] += 1
+        self.count += 1
+
+    def quantile(self, q: float) -> float | None:
+        if not self.count:
+            return None
+        rank = q * (self.count - 1)
+        seen = 0
+        for bucket in sorted(self._buckets):
+            seen += self._buckets[bucket]
+            if seen > rank:
+                return self._FLOOR * math.exp((bucket + 0.5) * self._BASE)
+        return None  # unreachable: the last bucket always passes the rank
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Mutable counters the engine updates; only the engine's task writes them."""
+
+    rows_read: int = 0
+    invalid_rows: int = 0
+    duplicate_rows: int = 0
+    distinct_revisions: int = 0
+    rows_written: int = 0
+    requests_sent: int = 0
+    requests_by_outcome: Counter[str] = field(default_factory=Counter)
+    scored: Counter[str] = field(default_factory=Counter)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    latency: dict[str, LatencyHistogram] = field(default_factory=dict)
+
+    def record_latency(self, model: str, seconds: float) -> None:
+        histogram = self.latency.get(model)
+        if histogram is None:
+            histogram = self.latency[model] = LatencyHistogram()
+        histogram.add(seconds)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    """What a finished run did, for humans (`render`) and machines (`to_dict`)."""
+
+    models: tuple[str, ...]
+    rows_read: int
+    invalid_rows: int
+    duplicate_rows: int
+    distinct_revisions: int
+    rows_written: int
+    requests_sent: int
+    requests_by_outcome: dict[str, int]
+    scores_per_model: dict[str, int]
+    errors_per_model: dict[str, dict[str, int]]
+    errors_by_type: dict[str, int]
+    elapsed_seconds: float
+    budget: str
+    budget_rate: float
+    latency_seconds: dict[str, dict[str, float | None]]
+    output: str | None = None
+
+    @classmethod
+    def from_stats(
+        cls,
+        stats: RunStats,
+        *,
+        models: tuple[str, ...],
+        elapsed: float,
+        budget: str,
+        budget_rate: float,
+        output: str | None = None,
+    ) -> RunReport:
+        per_model: dict[str, dict[str, int]] = {m: {} for m in models}
+        by_type: Counter[str] = Counter()
+        for (model, error), count in sorted(stats.errors.items()):
+            per_model.setdefault(model, {})[error] = count
+            by_type[error] += count
+        return cls(
+            models=models,
+            rows_read=stats.rows_read,
+            invalid_rows=stats.invalid_rows,
+            duplicate_rows=stats.duplicate_rows,
+            distinct_revisions=stats.distinct_revisions,
+            rows_written=stats.rows_written,
+            requests_sent=stats.requests_sent,
+            requests_by_outcome=dict(sorted(stats.requests_by_outcome.items())),
+            scores_per_model={m: stats.scored[m] for m in models},
+            errors_per_model=per_model,
+            errors_by_type=dict(sorted(by_type.items())),
+            elapsed_seconds=round(elapsed, 3),
+            budget=budget,
+            budget_rate=budget_rate,
+            latency_seconds={
+                model: {
+                    "p50": _round(h.quantile(0.50)),
+                    "p95": _round(h.quantile(0.95)),
+                    "p99": _round(h.quantile(0.99)),
+                }
+                for model, h in sorted(stats.latency.items())
+            },
+            output=output,
+        )
+
+    @property
+    def request_rate(self) -> float:
+        return self.requests_sent / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["models"] = list(self.models)
+        data["request_rate"] = round(self.request_rate, 3)
+        data["budget_utilisation"] = (
+            round(self.request_rate / self.budget_rate, 4) if self.budget_rate > 0 else None
+        )
+        return data
+
+    def render(self) -> str:
+        """The human summary printed at the end of a run."""
+        lines = [
+            f"rows read           {self.rows_read:>10,}",
+            f"  invalid rev_id    {self.invalid_rows:>10,}",
+            f"  duplicates        {self.duplicate_rows:>10,}",
+            f"distinct revisions  {self.distinct_revisions:>10,}",
+            f"rows written        {self.rows_written:>10,}",
+            f"requests sent       {self.requests_sent:>10,}   "
+            + ", ".join(f"{k}: {v:,}" for k, v in self.requests_by_outcome.items()),
+            f"elapsed             {self.elapsed_seconds:>10.1f} s",
+            f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget} "
+            f"({self.budget_rate:.2f}/s, {100 * self.request_rate / self.budget_rate:.1f}% used)"
+            if self.budget_rate > 0
+            else f"request rate        {self.request_rate:>10.2f} /s",
+            "",
+            f"{'model':<32} {'scored':>9} {'errors':>8}  {'p50':>7} {'p95':>7} {'p99':>7}",
+        ]
+        for model in self.models:
+            errors = self.errors_per_model.get(model, {})
+            lat = self.latency_seconds.get(model, {})
+            scored = self.scores_per_model.get(model, 0)
+            lines.append(
+                f"{model:<32} {scored:>9,} {sum(errors.values()):>8,}  "
+                + " ".join(f"{_fmt(lat.get(q)):>7}" for q in ("p50", "p95", "p99"))
+            )
+        if self.errors_by_type:
+            lines.append("")
+            lines.append(
+                "errors: " + ", ".join(f"{k}: {v:,}" for k, v in self.errors_by_type.items())
+            )
+        if self.output:
+            lines.append("")
+            lines.append(f"output: {self.output}")
+        return "\n".join(lines)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
