@@ -157,12 +157,8 @@ def score(
     token = _token(token_file)
     if insecure:
         log.warning("--insecure: TLS certificates are not verified; use it only against staging")
-    if endpoint.is_external_gateway and not contact:
-        log.warning(
-            "no --contact given: Wikimedia asks API clients to name a contact in the "
-            "User-Agent; set --contact or LWBATCH_CONTACT"
-        )
     _score_and_report(
+        warn_no_contact=endpoint.is_external_gateway and not contact,
         input_path,
         output,
         models=split_model_names(models),
@@ -182,7 +178,13 @@ def score(
 
 
 def _score_and_report(
-    input_path: Path, output: Path, *, report_path: Path | None, quiet: bool, **options: Any
+    input_path: Path,
+    output: Path,
+    *,
+    report_path: Path | None,
+    quiet: bool,
+    warn_no_contact: bool = False,
+    **options: Any,
 ) -> None:
     from tqdm import tqdm
 
@@ -200,6 +202,12 @@ def _score_and_report(
     )
 
     def started(source: Any, scorer: Any) -> None:
+        # Warn only once everything was accepted, so a usage error stays one line.
+        if warn_no_contact:
+            log.warning(
+                "no --contact given: Wikimedia asks API clients to name a contact in the "
+                "User-Agent; set --contact or LWBATCH_CONTACT"
+            )
         bar.reset(total=source.info.total_rows)
 
     try:
@@ -333,7 +341,7 @@ def demo(output: Path, quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line on stderr and an exit code for every failure."""
-    logging.basicConfig(format="lwbatch: %(levelname)s: %(message)s", level=logging.WARNING)
+    logging.basicConfig(format="lwbatch: %(levelname)s: %(message)s", level=logging.WARNING, force=True)
     logging.getLogger("lwbatch").setLevel(logging.INFO)
     try:
         cli.main(args=argv, prog_name="lwbatch", standalone_mode=False)

@@ -122,6 +122,7 @@ class Scorer:
         self._finished: float | None = None
         self.rows_emitted = 0
         self._starved = False
+        self._streams: list[_Rows] = []
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -142,6 +143,8 @@ class Scorer:
         assert self._tg is not None
         # A consumer that stops early must not leave the pipeline running.
         self._tg.cancel_scope.cancel()
+        for rows in self._streams:
+            rows.close()
         try:
             await self._tg.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
@@ -162,7 +165,9 @@ class Scorer:
         batches = revisions if isinstance(revisions, AsyncIterable) else self._chunks(revisions)
         send, receive = anyio.create_memory_object_stream[ScoredRow](max_buffer_size=1024)
         self._tg.start_soon(self._run, batches, send)
-        return _Rows(receive)
+        rows = _Rows(receive)
+        self._streams.append(rows)
+        return rows
 
     def report(self, *, output: str | None = None) -> RunReport:
         end = self._finished or time.monotonic()
@@ -338,12 +343,17 @@ class _Rows:
             return self._receive.receive_nowait()
         except anyio.WouldBlock:
             pass
-        except anyio.EndOfStream:
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self.close()
             raise StopAsyncIteration from None
         try:
             return await self._receive.receive()
-        except anyio.EndOfStream:
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self.close()
             raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self._receive.close()
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from lwbatch.answers import classify_client_error, error_message, parse_answer
+from lwbatch.catalog import default_catalog
+from lwbatch.results import ErrorType, Score
+
+
+def spec(name: str):  # type: ignore[no-untyped-def]
+    return default_catalog().resolve(name)
+
+
+def body(data: object) -> bytes:
+    return orjson.dumps(data)
+
+
+def test_revscoring_binary() -> None:
+    answer = {
+        "enwiki": {
+            "models": {"damaging": {"version": "0.5.1"}},
+            "scores": {
+                "12345": {
+                    "damaging": {
+                        "score": {
+                            "prediction": False,
+                            "probability": {"false": 0.7442, "true": 0.2557},
+                        }
+                    }
+                }
+            },
+        }
+    }
+    assert parse_answer(spec("enwiki-damaging"), [12345], body(answer)) == {
+        12345: Score(False, {"false": 0.7442, "true": 0.2557}, "0.5.1")
+    }
+
+
+def test_revscoring_class_label_and_topic_list() -> None:
+    quality = {
+        "enwiki": {
+            "models": {"articlequality": {"version": "0.9.2"}},
+            "scores": {
+                "7": {
+                    "articlequality": {
+                        "score": {"prediction": "GA", "probability": {"GA": 0.6, "FA": 0.4}}
+                    }
+                }
+            },
+        }
+    }
+    topic = {
+        "enwiki": {
+            "models": {"articletopic": {"version": "1.3.0"}},
+            "scores": {
+                "7": {
+                    "articletopic": {
+                        "score": {"prediction": ["STEM.STEM*"], "probability": {"STEM.STEM*": 0.9}}
+                    }
+                }
+            },
+        }
+    }
+    assert parse_answer(spec("enwiki-articlequality"), [7], body(quality))[7].prediction == "GA"
+    assert parse_answer(spec("enwiki-articletopic"), [7], body(topic))[7] == Score(
+        ["STEM.STEM*"], {"STEM.STEM*": 0.9}, "1.3.0"
+    )
+
+
+def test_revertrisk_single() -> None:
+    answer = {
+        "model_name": "revertrisk-language-agnostic",
+        "model_version": "3",
+        "wiki_db": "enwiki",
+        "revision_id": 12345,
+        "output": {"prediction": False, "probabilities": {"true": 0.1769, "false": 0.8231}},
+    }
+    assert parse_answer(spec("revertrisk-language-agnostic"), [12345], body(answer)) == {
+        12345: Score(False, {"true": 0.1769, "false": 0.8231}, "3")
+    }
+
+
+def test_batch_is_matched_by_revision_id_not_position() -> None:
+    def item(rev: int, p: float) -> dict[str, object]:
+        return {
+            "model_name": "revertrisk-language-agnostic",
+            "model_version": "3",
+            "wiki_db": "enwiki",
+            "revision_id": rev,
+            "output": {"prediction": p > 0.5, "probabilities": {"true": p, "false": 1 - p}},
+        }
+
+    answer = {
+        "predictions": [item(3, 0.9), item(1, 0.1)],
+        "errors": ["Could not make prediction for revision 2 (en). Reason: gone"],
+    }
+    scores = parse_answer(spec("revertrisk-language-agnostic"), [1, 2, 3, 4], body(answer))
+    assert scores[1].prediction is False and scores[1].probability == {"true": 0.1, "false": 0.9}
+    assert scores[3].prediction is True
+    assert scores[2] == Score.failed(
+        ErrorType.UNSCORABLE, "Could not make prediction for revision 2 (en). Reason: gone"
+    )
+    assert scores[4].error is ErrorType.BAD_RESPONSE
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "value"),
+    [
+        (
+            "articlequality",
+            {
+                "score": 0.1,
+                "model_name": "articlequality",
+                "model_version": "1",
+                "wiki_db": "enwiki",
+                "revision_id": 5,
+            },
+            0.1,
+        ),
+        (
+            "readability",
+            {
+                "model_name": "readability",
+                "model_version": "2",
+                "wiki_db": "enwiki",
+                "revision_id": 5,
+                "output": {"score": 0.64, "fk_score_proxy": 9.39},
+            },
+            0.64,
+        ),
+        (
+            "reference-need",
+            {
+                "model_name": "reference-need",
+                "model_version": "0",
+                "wiki_db": "enwiki",
+                "revision_id": 5,
+                "reference_need_score": 0.25,
+            },
+            0.25,
+        ),
+        (
+            "reference-risk",
+            {
+                "model_name": "reference-risk",
+                "model_version": "0",
+                "wiki_db": "enwiki",
+                "revision_id": 5,
+                "reference_risk_score": 1,
+            },
+            1.0,
+        ),
+    ],
+)
+def test_score_only_models(name: str, answer: dict[str, object], value: float) -> None:
+    score = parse_answer(spec(name), [5], body(answer))[5]
+    assert score.prediction == value and isinstance(score.prediction, float)
+    assert score.probability is None and score.error is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[1, 2]",
+        body({"enwiki": {"scores": {}}}),
+        body({"output": {"prediction": "yes"}}),
+    ],
+)
+def test_unexpected_200_bodies_become_bad_response(raw: bytes) -> None:
+    for name in ("enwiki-damaging", "revertrisk-language-agnostic"):
+        score = parse_answer(spec(name), [9], raw)[9]
+        assert score.error is ErrorType.BAD_RESPONSE
+        assert score.error_message is not None and score.error_message.startswith(
+            f"{name} answered 200"
+        )
+
+
+def test_ores_style_error_inside_a_200() -> None:
+    answer = {
+        "enwiki": {
+            "models": {},
+            "scores": {
+                "2": {
+                    "damaging": {
+                        "error": {
+                            "type": "RevisionNotFound",
+                            "message": "RevisionNotFound: Could not find revision ({revision}:2)",
+                        }
+                    }
+                }
+            },
+        }
+    }
+    assert parse_answer(spec("enwiki-damaging"), [2], body(answer))[2].error is ErrorType.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("status", "raw", "error"),
+    [
+        (
+            400,
+            body(
+                {
+                    "error": "The MW API does not have any info related to the rev-id provided as input (123)"
+                }
+            ),
+            ErrorType.NOT_FOUND,
+        ),
+        (
+            400,
+            body({"error": "Missing resource for rev-id 123: TextDeleted: Text deleted (x)"}),
+            ErrorType.DELETED,
+        ),
+        (400, body({"error": 'Expected "rev_id" to be an integer.'}), ErrorType.BAD_REQUEST),
+        (400, body({"detail": "lang is missing"}), ErrorType.BAD_REQUEST),
+        (
+            422,
+            body({"detail": "Could not make prediction for revision 123 (en). Reason: x"}),
+            ErrorType.UNSCORABLE,
+        ),
+        (403, b"Forbidden", ErrorType.BAD_REQUEST),
+    ],
+)
+def test_terminal_client_errors(status: int, raw: bytes, error: ErrorType) -> None:
+    assert classify_client_error(status, error_message(raw)) is error
+
+
+def test_error_message_reads_error_detail_or_text() -> None:
+    assert error_message(body({"error": "boom"})) == "boom"
+    assert error_message(body({"detail": "nope"})) == "nope"
+    assert error_message(body({"httpCode": 404, "httpReason": "Not Found"})) == "Not Found"
+    assert error_message(b"  Unauthorized \n") == "Unauthorized"

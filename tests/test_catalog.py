@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import pytest
+
+from lwbatch.catalog import default_catalog, split_model_names
+from lwbatch.errors import UnknownModelError, UsageError
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "namespace", "needs_lang", "max_batch", "prediction"),
+    [
+        (
+            "enwiki-damaging",
+            "revscoring-editquality",
+            "revscoring-editquality-damaging",
+            False,
+            1,
+            "bool",
+        ),
+        (
+            "eswiki-goodfaith",
+            "revscoring-editquality",
+            "revscoring-editquality-goodfaith",
+            False,
+            1,
+            "bool",
+        ),
+        (
+            "fawiki-reverted",
+            "revscoring-editquality",
+            "revscoring-editquality-reverted",
+            False,
+            1,
+            "bool",
+        ),
+        (
+            "enwiki-articlequality",
+            "revscoring-articlequality",
+            "revscoring-articlequality",
+            False,
+            1,
+            "string",
+        ),
+        (
+            "enwiki-draftquality",
+            "revscoring-draftquality",
+            "revscoring-draftquality",
+            False,
+            1,
+            "string",
+        ),
+        (
+            "enwiki-articletopic",
+            "revscoring-articletopic",
+            "revscoring-articletopic",
+            False,
+            1,
+            "list",
+        ),
+        ("enwiki-drafttopic", "revscoring-drafttopic", "revscoring-drafttopic", False, 1, "list"),
+        (
+            "wikidatawiki-itemquality",
+            "revscoring-itemquality",
+            "revscoring-articlequality",
+            False,
+            1,
+            "string",
+        ),
+        (
+            "wikidatawiki-itemtopic",
+            "revscoring-itemtopic",
+            "revscoring-articletopic",
+            False,
+            1,
+            "list",
+        ),
+        (
+            "revertrisk-language-agnostic",
+            "revertrisk-language-agnostic",
+            "revertrisk",
+            True,
+            20,
+            "bool",
+        ),
+        ("revertrisk-multilingual", "revertrisk-multilingual", "revertrisk", True, 1, "bool"),
+        ("revertrisk-wikidata", "revertrisk-wikidata", "revertrisk", False, 1, "bool"),
+        ("articlequality", "articlequality", "article-models", True, 1, "double"),
+        ("readability", "readability", "readability", True, 1, "double"),
+        ("reference-need", "reference-need", "revision-models", True, 1, "double"),
+        ("reference-risk", "reference-risk", "revision-models", True, 1, "double"),
+    ],
+)
+def test_every_family_resolves(
+    name: str, family: str, namespace: str, needs_lang: bool, max_batch: int, prediction: str
+) -> None:
+    spec = default_catalog().resolve(name)
+    assert spec.family.name == family
+    assert spec.namespace == namespace
+    assert spec.host == f"{name}.{namespace}.wikimedia.org"
+    assert spec.needs_lang is needs_lang
+    assert spec.max_batch == max_batch
+    assert spec.family.prediction == prediction
+
+
+def test_revscoring_spec_knows_wiki_and_kind() -> None:
+    spec = default_catalog().resolve("zh_yuewiki-damaging")
+    assert (spec.wiki, spec.kind) == ("zh_yuewiki", "damaging")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "damaging",
+        "enwiki-damaging/../x",
+        "enwiki-damaging:predict",
+        "enwiki-itemquality",
+        "revertrisk",
+        "EnWiki-damaging",
+        "enwiki-damaging\r\nHost: evil",
+        "",
+        "en-damaging",
+    ],
+)
+def test_names_outside_every_family_are_refused(name: str) -> None:
+    with pytest.raises(UnknownModelError, match="unknown model"):
+        default_catalog().resolve(name)
+
+
+def test_model_lists_split_on_commas_and_dedupe() -> None:
+    names = split_model_names(
+        ["enwiki-damaging,enwiki-goodfaith", " readability ", "enwiki-damaging"]
+    )
+    assert names == ["enwiki-damaging", "enwiki-goodfaith", "readability", "enwiki-damaging"]
+    specs = default_catalog().resolve_all(names)
+    assert [s.name for s in specs] == ["enwiki-damaging", "enwiki-goodfaith", "readability"]
+
+
+def test_no_model_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="no model given"):
+        default_catalog().resolve_all([])

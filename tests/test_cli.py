@@ -1,0 +1,439 @@
+"""End to end: the `lwbatch` entry point against the emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch.cli import main
+from lwbatch.emulator import unit
+from tests.conftest import EmulatorFactory, write_parquet
+
+MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
+UNKNOWN = 2_100_000_001
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def binary(model: str, rev: int, *, version: str, revertrisk: bool = False) -> dict[str, Any]:
+    p = round(unit(model, rev), 4)
+    probability = (
+        [("true", p), ("false", round(1 - p, 4))]
+        if revertrisk
+        else [("false", round(1 - p, 4)), ("true", p)]
+    )
+    return {
+        "prediction": p > 0.5,
+        "probability": probability,
+        "model_version": version,
+        "error": None,
+        "error_message": None,
+    }
+
+
+def expected_row(rev: int) -> dict[str, Any]:
+    return {
+        "rev_id": rev,
+        "enwiki-damaging": binary("enwiki-damaging", rev, version="0.5.1"),
+        "enwiki-goodfaith": binary("enwiki-goodfaith", rev, version="0.5.1"),
+        "revertrisk-language-agnostic": binary(
+            "revertrisk-language-agnostic", rev, version="3", revertrisk=True
+        ),
+    }
+
+
+def rows_by_rev(path: Path) -> dict[int, dict[str, Any]]:
+    rows = pq.read_table(path).to_pylist()
+    by_rev = {row["rev_id"]: row for row in rows}
+    assert len(by_rev) == len(rows), "one row per distinct rev_id"
+    return by_rev
+
+
+def score_args(inp: Path, out: Path, base_url: str, *extra: str) -> list[str | Path]:
+    models = [arg for m in MODELS for arg in ("-m", m)]
+    return [
+        "score",
+        inp,
+        "-o",
+        out,
+        *models,
+        "--base-url",
+        base_url,
+        "--rate",
+        "5000/s",
+        "-q",
+        *extra,
+    ]
+
+
+def check_scores(out: Path, distinct: list[int]) -> None:
+    rows = rows_by_rev(out)
+    assert sorted(rows) == sorted(distinct + [UNKNOWN])
+    for rev in distinct:
+        assert rows[rev] == expected_row(rev)
+    unknown = rows[UNKNOWN]
+    assert unknown["enwiki-damaging"]["error"] == "not_found"
+    assert unknown["enwiki-goodfaith"]["error"] == "not_found"
+    assert unknown["revertrisk-language-agnostic"]["error"] == "unscorable"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_scores_three_models_into_one_row_per_revision(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    distinct = list(range(1000, 1100))
+    ids = distinct + [UNKNOWN] + distinct[:30]
+    if fmt == "parquet":
+        inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(ids, pa.int64())})
+    else:
+        inp = tmp_path / "in.csv"
+        inp.write_text("rev_id,title\n" + "".join(f"{i},Page {i}\n" for i in ids))
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        code, err = run(capsys, *score_args(inp, out, base_url, "--report", tmp_path / "r.json"))
+    assert code == 0, err
+    check_scores(out, distinct)
+    # Duplicates cost nothing; revertrisk went in batches of 20 (101 revisions -> 6).
+    assert emu.stats.requests == 2 * 101 + 6
+    assert max(emu.stats.answered.values()) == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["rows_read"] == 131 and report["duplicate_rows"] == 30
+    assert report["distinct_revisions"] == 101 and report["rows_written"] == 101
+    assert report["requests_sent"] == 208
+    assert report["scores_per_model"] == {m: 100 for m in MODELS}
+    assert report["errors_by_type"] == {"not_found": 2, "unscorable": 1}
+    assert set(report["latency_seconds"]) == set(MODELS)
+
+
+def test_invalid_rows_are_written_with_invalid_input_never_sent(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = tmp_path / "in.csv"
+    inp.write_text("rev_id\n5\nabc\n0\n\n6\n")
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        code, err = run(
+            capsys, "score", inp, "-o", out, "-m", "enwiki-damaging", "--base-url", base_url
+        )
+    assert code == 0, err
+    rows = pq.read_table(out).to_pylist()
+    invalid = [
+        (r["rev_id"], r["enwiki-damaging"]["error"], r["enwiki-damaging"]["error_message"])
+        for r in rows
+        if r["enwiki-damaging"]["error"]
+    ]
+    assert sorted(invalid, key=str) == sorted(
+        [
+            (None, "invalid_input", "row 2: rev_id 'abc' is not an integer"),
+            (0, "invalid_input", "row 3: rev_id 0 is not a positive integer"),
+        ],
+        key=str,
+    )
+    assert emu.stats.requests == 2
+    assert "invalid rev_id             2" in err
+
+
+def test_undeployed_model_becomes_data_and_costs_one_request(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 201), pa.int64())})
+    out = tmp_path / "out.parquet"
+    with emulator(undeployed=frozenset({"svwiki-reverted"})) as (emu, base_url):
+        code, err = run(
+            capsys,
+            "score",
+            inp,
+            "-o",
+            out,
+            "-m",
+            "enwiki-damaging,svwiki-reverted",
+            "--base-url",
+            base_url,
+            "--concurrency",
+            "4",
+            "-q",
+        )
+    assert code == 0, err
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 200
+    assert {r["svwiki-reverted"]["error"] for r in rows} == {"model_not_deployed"}
+    assert all(r["enwiki-damaging"]["error"] is None for r in rows)
+    assert emu.stats.by_status["404"] <= 4  # only what was already in flight
+
+
+def test_all_models_undeployed_aborts_with_exit_1_and_no_output(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 50), pa.int64())})
+    out = tmp_path / "out.parquet"
+    with emulator(undeployed=frozenset({"svwiki-reverted"})) as (_, base_url):
+        code, err = run(
+            capsys, "score", inp, "-o", out, "-m", "svwiki-reverted", "--base-url", base_url
+        )
+    assert code == 1
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("lwbatch: error: every requested model answered 404")
+    )
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_a_429_storm_pauses_the_pool_and_every_row_is_scored(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    distinct = list(range(1000, 1300))
+    inp = write_parquet(
+        tmp_path / "in.parquet", {"rev_id": pa.array(distinct + [UNKNOWN], pa.int64())}
+    )
+    out = tmp_path / "out.parquet"
+    with emulator(storm_after=50, storm_seconds=1.0) as (emu, base_url):
+        code, err = run(capsys, *score_args(inp, out, base_url, "--concurrency", "16"))
+    assert code == 0, err
+    check_scores(out, distinct)
+    # Only requests already in flight when the storm began meet it: the pool waits.
+    assert 1 <= emu.stats.by_status["429"] <= 16
+    assert max(emu.stats.answered.values()) == 1
+
+
+def test_five_percent_503s_are_retried_to_completion(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    distinct = list(range(5000, 5400))
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {"rev_id": pa.array(distinct + [UNKNOWN] + distinct[:50], pa.int64())},
+    )
+    out = tmp_path / "out.parquet"
+    with emulator(error_rate=0.05, error_statuses=(503,), seed=3) as (emu, base_url):
+        code, err = run(capsys, *score_args(inp, out, base_url, "--report", tmp_path / "r.json"))
+    assert code == 0, err
+    check_scores(out, distinct)
+    report = json.loads((tmp_path / "r.json").read_text())
+    failures = emu.stats.by_status["503"]
+    assert failures > 0
+    minimum = 2 * 401 + 21  # one request per (model, revision); revertrisk in batches of 20
+    assert emu.stats.requests == report["requests_sent"] == minimum + failures
+    assert max(emu.stats.answered.values()) == 1
+
+
+def test_rate_holds_in_every_window(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 301), pa.int64())})
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        code, err = run(
+            capsys,
+            "score",
+            inp,
+            "-o",
+            out,
+            "-m",
+            "enwiki-damaging",
+            "--base-url",
+            base_url,
+            "--rate",
+            "100/1s",
+            "-q",
+        )
+    assert code == 0, err
+    times = sorted(emu.stats.arrivals)
+    assert len(times) == 300
+    # Server-side arrivals: allow 50 ms of loopback jitter on the window's length.
+    assert max(bisect_left(times, t + 0.95) - i for i, t in enumerate(times)) <= 100
+
+
+def test_token_never_reaches_output_report_or_logs(
+    tmp_path: Path,
+    emulator: EmulatorFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "lw-token-7d9f1e2c"
+    monkeypatch.setenv("LIFTWING_TOKEN", secret)
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2, 3, 0], pa.int64())})
+    out = tmp_path / "out.parquet"
+    with emulator(token=secret) as (emu, base_url):
+        code, err = run(
+            capsys,
+            "score",
+            inp,
+            "-o",
+            out,
+            "-m",
+            "enwiki-damaging",
+            "--base-url",
+            base_url,
+            "--report",
+            tmp_path / "r.json",
+        )
+    assert code == 0, err
+    assert emu.stats.by_status["200"] == 3  # the token was sent, as the Authorization header
+    for artefact in (out, tmp_path / "r.json"):
+        assert secret.encode() not in artefact.read_bytes()
+    assert secret not in err
+    monkeypatch.setenv("LIFTWING_TOKEN", "wrong-" + secret)
+    with emulator(token=secret) as (_, base_url):
+        code, err = run(
+            capsys,
+            "score",
+            inp,
+            "-o",
+            tmp_path / "o2.parquet",
+            "-m",
+            "enwiki-damaging",
+            "--base-url",
+            base_url,
+        )
+    assert code == 1
+    assert "401 Unauthorized" in err and secret not in err
+    assert not (tmp_path / "o2.parquet").exists()
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
+    ("missing column", lambda d: write_bytes(d / "a.csv", b"id\n1\n"), [], 2, "no column 'rev_id'"),
+    (
+        "wrong type",
+        lambda d: write_parquet(d / "a.parquet", {"rev_id": pa.array([True])}),
+        [],
+        2,
+        "has type bool",
+    ),
+    ("empty file", lambda d: write_bytes(d / "a.parquet", b""), [], 2, "is empty"),
+    (
+        "header only",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n"),
+        [],
+        2,
+        "has a header but no rows",
+    ),
+    (
+        "truncated parquet",
+        lambda d: write_bytes(d / "a.parquet", b"PAR1\x15\x00"),
+        [],
+        2,
+        "not a readable Parquet file",
+    ),
+    (
+        "unknown extension",
+        lambda d: write_bytes(d / "a.json", b"[]"),
+        [],
+        2,
+        "unknown file type '.json'",
+    ),
+    ("nonexistent", lambda d: d / "nope.csv", [], 2, "no such file"),
+    ("directory", lambda d: d, [], 2, "is a directory"),
+    (
+        "unknown model",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        ["-m", "enwiki-damagin"],
+        2,
+        "unknown model 'enwiki-damagin'",
+    ),
+    (
+        "bad rate",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        ["--rate", "fast"],
+        2,
+        "--rate 'fast' is not N/PERIOD",
+    ),
+    (
+        "zero concurrency",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        ["--concurrency", "0"],
+        2,
+        "--concurrency must be >= 1",
+    ),
+    (
+        "empty token file",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        ["--token-file", "EMPTY"],
+        2,
+        "is empty; put the bearer token in it",
+    ),
+    (
+        "missing token file",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        ["--token-file", "/nonexistent/t"],
+        2,
+        "--token-file /nonexistent/t: cannot read it",
+    ),
+    (
+        "base url without scheme",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        ["--base-url", "127.0.0.1:8080"],
+        2,
+        "must be an absolute http(s) URL",
+    ),
+    (
+        "unknown tier",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        ["--tier", "gold"],
+        2,
+        "'gold'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "extra", "code", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_gets_one_line_and_no_output(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    make: Any,
+    extra: list[str],
+    code: int,
+    message: str,
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    inp = make(work)
+    (tmp_path / "EMPTY").write_text("\n")
+    extra = [str(tmp_path / "EMPTY") if e == "EMPTY" else e for e in extra]
+    out = tmp_path / "out.parquet"
+    models = [] if "-m" in extra else ["-m", "enwiki-damaging"]
+    exit_code, err = run(
+        capsys, "score", inp, "-o", out, *models, "--base-url", "http://127.0.0.1:9", *extra
+    )
+    assert exit_code == code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lwbatch: error: ") and message in lines[0]
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_output_must_be_parquet_and_not_the_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1], pa.int64())})
+    code, err = run(
+        capsys, "score", inp, "-o", inp, "-m", "enwiki-damaging", "--base-url", "http://127.0.0.1:9"
+    )
+    assert (code, "is the input file" in err) == (2, True)
+    code, err = run(capsys, "score", inp, "-o", tmp_path / "o.csv", "-m", "enwiki-damaging")
+    assert (code, "name the file *.parquet" in err) == (2, True)
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("score", "emulate", "demo"):
+        assert main([command, "--help"]) == 0
+        assert "Example" in capsys.readouterr().out or command == "demo"

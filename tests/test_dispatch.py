@@ -1,0 +1,278 @@
+"""The client and dispatcher against scripted answers (httpx.MockTransport / respx)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import orjson
+import pytest
+import respx
+
+from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer, Token
+from lwbatch.catalog import default_catalog
+from lwbatch.client import user_agent
+from lwbatch.emulator import Emulator
+from lwbatch.errors import AuthenticationError, NoModelDeployedError, UsageError
+from lwbatch.results import ErrorType, ScoredRow
+from tests.conftest import FakeClock
+
+BASE = "http://127.0.0.1:9"
+EMU = Emulator()
+
+
+def ok(request: httpx.Request) -> httpx.Response:
+    model = request.url.path.split("/")[-1].removesuffix(":predict")
+    payload = orjson.loads(request.content)
+    spec = default_catalog().resolve(model)
+    if "instances" in payload:
+        return httpx.Response(
+            200,
+            json={
+                "predictions": [
+                    EMU.answer(spec, i["rev_id"], i.get("lang", "")) for i in payload["instances"]
+                ]
+            },
+        )
+    return httpx.Response(200, json=EMU.answer(spec, payload["rev_id"], payload.get("lang", "")))
+
+
+class Script:
+    """A transport that answers from a function and records every request."""
+
+    def __init__(
+        self, answer: Callable[[httpx.Request, int], httpx.Response], clock: FakeClock
+    ) -> None:
+        self.answer = answer
+        self.clock = clock
+        self.requests: list[tuple[float, httpx.Request]] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((self.clock(), request))
+        return self.answer(request, len(self.requests))
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+
+async def score(
+    models: list[str],
+    revs: list[int],
+    script: Script,
+    clock: FakeClock,
+    **options: object,
+) -> list[ScoredRow]:
+    options.setdefault("budget", Budget.from_rate(Rate(1000, 1.0)))
+    options.setdefault("endpoint", Endpoint(base_url=BASE))
+    async with Scorer(
+        models, transport=script.transport, clock=clock, sleep=clock.sleep, **options
+    ) as scorer:  # type: ignore[arg-type]
+        rows = [row async for row in scorer.score(revs)]
+    return sorted(rows, key=lambda r: r.rev_id or 0)
+
+
+async def test_headers_user_agent_and_bearer_token(fake_clock: FakeClock) -> None:
+    router = respx.MockRouter(assert_all_called=True)
+    route = router.post(f"{BASE}/v1/models/enwiki-damaging:predict").mock(side_effect=ok)
+    async with Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        token=Token("s3cret-token"),
+        contact="me@example.org",
+        transport=httpx.MockTransport(router.async_handler),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    ) as scorer:
+        rows = [row async for row in scorer.score([42])]
+    request = route.calls.last.request
+    assert request.headers["authorization"] == "Bearer s3cret-token"
+    assert request.headers["user-agent"] == user_agent("me@example.org")
+    assert request.headers["user-agent"].startswith("lwbatch/0.1.0 (me@example.org) httpx/")
+    assert request.headers["content-type"] == "application/json"
+    assert orjson.loads(request.content) == {"rev_id": 42}
+    assert "host" not in {k for k, v in request.headers.items() if v.endswith("wikimedia.org")}
+    assert rows[0].scores["enwiki-damaging"].ok
+
+
+async def test_internal_endpoint_sends_host_header(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: ok(r), fake_clock)
+    await score(
+        ["enwiki-goodfaith", "revertrisk-language-agnostic"],
+        [7],
+        script,
+        fake_clock,
+        endpoint=Endpoint(base_url="https://inference.discovery.wmnet:30443", host_header=True),
+    )
+    hosts = sorted(r.headers["host"] for _, r in script.requests)
+    assert hosts == [
+        "enwiki-goodfaith.revscoring-editquality-goodfaith.wikimedia.org",
+        "revertrisk-language-agnostic.revertrisk.wikimedia.org",
+    ]
+    assert all(
+        str(r.url).startswith("https://inference.discovery.wmnet:30443/v1/models/")
+        for _, r in script.requests
+    )
+
+
+async def test_5xx_is_retried_with_backoff_and_every_attempt_is_budgeted(
+    fake_clock: FakeClock,
+) -> None:
+    script = Script(
+        lambda r, n: httpx.Response(503, text="upstream busy") if n <= 2 else ok(r), fake_clock
+    )
+    async with Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=script.transport,
+        budget=Budget.from_rate(Rate(1000, 1.0)),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    ) as scorer:
+        rows = [row async for row in scorer.score([5])]
+    assert rows[0].scores["enwiki-damaging"].ok
+    assert len(script.requests) == 3
+    assert scorer.limiter.statistics().granted == 3
+    assert scorer.stats.requests_by_outcome == {"503": 2, "200": 1}
+    gaps = [b[0] - a[0] for a, b in zip(script.requests, script.requests[1:], strict=False)]
+    assert all(gap > 0 for gap in gaps)  # backed off, not hammered
+
+
+async def test_retries_are_bounded_then_transient_error(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: httpx.Response(500, json={"error": "MW API down"}), fake_clock)
+    rows = await score(
+        ["enwiki-damaging"], [5], script, fake_clock, retry=RetryPolicy(max_attempts=4)
+    )
+    score_ = rows[0].scores["enwiki-damaging"]
+    assert score_.error is ErrorType.TRANSIENT_ERROR
+    assert score_.error_message == "HTTP 500 after 4 attempt(s): MW API down"
+    assert len(script.requests) == 4
+
+
+async def test_timeouts_and_resets_are_transient(fake_clock: FakeClock) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        if n == 1:
+            raise httpx.ReadTimeout("slow", request=request)
+        if n == 2:
+            raise httpx.RemoteProtocolError("reset", request=request)
+        return ok(request)
+
+    script = Script(answer, fake_clock)
+    async with Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=script.transport,
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+        budget=Budget.from_rate(Rate(1000, 1.0)),
+    ) as scorer:
+        rows = [row async for row in scorer.score([5])]
+    assert rows[0].scores["enwiki-damaging"].ok
+    assert scorer.stats.requests_by_outcome == {"timeout": 1, "connection": 1, "200": 1}
+
+
+async def test_429_pauses_the_whole_pool_for_retry_after(fake_clock: FakeClock) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        if n == 3:
+            return httpx.Response(429, text="Too many requests", headers={"Retry-After": "30"})
+        return ok(request)
+
+    script = Script(answer, fake_clock)
+    rows = await score(["enwiki-damaging"], list(range(1, 21)), script, fake_clock, concurrency=8)
+    assert all(r.scores["enwiki-damaging"].ok for r in rows)
+    assert len(script.requests) == 21  # 20 revisions + the one retried after the 429
+    limited_at = script.requests[2][0]
+    later = [t for t, _ in script.requests[3:]]
+    assert min(later) >= limited_at + 30.0  # nobody sent during the pause
+
+
+async def test_401_aborts_the_run_without_showing_the_token(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: httpx.Response(401, text="Unauthorized"), fake_clock)
+    with pytest.raises(AuthenticationError) as info:
+        await score(
+            ["enwiki-damaging"], [1, 2, 3], script, fake_clock, token=Token("tok-SECRET-123")
+        )
+    assert "401 Unauthorized" in str(info.value)
+    assert "tok-SECRET-123" not in str(info.value) and "tok-SECRET-123" not in repr(info.value)
+
+
+async def test_404_marks_the_model_undeployed_and_stops_sending_to_it(
+    fake_clock: FakeClock,
+) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        if "svwiki-reverted" in request.url.path:
+            return httpx.Response(404, json={"httpCode": 404, "httpReason": "Not Found"})
+        return ok(request)
+
+    script = Script(answer, fake_clock)
+    rows = await score(
+        ["svwiki-reverted", "enwiki-damaging"],
+        list(range(1, 51)),
+        script,
+        fake_clock,
+        concurrency=1,
+    )
+    assert len(rows) == 50
+    assert all(r.scores["svwiki-reverted"].error is ErrorType.MODEL_NOT_DEPLOYED for r in rows)
+    assert all(r.scores["enwiki-damaging"].ok for r in rows)
+    sent_to_undeployed = [r for _, r in script.requests if "svwiki-reverted" in r.url.path]
+    assert len(sent_to_undeployed) == 1
+
+
+async def test_all_models_undeployed_aborts(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: httpx.Response(404), fake_clock)
+    with pytest.raises(NoModelDeployedError, match="svwiki-reverted"):
+        await score(["svwiki-reverted"], list(range(1, 100)), script, fake_clock, concurrency=2)
+    assert len(script.requests) <= 2
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (
+            400,
+            {
+                "error": "The MW API does not have any info related to the rev-id provided as input (5)"
+            },
+            ErrorType.NOT_FOUND,
+        ),
+        (
+            400,
+            {"error": "Missing resource for rev-id 5: TextDeleted: Text deleted"},
+            ErrorType.DELETED,
+        ),
+        (
+            422,
+            {"detail": "Could not make prediction for revision 5 (en). Reason: x"},
+            ErrorType.UNSCORABLE,
+        ),
+        (400, {"detail": "bad lang"}, ErrorType.BAD_REQUEST),
+        (302, {}, ErrorType.BAD_RESPONSE),
+    ],
+)
+async def test_terminal_errors_are_never_retried(
+    fake_clock: FakeClock, status: int, body: dict[str, str], error: ErrorType
+) -> None:
+    script = Script(lambda r, n: httpx.Response(status, json=body), fake_clock)
+    rows = await score(["enwiki-damaging"], [5], script, fake_clock)
+    assert rows[0].scores["enwiki-damaging"].error is error
+    assert len(script.requests) == 1
+
+
+def test_token_is_refused_over_plain_http_to_a_remote_host() -> None:
+    calls: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200))
+    with pytest.raises(UsageError, match="refusing to send the token over plain http"):
+        Scorer(
+            ["enwiki-damaging"],
+            endpoint=Endpoint(base_url="http://liftwing.invalid"),
+            token=Token("abc"),
+            transport=transport,
+        )
+    assert calls == []
+
+
+def test_token_never_shows_in_repr_or_str() -> None:
+    token = Token("very-secret")
+    assert "very-secret" not in repr(token) and "very-secret" not in str(token)
+    assert token.header() == "Bearer very-secret"
