@@ -158,9 +158,9 @@ def score(
     if insecure:
         log.warning("--insecure: TLS certificates are not verified; use it only against staging")
     _score_and_report(
-        warn_no_contact=endpoint.is_external_gateway and not contact,
         input_path,
         output,
+        warn_no_contact=endpoint.is_external_gateway and not contact,
         models=split_model_names(models),
         id_column=id_column,
         lang=lang,
@@ -341,7 +341,9 @@ def demo(output: Path, quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line on stderr and an exit code for every failure."""
-    logging.basicConfig(format="lwbatch: %(levelname)s: %(message)s", level=logging.WARNING, force=True)
+    logging.basicConfig(
+        format="lwbatch: %(levelname)s: %(message)s", level=logging.WARNING, force=True
+    )
     logging.getLogger("lwbatch").setLevel(logging.INFO)
     try:
         cli.main(args=argv, prog_name="lwbatch", standalone_mode=False)

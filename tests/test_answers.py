@@ -203,7 +203,8 @@ def test_ores_style_error_inside_a_200() -> None:
             400,
             body(
                 {
-                    "error": "The MW API does not have any info related to the rev-id provided as input (123)"
+                    "error": "The MW API does not have any info related to the rev-id "
+                    "provided as input (123)"
                 }
             ),
             ErrorType.NOT_FOUND,

@@ -109,7 +109,7 @@ def test_scores_three_models_into_one_row_per_revision(
     assert report["rows_read"] == 131 and report["duplicate_rows"] == 30
     assert report["distinct_revisions"] == 101 and report["rows_written"] == 101
     assert report["requests_sent"] == 208
-    assert report["scores_per_model"] == {m: 100 for m in MODELS}
+    assert report["scores_per_model"] == dict.fromkeys(MODELS, 100)
     assert report["errors_by_type"] == {"not_found": 2, "unscorable": 1}
     assert set(report["latency_seconds"]) == set(MODELS)
 

@@ -232,7 +232,8 @@ async def test_all_models_undeployed_aborts(fake_clock: FakeClock) -> None:
         (
             400,
             {
-                "error": "The MW API does not have any info related to the rev-id provided as input (5)"
+                "error": "The MW API does not have any info related to the rev-id "
+                "provided as input (5)"
             },
             ErrorType.NOT_FOUND,
         ),
