@@ -39,22 +39,31 @@ class LimiterStatistics:
 
 
 class _Window:
-    """The grant times of the last N requests, to enforce N per sliding period."""
+    """The grant times of the last N requests, to enforce N per sliding period.
 
-    __slots__ = ("_period", "_ring", "_next")
+    A burst is recorded as if it had been spread at N/period: a stamp is never
+    earlier than the previous stamp plus period/N. Stamps are then never earlier
+    than the real grant times, so the guarantee only gets stricter, and the burst
+    is not echoed one period later when its stamps expire all at once.
+    """
+
+    __slots__ = ("_period", "_spacing", "_ring", "_next", "_last")
 
     def __init__(self, rate: Rate, margin: float) -> None:
         # The margin absorbs send/receive jitter so a server counting arrivals in its
         # own window never sees N+1: the cost is <= 0.5% of the rate.
         self._period = rate.period + margin
+        self._spacing = rate.period / rate.requests
         self._ring = array("d", [float("-inf")]) * rate.requests
         self._next = 0
+        self._last = float("-inf")
 
     def free_at(self) -> float:
         return self._ring[self._next] + self._period
 
     def record(self, now: float) -> None:
-        self._ring[self._next] = now
+        self._last = max(now, self._last + self._spacing)
+        self._ring[self._next] = self._last
         self._next = (self._next + 1) % len(self._ring)
 
 

@@ -113,3 +113,14 @@ def test_repr_shows_budget_and_counts() -> None:
 )
 def test_rate_parse(text: str, requests: int, period: float) -> None:
     assert Rate.parse(text) == Rate(requests, period)
+
+
+async def test_the_start_burst_is_not_echoed_one_period_later() -> None:
+    clock = FakeClock()
+    limiter = Limiter(Budget.from_rate(Rate(100, 1.0)), clock=clock, sleep=clock.sleep)
+    times = await grant_times(limiter, clock, 400)
+    start = times[0]
+    assert bisect_left(times, start + 1e-9) == 21  # 1 + tolerance 0.2 s / interval 0.01 s
+    later = [t for t in times if t >= start + 0.5]
+    # After the first burst, grants are paced: never two within a few milliseconds.
+    assert min(b - a for a, b in zip(later, later[1:], strict=False)) >= 0.009
