@@ -143,13 +143,13 @@ class Scorer:
         assert self._tg is not None
         # A consumer that stops early must not leave the pipeline running.
         self._tg.cancel_scope.cancel()
-        for rows in self._streams:
-            rows.close()
         try:
             await self._tg.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
         finally:
+            for rows in self._streams:
+                rows.close()
             await self._client.__aexit__(None, None, None)
 
     def score(

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch.cli import main
+from lwbatch.demo import DEMO_MODELS, sample_path
+
+
+def test_sample_file_has_duplicates_and_unknown_revisions() -> None:
+    ids = pq.read_table(sample_path()).column("rev_id").to_pylist()
+    assert len(ids) == 2912 and len(set(ids)) == 2512
+    assert sum(1 for i in set(ids) if i > 2_000_000_000) == 12
+
+
+def test_demo_scores_the_sample_and_shows_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo.parquet"
+    assert main(["demo", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    table = pq.read_table(out)
+    assert table.num_rows == 2512
+    assert table.column_names == ["rev_id", *DEMO_MODELS]
+    assert "distinct revisions       2,512" in err
+    assert f"{out} holds 2,512 rows" in err

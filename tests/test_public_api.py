@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import lwbatch
+
+
+def test_all_is_sorted_and_importable() -> None:
+    assert lwbatch.__all__ == sorted(lwbatch.__all__)
+    for name in lwbatch.__all__:
+        assert hasattr(lwbatch, name), name
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lwbatch", "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"lwbatch, version {lwbatch.__version__}"
