@@ -69,8 +69,12 @@ class LiftWingClient:
         if timeout <= 0:
             raise UsageError(f"--timeout must be > 0 seconds, got {timeout:g}")
         self.endpoint = endpoint
+        # Idle connections are kept for a minute: re-opening them when load rises adds
+        # tens of milliseconds of send jitter, which a server-side window sees.
         limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=60.0,
         )
         if transport is None:
             transport = AiohttpTransport(limits=limits, verify=verify)

@@ -88,12 +88,28 @@ class Budget:
     # Slack that lets a late wake-up catch up instead of losing rate; also the
     # largest burst after idle time (burst = 1 + tolerance / interval).
     tolerance: float = 0.2
+    # Each window is enforced as period + margin, so that jitter between leaving here
+    # and arriving there (measured on loopback: p99 21 ms, max 50-80 ms) rarely lets a
+    # server count N+1. Default: 0.75% of the period, at most 0.1 s; on an hourly
+    # window that is nothing, on a compressed 3 s window it costs 0.75% of the rate.
+    margin: float | None = None
+    # Extra delay assumed for the requests of the first window, which open the
+    # connections (and, against the real gateway, do the TLS handshakes). Costs 0.1 s
+    # once per run.
+    cold_start: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.windows:
             raise ValueError("a budget needs at least one window")
         if self.tolerance < 0:
             raise ValueError("tolerance must be >= 0")
+        if self.margin is not None and self.margin < 0:
+            raise ValueError("margin must be >= 0")
+
+    def margin_for(self, window: Rate) -> float:
+        if self.margin is not None:
+            return self.margin
+        return min(0.1, 0.0075 * window.period)
 
     @classmethod
     def for_tier(cls, tier: Tier) -> Budget:

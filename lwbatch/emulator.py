@@ -202,9 +202,11 @@ class Emulator:
 
     # -- HTTP ------------------------------------------------------------------------
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=orjson.dumps(self.stats.to_dict()), content_type="application/json"
-        )
+        data = self.stats.to_dict()
+        if request.query.get("arrivals"):
+            # time.monotonic() is system-wide on Linux: comparable with the client's.
+            data["arrivals"] = list(self.stats.arrivals)
+        return web.Response(body=orjson.dumps(data), content_type="application/json")
 
     async def _predict(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats

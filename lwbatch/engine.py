@@ -90,6 +90,7 @@ class Scorer:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_send: Callable[[float], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -113,7 +114,8 @@ class Scorer:
             verify=verify,
             transport=transport,
         )
-        self.limiter = Limiter(self.budget, clock=clock, sleep=sleep)
+        # `on_send(t)` sees the clock time of every attempt as it leaves (benchmarks, charts).
+        self.limiter = Limiter(self.budget, clock=clock, sleep=sleep, on_grant=on_send)
         self._dispatcher = Dispatcher(
             self._client, self.limiter, self.stats, retry=retry or RetryPolicy(), sleep=sleep
         )
