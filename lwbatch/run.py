@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +24,16 @@ Progress = Callable[[int], None]
 
 
 def score_file(
-    input: Path | str,
-    output: Path | str,
-    *,
-    models: Sequence[str],
-    id_column: str = "rev_id",
-    lang: str = "en",
-    progress: Progress | None = None,
-    on_start: Callable[[Source, Scorer], None] | None = None,
-    **scorer_options: Any,
+    input: Path | str, output: Path | str, *, models: Sequence[str], **options: Any
 ) -> RunReport:
     """Score every rev_id of `input` with `models` into the Parquet file `output`.
 
-    `scorer_options` are :class:`~lwbatch.Scorer` keywords (endpoint, token, tier,
-    budget, concurrency, timeout, ...). Returns the run's report. The output appears
-    only when the run completes; on any error it is left as it was.
+    `options` are those of :func:`score_file_async` (id_column, lang, progress) and
+    :class:`~lwbatch.Scorer` (endpoint, token, tier, budget, concurrency, timeout, ...).
+    Returns the run's report. The output appears only when the run completes; on any
+    error it is left as it was.
     """
-    return anyio.run(
-        lambda: score_file_async(
-            input,
-            output,
-            models=models,
-            id_column=id_column,
-            lang=lang,
-            progress=progress,
-            on_start=on_start,
-            **scorer_options,
-        )
-    )
+    return anyio.run(partial(score_file_async, input, output, models=models, **options))
 
 
 async def score_file_async(

@@ -323,6 +323,10 @@ def write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
+def ONE_ROW_CSV(directory: Path) -> Path:
+    return write_bytes(directory / "a.csv", b"rev_id\n1\n")
+
+
 BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
     ("missing column", lambda d: write_bytes(d / "a.csv", b"id\n1\n"), [], 2, "no column 'rev_id'"),
     (
@@ -358,49 +362,49 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
     ("directory", lambda d: d, [], 2, "is a directory"),
     (
         "unknown model",
-        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        one_row_csv,
         ["-m", "enwiki-damagin"],
         2,
         "unknown model 'enwiki-damagin'",
     ),
     (
         "bad rate",
-        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        one_row_csv,
         ["--rate", "fast"],
         2,
         "--rate 'fast' is not N/PERIOD",
     ),
     (
         "zero concurrency",
-        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        one_row_csv,
         ["--concurrency", "0"],
         2,
         "--concurrency must be >= 1",
     ),
     (
         "empty token file",
-        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        one_row_csv,
         ["--token-file", "EMPTY"],
         2,
         "is empty; put the bearer token in it",
     ),
     (
         "missing token file",
-        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        one_row_csv,
         ["--token-file", "/nonexistent/t"],
         2,
         "--token-file /nonexistent/t: cannot read it",
     ),
     (
         "base url without scheme",
-        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        one_row_csv,
         ["--base-url", "127.0.0.1:8080"],
         2,
         "must be an absolute http(s) URL",
     ),
     (
         "unknown tier",
-        lambda d: write_bytes(d / "a.csv", b"rev_id\n1\n"),
+        one_row_csv,
         ["--tier", "gold"],
         2,
         "'gold'",
@@ -437,6 +441,43 @@ def test_bad_input_gets_one_line_and_no_output(
     assert "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_unwritable_output_aborts_with_exit_1_before_any_request(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1], pa.int64())})
+    with emulator() as (emu, base_url):
+        code, err = run(
+            capsys,
+            "score",
+            inp,
+            "-o",
+            tmp_path / "no" / "o.parquet",
+            "-m",
+            "enwiki-damaging",
+            "--base-url",
+            base_url,
+        )
+        code2, err2 = run(
+            capsys,
+            "score",
+            inp,
+            "-o",
+            tmp_path / "o.parquet",
+            "-m",
+            "enwiki-damaging",
+            "--base-url",
+            base_url,
+            "--internal",
+        )
+    assert (
+        code == 1
+        and err.strip()
+        == f"lwbatch: error: {tmp_path / 'no' / 'o.parquet'}: its directory does not exist"
+    )
+    assert code2 == 2 and "--internal and --base-url exclude each other" in err2
+    assert emu.stats.requests == 0
 
 
 def test_output_must_be_parquet_and_not_the_input(
