@@ -323,7 +323,7 @@ def write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def ONE_ROW_CSV(directory: Path) -> Path:
+def one_row_csv(directory: Path) -> Path:
     return write_bytes(directory / "a.csv", b"rev_id\n1\n")
 
 
