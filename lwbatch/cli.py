@@ -118,6 +118,24 @@ def _run_options(func: F) -> F:
 )
 @click.option("--base-url", help="Another endpoint: a proxy, staging, or `lwbatch emulate`.")
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (staging only).")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the progress of an interrupted run (and replace a finished output).",
+)
+@click.option(
+    "--retry-failed/--no-retry-failed",
+    default=True,
+    show_default=True,
+    help="On resume, ask again what failed transiently (5xx, time-outs) last time.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="On Ctrl-C/SIGTERM, seconds to wait for requests in flight before saving and exiting.",
+)
 @_run_options
 def score(
     input_path: Path,
@@ -132,6 +150,9 @@ def score(
     internal: bool,
     base_url: str | None,
     insecure: bool,
+    restart: bool,
+    retry_failed: bool,
+    grace: float,
     concurrency: int,
     timeout: float,
     report_path: Path | None,
@@ -171,6 +192,10 @@ def score(
         tier=Tier(tier) if tier else None,
         budget=Budget.from_rate(Rate.parse(rate)) if rate else None,
         verify=not insecure,
+        restart=restart,
+        retry_failed=retry_failed,
+        grace=grace,
+        handle_signals=True,
         concurrency=_positive("--concurrency", concurrency),
         timeout=timeout,
         report_path=report_path,

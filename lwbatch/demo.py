@@ -59,6 +59,7 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
             endpoint=Endpoint(base_url=base_url),
             budget=Budget.from_rate(Rate(2000, 1.0)),
             concurrency=64,
+            restart=True,
             report_path=None,
             quiet=quiet,
         )

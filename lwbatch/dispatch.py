@@ -56,6 +56,10 @@ def parse_retry_after(value: str | None, *, default: float) -> float:
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
+class Stopped(Exception):
+    """The run is stopping: this job was not sent and stays unanswered."""
+
+
 class _Retryable(Exception):
     def __init__(self, error: ErrorType, message: str) -> None:
         super().__init__(message)
@@ -94,6 +98,19 @@ class Dispatcher:
             multiplier=retry.backoff_base, max=retry.backoff_max
         )
         self.undeployed: set[str] = set()
+        self.stopping = False
+        self.in_flight = 0
+        self._drained = asyncio.Event()
+
+    def stop(self) -> None:
+        """Send nothing more; requests already in flight may finish."""
+        self.stopping = True
+        if not self.in_flight:
+            self._drained.set()
+
+    async def drained(self) -> None:
+        """Wait until no request is in flight (after :meth:`stop`)."""
+        await self._drained.wait()
 
     async def send(self, spec: ModelSpec, revisions: Sequence[Revision]) -> dict[int, Score]:
         rev_ids = [r.rev_id for r in revisions]
@@ -132,9 +149,14 @@ class Dispatcher:
     async def _attempt(
         self, spec: ModelSpec, rev_ids: list[int], payload: bytes, tries: _Tries
     ) -> dict[int, Score]:
+        if self.stopping:
+            raise Stopped
         await self._limiter.acquire()
+        if self.stopping:
+            raise Stopped
         stats = self._stats
         stats.requests_sent += 1
+        self.in_flight += 1
         try:
             reply = await self._client.post(spec, payload)
         except TransportFailure as exc:
@@ -143,6 +165,10 @@ class Dispatcher:
             raise _Retryable(
                 ErrorType.TRANSIENT_ERROR, f"{exc} after {tries.transient} attempt(s)"
             ) from None
+        finally:
+            self.in_flight -= 1
+            if self.stopping and not self.in_flight:
+                self._drained.set()
         status = reply.status
         stats.requests_by_outcome[str(status)] += 1
         stats.record_latency(spec.name, reply.latency)

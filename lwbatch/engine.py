@@ -36,8 +36,9 @@ from lwbatch.config import (
     Tier,
     Token,
 )
-from lwbatch.dispatch import Dispatcher
+from lwbatch.dispatch import Dispatcher, Stopped
 from lwbatch.errors import LWBatchError, NoModelDeployedError
+from lwbatch.journal import ResumeState
 from lwbatch.limiter import Limiter
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.stats import RunReport, RunStats
@@ -91,6 +92,7 @@ class Scorer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_send: Callable[[float], None] | None = None,
+        on_answer: Callable[[str, list[tuple[int, Score]]], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -123,6 +125,11 @@ class Scorer:
         self._started: float | None = None
         self._finished: float | None = None
         self.rows_emitted = 0
+        self.stopped = False
+        self._on_answer = on_answer
+        self._resume = ResumeState()
+        self._open: dict[int, _OpenRow] = {}
+        self._run_scope = anyio.CancelScope()
         self._starved = False
         self._streams: list[_Rows] = []
 
@@ -155,21 +162,52 @@ class Scorer:
             await self._client.__aexit__(None, None, None)
 
     def score(
-        self, revisions: Iterable[int | Item] | AsyncIterable[Sequence[Item]]
+        self,
+        revisions: Iterable[int | Item] | AsyncIterable[Sequence[Item]],
+        *,
+        resume: ResumeState | None = None,
     ) -> AsyncIterator[ScoredRow]:
         """Merged rows for `revisions` (ints, :class:`Revision` s, or async batches).
 
         Rows come out as they complete, in no particular order; one per distinct rev_id
-        and one per :class:`InvalidRow`.
+        and one per :class:`InvalidRow`. With `resume` (from a journal), revisions an
+        earlier run finished are skipped and unfinished ones keep the answers they had.
         """
         if self._tg is None:
             raise RuntimeError("use `async with Scorer(...) as scorer:` before score()")
+        if resume is not None:
+            self._resume = resume
+            self._dispatcher.undeployed.update(resume.undeployed & set(self.models))
+            if resume.ledger:
+                # Wall-clock times from the journal, moved onto this process' clock.
+                offset = self._clock() - time.time()
+                self.limiter.seed([t + offset for t in resume.ledger])
         batches = revisions if isinstance(revisions, AsyncIterable) else self._chunks(revisions)
         send, receive = anyio.create_memory_object_stream[ScoredRow](max_buffer_size=1024)
         self._tg.start_soon(self._run, batches, send)
         rows = _Rows(receive)
         self._streams.append(rows)
         return rows
+
+    def open_answers(self) -> list[tuple[str, int, Score]]:
+        """Answers already in for revisions whose row is not complete yet."""
+        return [(m, rev_id, s) for rev_id, row in self._open.items() for m, s in row.scores.items()]
+
+    @property
+    def in_flight(self) -> int:
+        return self._dispatcher.in_flight
+
+    async def stop(self, grace: float) -> None:
+        """Take no new work, let requests in flight finish for up to `grace` s, then end.
+
+        Rows already complete still come out; unfinished rows keep the answers they
+        got (the `on_answer` hook has seen them), so a journaled run loses nothing.
+        """
+        self.stopped = True
+        self._dispatcher.stop()
+        with anyio.move_on_after(grace):
+            await self._dispatcher.drained()
+        self._run_scope.cancel()
 
     def report(self, *, output: str | None = None) -> RunReport:
         end = self._finished or time.monotonic()
@@ -213,18 +251,21 @@ class Scorer:
             for s in self.specs
             if s.max_batch > 1
         }
-        async with out, anyio.create_task_group() as tg:
-            for _ in range(self.concurrency):
-                tg.start_soon(self._worker, jobs)
-            async with anyio.create_task_group() as lingering:
-                lingering.start_soon(self._flush_lingering, batchers, jobs)
-                await self._produce(batches, batchers, jobs)
-                lingering.cancel_scope.cancel()
-            for name, batcher in batchers.items():
-                for batch in batcher.drain():
-                    await jobs.put(_Job(self._spec(name), batch))
-            for _ in range(self.concurrency):
-                await jobs.put(None)
+        # stop() cancels this scope; closing `out` then ends the consumer's loop.
+        async with out:
+            with self._run_scope:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(self.concurrency):
+                        tg.start_soon(self._worker, jobs)
+                    async with anyio.create_task_group() as lingering:
+                        lingering.start_soon(self._flush_lingering, batchers, jobs)
+                        await self._produce(batches, batchers, jobs)
+                        lingering.cancel_scope.cancel()
+                    for name, batcher in batchers.items():
+                        for batch in batcher.drain():
+                            await jobs.put(_Job(self._spec(name), batch))
+                    for _ in range(self.concurrency):
+                        await jobs.put(None)
         self._finished = time.monotonic()
 
     def _spec(self, name: str) -> ModelSpec:
@@ -237,6 +278,7 @@ class Scorer:
         jobs: asyncio.Queue[_Job | None],
     ) -> None:
         stats = self.stats
+        resume = self._resume
         seen = BitMap64()
         models = len(self.specs)
         pending = aiter(batches)
@@ -247,17 +289,27 @@ class Scorer:
             except StopAsyncIteration:
                 break
             self._starved = False
+            if self.stopped:
+                return
             for item in batch:
                 stats.rows_read += 1
                 if isinstance(item, InvalidRow):
                     stats.invalid_rows += 1
-                    await self._emit_invalid(item)
+                    if item.row in resume.invalid_rows:
+                        stats.rows_resumed += 1
+                    else:
+                        await self._emit_invalid(item)
                     continue
                 if item.rev_id in seen:
                     stats.duplicate_rows += 1
                     continue
                 seen.add(item.rev_id)
                 stats.distinct_revisions += 1
+                if item.rev_id in resume.done:
+                    stats.rows_resumed += 1
+                    continue
+                if self.stopped:
+                    return
                 if self._admission.locked():
                     self._starved = True
                     await self._admission.acquire()
@@ -265,7 +317,17 @@ class Scorer:
                 else:
                     await self._admission.acquire()
                 row = _OpenRow(item, models)
+                self._open[item.rev_id] = row
+                earlier = resume.partial.get(item.rev_id)
+                if earlier:
+                    for spec in self.specs:
+                        if spec.name in earlier:
+                            await self._resolve(
+                                spec, [row], {item.rev_id: earlier[spec.name]}, fresh=False
+                            )
                 for spec in self.specs:
+                    if spec.name in row.scores:
+                        continue
                     if spec.name in self._dispatcher.undeployed:
                         await self._resolve(spec, [row], await self._dispatcher.send(spec, [item]))
                         continue
@@ -292,14 +354,22 @@ class Scorer:
 
     async def _worker(self, jobs: asyncio.Queue[_Job | None]) -> None:
         while (job := await jobs.get()) is not None:
-            scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
+            try:
+                scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
+            except Stopped:
+                return
             await self._resolve(job.spec, job.rows, scores)
 
     async def _resolve(
-        self, spec: ModelSpec, rows: list[_OpenRow], scores: dict[int, Score]
+        self, spec: ModelSpec, rows: list[_OpenRow], scores: dict[int, Score], *, fresh: bool = True
     ) -> None:
         name = spec.name
         stats = self.stats
+        if fresh and self._on_answer is not None:
+            # Durable first: an answer counts as done only once the journal has it.
+            self._on_answer(
+                name, [(row.revision.rev_id, scores[row.revision.rev_id]) for row in rows]
+            )
         for row in rows:
             score = scores[row.revision.rev_id]
             row.scores[name] = score
@@ -309,11 +379,16 @@ class Scorer:
                 stats.errors[(name, score.error.value)] += 1
             row.remaining -= 1
             if row.remaining == 0:
+                del self._open[row.revision.rev_id]
                 await self._emit(
                     ScoredRow(row.revision.rev_id, {s.name: row.scores[s.name] for s in self.specs})
                 )
                 self._admission.release()
-        if len(self._dispatcher.undeployed) == len(self.specs) and not sum(stats.scored.values()):
+        if (
+            fresh
+            and len(self._dispatcher.undeployed) == len(self.specs)
+            and not sum(stats.scored.values())
+        ):
             raise NoModelDeployedError(models=list(self.models))
 
     async def _emit_invalid(self, item: InvalidRow) -> None:
@@ -321,7 +396,7 @@ class Scorer:
         for spec in self.specs:
             self.stats.errors[(spec.name, ErrorType.INVALID_INPUT.value)] += 1
         failed = Score.failed(ErrorType.INVALID_INPUT, message)
-        await self._emit(ScoredRow(item.rev_id, {s.name: failed for s in self.specs}))
+        await self._emit(ScoredRow(item.rev_id, {s.name: failed for s in self.specs}, item.row))
 
     async def _emit(self, row: ScoredRow) -> None:
         self.rows_emitted += 1

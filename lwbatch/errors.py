@@ -5,9 +5,10 @@
     │   └── UnknownModelError    a model name that fits no catalogue family
     ├── InputError               an input file that cannot be read as revisions (exit 2)
     ├── OutputError              the output cannot be written or committed (exit 1)
-    └── RunAborted               the service refused the whole run (exit 1)
-        ├── AuthenticationError  401: the token is bad or expired
-        └── NoModelDeployedError every requested model answered 404
+    ├── RunAborted               the service refused the whole run (exit 1)
+    │   ├── AuthenticationError  401: the token is bad or expired
+    │   └── NoModelDeployedError every requested model answered 404
+    └── Interrupted              SIGINT/SIGTERM: progress saved (exit 130/143)
 
 A failure of one (model, revision) is never an exception: it becomes an `error`
 value in that revision's row. Messages say what happened and what to do next.
@@ -77,3 +78,12 @@ class NoModelDeployedError(RunAborted):
             + "; check the model names and the wikis they are deployed on"
         )
         self.models = models
+
+
+class Interrupted(LWBatchError):
+    """The run was stopped by a signal after saving its progress."""
+
+    def __init__(self, message: str, *, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.exit_code = 128 + signal_number

@@ -63,6 +63,12 @@ class _Window:
     def free_at(self) -> float:
         return self._ring[self._next] + self._period
 
+    def seed(self, when: float) -> None:
+        self._last = max(self._last, when)
+        self._ring[self._next] = when
+        self._next = (self._next + 1) % len(self._ring)
+        self._warm = True
+
     def record(self, now: float) -> None:
         # The first window's requests open new connections on a loop busy starting up:
         # measured here, they arrive 30-55 ms after their grant instead of ~1 ms. Stamp
@@ -136,6 +142,13 @@ class Limiter:
                     self._on_grant(now)
         finally:
             self._waiting -= 1
+
+    def seed(self, times: list[float]) -> None:
+        """Count requests an earlier process sent (clock times, oldest first)."""
+        for when in times:
+            for window in self._windows:
+                window.seed(when)
+            self._tat = max(self._tat, when + self._interval)
 
     def pause(self, seconds: float) -> None:
         """Hold every request for `seconds` (a 429's Retry-After)."""

@@ -65,3 +65,4 @@ class ScoredRow:
 
     rev_id: int | None
     scores: dict[str, Score]
+    row: int | None = None  # the input row number, for an invalid row

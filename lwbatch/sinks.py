@@ -1,14 +1,16 @@
 """Merged rows -> a Parquet file, written in row groups and committed atomically.
 
-Rows are written to a hidden temporary file beside the output; only :meth:`commit`
-(fsync, rename, fsync of the directory) makes the output appear, so a crash or an
-aborted run never leaves a file that looks complete.
+Without a journal, row groups go to a hidden temporary file beside the output. With
+one (the CLI's case), each row group becomes a durable journal segment, and commit
+folds the segments into the temporary file. Either way only :meth:`commit` (fsync,
+rename, fsync of the directory) makes the output appear, so a crash or an aborted run
+never leaves a file that looks complete.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,7 +20,10 @@ import pyarrow.parquet as pq
 
 from lwbatch.catalog import ModelSpec
 from lwbatch.errors import OutputError
-from lwbatch.results import ScoredRow
+from lwbatch.journal import Journal
+from lwbatch.results import Score, ScoredRow
+
+OpenAnswers = Callable[[], Iterable[tuple[str, int, Score]]]
 
 DEFAULT_ROW_GROUP = 16_384
 
@@ -59,18 +64,24 @@ class ParquetSink:
         specs: Sequence[ModelSpec],
         *,
         row_group_size: int = DEFAULT_ROW_GROUP,
+        journal: Journal | None = None,
+        open_answers: OpenAnswers | None = None,
     ) -> None:
         self.path = Path(path)
         self.specs = list(specs)
         self.schema = output_schema(self.specs)
         self.row_group_size = row_group_size
         self.rows_written = 0
+        self._journal = journal
+        self._open_answers = open_answers or (lambda: ())
         self._temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._writer: pq.ParquetWriter | None = None
+        self._opened = False
         self._reset()
 
     def _reset(self) -> None:
         self._rev_ids: list[int | None] = []
+        self._invalid_rows: list[int] = []
         self._columns: dict[str, list[list[Any]]] = {
             s.name: [[], [], [], [], []] for s in self.specs
         }
@@ -82,11 +93,18 @@ class ParquetSink:
             raise OutputError(
                 "is a directory; give a file name such as scores.parquet", path=self.path
             )
+        if not os.access(self.path.parent, os.W_OK):
+            raise OutputError("its directory is not writable", path=self.path)
+        if self._journal is None:
+            self._writer = self._new_writer()
+        self._opened = True
+        return self
+
+    def _new_writer(self) -> pq.ParquetWriter:
         try:
-            self._writer = pq.ParquetWriter(self._temp, self.schema, compression="zstd")
+            return pq.ParquetWriter(self._temp, self.schema, compression="zstd")
         except (OSError, pa.ArrowException) as exc:
             raise OutputError(f"cannot be written ({_reason(exc)})", path=self.path) from None
-        return self
 
     def __enter__(self) -> ParquetSink:
         return self.open()
@@ -104,6 +122,8 @@ class ParquetSink:
 
     def write(self, row: ScoredRow) -> None:
         self._rev_ids.append(row.rev_id)
+        if row.row is not None:
+            self._invalid_rows.append(row.row)
         for name, (pred, prob, version, error, message) in self._columns.items():
             score = row.scores[name]
             pred.append(score.prediction)
@@ -114,10 +134,7 @@ class ParquetSink:
         if len(self._rev_ids) >= self.row_group_size:
             self.flush()
 
-    def flush(self) -> None:
-        if not self._rev_ids:
-            return
-        assert self._writer is not None, "open() the sink before writing"
+    def _table(self) -> pa.Table:
         arrays: list[pa.Array] = [pa.array(self._rev_ids, pa.int64())]
         for spec in self.specs:
             struct_type = score_type(spec)
@@ -126,9 +143,20 @@ class ParquetSink:
                 for i, values in enumerate(self._columns[spec.name])
             ]
             arrays.append(pa.StructArray.from_arrays(children, fields=list(struct_type)))
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def flush(self) -> None:
+        """Write the buffered rows as one row group (a journal segment, if journaled)."""
+        if not self._rev_ids:
+            return
+        assert self._opened, "open() the sink before writing"
+        table = self._table()
         try:
-            self._writer.write_table(table, row_group_size=len(self._rev_ids))
+            if self._journal is not None:
+                self._journal.commit_segment(table, self._invalid_rows, self._open_answers())
+            else:
+                assert self._writer is not None
+                self._writer.write_table(table, row_group_size=len(self._rev_ids))
         except (OSError, pa.ArrowException) as exc:
             raise OutputError(f"cannot be written ({_reason(exc)})", path=self.path) from None
         self.rows_written += len(self._rev_ids)
@@ -137,11 +165,14 @@ class ParquetSink:
     def commit(self) -> None:
         """Write what is buffered, make it durable and move it into place."""
         self.flush()
-        if self._writer is None:
+        if not self._opened:
             return
         try:
-            self._writer.close()
-            self._writer = None
+            if self._journal is not None:
+                self.rows_written = self._journal.fold(self.schema, self._temp)
+            elif self._writer is not None:
+                self._writer.close()
+                self._writer = None
             with open(self._temp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(self._temp, self.path)
@@ -150,12 +181,24 @@ class ParquetSink:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        except OSError as exc:
+        except (OSError, pa.ArrowException) as exc:
             self.abort()
             raise OutputError(f"cannot be committed ({_reason(exc)})", path=self.path) from None
+        self._opened = False
+        if self._journal is not None:
+            self._journal.remove()
+
+    def suspend(self) -> None:
+        """Stop without committing: make the journal durable so a rerun resumes."""
+        if self._journal is None:
+            self.abort()
+            return
+        self.flush()
+        self._journal.close()
+        self._opened = False
 
     def abort(self) -> None:
-        """Drop the temporary file; the output path is left as it was."""
+        """Drop the temporary file; the output path is left as it was, the journal kept."""
         if self._writer is not None:
             try:
                 self._writer.close()
@@ -163,6 +206,9 @@ class ParquetSink:
                 pass
             self._writer = None
         self._temp.unlink(missing_ok=True)
+        if self._journal is not None:
+            self._journal.close()
+        self._opened = False
 
 
 def _reason(exc: BaseException) -> str:

@@ -44,6 +44,7 @@ class RunStats:
     duplicate_rows: int = 0
     distinct_revisions: int = 0
     rows_written: int = 0
+    rows_resumed: int = 0  # done by an earlier, interrupted run: not asked again
     requests_sent: int = 0
     requests_by_outcome: Counter[str] = field(default_factory=Counter)
     scored: Counter[str] = field(default_factory=Counter)
@@ -67,6 +68,7 @@ class RunReport:
     duplicate_rows: int
     distinct_revisions: int
     rows_written: int
+    rows_resumed: int
     requests_sent: int
     requests_by_outcome: dict[str, int]
     scores_per_model: dict[str, int]
@@ -101,6 +103,7 @@ class RunReport:
             duplicate_rows=stats.duplicate_rows,
             distinct_revisions=stats.distinct_revisions,
             rows_written=stats.rows_written,
+            rows_resumed=stats.rows_resumed,
             requests_sent=stats.requests_sent,
             requests_by_outcome=dict(sorted(stats.requests_by_outcome.items())),
             scores_per_model={m: stats.scored[m] for m in models},
@@ -140,7 +143,8 @@ class RunReport:
             f"  invalid rev_id    {self.invalid_rows:>10,}",
             f"  duplicates        {self.duplicate_rows:>10,}",
             f"distinct revisions  {self.distinct_revisions:>10,}",
-            f"rows written        {self.rows_written:>10,}",
+            f"rows written        {self.rows_written:>10,}"
+            + (f"   ({self.rows_resumed:,} from the earlier run)" if self.rows_resumed else ""),
             f"requests sent       {self.requests_sent:>10,}   "
             + ", ".join(f"{k}: {v:,}" for k, v in self.requests_by_outcome.items()),
             f"elapsed             {self.elapsed_seconds:>10.1f} s",
