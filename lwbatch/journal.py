@@ -133,12 +133,53 @@ class Journal:
             shutil.rmtree(self.dir)
         if not self.dir.exists():
             if self.output.exists() and not restart:
-                raise UsageError(
-                    f"{self.output} already exists (a finished run); pass --restart to score "
-                    "again and replace it, or choose another output"
-                )
-            return self._create()
+                self._adopt_output()
+            else:
+                return self._create()
         return self._resume(retry_failed)
+
+    def _adopt_output(self) -> None:
+        """Rerunning a finished run: its output becomes the first segment of a resume.
+
+        Nothing is asked again unless it failed transiently, and a run that differs in
+        what it computes is refused exactly as for an interrupted one.
+        """
+        try:
+            metadata = pq.read_schema(self.output).metadata or {}
+        except (OSError, pa.ArrowException):
+            metadata = {}
+        previous = metadata.get(b"lwbatch")
+        if previous is None:
+            raise UsageError(
+                f"{self.output} already exists and was not written by lwbatch; "
+                "pass --restart to replace it, or choose another output"
+            )
+        self._check_same(orjson.loads(previous))
+        self._create()
+        self.close()
+        invalid = metadata.get(b"lwbatch.invalid_rows")
+        if invalid:
+            _write_atomic(self.dir / "invalid.roaring", invalid)
+        segment = self.dir / "rows-000000.parquet"
+        try:
+            os.link(self.output, segment)  # the output stays as it is until the new commit
+        except OSError:
+            shutil.copyfile(self.output, segment)
+
+    def _check_same(self, previous: dict[str, Any]) -> None:
+        for key, label in (
+            ("format", "journal format"),
+            ("input", "input file"),
+            ("id_column", "--id-column"),
+            ("lang", "--lang"),
+            ("models", "models"),
+        ):
+            if previous.get(key) != self.manifest.get(key):
+                raise UsageError(
+                    f"{self.output} belongs to a run with another {label} "
+                    f"({_show(previous.get(key))} instead of {_show(self.manifest.get(key))}); "
+                    "rerun it as it was, choose another output, or pass --restart to replace it"
+                )
 
     def _create(self) -> ResumeState:
         try:
@@ -160,19 +201,7 @@ class Journal:
             raise UsageError(
                 f"{self.dir} is not a readable lwbatch journal; remove it or pass --restart"
             ) from None
-        for key, label in (
-            ("format", "journal format"),
-            ("input", "input file"),
-            ("id_column", "--id-column"),
-            ("lang", "--lang"),
-            ("models", "models"),
-        ):
-            if previous.get(key) != self.manifest.get(key):
-                raise UsageError(
-                    f"{self.output} has an unfinished run with another {label} "
-                    f"({_show(previous.get(key))} instead of {_show(self.manifest.get(key))}); "
-                    "rerun it as it was to finish it, or pass --restart to discard it"
-                )
+        self._check_same(previous)
         state = ResumeState()
         rewrites = self._load_segments(state, retry_failed)
         self._load_answers(state, retry_failed)
@@ -339,6 +368,13 @@ class Journal:
     def fold(self, schema: pa.Schema, temp: Path) -> int:
         """Write every segment, in order, into `temp`; returns the row count."""
         rows = 0
+        # The manifest rides along in the output, so rerunning a finished run resumes it.
+        schema = schema.with_metadata(
+            {
+                "lwbatch": orjson.dumps(self.manifest),
+                "lwbatch.invalid_rows": self._invalid.serialize(),
+            }
+        )
         with pq.ParquetWriter(temp, schema, compression="zstd") as writer:
             for path in self._segments():
                 table = pq.read_table(path)
@@ -348,8 +384,16 @@ class Journal:
                 rows += table.num_rows
         return rows
 
-    def has_rows(self) -> bool:
-        return bool(self._segments())
+    def holds_work(self) -> bool:
+        """Whether anything here is worth resuming: a segment or a real answer."""
+        if self._segments():
+            return True
+        for path in self.dir.glob("answers-*.log"):
+            for line in path.read_bytes().splitlines():
+                answer = decode_answer(line)
+                if answer is not None and answer[2].error is not ErrorType.MODEL_NOT_DEPLOYED:
+                    return True
+        return False
 
     def remove(self) -> None:
         self.close()

@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from lwbatch.catalog import default_catalog
 from lwbatch.engine import Scorer
-from lwbatch.errors import InputError, Interrupted, NoModelDeployedError, UsageError
+from lwbatch.errors import InputError, Interrupted, UsageError
 from lwbatch.journal import Journal, fingerprint
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.sinks import ParquetSink
@@ -154,9 +154,11 @@ async def score_file_async(
         sink.commit()
     except Interrupted:
         raise
-    except BaseException as exc:
+    except BaseException:
         sink.abort()
-        if store is not None and isinstance(exc, NoModelDeployedError) and not store.has_rows():
+        # A run that failed before any answer (bad input mid-file, 401 at once, every
+        # model undeployed) leaves nothing to resume, and nothing to refuse a fix with.
+        if store is not None and store.dir.exists() and not store.holds_work():
             store.remove()
         raise
     finally:

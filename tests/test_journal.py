@@ -1,0 +1,196 @@
+"""Resumable runs, in process: stop, resume, refuse, retry only what can succeed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch import Budget, Endpoint, Rate, RetryPolicy
+from lwbatch.engine import Scorer
+from lwbatch.errors import Interrupted, UsageError
+from lwbatch.journal import journal_dir
+from lwbatch.run import score_file_async
+from lwbatch.sources import Source
+from tests.conftest import EmulatorFactory, write_parquet
+from tests.test_cli import max_in_window
+
+MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
+UNKNOWN = 2_100_000_001
+
+
+def revisions(tmp_path: Path, count: int = 300) -> Path:
+    ids = list(range(10_000, 10_000 + count)) + [UNKNOWN, 10_000, 0]
+    return write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(ids, pa.int64())})
+
+
+async def run(
+    inp: Path,
+    out: Path,
+    base_url: str,
+    *,
+    stop_after: int | None = None,
+    models: list[str] = MODELS,
+    **options: Any,
+) -> Any:
+    """score_file_async, optionally stopped (as by Ctrl-C) after `stop_after` rows."""
+    scorers: list[Scorer] = []
+    stoppers: list[asyncio.Task[None]] = []
+
+    def started(_source: Source, scorer: Scorer) -> None:
+        scorers.append(scorer)
+
+    def progress(_n: int) -> None:
+        scorer = scorers[0]
+        if stop_after is not None and scorer.rows_emitted >= stop_after and not stoppers:
+            stoppers.append(asyncio.get_running_loop().create_task(scorer.stop(5.0)))
+
+    options.setdefault("budget", Budget.from_rate(Rate(5000, 1.0)))
+    return await score_file_async(
+        inp,
+        out,
+        models=models,
+        endpoint=Endpoint(base_url=base_url),
+        concurrency=16,
+        on_start=started,
+        progress=progress,
+        **options,
+    )
+
+
+def table_rows(path: Path) -> list[dict[str, Any]]:
+    return sorted(pq.read_table(path).to_pylist(), key=lambda r: (r["rev_id"] is None, r["rev_id"]))
+
+
+async def test_a_stopped_run_resumes_without_asking_anything_twice(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path)
+    with emulator() as (emu, base_url):
+        await run(inp, tmp_path / "clean.parquet", base_url)
+    clean = table_rows(tmp_path / "clean.parquet")
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        with pytest.raises(Interrupted, match="rerun the same command to resume") as info:
+            await run(inp, out, base_url, stop_after=100)
+        assert info.value.exit_code == 130
+        assert not out.exists() and journal_dir(out).is_dir()
+        first = sum(emu.stats.answered.values())
+        report = await run(inp, out, base_url)
+    assert table_rows(out) == clean
+    assert max(emu.stats.answered.values()) == 1  # nothing was asked twice
+    assert 0 < first < sum(emu.stats.answered.values())
+    assert report.rows_resumed >= 100 and report.rows_written == 302
+    assert not journal_dir(out).exists()
+
+
+async def test_rerunning_a_finished_run_asks_nothing(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 50)
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        await run(inp, out, base_url)
+        before = emu.stats.requests
+        first = table_rows(out)
+        report = await run(inp, out, base_url)
+    assert emu.stats.requests == before  # not_found and unscorable are terminal: never again
+    assert table_rows(out) == first
+    assert report.requests_sent == 0 and report.rows_resumed == 52
+
+
+async def test_transient_failures_are_asked_again_on_the_next_run(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 40)
+    out = tmp_path / "out.parquet"
+    quick = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02)
+    with emulator(error_rate=1.0, error_statuses=(503,)) as (_, base_url):
+        await run(inp, out, base_url, models=["enwiki-damaging"], retry=quick)
+    errors = {r["enwiki-damaging"]["error"] for r in table_rows(out)}
+    assert errors == {"transient_error", "invalid_input"}
+    with emulator() as (emu, base_url):
+        report = await run(inp, out, base_url, models=["enwiki-damaging"], retry=quick)
+    rows = table_rows(out)
+    assert len(rows) == 42
+    assert {r["enwiki-damaging"]["error"] for r in rows} == {None, "not_found", "invalid_input"}
+    assert emu.stats.requests == 41 and report.rows_resumed == 1  # the invalid row stays
+
+
+async def test_without_retry_failed_transient_failures_stay(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 10)
+    out = tmp_path / "out.parquet"
+    quick = RetryPolicy(max_attempts=1)
+    with emulator(error_rate=1.0, error_statuses=(500,)) as (_, base_url):
+        await run(inp, out, base_url, models=["enwiki-damaging"], retry=quick)
+    with emulator() as (emu, base_url):
+        await run(inp, out, base_url, models=["enwiki-damaging"], retry_failed=False)
+    assert emu.stats.requests == 0
+
+
+async def test_another_model_list_or_input_is_refused_and_restart_discards(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 60)
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        with pytest.raises(Interrupted):
+            await run(inp, out, base_url, stop_after=10)
+        with pytest.raises(UsageError, match="another models .*rerun it as it was.*--restart"):
+            await run(inp, out, base_url, models=["enwiki-damaging"])
+        other = write_parquet(tmp_path / "other.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+        with pytest.raises(UsageError, match="another input file"):
+            await run(other, out, base_url)
+        requests = emu.stats.requests
+        await run(inp, out, base_url, models=["enwiki-damaging"], restart=True)
+    assert emu.stats.requests - requests == 61  # everything asked again, one model
+    assert pq.read_schema(out).names == ["rev_id", "enwiki-damaging"]
+
+
+async def test_a_file_lwbatch_did_not_write_is_not_replaced(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 5)
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"someone else's results")
+    with emulator() as (_, base_url), pytest.raises(UsageError, match="was not written by lwbatch"):
+        await run(inp, out, base_url)
+    assert out.read_bytes() == b"someone else's results"
+
+
+async def test_the_budget_counts_the_requests_of_the_interrupted_run(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 200)
+    out = tmp_path / "out.parquet"
+    rate = Rate(40, 2.0)
+    sent: list[float] = []
+    with emulator() as (_, base_url):
+        with pytest.raises(Interrupted):
+            await run(
+                inp,
+                out,
+                base_url,
+                models=["enwiki-damaging"],
+                budget=Budget.from_rate(rate),
+                stop_after=20,
+                on_send=sent.append,
+            )
+        restarted_at = len(sent)
+        await run(
+            inp,
+            out,
+            base_url,
+            models=["enwiki-damaging"],
+            budget=Budget.from_rate(rate),
+            on_send=sent.append,
+        )
+    assert 20 <= restarted_at < 200
+    # Without the ledger, the second process would start with a fresh window.
+    assert max_in_window(sorted(sent), 2.0) <= 40
