@@ -102,6 +102,8 @@ class EmulatorConfig:
 @dataclass(slots=True)
 class EmulatorStats:
     requests: int = 0
+    resets: int = 0  # connections cut on purpose
+    hangs: int = 0  # requests never answered on purpose
     by_status: Counter[str] = field(default_factory=Counter)
     answered: Counter[tuple[str, int]] = field(default_factory=Counter)  # terminal answers
     arrivals: array[float] = field(default_factory=lambda: array("d"))
@@ -110,6 +112,8 @@ class EmulatorStats:
         repeated = sum(1 for n in self.answered.values() if n > 1)
         return {
             "requests": self.requests,
+            "resets": self.resets,
+            "hangs": self.hangs,
             "by_status": dict(self.by_status),
             "pairs_answered": len(self.answered),
             "pairs_answered_twice": repeated,
@@ -261,9 +265,11 @@ class Emulator:
             await asyncio.sleep(delay)
         roll = self._rng.random()
         if roll < cfg.hang_rate:
+            self.stats.hangs += 1
             await asyncio.sleep(3600)
         roll -= cfg.hang_rate
         if roll < cfg.reset_rate:
+            self.stats.resets += 1
             if request.transport is not None:
                 request.transport.abort()
             return None

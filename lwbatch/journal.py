@@ -19,6 +19,7 @@ the answers of unfinished rows into a small map, and the ledger into the limiter
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -124,19 +125,56 @@ class Journal:
         self._synced = time.monotonic()
         self._dirty = False
         self._ledger_keep = 0
+        self._lock_fd: int | None = None
 
     # -- opening -----------------------------------------------------------------
     def open(self, *, restart: bool, retry_failed: bool, ledger_keep: int) -> ResumeState:
         """Start fresh or resume; refuses to mix runs that differ in what they compute."""
         self._ledger_keep = ledger_keep
-        if restart and self.dir.exists():
-            shutil.rmtree(self.dir)
-        if not self.dir.exists():
-            if self.output.exists() and not restart:
-                self._adopt_output()
-            else:
-                return self._create()
-        return self._resume(retry_failed)
+        self._lock()
+        try:
+            self._sweep()
+            if restart and self.dir.exists():
+                shutil.rmtree(self.dir)
+            if not self.dir.exists():
+                if self.output.exists() and not restart:
+                    self._adopt_output()
+                else:
+                    return self._create()
+            return self._resume(retry_failed)
+        except BaseException:
+            self._close_logs()
+            self._unlock()
+            raise
+
+    def _lock(self) -> None:
+        # One run per output: a second one would interleave segments and answers.
+        path = self.output.with_name(f".{self.output.name}.lock")
+        try:
+            self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create its lock file ({exc.strerror})", path=self.output
+            ) from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise UsageError(
+                f"another lwbatch run is writing {self.output}; wait for it to finish, "
+                "or choose another output"
+            ) from None
+
+    def _sweep(self) -> None:
+        """Remove what killed processes left: temporary files and retired journals."""
+        for stale in self.output.parent.glob(f".{self.output.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        for retired in self.output.parent.glob(f"{self.dir.name}.done-*"):
+            shutil.rmtree(retired, ignore_errors=True)
+        if self.dir.is_dir():
+            for partial in self.dir.glob("*.tmp"):
+                partial.unlink(missing_ok=True)
 
     def _adopt_output(self) -> None:
         """Rerunning a finished run: its output becomes the first segment of a resume.
@@ -156,7 +194,7 @@ class Journal:
             )
         self._check_same(orjson.loads(previous))
         self._create()
-        self.close()
+        self._close_logs()
         invalid = metadata.get(b"lwbatch.invalid_rows")
         if invalid:
             _write_atomic(self.dir / "invalid.roaring", invalid)
@@ -358,7 +396,12 @@ class Journal:
         self._dirty = False
 
     def close(self) -> None:
+        """Make everything durable and let another run have the output."""
         self.sync()
+        self._close_logs()
+        self._unlock()
+
+    def _close_logs(self) -> None:
         for fd in (self._answers_fd, self._ledger_fd):
             if fd is not None:
                 os.close(fd)
@@ -396,8 +439,20 @@ class Journal:
         return False
 
     def remove(self) -> None:
+        """Retire the journal by one atomic rename, so it is never seen half-deleted."""
         self.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self.dir.exists():
+            return
+        retired = self.dir.with_name(f"{self.dir.name}.done-{os.getpid()}")
+        os.replace(self.dir, retired)
+        _fsync_dir(self.dir.parent)
+        shutil.rmtree(retired, ignore_errors=True)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            self.output.with_name(f".{self.output.name}.lock").unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def _score_from_cell(cell: dict[str, Any]) -> Score:
