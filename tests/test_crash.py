@@ -1,0 +1,238 @@
+"""A real `lwbatch score` process, killed, interrupted and faulted, against the emulator."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch.emulator import Latency
+from lwbatch.journal import decode_answer, journal_dir
+from tests.conftest import EmulatorFactory, write_parquet
+
+MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
+UNKNOWN = 2_100_000_001
+
+
+def revisions(tmp_path: Path, count: int) -> Path:
+    distinct = list(range(50_000, 50_000 + count))
+    ids = distinct + [UNKNOWN, 0] + distinct[: count // 10]
+    langs = ["en" if i % 5 else "de" for i in range(len(ids))]
+    return write_parquet(
+        tmp_path / "in.parquet", {"rev_id": pa.array(ids, pa.int64()), "lang": langs}
+    )
+
+
+def command(inp: Path, out: Path, base_url: str, *extra: str) -> list[str]:
+    models = [arg for m in MODELS for arg in ("-m", m)]
+    rate = [] if "--rate" in extra else ["--rate", "5000/s"]
+    return [
+        sys.executable,
+        "-m",
+        "lwbatch",
+        "score",
+        str(inp),
+        "-o",
+        str(out),
+        *models,
+        "--base-url",
+        base_url,
+        "-q",
+        *rate,
+        *extra,
+    ]
+
+
+def start(args: list[str], *, capture: bool = False) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(args, stdout=out, stderr=out, text=True, env=env)
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    return sorted(pq.read_table(path).to_pylist(), key=lambda r: (r["rev_id"] is None, r["rev_id"]))
+
+
+def journaled_pairs(out: Path) -> set[tuple[str, int]]:
+    """Every (model, rev_id) whose answer the journal holds."""
+    directory = journal_dir(out)
+    pairs: set[tuple[str, int]] = set()
+    for segment in directory.glob("rows-*.parquet"):
+        for rev_id in pq.read_table(segment, columns=["rev_id"]).column("rev_id").to_pylist():
+            if rev_id is not None:
+                pairs.update((m, rev_id) for m in MODELS)
+    for log in directory.glob("answers-*.log"):
+        for line in log.read_bytes().splitlines():
+            answer = decode_answer(line)
+            if answer is not None:
+                pairs.add((answer[0], answer[1]))
+    return pairs
+
+
+def clean_run(tmp_path: Path, inp: Path, emulator: EmulatorFactory) -> list[dict[str, Any]]:
+    out = tmp_path / "clean.parquet"
+    with emulator() as (_, base_url):
+        done = subprocess.run(
+            command(inp, out, base_url), capture_output=True, text=True, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    return rows(out)
+
+
+def test_killed_at_random_moments_the_run_resumes_to_the_clean_result(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 1500)
+    clean = clean_run(tmp_path, inp, emulator)
+    out = tmp_path / "out.parquet"
+    rng = random.Random(11)
+    kills = 0
+    args = command(inp, out, "", "--rate", "700/s", "--concurrency", "16")
+    with emulator(latency=Latency("uniform", 0.005, 0.03)) as (emu, base_url):
+        args[args.index("--base-url") + 1] = base_url
+        for _ in range(8):
+            proc = start(args)
+            time.sleep(rng.uniform(0.8, 1.6))
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            known = journaled_pairs(out)
+            counts = Counter(emu.stats.answered)
+            # Resume, and check below that nothing the journal held is asked again.
+            proc = start(args)
+            time.sleep(0.3)
+            assert all(emu.stats.answered[pair] == counts[pair] for pair in known)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            if out.exists():
+                break
+        final = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 5
+    assert rows(out) == clean
+    repeated = sum(1 for n in emu.stats.answered.values() if n > 1)
+    # Only answers in flight at a kill (sent by the server, never received) can repeat.
+    assert repeated <= kills * 16
+    assert not journal_dir(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clean.parquet",
+        "in.parquet",
+        "out.parquet",
+    ]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_gracefully_and_the_rerun_finishes(
+    tmp_path: Path, emulator: EmulatorFactory, signum: int, code: int
+) -> None:
+    inp = revisions(tmp_path, 600)
+    clean = clean_run(tmp_path, inp, emulator)
+    out = tmp_path / "out.parquet"
+    with emulator(latency=Latency("uniform", 0.01, 0.05)) as (emu, base_url):
+        args = command(inp, out, base_url, "--rate", "300/s", "--concurrency", "16")
+        proc = start(args, capture=True)
+        time.sleep(1.5)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == code, err
+        assert err.strip().splitlines()[-1].endswith("rerun the same command to resume")
+        assert "Traceback" not in err
+        assert not out.exists() and journal_dir(out).is_dir()
+        final = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert final.returncode == 0, final.stderr
+    assert rows(out) == clean
+    assert max(emu.stats.answered.values()) == 1  # graceful: nothing in flight was lost
+
+
+def test_a_second_ctrl_c_exits_at_once_without_corrupting_the_journal(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 300)
+    clean = clean_run(tmp_path, inp, emulator)
+    out = tmp_path / "out.parquet"
+    with emulator(hang_rate=0.5) as (_, base_url):
+        proc = start(
+            command(inp, out, base_url, "--timeout", "60", "--grace", "60", "--concurrency", "8"),
+            capture=True,
+        )
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # waiting for the hung requests
+        proc.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        proc.communicate(timeout=10)
+        assert time.monotonic() - began < 3
+        assert proc.returncode == 130
+    with emulator() as (_, base_url):
+        final = subprocess.run(
+            command(inp, out, base_url), capture_output=True, text=True, check=False
+        )
+    assert final.returncode == 0, final.stderr
+    assert rows(out) == clean
+
+
+def test_faults_every_row_is_accounted_for_with_only_the_retries_extra(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 1000)
+    clean = clean_run(tmp_path, inp, emulator)
+    out = tmp_path / "out.parquet"
+    faults = {
+        "error_rate": 0.05,
+        "error_statuses": (500, 503),
+        "reset_rate": 0.02,
+        "hang_rate": 0.01,
+        "storm_after": 300,
+        "storm_seconds": 1.0,
+        "seed": 5,
+    }
+    with emulator(**faults) as (emu, base_url):
+        done = subprocess.run(
+            command(
+                inp,
+                out,
+                base_url,
+                "--timeout",
+                "1",
+                "--concurrency",
+                "32",
+                "--report",
+                str(tmp_path / "r.json"),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert rows(out) == clean
+    failed = (
+        emu.stats.by_status["500"]
+        + emu.stats.by_status["503"]
+        + emu.stats.by_status["429"]
+        + emu.stats.resets
+        + emu.stats.hangs
+    )
+    minimum = 2 * 1001 + 51 + 11  # damaging + goodfaith; revertrisk batches of 20 per lang
+    assert (
+        failed > 0
+        and emu.stats.hangs > 0
+        and emu.stats.resets > 0
+        and emu.stats.by_status["429"] > 0
+    )
+    assert emu.stats.requests <= minimum + failed
+    assert emu.stats.requests >= minimum
+    assert max(emu.stats.answered.values()) == 1
