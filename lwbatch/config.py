@@ -198,6 +198,11 @@ class Endpoint:
                 f"--base-url {self.base_url!r} must be an absolute http(s) URL, "
                 "e.g. http://127.0.0.1:8080"
             )
+        if parts.username or parts.password:
+            raise UsageError(
+                "--base-url must not hold credentials (user:password@); "
+                "give a token with --token-file or LIFTWING_TOKEN"
+            )
         if parts.query or parts.fragment or any(c.isspace() for c in self.base_url):
             raise UsageError(
                 f"--base-url {self.base_url!r} must not have a query, fragment or spaces"

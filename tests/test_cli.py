@@ -316,10 +316,21 @@ def test_token_never_reaches_output_report_or_logs(
     assert code == 1
     assert "401 Unauthorized" in err and secret not in err
     assert not (tmp_path / "o2.parquet").exists()
+    for artefact in tmp_path.rglob("*"):
+        if artefact.is_file():
+            assert secret.encode() not in artefact.read_bytes(), artefact
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
+    return path
+
+
+def corrupt_parquet(directory: Path) -> Path:
+    path = write_parquet(directory / "a.parquet", {"rev_id": pa.array(range(1, 5001), pa.int64())})
+    data = bytearray(path.read_bytes())
+    data[64:4000] = bytes(3936)  # the footer survives; the data pages do not
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -409,7 +420,121 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
         2,
         "'gold'",
     ),
+    (
+        "rev_id all text",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\nabc\nx1\n"),
+        [],
+        2,
+        "no row has a usable 'rev_id'",
+    ),
+    (
+        "rev_id all fractional floats",
+        lambda d: write_parquet(d / "a.parquet", {"rev_id": pa.array([1.5, 2.25])}),
+        [],
+        2,
+        "no row has a usable 'rev_id'",
+    ),
+    (
+        "rev_id all negative",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n-1\n-7\n"),
+        [],
+        2,
+        "none a positive integer",
+    ),
+    (
+        "rev_id all zero",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n0\n0\n"),
+        [],
+        2,
+        "none a positive integer",
+    ),
+    (
+        "rev_id all null",
+        lambda d: write_parquet(d / "a.parquet", {"rev_id": pa.array([None, None], pa.int64())}),
+        [],
+        2,
+        "no row has a usable 'rev_id'",
+    ),
+    (
+        "rev_id beyond int64",
+        lambda d: write_bytes(d / "a.csv", b"rev_id\n99999999999999999999\n"),
+        [],
+        2,
+        "no row has a usable 'rev_id'",
+    ),
+    ("corrupt parquet pages", corrupt_parquet, [], 2, "unreadable after row 0"),
+    (
+        "negative concurrency",
+        one_row_csv,
+        ["--concurrency", "-4"],
+        2,
+        "--concurrency must be >= 1, got -4",
+    ),
+    ("zero rate", one_row_csv, ["--rate", "0/s"], 2, "--rate '0/s'"),
+    ("negative timeout", one_row_csv, ["--timeout", "-1"], 2, "--timeout must be > 0 seconds"),
+    (
+        "token with whitespace",
+        one_row_csv,
+        ["--token-file", "SPACED"],
+        2,
+        "the token is empty or contains whitespace",
+    ),
+    (
+        "token over plain http",
+        one_row_csv,
+        ["--token-file", "TOKEN", "--base-url", "http://liftwing.invalid"],
+        2,
+        "refusing to send the token over plain http to http://liftwing.invalid",
+    ),
+    (
+        "base url with query",
+        one_row_csv,
+        ["--base-url", "http://127.0.0.1:9/?x=1"],
+        2,
+        "must not have a query",
+    ),
+    (
+        "base url with credentials",
+        one_row_csv,
+        ["--base-url", "https://user:pw@liftwing.invalid"],
+        2,
+        "must not hold credentials",
+    ),
+    (
+        "internal and base url",
+        one_row_csv,
+        ["--internal"],
+        2,
+        "--internal and --base-url exclude each other",
+    ),
+    (
+        "model with a path",
+        one_row_csv,
+        ["-m", "enwiki-damaging/../admin"],
+        2,
+        "unknown model 'enwiki-damaging/../admin'",
+    ),
+    (
+        "contact on two lines",
+        one_row_csv,
+        ["--contact", "me@example.org\r\nX-Evil: 1"],
+        2,
+        "--contact must be a single line",
+    ),
+    (
+        "output is the input",
+        lambda d: write_parquet(d / "out.parquet", {"rev_id": pa.array([1], pa.int64())}),
+        ["-o", "INPUT"],
+        2,
+        "is the input file",
+    ),
+    ("output not parquet", one_row_csv, ["-o", "CSVOUT"], 2, "name the file *.parquet"),
+    ("output directory missing", one_row_csv, ["-o", "NODIR"], 1, "its directory does not exist"),
 ]
+
+
+def test_the_bad_input_corpus_is_large() -> None:
+    assert len(BAD_INPUTS) >= 25
 
 
 @pytest.mark.parametrize(
@@ -428,8 +553,18 @@ def test_bad_input_gets_one_line_and_no_output(
     work.mkdir()
     inp = make(work)
     (tmp_path / "EMPTY").write_text("\n")
-    extra = [str(tmp_path / "EMPTY") if e == "EMPTY" else e for e in extra]
+    (tmp_path / "SPACED").write_text("abc def\n")
+    (tmp_path / "TOKEN").write_text("abc123\n")
     out = tmp_path / "out.parquet"
+    places = {
+        "EMPTY": tmp_path / "EMPTY",
+        "SPACED": tmp_path / "SPACED",
+        "TOKEN": tmp_path / "TOKEN",
+        "INPUT": inp,
+        "CSVOUT": tmp_path / "out.csv",
+        "NODIR": tmp_path / "no" / "out.parquet",
+    }
+    extra = [str(places.get(e, e)) for e in extra]
     models = [] if "-m" in extra else ["-m", "enwiki-damaging"]
     exit_code, err = run(
         capsys, "score", inp, "-o", out, *models, "--base-url", "http://127.0.0.1:9", *extra
@@ -439,8 +574,9 @@ def test_bad_input_gets_one_line_and_no_output(
     assert len(lines) == 1, err
     assert lines[0].startswith("lwbatch: error: ") and message in lines[0]
     assert "Traceback" not in err
+    assert "Traceback" not in err
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    assert not list(tmp_path.rglob(".*"))  # no journal, temporary or lock file
 
 
 def test_unwritable_output_aborts_with_exit_1_before_any_request(
@@ -496,3 +632,27 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("score", "emulate", "demo"):
         assert main([command, "--help"]) == 0
         assert "Example" in capsys.readouterr().out or command == "demo"
+
+
+def test_insecure_warns_and_still_scores(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+    with emulator() as (_, base_url):
+        code, err = run(
+            capsys,
+            "score",
+            inp,
+            "-o",
+            tmp_path / "o.parquet",
+            "-m",
+            "enwiki-damaging",
+            "--base-url",
+            base_url,
+            "--insecure",
+            "-q",
+        )
+    assert code == 0
+    assert err.strip() == (
+        "lwbatch: WARNING: --insecure: TLS certificates are not verified; use it only against staging"
+    )

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lwbatch import Budget, Endpoint, Rate, RetryPolicy
+from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Token
 from lwbatch.engine import Scorer
 from lwbatch.errors import Interrupted, UsageError
 from lwbatch.journal import journal_dir
@@ -194,3 +194,18 @@ async def test_the_budget_counts_the_requests_of_the_interrupted_run(
     assert 20 <= restarted_at < 200
     # Without the ledger, the second process would start with a fresh window.
     assert max_in_window(sorted(sent), 2.0) <= 40
+
+
+async def test_the_token_never_reaches_the_journal(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    secret = "journal-secret-91b2"
+    inp = revisions(tmp_path, 200)
+    out = tmp_path / "out.parquet"
+    with emulator(token=secret) as (emu, base_url), pytest.raises(Interrupted):
+        await run(inp, out, base_url, stop_after=50, token=Token(secret))
+    assert emu.stats.by_status["200"] > 0
+    files = [p for p in journal_dir(out).rglob("*") if p.is_file()]
+    assert {p.name.split("-")[0] for p in files} >= {"manifest.json", "answers", "ledger.f64"}
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
