@@ -654,5 +654,6 @@ def test_insecure_warns_and_still_scores(
         )
     assert code == 0
     assert err.strip() == (
-        "lwbatch: WARNING: --insecure: TLS certificates are not verified; use it only against staging"
+        "lwbatch: WARNING: --insecure: TLS certificates are not verified;"
+        " use it only against staging"
     )
