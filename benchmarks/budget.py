@@ -59,7 +59,9 @@ def main() -> None:
     parser.add_argument("--rate", default="300/3s")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured span")
     parser.add_argument("--latency", default="liftwing")
-    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="fixed in-flight limit (default: adaptive)"
+    )
     args = parser.parse_args()
     rate = Rate.parse(args.rate)
     # Enough revisions that the budget, not the input, ends the measured span.
@@ -103,6 +105,8 @@ def main() -> None:
         "lwbatch_max_arrived_in_window": max_in_window(arrivals, rate.period),
         "lwbatch_share_of_budget": round(share(sent, rate, args.seconds), 4),
         "lwbatch_429s": rejected,
+        "lwbatch_peak_in_flight": report.peak_in_flight,
+        "lwbatch_concurrency": report.concurrency,
         "aiolimiter_N_per_period_first_window": len(naive_window),
         "aiolimiter_1_per_interval_share": round(
             len(naive_pace) / (rate.per_second * args.seconds), 4
@@ -110,7 +114,8 @@ def main() -> None:
     }
     print(
         f"budget {rate}, measured over {args.seconds:g} s, latency {args.latency}, "
-        f"{report.requests_sent} requests; emulator 429s: {rejected}"
+        f"{report.requests_sent} requests; emulator 429s: {rejected}\n"
+        f"in flight: at most {report.peak_in_flight}; {report.concurrency}"
     )
     print(f"{'limiter':<30} {'max in any window':>18} {'share of budget':>16}")
     print(

@@ -21,7 +21,6 @@ import orjson
 from lwbatch._version import __version__
 from lwbatch.catalog import split_model_names
 from lwbatch.config import (
-    DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
     Budget,
     Endpoint,
@@ -48,9 +47,9 @@ def _run_options(func: F) -> F:
             click.option(
                 "--concurrency",
                 type=int,
-                default=DEFAULT_CONCURRENCY,
-                show_default=True,
-                help="Most requests in flight at once.",
+                default=None,
+                help="Fix the requests in flight at N. Default: adapt to the latency "
+                "observed (Little's law: 1.75 x rate x mean latency, at most 1024).",
             ),
             click.option(
                 "--timeout",
@@ -112,7 +111,11 @@ def _run_options(func: F) -> F:
     help="Gateway tier, which sets the hourly budget "
     "(default: anonymous; authenticated with a token).",
 )
-@click.option("--rate", help="Budget as N/PERIOD, e.g. 50000/h, 1000/10s, 20/s (overrides --tier).")
+@click.option(
+    "--rate",
+    help="Budget as N/PERIOD, e.g. 50000/h, 1000/10s, 20/s (overrides --tier); "
+    "`unlimited` for endpoints without a gateway (not the public one).",
+)
 @click.option(
     "--internal", is_flag=True, help="Use the internal endpoint (inference.discovery.wmnet)."
 )
@@ -153,7 +156,7 @@ def score(
     restart: bool,
     retry_failed: bool,
     grace: float,
-    concurrency: int,
+    concurrency: int | None,
     timeout: float,
     report_path: Path | None,
     quiet: bool,
@@ -190,13 +193,13 @@ def score(
         token=token,
         contact=contact,
         tier=Tier(tier) if tier else None,
-        budget=Budget.from_rate(Rate.parse(rate)) if rate else None,
+        budget=_budget(rate, endpoint),
         verify=not insecure,
         restart=restart,
         retry_failed=retry_failed,
         grace=grace,
         handle_signals=True,
-        concurrency=_positive("--concurrency", concurrency),
+        concurrency=None if concurrency is None else _positive("--concurrency", concurrency),
         timeout=timeout,
         report_path=report_path,
         quiet=quiet,
@@ -262,6 +265,18 @@ def _token(token_file: Path | None) -> Token | None:
         return Token.from_file(token_file)
     value = os.environ.get("LIFTWING_TOKEN", "").strip()
     return Token(value) if value else None
+
+
+def _budget(rate: str | None, endpoint: Endpoint) -> Budget | None:
+    if rate is None:
+        return None
+    budget = Budget.parse(rate)
+    if budget.is_unlimited and endpoint.is_external_gateway:
+        raise UsageError(
+            "--rate unlimited: the public API gateway enforces a tier budget "
+            "(use --tier or N/PERIOD); unlimited is for --internal or --base-url"
+        )
+    return budget
 
 
 def _positive(flag: str, value: int) -> int:

@@ -99,8 +99,6 @@ class Budget:
     cold_start: float = 0.1
 
     def __post_init__(self) -> None:
-        if not self.windows:
-            raise ValueError("a budget needs at least one window")
         if self.tolerance < 0:
             raise ValueError("tolerance must be >= 0")
         if self.margin is not None and self.margin < 0:
@@ -119,13 +117,29 @@ class Budget:
     def from_rate(cls, rate: Rate) -> Budget:
         return cls(windows=(rate,))
 
+    @classmethod
+    def unlimited(cls) -> Budget:
+        """No windows: for endpoints without a gateway (internal, the emulator, benchmarks)."""
+        return cls(windows=())
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """`--rate`: N/PERIOD, or `unlimited`."""
+        if text.strip().lower() == "unlimited":
+            return cls.unlimited()
+        return cls.from_rate(Rate.parse(text))
+
+    @property
+    def is_unlimited(self) -> bool:
+        return not self.windows
+
     @property
     def rate(self) -> float:
-        """Sustained requests per second."""
-        return min(w.per_second for w in self.windows)
+        """Sustained requests per second (infinite when unlimited)."""
+        return min((w.per_second for w in self.windows), default=math.inf)
 
     def describe(self) -> str:
-        return " and ".join(str(w) for w in self.windows)
+        return " and ".join(str(w) for w in self.windows) or "unlimited"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

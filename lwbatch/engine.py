@@ -1,6 +1,6 @@
 """The scoring engine: revisions in, merged rows out, inside a request budget.
 
-    producer ──jobs (bounded)──> N workers ──> Dispatcher (limiter, HTTP, retries)
+    producer ──jobs (bounded)──> workers ──> Dispatcher (limiter, HTTP, retries)
        │                              │
        └── admission (max open rows) <┴── a row leaves once every model is terminal
 
@@ -8,6 +8,9 @@ The producer admits a revision only while fewer than `max_open` rows are open, a
 fans it out to every model in turn, so models interleave per revision and complete
 rows accumulate even under a tight budget. Memory is bounded by `max_open`, the job
 queue and the compressed bitmap of seen rev_ids, not by the input size.
+
+The number of workers follows :class:`~lwbatch.concurrency.Concurrency`: unless the
+user fixed it, Little's law on the observed latency and the budget's rate.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from pyroaring import BitMap64
 from lwbatch.batching import Batcher
 from lwbatch.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.client import LiftWingClient
+from lwbatch.concurrency import Concurrency
 from lwbatch.config import (
-    DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
     Budget,
     Endpoint,
@@ -45,6 +48,8 @@ from lwbatch.stats import RunReport, RunStats
 
 Item = Revision | InvalidRow
 DEFAULT_LINGER = 0.05
+# Jobs made ready ahead of the workers; a job holds at most one batch of rows.
+_QUEUE = 64
 
 
 class _OpenRow:
@@ -80,7 +85,7 @@ class Scorer:
         contact: str | None = None,
         tier: Tier | None = None,
         budget: Budget | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         default_lang: str = "en",
@@ -94,17 +99,16 @@ class Scorer:
         on_send: Callable[[float], None] | None = None,
         on_answer: Callable[[str, list[tuple[int, Score]]], None] | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.specs = (catalog or default_catalog()).resolve_all(models)
         self._by_name = {s.name: s for s in self.specs}
         if tier is None:
             tier = Tier.AUTHENTICATED if token is not None else Tier.ANONYMOUS
         self.budget = budget or Budget.for_tier(tier)
-        self.concurrency = concurrency
+        # None adapts to the latency observed (Little's law); a number fixes it.
+        self.concurrency = Concurrency(self.budget.rate, fixed=concurrency)
         self.default_lang = default_lang
         self.linger = linger
-        self.max_open = max_open or max(4 * concurrency, 1024)
+        self.max_open = max_open or max(4 * self.concurrency.most, 1024)
         self.stats = RunStats()
         self._clock = clock
         self._client = LiftWingClient(
@@ -112,14 +116,20 @@ class Scorer:
             token=token,
             contact=contact,
             timeout=timeout,
-            max_connections=concurrency,
+            max_connections=self.concurrency.most,
             verify=verify,
             transport=transport,
+            clock=clock,
         )
         # `on_send(t)` sees the clock time of every attempt as it leaves (benchmarks, charts).
         self.limiter = Limiter(self.budget, clock=clock, sleep=sleep, on_grant=on_send)
         self._dispatcher = Dispatcher(
-            self._client, self.limiter, self.stats, retry=retry or RetryPolicy(), sleep=sleep
+            self._client,
+            self.limiter,
+            self.stats,
+            retry=retry or RetryPolicy(),
+            sleep=sleep,
+            on_latency=self.concurrency.observe,
         )
         self._tg: TaskGroup | None = None
         self._started: float | None = None
@@ -132,6 +142,8 @@ class Scorer:
         self._run_scope = anyio.CancelScope()
         self._starved = False
         self._streams: list[_Rows] = []
+        self._workers = 0
+        self._closing = False
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -197,6 +209,11 @@ class Scorer:
     def in_flight(self) -> int:
         return self._dispatcher.in_flight
 
+    @property
+    def workers(self) -> int:
+        """Workers alive: each holds at most one request; their number follows the limit."""
+        return self._workers
+
     async def stop(self, grace: float) -> None:
         """Take no new work, let requests in flight finish for up to `grace` s, then end.
 
@@ -217,6 +234,7 @@ class Scorer:
             elapsed=end - (self._started or end),
             budget=self.budget.describe(),
             budget_rate=self.budget.rate,
+            concurrency=self.concurrency.describe(),
             output=output,
         )
 
@@ -245,7 +263,7 @@ class Scorer:
         self._started = time.monotonic()
         self._out = out
         self._admission = asyncio.Semaphore(self.max_open)
-        jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.concurrency)
+        jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=_QUEUE)
         batchers = {
             s.name: Batcher[_OpenRow](s.max_batch, self.linger, self._clock)
             for s in self.specs
@@ -255,8 +273,8 @@ class Scorer:
         async with out:
             with self._run_scope:
                 async with anyio.create_task_group() as tg:
-                    for _ in range(self.concurrency):
-                        tg.start_soon(self._worker, jobs)
+                    self._workers_tg = tg
+                    self._grow(jobs)
                     async with anyio.create_task_group() as lingering:
                         lingering.start_soon(self._flush_lingering, batchers, jobs)
                         await self._produce(batches, batchers, jobs)
@@ -264,7 +282,10 @@ class Scorer:
                     for name, batcher in batchers.items():
                         for batch in batcher.drain():
                             await jobs.put(_Job(self._spec(name), batch))
-                    for _ in range(self.concurrency):
+                    # From here the pool neither grows nor shrinks, so every
+                    # worker gets exactly one None.
+                    self._closing = True
+                    for _ in range(self._workers):
                         await jobs.put(None)
         self._finished = time.monotonic()
 
@@ -352,6 +373,11 @@ class Scorer:
                 for batch in batcher.due():
                     await jobs.put(_Job(self._spec(name), batch))
 
+    def _grow(self, jobs: asyncio.Queue[_Job | None]) -> None:
+        while self._workers < self.concurrency.limit and not self._closing:
+            self._workers += 1
+            self._workers_tg.start_soon(self._worker, jobs)
+
     async def _worker(self, jobs: asyncio.Queue[_Job | None]) -> None:
         while (job := await jobs.get()) is not None:
             try:
@@ -359,6 +385,14 @@ class Scorer:
             except Stopped:
                 return
             await self._resolve(job.spec, job.rows, scores)
+            if self._closing:
+                continue
+            limit = self.concurrency.limit
+            if self._workers > limit:
+                self._workers -= 1
+                return
+            if self._workers < limit:
+                self._grow(jobs)
 
     async def _resolve(
         self, spec: ModelSpec, rows: list[_OpenRow], scores: dict[int, Score], *, fresh: bool = True

@@ -99,8 +99,9 @@ class Limiter:
         self._budget = budget
         self._clock = clock
         self._sleep = sleep
-        self._interval = 1.0 / budget.rate
+        self._interval = 0.0 if budget.is_unlimited else 1.0 / budget.rate
         self._tolerance = max(budget.tolerance, self._interval)
+        self._unlimited = budget.is_unlimited
         self._windows = [
             _Window(w, budget.margin_for(w), budget.cold_start) for w in budget.windows
         ]
@@ -125,6 +126,15 @@ class Limiter:
 
     async def acquire(self) -> None:
         """Wait until one request may leave, and count it as sent."""
+        if self._unlimited and not self._waiting:
+            # No budget to keep: only a 429's pause holds requests back. Skipping the
+            # lock here saves a few microseconds per request when CPU is the limit.
+            now = self._clock()
+            if now >= self._paused_until:
+                self._granted += 1
+                if self._on_grant is not None:
+                    self._on_grant(now)
+                return
         self._waiting += 1
         try:
             async with self._lock:

@@ -105,7 +105,7 @@ async def score_file_async(
         state = store.open(
             restart=restart,
             retry_failed=retry_failed,
-            ledger_keep=max(w.requests for w in scorer.budget.windows),
+            ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
         )
         if state.resumed:
             log.info(

@@ -46,6 +46,7 @@ class RunStats:
     rows_written: int = 0
     rows_resumed: int = 0  # done by an earlier, interrupted run: not asked again
     requests_sent: int = 0
+    peak_in_flight: int = 0
     requests_by_outcome: Counter[str] = field(default_factory=Counter)
     scored: Counter[str] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -78,6 +79,8 @@ class RunReport:
     budget: str
     budget_rate: float
     latency_seconds: dict[str, dict[str, float | None]]
+    peak_in_flight: int = 0
+    concurrency: str = ""
     output: str | None = None
 
     @classmethod
@@ -89,6 +92,7 @@ class RunReport:
         elapsed: float,
         budget: str,
         budget_rate: float,
+        concurrency: str = "",
         output: str | None = None,
     ) -> RunReport:
         per_model: dict[str, dict[str, int]] = {m: {} for m in models}
@@ -120,6 +124,8 @@ class RunReport:
                 }
                 for model, h in sorted(stats.latency.items())
             },
+            peak_in_flight=stats.peak_in_flight,
+            concurrency=concurrency,
             output=output,
         )
 
@@ -131,8 +137,10 @@ class RunReport:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["models"] = list(self.models)
         data["request_rate"] = round(self.request_rate, 3)
+        limited = math.isfinite(self.budget_rate) and self.budget_rate > 0
+        data["budget_rate"] = self.budget_rate if limited else None
         data["budget_utilisation"] = (
-            round(self.request_rate / self.budget_rate, 4) if self.budget_rate > 0 else None
+            round(self.request_rate / self.budget_rate, 4) if limited else None
         )
         return data
 
@@ -150,8 +158,9 @@ class RunReport:
             f"elapsed             {self.elapsed_seconds:>10.1f} s",
             f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget} "
             f"({self.budget_rate:.2f}/s, {100 * self.request_rate / self.budget_rate:.1f}% used)"
-            if self.budget_rate > 0
-            else f"request rate        {self.request_rate:>10.2f} /s",
+            if math.isfinite(self.budget_rate) and self.budget_rate > 0
+            else f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}",
+            f"in flight           {self.peak_in_flight:>10,}   at most; {self.concurrency}",
             "",
             f"{'model':<32} {'scored':>9} {'errors':>8}  {'p50':>7} {'p95':>7} {'p99':>7}",
         ]

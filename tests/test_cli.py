@@ -657,3 +657,35 @@ def test_insecure_warns_and_still_scores(
         "lwbatch: WARNING: --insecure: TLS certificates are not verified;"
         " use it only against staging"
     )
+
+
+def test_unlimited_rate_is_refused_for_the_public_gateway(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1], pa.int64())})
+    out = tmp_path / "out.parquet"
+    code, err = run(capsys, "score", inp, "-o", out, "-m", "enwiki-damaging", "--rate", "unlimited")
+    assert code == 2
+    assert err.strip() == (
+        "lwbatch: error: --rate unlimited: the public API gateway enforces a tier budget "
+        "(use --tier or N/PERIOD); unlimited is for --internal or --base-url"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_unlimited_rate_against_the_emulator_scores_everything(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    distinct = list(range(1000, 1200))
+    inp = write_parquet(
+        tmp_path / "in.parquet", {"rev_id": pa.array(distinct + [UNKNOWN], pa.int64())}
+    )
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        args = [a for a in score_args(inp, out, base_url, "--rate", "unlimited") if a != "-q"]
+        code, err = run(capsys, *args)
+    assert code == 0, err
+    check_scores(out, distinct)
+    assert "budget unlimited" in err
+    assert "limit 64 (no budget to reach: the client's CPU is the bound)" in err
+    assert "429" not in emu.stats.by_status

@@ -1,0 +1,154 @@
+"""The in-flight limit: Little's law on observed latency, and the worker pool following it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import httpx
+import pytest
+
+from lwbatch import Budget, Endpoint, Rate, Scorer
+from lwbatch.concurrency import Concurrency
+from lwbatch.limiter import Limiter
+from tests.conftest import FakeClock
+from tests.test_dispatch import ok
+
+BASE = "http://127.0.0.1:9"
+
+
+def test_fixed_concurrency_never_moves() -> None:
+    concurrency = Concurrency(100.0, fixed=16)
+    for _ in range(1000):
+        concurrency.observe(3.0)
+    assert concurrency.limit == 16
+    assert concurrency.most == 16
+    assert concurrency.describe() == "limit fixed at 16"
+
+
+def test_adaptive_limit_is_headroom_times_rate_times_mean_latency() -> None:
+    concurrency = Concurrency(100.0)
+    # Before any answer: an assumed 1 s latency.
+    assert concurrency.limit == math.ceil(1.75 * 100 * 1.0) + 8
+    for latency in (0.2, 0.4, 0.6):  # mean 0.4 s, exact over the first answers
+        concurrency.observe(latency)
+    assert concurrency.limit == math.ceil(1.75 * 100 * 0.4) + 8
+    assert concurrency.snapshot().observed == 3
+    assert concurrency.describe() == ("limit 78, adapted: 1.75 x 100.0/s x mean latency 0.40 s + 8")
+
+
+def test_adaptive_limit_follows_a_service_that_slows_down() -> None:
+    concurrency = Concurrency(50.0, memory=100)
+    for _ in range(100):
+        concurrency.observe(0.1)
+    assert concurrency.limit == math.ceil(1.75 * 50 * 0.1) + 8
+    for _ in range(2000):
+        concurrency.observe(2.0)
+    assert concurrency.limit == math.ceil(1.75 * 50 * 2.0) + 8
+
+
+@pytest.mark.parametrize(
+    ("rate", "latency", "limit"),
+    [(1.0, 0.001, 9), (10_000.0, 5.0, 1024), (math.inf, 5.0, 64)],
+    ids=["one-plus-floor", "ceiling", "unlimited"],
+)
+def test_adaptive_limit_is_clamped(rate: float, latency: float, limit: int) -> None:
+    concurrency = Concurrency(rate)
+    concurrency.observe(latency)
+    assert concurrency.limit == limit
+
+
+def test_bad_fixed_concurrency_is_refused() -> None:
+    with pytest.raises(ValueError, match="concurrency must be >= 1, got 0"):
+        Concurrency(10.0, fixed=0)
+
+
+class Gauge:
+    """A transport that answers after `latency` seconds of fake time and yields to the loop
+    meanwhile, recording how many requests it held at each arrival."""
+
+    def __init__(self, clock: FakeClock, latency: float) -> None:
+        self.clock = clock
+        self.latency = latency
+        self.holding = 0
+        self.at_arrival: list[int] = []
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.holding += 1
+        self.at_arrival.append(self.holding)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        self.clock.now += self.latency
+        self.holding -= 1
+        return ok(request)
+
+
+async def run(gauge: Gauge, clock: FakeClock, revisions: int, **options: object) -> Scorer:
+    async with Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=httpx.MockTransport(gauge.handle),
+        clock=clock,
+        sleep=clock.sleep,
+        **options,  # type: ignore[arg-type]
+    ) as scorer:
+        rows = [row async for row in scorer.score(range(1, revisions + 1))]
+    assert len(rows) == revisions
+    return scorer
+
+
+async def test_fixed_concurrency_caps_requests_in_flight(fake_clock: FakeClock) -> None:
+    gauge = Gauge(fake_clock, 0.0)
+    scorer = await run(
+        gauge, fake_clock, 300, concurrency=4, budget=Budget.from_rate(Rate(10_000, 1.0))
+    )
+    assert max(gauge.at_arrival) == 4
+    assert scorer.stats.peak_in_flight == 4
+
+
+async def test_the_worker_pool_shrinks_to_the_adapted_limit(fake_clock: FakeClock) -> None:
+    # 100/s and answers in 0.05 s: Little's law wants 1.75 x 100 x 0.05 + 8 = 17.
+    workers: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        workers.append(scorer.workers)
+        fake_clock.now += 0.05
+        return ok(request)
+
+    scorer = Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=httpx.MockTransport(answer),
+        budget=Budget.from_rate(Rate(100, 1.0)),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    )
+    async with scorer:
+        rows = [row async for row in scorer.score(range(1, 1501))]
+    assert len(rows) == 1500
+    assert scorer.concurrency.limit == 17
+    assert workers[0] == math.ceil(1.75 * 100 * 1.0) + 8  # before any answer: 1 s assumed
+    assert workers[-1] == 17
+    assert max(workers[500:]) == 17
+    assert "limit 17, adapted: 1.75 x 100.0/s x mean latency 0.05 s + 8" in (
+        scorer.report().render()
+    )
+
+
+async def test_an_unlimited_budget_never_waits(fake_clock: FakeClock) -> None:
+    budget = Budget.parse("unlimited")
+    assert budget.is_unlimited and math.isinf(budget.rate)
+    assert budget.describe() == "unlimited"
+    limiter = Limiter(budget, clock=fake_clock, sleep=fake_clock.sleep)
+    for _ in range(10_000):
+        await limiter.acquire()
+    assert limiter.statistics().granted == 10_000
+    assert fake_clock.slept == 0.0
+
+
+async def test_an_unlimited_budget_still_obeys_a_429_pause(fake_clock: FakeClock) -> None:
+    limiter = Limiter(Budget.unlimited(), clock=fake_clock, sleep=fake_clock.sleep)
+    start = fake_clock()
+    limiter.pause(2.0)
+    await limiter.acquire()
+    assert fake_clock() >= start + 2.0
