@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -57,3 +58,19 @@ def emulator_stats(base_url: str, *, arrivals: bool = False) -> dict[str, Any]:
     url = f"{base_url}/_emulator/stats" + ("?arrivals=1" if arrivals else "")
     data: dict[str, Any] = httpx.get(url, timeout=30).json()
     return data
+
+
+def run_measured(command: list[str]) -> dict[str, float]:
+    """Run a process to its end; its wall time, CPU time and peak RSS, from the kernel."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{command[:4]} exited with {code}")
+    return {
+        "seconds": wall,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }

@@ -85,8 +85,8 @@ class Budget:
     """The request budget: every window holds; pacing follows the tightest one."""
 
     windows: tuple[Rate, ...]
-    # Slack that lets a late wake-up catch up instead of losing rate; also the
-    # largest burst after idle time (burst = 1 + tolerance / interval).
+    # Slack that lets a late wake-up catch up instead of losing rate (at most
+    # tolerance / interval requests at once); never a burst after idle time.
     tolerance: float = 0.2
     # Each window is enforced as period + margin, so that jitter between leaving here
     # and arriving there (measured on loopback: p99 21 ms, max 50-80 ms) rarely lets a

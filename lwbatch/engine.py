@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pyroaring import BitMap64
 
+from lwbatch import collector
 from lwbatch.batching import Batcher
 from lwbatch.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.client import LiftWingClient
@@ -153,6 +154,7 @@ class Scorer:
         await self._client.__aenter__()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        collector.hold()
         return self
 
     async def __aexit__(
@@ -169,6 +171,7 @@ class Scorer:
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
         finally:
+            collector.release()
             for rows in self._streams:
                 rows.close()
             await self._client.__aexit__(None, None, None)

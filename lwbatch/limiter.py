@@ -24,9 +24,12 @@ from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from lwbatch.collector import collect_if_due
 from lwbatch.config import Budget, Rate
 
 Clock = Callable[[], float]
+# Grant-to-socket time is ~1 ms on loopback (p99 6-9 ms with 350 in flight, measured).
+STALL_LOOKBACK = 0.05
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -41,10 +44,10 @@ class LimiterStatistics:
 class _Window:
     """The grant times of the last N requests, to enforce N per sliding period.
 
-    A burst is recorded as if it had been spread at N/period: a stamp is never
-    earlier than the previous stamp plus period/N. Stamps are then never earlier
-    than the real grant times, so the guarantee only gets stricter, and the burst
-    is not echoed one period later when its stamps expire all at once.
+    The first window's burst is recorded as if it had been spread at N/period: a stamp
+    is never earlier than the previous stamp plus period/N. Stamps are then never
+    earlier than the real grant times, so the guarantee only gets stricter, and the
+    start burst is not echoed one period later when its stamps expire all at once.
     """
 
     __slots__ = ("_period", "_spacing", "_ring", "_next", "_last", "_cold", "_warm")
@@ -69,12 +72,29 @@ class _Window:
         self._next = (self._next + 1) % len(self._ring)
         self._warm = True
 
+    def stall(self, since: float, delay: float) -> None:
+        """Grants stamped at or after `since` may leave `delay` later: restamp them."""
+        ring = self._ring
+        slot = self._next
+        for _ in range(len(ring)):
+            slot = (slot - 1) % len(ring)
+            if ring[slot] < since:
+                break
+            ring[slot] += delay
+        if self._last >= since:
+            self._last += delay
+
     def record(self, now: float) -> None:
         # The first window's requests open new connections on a loop busy starting up:
         # measured here, they arrive 30-55 ms after their grant instead of ~1 ms. Stamp
         # them that much later so the server's first window cannot hold N+1.
-        delay = 0.0 if self._warm else self._cold
-        self._last = max(now + delay, self._last + self._spacing)
+        # Only the first window's burst is spread. Later, a burst is the catch-up after
+        # a late wake-up or a pause; spreading it would shift every later grant by that
+        # lateness for good (measured: 96% of a saturated 400/s window instead of 99%).
+        if self._warm:
+            self._last = max(now, self._last)
+        else:
+            self._last = max(now + self._cold, self._last + self._spacing)
         self._ring[self._next] = self._last
         self._next = (self._next + 1) % len(self._ring)
         if self._next == 0:
@@ -126,6 +146,10 @@ class Limiter:
 
     async def acquire(self) -> None:
         """Wait until one request may leave, and count it as sent."""
+        # Collections run here, where their pause is known (see lwbatch/collector.py).
+        started = self._clock()
+        if collect_if_due():
+            self._stalled(started, self._clock() - started)
         if self._unlimited and not self._waiting:
             # No budget to keep: only a 429's pause holds requests back. Skipping the
             # lock here saves a few microseconds per request when CPU is the limit.
@@ -144,7 +168,12 @@ class Limiter:
                     if ready <= now:
                         break
                     await self._sleep(ready - now)
-                self._tat = max(self._tat, now) + self._interval
+                if self._tat >= now:
+                    self._tat += self._interval
+                else:
+                    # Idle (or later than the tolerance): no lateness to catch up, so
+                    # no burst either; the tolerance is kept for later wake-ups.
+                    self._tat = now + self._tolerance + self._interval
                 for window in self._windows:
                     window.record(now)
                 self._granted += 1
@@ -152,6 +181,13 @@ class Limiter:
                     self._on_grant(now)
         finally:
             self._waiting -= 1
+
+    def _stalled(self, started: float, pause: float) -> None:
+        # Grants of the last STALL_LOOKBACK s may still have been on their way to the
+        # socket when the loop stopped; the server then saw them `pause` later.
+        if pause > 0:
+            for window in self._windows:
+                window.stall(started - STALL_LOOKBACK, pause)
 
     def seed(self, times: list[float]) -> None:
         """Count requests an earlier process sent (clock times, oldest first)."""

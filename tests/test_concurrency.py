@@ -76,7 +76,7 @@ class Gauge:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.holding += 1
         self.at_arrival.append(self.holding)
-        for _ in range(5):
+        for _ in range(20):
             await asyncio.sleep(0)
         self.clock.now += self.latency
         self.holding -= 1
