@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
-import httpx
+from lwbatch.emulator import fetch_stats, spawned
 
 
 def max_in_window(times: list[float], period: float) -> int:
@@ -20,44 +15,9 @@ def max_in_window(times: list[float], period: float) -> int:
     return max((bisect_left(times, t + period) - i for i, t in enumerate(times)), default=0)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def emulator_process(*options: str) -> Iterator[str]:
-    """`lwbatch emulate` in a process of its own, so it does not share our CPU and GIL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lwbatch", "emulate", "--port", str(port), *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base_url}/_emulator/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the emulator did not start") from None
-                time.sleep(0.1)
-        yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-def emulator_stats(base_url: str, *, arrivals: bool = False) -> dict[str, Any]:
-    url = f"{base_url}/_emulator/stats" + ("?arrivals=1" if arrivals else "")
-    data: dict[str, Any] = httpx.get(url, timeout=30).json()
-    return data
+# The emulator in a process of its own, and its counters.
+emulator_process = spawned
+emulator_stats = fetch_stats
 
 
 def run_measured(command: list[str]) -> dict[str, float]:

@@ -382,6 +382,143 @@ def demo(output: Path, quiet: bool) -> None:
     run_demo(output, quiet=quiet)
 
 
+@cli.command()
+@click.option(
+    "--tier",
+    type=click.Choice([t.value for t in Tier]),
+    default=Tier.ANONYMOUS.value,
+    show_default=True,
+    help="The gateway tier whose budget to hold.",
+)
+@click.option(
+    "--compress",
+    type=float,
+    default=360.0,
+    show_default=True,
+    help="Shrink the hourly window this many times, same rate (360: an hour in 10 s).",
+)
+@click.option("--rate", help="A budget N/PERIOD instead of a tier (required with --real-endpoint).")
+@click.option("--seconds", type=float, default=60.0, show_default=True, help="How long to run.")
+@click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    help="Model to score (repeatable). Default: enwiki-damaging, enwiki-goodfaith, "
+    "revertrisk-language-agnostic.",
+)
+@click.option(
+    "--latency",
+    default="liftwing",
+    show_default=True,
+    help="The emulator's latency (as for `lwbatch emulate`).",
+)
+@click.option(
+    "--concurrency", type=int, default=None, help="Fix the requests in flight (default: adapt)."
+)
+@click.option(
+    "--chart",
+    type=click.Path(path_type=Path),
+    default=Path("lwbatch-bench.png"),
+    show_default=True,
+    help="PNG of requests/second over time against the budget (needs lwbatch[bench]).",
+)
+@click.option("--no-chart", is_flag=True, help="Do not draw the chart.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write figures here.")
+@click.option("--base-url", help="Measure against this endpoint instead of a fresh emulator.")
+@click.option(
+    "--real-endpoint",
+    is_flag=True,
+    help="Allow --base-url to be a real endpoint (sends real requests; needs a --rate "
+    "of at most 1/s).",
+)
+@click.option("--contact", envvar="LWBATCH_CONTACT", help="Your e-mail or URL for the User-Agent.")
+def bench(
+    tier: str,
+    compress: float,
+    rate: str | None,
+    seconds: float,
+    models: tuple[str, ...],
+    latency: str,
+    concurrency: int | None,
+    chart: Path,
+    no_chart: bool,
+    json_path: Path | None,
+    base_url: str | None,
+    real_endpoint: bool,
+    contact: str | None,
+) -> None:
+    """Measure throughput against a tier's budget (time-compressed) on the emulator.
+
+    \b
+    Example:
+      lwbatch bench --tier authenticated --seconds 60
+    """
+    import asyncio
+
+    from lwbatch.bench import DEFAULT_MODELS, chart_available, compressed, draw_chart, run_bench
+    from lwbatch.emulator import Latency, spawned
+
+    if seconds <= 0:
+        raise UsageError(f"--seconds must be > 0, got {seconds:g}")
+    if concurrency is not None:
+        _positive("--concurrency", concurrency)
+    if not no_chart:
+        if not chart_available():
+            raise UsageError(
+                "--chart needs matplotlib: pip install 'lwbatch[bench]' (or add --no-chart)"
+            )
+        if not chart.parent.is_dir():
+            raise UsageError(f"--chart {chart}: no such directory {chart.parent}")
+    budget = Budget.parse(rate) if rate else compressed(Tier(tier), compress)
+    if budget.is_unlimited:
+        raise UsageError("--rate unlimited: lwbatch bench measures against a budget")
+    endpoint = Endpoint(base_url=base_url) if base_url else None
+    if endpoint is not None and not endpoint.is_loopback:
+        if not real_endpoint:
+            raise UsageError(
+                f"--base-url {base_url} is not a local emulator: add --real-endpoint "
+                "to send real requests (with a tiny --rate)"
+            )
+        if rate is None or budget.rate > 1.0:
+            raise UsageError(
+                "--real-endpoint needs --rate of at most 1 request per second, e.g. 30/min"
+            )
+    Latency.parse(latency)
+    names = list(models) or list(DEFAULT_MODELS)
+    token = _token(None) if endpoint is not None else None
+    where = base_url or f"the emulator (latency {latency})"
+    log.info("bench: budget %s for %g s against %s", budget.describe(), seconds, where)
+
+    def measure(target: Endpoint) -> Any:
+        return asyncio.run(
+            run_bench(
+                endpoint=target,
+                budget=budget,
+                seconds=seconds,
+                models=names,
+                token=token,
+                contact=contact,
+                concurrency=concurrency,
+            )
+        )
+
+    if endpoint is not None:
+        result = measure(endpoint)
+    else:
+        gateway = str(budget.windows[0])
+        with spawned("--latency", latency, "--budget", gateway) as url:
+            result = measure(Endpoint(base_url=url))
+    result.rejected = result.report.requests_by_outcome.get("429", 0)
+    click.echo(result.render(), err=True)
+    if not no_chart:
+        title = f"lwbatch bench: {budget.describe()} against {where}"
+        draw_chart(result, chart, title=title)
+        click.echo(f"\nchart: {chart}", err=True)
+    if json_path is not None:
+        _write_json(json_path, result.to_dict())
+
+
 def _freeze_heap() -> None:
     # A full collection walks every object pyarrow, aiohttp and friends allocated at
     # import: measured here, a 40-90 ms pause every ~9 s, which delays requests enough

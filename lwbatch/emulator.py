@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import socket
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -21,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 from aiohttp import web
 
@@ -105,6 +109,7 @@ class EmulatorStats:
     resets: int = 0  # connections cut on purpose
     hangs: int = 0  # requests never answered on purpose
     by_status: Counter[str] = field(default_factory=Counter)
+    by_model: Counter[str] = field(default_factory=Counter)  # requests past the gateway
     answered: Counter[tuple[str, int]] = field(default_factory=Counter)  # terminal answers
     arrivals: array[float] = field(default_factory=lambda: array("d"))
 
@@ -115,6 +120,7 @@ class EmulatorStats:
             "resets": self.resets,
             "hangs": self.hangs,
             "by_status": dict(self.by_status),
+            "by_model": dict(self.by_model),
             "pairs_answered": len(self.answered),
             "pairs_answered_twice": repeated,
         }
@@ -250,6 +256,7 @@ class Emulator:
         cfg = self.config
         target = request.match_info["target"]
         model = target.removesuffix(":predict")
+        self.stats.by_model[model] += 1
         spec = self._spec(model)
         if not target.endswith(":predict") or spec is None or model in cfg.undeployed:
             return web.json_response({"httpCode": 404, "httpReason": "Not Found"}, status=404)
@@ -428,3 +435,39 @@ def running(
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+
+
+@contextmanager
+def spawned(*options: str, startup: float = 20.0) -> Iterator[str]:
+    """`lwbatch emulate OPTIONS` in a process of its own on a free loopback port; yields
+    its base URL. Measurements need this: in a thread it would share our GIL and loop."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lwbatch", "emulate", "--port", str(port), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup
+        while True:
+            try:
+                httpx.get(f"{base_url}/_emulator/stats", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise LWBatchError("the emulator did not start") from None
+                time.sleep(0.1)
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def fetch_stats(base_url: str, *, arrivals: bool = False) -> dict[str, Any]:
+    """A running emulator's counters (`arrivals`: every request's arrival time)."""
+    url = f"{base_url}/_emulator/stats" + ("?arrivals=1" if arrivals else "")
+    data: dict[str, Any] = httpx.get(url, timeout=30).json()
+    return data

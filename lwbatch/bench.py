@@ -1,0 +1,211 @@
+"""`lwbatch bench`: how close does lwbatch get to a tier's limit, on your machine?
+
+The workload is the real pipeline (a Scorer fanning synthetic revisions out to the
+models) against the emulator in a process of its own, with Lift Wing-like latency and
+a gateway that answers 429 over budget. Time is compressed: the tier's hourly budget
+is shrunk with its window (50,000/h at 360x is 138 per 10 s), so many windows pass in
+a minute at the tier's real rate; the per-second cap is kept as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from lwbatch.config import Budget, Endpoint, Rate, Tier, Token
+from lwbatch.engine import Scorer
+from lwbatch.errors import UsageError
+from lwbatch.stats import RunReport
+
+DEFAULT_MODELS = ("enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic")
+SAMPLE_EVERY = 0.25
+
+
+def compressed(tier: Tier, factor: float) -> Budget:
+    """The tier's budget with its hourly window `factor` times shorter, same rate."""
+    if factor < 1:
+        raise UsageError(f"--compress must be >= 1, got {factor:g}")
+    hourly = tier.hourly
+    requests = math.floor(hourly.requests / factor)
+    if requests < 1:
+        raise UsageError(f"--compress {factor:g} leaves less than one request per window")
+    window = Rate(requests, requests * hourly.period / hourly.requests)
+    return Budget(windows=(window, tier.per_second_cap))
+
+
+@dataclass(slots=True)
+class BenchResult:
+    budget: str
+    budget_rate: float
+    seconds: float
+    sent: list[float]  # send times, seconds from the start
+    in_flight: list[tuple[float, int, int]]  # (time, in flight, limit)
+    report: RunReport
+    rejected: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> int:
+        return len(self.sent)
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def share(self) -> float:
+        return self.achieved_rate / self.budget_rate
+
+    def per_second(self) -> list[int]:
+        counts = [0] * math.ceil(self.seconds)
+        for when in self.sent:
+            if 0 <= when < len(counts):
+                counts[int(when)] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        samples = [n for _, n, _ in self.in_flight]
+        return {
+            "benchmark": "lwbatch bench",
+            "budget": self.budget,
+            "budget_rate": round(self.budget_rate, 4),
+            "seconds": self.seconds,
+            "requests": self.requests,
+            "achieved_rate": round(self.achieved_rate, 3),
+            "share_of_budget": round(self.share, 4),
+            "rejected_429": self.rejected,
+            "in_flight_mean": round(sum(samples) / len(samples), 1) if samples else 0.0,
+            "in_flight_peak": self.report.peak_in_flight,
+            "concurrency": self.report.concurrency,
+            "latency_seconds": self.report.latency_seconds,
+            "per_second": self.per_second(),
+            **self.extra,
+        }
+
+    def render(self) -> str:
+        data = self.to_dict()
+        lines = [
+            f"budget              {self.budget} ({self.budget_rate:.2f}/s)",
+            f"measured for        {self.seconds:>10.1f} s",
+            f"requests sent       {self.requests:>10,}   rejected with 429: {self.rejected:,}",
+            f"achieved            {self.achieved_rate:>10.2f} /s   "
+            f"{self.share:.2%} of the budget's rate",
+            f"in flight           mean {data['in_flight_mean']:,}, "
+            f"peak {self.report.peak_in_flight:,}; {self.report.concurrency}",
+            "",
+            f"{'model':<32} {'p50':>7} {'p95':>7} {'p99':>7}",
+        ]
+        for model, quantiles in self.report.latency_seconds.items():
+            lines.append(
+                f"{model:<32} "
+                + " ".join(f"{_ms(quantiles.get(q)):>7}" for q in ("p50", "p95", "p99"))
+            )
+        return "\n".join(lines)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
+
+
+async def run_bench(
+    *,
+    endpoint: Endpoint,
+    budget: Budget,
+    seconds: float,
+    models: Sequence[str] = DEFAULT_MODELS,
+    token: Token | None = None,
+    contact: str | None = None,
+    concurrency: int | None = None,
+) -> BenchResult:
+    """Score synthetic revisions for `seconds`; every send time and in-flight sample."""
+    if budget.is_unlimited:
+        raise UsageError("lwbatch bench measures against a budget; give --tier or --rate N/PERIOD")
+    sent: list[float] = []
+    samples: list[tuple[float, int, int]] = []
+    started = time.monotonic()
+    scorer = Scorer(
+        models,
+        endpoint=endpoint,
+        budget=budget,
+        token=token,
+        contact=contact,
+        concurrency=concurrency,
+        on_send=sent.append,
+    )
+
+    async def sample() -> None:
+        while True:
+            samples.append((time.monotonic() - started, scorer.in_flight, scorer.concurrency.limit))
+            await anyio.sleep(SAMPLE_EVERY)
+
+    # More revisions than the budget can take in the span, so the budget is the limit.
+    revisions = range(1, int(budget.rate * seconds * 2) + 1000)
+    async with scorer:
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sample)
+            with anyio.move_on_after(seconds):
+                async for _row in scorer.score(revisions):
+                    pass
+            tg.cancel_scope.cancel()
+        await scorer.stop(grace=0)
+    times = [t - started for t in sent if t - started < seconds]
+    return BenchResult(
+        budget=budget.describe(),
+        budget_rate=budget.rate,
+        seconds=seconds,
+        sent=times,
+        in_flight=samples,
+        report=scorer.report(),
+    )
+
+
+def draw_chart(result: BenchResult, path: Path, *, title: str) -> None:
+    """Requests/second over time against the budget's rate; in flight below."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # checked by the CLI before the run; kept for library callers
+        raise UsageError(
+            "the chart needs matplotlib: pip install 'lwbatch[bench]' (or use --no-chart)"
+        ) from None
+    per_second = result.per_second()
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    top.step(range(len(per_second)), per_second, where="post", label="requests sent per second")
+    top.axhline(
+        result.budget_rate,
+        color="tab:red",
+        linestyle="--",
+        label=f"budget rate {result.budget_rate:.2f}/s ({result.budget})",
+    )
+    top.set_ylabel("requests / s")
+    top.set_ylim(0, max([result.budget_rate, *per_second]) * 1.25)
+    top.legend(loc="lower right")
+    top.set_title(title)
+    times = [t for t, _, _ in result.in_flight]
+    bottom.plot(times, [n for _, n, _ in result.in_flight], label="in flight")
+    bottom.plot(times, [lim for _, _, lim in result.in_flight], label="concurrency limit")
+    bottom.set_xlabel("seconds")
+    bottom.set_ylabel("requests")
+    bottom.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def chart_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

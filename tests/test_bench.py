@@ -1,0 +1,84 @@
+"""`lwbatch bench`: compressed tier budgets, refusals before any request, chart and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lwbatch.bench import compressed
+from lwbatch.cli import main
+from lwbatch.config import Rate, Tier
+from lwbatch.errors import UsageError
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["bench", *args])
+    return code, capsys.readouterr().err
+
+
+def test_compression_shrinks_the_hourly_window_and_keeps_the_rate() -> None:
+    budget = compressed(Tier.ANONYMOUS, 360)
+    assert budget.windows == (Rate(138, 138 * 3600 / 50_000), Rate(15, 1.0))
+    assert budget.rate == pytest.approx(50_000 / 3600)
+    assert compressed(Tier.ENTERPRISE, 1).windows[0] == Rate(200_000, 3600.0)
+    with pytest.raises(UsageError, match="--compress must be >= 1, got 0.5"):
+        compressed(Tier.ANONYMOUS, 0.5)
+    with pytest.raises(UsageError, match="less than one request per window"):
+        compressed(Tier.ANONYMOUS, 100_000)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--base-url", "https://lift.invalid", "--rate", "30/min"],
+            "--base-url https://lift.invalid is not a local emulator: add --real-endpoint "
+            "to send real requests (with a tiny --rate)",
+        ),
+        (
+            ["--base-url", "https://lift.invalid", "--real-endpoint"],
+            "--real-endpoint needs --rate of at most 1 request per second, e.g. 30/min",
+        ),
+        (
+            ["--base-url", "https://lift.invalid", "--real-endpoint", "--rate", "5/s"],
+            "--real-endpoint needs --rate of at most 1 request per second, e.g. 30/min",
+        ),
+        (["--rate", "unlimited"], "--rate unlimited: lwbatch bench measures against a budget"),
+        (["--seconds", "0"], "--seconds must be > 0, got 0"),
+        (["--concurrency", "0"], "--concurrency must be >= 1, got 0"),
+        (["--chart", "/no/such/dir/c.png"], "--chart /no/such/dir/c.png: no such directory"),
+        (["--latency", "soon"], "--latency 'soon'"),
+    ],
+    ids=["real-host", "real-no-rate", "real-rate-too-high", "unlimited", "seconds", "conc",
+         "chart-dir", "latency"],
+)  # fmt: skip
+def test_bad_bench_options_fail_before_any_request(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, err = run(capsys, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"lwbatch: error: {message}")
+
+
+def test_bench_holds_the_budget_and_draws_the_chart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chart, figures = tmp_path / "bench.png", tmp_path / "bench.json"
+    code, err = run(
+        capsys,
+        "--rate", "40/s", "--seconds", "3", "--latency", "0.01",
+        "-m", "enwiki-damaging", "--chart", str(chart), "--json", str(figures),
+    )  # fmt: skip
+    assert code == 0, err
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = orjson.loads(figures.read_bytes())
+    assert data["budget"] == "40/1s"
+    assert data["rejected_429"] == 0
+    assert max(data["per_second"]) <= 40
+    assert 60 <= data["requests"] <= 120
+    assert data["requests"] == sum(data["per_second"])
+    assert f"requests sent       {data['requests']:>10,}   rejected with 429: 0" in err
+    assert f"chart: {chart}" in err
