@@ -6,9 +6,10 @@ most requests that left lwbatch in any sliding window (exact, from its limiter),
 most that arrived at the emulator in any window, the share of the budget achieved
 over the measured span, and the emulator's 429s. Baselines in the same run, driven by
 as many waiters: aiolimiter used naively, `AsyncLimiter(N, PERIOD)` (its first window)
-and `AsyncLimiter(1, PERIOD/N)` (its sustained rate).
+and `AsyncLimiter(1, PERIOD/N)` (its sustained rate); and a sequential client, one
+request at a time as the `liftwing` package sends them, against the same latency.
 
-    python benchmarks/budget.py --rate 300/3s --seconds 15
+    python benchmarks/budget.py --rate 600/6s --seconds 60
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from bisect import bisect_left
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 from _common import emulator_process, emulator_stats, max_in_window
@@ -53,12 +55,23 @@ async def aiolimiter_baseline(limiter: AsyncLimiter, seconds: float, waiters: in
     return sorted(t for t in times if t < deadline)
 
 
+def sequential_baseline(base_url: str, seconds: float) -> int:
+    """Requests a one-at-a-time client (like the `liftwing` package) gets out in `seconds`."""
+    deadline = time.monotonic() + seconds
+    sent = 0
+    with httpx.Client(timeout=60) as client:
+        while time.monotonic() < deadline:
+            client.post(f"{base_url}/v1/models/enwiki-damaging:predict", json={"rev_id": sent + 1})
+            sent += 1
+    return sent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rate", default="300/3s")
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured span")
+    parser.add_argument("--rate", default="600/6s")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured span")
     parser.add_argument("--latency", default="liftwing")
     parser.add_argument(
         "--concurrency", type=int, default=None, help="fixed in-flight limit (default: adaptive)"
@@ -93,6 +106,9 @@ def main() -> None:
     naive_window = asyncio.run(
         aiolimiter_baseline(AsyncLimiter(rate.requests, rate.period), rate.period, 256)
     )
+    sequential_span = min(args.seconds, 20.0)
+    with emulator_process("--latency", args.latency) as base_url:
+        sequential = sequential_baseline(base_url, sequential_span)
     naive_pace = asyncio.run(
         aiolimiter_baseline(AsyncLimiter(1, rate.period / rate.requests), args.seconds, 256)
     )
@@ -109,6 +125,7 @@ def main() -> None:
         "lwbatch_peak_in_flight": report.peak_in_flight,
         "lwbatch_concurrency": report.concurrency,
         "aiolimiter_N_per_period_first_window": len(naive_window),
+        "sequential_share": round(sequential / (rate.per_second * sequential_span), 4),
         "aiolimiter_1_per_interval_share": round(
             len(naive_pace) / (rate.per_second * args.seconds), 4
         ),
@@ -132,6 +149,7 @@ def main() -> None:
         f"{f'AsyncLimiter(1, {rate.period / rate.requests:g})':<30} {'-':>18} "
         f"{results['aiolimiter_1_per_interval_share']:>16.2%}"
     )
+    print(f"{'sequential (1 in flight)':<30} {'-':>18} {results['sequential_share']:>16.2%}")
     print(json.dumps(results))
 
 

@@ -123,7 +123,13 @@ class Scorer:
             clock=clock,
         )
         # `on_send(t)` sees the clock time of every attempt as it leaves (benchmarks, charts).
-        self.limiter = Limiter(self.budget, clock=clock, sleep=sleep, on_grant=on_send)
+        self.limiter = Limiter(
+            self.budget,
+            clock=clock,
+            sleep=sleep,
+            on_grant=on_send,
+            loopback=self._client.endpoint.is_loopback,
+        )
         self._dispatcher = Dispatcher(
             self._client,
             self.limiter,
