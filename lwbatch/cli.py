@@ -512,7 +512,12 @@ def bench(
     result.rejected = result.report.requests_by_outcome.get("429", 0)
     click.echo(result.render(), err=True)
     if not no_chart:
-        title = f"lwbatch bench: {budget.describe()} against {where}"
+        what = (
+            f"budget {budget.describe()}"
+            if rate
+            else f"{tier} tier, hour compressed {compress:g}x ({budget.describe()})"
+        )
+        title = f"lwbatch bench: {what}, against {where}"
         draw_chart(result, chart, title=title)
         click.echo(f"\nchart: {chart}", err=True)
     if json_path is not None:

@@ -160,7 +160,7 @@ class RunReport:
             f"({self.budget_rate:.2f}/s, {100 * self.request_rate / self.budget_rate:.1f}% used)"
             if math.isfinite(self.budget_rate) and self.budget_rate > 0
             else f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}",
-            f"in flight           {self.peak_in_flight:>10,}   at most; {self.concurrency}",
+            f"in flight (peak)    {self.peak_in_flight:>10,}   {self.concurrency}",
             "",
             f"{'model':<32} {'scored':>9} {'errors':>8}  {'p50':>7} {'p95':>7} {'p99':>7}",
         ]
