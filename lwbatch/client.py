@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -33,6 +34,15 @@ class Reply:
 
 
 _EMPTY = httpx.ByteStream(b"")
+
+
+def _was_cut(exc: httpx.TimeoutException) -> bool:
+    """httpx-aiohttp maps every aiohttp connection error, a server closing the
+    connection mid-request included, to httpx.ConnectTimeout; tell those apart."""
+    cause = exc.__cause__
+    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+        cause, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError
+    )
 
 
 class _NoCookies(httpx.Cookies):
@@ -145,6 +155,12 @@ class LiftWingClient:
                 url, content=payload, headers=self._host_headers[spec.name]
             )
         except httpx.TimeoutException as exc:
+            if _was_cut(exc):
+                raise TransportFailure(
+                    "connection",
+                    f"connection closed before an answer ({type(exc.__cause__).__name__})",
+                    self._clock() - started,
+                ) from None
             raise TransportFailure(
                 "timeout",
                 f"no answer within the timeout ({type(exc).__name__})",

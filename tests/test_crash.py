@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -236,3 +237,7 @@ def test_faults_every_row_is_accounted_for_with_only_the_retries_extra(
     assert emu.stats.requests <= minimum + failed
     assert emu.stats.requests >= minimum
     assert max(emu.stats.answered.values()) == 1
+    # Cut connections and hung requests are told apart in the report.
+    outcomes = json.loads((tmp_path / "r.json").read_text())["requests_by_outcome"]
+    assert outcomes["connection"] == emu.stats.resets
+    assert outcomes["timeout"] == emu.stats.hangs
