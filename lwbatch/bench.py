@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,7 @@ class BenchResult:
     sent: list[float]  # send times, seconds from the start
     in_flight: list[tuple[float, int, int]]  # (time, in flight, limit)
     report: RunReport
-    rejected: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    rejected: int  # answered 429 by the server (or the emulator's gateway)
 
     @property
     def requests(self) -> int:
@@ -85,7 +84,6 @@ class BenchResult:
             "concurrency": self.report.concurrency,
             "latency_seconds": self.report.latency_seconds,
             "per_second": self.per_second(),
-            **self.extra,
         }
 
     def render(self) -> str:
@@ -128,7 +126,6 @@ async def run_bench(
         raise UsageError("lwbatch bench measures against a budget; give --tier or --rate N/PERIOD")
     sent: list[float] = []
     samples: list[tuple[float, int, int]] = []
-    started = time.monotonic()
     scorer = Scorer(
         models,
         endpoint=endpoint,
@@ -156,13 +153,15 @@ async def run_bench(
             tg.cancel_scope.cancel()
         await scorer.stop(grace=0)
     times = [t - started for t in sent if t - started < seconds]
+    report = scorer.report()
     return BenchResult(
         budget=budget.describe(),
         budget_rate=budget.rate,
         seconds=seconds,
         sent=times,
         in_flight=samples,
-        report=scorer.report(),
+        report=report,
+        rejected=report.requests_by_outcome.get("429", 0),
     )
 
 

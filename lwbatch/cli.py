@@ -509,7 +509,6 @@ def bench(
         gateway = str(budget.windows[0])
         with spawned("--latency", latency, "--budget", gateway) as url:
             result = measure(Endpoint(base_url=url))
-    result.rejected = result.report.requests_by_outcome.get("429", 0)
     click.echo(result.render(), err=True)
     if not no_chart:
         what = (
