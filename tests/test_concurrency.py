@@ -152,3 +152,28 @@ async def test_an_unlimited_budget_still_obeys_a_429_pause(fake_clock: FakeClock
     limiter.pause(2.0)
     await limiter.acquire()
     assert fake_clock() >= start + 2.0
+
+
+async def test_the_worker_pool_grows_when_the_service_slows_down(fake_clock: FakeClock) -> None:
+    workers: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        workers.append(scorer.workers)
+        fake_clock.now += 0.05 if len(workers) <= 600 else 0.5
+        return ok(request)
+
+    scorer = Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=httpx.MockTransport(answer),
+        budget=Budget.from_rate(Rate(100, 1.0)),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    )
+    async with scorer:
+        rows = [row async for row in scorer.score(range(1, 5001))]
+    assert len(rows) == 5000
+    assert workers[600] == 17  # 1.75 x 100/s x 0.05 s + 8
+    # Exponentially weighted over ~500 answers: at 0.5 s Little's law wants 96.
+    assert scorer.concurrency.limit == math.ceil(1.75 * 100 * 0.5) + 8
+    assert max(workers[-100:]) == 96
