@@ -21,7 +21,7 @@ import anyio
 from lwbatch.config import Budget, Endpoint, Rate, Tier, Token
 from lwbatch.engine import Scorer
 from lwbatch.errors import UsageError
-from lwbatch.stats import RunReport
+from lwbatch.stats import RunReport, format_seconds
 
 DEFAULT_MODELS = ("enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic")
 SAMPLE_EVERY = 0.25
@@ -68,8 +68,12 @@ class BenchResult:
                 counts[int(when)] += 1
         return counts
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def in_flight_mean(self) -> float:
         samples = [n for _, n, _ in self.in_flight]
+        return round(sum(samples) / len(samples), 1) if samples else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
         return {
             "benchmark": "lwbatch bench",
             "budget": self.budget,
@@ -79,7 +83,7 @@ class BenchResult:
             "achieved_rate": round(self.achieved_rate, 3),
             "share_of_budget": round(self.share, 4),
             "rejected_429": self.rejected,
-            "in_flight_mean": round(sum(samples) / len(samples), 1) if samples else 0.0,
+            "in_flight_mean": self.in_flight_mean,
             "in_flight_peak": self.report.peak_in_flight,
             "concurrency": self.report.concurrency,
             "latency_seconds": self.report.latency_seconds,
@@ -87,14 +91,13 @@ class BenchResult:
         }
 
     def render(self) -> str:
-        data = self.to_dict()
         lines = [
             f"budget              {self.budget} ({self.budget_rate:.2f}/s)",
             f"measured for        {self.seconds:>10.1f} s",
             f"requests sent       {self.requests:>10,}   rejected with 429: {self.rejected:,}",
             f"achieved            {self.achieved_rate:>10.2f} /s   "
             f"{self.share:.2%} of the budget's rate",
-            f"in flight           mean {data['in_flight_mean']:,}, "
+            f"in flight           mean {self.in_flight_mean:,}, "
             f"peak {self.report.peak_in_flight:,}; {self.report.concurrency}",
             "",
             f"{'model':<32} {'p50':>7} {'p95':>7} {'p99':>7}",
@@ -102,13 +105,9 @@ class BenchResult:
         for model, quantiles in self.report.latency_seconds.items():
             lines.append(
                 f"{model:<32} "
-                + " ".join(f"{_ms(quantiles.get(q)):>7}" for q in ("p50", "p95", "p99"))
+                + " ".join(f"{format_seconds(quantiles.get(q)):>7}" for q in ("p50", "p95", "p99"))
             )
         return "\n".join(lines)
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
 
 
 async def run_bench(

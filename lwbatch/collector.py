@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 
 # CPython skips a full collection until the objects that survived into the oldest
 # generation have grown by 25%; Python cannot read that count, so full collections are
@@ -48,15 +49,17 @@ def release() -> None:
         gc.enable()
 
 
-def collect_if_due() -> bool:
-    """Collect the generation CPython would have collected by now; True if it did."""
+def collect_if_due(clock: Callable[[], float]) -> float:
+    """Collect the generation CPython would have collected by now; the pause it took
+    on `clock` (0.0 if nothing was due)."""
     if not _holders:
-        return False
+        return 0.0
     young, middle, old = gc.get_count()
     threshold0, threshold1, threshold2 = gc.get_threshold()
     if threshold0 == 0 or young < threshold0:
-        return False
+        return 0.0
     global _last_full
+    started = clock()
     if middle + 1 < threshold1:
         gc.collect(0)
     elif old + 1 < threshold2:
@@ -66,4 +69,4 @@ def collect_if_due() -> bool:
     else:
         _last_full = now
         gc.collect(2)
-    return True
+    return clock() - started

@@ -140,9 +140,8 @@ class Limiter:
     async def acquire(self) -> None:
         """Wait until one request may leave, and count it as sent."""
         # Collections run here, where their pause is known (see lwbatch/collector.py).
-        started = self._clock()
-        if collect_if_due():
-            self._stalled(started, self._clock() - started)
+        if pause := collect_if_due(self._clock):
+            self._stalled(self._clock() - pause, pause)
         if self._unlimited and not self._waiting:
             # No budget to keep: only a 429's pause holds requests back. Skipping the
             # lock here saves a few microseconds per request when CPU is the limit.
@@ -178,9 +177,8 @@ class Limiter:
     def _stalled(self, started: float, pause: float) -> None:
         # Grants of the last STALL_LOOKBACK s may still have been on their way to the
         # socket when the loop stopped; the server then saw them `pause` later.
-        if pause > 0:
-            for window in self._windows:
-                window.stall(started - STALL_LOOKBACK, pause)
+        for window in self._windows:
+            window.stall(started - STALL_LOOKBACK, pause)
 
     def seed(self, times: list[float]) -> None:
         """Count requests an earlier process sent (clock times, oldest first)."""

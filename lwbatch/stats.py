@@ -133,14 +133,18 @@ class RunReport:
     def request_rate(self) -> float:
         return self.requests_sent / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
+    @property
+    def limited(self) -> bool:
+        """Whether the run had a budget (not `unlimited`)."""
+        return math.isfinite(self.budget_rate) and self.budget_rate > 0
+
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["models"] = list(self.models)
         data["request_rate"] = round(self.request_rate, 3)
-        limited = math.isfinite(self.budget_rate) and self.budget_rate > 0
-        data["budget_rate"] = self.budget_rate if limited else None
+        data["budget_rate"] = self.budget_rate if self.limited else None
         data["budget_utilisation"] = (
-            round(self.request_rate / self.budget_rate, 4) if limited else None
+            round(self.request_rate / self.budget_rate, 4) if self.limited else None
         )
         return data
 
@@ -158,7 +162,7 @@ class RunReport:
             f"elapsed             {self.elapsed_seconds:>10.1f} s",
             f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget} "
             f"({self.budget_rate:.2f}/s, {100 * self.request_rate / self.budget_rate:.1f}% used)"
-            if math.isfinite(self.budget_rate) and self.budget_rate > 0
+            if self.limited
             else f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}",
             f"in flight (peak)    {self.peak_in_flight:>10,}   {self.concurrency}",
             "",
@@ -170,7 +174,7 @@ class RunReport:
             scored = self.scores_per_model.get(model, 0)
             lines.append(
                 f"{model:<32} {scored:>9,} {sum(errors.values()):>8,}  "
-                + " ".join(f"{_fmt(lat.get(q)):>7}" for q in ("p50", "p95", "p99"))
+                + " ".join(f"{format_seconds(lat.get(q)):>7}" for q in ("p50", "p95", "p99"))
             )
         if self.errors_by_type:
             lines.append("")
@@ -187,7 +191,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _fmt(seconds: float | None) -> str:
+def format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -106,13 +107,16 @@ async def test_fixed_concurrency_caps_requests_in_flight(fake_clock: FakeClock) 
     assert scorer.stats.peak_in_flight == 4
 
 
-async def test_the_worker_pool_shrinks_to_the_adapted_limit(fake_clock: FakeClock) -> None:
-    # 100/s and answers in 0.05 s: Little's law wants 1.75 x 100 x 0.05 + 8 = 17.
+async def pool_sizes(
+    clock: FakeClock, latency: Callable[[int], float], revisions: int
+) -> tuple[Scorer, list[int]]:
+    """Score at 100/s with answers taking `latency(n)` fake seconds for the n-th request;
+    the scorer and its number of workers at each request."""
     workers: list[int] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
         workers.append(scorer.workers)
-        fake_clock.now += 0.05
+        clock.now += latency(len(workers))
         return ok(request)
 
     scorer = Scorer(
@@ -120,12 +124,18 @@ async def test_the_worker_pool_shrinks_to_the_adapted_limit(fake_clock: FakeCloc
         endpoint=Endpoint(base_url=BASE),
         transport=httpx.MockTransport(answer),
         budget=Budget.from_rate(Rate(100, 1.0)),
-        clock=fake_clock,
-        sleep=fake_clock.sleep,
+        clock=clock,
+        sleep=clock.sleep,
     )
     async with scorer:
-        rows = [row async for row in scorer.score(range(1, 1501))]
-    assert len(rows) == 1500
+        rows = [row async for row in scorer.score(range(1, revisions + 1))]
+    assert len(rows) == revisions
+    return scorer, workers
+
+
+async def test_the_worker_pool_shrinks_to_the_adapted_limit(fake_clock: FakeClock) -> None:
+    # 100/s and answers in 0.05 s: Little's law wants 1.75 x 100 x 0.05 + 8 = 17.
+    scorer, workers = await pool_sizes(fake_clock, lambda _n: 0.05, 1500)
     assert scorer.concurrency.limit == 17
     assert workers[0] == math.ceil(1.75 * 100 * 1.0) + 8  # before any answer: 1 s assumed
     assert workers[-1] == 17
@@ -155,24 +165,7 @@ async def test_an_unlimited_budget_still_obeys_a_429_pause(fake_clock: FakeClock
 
 
 async def test_the_worker_pool_grows_when_the_service_slows_down(fake_clock: FakeClock) -> None:
-    workers: list[int] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        workers.append(scorer.workers)
-        fake_clock.now += 0.05 if len(workers) <= 600 else 0.5
-        return ok(request)
-
-    scorer = Scorer(
-        ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=httpx.MockTransport(answer),
-        budget=Budget.from_rate(Rate(100, 1.0)),
-        clock=fake_clock,
-        sleep=fake_clock.sleep,
-    )
-    async with scorer:
-        rows = [row async for row in scorer.score(range(1, 5001))]
-    assert len(rows) == 5000
+    scorer, workers = await pool_sizes(fake_clock, lambda n: 0.05 if n <= 600 else 0.5, 5000)
     assert workers[600] == 17  # 1.75 x 100/s x 0.05 s + 8
     # Exponentially weighted over ~500 answers: at 0.5 s Little's law wants 96.
     assert scorer.concurrency.limit == math.ceil(1.75 * 100 * 0.5) + 8
