@@ -133,7 +133,8 @@ def main() -> None:
     print(
         f"budget {rate}, measured over {args.seconds:g} s, latency {args.latency}, "
         f"{report.requests_sent} requests; emulator 429s: {rejected}\n"
-        f"in flight: at most {report.peak_in_flight}; {report.concurrency}"
+        f"in flight: at most {report.peak_in_flight} (limit {report.limit_at_peak} then); "
+        f"at the end {report.concurrency}"
     )
     print(f"{'limiter':<30} {'max in any window':>18} {'share of budget':>16}")
     print(

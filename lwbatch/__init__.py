@@ -10,12 +10,15 @@ from lwbatch.config import Budget, Endpoint, Rate, RetryPolicy, Tier, Token
 from lwbatch.engine import Scorer
 from lwbatch.errors import (
     AuthenticationError,
+    IncompleteRunError,
     InputError,
+    Interrupted,
     LWBatchError,
     NoModelDeployedError,
     OutputError,
     RunAborted,
     UnknownModelError,
+    UnreachableError,
     UsageError,
 )
 from lwbatch.limiter import Limiter
@@ -31,7 +34,9 @@ __all__ = [
     "Catalog",
     "Endpoint",
     "ErrorType",
+    "IncompleteRunError",
     "InputError",
+    "Interrupted",
     "InvalidRow",
     "LWBatchError",
     "Limiter",
@@ -51,6 +56,7 @@ __all__ = [
     "Tier",
     "Token",
     "UnknownModelError",
+    "UnreachableError",
     "UsageError",
     "__version__",
     "default_catalog",

@@ -98,7 +98,8 @@ class BenchResult:
             f"achieved            {self.achieved_rate:>10.2f} /s   "
             f"{self.share:.2%} of the budget's rate",
             f"in flight           mean {self.in_flight_mean:,}, "
-            f"peak {self.report.peak_in_flight:,}; {self.report.concurrency}",
+            f"peak {self.report.peak_in_flight:,} (limit {self.report.limit_at_peak:,} then); "
+            f"at the end {self.report.concurrency}",
             "",
             f"{'model':<32} {'p50':>7} {'p95':>7} {'p99':>7}",
         ]

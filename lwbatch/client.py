@@ -8,6 +8,7 @@ client on aiohttp. Tests inject ``httpx.MockTransport`` (or respx) instead.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,12 +69,37 @@ class _Client(httpx.AsyncClient):
 
 
 class TransportFailure(Exception):
-    """No HTTP answer: timeout or connection error (kind is `timeout` or `connection`)."""
+    """No HTTP answer: timeout or connection error (kind is `timeout` or `connection`).
 
-    def __init__(self, kind: str, message: str, elapsed: float = 0.0) -> None:
+    `unreachable` names why no connection could be made at all (refused, name not
+    resolved, TLS handshake failed); it is None once a connection existed.
+    """
+
+    def __init__(
+        self, kind: str, message: str, elapsed: float = 0.0, *, unreachable: str | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.elapsed = elapsed
+        self.unreachable = unreachable
+
+
+def _unreachable_reason(exc: BaseException) -> str | None:
+    """Why a connection could not be opened, or None if the failure came later."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve"
+    if isinstance(cause, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
+        return "TLS handshake failed"
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return "connecting timed out"
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        # asyncio's strerror is "Connect call failed (addr)"; the errno says why.
+        return os.strerror(cause.errno).lower() if cause.errno else "connection failed"
+    if cause is None and isinstance(exc, httpx.ConnectError):
+        # httpx's own transports (and MockTransport in tests) raise ConnectError directly.
+        return str(exc) or "connection failed"
+    return None
 
 
 def user_agent(contact: str | None) -> str:
@@ -154,23 +180,25 @@ class LiftWingClient:
             response = await self._http.post(
                 url, content=payload, headers=self._host_headers[spec.name]
             )
-        except httpx.TimeoutException as exc:
+        except httpx.TransportError as exc:
+            elapsed = self._clock() - started
+            reason = _unreachable_reason(exc)
+            if reason is not None:
+                raise TransportFailure(
+                    "connection", f"cannot connect ({reason})", elapsed, unreachable=reason
+                ) from None
+            if not isinstance(exc, httpx.TimeoutException):
+                raise TransportFailure(
+                    "connection", f"connection failed ({type(exc).__name__}: {exc})", elapsed
+                ) from None
             if _was_cut(exc):
                 raise TransportFailure(
                     "connection",
                     f"connection closed before an answer ({type(exc.__cause__).__name__})",
-                    self._clock() - started,
+                    elapsed,
                 ) from None
             raise TransportFailure(
-                "timeout",
-                f"no answer within the timeout ({type(exc).__name__})",
-                self._clock() - started,
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransportFailure(
-                "connection",
-                f"connection failed ({type(exc).__name__}: {exc})",
-                self._clock() - started,
+                "timeout", f"no answer within the timeout ({type(exc).__name__})", elapsed
             ) from None
         reply = Reply(
             status=response.status_code,

@@ -159,10 +159,12 @@ class RetryPolicy:
     backoff_max: float = 30.0
     max_rate_limited: int = 30
     default_retry_after: float = 5.0
+    # Connection failures in a row, before the endpoint ever answered, that end the run.
+    unreachable_after: int = 10
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.max_rate_limited < 1:
-            raise ValueError("max_attempts and max_rate_limited must be >= 1")
+        if self.max_attempts < 1 or self.max_rate_limited < 1 or self.unreachable_after < 1:
+            raise ValueError("max_attempts, max_rate_limited and unreachable_after must be >= 1")
         if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
             raise ValueError("need 0 <= backoff_base <= backoff_max")
 

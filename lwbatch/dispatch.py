@@ -21,7 +21,7 @@ from lwbatch.answers import classify_client_error, error_message, parse_answer
 from lwbatch.catalog import ModelSpec
 from lwbatch.client import LiftWingClient, TransportFailure
 from lwbatch.config import RetryPolicy
-from lwbatch.errors import AuthenticationError
+from lwbatch.errors import AuthenticationError, UnreachableError
 from lwbatch.limiter import Limiter
 from lwbatch.results import ErrorType, Revision, Score
 from lwbatch.stats import RunStats
@@ -89,8 +89,11 @@ class Dispatcher:
         retry: RetryPolicy,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_latency: Callable[[float], None] | None = None,
+        limit: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
+        # The in-flight cap in force, read when a new peak is reached (for the report).
+        self._limit = limit
         self._on_latency = on_latency
         self._limiter = limiter
         self._stats = stats
@@ -102,6 +105,8 @@ class Dispatcher:
         self.undeployed: set[str] = set()
         self.stopping = False
         self.in_flight = 0
+        self.answered = False  # any HTTP answer at all, whatever its status
+        self._unreachable = 0  # connection failures in a row before any answer
         self._drained = asyncio.Event()
 
     def stop(self) -> None:
@@ -148,6 +153,23 @@ class Dispatcher:
             return {rev_id: Score.failed(exc.error, exc.message) for rev_id in rev_ids}
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
+    def _check_reachable(self, failure: TransportFailure) -> None:
+        # Until the endpoint has answered once, connection failures in a row mean a
+        # wrong URL or no network: retrying every job would only repeat them. Once it
+        # has answered, an outage is transient and retried like any other.
+        if self.answered:
+            return
+        if failure.unreachable is None:
+            self._unreachable = 0
+            return
+        self._unreachable += 1
+        if self._unreachable >= self._policy.unreachable_after:
+            raise UnreachableError(
+                url=self._client.endpoint.base_url,
+                reason=failure.unreachable,
+                attempts=self._unreachable,
+            )
+
     def _exhausted(self, tries: _Tries) -> bool:
         return (
             tries.transient >= self._policy.max_attempts
@@ -167,17 +189,23 @@ class Dispatcher:
         await self._limiter.acquire()
         if self.stopping:
             raise Stopped
+        if spec.name in self.undeployed:
+            # A 404 arrived while this job waited for the budget: nothing more may leave.
+            return _undeployed(spec, rev_ids)
         stats = self._stats
         stats.requests_sent += 1
         self.in_flight += 1
         if self.in_flight > stats.peak_in_flight:
             stats.peak_in_flight = self.in_flight
+            if self._limit is not None:
+                stats.limit_at_peak = self._limit()
         try:
             reply = await self._client.post(spec, payload)
         except TransportFailure as exc:
             if self._on_latency is not None:
                 self._on_latency(exc.elapsed)
             stats.requests_by_outcome[exc.kind] += 1
+            self._check_reachable(exc)
             tries.transient += 1
             raise _Retryable(
                 ErrorType.TRANSIENT_ERROR, f"{exc} after {tries.transient} attempt(s)"
@@ -186,6 +214,7 @@ class Dispatcher:
             self.in_flight -= 1
             if self.stopping and not self.in_flight:
                 self._drained.set()
+        self.answered = True
         status = reply.status
         stats.requests_by_outcome[str(status)] += 1
         stats.record_latency(spec.name, reply.latency)

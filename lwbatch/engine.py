@@ -41,7 +41,7 @@ from lwbatch.config import (
     Token,
 )
 from lwbatch.dispatch import Dispatcher, Stopped
-from lwbatch.errors import LWBatchError, NoModelDeployedError
+from lwbatch.errors import IncompleteRunError, LWBatchError, NoModelDeployedError
 from lwbatch.journal import ResumeState
 from lwbatch.limiter import Limiter
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
@@ -137,11 +137,16 @@ class Scorer:
             retry=retry or RetryPolicy(),
             sleep=sleep,
             on_latency=self.concurrency.observe,
+            # Workers that shrink away finish their request first, so the cap in force
+            # is the larger of the limit and the workers still alive.
+            limit=lambda: max(self.concurrency.limit, self._workers),
         )
         self._tg: TaskGroup | None = None
         self._started: float | None = None
         self._finished: float | None = None
         self.rows_emitted = 0
+        # Rows this run must emit (new distinct revisions and new invalid rows).
+        self.rows_admitted = 0
         self.stopped = False
         self._on_answer = on_answer
         self._resume = ResumeState()
@@ -284,10 +289,15 @@ class Scorer:
                 async with anyio.create_task_group() as tg:
                     self._workers_tg = tg
                     self._grow(jobs)
+                    input_done = anyio.Event()
                     async with anyio.create_task_group() as lingering:
-                        lingering.start_soon(self._flush_lingering, batchers, jobs)
-                        await self._produce(batches, batchers, jobs)
-                        lingering.cancel_scope.cancel()
+                        lingering.start_soon(self._flush_lingering, batchers, jobs, input_done)
+                        try:
+                            await self._produce(batches, batchers, jobs)
+                        finally:
+                            # Not a cancel: the flusher may hold batches it took out of
+                            # a batcher, and it finishes handing them over first.
+                            input_done.set()
                     for name, batcher in batchers.items():
                         for batch in batcher.drain():
                             await jobs.put(_Job(self._spec(name), batch))
@@ -297,6 +307,16 @@ class Scorer:
                     for _ in range(self._workers):
                         await jobs.put(None)
         self._finished = time.monotonic()
+        if not self.stopped:
+            self._check_accounting()
+
+    def _check_accounting(self) -> None:
+        """Every row admitted came out: the invariant a backfill can never break silently."""
+        if self.rows_emitted != self.rows_admitted or self._open:
+            raise IncompleteRunError(
+                written=min(self.rows_emitted, self.rows_admitted - len(self._open)),
+                expected=self.rows_admitted,
+            )
 
     def _spec(self, name: str) -> ModelSpec:
         return self._by_name[name]
@@ -328,6 +348,7 @@ class Scorer:
                     if item.row in resume.invalid_rows:
                         stats.rows_resumed += 1
                     else:
+                        self.rows_admitted += 1
                         await self._emit_invalid(item)
                     continue
                 if item.rev_id in seen:
@@ -348,6 +369,7 @@ class Scorer:
                     await self._admission.acquire()
                 row = _OpenRow(item, models)
                 self._open[item.rev_id] = row
+                self.rows_admitted += 1
                 earlier = resume.partial.get(item.rev_id)
                 if earlier:
                     for spec in self.specs:
@@ -371,11 +393,17 @@ class Scorer:
         self,
         batchers: dict[str, Batcher[_OpenRow]],
         jobs: asyncio.Queue[_Job | None],
+        input_done: anyio.Event,
     ) -> None:
         # A partial batch leaves only when the producer has nothing else to give
         # (input is slow or every open row is waiting): while it is busy, batches fill.
+        # It is never cancelled between taking batches and queueing them: at the end of
+        # input it is woken and returns, and the producer's caller drains the rest.
         while True:
-            await anyio.sleep(self.linger / 2)
+            with anyio.move_on_after(self.linger / 2):
+                await input_done.wait()
+            if input_done.is_set():
+                return
             if not self._starved:
                 continue
             for name, batcher in batchers.items():

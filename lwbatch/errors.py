@@ -5,9 +5,11 @@
     │   └── UnknownModelError    a model name that fits no catalogue family
     ├── InputError               an input file that cannot be read as revisions (exit 2)
     ├── OutputError              the output cannot be written or committed (exit 1)
-    ├── RunAborted               the service refused the whole run (exit 1)
+    ├── RunAborted               the run cannot go on (exit 1)
     │   ├── AuthenticationError  401: the token is bad or expired
-    │   └── NoModelDeployedError every requested model answered 404
+    │   ├── NoModelDeployedError every requested model answered 404
+    │   ├── UnreachableError     the endpoint never answered: refused, DNS, TLS
+    │   └── IncompleteRunError   rows admitted but not written (a bug, never silent)
     └── Interrupted              SIGINT/SIGTERM: progress saved (exit 130/143)
 
 A failure of one (model, revision) is never an exception: it becomes an `error`
@@ -59,7 +61,7 @@ class OutputError(LWBatchError):
 
 
 class RunAborted(LWBatchError):
-    """The service refused the whole run; continuing would waste requests."""
+    """The run cannot go on; continuing would waste requests or lose rows."""
 
 
 class AuthenticationError(RunAborted):
@@ -78,6 +80,46 @@ class NoModelDeployedError(RunAborted):
             + "; check the model names and the wikis they are deployed on"
         )
         self.models = models
+
+
+class UnreachableError(RunAborted):
+    """No request ever got an answer and every attempt failed to connect."""
+
+    def __init__(self, *, url: str, reason: str, attempts: int) -> None:
+        super().__init__(
+            f"cannot reach {url}: {reason} ({attempts} attempts in a row, none answered); "
+            "check the base URL and the network"
+        )
+        self.url = url
+        self.reason = reason
+        self.attempts = attempts
+
+
+class IncompleteRunError(RunAborted):
+    """The rows written differ from the keys the run took in; the work is kept.
+
+    Never expected: it guards the invariant that every distinct input key ends in
+    exactly one output row, so that a defect costs a rerun, not a silent hole.
+    """
+
+    def __init__(self, *, written: int, expected: int, saved_in: Path | None = None) -> None:
+        missing = expected - written
+        what = (
+            f"{missing:,} of {expected:,} rows are missing from the output"
+            if missing > 0
+            else f"the output would hold {-missing:,} rows more than the {expected:,} expected"
+        )
+        where = (
+            f"; progress is saved in {saved_in}: run again with the same input and output "
+            "to complete it"
+            if saved_in is not None
+            else ""
+        )
+        super().__init__(what + where)
+        self.written = written
+        self.expected = expected
+        self.missing = missing
+        self.saved_in = saved_in
 
 
 class Interrupted(LWBatchError):

@@ -283,7 +283,11 @@ class Journal:
                     state.partial[row["rev_id"]] = scores
                 table = table.filter(pc.invert(retry_mask))
                 rewrites.append((path, table))
-            state.done.update(x for x in table.column("rev_id").to_pylist() if x is not None)
+            # Invalid rows keep the value they had (0, negatives) but are tracked by row
+            # number in invalid.roaring; only scored revisions are keys.
+            first = table.column(self.models[0]).combine_chunks().field("error")
+            scored = pc.fill_null(pc.not_equal(first, ErrorType.INVALID_INPUT.value), True)
+            state.done.update(table.filter(scored).column("rev_id").to_pylist())
             state.rows_done += table.num_rows
             for model in self.models:
                 errors = table.column(model).combine_chunks().field("error")

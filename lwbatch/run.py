@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from lwbatch.catalog import default_catalog
 from lwbatch.engine import Scorer
-from lwbatch.errors import InputError, Interrupted, UsageError
+from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
 from lwbatch.journal import Journal, fingerprint
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.sinks import ParquetSink
@@ -151,9 +151,18 @@ async def score_file_async(
                 "integer); check --id-column and the file",
                 path=input_path,
             )
-        sink.commit()
+        # Accounting: every distinct key and every invalid row ends in exactly one row.
+        sink.commit(expected_rows=stats.distinct_revisions + stats.invalid_rows)
     except Interrupted:
         raise
+    except IncompleteRunError as exc:
+        # Keep what came out (a journal segment) and every answer: a rerun completes it.
+        sink.suspend()
+        raise IncompleteRunError(
+            written=exc.written,
+            expected=exc.expected,
+            saved_in=store.dir if store is not None else None,
+        ) from None
     except BaseException:
         sink.abort()
         # A run that failed before any answer (bad input mid-file, 401 at once, every

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lwbatch.catalog import ModelSpec
-from lwbatch.errors import OutputError
+from lwbatch.errors import IncompleteRunError, OutputError
 from lwbatch.journal import Journal
 from lwbatch.results import Score, ScoredRow
 
@@ -162,8 +162,12 @@ class ParquetSink:
         self.rows_written += len(self._rev_ids)
         self._reset()
 
-    def commit(self) -> None:
-        """Write what is buffered, make it durable and move it into place."""
+    def commit(self, *, expected_rows: int | None = None) -> None:
+        """Write what is buffered, make it durable and move it into place.
+
+        With `expected_rows`, a file holding any other number of rows is never moved
+        into place: :class:`IncompleteRunError` is raised and the journal is kept.
+        """
         self.flush()
         if not self._opened:
             return
@@ -173,6 +177,9 @@ class ParquetSink:
             elif self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            if expected_rows is not None and self.rows_written != expected_rows:
+                self._temp.unlink(missing_ok=True)
+                raise IncompleteRunError(written=self.rows_written, expected=expected_rows)
             with open(self._temp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(self._temp, self.path)

@@ -47,6 +47,7 @@ class RunStats:
     rows_resumed: int = 0  # done by an earlier, interrupted run: not asked again
     requests_sent: int = 0
     peak_in_flight: int = 0
+    limit_at_peak: int = 0  # the in-flight cap in force when the peak was reached
     requests_by_outcome: Counter[str] = field(default_factory=Counter)
     scored: Counter[str] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -80,6 +81,7 @@ class RunReport:
     budget_rate: float
     latency_seconds: dict[str, dict[str, float | None]]
     peak_in_flight: int = 0
+    limit_at_peak: int = 0
     concurrency: str = ""
     output: str | None = None
 
@@ -125,6 +127,7 @@ class RunReport:
                 for model, h in sorted(stats.latency.items())
             },
             peak_in_flight=stats.peak_in_flight,
+            limit_at_peak=stats.limit_at_peak,
             concurrency=concurrency,
             output=output,
         )
@@ -148,6 +151,11 @@ class RunReport:
         )
         return data
 
+    def _peak_limit(self) -> str:
+        if not self.peak_in_flight or not self.limit_at_peak:
+            return ""
+        return f"limit {self.limit_at_peak:,} when the peak was reached"
+
     def render(self) -> str:
         """The human summary printed at the end of a run."""
         lines = [
@@ -164,7 +172,8 @@ class RunReport:
             f"({self.budget_rate:.2f}/s, {100 * self.request_rate / self.budget_rate:.1f}% used)"
             if self.limited
             else f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}",
-            f"in flight (peak)    {self.peak_in_flight:>10,}   {self.concurrency}",
+            f"in flight (peak)    {self.peak_in_flight:>10,}   {self._peak_limit()}",
+            f"concurrency         {'':>10}   {self.concurrency} (at the end)",
             "",
             f"{'model':<32} {'scored':>9} {'errors':>8}  {'p50':>7} {'p95':>7} {'p99':>7}",
         ]
