@@ -112,6 +112,7 @@ class Scorer:
         self.max_open = max_open or max(4 * self.concurrency.most, 1024)
         self.stats = RunStats()
         self._clock = clock
+        self._sleep = sleep
         self._client = LiftWingClient(
             endpoint or Endpoint.external(),
             token=token,
@@ -289,15 +290,15 @@ class Scorer:
                 async with anyio.create_task_group() as tg:
                     self._workers_tg = tg
                     self._grow(jobs)
-                    input_done = anyio.Event()
+                    nap = _Nap()
                     async with anyio.create_task_group() as lingering:
-                        lingering.start_soon(self._flush_lingering, batchers, jobs, input_done)
+                        lingering.start_soon(self._flush_lingering, batchers, jobs, nap)
                         try:
                             await self._produce(batches, batchers, jobs)
                         finally:
-                            # Not a cancel: the flusher may hold batches it took out of
-                            # a batcher, and it finishes handing them over first.
-                            input_done.set()
+                            # Only the flusher's sleep is cancelled, never a hand-over:
+                            # it may hold batches it took out of a batcher.
+                            nap.wake_for_good()
                     for name, batcher in batchers.items():
                         for batch in batcher.drain():
                             await jobs.put(_Job(self._spec(name), batch))
@@ -393,18 +394,14 @@ class Scorer:
         self,
         batchers: dict[str, Batcher[_OpenRow]],
         jobs: asyncio.Queue[_Job | None],
-        input_done: anyio.Event,
+        nap: _Nap,
     ) -> None:
         # A partial batch leaves only when the producer has nothing else to give
         # (input is slow or every open row is waiting): while it is busy, batches fill.
-        # It is never cancelled between taking batches and queueing them: at the end of
-        # input it is woken and returns, and the producer's caller drains the rest.
-        while True:
-            with anyio.move_on_after(self.linger / 2):
-                await input_done.wait()
-            if input_done.is_set():
-                return
-            if not self._starved:
+        # At the end of input it returns and the producer's caller drains the rest.
+        while not nap.over:
+            await nap.sleep(self._sleep, self.linger / 2)
+            if nap.over or not self._starved:
                 continue
             for name, batcher in batchers.items():
                 for batch in batcher.due():
@@ -475,6 +472,26 @@ class Scorer:
             self._out.send_nowait(row)
         except anyio.WouldBlock:
             await self._out.send(row)
+
+
+class _Nap:
+    """A sleep that can be cut short for good, without cancelling its sleeper's work."""
+
+    __slots__ = ("over", "_scope")
+
+    def __init__(self) -> None:
+        self.over = False
+        self._scope: anyio.CancelScope | None = None
+
+    async def sleep(self, sleep: Callable[[float], Awaitable[None]], seconds: float) -> None:
+        with anyio.CancelScope() as self._scope:
+            await sleep(seconds)
+        self._scope = None
+
+    def wake_for_good(self) -> None:
+        self.over = True
+        if self._scope is not None:
+            self._scope.cancel()
 
 
 class _Rows:

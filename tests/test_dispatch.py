@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Callable
 
 import httpx
@@ -13,7 +15,12 @@ from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer, Token
 from lwbatch.catalog import default_catalog
 from lwbatch.client import user_agent
 from lwbatch.emulator import Emulator
-from lwbatch.errors import AuthenticationError, NoModelDeployedError, UsageError
+from lwbatch.errors import (
+    AuthenticationError,
+    NoModelDeployedError,
+    UnreachableError,
+    UsageError,
+)
 from lwbatch.results import ErrorType, ScoredRow
 from tests.conftest import FakeClock
 
@@ -217,6 +224,106 @@ async def test_404_marks_the_model_undeployed_and_stops_sending_to_it(
     assert all(r.scores["enwiki-damaging"].ok for r in rows)
     sent_to_undeployed = [r for _, r in script.requests if "svwiki-reverted" in r.url.path]
     assert len(sent_to_undeployed) == 1
+
+
+async def test_after_a_404_jobs_waiting_for_the_budget_send_nothing(
+    fake_clock: FakeClock,
+) -> None:
+    undeployed = "/v1/models/svwiki-reverted:predict"
+    before_404: list[str] = []
+    after_404: list[str] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        (after_404 if answered else before_404).append(request.url.path)
+        # Answers take a few turns of the event loop, so that while the first request
+        # for the undeployed model is on the wire, other jobs for it pass the budget.
+        for _ in range(5):
+            await asyncio.sleep(0)
+        if request.url.path == undeployed:
+            answered.append(True)
+            return httpx.Response(404, json={"httpCode": 404, "httpReason": "Not Found"})
+        return ok(request)
+
+    answered: list[bool] = []
+    async with Scorer(
+        ["svwiki-reverted", "enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=httpx.MockTransport(answer),
+        budget=Budget.from_rate(Rate(20, 1.0)),
+        concurrency=32,
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    ) as scorer:
+        rows = [row async for row in scorer.score(range(1, 41))]
+    assert len(rows) == 40
+    assert all(r.scores["svwiki-reverted"].error is ErrorType.MODEL_NOT_DEPLOYED for r in rows)
+    assert all(r.scores["enwiki-damaging"].ok for r in rows)
+    # Jobs for the undeployed model were waiting for the budget when its 404 came back;
+    # only requests already on the wire then may have gone, none after.
+    assert before_404.count(undeployed) >= 1
+    assert after_404.count(undeployed) == 0
+    assert (before_404 + after_404).count("/v1/models/enwiki-damaging:predict") == 40
+
+
+def refused(request: httpx.Request, n: int) -> httpx.Response:
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+async def test_an_endpoint_that_never_answers_aborts_after_ten_failed_connections(
+    fake_clock: FakeClock,
+) -> None:
+    script = Script(refused, fake_clock)
+    with pytest.raises(UnreachableError) as info:
+        await score(["enwiki-damaging"], list(range(1, 200)), script, fake_clock, concurrency=4)
+    assert str(info.value) == (
+        "cannot reach http://127.0.0.1:9: [Errno 111] Connection refused (10 attempts in a row, "
+        "none answered); check the base URL and the network"
+    )
+    assert len(script.requests) == 10
+
+
+async def test_an_outage_after_the_endpoint_answered_is_retried_not_aborted(
+    fake_clock: FakeClock,
+) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        return ok(request) if n == 1 else refused(request, n)
+
+    script = Script(answer, fake_clock)
+    rows = await score(["enwiki-damaging"], [1, 2, 3, 4, 5], script, fake_clock, concurrency=1)
+    assert [r.scores["enwiki-damaging"].error for r in rows] == [None] + 4 * [
+        ErrorType.TRANSIENT_ERROR
+    ]
+    # Every later revision was tried the policy's 5 times: 1 + 4 x 5.
+    assert len(script.requests) == 21
+
+
+async def test_timeouts_before_any_answer_are_not_unreachable(fake_clock: FakeClock) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    script = Script(answer, fake_clock)
+    rows = await score(["enwiki-damaging"], [1, 2, 3], script, fake_clock, concurrency=1)
+    assert [r.scores["enwiki-damaging"].error for r in rows] == 3 * [ErrorType.TRANSIENT_ERROR]
+    assert len(script.requests) == 15
+
+
+async def test_a_closed_port_is_reported_as_connection_refused() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Nothing listens on `port` now; the real transport (aiohttp) must say so.
+    with pytest.raises(
+        UnreachableError,
+        match=r"^cannot reach http://127\.0\.0\.1:\d+: "
+        r"connection refused \(3 attempts in a row",
+    ):
+        async with Scorer(
+            ["enwiki-damaging"],
+            endpoint=Endpoint(base_url=f"http://127.0.0.1:{port}"),
+            budget=Budget.unlimited(),
+            retry=RetryPolicy(backoff_base=0.0, backoff_max=0.0, unreachable_after=3),
+        ) as scorer:
+            _ = [row async for row in scorer.score([1, 2, 3])]
 
 
 async def test_all_models_undeployed_aborts(fake_clock: FakeClock) -> None:

@@ -108,7 +108,7 @@ async def test_open_rows_are_bounded_by_max_open(fake_clock: FakeClock) -> None:
     async with scorer(["enwiki-damaging"], script, fake_clock, concurrency=4, max_open=8) as s:
         open_counts = []
         async for _row in s.score(range(1, 2001)):
-            open_counts.append(s.stats.distinct_revisions - s.rows_emitted)
+            open_counts.append(s.rows_admitted - s.rows_emitted)
     assert max(open_counts) <= 8
     assert s.rows_emitted == 2000
 

@@ -1,0 +1,283 @@
+"""The accounting invariant, property-based: every distinct input key ends in exactly one
+row with one cell per model, and no (model, key) is answered twice.
+
+Hypothesis draws the input (sizes, languages, duplicates, invalid rows), how it is paced
+into the engine (batches, pauses before the end), the batch size of the batchable model,
+the pool, the answers (latency as event-loop yields, 5xx, a model that answers 404,
+batch items the model cannot score) and whether the run is stopped and resumed. Time is
+a fake clock, so an example takes milliseconds. Examples are derandomized: the same
+code always runs the same examples (`HYPOTHESIS_PROFILE=deep` explores more, randomly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import httpx
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lwbatch import Budget, Catalog, Endpoint, Rate, RetryPolicy, Scorer
+from lwbatch.catalog import default_catalog
+from lwbatch.emulator import Emulator
+from lwbatch.journal import ResumeState
+from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
+from tests.conftest import FakeClock
+
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "deep",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+BATCHED = "revertrisk-language-agnostic"
+POOL = ["enwiki-damaging", "enwiki-goodfaith", BATCHED, "readability"]
+LANGS = ["en", "de", "fr"]
+EMU = Emulator()
+Item = Revision | InvalidRow
+
+
+@dataclass(frozen=True)
+class Case:
+    models: list[str]
+    items: list[Item]
+    chunks: list[int]  # sizes of the async batches the input arrives in
+    pauses: list[int]  # event-loop turns waited before each batch (and before the end)
+    max_batch: int
+    linger: float
+    concurrency: int | None
+    max_open: int | None
+    budget: int  # requests per fake second
+    fail_5xx: frozenset[int]  # attempt numbers (per model and key) answered 503
+    undeployed: str | None
+    unscorable: frozenset[int]  # rev_ids the batchable model cannot score
+    answer_turns: int  # event-loop turns each answer takes
+    stop_after: int | None  # rows to read before stopping; None runs to the end
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    models = draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=4, unique=True))
+    # Sizes drawn first: left to itself Hypothesis keeps lists short, and the end-of-input
+    # races need more jobs than the job queue holds.
+    size = draw(st.integers(0, 160))
+    # One integer per row, cheap to draw: <= 0 is an invalid row, else a revision whose
+    # id (1..100, so duplicates are common) and language follow from the value.
+    values = draw(st.lists(st.integers(-6, 300), min_size=size, max_size=size))
+    items: list[Item] = []
+    for number, value in enumerate(values, start=1):
+        if value > 0:
+            items.append(Revision(value % 100 + 1, LANGS[value % 3]))
+        else:
+            rev_id = None if value < -3 else value
+            items.append(InvalidRow(number, rev_id, "not a positive integer"))
+    chunks = draw(st.lists(st.integers(1, 70), min_size=1, max_size=8))
+    return Case(
+        models=models,
+        items=items,
+        chunks=chunks,
+        pauses=draw(st.lists(st.integers(0, 40), min_size=len(chunks) + 1, max_size=9)),
+        max_batch=draw(st.integers(2, 8)),
+        linger=draw(st.sampled_from([0.0, 0.01, 0.05])),
+        concurrency=draw(st.sampled_from([None, 1, 3, 16])),
+        max_open=draw(st.sampled_from([None, 5, 40])),
+        budget=draw(st.sampled_from([20, 200, 100_000])),
+        fail_5xx=frozenset(draw(st.sets(st.integers(1, 3), max_size=2))),
+        # With every model undeployed the run aborts on purpose (NoModelDeployedError).
+        undeployed=draw(st.none() | st.sampled_from(models)) if len(models) > 1 else None,
+        unscorable=frozenset(draw(st.sets(st.integers(1, 100), max_size=6))),
+        answer_turns=draw(st.integers(0, 3)),
+        stop_after=draw(st.one_of(st.none(), st.integers(0, 60))),
+    )
+
+
+@dataclass
+class Service:
+    """Lift Wing as a transport: scripted faults, and a record of what it answered."""
+
+    case: Case
+    attempts: Counter[tuple[str, int]] = field(default_factory=Counter)
+    terminal: Counter[tuple[str, int]] = field(default_factory=Counter)
+    answered_404: set[str] = field(default_factory=set)
+    after_404: list[str] = field(default_factory=list)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        model = request.url.path.split("/")[-1].removesuffix(":predict")
+        payload = orjson.loads(request.content)
+        instances = payload.get("instances", [payload])
+        keys = [(model, int(i["rev_id"])) for i in instances]
+        if model in self.answered_404:
+            self.after_404.append(model)
+        for _ in range(self.case.answer_turns):
+            await asyncio.sleep(0)
+        for key in keys:
+            self.attempts[key] += 1
+        # A request fails as a whole when the attempt number of its first item says so.
+        if self.attempts[keys[0]] in self.case.fail_5xx:
+            return httpx.Response(503, json={"error": "upstream busy"})
+        self.terminal.update(keys)
+        if model == self.case.undeployed:
+            self.answered_404.add(model)
+            return httpx.Response(404, json={"httpCode": 404})
+        spec = default_catalog().resolve(model)
+        if model != BATCHED:
+            lang = payload["lang"] if spec.needs_lang else ""
+            return httpx.Response(200, json=EMU.answer(spec, payload["rev_id"], lang))
+        predictions, errors = [], []
+        for i in instances:
+            if model == BATCHED and i["rev_id"] in self.case.unscorable:
+                errors.append(
+                    f"Could not make prediction for revision {i['rev_id']} ({i['lang']}). "
+                    "Reason: revision not found"
+                )
+            else:
+                predictions.append(EMU.answer(spec, i["rev_id"], i["lang"]))
+        if not predictions:
+            return httpx.Response(422, json={"detail": "; ".join(errors)})
+        if "instances" not in payload:
+            return httpx.Response(200, json=predictions[0])
+        return httpx.Response(200, json={"predictions": predictions, "errors": errors})
+
+
+def catalog_with_batch(max_batch: int) -> Catalog:
+    families = [
+        dataclasses.replace(f, max_batch=max_batch) if f.max_batch > 1 else f
+        for f in default_catalog().families
+    ]
+    return Catalog(families)
+
+
+async def paced(case: Case, clock: FakeClock) -> AsyncIterator[Sequence[Item]]:
+    position = 0
+    sizes = iter(case.chunks)
+    pauses = iter(case.pauses)
+    while position < len(case.items):
+        size = next(sizes, len(case.items))
+        for _ in range(next(pauses, 0)):
+            await clock.sleep(0.005)
+        yield case.items[position : position + size]
+        position += size
+    for _ in range(next(pauses, 0)):
+        await clock.sleep(0.005)
+
+
+@dataclass
+class RunResult:
+    rows: list[ScoredRow]
+    answers: list[tuple[str, int, Score]]
+    stopped: bool
+
+
+async def one_run(
+    case: Case, service: Service, clock: FakeClock, resume: ResumeState | None
+) -> RunResult:
+    answers: list[tuple[str, int, Score]] = []
+
+    def record(model: str, scored: list[tuple[int, Score]]) -> None:
+        answers.extend((model, rev_id, score) for rev_id, score in scored)
+
+    scorer = Scorer(
+        case.models,
+        endpoint=Endpoint(base_url="http://127.0.0.1:9"),
+        transport=httpx.MockTransport(service.handle),
+        budget=Budget.from_rate(Rate(case.budget, 1.0)),
+        concurrency=case.concurrency,
+        max_open=case.max_open,
+        linger=case.linger,
+        retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05),
+        catalog=catalog_with_batch(case.max_batch),
+        clock=clock,
+        sleep=clock.sleep,
+        on_answer=record,
+    )
+    rows: list[ScoredRow] = []
+    async with scorer:
+        async for row in scorer.score(paced(case, clock), resume=resume):
+            rows.append(row)
+            if resume is None and case.stop_after is not None and len(rows) == case.stop_after:
+                await scorer.stop(grace=10.0)
+        if resume is None and case.stop_after == 0:
+            await scorer.stop(grace=10.0)
+    return RunResult(rows, answers, scorer.stopped)
+
+
+def resume_state(first: RunResult) -> ResumeState:
+    """What the journal would hold after `first`: finished rows and open rows' answers."""
+    state = ResumeState()
+    for row in first.rows:
+        if row.row is not None:
+            state.invalid_rows.add(row.row)
+        else:
+            assert row.rev_id is not None
+            state.done.add(row.rev_id)
+    for model, rev_id, score in first.answers:
+        if score.error is ErrorType.MODEL_NOT_DEPLOYED:
+            state.undeployed.add(model)
+        if rev_id not in state.done:
+            state.partial.setdefault(rev_id, {})[model] = score
+    state.rows_done = len(first.rows)
+    return state
+
+
+async def scenario(case: Case) -> None:
+    clock = FakeClock()
+    service = Service(case)
+    first = await one_run(case, service, clock, None)
+    runs = [first]
+    if first.stopped:
+        runs.append(await one_run(case, service, clock, resume_state(first)))
+    rows = [row for run in runs for row in run.rows]
+
+    distinct = {item.rev_id for item in case.items if isinstance(item, Revision)}
+    invalid = {item.row for item in case.items if isinstance(item, InvalidRow)}
+    valid_rows = Counter(row.rev_id for row in rows if row.row is None)
+    invalid_rows = Counter(row.row for row in rows if row.row is not None)
+    # Exactly one row per distinct key and per invalid input row: none lost, none twice.
+    assert set(valid_rows) == distinct, sorted(distinct ^ set(valid_rows))
+    assert all(n == 1 for n in valid_rows.values()), valid_rows.most_common(3)
+    assert set(invalid_rows) == invalid and all(n == 1 for n in invalid_rows.values())
+    for row in rows:
+        assert set(row.scores) == set(case.models), row
+    for row in rows:
+        if row.row is not None:
+            assert all(s.error is ErrorType.INVALID_INPUT for s in row.scores.values())
+    # No (model, key) answered twice: not to the client, across stop and resume...
+    delivered = Counter((m, r) for run in runs for m, r, _ in run.answers)
+    assert all(n == 1 for n in delivered.values()), delivered.most_common(3)
+    # ...and not by the service: retries follow only 503s.
+    assert all(n == 1 for n in service.terminal.values()), service.terminal.most_common(3)
+    # After a 404 reached the client, no request for that model left it.
+    assert service.after_404 == []
+    if case.undeployed is not None and distinct:
+        assert all(
+            row.scores[case.undeployed].error is ErrorType.MODEL_NOT_DEPLOYED
+            for row in rows
+            if row.row is None
+        )
+    # Batch items the model could not score are final errors, never retried.
+    if BATCHED in case.models and case.undeployed != BATCHED:
+        for row in rows:
+            if row.rev_id in case.unscorable and row.row is None:
+                score = row.scores[BATCHED]
+                assert score.error in (ErrorType.UNSCORABLE, ErrorType.TRANSIENT_ERROR), score
+
+
+@given(cases())
+def test_every_key_ends_in_one_row_and_no_answer_is_asked_twice(case: Case) -> None:
+    anyio.run(scenario, case)
