@@ -107,6 +107,7 @@ class Dispatcher:
         self.in_flight = 0
         self.answered = False  # any HTTP answer at all, whatever its status
         self._unreachable = 0  # connection failures in a row before any answer
+        self._unreachable_reason = ""
         self._drained = asyncio.Event()
 
     def stop(self) -> None:
@@ -163,10 +164,16 @@ class Dispatcher:
             self._unreachable = 0
             return
         self._unreachable += 1
+        self._unreachable_reason = failure.unreachable
         if self._unreachable >= self._policy.unreachable_after:
+            self.raise_if_never_reached()
+
+    def raise_if_never_reached(self) -> None:
+        """At the end of a run too: attempts were made, none connected, none answered."""
+        if not self.answered and self._unreachable:
             raise UnreachableError(
                 url=self._client.endpoint.base_url,
-                reason=failure.unreachable,
+                reason=self._unreachable_reason,
                 attempts=self._unreachable,
             )
 

@@ -416,6 +416,7 @@ def running(
             runner, actual = loop.run_until_complete(serve(emulator, port=port))
         except BaseException as exc:  # reported to the caller's thread below
             failure.append(exc)
+            loop.close()
             started.set()
             return
         holder["runner"] = runner

@@ -292,7 +292,8 @@ class Scorer:
                     self._grow(jobs)
                     nap = _Nap()
                     async with anyio.create_task_group() as lingering:
-                        lingering.start_soon(self._flush_lingering, batchers, jobs, nap)
+                        if batchers:
+                            lingering.start_soon(self._flush_lingering, batchers, jobs, nap)
                         try:
                             await self._produce(batches, batchers, jobs)
                         finally:
@@ -309,6 +310,9 @@ class Scorer:
                         await jobs.put(None)
         self._finished = time.monotonic()
         if not self.stopped:
+            # A run too short to reach the limit of failed connections in a row must not
+            # pass for complete either: every row would be transient_error.
+            self._dispatcher.raise_if_never_reached()
             self._check_accounting()
 
     def _check_accounting(self) -> None:

@@ -432,13 +432,21 @@ class Journal:
         return rows
 
     def holds_work(self) -> bool:
-        """Whether anything here is worth resuming: a segment or a real answer."""
+        """Whether anything here is worth resuming: a segment or a real answer.
+
+        404s and transient failures are not: a rerun asks them again anyway.
+        """
         if self._segments():
             return True
         for path in self.dir.glob("answers-*.log"):
             for line in path.read_bytes().splitlines():
                 answer = decode_answer(line)
-                if answer is not None and answer[2].error is not ErrorType.MODEL_NOT_DEPLOYED:
+                if answer is None:
+                    continue
+                error = answer[2].error
+                if error is None or (
+                    error is not ErrorType.MODEL_NOT_DEPLOYED and error.value not in RETRYABLE
+                ):
                     return True
         return False
 

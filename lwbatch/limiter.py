@@ -41,6 +41,9 @@ class LimiterStatistics:
     rate: float
 
 
+_RESIDUE = 1e-9  # seconds
+
+
 class _Window:
     """The grant times of the last N requests, to enforce N per sliding period.
 
@@ -157,7 +160,10 @@ class Limiter:
                 while True:
                     now = self._clock()
                     ready = self.ready_at()
-                    if ready <= now:
+                    # A residue of float rounding must not become a sleep: a clock that
+                    # stands still while tasks run (virtual time) would wake at once,
+                    # see the same residue, and spin.
+                    if ready - now <= _RESIDUE:
                         break
                     await self._sleep(ready - now)
                 if self._tat >= now:

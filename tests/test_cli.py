@@ -162,6 +162,8 @@ def test_undeployed_model_becomes_data_and_costs_one_request(
             base_url,
             "--concurrency",
             "4",
+            "--rate",
+            "2000/s",
             "-q",
         )
     assert code == 0, err
@@ -463,6 +465,15 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
         "no row has a usable 'rev_id'",
     ),
     ("corrupt parquet pages", corrupt_parquet, [], 2, "unreadable after row 0"),
+    (
+        "nothing listening at the base URL",
+        lambda d: write_bytes(
+            d / "a.csv", b"rev_id\n" + b"".join(b"%d\n" % i for i in range(1, 41))
+        ),
+        [],
+        1,
+        "cannot reach http://127.0.0.1:9: connection refused (10 attempts in a row, none answered)",
+    ),
     (
         "negative concurrency",
         one_row_csv,

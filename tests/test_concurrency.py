@@ -170,3 +170,50 @@ async def test_the_worker_pool_grows_when_the_service_slows_down(fake_clock: Fak
     # Exponentially weighted over ~500 answers: at 0.5 s Little's law wants 96.
     assert scorer.concurrency.limit == math.ceil(1.75 * 100 * 0.5) + 8
     assert max(workers[-100:]) == 96
+
+
+async def test_the_report_never_shows_a_peak_above_the_limit_next_to_it(
+    fake_clock: FakeClock,
+) -> None:
+    # The first 100 requests are held until all 100 are in flight (the limit starts
+    # high: 1 s latency assumed); later answers are instant, so the limit falls far
+    # below that peak. The summary must not print the peak next to the final limit.
+    held: list[asyncio.Event] = []
+    release = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if len(held) < 100:
+            held.append(release)
+            if len(held) == 100:
+                release.set()
+            await release.wait()
+        return ok(request)
+
+    scorer = Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=httpx.MockTransport(answer),
+        budget=Budget.from_rate(Rate(2000, 1.0)),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    )
+    async with scorer:
+        rows = [row async for row in scorer.score(range(1, 1001))]
+    assert len(rows) == 1000
+    report = scorer.report()
+    assert report.peak_in_flight == 100
+    assert scorer.concurrency.limit < 100
+    assert report.limit_at_peak >= 100
+    lines = report.render().splitlines()
+    assert (
+        f"in flight (peak)           100   limit {report.limit_at_peak:,} when the peak was reached"
+        in lines
+    )
+    assert any(
+        line.startswith("concurrency ")
+        and line.endswith(
+            f"limit {scorer.concurrency.limit}, adapted: 1.75 x 2000.0/s x mean latency "
+            f"{scorer.concurrency.snapshot().mean_latency:.2f} s + 8 (at the end)"
+        )
+        for line in lines
+    ), lines

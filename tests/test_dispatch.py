@@ -282,6 +282,15 @@ async def test_an_endpoint_that_never_answers_aborts_after_ten_failed_connection
     assert len(script.requests) == 10
 
 
+async def test_a_run_too_short_for_ten_failures_that_never_connected_still_aborts(
+    fake_clock: FakeClock,
+) -> None:
+    script = Script(refused, fake_clock)
+    with pytest.raises(UnreachableError, match=r"refused \(5 attempts in a row, none answered\)"):
+        await score(["enwiki-damaging"], [1], script, fake_clock)
+    assert len(script.requests) == 5
+
+
 async def test_an_outage_after_the_endpoint_answered_is_retried_not_aborted(
     fake_clock: FakeClock,
 ) -> None:

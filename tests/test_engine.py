@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import orjson
+import pytest
 
 from lwbatch import Budget, Endpoint, InvalidRow, Rate, Revision, Scorer
-from lwbatch.results import ErrorType
+from lwbatch.errors import IncompleteRunError
+from lwbatch.journal import ResumeState
+from lwbatch.results import ErrorType, ScoredRow
 from tests.conftest import FakeClock
 from tests.test_dispatch import Script, ok
 
@@ -119,3 +124,46 @@ async def test_a_consumer_that_stops_early_stops_the_pipeline(fake_clock: FakeCl
         async for _row in s.score(range(1, 100_000)):
             break
     assert len(script.requests) < 100
+
+
+async def test_a_row_that_never_comes_out_fails_the_run_instead_of_passing_silently(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Break the engine on purpose: the row of revision 3 is dropped on its way out.
+    emit = Scorer._emit
+
+    async def lossy(self: Scorer, row: ScoredRow) -> None:
+        if row.rev_id != 3:
+            await emit(self, row)
+
+    monkeypatch.setattr(Scorer, "_emit", lossy)
+    script = Script(lambda r, n: ok(r), fake_clock)
+    rows: list[ScoredRow] = []
+    with pytest.raises(IncompleteRunError) as info:
+        async with scorer(["enwiki-damaging"], script, fake_clock) as s:
+            rows.extend([row async for row in s.score([1, 2, 3, 4, 5, 0])])
+    assert str(info.value) == "1 of 6 rows are missing from the output"
+    assert sorted(r.rev_id for r in rows if r.rev_id is not None) == [0, 1, 2, 4, 5]
+
+
+async def test_requests_of_an_earlier_run_in_the_ledger_hold_back_the_first_grants(
+    fake_clock: FakeClock,
+) -> None:
+    # An earlier process sent a whole window's budget (40 per 2 s) 0.5 s ago, by the
+    # wall clock; this run may send its first request only when that window has passed.
+    script = Script(lambda r, n: ok(r), fake_clock)
+    sent: list[float] = []
+    state = ResumeState(ledger=[time.time() - 0.5] * 40)
+    start = fake_clock()
+    async with Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=script.transport,
+        budget=Budget.from_rate(Rate(40, 2.0)),
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+        on_send=sent.append,
+    ) as s:
+        rows = [row async for row in s.score([1, 2, 3], resume=state)]
+    assert len(rows) == 3
+    assert sent[0] - start >= 1.5 - 0.01

@@ -12,8 +12,9 @@ import pytest
 
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Token
 from lwbatch.engine import Scorer
-from lwbatch.errors import Interrupted, UsageError
+from lwbatch.errors import IncompleteRunError, Interrupted, UsageError
 from lwbatch.journal import journal_dir
+from lwbatch.results import ScoredRow
 from lwbatch.run import score_file_async
 from lwbatch.sources import Source
 from tests.conftest import EmulatorFactory, write_parquet
@@ -169,7 +170,7 @@ async def test_the_budget_counts_the_requests_of_the_interrupted_run(
 ) -> None:
     inp = revisions(tmp_path, 200)
     out = tmp_path / "out.parquet"
-    rate = Rate(40, 2.0)
+    rate = Rate(40, 0.5)
     sent: list[float] = []
     with emulator() as (_, base_url):
         with pytest.raises(Interrupted):
@@ -183,6 +184,8 @@ async def test_the_budget_counts_the_requests_of_the_interrupted_run(
                 on_send=sent.append,
             )
         restarted_at = len(sent)
+        # Every grant of the interrupted run is in the ledger, for the next to count.
+        assert (journal_dir(out) / "ledger.f64").stat().st_size == 8 * restarted_at
         await run(
             inp,
             out,
@@ -193,7 +196,7 @@ async def test_the_budget_counts_the_requests_of_the_interrupted_run(
         )
     assert 20 <= restarted_at < 200
     # Without the ledger, the second process would start with a fresh window.
-    assert max_in_window(sorted(sent), 2.0) <= 40
+    assert max_in_window(sorted(sent), 0.5) <= 40
 
 
 async def test_the_token_never_reaches_the_journal(
@@ -209,3 +212,110 @@ async def test_the_token_never_reaches_the_journal(
     assert {p.name.split("-")[0] for p in files} >= {"manifest.json", "answers", "ledger.f64"}
     for path in files:
         assert secret.encode() not in path.read_bytes(), path
+
+
+def csv_with(bad: str) -> Any:
+    def make(directory: Path) -> Path:
+        lines = ["rev_id", "20001", bad] + [str(i) for i in range(20002, 20040)]
+        path = directory / "in.csv"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return make
+
+
+def parquet_with(bad: Any, kind: pa.DataType) -> Any:
+    def make(directory: Path) -> Path:
+        values = [20001, bad] + list(range(20002, 20040))
+        return write_parquet(directory / "in.parquet", {"rev_id": pa.array(values, kind)})
+
+    return make
+
+
+# Every bad id of the bad-input corpus, in a file that also has rows to score.
+BAD_IDS = {
+    "negative": (csv_with("-5"), -5, "row 2: rev_id -5 is not a positive integer"),
+    "zero": (csv_with("0"), 0, "row 2: rev_id 0 is not a positive integer"),
+    "null": (parquet_with(None, pa.int64()), None, "row 2: rev_id is null"),
+    "float": (parquet_with(2.5, pa.float64()), None, "row 2: rev_id 2.5 is not an integer"),
+    "text": (csv_with("abc"), None, "row 2: rev_id 'abc' is not an integer"),
+    "above int64": (
+        csv_with("99999999999999999999"),
+        None,
+        "row 2: rev_id 99999999999999999999 does not fit in int64",
+    ),
+}
+LIFE_MODELS = ["enwiki-damaging", "revertrisk-language-agnostic"]
+
+
+@pytest.mark.parametrize("kind", list(BAD_IDS))
+async def test_a_bad_id_survives_rerun_and_resume_with_the_clean_output(
+    tmp_path: Path, emulator: EmulatorFactory, kind: str
+) -> None:
+    make, value, message = BAD_IDS[kind]
+    inp = make(tmp_path)
+    clean, rerun, resumed = (tmp_path / f"{n}.parquet" for n in ("clean", "rerun", "resumed"))
+    with emulator() as (emu, base_url):
+        await run(inp, clean, base_url, models=LIFE_MODELS)
+        await run(inp, rerun, base_url, models=LIFE_MODELS)
+        before = emu.stats.requests
+        report = await run(inp, rerun, base_url, models=LIFE_MODELS)
+        assert emu.stats.requests == before and report.rows_resumed == 40
+        with pytest.raises(Interrupted):
+            await run(inp, resumed, base_url, models=LIFE_MODELS, stop_after=10)
+        assert journal_dir(resumed).is_dir() and not resumed.exists()
+        await run(inp, resumed, base_url, models=LIFE_MODELS)
+    expected_bad = {
+        "rev_id": value,
+        **{
+            m: {
+                "prediction": None,
+                "probability": None,
+                "model_version": None,
+                "error": "invalid_input",
+                "error_message": message,
+            }
+            for m in LIFE_MODELS
+        },
+    }
+    rows = table_rows(clean)
+    assert len(rows) == 40
+    assert [r for r in rows if r["enwiki-damaging"]["error"]] == [expected_bad]
+    scored = sorted(r["rev_id"] for r in rows if r["enwiki-damaging"]["error"] is None)
+    assert scored == list(range(20001, 20040))
+    assert table_rows(rerun) == rows
+    assert table_rows(resumed) == rows
+
+
+async def test_a_run_with_rows_missing_exits_with_its_work_saved_and_a_rerun_completes_it(
+    tmp_path: Path, emulator: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inp = revisions(tmp_path, 60)
+    out = tmp_path / "out.parquet"
+    emit = Scorer._emit
+
+    async def lossy(self: Scorer, row: ScoredRow) -> None:
+        if row.rev_id not in (10_007, 10_031):
+            await emit(self, row)
+
+    with emulator() as (emu, base_url):
+        await run(inp, tmp_path / "clean.parquet", base_url)
+        clean_requests = emu.stats.requests
+        monkeypatch.setattr(Scorer, "_emit", lossy)
+        with pytest.raises(IncompleteRunError) as info:
+            await run(inp, out, base_url)
+        monkeypatch.undo()
+        assert str(info.value) == (
+            f"2 of 62 rows are missing from the output; progress is saved in "
+            f"{journal_dir(out)}: run again with the same input and output to complete it"
+        )
+        assert info.value.exit_code == 1
+        assert not out.exists() and journal_dir(out).is_dir()
+        first = emu.stats.requests - clean_requests
+        report = await run(inp, out, base_url)
+        second = emu.stats.requests - clean_requests - first
+    assert table_rows(out) == table_rows(tmp_path / "clean.parquet")
+    # The rerun asked only for the two lost revisions: one request each to the two
+    # revscoring models and one revertrisk batch of both.
+    assert first == clean_requests and second == 5
+    assert report.rows_resumed == 60 and report.rows_written == 62

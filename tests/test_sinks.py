@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch.catalog import default_catalog
-from lwbatch.errors import OutputError
+from lwbatch.errors import IncompleteRunError, OutputError
 from lwbatch.results import ErrorType, Score, ScoredRow
 from lwbatch.sinks import ParquetSink, output_schema
 
@@ -83,6 +83,30 @@ def test_an_aborted_run_leaves_no_file_and_keeps_an_old_one(tmp_path: Path) -> N
     with pytest.raises(RuntimeError), ParquetSink(out, specs()) as sink:
         sink.write(ScoredRow(1, {m: Score.failed(ErrorType.NOT_FOUND, "x") for m in MODELS}))
         raise RuntimeError("crash")
+    assert out.read_bytes() == b"previous results"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("expected", "message"),
+    [
+        (4, "1 of 4 rows are missing from the output"),
+        (2, "the output would hold 1 rows more than the 2 expected"),
+    ],
+)
+def test_a_commit_with_another_row_count_than_expected_moves_nothing_into_place(
+    tmp_path: Path, expected: int, message: str
+) -> None:
+    out = tmp_path / "scores.parquet"
+    out.write_bytes(b"previous results")
+    sink = ParquetSink(out, specs()).open()
+    for rev in (1, 2, 3):
+        sink.write(ScoredRow(rev, {m: Score.failed(ErrorType.NOT_FOUND, "x") for m in MODELS}))
+    with pytest.raises(IncompleteRunError) as info:
+        sink.commit(expected_rows=expected)
+    assert str(info.value) == message
+    assert (info.value.written, info.value.expected) == (3, expected)
+    sink.abort()
     assert out.read_bytes() == b"previous results"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet"]
 
