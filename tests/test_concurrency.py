@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 import httpx
 import pytest
@@ -16,6 +16,10 @@ from tests.conftest import FakeClock
 from tests.test_dispatch import ok
 
 BASE = "http://127.0.0.1:9"
+Handler = (
+    Callable[[httpx.Request], httpx.Response]
+    | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+)
 
 
 def test_fixed_concurrency_never_moves() -> None:
@@ -119,18 +123,22 @@ async def pool_sizes(
         clock.now += latency(len(workers))
         return ok(request)
 
-    scorer = Scorer(
-        ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=httpx.MockTransport(answer),
-        budget=Budget.from_rate(Rate(100, 1.0)),
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    scorer = damaging_scorer(answer, clock, Rate(100, 1.0))
     async with scorer:
         rows = [row async for row in scorer.score(range(1, revisions + 1))]
     assert len(rows) == revisions
     return scorer, workers
+
+
+def damaging_scorer(answer: Handler, clock: FakeClock, rate: Rate) -> Scorer:
+    return Scorer(
+        ["enwiki-damaging"],
+        endpoint=Endpoint(base_url=BASE),
+        transport=httpx.MockTransport(answer),
+        budget=Budget.from_rate(rate),
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
 
 async def test_the_worker_pool_shrinks_to_the_adapted_limit(fake_clock: FakeClock) -> None:
@@ -189,14 +197,7 @@ async def test_the_report_never_shows_a_peak_above_the_limit_next_to_it(
             await release.wait()
         return ok(request)
 
-    scorer = Scorer(
-        ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=httpx.MockTransport(answer),
-        budget=Budget.from_rate(Rate(2000, 1.0)),
-        clock=fake_clock,
-        sleep=fake_clock.sleep,
-    )
+    scorer = damaging_scorer(answer, fake_clock, Rate(2000, 1.0))
     async with scorer:
         rows = [row async for row in scorer.score(range(1, 1001))]
     assert len(rows) == 1000

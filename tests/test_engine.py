@@ -19,11 +19,11 @@ BASE = "http://127.0.0.1:9"
 
 
 def scorer(models: list[str], script: Script, clock: FakeClock, **options: object) -> Scorer:
+    options.setdefault("budget", Budget.from_rate(Rate(10_000, 1.0)))
     return Scorer(
         models,
         endpoint=Endpoint(base_url=BASE),
         transport=script.transport,
-        budget=Budget.from_rate(Rate(10_000, 1.0)),
         clock=clock,
         sleep=clock.sleep,
         **options,
@@ -155,14 +155,9 @@ async def test_requests_of_an_earlier_run_in_the_ledger_hold_back_the_first_gran
     sent: list[float] = []
     state = ResumeState(ledger=[time.time() - 0.5] * 40)
     start = fake_clock()
-    async with Scorer(
-        ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=script.transport,
-        budget=Budget.from_rate(Rate(40, 2.0)),
-        clock=fake_clock,
-        sleep=fake_clock.sleep,
-        on_send=sent.append,
+    budget = Budget.from_rate(Rate(40, 2.0))
+    async with scorer(
+        ["enwiki-damaging"], script, fake_clock, budget=budget, on_send=sent.append
     ) as s:
         rows = [row async for row in s.score([1, 2, 3], resume=state)]
     assert len(rows) == 3
