@@ -108,6 +108,8 @@ class Dispatcher:
         self.answered = False  # any HTTP answer at all, whatever its status
         self._unreachable = 0  # connection failures in a row before any answer
         self._unreachable_reason = ""
+        # Once the run gives up, other workers must not send what they hold as it ends.
+        self._gave_up = False
         self._drained = asyncio.Event()
 
     def stop(self) -> None:
@@ -171,6 +173,7 @@ class Dispatcher:
     def raise_if_never_reached(self) -> None:
         """At the end of a run too: attempts were made, none connected, none answered."""
         if not self.answered and self._unreachable:
+            self._gave_up = True
             raise UnreachableError(
                 url=self._client.endpoint.base_url,
                 reason=self._unreachable_reason,
@@ -199,6 +202,8 @@ class Dispatcher:
         if spec.name in self.undeployed:
             # A 404 arrived while this job waited for the budget: nothing more may leave.
             return _undeployed(spec, rev_ids)
+        if self._gave_up:
+            raise Stopped
         stats = self._stats
         stats.requests_sent += 1
         self.in_flight += 1
