@@ -91,8 +91,6 @@ def _unreachable_reason(exc: BaseException) -> str | None:
         return "the host name does not resolve"
     if isinstance(cause, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
         return "TLS handshake failed"
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
-        return "connecting timed out"
     if isinstance(cause, aiohttp.ClientConnectorError):
         # asyncio's strerror is "Connect call failed (addr)"; the errno says why.
         return os.strerror(cause.errno).lower() if cause.errno else "connection failed"

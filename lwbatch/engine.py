@@ -318,10 +318,11 @@ class Scorer:
     def _check_accounting(self) -> None:
         """Every row admitted came out: the invariant a backfill can never break silently."""
         if self.rows_emitted != self.rows_admitted or self._open:
-            raise IncompleteRunError(
-                written=min(self.rows_emitted, self.rows_admitted - len(self._open)),
-                expected=self.rows_admitted,
-            )
+            # A row still open never came out, whatever the count says.
+            written = min(self.rows_emitted, self.rows_admitted - len(self._open))
+            if self.rows_emitted > self.rows_admitted:
+                written = self.rows_emitted
+            raise IncompleteRunError(written=written, expected=self.rows_admitted)
 
     def _spec(self, name: str) -> ModelSpec:
         return self._by_name[name]

@@ -87,7 +87,8 @@ class UnreachableError(RunAborted):
 
     def __init__(self, *, url: str, reason: str, attempts: int) -> None:
         super().__init__(
-            f"cannot reach {url}: {reason} ({attempts} attempts in a row, none answered); "
+            f"cannot reach {url}: {reason} ({attempts} attempt{'s' if attempts != 1 else ''} "
+            "in a row, none answered); "
             "check the base URL and the network"
         )
         self.url = url
@@ -109,12 +110,15 @@ class IncompleteRunError(RunAborted):
             if missing > 0
             else f"the output would hold {-missing:,} rows more than the {expected:,} expected"
         )
-        where = (
-            f"; progress is saved in {saved_in}: run again with the same input and output "
-            "to complete it"
-            if saved_in is not None
-            else ""
-        )
+        if saved_in is None:
+            where = ""
+        elif missing > 0:
+            where = (
+                f"; progress is saved in {saved_in}: run again with the same input and "
+                "output to complete it"
+            )
+        else:
+            where = f"; the journal {saved_in} is kept for inspection; restart the run afresh"
         super().__init__(what + where)
         self.written = written
         self.expected = expected

@@ -3,10 +3,10 @@
 Beside the output `scores.parquet` lives a hidden directory `.scores.parquet.lwbatch/`:
 
     manifest.json        what the run is (input fingerprint, models, id column, lang)
-    rows-000001.parquet  completed rows, one segment per row group (atomic: tmp + rename)
+    rows-000001.parquet  completed rows, one segment per row group (atomic: tmp + rename);
+                         its metadata holds the input row numbers of its invalid rows
     answers-000001.log   one JSON line per (model, revision) answer, appended as each
                          arrives; rotated at every segment so it holds only open rows
-    invalid.roaring      input row numbers whose invalid-row output is in a segment
     ledger.f64           wall-clock times of the budget's recent requests
 
 An answer is appended (one write(2), no buffering in the process) before its row
@@ -43,6 +43,7 @@ FORMAT_VERSION = 1
 RETRYABLE = frozenset({ErrorType.TRANSIENT_ERROR.value, ErrorType.RATE_LIMITED.value})
 _SYNC_EVERY = 2.0  # seconds between fsyncs of the answer log and the ledger
 _FINGERPRINT_BYTES = 1 << 20
+_INVALID_KEY = b"lwbatch.invalid_rows"
 
 
 def journal_dir(output: Path) -> Path:
@@ -195,9 +196,6 @@ class Journal:
         self._check_same(orjson.loads(previous))
         self._create()
         self._close_logs()
-        invalid = metadata.get(b"lwbatch.invalid_rows")
-        if invalid:
-            _write_atomic(self.dir / "invalid.roaring", invalid)
         segment = self.dir / "rows-000000.parquet"
         try:
             os.link(self.output, segment)  # the output stays as it is until the new commit
@@ -242,8 +240,8 @@ class Journal:
         self._check_same(previous)
         state = ResumeState()
         rewrites = self._load_segments(state, retry_failed)
+        state.invalid_rows = BitMap64(self._invalid)
         self._load_answers(state, retry_failed)
-        self._load_invalid(state)
         self._load_ledger(state)
         # The reopened rows' answers go into the fresh log (fsynced) before the
         # segments that held them are rewritten without them.
@@ -284,7 +282,10 @@ class Journal:
                 table = table.filter(pc.invert(retry_mask))
                 rewrites.append((path, table))
             # Invalid rows keep the value they had (0, negatives) but are tracked by row
-            # number in invalid.roaring; only scored revisions are keys.
+            # number in the segment's own metadata, so the two can never disagree.
+            invalid = (table.schema.metadata or {}).get(_INVALID_KEY)
+            if invalid:
+                self._invalid |= BitMap64.deserialize(invalid)
             first = table.column(self.models[0]).combine_chunks().field("error")
             scored = pc.fill_null(pc.not_equal(first, ErrorType.INVALID_INPUT.value), True)
             state.done.update(table.filter(scored).column("rev_id").to_pylist())
@@ -311,12 +312,6 @@ class Journal:
                 if score.error is ErrorType.MODEL_NOT_DEPLOYED:
                     state.undeployed.add(model)
                 state.partial.setdefault(rev_id, {})[model] = score
-
-    def _load_invalid(self, state: ResumeState) -> None:
-        path = self.dir / "invalid.roaring"
-        if path.exists():
-            self._invalid = BitMap64.deserialize(path.read_bytes())
-            state.invalid_rows = BitMap64(self._invalid)
 
     def _load_ledger(self, state: ResumeState) -> None:
         path = self.dir / "ledger.f64"
@@ -352,11 +347,12 @@ class Journal:
     ) -> None:
         """Make a row group durable, then start a fresh answer log for the open rows."""
         self._segment += 1
-        _write_segment(self.dir / f"rows-{self._segment:06d}.parquet", table)
-        before = len(self._invalid)
-        self._invalid.update(invalid_rows)
-        if len(self._invalid) != before:
-            _write_atomic(self.dir / "invalid.roaring", self._invalid.serialize())
+        mine = BitMap64(invalid_rows)
+        metadata = {**(table.schema.metadata or {}), _INVALID_KEY: mine.serialize()}
+        _write_segment(
+            self.dir / f"rows-{self._segment:06d}.parquet", table.replace_schema_metadata(metadata)
+        )
+        self._invalid |= mine
         self._rotate_answers(open_answers)
         self._compact_ledger()
 
@@ -419,7 +415,7 @@ class Journal:
         schema = schema.with_metadata(
             {
                 "lwbatch": orjson.dumps(self.manifest),
-                "lwbatch.invalid_rows": self._invalid.serialize(),
+                _INVALID_KEY: self._invalid.serialize(),
             }
         )
         with pq.ParquetWriter(temp, schema, compression="zstd") as writer:
@@ -434,19 +430,14 @@ class Journal:
     def holds_work(self) -> bool:
         """Whether anything here is worth resuming: a segment or a real answer.
 
-        404s and transient failures are not: a rerun asks them again anyway.
+        A 5xx is one: its request counted at the gateway, and the ledger keeps it.
         """
         if self._segments():
             return True
         for path in self.dir.glob("answers-*.log"):
             for line in path.read_bytes().splitlines():
                 answer = decode_answer(line)
-                if answer is None:
-                    continue
-                error = answer[2].error
-                if error is None or (
-                    error is not ErrorType.MODEL_NOT_DEPLOYED and error.value not in RETRYABLE
-                ):
+                if answer is not None and answer[2].error is not ErrorType.MODEL_NOT_DEPLOYED:
                     return True
         return False
 

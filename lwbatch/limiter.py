@@ -160,12 +160,12 @@ class Limiter:
                 while True:
                     now = self._clock()
                     ready = self.ready_at()
-                    # A residue of float rounding must not become a sleep: a clock that
-                    # stands still while tasks run (virtual time) would wake at once,
-                    # see the same residue, and spin.
-                    if ready - now <= _RESIDUE:
+                    if ready <= now:
                         break
-                    await self._sleep(ready - now)
+                    # Never a sleep shorter than the residue of float rounding: a clock
+                    # that stands still while tasks run (virtual time) would wake at
+                    # once, see the same residue, and spin.
+                    await self._sleep(max(ready - now, _RESIDUE))
                 if self._tat >= now:
                     self._tat += self._interval
                 else:

@@ -26,6 +26,7 @@ import anyio
 import httpx
 import looptime
 import orjson
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -282,6 +283,8 @@ async def scenario(case: Case) -> None:
                 assert score.error in (ErrorType.UNSCORABLE, ErrorType.TRANSIENT_ERROR), score
 
 
+# A hang must end the test, not be caught by Hypothesis as one more failing example.
+@pytest.mark.timeout(90, method="thread")
 @given(cases())
 def test_every_key_ends_in_one_row_and_no_answer_is_asked_twice(case: Case) -> None:
     run_in_virtual_time(scenario, case)

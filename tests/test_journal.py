@@ -16,6 +16,7 @@ from lwbatch.errors import IncompleteRunError, Interrupted, UsageError
 from lwbatch.journal import journal_dir
 from lwbatch.results import ScoredRow
 from lwbatch.run import score_file_async
+from lwbatch.sinks import ParquetSink
 from lwbatch.sources import Source
 from tests.conftest import EmulatorFactory, write_parquet
 from tests.test_cli import max_in_window
@@ -287,21 +288,37 @@ async def test_a_bad_id_survives_rerun_and_resume_with_the_clean_output(
     assert table_rows(resumed) == rows
 
 
-async def test_a_run_with_rows_missing_exits_with_its_work_saved_and_a_rerun_completes_it(
-    tmp_path: Path, emulator: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    inp = revisions(tmp_path, 60)
-    out = tmp_path / "out.parquet"
+def lose_two_rows_in_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     emit = Scorer._emit
 
     async def lossy(self: Scorer, row: ScoredRow) -> None:
         if row.rev_id not in (10_007, 10_031):
             await emit(self, row)
 
+    monkeypatch.setattr(Scorer, "_emit", lossy)
+
+
+def lose_two_rows_in_the_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    write = ParquetSink.write
+
+    def lossy(self: ParquetSink, row: ScoredRow) -> None:
+        if row.rev_id not in (10_007, 10_031):
+            write(self, row)
+
+    monkeypatch.setattr(ParquetSink, "write", lossy)
+
+
+@pytest.mark.parametrize("lose", [lose_two_rows_in_the_engine, lose_two_rows_in_the_sink])
+async def test_a_run_with_rows_missing_exits_with_its_work_saved_and_a_rerun_completes_it(
+    tmp_path: Path, emulator: EmulatorFactory, monkeypatch: pytest.MonkeyPatch, lose: Any
+) -> None:
+    # Break lwbatch on purpose, once between the engine and the sink, once inside the sink.
+    inp = revisions(tmp_path, 60)
+    out = tmp_path / "out.parquet"
     with emulator() as (emu, base_url):
         await run(inp, tmp_path / "clean.parquet", base_url)
         clean_requests = emu.stats.requests
-        monkeypatch.setattr(Scorer, "_emit", lossy)
+        lose(monkeypatch)
         with pytest.raises(IncompleteRunError) as info:
             await run(inp, out, base_url)
         monkeypatch.undo()
