@@ -38,7 +38,7 @@ from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 
 settings.register_profile(
     "ci",
-    max_examples=200,
+    max_examples=150,
     deadline=None,
     derandomize=True,
     # A failure is reported as found, unshrunk (shrinking takes minutes), with the blob
