@@ -104,7 +104,7 @@ def cases(draw: st.DrawFn) -> Case:
         chunks=chunks,
         pauses=draw(st.lists(seconds, min_size=len(chunks) + 1, max_size=9)),
         max_batch=draw(st.integers(2, 8)),
-        linger=draw(st.sampled_from([0.01, 0.05, 0.2])),
+        linger=draw(st.sampled_from([0.05, 0.2])),
         concurrency=draw(st.sampled_from([None, 1, 3, 16])),
         max_open=draw(st.sampled_from([None, 5, 40])),
         budget=draw(st.sampled_from([20, 200, 5000])),
