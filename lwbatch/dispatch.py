@@ -108,8 +108,6 @@ class Dispatcher:
         self.answered = False  # any HTTP answer at all, whatever its status
         self._unreachable = 0  # connection failures in a row before any answer
         self._unreachable_reason = ""
-        # Once the run gives up, other workers must not send what they hold as it ends.
-        self._gave_up = False
         self._drained = asyncio.Event()
 
     def stop(self) -> None:
@@ -124,8 +122,6 @@ class Dispatcher:
 
     async def send(self, spec: ModelSpec, revisions: Sequence[Revision]) -> dict[int, Score]:
         rev_ids = [r.rev_id for r in revisions]
-        if spec.name in self.undeployed:
-            return _undeployed(spec, rev_ids)
         payload = build_payload(spec, revisions)
         tries = _Tries()
         # Most requests succeed at once: they skip tenacity, whose retry state is a
@@ -149,8 +145,6 @@ class Dispatcher:
                         # Replayed so tenacity counts and backs off from attempt 1.
                         failure, first = first, None
                         raise failure
-                    if spec.name in self.undeployed:
-                        return _undeployed(spec, rev_ids)
                     return await self._attempt(spec, rev_ids, payload, tries)
         except _Retryable as exc:
             return {rev_id: Score.failed(exc.error, exc.message) for rev_id in rev_ids}
@@ -173,12 +167,21 @@ class Dispatcher:
     def raise_if_never_reached(self) -> None:
         """At the end of a run too: attempts were made, none connected, none answered."""
         if not self.answered and self._unreachable:
-            self._gave_up = True
+            # Other workers must not send what they hold while the run ends.
+            self.stopping = True
             raise UnreachableError(
                 url=self._client.endpoint.base_url,
                 reason=self._unreachable_reason,
                 attempts=self._unreachable,
             )
+
+    def _held_back(self, spec: ModelSpec, rev_ids: list[int]) -> dict[int, Score] | None:
+        """The answer for a job that must not be sent, or None if it may go."""
+        if spec.name in self.undeployed:
+            return _undeployed(spec, rev_ids)
+        if self.stopping:
+            raise Stopped
+        return None
 
     def _exhausted(self, tries: _Tries) -> bool:
         return (
@@ -194,16 +197,13 @@ class Dispatcher:
     async def _attempt(
         self, spec: ModelSpec, rev_ids: list[int], payload: bytes, tries: _Tries
     ) -> dict[int, Score]:
-        if self.stopping:
-            raise Stopped
+        if (undeployed := self._held_back(spec, rev_ids)) is not None:
+            return undeployed
         await self._limiter.acquire()
-        if self.stopping:
-            raise Stopped
-        if spec.name in self.undeployed:
-            # A 404 arrived while this job waited for the budget: nothing more may leave.
-            return _undeployed(spec, rev_ids)
-        if self._gave_up:
-            raise Stopped
+        # A 404 for this model, a stop or giving up on the endpoint may have come while
+        # this job waited for the budget: then nothing leaves.
+        if (undeployed := self._held_back(spec, rev_ids)) is not None:
+            return undeployed
         stats = self._stats
         stats.requests_sent += 1
         self.in_flight += 1
