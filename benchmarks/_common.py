@@ -7,7 +7,7 @@ import subprocess
 import time
 from bisect import bisect_left
 
-from lwbatch.emulator import fetch_stats, spawned
+from lwbatch.testing.emulator import fetch_stats, spawned
 
 
 def max_in_window(times: list[float], period: float) -> int:

@@ -82,7 +82,7 @@ def main() -> None:
     revisions = int(rate.per_second * (args.seconds + 2 * rate.period)) + 50
     sent: list[float] = []
     gc.collect()
-    gc.freeze()  # as the lwbatch CLI does: see lwbatch/cli.py _freeze_heap
+    gc.freeze()  # as the lwbatch CLI does: see lwbatch/cli/commands.py
 
     with tempfile.TemporaryDirectory() as tmp:
         inp = Path(tmp) / "in.parquet"

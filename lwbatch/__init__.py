@@ -5,9 +5,9 @@ The public API; everything else is internal. `tests/test_public_api.py` keeps
 """
 
 from lwbatch._version import __version__
-from lwbatch.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.config import Budget, Endpoint, Rate, RetryPolicy, Tier, Token
-from lwbatch.engine import Scorer
+from lwbatch.engine.scorer import Scorer
+from lwbatch.engine.stats import RunReport
 from lwbatch.errors import (
     AuthenticationError,
     IncompleteRunError,
@@ -21,12 +21,12 @@ from lwbatch.errors import (
     UnreachableError,
     UsageError,
 )
-from lwbatch.limiter import Limiter
+from lwbatch.io.parquet_sink import ParquetSink, output_schema
+from lwbatch.io.sources import Source
+from lwbatch.pacing.limiter import Limiter
+from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.run import score_file, score_file_async
-from lwbatch.sinks import ParquetSink, output_schema
-from lwbatch.sources import Source
-from lwbatch.stats import RunReport
 
 __all__ = [
     "AuthenticationError",

@@ -1,6 +1,6 @@
 """File in, file out: the run the CLI, the demo and `score_file` share.
 
-With `journal=True` (the CLI's default) the run is resumable: see lwbatch/journal.py.
+With `journal=True` (the CLI's default) the run is resumable: see lwbatch/durability/journal.py.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from lwbatch.catalog import default_catalog
-from lwbatch.engine import Scorer
+from lwbatch.durability.journal import Journal, fingerprint
+from lwbatch.engine.scorer import Scorer
+from lwbatch.engine.stats import RunReport
 from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
-from lwbatch.journal import Journal, fingerprint
+from lwbatch.io.parquet_sink import ParquetSink
+from lwbatch.io.sources import DEFAULT_BATCH_ROWS, Source
+from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import InvalidRow, Revision
-from lwbatch.sinks import ParquetSink
-from lwbatch.sources import DEFAULT_BATCH_ROWS, Source
-from lwbatch.stats import RunReport
 
 log = logging.getLogger("lwbatch")
 _OUTPUT_SUFFIXES = (".parquet", ".pq")

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lwbatch.emulator import Emulator, EmulatorConfig, running
+from lwbatch.testing.emulator import Emulator, EmulatorConfig, running
 
 EmulatorFactory = Callable[..., AbstractContextManager[tuple[Emulator, str]]]
 

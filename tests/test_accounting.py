@@ -31,10 +31,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lwbatch import Budget, Catalog, Endpoint, Rate, RetryPolicy, Scorer
-from lwbatch.catalog import default_catalog
-from lwbatch.emulator import Emulator
-from lwbatch.journal import ResumeState
+from lwbatch.durability.journal import ResumeState
+from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
+from lwbatch.testing.emulator import Emulator
 
 settings.register_profile(
     "ci",

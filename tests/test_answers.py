@@ -3,8 +3,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from lwbatch.answers import classify_client_error, error_message, parse_answer
-from lwbatch.catalog import default_catalog
+from lwbatch.protocol.answers import classify_client_error, error_message, parse_answer
+from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, Score
 
 

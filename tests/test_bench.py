@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lwbatch.bench import compressed
 from lwbatch.cli import main
+from lwbatch.cli.bench import compressed
 from lwbatch.config import Rate, Tier
 from lwbatch.errors import UsageError
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from lwbatch.catalog import default_catalog, split_model_names
 from lwbatch.errors import UnknownModelError, UsageError
+from lwbatch.protocol.catalog import default_catalog, split_model_names
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch.cli import main
-from lwbatch.emulator import unit
-from lwbatch.limiter import Limiter
+from lwbatch.pacing.limiter import Limiter
+from lwbatch.testing.emulator import unit
 from tests.conftest import EmulatorFactory, write_parquet
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from lwbatch import Budget, Endpoint, Rate, Scorer
-from lwbatch.concurrency import Concurrency
-from lwbatch.limiter import Limiter
+from lwbatch.pacing.concurrency import Concurrency
+from lwbatch.pacing.limiter import Limiter
 from tests.conftest import FakeClock
 from tests.test_dispatch import ok
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lwbatch.emulator import Latency
-from lwbatch.journal import decode_answer, journal_dir
+from lwbatch.durability.journal import decode_answer, journal_dir
+from lwbatch.testing.emulator import Latency
 from tests.conftest import EmulatorFactory, write_parquet
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]

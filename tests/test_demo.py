@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch.cli import main
-from lwbatch.demo import DEMO_MODELS, sample_path
+from lwbatch.cli.bench import DEFAULT_MODELS as DEMO_MODELS
+from lwbatch.resources import sample_path
 
 
 def test_sample_file_has_duplicates_and_unknown_revisions() -> None:

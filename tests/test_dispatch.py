@@ -12,16 +12,16 @@ import pytest
 import respx
 
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer, Token
-from lwbatch.catalog import default_catalog
-from lwbatch.client import user_agent
-from lwbatch.emulator import Emulator
 from lwbatch.errors import (
     AuthenticationError,
     NoModelDeployedError,
     UnreachableError,
     UsageError,
 )
+from lwbatch.protocol.catalog import default_catalog
+from lwbatch.protocol.client import user_agent
 from lwbatch.results import ErrorType, ScoredRow
+from lwbatch.testing.emulator import Emulator
 from tests.conftest import FakeClock
 
 BASE = "http://127.0.0.1:9"

@@ -6,11 +6,11 @@ import httpx
 import orjson
 import pytest
 
-from lwbatch.answers import parse_answer
-from lwbatch.catalog import default_catalog
 from lwbatch.config import Rate
-from lwbatch.emulator import Latency, unit
 from lwbatch.errors import UsageError
+from lwbatch.protocol.answers import parse_answer
+from lwbatch.protocol.catalog import default_catalog
+from lwbatch.testing.emulator import Latency, unit
 from tests.conftest import EmulatorFactory
 
 ALL_FAMILIES = [

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from lwbatch import Budget, Endpoint, InvalidRow, Rate, Revision, Scorer
+from lwbatch.durability.journal import ResumeState
 from lwbatch.errors import IncompleteRunError
-from lwbatch.journal import ResumeState
 from lwbatch.results import ErrorType, ScoredRow
 from tests.conftest import FakeClock
 from tests.test_dispatch import Script, ok

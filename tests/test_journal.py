@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Token
-from lwbatch.engine import Scorer
+from lwbatch.durability.journal import journal_dir
+from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import IncompleteRunError, Interrupted, UsageError
-from lwbatch.journal import journal_dir
+from lwbatch.io.parquet_sink import ParquetSink
+from lwbatch.io.sources import Source
 from lwbatch.results import ScoredRow
 from lwbatch.run import score_file_async
-from lwbatch.sinks import ParquetSink
-from lwbatch.sources import Source
 from tests.conftest import EmulatorFactory, write_parquet
 from tests.test_cli import max_in_window
 

@@ -7,7 +7,7 @@ from bisect import bisect_left
 import pytest
 
 from lwbatch.config import Budget, Rate, Tier
-from lwbatch.limiter import Limiter
+from lwbatch.pacing.limiter import Limiter
 from tests.conftest import FakeClock
 
 

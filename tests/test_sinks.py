@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lwbatch.catalog import default_catalog
 from lwbatch.errors import IncompleteRunError, OutputError
+from lwbatch.io.parquet_sink import ParquetSink, output_schema
+from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, Score, ScoredRow
-from lwbatch.sinks import ParquetSink, output_schema
 
 MODELS = ["enwiki-damaging", "enwiki-articlequality", "enwiki-articletopic", "readability"]
 

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from lwbatch.errors import InputError
+from lwbatch.io.sources import Source
 from lwbatch.results import InvalidRow, Revision
-from lwbatch.sources import Source
 from tests.conftest import write_parquet
 
 

@@ -27,11 +27,6 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pyroaring import BitMap64
 
-from lwbatch import collector
-from lwbatch.batching import Batcher
-from lwbatch.catalog import Catalog, ModelSpec, default_catalog
-from lwbatch.client import LiftWingClient
-from lwbatch.concurrency import Concurrency
 from lwbatch.config import (
     DEFAULT_TIMEOUT,
     Budget,
@@ -40,12 +35,17 @@ from lwbatch.config import (
     Tier,
     Token,
 )
-from lwbatch.dispatch import Dispatcher, Stopped
+from lwbatch.durability.journal import ResumeState
+from lwbatch.engine.batching import Batcher
+from lwbatch.engine.dispatch import Dispatcher, Stopped
+from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.errors import IncompleteRunError, LWBatchError, NoModelDeployedError
-from lwbatch.journal import ResumeState
-from lwbatch.limiter import Limiter
+from lwbatch.pacing import gc_pauses
+from lwbatch.pacing.concurrency import Concurrency
+from lwbatch.pacing.limiter import Limiter
+from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
+from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
-from lwbatch.stats import RunReport, RunStats
 
 Item = Revision | InvalidRow
 DEFAULT_LINGER = 0.05
@@ -166,7 +166,7 @@ class Scorer:
         await self._client.__aenter__()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        collector.hold()
+        gc_pauses.hold()
         return self
 
     async def __aexit__(
@@ -183,7 +183,7 @@ class Scorer:
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
         finally:
-            collector.release()
+            gc_pauses.release()
             for rows in self._streams:
                 rows.close()
             await self._client.__aexit__(None, None, None)

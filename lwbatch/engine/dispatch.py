@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from lwbatch.answers import classify_client_error, error_message, parse_answer
-from lwbatch.catalog import ModelSpec
-from lwbatch.client import LiftWingClient, TransportFailure
 from lwbatch.config import RetryPolicy
+from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
-from lwbatch.limiter import Limiter
+from lwbatch.pacing.limiter import Limiter
+from lwbatch.protocol.answers import classify_client_error, error_message, parse_answer
+from lwbatch.protocol.catalog import ModelSpec
+from lwbatch.protocol.client import LiftWingClient, TransportFailure
 from lwbatch.results import ErrorType, Revision, Score
-from lwbatch.stats import RunStats
 
 _MAX_RETRY_AFTER = 3600.0
 

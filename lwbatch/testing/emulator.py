@@ -28,9 +28,9 @@ import httpx
 import orjson
 from aiohttp import web
 
-from lwbatch.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.config import Rate
 from lwbatch.errors import LWBatchError, UsageError
+from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 
 _MASK64 = (1 << 64) - 1
 

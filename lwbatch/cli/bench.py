@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 
 from lwbatch.config import Budget, Endpoint, Rate, Tier, Token
-from lwbatch.engine import Scorer
+from lwbatch.engine.scorer import Scorer
+from lwbatch.engine.stats import RunReport, format_seconds
 from lwbatch.errors import UsageError
-from lwbatch.stats import RunReport, format_seconds
 
 DEFAULT_MODELS = ("enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic")
 SAMPLE_EVERY = 0.25

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from lwbatch.catalog import ModelSpec
+from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import ErrorType, Prediction, Score
 
 _BATCH_ERROR_REV = re.compile(r"revision (\d+)")

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from lwbatch import collector, limiter
 from lwbatch.config import Budget, Rate
-from lwbatch.limiter import STALL_LOOKBACK, Limiter
+from lwbatch.pacing import gc_pauses, limiter
+from lwbatch.pacing.limiter import STALL_LOOKBACK, Limiter
 from tests.conftest import FakeClock
 
 
@@ -24,35 +24,35 @@ def gc_enabled() -> Iterator[None]:
 
 
 def test_hold_turns_automatic_collection_off_until_the_last_release(gc_enabled: None) -> None:
-    collector.hold()
-    collector.hold()
+    gc_pauses.hold()
+    gc_pauses.hold()
     assert not gc.isenabled()
-    collector.release()
+    gc_pauses.release()
     assert not gc.isenabled()
-    collector.release()
+    gc_pauses.release()
     assert gc.isenabled()
 
 
 def test_hold_leaves_collection_off_if_the_program_had_it_off(gc_enabled: None) -> None:
     gc.disable()
-    collector.hold()
-    collector.release()
+    gc_pauses.hold()
+    gc_pauses.release()
     assert not gc.isenabled()
 
 
 def test_collect_if_due_follows_cpythons_thresholds(gc_enabled: None) -> None:
-    assert collector.collect_if_due(time.monotonic) == 0.0  # not held: automatic GC
-    collector.hold()
+    assert gc_pauses.collect_if_due(time.monotonic) == 0.0  # not held: automatic GC
+    gc_pauses.hold()
     try:
         gc.collect()
-        assert collector.collect_if_due(time.monotonic) == 0.0  # nothing allocated since
+        assert gc_pauses.collect_if_due(time.monotonic) == 0.0  # nothing allocated since
         threshold0 = gc.get_threshold()[0]
         keep = [[] for _ in range(threshold0 + 10)]
-        assert collector.collect_if_due(time.monotonic) > 0.0
+        assert gc_pauses.collect_if_due(time.monotonic) > 0.0
         assert gc.get_count()[0] < threshold0
         del keep
     finally:
-        collector.release()
+        gc_pauses.release()
 
 
 async def test_a_collection_pause_moves_recent_stamps_on(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,8 +24,8 @@ from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from lwbatch.collector import collect_if_due
 from lwbatch.config import Budget, Rate
+from lwbatch.pacing.gc_pauses import collect_if_due
 
 Clock = Callable[[], float]
 # Grant-to-socket time is ~1 ms on loopback (p99 6-9 ms with 350 in flight, measured).
@@ -142,7 +142,7 @@ class Limiter:
 
     async def acquire(self) -> None:
         """Wait until one request may leave, and count it as sent."""
-        # Collections run here, where their pause is known (see lwbatch/collector.py).
+        # Collections run here, where their pause is known (see lwbatch/pacing/gc_pauses.py).
         if pause := collect_if_due(self._clock):
             self._stalled(self._clock() - pause, pause)
         if self._unlimited and not self._waiting:

@@ -7,7 +7,6 @@ Exit codes: 0 the run completed (per-revision errors are data), 1 the run was ab
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -16,10 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 
 from lwbatch._version import __version__
-from lwbatch.catalog import split_model_names
+from lwbatch.cli.scoring import freeze_heap, score_and_report, write_json
 from lwbatch.config import (
     DEFAULT_TIMEOUT,
     Budget,
@@ -28,7 +26,8 @@ from lwbatch.config import (
     Tier,
     Token,
 )
-from lwbatch.errors import LWBatchError, OutputError, UsageError
+from lwbatch.errors import LWBatchError, UsageError
+from lwbatch.protocol.catalog import split_model_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("lwbatch")
@@ -182,7 +181,7 @@ def score(
     token = _token(token_file)
     if insecure:
         log.warning("--insecure: TLS certificates are not verified; use it only against staging")
-    _score_and_report(
+    score_and_report(
         input_path,
         output,
         warn_no_contact=endpoint.is_external_gateway and not contact,
@@ -204,60 +203,6 @@ def score(
         report_path=report_path,
         quiet=quiet,
     )
-
-
-def _score_and_report(
-    input_path: Path,
-    output: Path,
-    *,
-    report_path: Path | None,
-    quiet: bool,
-    warn_no_contact: bool = False,
-    **options: Any,
-) -> None:
-    from tqdm import tqdm
-
-    from lwbatch.run import score_file
-
-    if report_path is not None and not report_path.parent.is_dir():
-        raise UsageError(f"--report {report_path}: its directory does not exist")
-    _freeze_heap()
-    bar = tqdm(
-        unit="rev",
-        desc="scoring",
-        disable=quiet or not sys.stderr.isatty(),
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
-
-    def started(source: Any, scorer: Any) -> None:
-        # Warn only once everything was accepted, so a usage error stays one line.
-        if warn_no_contact:
-            log.warning(
-                "no --contact given: Wikimedia asks API clients to name a contact in the "
-                "User-Agent; set --contact or LWBATCH_CONTACT"
-            )
-        bar.reset(total=source.info.total_rows)
-
-    try:
-        report = score_file(input_path, output, progress=bar.update, on_start=started, **options)
-    finally:
-        bar.close()
-    if not quiet:
-        click.echo(report.render(), err=True)
-    if report_path is not None:
-        _write_json(report_path, report.to_dict())
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        temp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write the report ({exc.strerror})", path=path) from None
 
 
 def _token(token_file: Path | None) -> Token | None:
@@ -336,7 +281,7 @@ def emulate(
     """
     import asyncio
 
-    from lwbatch.emulator import Emulator, EmulatorConfig, Latency, serve
+    from lwbatch.testing.emulator import Emulator, EmulatorConfig, Latency, serve
 
     config = EmulatorConfig(
         latency=Latency.parse(latency),
@@ -351,7 +296,7 @@ def emulate(
     )
 
     async def main() -> None:
-        _freeze_heap()
+        freeze_heap()
         runner, bound = await serve(Emulator(config), host, port)
         click.echo(f"Lift Wing emulator on http://{host}:{bound} (Ctrl-C to stop)", err=True)
         try:
@@ -377,7 +322,7 @@ def emulate(
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def demo(output: Path, quiet: bool) -> None:
     """Score the shipped sample file against a local emulator, and show the result."""
-    from lwbatch.demo import run_demo
+    from lwbatch.cli.demo import run_demo
 
     run_demo(output, quiet=quiet)
 
@@ -456,8 +401,8 @@ def bench(
     """
     import asyncio
 
-    from lwbatch.bench import DEFAULT_MODELS, chart_available, compressed, draw_chart, run_bench
-    from lwbatch.emulator import Latency, spawned
+    from lwbatch.cli.bench import DEFAULT_MODELS, chart_available, compressed, draw_chart, run_bench
+    from lwbatch.testing.emulator import Latency, spawned
 
     if seconds <= 0:
         raise UsageError(f"--seconds must be > 0, got {seconds:g}")
@@ -520,15 +465,7 @@ def bench(
         draw_chart(result, chart, title=title)
         click.echo(f"\nchart: {chart}", err=True)
     if json_path is not None:
-        _write_json(json_path, result.to_dict())
-
-
-def _freeze_heap() -> None:
-    # A full collection walks every object pyarrow, aiohttp and friends allocated at
-    # import: measured here, a 40-90 ms pause every ~9 s, which delays requests enough
-    # for a server's sliding window to count N+1. Frozen objects are never scanned.
-    gc.collect()
-    gc.freeze()
+        write_json(json_path, result.to_dict())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lwbatch.errors import UnknownModelError, UsageError
+from lwbatch.resources import catalogue_path
 
 AnswerShape = Literal["revscoring", "revertrisk", "score"]
 PredictionType = Literal["bool", "string", "list", "double"]
@@ -144,16 +145,6 @@ def _family(entry: Mapping[str, Any]) -> Family:
         raise ValueError(f"catalogue family {entry.get('name', '?')}: missing key {exc}") from None
 
 
-def _catalog_path() -> Path:
-    # Installed wheels carry configs/ inside the package; a source checkout (and an
-    # editable install) reads the top-level configs/ directly.
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs" / "models.toml", here.parent / "configs" / "models.toml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("configs/models.toml is missing from the lwbatch installation")
-
-
 @cache
 def default_catalog() -> Catalog:
-    return Catalog.from_toml(_catalog_path())
+    return Catalog.from_toml(catalogue_path())

@@ -19,9 +19,9 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from lwbatch._version import __version__
-from lwbatch.catalog import ModelSpec
 from lwbatch.config import DEFAULT_TIMEOUT, Endpoint, Token
 from lwbatch.errors import UsageError
+from lwbatch.protocol.catalog import ModelSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lwbatch.catalog import ModelSpec
+from lwbatch.durability.journal import Journal
 from lwbatch.errors import IncompleteRunError, OutputError
-from lwbatch.journal import Journal
+from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import Score, ScoredRow
 
 OpenAnswers = Callable[[], Iterable[tuple[str, int, Score]]]

@@ -1,0 +1,1 @@
+"""The scoring engine: revisions in, merged rows out, inside a request budget."""

@@ -1,0 +1,1 @@
+"""Inputs and outputs: sources that read revisions, sinks that write merged rows."""

@@ -1,0 +1,1 @@
+"""When requests may leave: the budget (limiter), concurrency, and GC pause control."""

@@ -1,0 +1,1 @@
+"""Talking to Lift Wing: the model catalogue, HTTP, payloads and answer shapes."""

@@ -1,0 +1,26 @@
+"""Files shipped with lwbatch, all found one way: relative to the installed package."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+SAMPLE_NAME = "sample_revisions.parquet"
+
+
+def _package() -> Path:
+    return Path(str(resources.files("lwbatch")))
+
+
+def catalogue_path() -> Path:
+    """configs/models.toml: inside the package in a wheel, beside it in a checkout."""
+    package = _package()
+    for candidate in (package / "configs", package.parent / "configs"):
+        if (candidate / "models.toml").is_file():
+            return candidate / "models.toml"
+    raise FileNotFoundError("configs/models.toml is missing from the lwbatch installation")
+
+
+def sample_path() -> Path:
+    """The demo's sample input (enwiki/dewiki/frwiki rev_ids, duplicates, unknown ids)."""
+    return _package() / "data" / SAMPLE_NAME

@@ -1,0 +1,1 @@
+"""A local Lift Wing emulator for tests, benchmarks and the demo."""
