@@ -6,6 +6,7 @@ The public API; everything else is internal. `tests/test_public_api.py` keeps
 
 from lwbatch._version import __version__
 from lwbatch.config import Budget, Endpoint, Rate, RetryPolicy, Tier, Token
+from lwbatch.durability.journal import FileJournal
 from lwbatch.engine.scorer import Scorer
 from lwbatch.engine.stats import RunReport
 from lwbatch.errors import (
@@ -21,37 +22,48 @@ from lwbatch.errors import (
     UnreachableError,
     UsageError,
 )
-from lwbatch.io.parquet_sink import ParquetSink, output_schema
-from lwbatch.io.sources import Source
-from lwbatch.pacing.limiter import Limiter
+from lwbatch.io.parquet_sink import ParquetSink
+from lwbatch.io.rows import output_schema
+from lwbatch.io.sources import CsvSource, ParquetSource, open_source
+from lwbatch.keys import RowKey
+from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.run import score_file, score_file_async
+from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
 
 __all__ = [
     "AuthenticationError",
     "Budget",
+    "BudgetLimiter",
     "Catalog",
+    "CsvSource",
     "Endpoint",
     "ErrorType",
+    "FileJournal",
     "IncompleteRunError",
     "InputError",
     "Interrupted",
     "InvalidRow",
+    "Journal",
     "LWBatchError",
     "Limiter",
     "ModelSpec",
     "NoModelDeployedError",
     "OutputError",
     "ParquetSink",
+    "ParquetSource",
     "Rate",
+    "ReadableSink",
     "RetryPolicy",
     "Revision",
+    "RowKey",
     "RunAborted",
     "RunReport",
     "Score",
     "ScoredRow",
     "Scorer",
+    "Sink",
     "Source",
     "Tier",
     "Token",
@@ -60,6 +72,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "default_catalog",
+    "open_source",
     "output_schema",
     "score_file",
     "score_file_async",

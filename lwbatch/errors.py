@@ -10,7 +10,7 @@
     │   ├── NoModelDeployedError every requested model answered 404
     │   ├── UnreachableError     the endpoint never answered: refused, DNS, TLS
     │   └── IncompleteRunError   rows admitted but not written (a bug, never silent)
-    └── Interrupted              SIGINT/SIGTERM: progress saved (exit 130/143)
+    └── Interrupted              stopped on request: progress saved (exit 130/143)
 
 A failure of one (model, revision) is never an exception: it becomes an `error`
 value in that revision's row. Messages say what happened and what to do next.
@@ -127,9 +127,41 @@ class IncompleteRunError(RunAborted):
 
 
 class Interrupted(LWBatchError):
-    """The run was stopped by a signal after saving its progress."""
+    """The run was stopped (:meth:`lwbatch.Scorer.stop`) after saving its progress."""
 
-    def __init__(self, message: str, *, signal_number: int) -> None:
-        super().__init__(message)
-        self.signal_number = signal_number
-        self.exit_code = 128 + signal_number
+    exit_code = 130
+
+    def __init__(self, *, saved_in: Path | None) -> None:
+        where = (
+            f"progress is saved in {saved_in}: run again with the same input and output to resume"
+            if saved_in is not None
+            else "no progress was kept (no journal)"
+        )
+        super().__init__(f"the run was stopped; {where}")
+        self.saved_in = saved_in
+
+    @classmethod
+    def with_message(cls, message: str, original: Interrupted) -> Interrupted:
+        """The same stop, told another way (the CLI names the signal)."""
+        exc = cls(saved_in=original.saved_in)
+        exc.args = (message,)
+        exc.exit_code = original.exit_code
+        return exc
+
+
+def primary_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to show from a task group: ours first, then the first other one."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, LWBatchError):
+            return leaf
+    return leaves[0] if len(leaves) == 1 else group

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeAlias
 
+from lwbatch.keys import RowKey
+
 Prediction: TypeAlias = bool | str | list[str] | float
 
 
@@ -49,6 +51,10 @@ class Revision:
     rev_id: int
     lang: str
 
+    @property
+    def key(self) -> RowKey:
+        return RowKey(self.rev_id)
+
 
 @dataclass(frozen=True, slots=True)
 class InvalidRow:
@@ -63,6 +69,18 @@ class InvalidRow:
 class ScoredRow:
     """The merged output for one revision: every requested model, side by side."""
 
-    rev_id: int | None
+    key: RowKey | None  # None for an input row without a usable key
     scores: dict[str, Score]
-    row: int | None = None  # the input row number, for an invalid row
+    invalid: InvalidRow | None = None
+
+    @property
+    def rev_id(self) -> int | None:
+        """The key's rev_id, or an invalid row's raw value where it fits int64."""
+        if self.key is not None:
+            return self.key.rev_id
+        return self.invalid.rev_id if self.invalid is not None else None
+
+    @property
+    def row(self) -> int | None:
+        """The input row number of an invalid row."""
+        return self.invalid.row if self.invalid is not None else None

@@ -1,54 +1,47 @@
-"""File in, file out: the run the CLI, the demo and `score_file` share.
+"""Source in, sink out: the run the CLI, the demo and `score_file` share.
 
-With `journal=True` (the CLI's default) the run is resumable: see lwbatch/durability/journal.py.
+    Source ──> Scorer ──> RowBuffer ──> Journal segments ──(fold at the end)──> Sink
+                                   └──> Sink directly, without a journal
+
+With a journal (the default) the run is resumable and a crash loses no answer: see
+lwbatch/durability/journal.py. Either way the sink commits atomically, and only when
+every distinct key and every invalid row has exactly one row.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
+import httpx
 
-from lwbatch.durability.journal import Journal, fingerprint
-from lwbatch.engine.scorer import Scorer
+from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, RetryPolicy, Tier, Token
+from lwbatch.durability.journal import FileJournal, journal_dir
+from lwbatch.engine.scorer import DEFAULT_LINGER, Scorer
 from lwbatch.engine.stats import RunReport
 from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
-from lwbatch.io.parquet_sink import ParquetSink
-from lwbatch.io.sources import DEFAULT_BATCH_ROWS, Source
-from lwbatch.protocol.catalog import default_catalog
+from lwbatch.io.parquet_sink import SUFFIXES, ParquetSink
+from lwbatch.io.rows import RowBuffer
+from lwbatch.io.sources import DEFAULT_BATCH_ROWS, open_source
+from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.results import InvalidRow, Revision
+from lwbatch.seams import ReadableSink, Sink, Source
 
 log = logging.getLogger("lwbatch")
-_OUTPUT_SUFFIXES = (".parquet", ".pq")
-DEFAULT_GRACE = 10.0
+# Rows per journal segment (or per Parquet row group without a journal).
+ROWS_PER_SEGMENT = 16_384
 Progress = Callable[[int], None]
+OnStart = Callable[[Source, Scorer], None]
 
 
 def score_file(
-    input: Path | str, output: Path | str, *, models: Sequence[str], **options: Any
-) -> RunReport:
-    """Score every rev_id of `input` with `models` into the Parquet file `output`.
-
-    `options` are those of :func:`score_file_async` (id_column, lang, journal, restart,
-    retry_failed, progress, ...) and :class:`~lwbatch.Scorer` (endpoint, token, tier,
-    budget, concurrency, timeout, ...). Returns the run's report. The output appears
-    only when the run completes; on any error it is left as it was.
-    """
-    return anyio.run(partial(score_file_async, input, output, models=models, **options))
-
-
-async def score_file_async(
-    input: Path | str,
-    output: Path | str,
+    input: Path | str | Source,
+    output: Path | str | Sink,
     *,
     models: Sequence[str],
     id_column: str = "rev_id",
@@ -56,30 +49,109 @@ async def score_file_async(
     journal: bool = True,
     restart: bool = False,
     retry_failed: bool = True,
-    handle_signals: bool = False,
-    grace: float = DEFAULT_GRACE,
+    endpoint: Endpoint | None = None,
+    token: Token | None = None,
+    contact: str | None = None,
+    tier: Tier | None = None,
+    budget: Budget | None = None,
+    concurrency: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    retry: RetryPolicy | None = None,
+    verify: bool = True,
+    gc_control: bool = False,
     progress: Progress | None = None,
-    on_start: Callable[[Source, Scorer], None] | None = None,
-    on_send: Callable[[float], None] | None = None,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-    **scorer_options: Any,
+    on_start: OnStart | None = None,
 ) -> RunReport:
-    """The async form of :func:`score_file`.
+    """Score every rev_id of `input` with `models` into `output` (Parquet); a report.
 
-    journal: keep durable progress beside the output so a rerun resumes (and a crash
-    loses nothing); restart: discard such progress (and replace a finished output);
-    retry_failed: on resume, ask again what failed transiently last time;
-    handle_signals: on SIGINT/SIGTERM stop taking work, wait up to `grace` seconds for
-    requests in flight, save progress and raise :class:`Interrupted`.
+    `input` is a Parquet or CSV path (or any :class:`~lwbatch.seams.Source`), `output`
+    a ``*.parquet`` path (or any :class:`~lwbatch.seams.Sink`). The output appears only
+    when the run completes; on any error it is left as it was. With `journal`, progress
+    is kept beside the output, so running the same call again resumes an interrupted
+    run; `restart` discards it (and replaces a finished output); `retry_failed` asks
+    again, on resume, what failed transiently. `gc_control` lets lwbatch time Python's
+    garbage collections (fewer 429s on tight budgets) but switches automatic collection
+    off in this process while the run lasts. Other arguments are those of
+    :class:`~lwbatch.Scorer`.
     """
-    input_path, output_path = _check_paths(Path(input), Path(output))
-    names = [spec.name for spec in default_catalog().resolve_all(models)]
-    source = Source(input_path, id_column=id_column, default_lang=lang, batch_rows=batch_rows)
+    run = partial(
+        score_file_async,
+        input,
+        output,
+        models=models,
+        id_column=id_column,
+        lang=lang,
+        journal=journal,
+        restart=restart,
+        retry_failed=retry_failed,
+        endpoint=endpoint,
+        token=token,
+        contact=contact,
+        tier=tier,
+        budget=budget,
+        concurrency=concurrency,
+        timeout=timeout,
+        retry=retry,
+        verify=verify,
+        gc_control=gc_control,
+        progress=progress,
+        on_start=on_start,
+    )
+    return anyio.run(run)
+
+
+async def score_file_async(
+    input: Path | str | Source,
+    output: Path | str | Sink,
+    *,
+    models: Sequence[str],
+    id_column: str = "rev_id",
+    lang: str = "en",
+    journal: bool = True,
+    restart: bool = False,
+    retry_failed: bool = True,
+    endpoint: Endpoint | None = None,
+    token: Token | None = None,
+    contact: str | None = None,
+    tier: Tier | None = None,
+    budget: Budget | None = None,
+    concurrency: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (per request, not for the call)
+    retry: RetryPolicy | None = None,
+    verify: bool = True,
+    gc_control: bool = False,
+    linger: float = DEFAULT_LINGER,
+    max_open: int | None = None,
+    catalog: Catalog | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    progress: Progress | None = None,
+    on_start: OnStart | None = None,
+    on_send: Callable[[float], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> RunReport:
+    """The async form of :func:`score_file`, with the engine's finer knobs.
+
+    `on_start(source, scorer)` is called once the input, output and journal are
+    accepted and before any request leaves: a caller may keep the scorer to
+    :meth:`~lwbatch.Scorer.stop` it (the CLI does on SIGINT/SIGTERM); the run then
+    raises :class:`~lwbatch.Interrupted` with its progress saved.
+    """
+    catalog = catalog or default_catalog()
+    specs = catalog.resolve_all(models)
+    source = (
+        input
+        if isinstance(input, Source)
+        else open_source(input, id_column=id_column, default_lang=lang, batch_rows=batch_rows)
+    )
+    sink = output if isinstance(output, Sink) else _parquet_sink(Path(output), source)
+    buffer = RowBuffer(specs)
+    sink.open(buffer.schema)
     store = (
-        Journal(
-            output_path,
-            models=names,
-            manifest={"input": fingerprint(input_path), "id_column": id_column, "lang": lang},
+        FileJournal(
+            Path(sink.name),
+            models=[s.name for s in specs],
+            manifest={"input": source.fingerprint(), "id_column": id_column, "lang": lang},
         )
         if journal
         else None
@@ -92,20 +164,33 @@ async def score_file_async(
             on_send(now)
 
     scorer = Scorer(
-        names,
+        [s.name for s in specs],
+        catalog=catalog,
+        endpoint=endpoint,
+        token=token,
+        contact=contact,
+        tier=tier,
+        budget=budget,
+        concurrency=concurrency,
+        timeout=timeout,
+        retry=retry,
+        verify=verify,
         default_lang=lang,
+        linger=linger,
+        max_open=max_open,
+        transport=transport,
+        sleep=sleep,
+        gc_control=gc_control,
         on_send=sent,
         on_answer=store.record_answers if store is not None else None,
-        **scorer_options,
     )
-    sink = ParquetSink(output_path, scorer.specs, journal=store, open_answers=scorer.open_answers)
-    sink.open()
     state = None
     if store is not None:
         state = store.open(
             restart=restart,
             retry_failed=retry_failed,
             ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
+            previous=sink.read_back() if isinstance(sink, ReadableSink) else None,
         )
         if state.resumed:
             log.info(
@@ -114,122 +199,90 @@ async def score_file_async(
                 f"{len(state.partial):,}",
                 f", {state.retried:,} transient failures to ask again" if state.retried else "",
             )
+
+    def flush() -> None:
+        if not len(buffer):
+            return
+        table, invalid = buffer.take()
+        if store is not None:
+            store.commit_rows(table, invalid, scorer.open_answers())
+        else:
+            sink.write(table)
+
     if on_start is not None:
         on_start(source, scorer)
-    stopping = _SignalStop(scorer, grace, store) if handle_signals else None
+    stats = scorer.stats
     try:
         async with scorer:
-            if stopping is not None:
-                stopping.install()
             done = 0
             async for row in scorer.score(_read(source), resume=state):
-                sink.write(row)
+                buffer.add(row)
+                if len(buffer) >= ROWS_PER_SEGMENT:
+                    flush()
                 if progress is not None:
-                    finished = (
-                        scorer.rows_emitted
-                        + scorer.stats.duplicate_rows
-                        + scorer.stats.rows_resumed
-                    )
+                    finished = scorer.rows_emitted + stats.duplicate_rows + stats.rows_resumed
                     progress(finished - done)
                     done = finished
+        flush()
         if scorer.stopped:
-            sink.suspend()
-            signum = stopping.signum if stopping is not None and stopping.signum else signal.SIGINT
-            where = store.dir if store is not None else output_path
-            raise Interrupted(
-                f"stopped by {signal.Signals(signum).name}; progress is saved in {where}: "
-                "rerun the same command to resume",
-                signal_number=int(signum),
-            )
-        stats = scorer.stats
+            raise Interrupted(saved_in=store.dir if store is not None else None)
         if stats.invalid_rows and not stats.distinct_revisions:
-            sink.abort()
             if store is not None:
                 store.remove()
             raise InputError(
                 f"no row has a usable {id_column!r} ({stats.invalid_rows:,} rows, none a positive "
                 "integer); check --id-column and the file",
-                path=input_path,
+                path=source.name,
             )
         # Accounting: every distinct key and every invalid row ends in exactly one row.
-        sink.commit(expected_rows=stats.distinct_revisions + stats.invalid_rows)
-    except Interrupted:
+        expected = stats.distinct_revisions + stats.invalid_rows
+        if store is not None:
+            store.fold_into(sink)
+        written = sink.rows_written
+        if written != expected:
+            raise IncompleteRunError(written=written, expected=expected)
+        sink.commit(store.metadata() if store is not None else {})
+    except (Interrupted, IncompleteRunError) as exc:
+        # Keep what came out (journal segments) and every answer: a rerun completes it.
+        sink.abort()
+        if store is not None:
+            store.suspend()
+        if isinstance(exc, IncompleteRunError):
+            raise IncompleteRunError(
+                written=exc.written,
+                expected=exc.expected,
+                saved_in=store.dir if store is not None else None,
+            ) from None
         raise
-    except IncompleteRunError as exc:
-        # Keep what came out (a journal segment) and every answer: a rerun completes it.
-        sink.suspend()
-        raise IncompleteRunError(
-            written=exc.written,
-            expected=exc.expected,
-            saved_in=store.dir if store is not None else None,
-        ) from None
     except BaseException:
         sink.abort()
-        # A run that failed before any answer (bad input mid-file, 401 at once, every
-        # model undeployed) leaves nothing to resume, and nothing to refuse a fix with.
-        if store is not None and store.dir.exists() and not store.holds_work():
-            store.remove()
+        if store is not None:
+            store.suspend()
+            # A run that failed before any answer (bad input mid-file, 401 at once, every
+            # model undeployed) leaves nothing to resume, and nothing to refuse a fix with.
+            if store.dir.exists() and not store.holds_work():
+                store.remove()
         raise
-    finally:
-        if stopping is not None:
-            stopping.uninstall()
-    scorer.stats.rows_written = sink.rows_written
-    report = scorer.report(output=str(output_path))
-    if scorer.stats.invalid_rows:
+    if store is not None:
+        store.remove()
+    stats.rows_written = written
+    report = scorer.report(output=sink.name)
+    if stats.invalid_rows:
         log.warning(
             "%s rows of %s have no usable rev_id; they are in the output with error invalid_input",
-            f"{scorer.stats.invalid_rows:,}",
-            input_path,
+            f"{stats.invalid_rows:,}",
+            source.name,
         )
     return report
 
 
-class _SignalStop:
-    """First SIGINT/SIGTERM: stop gracefully. Second: leave at once (the journal is safe)."""
-
-    def __init__(self, scorer: Scorer, grace: float, store: Journal | None) -> None:
-        self.scorer = scorer
-        self.grace = grace
-        self.store = store
-        self.signum: int | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def install(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._loop.add_signal_handler(signum, self._received, signum)
-
-    def uninstall(self) -> None:
-        if self._loop is not None:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._loop.remove_signal_handler(signum)
-            self._loop = None
-
-    def _received(self, signum: int) -> None:
-        if self.signum is not None:
-            # Every answer is already in the journal (appended, then fsynced), and
-            # segments appear by rename: leaving now cannot corrupt anything.
-            log.warning("second signal: exiting now; rerun the same command to resume")
-            os._exit(128 + signum)
-        self.signum = signum
-        log.warning(
-            "%s: finishing %d requests in flight (up to %gs), then saving progress; "
-            "press Ctrl-C again to quit at once",
-            signal.Signals(signum).name,
-            self.scorer.in_flight,
-            self.grace,
-        )
-        assert self._loop is not None
-        self._task = self._loop.create_task(self.scorer.stop(self.grace))
-
-
-def _check_paths(input_path: Path, output_path: Path) -> tuple[Path, Path]:
-    if output_path.suffix.lower() not in _OUTPUT_SUFFIXES:
-        raise UsageError(f"--output {output_path}: lwbatch writes Parquet; name the file *.parquet")
-    if output_path.exists() and input_path.exists() and output_path.samefile(input_path):
-        raise UsageError(f"--output {output_path} is the input file; choose another output path")
-    return input_path, output_path
+def _parquet_sink(output: Path, source: Source) -> ParquetSink:
+    if output.suffix.lower() not in SUFFIXES:
+        raise UsageError(f"--output {output}: lwbatch writes Parquet; name the file *.parquet")
+    inp = Path(source.name)
+    if output.exists() and inp.exists() and output.samefile(inp):
+        raise UsageError(f"--output {output} is the input file; choose another output path")
+    return ParquetSink(output)
 
 
 async def _read(source: Source) -> AsyncIterator[list[Revision | InvalidRow]]:
@@ -237,3 +290,6 @@ async def _read(source: Source) -> AsyncIterator[list[Revision | InvalidRow]]:
     batches = source.batches()
     while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
         yield batch
+
+
+__all__ = ["ROWS_PER_SEGMENT", "journal_dir", "score_file", "score_file_async"]

@@ -31,7 +31,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lwbatch import Budget, Catalog, Endpoint, Rate, RetryPolicy, Scorer
-from lwbatch.durability.journal import ResumeState
+from lwbatch.engine.resume import ResumeState
+from lwbatch.keys import RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.testing.emulator import Emulator
@@ -196,8 +197,8 @@ class RunResult:
 async def one_run(case: Case, service: Service, resume: ResumeState | None) -> RunResult:
     answers: list[tuple[str, int, Score]] = []
 
-    def record(model: str, scored: list[tuple[int, Score]]) -> None:
-        answers.extend((model, rev_id, score) for rev_id, score in scored)
+    def record(model: str, scored: list[tuple[RowKey, Score]]) -> None:
+        answers.extend((model, key.rev_id, score) for key, score in scored)
 
     scorer = Scorer(
         case.models,
@@ -231,12 +232,12 @@ def resume_state(first: RunResult) -> ResumeState:
             state.invalid_rows.add(row.row)
         else:
             assert row.rev_id is not None
-            state.done.add(row.rev_id)
+            state.done.add(RowKey(row.rev_id))
     for model, rev_id, score in first.answers:
         if score.error is ErrorType.MODEL_NOT_DEPLOYED:
             state.undeployed.add(model)
-        if rev_id not in state.done:
-            state.partial.setdefault(rev_id, {})[model] = score
+        if RowKey(rev_id) not in state.done:
+            state.partial.setdefault(RowKey(rev_id), {})[model] = score
     state.rows_done = len(first.rows)
     return state
 

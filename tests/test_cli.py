@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch.cli import main
-from lwbatch.pacing.limiter import Limiter
+from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.testing.emulator import unit
 from tests.conftest import EmulatorFactory, write_parquet
 
@@ -237,13 +237,13 @@ def test_rate_holds_in_every_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     granted: list[float] = []
-    acquire = Limiter.acquire
+    acquire = BudgetLimiter.acquire
 
-    async def recording(self: Limiter) -> None:
+    async def recording(self: BudgetLimiter) -> None:
         await acquire(self)
         granted.append(time.monotonic())
 
-    monkeypatch.setattr(Limiter, "acquire", recording)
+    monkeypatch.setattr(BudgetLimiter, "acquire", recording)
     inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 301), pa.int64())})
     out = tmp_path / "out.parquet"
     with emulator() as (emu, base_url):

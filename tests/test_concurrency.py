@@ -11,7 +11,7 @@ import pytest
 
 from lwbatch import Budget, Endpoint, Rate, Scorer
 from lwbatch.pacing.concurrency import Concurrency
-from lwbatch.pacing.limiter import Limiter
+from lwbatch.pacing.limiter import BudgetLimiter
 from tests.conftest import FakeClock
 from tests.test_dispatch import ok
 
@@ -157,7 +157,7 @@ async def test_an_unlimited_budget_never_waits(fake_clock: FakeClock) -> None:
     budget = Budget.parse("unlimited")
     assert budget.is_unlimited and math.isinf(budget.rate)
     assert budget.describe() == "unlimited"
-    limiter = Limiter(budget, clock=fake_clock, sleep=fake_clock.sleep)
+    limiter = BudgetLimiter(budget, clock=fake_clock, sleep=fake_clock.sleep)
     for _ in range(10_000):
         await limiter.acquire()
     assert limiter.statistics().granted == 10_000
@@ -165,7 +165,7 @@ async def test_an_unlimited_budget_never_waits(fake_clock: FakeClock) -> None:
 
 
 async def test_an_unlimited_budget_still_obeys_a_429_pause(fake_clock: FakeClock) -> None:
-    limiter = Limiter(Budget.unlimited(), clock=fake_clock, sleep=fake_clock.sleep)
+    limiter = BudgetLimiter(Budget.unlimited(), clock=fake_clock, sleep=fake_clock.sleep)
     start = fake_clock()
     limiter.pause(2.0)
     await limiter.acquire()

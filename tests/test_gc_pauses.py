@@ -10,7 +10,7 @@ import pytest
 
 from lwbatch.config import Budget, Rate
 from lwbatch.pacing import gc_pauses, limiter
-from lwbatch.pacing.limiter import STALL_LOOKBACK, Limiter
+from lwbatch.pacing.limiter import STALL_LOOKBACK, BudgetLimiter
 from tests.conftest import FakeClock
 
 
@@ -58,7 +58,7 @@ def test_collect_if_due_follows_cpythons_thresholds(gc_enabled: None) -> None:
 async def test_a_collection_pause_moves_recent_stamps_on(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     window = Rate(10, 1.0)
-    lim = Limiter(
+    lim = BudgetLimiter(
         Budget(windows=(window,), margin=0.0, cold_start=0.0),
         clock=clock,
         sleep=clock.sleep,

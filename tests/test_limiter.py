@@ -7,12 +7,12 @@ from bisect import bisect_left
 import pytest
 
 from lwbatch.config import Budget, Rate, Tier
-from lwbatch.pacing.limiter import Limiter
+from lwbatch.pacing.limiter import BudgetLimiter
 from tests.conftest import FakeClock
 
 
 async def grant_times(
-    limiter: Limiter, clock: FakeClock, count: int, workers: int = 50
+    limiter: BudgetLimiter, clock: FakeClock, count: int, workers: int = 50
 ) -> list[float]:
     times: list[float] = []
     remaining = [count]
@@ -34,7 +34,7 @@ def max_in_window(times: list[float], period: float) -> int:
 
 async def test_sliding_window_holds_in_every_window_including_the_first() -> None:
     clock = FakeClock()
-    limiter = Limiter(Budget.from_rate(Rate(300, 3.0)), clock=clock, sleep=clock.sleep)
+    limiter = BudgetLimiter(Budget.from_rate(Rate(300, 3.0)), clock=clock, sleep=clock.sleep)
     times = await grant_times(limiter, clock, 3000)
     assert max_in_window(times, 3.0) == 300
     # The first window is where a token bucket of capacity N lets 2N through.
@@ -43,7 +43,7 @@ async def test_sliding_window_holds_in_every_window_including_the_first() -> Non
 
 async def test_hourly_budget_does_not_burst_its_hour_at_start() -> None:
     clock = FakeClock()
-    limiter = Limiter(Budget.for_tier(Tier.ENTERPRISE), clock=clock, sleep=clock.sleep)
+    limiter = BudgetLimiter(Budget.for_tier(Tier.ENTERPRISE), clock=clock, sleep=clock.sleep)
     times = await grant_times(limiter, clock, 2000)
     start = times[0]
     # aiolimiter's AsyncLimiter(200000, 3600) let 200,055 out in the first second.
@@ -58,7 +58,7 @@ async def test_full_rate_is_kept_when_every_wake_up_is_late() -> None:
     rng = random.Random(7)
     clock = FakeClock(lateness=lambda: rng.uniform(0.0, 0.004))
     rate = Rate(200_000, 3600.0)
-    limiter = Limiter(Budget.from_rate(rate), clock=clock, sleep=clock.sleep)
+    limiter = BudgetLimiter(Budget.from_rate(rate), clock=clock, sleep=clock.sleep)
     times = await grant_times(limiter, clock, 20_000)
     achieved = (len(times) - 1) / (times[-1] - times[0])
     # AsyncLimiter(1, T/N) measured 92.9% here: it loses each wake-up's lateness.
@@ -68,7 +68,7 @@ async def test_full_rate_is_kept_when_every_wake_up_is_late() -> None:
 
 async def test_long_run_rate_is_the_budget_and_windows_never_overflow() -> None:
     clock = FakeClock(lateness=lambda: 0.001)
-    limiter = Limiter(Budget.from_rate(Rate(100, 2.0)), clock=clock, sleep=clock.sleep)
+    limiter = BudgetLimiter(Budget.from_rate(Rate(100, 2.0)), clock=clock, sleep=clock.sleep)
     times = await grant_times(limiter, clock, 5000)
     assert max_in_window(times, 2.0) <= 100
     achieved = (len(times) - 1) / (times[-1] - times[0])
@@ -78,7 +78,7 @@ async def test_long_run_rate_is_the_budget_and_windows_never_overflow() -> None:
 async def test_tier_per_second_cap_is_a_window_too() -> None:
     clock = FakeClock()
     budget = Budget(windows=(Rate(50_000, 3600.0), Rate(15, 1.0)), tolerance=5.0)
-    limiter = Limiter(budget, clock=clock, sleep=clock.sleep)
+    limiter = BudgetLimiter(budget, clock=clock, sleep=clock.sleep)
     times = await grant_times(limiter, clock, 500)
     # A tolerance of 5 s would allow a burst of ~70; the per-second window caps it at 15.
     assert max_in_window(times, 1.0) == 15
@@ -86,7 +86,7 @@ async def test_tier_per_second_cap_is_a_window_too() -> None:
 
 async def test_pause_holds_every_waiter_until_retry_after() -> None:
     clock = FakeClock()
-    limiter = Limiter(Budget.from_rate(Rate(1000, 1.0)), clock=clock, sleep=clock.sleep)
+    limiter = BudgetLimiter(Budget.from_rate(Rate(1000, 1.0)), clock=clock, sleep=clock.sleep)
     await limiter.acquire()
     paused_at = clock()
     limiter.pause(30.0)
@@ -96,8 +96,8 @@ async def test_pause_holds_every_waiter_until_retry_after() -> None:
 
 
 def test_repr_shows_budget_and_counts() -> None:
-    limiter = Limiter(Budget.for_tier(Tier.ANONYMOUS))
-    assert repr(limiter) == "<Limiter 50000/3600s and 15/1s granted=0 waiting=0>"
+    limiter = BudgetLimiter(Budget.for_tier(Tier.ANONYMOUS))
+    assert repr(limiter) == "<BudgetLimiter 50000/3600s and 15/1s granted=0 waiting=0>"
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_rate_parse(text: str, requests: int, period: float) -> None:
 
 async def test_no_burst_at_start_or_after_idle_time() -> None:
     clock = FakeClock()
-    limiter = Limiter(Budget.from_rate(Rate(100, 1.0)), clock=clock, sleep=clock.sleep)
+    limiter = BudgetLimiter(Budget.from_rate(Rate(100, 1.0)), clock=clock, sleep=clock.sleep)
     times = await grant_times(limiter, clock, 200)
     clock.now += 60.0  # idle for a minute
     times += await grant_times(limiter, clock, 200)

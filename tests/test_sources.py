@@ -6,8 +6,9 @@ import pyarrow as pa
 import pytest
 
 from lwbatch.errors import InputError
-from lwbatch.io.sources import Source
+from lwbatch.io.sources import CsvSource, ParquetSource, open_source
 from lwbatch.results import InvalidRow, Revision
+from lwbatch.seams import Source
 from tests.conftest import write_parquet
 
 
@@ -20,8 +21,9 @@ def test_parquet_streams_in_batches_with_lang(tmp_path: Path) -> None:
         tmp_path / "r.parquet",
         {"rev_id": pa.array(range(1, 11), pa.int64()), "lang": ["en", "de", None, "", " FR "] * 2},
     )
-    source = Source(path, batch_rows=4, default_lang="es")
-    assert source.info.total_rows == 10 and source.info.has_lang
+    source = open_source(path, batch_rows=4, default_lang="es")
+    assert isinstance(source, ParquetSource) and isinstance(source, Source)
+    assert source.total_rows == 10 and source.has_lang
     assert [len(b) for b in source.batches()] == [4, 4, 2]
     assert items(source)[:5] == [
         Revision(1, "en"),
@@ -36,7 +38,7 @@ def test_invalid_ids_become_invalid_rows_with_their_row_number(tmp_path: Path) -
     path = write_parquet(
         tmp_path / "r.parquet", {"rev_id": pa.array([5, None, 0, -3, 7], pa.int64())}
     )
-    assert items(Source(path)) == [
+    assert items(open_source(path)) == [
         Revision(5, "en"),
         InvalidRow(2, None, "rev_id is null"),
         InvalidRow(3, 0, "rev_id 0 is not a positive integer"),
@@ -47,7 +49,7 @@ def test_invalid_ids_become_invalid_rows_with_their_row_number(tmp_path: Path) -
 
 def test_float_ids_from_pandas_are_accepted_when_integral(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "r.parquet", {"rev_id": pa.array([12.0, float("nan"), 1.5])})
-    assert items(Source(path)) == [
+    assert items(open_source(path)) == [
         Revision(12, "en"),
         InvalidRow(2, None, "rev_id is null"),
         InvalidRow(3, None, "rev_id 1.5 is not an integer"),
@@ -56,7 +58,9 @@ def test_float_ids_from_pandas_are_accepted_when_integral(tmp_path: Path) -> Non
 
 def test_unsigned_ids_beyond_int64_are_invalid(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "r.parquet", {"rev_id": pa.array([3, 2**63], pa.uint64())})
-    assert items(Source(path))[1] == InvalidRow(2, None, f"rev_id {2**63} does not fit in int64")
+    assert items(open_source(path))[1] == InvalidRow(
+        2, None, f"rev_id {2**63} does not fit in int64"
+    )
 
 
 def test_csv_with_text_ids_bom_quotes_and_custom_column(tmp_path: Path) -> None:
@@ -65,8 +69,8 @@ def test_csv_with_text_ids_bom_quotes_and_custom_column(tmp_path: Path) -> None:
         '\ufeffpage,revision,lang\n1,"11",de\n2, 12 ,\n3,abc,en\n4,99999999999999999999,en\n'
         "5,-4,en\n6,,en\n".encode()
     )
-    source = Source(path, id_column="revision")
-    assert source.info.format == "csv" and source.info.total_rows is None
+    source = open_source(path, id_column="revision")
+    assert isinstance(source, CsvSource) and source.total_rows is None
     assert items(source) == [
         Revision(11, "de"),
         Revision(12, "en"),
@@ -82,10 +86,10 @@ def test_tsv_and_gzipped_csv(tmp_path: Path) -> None:
 
     tsv = tmp_path / "r.tsv"
     tsv.write_text("rev_id\tlang\n8\tfr\n")
-    assert items(Source(tsv)) == [Revision(8, "fr")]
+    assert items(open_source(tsv)) == [Revision(8, "fr")]
     gz = tmp_path / "r.csv.gz"
     gz.write_bytes(gzip.compress(b"rev_id\n9\n10\n"))
-    assert items(Source(gz)) == [Revision(9, "en"), Revision(10, "en")]
+    assert items(open_source(gz)) == [Revision(9, "en"), Revision(10, "en")]
 
 
 @pytest.mark.parametrize(
@@ -110,7 +114,7 @@ def test_unusable_files_are_refused_with_one_line(
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(InputError) as info:
-        Source(path)
+        open_source(path)
     assert message in str(info.value)
     assert str(info.value).startswith(str(path))
     assert "\n" not in str(info.value)
@@ -119,14 +123,14 @@ def test_unusable_files_are_refused_with_one_line(
 def test_wrong_column_type_and_empty_parquet(tmp_path: Path) -> None:
     dates = write_parquet(tmp_path / "d.parquet", {"rev_id": pa.array([True, False])})
     with pytest.raises(InputError, match="column 'rev_id' has type bool; rev_ids must be integers"):
-        Source(dates)
+        open_source(dates)
     empty = write_parquet(tmp_path / "e.parquet", {"rev_id": pa.array([], pa.int64())})
     with pytest.raises(InputError, match="has no rows"):
-        Source(empty)
+        open_source(empty)
 
 
 def test_missing_path_and_directory(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
-        Source(tmp_path / "nope.parquet")
+        open_source(tmp_path / "nope.parquet")
     with pytest.raises(InputError, match="is a directory"):
-        Source(tmp_path)
+        open_source(tmp_path)

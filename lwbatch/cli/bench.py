@@ -133,6 +133,7 @@ async def run_bench(
         token=token,
         contact=contact,
         concurrency=concurrency,
+        gc_control=True,  # as `lwbatch score` runs
         on_send=sent.append,
     )
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from lwbatch._version import __version__
-from lwbatch.cli.scoring import freeze_heap, score_and_report, write_json
+from lwbatch.cli.scoring import DEFAULT_GRACE, freeze_heap, score_and_report, write_json
 from lwbatch.config import (
     DEFAULT_TIMEOUT,
     Budget,
@@ -134,7 +134,7 @@ def _run_options(func: F) -> F:
 @click.option(
     "--grace",
     type=float,
-    default=10.0,
+    default=DEFAULT_GRACE,
     show_default=True,
     help="On Ctrl-C/SIGTERM, seconds to wait for requests in flight before saving and exiting.",
 )
@@ -197,7 +197,6 @@ def score(
         restart=restart,
         retry_failed=retry_failed,
         grace=grace,
-        handle_signals=True,
         concurrency=None if concurrency is None else _positive("--concurrency", concurrency),
         timeout=timeout,
         report_path=report_path,

@@ -1,20 +1,28 @@
-"""The CLI's scoring run: a progress bar around the library call, then the summary."""
+"""The CLI's scoring run: signals, a progress bar and GC control around the library
+call, then the summary. Only this layer changes the process (signals, GC, exits)."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import click
 import orjson
+from anyio.abc import TaskGroup
 
-from lwbatch.errors import OutputError, UsageError
+from lwbatch.durability.atomic import write_atomic
+from lwbatch.engine.scorer import Scorer
+from lwbatch.errors import Interrupted, OutputError, UsageError, primary_error
+from lwbatch.seams import Source
 
 log = logging.getLogger("lwbatch")
+DEFAULT_GRACE = 10.0
 
 
 def score_and_report(
@@ -23,12 +31,17 @@ def score_and_report(
     *,
     report_path: Path | None,
     quiet: bool,
+    grace: float = DEFAULT_GRACE,
     warn_no_contact: bool = False,
     **options: Any,
 ) -> None:
-    from tqdm import tqdm
+    """Run `lwbatch.score_file_async` with the CLI's process-wide settings.
 
-    from lwbatch.run import score_file
+    SIGINT/SIGTERM: stop taking work, let requests in flight finish for up to `grace`
+    seconds, save progress and exit 130/143. A second signal exits at once (every
+    answer is already in the journal).
+    """
+    from tqdm import tqdm
 
     if report_path is not None and not report_path.parent.is_dir():
         raise UsageError(f"--report {report_path}: its directory does not exist")
@@ -41,18 +54,17 @@ def score_and_report(
         dynamic_ncols=True,
         mininterval=0.5,
     )
-
-    def started(source: Any, scorer: Any) -> None:
-        # Warn only once everything was accepted, so a usage error stays one line.
-        if warn_no_contact:
-            log.warning(
-                "no --contact given: Wikimedia asks API clients to name a contact in the "
-                "User-Agent; set --contact or LWBATCH_CONTACT"
-            )
-        bar.reset(total=source.info.total_rows)
-
+    received: list[int] = []
     try:
-        report = score_file(input_path, output, progress=bar.update, on_start=started, **options)
+        report = anyio.run(_run, input_path, output, options, bar, warn_no_contact, grace, received)
+    except Interrupted as exc:
+        signum = received[0] if received else signal.SIGINT
+        exc.exit_code = 128 + signum
+        where = f"progress is saved in {exc.saved_in}" if exc.saved_in else "nothing was saved"
+        raise Interrupted.with_message(
+            f"stopped by {signal.Signals(signum).name}; {where}: rerun the same command to resume",
+            exc,
+        ) from None
     finally:
         bar.close()
     if not quiet:
@@ -61,13 +73,84 @@ def score_and_report(
         write_json(report_path, report.to_dict())
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
+async def _run(
+    input_path: Path,
+    output: Path,
+    options: dict[str, Any],
+    bar: Any,
+    warn_no_contact: bool,
+    grace: float,
+    received: list[int],
+) -> Any:
+    from lwbatch.run import score_file_async
+
     try:
-        temp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-        os.replace(temp, path)
+        return await _run_watched(
+            score_file_async, input_path, output, options, bar, warn_no_contact, grace, received
+        )
+    except BaseExceptionGroup as group:
+        raise primary_error(group) from None
+
+
+async def _run_watched(
+    score_file_async: Any,
+    input_path: Path,
+    output: Path,
+    options: dict[str, Any],
+    bar: Any,
+    warn_no_contact: bool,
+    grace: float,
+    received: list[int],
+) -> Any:
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+            def started(source: Source, scorer: Scorer) -> None:
+                # Warn only once everything was accepted, so a usage error stays one line.
+                if warn_no_contact:
+                    log.warning(
+                        "no --contact given: Wikimedia asks API clients to name a contact "
+                        "in the User-Agent; set --contact or LWBATCH_CONTACT"
+                    )
+                tg.start_soon(_watch, signals, scorer, grace, received, tg)
+                bar.reset(total=source.total_rows)
+
+            report = await score_file_async(
+                input_path,
+                output,
+                gc_control=True,
+                progress=bar.update,
+                on_start=started,
+                **options,
+            )
+            tg.cancel_scope.cancel()
+    return report
+
+
+async def _watch(
+    signals: Any, scorer: Scorer, grace: float, received: list[int], tg: TaskGroup
+) -> None:
+    async for signum in signals:
+        if received:
+            # Every answer is already in the journal (appended, then fsynced), and
+            # segments appear by rename: leaving now cannot corrupt anything.
+            log.warning("second signal: exiting now; rerun the same command to resume")
+            os._exit(128 + signum)
+        received.append(signum)
+        log.warning(
+            "%s: finishing %d requests in flight (up to %gs), then saving progress; "
+            "press Ctrl-C again to quit at once",
+            signal.Signals(signum).name,
+            scorer.in_flight,
+            grace,
+        )
+        tg.start_soon(scorer.stop, grace)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        write_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the report ({exc.strerror})", path=path) from None
 
 

@@ -20,11 +20,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from lwbatch.config import RetryPolicy
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
-from lwbatch.pacing.limiter import Limiter
 from lwbatch.protocol.answers import classify_client_error, error_message, parse_answer
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.protocol.client import LiftWingClient, TransportFailure
 from lwbatch.results import ErrorType, Revision, Score
+from lwbatch.seams import Limiter
 
 _MAX_RETRY_AFTER = 3600.0
 

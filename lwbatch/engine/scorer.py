@@ -15,7 +15,6 @@ user fixed it, Little's law on the observed latency and the budget's rate.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pyroaring import BitMap64
 
 from lwbatch.config import (
     DEFAULT_TIMEOUT,
@@ -35,17 +33,19 @@ from lwbatch.config import (
     Tier,
     Token,
 )
-from lwbatch.durability.journal import ResumeState
 from lwbatch.engine.batching import Batcher
 from lwbatch.engine.dispatch import Dispatcher, Stopped
+from lwbatch.engine.resume import ResumeState
 from lwbatch.engine.stats import RunReport, RunStats
-from lwbatch.errors import IncompleteRunError, LWBatchError, NoModelDeployedError
+from lwbatch.errors import IncompleteRunError, NoModelDeployedError, primary_error
+from lwbatch.keys import KeySet, RowKey
 from lwbatch.pacing import gc_pauses
 from lwbatch.pacing.concurrency import Concurrency
-from lwbatch.pacing.limiter import Limiter
+from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
+from lwbatch.seams import Limiter
 
 Item = Revision | InvalidRow
 DEFAULT_LINGER = 0.05
@@ -96,15 +96,17 @@ class Scorer:
         catalog: Catalog | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        limiter: Limiter | None = None,
+        gc_control: bool = False,
         on_send: Callable[[float], None] | None = None,
-        on_answer: Callable[[str, list[tuple[int, Score]]], None] | None = None,
+        on_answer: Callable[[str, list[tuple[RowKey, Score]]], None] | None = None,
     ) -> None:
         self.specs = (catalog or default_catalog()).resolve_all(models)
         self._by_name = {s.name: s for s in self.specs}
         if tier is None:
             tier = Tier.AUTHENTICATED if token is not None else Tier.ANONYMOUS
-        self.budget = budget or Budget.for_tier(tier)
+        self.budget = limiter.budget if limiter is not None else budget or Budget.for_tier(tier)
         # None adapts to the latency observed (Little's law); a number fixes it.
         self.concurrency = Concurrency(self.budget.rate, fixed=concurrency)
         self.default_lang = default_lang
@@ -123,14 +125,14 @@ class Scorer:
             transport=transport,
             clock=clock,
         )
-        # `on_send(t)` sees the clock time of every attempt as it leaves (benchmarks, charts).
-        self.limiter = Limiter(
-            self.budget,
-            clock=clock,
-            sleep=sleep,
-            on_grant=on_send,
-            loopback=self._client.endpoint.is_loopback,
+        # An injected limiter is, for example, this process' share of a job-wide budget.
+        self.limiter: Limiter = limiter or BudgetLimiter(
+            self.budget, clock=clock, sleep=sleep, loopback=self._client.endpoint.is_loopback
         )
+        if on_send is not None:
+            # `on_send(t)` sees the clock time of every attempt as it leaves (the ledger).
+            self.limiter.watch(on_send)
+        self._gc_control = gc_control
         self._dispatcher = Dispatcher(
             self._client,
             self.limiter,
@@ -151,7 +153,7 @@ class Scorer:
         self.stopped = False
         self._on_answer = on_answer
         self._resume = ResumeState()
-        self._open: dict[int, _OpenRow] = {}
+        self._open: dict[RowKey, _OpenRow] = {}
         self._run_scope = anyio.CancelScope()
         self._starved = False
         self._streams: list[_Rows] = []
@@ -166,7 +168,8 @@ class Scorer:
         await self._client.__aenter__()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        gc_pauses.hold()
+        if self._gc_control:
+            gc_pauses.hold()
         return self
 
     async def __aexit__(
@@ -181,9 +184,10 @@ class Scorer:
         try:
             await self._tg.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
+            raise primary_error(group) from None
         finally:
-            gc_pauses.release()
+            if self._gc_control:
+                gc_pauses.release()
             for rows in self._streams:
                 rows.close()
             await self._client.__aexit__(None, None, None)
@@ -208,17 +212,17 @@ class Scorer:
             if resume.ledger:
                 # Wall-clock times from the journal, moved onto this process' clock.
                 offset = self._clock() - time.time()
-                self.limiter.seed([t + offset for t in resume.ledger])
+                self.limiter.restore([t + offset for t in resume.ledger])
         batches = revisions if isinstance(revisions, AsyncIterable) else self._chunks(revisions)
         send, receive = anyio.create_memory_object_stream[ScoredRow](max_buffer_size=1024)
         self._tg.start_soon(self._run, batches, send)
-        rows = _Rows(receive)
+        rows = _Rows(receive, send)
         self._streams.append(rows)
         return rows
 
-    def open_answers(self) -> list[tuple[str, int, Score]]:
+    def open_answers(self) -> list[tuple[str, RowKey, Score]]:
         """Answers already in for revisions whose row is not complete yet."""
-        return [(m, rev_id, s) for rev_id, row in self._open.items() for m, s in row.scores.items()]
+        return [(m, key, s) for key, row in self._open.items() for m, s in row.scores.items()]
 
     @property
     def in_flight(self) -> int:
@@ -277,19 +281,20 @@ class Scorer:
     ) -> None:
         self._started = time.monotonic()
         self._out = out
-        self._admission = asyncio.Semaphore(self.max_open)
-        jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=_QUEUE)
+        self._admission = anyio.Semaphore(self.max_open)
+        jobs, work = anyio.create_memory_object_stream[_Job](max_buffer_size=_QUEUE)
         batchers = {
             s.name: Batcher[_OpenRow](s.max_batch, self.linger, self._clock)
             for s in self.specs
             if s.max_batch > 1
         }
         # stop() cancels this scope; closing `out` then ends the consumer's loop.
-        async with out:
+        async with out, work, jobs:
             with self._run_scope:
                 async with anyio.create_task_group() as tg:
                     self._workers_tg = tg
-                    self._grow(jobs)
+                    self._work = work
+                    self._grow()
                     nap = _Nap()
                     async with anyio.create_task_group() as lingering:
                         if batchers:
@@ -300,14 +305,13 @@ class Scorer:
                             # Only the flusher's sleep is cancelled, never a hand-over:
                             # it may hold batches it took out of a batcher.
                             nap.wake_for_good()
-                    for name, batcher in batchers.items():
-                        for batch in batcher.drain():
-                            await jobs.put(_Job(self._spec(name), batch))
-                    # From here the pool neither grows nor shrinks, so every
-                    # worker gets exactly one None.
-                    self._closing = True
-                    for _ in range(self._workers):
-                        await jobs.put(None)
+                    async with jobs:
+                        for name, batcher in batchers.items():
+                            for batch in batcher.drain():
+                                await jobs.send(_Job(self._spec(name), batch))
+                        # From here the pool neither grows nor shrinks; closing the
+                        # stream ends each worker once the jobs are taken.
+                        self._closing = True
         self._finished = time.monotonic()
         if not self.stopped:
             # A run too short to reach the limit of failed connections in a row must not
@@ -331,11 +335,11 @@ class Scorer:
         self,
         batches: AsyncIterable[Sequence[Item]],
         batchers: dict[str, Batcher[_OpenRow]],
-        jobs: asyncio.Queue[_Job | None],
+        jobs: MemoryObjectSendStream[_Job],
     ) -> None:
         stats = self.stats
         resume = self._resume
-        seen = BitMap64()
+        seen = KeySet()
         models = len(self.specs)
         pending = aiter(batches)
         while True:
@@ -357,26 +361,27 @@ class Scorer:
                         self.rows_admitted += 1
                         await self._emit_invalid(item)
                     continue
-                if item.rev_id in seen:
+                key = item.key
+                if key in seen:
                     stats.duplicate_rows += 1
                     continue
-                seen.add(item.rev_id)
+                seen.add(key)
                 stats.distinct_revisions += 1
-                if item.rev_id in resume.done:
+                if key in resume.done:
                     stats.rows_resumed += 1
                     continue
                 if self.stopped:
                     return
-                if self._admission.locked():
+                if not self._admission.value:
                     self._starved = True
                     await self._admission.acquire()
                     self._starved = False
                 else:
                     await self._admission.acquire()
                 row = _OpenRow(item, models)
-                self._open[item.rev_id] = row
+                self._open[key] = row
                 self.rows_admitted += 1
-                earlier = resume.partial.get(item.rev_id)
+                earlier = resume.partial.get(key)
                 if earlier:
                     for spec in self.specs:
                         if spec.name in earlier:
@@ -391,14 +396,14 @@ class Scorer:
                         continue
                     batcher = batchers.get(spec.name)
                     if batcher is None:
-                        await jobs.put(_Job(spec, [row]))
+                        await jobs.send(_Job(spec, [row]))
                     elif (full := batcher.add(item.lang, row)) is not None:
-                        await jobs.put(_Job(spec, full))
+                        await jobs.send(_Job(spec, full))
 
     async def _flush_lingering(
         self,
         batchers: dict[str, Batcher[_OpenRow]],
-        jobs: asyncio.Queue[_Job | None],
+        jobs: MemoryObjectSendStream[_Job],
         nap: _Nap,
     ) -> None:
         # A partial batch leaves only when the producer has nothing else to give
@@ -410,15 +415,15 @@ class Scorer:
                 continue
             for name, batcher in batchers.items():
                 for batch in batcher.due():
-                    await jobs.put(_Job(self._spec(name), batch))
+                    await jobs.send(_Job(self._spec(name), batch))
 
-    def _grow(self, jobs: asyncio.Queue[_Job | None]) -> None:
+    def _grow(self) -> None:
         while self._workers < self.concurrency.limit and not self._closing:
             self._workers += 1
-            self._workers_tg.start_soon(self._worker, jobs)
+            self._workers_tg.start_soon(self._worker)
 
-    async def _worker(self, jobs: asyncio.Queue[_Job | None]) -> None:
-        while (job := await jobs.get()) is not None:
+    async def _worker(self) -> None:
+        async for job in self._work:
             try:
                 scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
             except Stopped:
@@ -431,7 +436,7 @@ class Scorer:
                 self._workers -= 1
                 return
             if self._workers < limit:
-                self._grow(jobs)
+                self._grow()
 
     async def _resolve(
         self, spec: ModelSpec, rows: list[_OpenRow], scores: dict[int, Score], *, fresh: bool = True
@@ -440,9 +445,7 @@ class Scorer:
         stats = self.stats
         if fresh and self._on_answer is not None:
             # Durable first: an answer counts as done only once the journal has it.
-            self._on_answer(
-                name, [(row.revision.rev_id, scores[row.revision.rev_id]) for row in rows]
-            )
+            self._on_answer(name, [(row.revision.key, scores[row.revision.rev_id]) for row in rows])
         for row in rows:
             score = scores[row.revision.rev_id]
             row.scores[name] = score
@@ -452,10 +455,9 @@ class Scorer:
                 stats.errors[(name, score.error.value)] += 1
             row.remaining -= 1
             if row.remaining == 0:
-                del self._open[row.revision.rev_id]
-                await self._emit(
-                    ScoredRow(row.revision.rev_id, {s.name: row.scores[s.name] for s in self.specs})
-                )
+                key = row.revision.key
+                del self._open[key]
+                await self._emit(ScoredRow(key, {s.name: row.scores[s.name] for s in self.specs}))
                 self._admission.release()
         if (
             fresh
@@ -469,7 +471,7 @@ class Scorer:
         for spec in self.specs:
             self.stats.errors[(spec.name, ErrorType.INVALID_INPUT.value)] += 1
         failed = Score.failed(ErrorType.INVALID_INPUT, message)
-        await self._emit(ScoredRow(item.rev_id, {s.name: failed for s in self.specs}, item.row))
+        await self._emit(ScoredRow(None, {s.name: failed for s in self.specs}, item))
 
     async def _emit(self, row: ScoredRow) -> None:
         self.rows_emitted += 1
@@ -502,8 +504,14 @@ class _Nap:
 class _Rows:
     """The async iterator `Scorer.score` returns."""
 
-    def __init__(self, receive: MemoryObjectReceiveStream[ScoredRow]) -> None:
+    def __init__(
+        self,
+        receive: MemoryObjectReceiveStream[ScoredRow],
+        send: MemoryObjectSendStream[ScoredRow],
+    ) -> None:
         self._receive = receive
+        # Closed here too: a pipeline cancelled before it started never closes it.
+        self._send = send
 
     def __aiter__(self) -> _Rows:
         return self
@@ -524,21 +532,4 @@ class _Rows:
 
     def close(self) -> None:
         self._receive.close()
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to show from a task group: ours first, then the first other one."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
-        if isinstance(leaf, LWBatchError):
-            return leaf
-    return leaves[0] if len(leaves) == 1 else group
+        self._send.close()

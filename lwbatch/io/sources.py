@@ -7,11 +7,12 @@ they are reported and written, never silently dropped.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -28,19 +29,13 @@ _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _PARQUET = (".parquet", ".pq")
 _CSV = {".csv": ",", ".tsv": "\t"}
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
+_FINGERPRINT_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class SourceInfo:
-    path: Path
-    format: str
-    id_column: str
-    has_lang: bool
-    total_rows: int | None  # known up front for Parquet only
+class FileSource:
+    """What Parquet and CSV inputs share: checks on open, row numbering, id parsing."""
 
-
-class Source:
-    """A validated input file. :meth:`batches` streams it; open errors are raised early."""
+    format = ""
 
     def __init__(
         self,
@@ -54,51 +49,36 @@ class Source:
         self.id_column = id_column
         self.default_lang = default_lang
         self.batch_rows = batch_rows
-        self._delimiter = ","
-        self.info = self._open()
+        self.has_lang = False
+        self._total_rows: int | None = None
+        _check_file(self.path)
+        self._open()
 
-    def _open(self) -> SourceInfo:
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def total_rows(self) -> int | None:
+        return self._total_rows
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Size plus a hash of the first and last MiB: cheap, and changes when the data does."""
         path = self.path
-        if not path.exists():
-            raise InputError("no such file", path=path)
-        if path.is_dir():
-            raise InputError("is a directory; give one Parquet or CSV file", path=path)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise InputError(f"cannot read it ({exc.strerror})", path=path) from None
-        if size == 0:
-            raise InputError("is empty (0 bytes)", path=path)
-        suffixes = [s.lower() for s in path.suffixes]
-        if suffixes and suffixes[-1] in _COMPRESSED:
-            suffixes = suffixes[:-1]
-        kind = suffixes[-1] if suffixes else ""
-        if kind in _PARQUET:
-            return self._open_parquet()
-        if kind in _CSV:
-            self._delimiter = _CSV[kind]
-            return self._open_csv()
-        raise InputError(
-            f"unknown file type {kind or '(no extension)'!r}; use .parquet, .csv or .tsv "
-            "(optionally .gz)",
-            path=path,
-        )
+        size = path.stat().st_size
+        digest = hashlib.blake2b(digest_size=16)
+        with path.open("rb") as fh:
+            digest.update(fh.read(_FINGERPRINT_BYTES))
+            if size > _FINGERPRINT_BYTES:
+                fh.seek(max(size - _FINGERPRINT_BYTES, _FINGERPRINT_BYTES))
+                digest.update(fh.read())
+        return {"path": str(path.resolve()), "size": size, "blake2b": digest.hexdigest()}
 
-    # -- Parquet -------------------------------------------------------------------
-    def _open_parquet(self) -> SourceInfo:
-        try:
-            pf = pq.ParquetFile(self.path)
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(
-                f"not a readable Parquet file ({_first_line(exc)})", path=self.path
-            ) from None
-        schema = pf.schema_arrow
-        self._check_column(schema.names, schema)
-        if pf.metadata.num_rows == 0:
-            raise InputError("has no rows", path=self.path)
-        return SourceInfo(
-            self.path, "parquet", self.id_column, LANG_COLUMN in schema.names, pf.metadata.num_rows
-        )
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None]]:
+        raise NotImplementedError
 
     def _check_column(self, names: list[str], schema: pa.Schema | None) -> None:
         if self.id_column not in names:
@@ -125,74 +105,20 @@ class Source:
                     path=self.path,
                 )
 
-    def _parquet_batches(self) -> Iterator[tuple[pa.Array, pa.Array | None]]:
-        pf = pq.ParquetFile(self.path)
-        columns = [self.id_column] + ([LANG_COLUMN] if self.info.has_lang else [])
-        for batch in pf.iter_batches(batch_size=self.batch_rows, columns=columns):
-            yield batch.column(0), batch.column(1) if self.info.has_lang else None
-
-    # -- CSV -----------------------------------------------------------------------
-    def _open_csv(self) -> SourceInfo:
-        names = self._csv_header()
-        self._check_column(names, None)
-        has_lang = LANG_COLUMN in names
-        first = next(self._csv_batches_from(has_lang), None)
-        if first is None:
-            raise InputError("has a header but no rows", path=self.path)
-        return SourceInfo(self.path, "csv", self.id_column, has_lang, None)
-
-    def _csv_header(self) -> list[str]:
-        try:
-            with pa.input_stream(str(self.path), compression="detect") as stream:
-                head = stream.read(1 << 16)
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"cannot read it ({_first_line(exc)})", path=self.path) from None
-        text = head.decode("utf-8", "replace").lstrip("\ufeff")
-        line = text.splitlines()[0] if text.strip() else ""
-        names = next(csv.reader(io.StringIO(line), delimiter=self._delimiter), [])
-        if not names:
-            raise InputError("is empty (no header line)", path=self.path)
-        return names
-
-    def _csv_batches_from(self, has_lang: bool) -> Iterator[tuple[pa.Array, pa.Array | None]]:
-        columns = [self.id_column] + ([LANG_COLUMN] if has_lang else [])
-        try:
-            reader = pacsv.open_csv(
-                str(self.path),
-                read_options=pacsv.ReadOptions(block_size=1 << 20),
-                parse_options=pacsv.ParseOptions(delimiter=self._delimiter),
-                # Read ids as text: a type inferred from the first block breaks on a
-                # later block, and text lets each bad value become one invalid row.
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in columns},
-                    include_columns=columns,
-                    strings_can_be_null=True,
-                ),
-            )
-            for batch in reader:
-                if batch.num_rows:
-                    yield batch.column(0), batch.column(1) if has_lang else None
-        except pa.ArrowException as exc:
-            raise InputError(
-                f"cannot parse it as CSV ({_first_line(exc)})", path=self.path
-            ) from None
-
-    # -- shared --------------------------------------------------------------------
     def batches(self) -> Iterator[list[Item]]:
         """Lists of revisions and invalid rows, in input order."""
-        if self.info.format == "parquet":
-            arrays = self._parquet_batches()
-        else:
-            arrays = self._csv_batches_from(self.info.has_lang)
         row = 1
         try:
-            for ids, langs in arrays:
+            for ids, langs in self._arrays():
                 yield self._convert(ids, langs, row)
                 row += len(ids)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(
                 f"unreadable after row {row - 1} ({_first_line(exc)})", path=self.path
             ) from None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path}>"
 
     def _convert(self, ids: pa.Array, langs: pa.Array | None, first_row: int) -> list[Item]:
         kind = ids.type
@@ -216,6 +142,128 @@ class Source:
             lang = lang_values[i] if lang_values is not None else None
             append(Revision(rev_id, lang.strip().lower() if lang and lang.strip() else default))  # type: ignore[arg-type]
         return out
+
+
+class ParquetSource(FileSource):
+    """A Parquet file, read one record batch at a time (never the whole file)."""
+
+    format = "parquet"
+
+    def _open(self) -> None:
+        try:
+            pf = pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(
+                f"not a readable Parquet file ({_first_line(exc)})", path=self.path
+            ) from None
+        schema = pf.schema_arrow
+        self._check_column(schema.names, schema)
+        if pf.metadata.num_rows == 0:
+            raise InputError("has no rows", path=self.path)
+        self.has_lang = LANG_COLUMN in schema.names
+        self._total_rows = pf.metadata.num_rows
+
+    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None]]:
+        pf = pq.ParquetFile(self.path)
+        columns = [self.id_column] + ([LANG_COLUMN] if self.has_lang else [])
+        for batch in pf.iter_batches(batch_size=self.batch_rows, columns=columns):
+            yield batch.column(0), batch.column(1) if self.has_lang else None
+
+
+class CsvSource(FileSource):
+    """A CSV or TSV file (optionally compressed), streamed in blocks by pyarrow."""
+
+    format = "csv"
+
+    def __init__(self, path: Path | str, *, delimiter: str = ",", **options: Any) -> None:
+        self._delimiter = delimiter
+        super().__init__(path, **options)
+
+    def _open(self) -> None:
+        names = self._header()
+        self._check_column(names, None)
+        self.has_lang = LANG_COLUMN in names
+        if next(self._arrays(), None) is None:
+            raise InputError("has a header but no rows", path=self.path)
+
+    def _header(self) -> list[str]:
+        try:
+            with pa.input_stream(str(self.path), compression="detect") as stream:
+                head = stream.read(1 << 16)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read it ({_first_line(exc)})", path=self.path) from None
+        text = head.decode("utf-8", "replace").lstrip("\ufeff")
+        line = text.splitlines()[0] if text.strip() else ""
+        names = next(csv.reader(io.StringIO(line), delimiter=self._delimiter), [])
+        if not names:
+            raise InputError("is empty (no header line)", path=self.path)
+        return names
+
+    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None]]:
+        columns = [self.id_column] + ([LANG_COLUMN] if self.has_lang else [])
+        try:
+            reader = pacsv.open_csv(
+                str(self.path),
+                read_options=pacsv.ReadOptions(block_size=1 << 20),
+                parse_options=pacsv.ParseOptions(delimiter=self._delimiter),
+                # Read ids as text: a type inferred from the first block breaks on a
+                # later block, and text lets each bad value become one invalid row.
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in columns},
+                    include_columns=columns,
+                    strings_can_be_null=True,
+                ),
+            )
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch.column(0), batch.column(1) if self.has_lang else None
+        except pa.ArrowException as exc:
+            raise InputError(
+                f"cannot parse it as CSV ({_first_line(exc)})", path=self.path
+            ) from None
+
+
+def open_source(
+    path: Path | str,
+    *,
+    id_column: str = "rev_id",
+    default_lang: str = "en",
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> FileSource:
+    """The source for `path`, chosen by its extension; raises InputError if unusable."""
+    path = Path(path)
+    _check_file(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSED:
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    options: dict[str, Any] = {
+        "id_column": id_column,
+        "default_lang": default_lang,
+        "batch_rows": batch_rows,
+    }
+    if kind in _PARQUET:
+        return ParquetSource(path, **options)
+    if kind in _CSV:
+        return CsvSource(path, delimiter=_CSV[kind], **options)
+    raise InputError(
+        f"unknown file type {kind or '(no extension)'!r}; use .parquet, .csv or .tsv "
+        "(optionally .gz)",
+        path=path,
+    )
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError("no such file", path=path)
+    if path.is_dir():
+        raise InputError("is a directory; give one Parquet or CSV file", path=path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read it ({exc.strerror})", path=path) from None
+    if size == 0:
+        raise InputError("is empty (0 bytes)", path=path)
 
 
 def _from_int(value: int | None) -> tuple[int | None, str | None]:

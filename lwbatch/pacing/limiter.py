@@ -18,11 +18,12 @@ A 429 from the server pauses the whole limiter (every worker) until Retry-After.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+import anyio
 
 from lwbatch.config import Budget, Rate
 from lwbatch.pacing.gc_pauses import collect_if_due
@@ -97,8 +98,8 @@ class _Window:
             self._warm = True
 
 
-class Limiter:
-    """Grants one request at a time within a :class:`Budget`.
+class BudgetLimiter:
+    """Grants one request at a time within a :class:`Budget`; the default Limiter seam.
 
     `clock` and `sleep` are injectable so tests run hours of budget in milliseconds.
     Waiters are served first come, first served.
@@ -109,7 +110,7 @@ class Limiter:
         budget: Budget,
         *,
         clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep = anyio.sleep,
         on_grant: Callable[[float], None] | None = None,
         loopback: bool = False,
     ) -> None:
@@ -123,10 +124,10 @@ class Limiter:
         self._windows = [_Window(w, budget.margin_for(w), cold) for w in budget.windows]
         self._tat = float("-inf")
         self._paused_until = float("-inf")
-        self._lock = asyncio.Lock()
+        self._lock = anyio.Lock()
         self._granted = 0
         self._waiting = 0
-        self._on_grant = on_grant
+        self._watchers: list[Callable[[float], None]] = [on_grant] if on_grant else []
 
     @property
     def budget(self) -> Budget:
@@ -151,8 +152,8 @@ class Limiter:
             now = self._clock()
             if now >= self._paused_until:
                 self._granted += 1
-                if self._on_grant is not None:
-                    self._on_grant(now)
+                for watcher in self._watchers:
+                    watcher(now)
                 return
         self._waiting += 1
         try:
@@ -175,8 +176,8 @@ class Limiter:
                 for window in self._windows:
                     window.record(now)
                 self._granted += 1
-                if self._on_grant is not None:
-                    self._on_grant(now)
+                for watcher in self._watchers:
+                    watcher(now)
         finally:
             self._waiting -= 1
 
@@ -186,9 +187,13 @@ class Limiter:
         for window in self._windows:
             window.stall(started - STALL_LOOKBACK, pause)
 
-    def seed(self, times: list[float]) -> None:
+    def watch(self, callback: Callable[[float], None]) -> None:
+        """Call `callback(t)` with the clock time of every grant."""
+        self._watchers.append(callback)
+
+    def restore(self, grants: Sequence[float]) -> None:
         """Count requests an earlier process sent (clock times, oldest first)."""
-        for when in times:
+        for when in grants:
             for window in self._windows:
                 window.seed(when)
             self._tat = max(self._tat, when + self._interval)
@@ -206,6 +211,5 @@ class Limiter:
         )
 
     def __repr__(self) -> str:
-        return (
-            f"<Limiter {self._budget.describe()} granted={self._granted} waiting={self._waiting}>"
-        )
+        state = f"granted={self._granted} waiting={self._waiting}"
+        return f"<BudgetLimiter {self._budget.describe()} {state}>"

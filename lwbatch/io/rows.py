@@ -1,0 +1,97 @@
+"""Merged rows as Arrow: the layout every sink receives and the journal keeps.
+
+One row per key: the key columns (lwbatch/keys.py), then one struct column per model,
+named exactly as the model: prediction, probability, model_version, error, error_message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from lwbatch.keys import KEY_FIELDS
+from lwbatch.protocol.catalog import ModelSpec
+from lwbatch.results import ScoredRow
+
+_PREDICTION_TYPES: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "list": pa.list_(pa.string()),
+    "double": pa.float64(),
+}
+
+
+def score_type(spec: ModelSpec) -> pa.StructType:
+    """The struct of one model's column."""
+    return pa.struct(
+        [
+            pa.field("prediction", _PREDICTION_TYPES[spec.family.prediction]),
+            pa.field("probability", pa.map_(pa.string(), pa.float64())),
+            pa.field("model_version", pa.string()),
+            pa.field("error", pa.string()),
+            pa.field("error_message", pa.string()),
+        ]
+    )
+
+
+def output_schema(specs: Sequence[ModelSpec]) -> pa.Schema:
+    """The key columns, then one struct column per model."""
+    return pa.schema([*KEY_FIELDS, *(pa.field(s.name, score_type(s)) for s in specs)])
+
+
+class RowBuffer:
+    """Collects merged rows column by column and hands them out as one table."""
+
+    def __init__(self, specs: Sequence[ModelSpec]) -> None:
+        self.specs = list(specs)
+        self.schema = output_schema(self.specs)
+        self._types = [score_type(s) for s in self.specs]
+        self._reset()
+
+    def _reset(self) -> None:
+        self._keys: list[list[Any]] = [[] for _ in KEY_FIELDS]
+        self.invalid_rows: list[int] = []
+        self._columns: dict[str, list[list[Any]]] = {
+            s.name: [[], [], [], [], []] for s in self.specs
+        }
+
+    def __len__(self) -> int:
+        return len(self._keys[0])
+
+    def add(self, row: ScoredRow) -> None:
+        if row.key is not None:
+            for column, value in zip(self._keys, row.key, strict=True):
+                column.append(value)
+        else:
+            # An invalid row keeps the raw values it had, where they fit the columns.
+            self._keys[0].append(row.rev_id)
+            for column in self._keys[1:]:
+                column.append(None)
+            assert row.row is not None
+            self.invalid_rows.append(row.row)
+        for name, (pred, prob, version, error, message) in self._columns.items():
+            score = row.scores[name]
+            pred.append(score.prediction)
+            prob.append(score.probability)
+            version.append(score.model_version)
+            error.append(None if score.error is None else score.error.value)
+            message.append(score.error_message)
+
+    def take(self) -> tuple[pa.Table, list[int]]:
+        """The buffered rows as a table, and the input row numbers of invalid ones."""
+        arrays: list[pa.Array] = [
+            pa.array(values, field.type)
+            for values, field in zip(self._keys, KEY_FIELDS, strict=True)
+        ]
+        for spec, struct_type in zip(self.specs, self._types, strict=True):
+            children = [
+                pa.array(values, struct_type.field(i).type)
+                for i, values in enumerate(self._columns[spec.name])
+            ]
+            arrays.append(pa.StructArray.from_arrays(children, fields=list(struct_type)))
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        invalid = self.invalid_rows
+        self._reset()
+        return table, invalid
