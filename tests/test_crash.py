@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch.durability.journal import decode_answer, journal_dir
-from lwbatch.testing.emulator import Latency
+from lwbatch.testing.emulator import Emulator, Latency
 from tests.conftest import EmulatorFactory, write_parquet
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
@@ -60,6 +59,35 @@ def start(args: list[str], *, capture: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(args, stdout=out, stderr=out, text=True, env=env)
 
 
+def stop(proc: subprocess.Popen[str], signum: int) -> None:
+    proc.send_signal(signum)
+    proc.wait(timeout=30)
+
+
+def wait_for_requests(emu: Emulator, count: int, proc: subprocess.Popen[str]) -> bool:
+    """Wait until the emulator has received `count` requests in all; False if the child
+    ended first. A request reaching the emulator is the child's readiness handshake:
+    the CLI installs its signal handlers before the first request leaves."""
+    deadline = time.monotonic() + 60
+    while emu.stats.requests < count:
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, f"{emu.stats.requests} requests, waiting for {count}"
+        time.sleep(0.002)
+    return True
+
+
+def read_until(proc: subprocess.Popen[str], text: str) -> str:
+    """The child's stderr up to the first line holding `text`."""
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"the child ended without saying {text!r}:\n{seen}")
+
+
 def rows(path: Path) -> list[dict[str, Any]]:
     return sorted(pq.read_table(path).to_pylist(), key=lambda r: (r["rev_id"] is None, r["rev_id"]))
 
@@ -90,43 +118,33 @@ def clean_run(tmp_path: Path, inp: Path, emulator: EmulatorFactory) -> list[dict
     return rows(out)
 
 
-def test_killed_at_random_moments_the_run_resumes_to_the_clean_result(
+def test_killed_at_given_moments_the_run_resumes_to_the_clean_result(
     tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
     inp = revisions(tmp_path, 1500)
     clean = clean_run(tmp_path, inp, emulator)
     out = tmp_path / "out.parquet"
-    rng = random.Random(11)
-    kills = 0
-    args = command(inp, out, "", "--rate", "700/s", "--concurrency", "16")
+    # The run needs 3,000+ requests (2 revscoring models x 1,501, plus batches); each
+    # SIGKILL lands once the emulator has received the next of these totals.
+    kill_at = [150, 500, 900, 1300, 1700, 2100, 2500]
+    args = command(inp, out, "", "--rate", "2000/s", "--concurrency", "16")
     with emulator(latency=Latency("uniform", 0.005, 0.03)) as (emu, base_url):
         args[args.index("--base-url") + 1] = base_url
-        for _ in range(8):
-            proc = start(args)
-            time.sleep(rng.uniform(0.8, 1.6))
-            if proc.poll() is not None:
-                break
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            known = journaled_pairs(out)
-            counts = Counter(emu.stats.answered)
-            # Resume, and check below that nothing the journal held is asked again.
-            proc = start(args)
-            time.sleep(0.3)
+        for total in kill_at:
+            with start(args) as proc:
+                known = journaled_pairs(out)
+                counts = Counter(emu.stats.answered)
+                assert wait_for_requests(emu, total, proc), "the run ended before its kill"
+                stop(proc, signal.SIGKILL)
+            # Nothing the journal held before this process started was asked again.
             assert all(emu.stats.answered[pair] == counts[pair] for pair in known)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            if out.exists():
-                break
         final = subprocess.run(args, capture_output=True, text=True, check=False)
     assert final.returncode == 0, final.stderr
-    assert kills >= 5
     assert rows(out) == clean
     repeated = sum(1 for n in emu.stats.answered.values() if n > 1)
-    # Only answers in flight at a kill (sent by the server, never received) can repeat.
-    assert repeated <= kills * 16
+    # Only answers in flight at a kill (sent by the server, never received) can repeat:
+    # at most --concurrency per kill.
+    assert repeated <= len(kill_at) * 16
     assert not journal_dir(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "clean.parquet",
@@ -143,13 +161,18 @@ def test_a_signal_stops_gracefully_and_the_rerun_finishes(
     clean = clean_run(tmp_path, inp, emulator)
     out = tmp_path / "out.parquet"
     with emulator(latency=Latency("uniform", 0.01, 0.05)) as (emu, base_url):
-        args = command(inp, out, base_url, "--rate", "300/s", "--concurrency", "16")
-        proc = start(args, capture=True)
-        time.sleep(1.5)
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=30)
+        args = command(inp, out, base_url, "--rate", "1500/s", "--concurrency", "16")
+        with start(args, capture=True) as proc:
+            assert wait_for_requests(emu, 100, proc)
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=30)
         assert proc.returncode == code, err
-        assert err.strip().splitlines()[-1].endswith("rerun the same command to resume")
+        name = signal.Signals(signum).name
+        assert f"{name}: finishing" in err
+        assert err.strip().splitlines()[-1] == (
+            f"lwbatch: error: stopped by {name}; progress is saved in {journal_dir(out)}: "
+            "rerun the same command to resume"
+        )
         assert "Traceback" not in err
         assert not out.exists() and journal_dir(out).is_dir()
         final = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -164,20 +187,18 @@ def test_a_second_ctrl_c_exits_at_once_without_corrupting_the_journal(
     inp = revisions(tmp_path, 300)
     clean = clean_run(tmp_path, inp, emulator)
     out = tmp_path / "out.parquet"
-    with emulator(hang_rate=0.5) as (_, base_url):
-        proc = start(
-            command(inp, out, base_url, "--timeout", "60", "--grace", "60", "--concurrency", "8"),
-            capture=True,
-        )
-        time.sleep(1.5)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        assert proc.poll() is None  # waiting for the hung requests
-        proc.send_signal(signal.SIGINT)
-        began = time.monotonic()
-        proc.communicate(timeout=10)
-        assert time.monotonic() - began < 3
+    with emulator(hang_rate=0.5) as (emu, base_url):
+        args = command(inp, out, base_url, "--timeout", "60", "--grace", "60", "--concurrency", "8")
+        with start(args, capture=True) as proc:
+            assert wait_for_requests(emu, 20, proc)
+            proc.send_signal(signal.SIGINT)
+            # The child says it got the first signal; with requests hung for 60 s and a
+            # 60 s grace it can only leave within the 10 s below by the second one.
+            read_until(proc, "SIGINT: finishing")
+            proc.send_signal(signal.SIGINT)
+            _, rest = proc.communicate(timeout=10)
         assert proc.returncode == 130
+        assert "second signal: exiting now" in rest
     with emulator() as (_, base_url):
         final = subprocess.run(
             command(inp, out, base_url), capture_output=True, text=True, check=False
