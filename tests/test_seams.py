@@ -1,0 +1,191 @@
+"""The four seams used from outside: each can be replaced without touching the engine."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from lwbatch import (
+    Budget,
+    BudgetLimiter,
+    Endpoint,
+    FileJournal,
+    InvalidRow,
+    Journal,
+    Limiter,
+    Rate,
+    Revision,
+    Scorer,
+    Sink,
+    Source,
+)
+from lwbatch.run import score_file_async
+from tests.conftest import EmulatorFactory
+
+FAST = Budget.from_rate(Rate(5000, 1.0))
+
+
+class CountingLimiter:
+    """Another budget policy: grants at once and counts, as a job-wide share might."""
+
+    def __init__(self) -> None:
+        self.budget = FAST
+        self.acquired = 0
+        self.paused: list[float] = []
+        self.restored: list[float] = []
+        self._watchers: list[Callable[[float], None]] = []
+
+    async def acquire(self) -> None:
+        self.acquired += 1
+        for watcher in self._watchers:
+            watcher(float(self.acquired))
+
+    def pause(self, seconds: float) -> None:
+        self.paused.append(seconds)
+
+    def watch(self, callback: Callable[[float], None]) -> None:
+        self._watchers.append(callback)
+
+    def restore(self, grants: Sequence[float]) -> None:
+        self.restored.extend(grants)
+
+
+class ListSource:
+    """An input that is no file: rows handed over in memory (as a Spark task would)."""
+
+    def __init__(self, batches: list[list[Revision | InvalidRow]]) -> None:
+        self._batches = batches
+
+    @property
+    def name(self) -> str:
+        return "<memory>"
+
+    @property
+    def total_rows(self) -> int | None:
+        return sum(map(len, self._batches))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"rows": [[repr(item) for item in batch] for batch in self._batches]}
+
+    def batches(self) -> Iterator[list[Revision | InvalidRow]]:
+        return iter(self._batches)
+
+
+class ListSink:
+    """An output that is no Parquet file: tables kept in memory until commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pending: list[pa.Table] = []
+        self.committed: list[dict[str, Any]] | None = None
+        self.metadata: Mapping[str, bytes] = {}
+        self.aborted = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(t.num_rows for t in self.pending)
+
+    def open(self, schema: pa.Schema) -> None:
+        self.schema = schema
+
+    def write(self, rows: pa.Table) -> None:
+        assert rows.schema.names == self.schema.names
+        self.pending.append(rows)
+
+    def commit(self, metadata: Mapping[str, bytes]) -> None:
+        self.committed = [row for t in self.pending for row in t.to_pylist()]
+        self.metadata = metadata
+
+    def abort(self) -> None:
+        self.pending.clear()
+        self.aborted += 1
+
+
+def test_the_default_implementations_satisfy_their_protocols(tmp_path: Path) -> None:
+    assert isinstance(BudgetLimiter(FAST), Limiter)
+    assert isinstance(FileJournal(tmp_path / "o.parquet", models=["m"], manifest={}), Journal)
+    assert isinstance(CountingLimiter(), Limiter)
+    assert isinstance(ListSource([]), Source)
+    assert isinstance(ListSink(tmp_path / "o"), Sink)
+
+
+async def test_a_scorer_sends_every_attempt_through_an_injected_limiter(
+    emulator: EmulatorFactory,
+) -> None:
+    limiter = CountingLimiter()
+    sent: list[float] = []
+    with emulator() as (emu, base_url):
+        async with Scorer(
+            ["enwiki-damaging", "enwiki-goodfaith"],
+            endpoint=Endpoint(base_url=base_url),
+            limiter=limiter,
+            on_send=sent.append,
+        ) as scorer:
+            rows = [row async for row in scorer.score([11, 12, 13])]
+    assert sorted(row.rev_id for row in rows if row.rev_id is not None) == [11, 12, 13]
+    assert limiter.acquired == emu.stats.requests == 6
+    assert sent == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert scorer.budget is FAST
+
+
+async def test_any_source_and_sink_work_and_the_journal_folds_into_the_sink(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    source = ListSource(
+        [
+            [Revision(21, "en"), Revision(22, "en"), InvalidRow(3, -1, "rev_id -1 is negative")],
+            [Revision(21, "en"), Revision(23, "de")],
+        ]
+    )
+    sink = ListSink(tmp_path / "memory.out")
+    with emulator() as (_, base_url):
+        report = await score_file_async(
+            source,
+            sink,
+            models=["revertrisk-language-agnostic"],
+            endpoint=Endpoint(base_url=base_url),
+            budget=FAST,
+        )
+    assert sink.committed is not None
+    assert sorted(row["rev_id"] for row in sink.committed) == [-1, 21, 22, 23]
+    cells = {row["rev_id"]: row["revertrisk-language-agnostic"] for row in sink.committed}
+    assert cells[-1]["error"] == "invalid_input"
+    assert all(cells[r]["error"] is None for r in (21, 22, 23))
+    assert report.rows_written == 4 and report.duplicate_rows == 1
+    # The journal's manifest and invalid rows ride along for a rerun to adopt.
+    assert set(sink.metadata) == {"lwbatch", "lwbatch.invalid_rows"}
+    assert not (tmp_path / ".memory.out.lwbatch").exists()
+
+
+@pytest.fixture
+def gc_on() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()
+
+
+async def test_a_scorer_leaves_the_garbage_collector_alone_unless_asked(
+    gc_on: None, emulator: EmulatorFactory
+) -> None:
+    seen: list[bool] = []
+    with emulator() as (_, base_url):
+        for control in (False, True):
+            async with Scorer(
+                ["enwiki-damaging"], endpoint=Endpoint(base_url=base_url), gc_control=control
+            ) as scorer:
+                async for _row in scorer.score([31]):
+                    seen.append(gc.isenabled())
+            seen.append(gc.isenabled())
+    # Off only inside a Scorer that asked, and back on when it closed.
+    assert seen == [True, True, False, True]
