@@ -2,7 +2,7 @@
 
 Conversions from argv or the environment happen at the edge (cli.py); everything
 here accepts one shape per field and refuses anything else with a message that names
-the setting.
+the parameter, in backticks (the CLI turns it into its flag).
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ class Rate:
         unit = _PERIODS.get(match.group(3) or "s") if match else None
         if match is None or unit is None:
             raise UsageError(
-                f"--rate {text!r} is not N/PERIOD; write e.g. 50000/h, 1000/10s or 20/s"
+                f"`rate` {text!r} is not N/PERIOD; write e.g. 50000/h, 1000/10s or 20/s"
             )
         count = int(match.group(1))
         multiple = float(match.group(2)) if match.group(2) else 1.0
         if count < 1 or multiple <= 0:
-            raise UsageError(f"--rate {text!r} must allow at least 1 request per positive period")
+            raise UsageError(f"`rate` {text!r} must allow at least 1 request per positive period")
         return cls(count, multiple * unit)
 
     def __str__(self) -> str:
@@ -132,7 +132,7 @@ class Budget:
 
     @classmethod
     def parse(cls, text: str) -> Budget:
-        """`--rate`: N/PERIOD, or `unlimited`."""
+        """N/PERIOD (as for :meth:`Rate.parse`), or `unlimited`."""
         if text.strip().lower() == "unlimited":
             return cls.unlimited()
         return cls.from_rate(Rate.parse(text))
@@ -179,21 +179,21 @@ class Token:
         if not self._value or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in self._value):
             raise UsageError(
                 "the token is empty or contains whitespace or control characters; "
-                "put only the token in LIFTWING_TOKEN or --token-file"
+                "put only the bearer token in `token`"
             )
 
     @classmethod
-    def from_file(cls, path: Path) -> Token:
+    def from_file(cls, token_file: Path) -> Token:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = token_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(
-                f"--token-file {path}: cannot read it ({exc.__class__.__name__})"
+                f"`token_file` {token_file}: cannot read it ({exc.__class__.__name__})"
             ) from None
         # One trailing newline is what editors write; anything else inside is an error.
         value = text.strip()
         if not value:
-            raise UsageError(f"--token-file {path} is empty; put the bearer token in it")
+            raise UsageError(f"`token_file` {token_file} is empty; put the bearer token in it")
         return cls(value)
 
     def header(self) -> str:
@@ -219,17 +219,17 @@ class Endpoint:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(
-                f"--base-url {self.base_url!r} must be an absolute http(s) URL, "
+                f"`base_url` {self.base_url!r} must be an absolute http(s) URL, "
                 "e.g. http://127.0.0.1:8080"
             )
         if parts.username or parts.password:
             raise UsageError(
-                "--base-url must not hold credentials (user:password@); "
-                "give a token with --token-file or LIFTWING_TOKEN"
+                "`base_url` must not hold credentials (user:password@); "
+                "put a token in `token` instead"
             )
         if parts.query or parts.fragment or any(c.isspace() for c in self.base_url):
             raise UsageError(
-                f"--base-url {self.base_url!r} must not have a query, fragment or spaces"
+                f"`base_url` {self.base_url!r} must not have a query, fragment or spaces"
             )
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 

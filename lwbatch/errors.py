@@ -13,7 +13,9 @@
     └── Interrupted              stopped on request: progress saved (exit 130/143)
 
 A failure of one (model, revision) is never an exception: it becomes an `error`
-value in that revision's row. Messages say what happened and what to do next.
+value in that revision's row. Messages say what happened and what to do next, in
+library terms: a setting is named as the parameter that takes it, in backticks
+(`rate`, `restart=True`); the CLI turns those into its flags (lwbatch/cli/messages.py).
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ class RunAborted(LWBatchError):
 class AuthenticationError(RunAborted):
     def __init__(self, *, url: str) -> None:
         super().__init__(
-            f"401 Unauthorized from {url}: the token in LIFTWING_TOKEN or --token-file is "
-            "invalid or expired; create a new one, or run without a token (anonymous tier)"
+            f"401 Unauthorized from {url}: the token is invalid or expired; "
+            "create a new one and put it in `token`, or run without one (anonymous tier)"
         )
 
 

@@ -231,7 +231,7 @@ async def score_file_async(
                 store.remove()
             raise InputError(
                 f"no row has a usable {id_column!r} ({stats.invalid_rows:,} rows, none a positive "
-                "integer); check --id-column and the file",
+                "integer); check `id_column` and the file",
                 path=source.name,
             )
         # Accounting: every distinct key and every invalid row ends in exactly one row.
@@ -278,10 +278,10 @@ async def score_file_async(
 
 def _parquet_sink(output: Path, source: Source) -> ParquetSink:
     if output.suffix.lower() not in SUFFIXES:
-        raise UsageError(f"--output {output}: lwbatch writes Parquet; name the file *.parquet")
+        raise UsageError(f"`output` {output}: lwbatch writes Parquet; name the file *.parquet")
     inp = Path(source.name)
     if output.exists() and inp.exists() and output.samefile(inp):
-        raise UsageError(f"--output {output} is the input file; choose another output path")
+        raise UsageError(f"`output` {output} is the input file; choose another output path")
     return ParquetSink(output)
 
 

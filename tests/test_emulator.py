@@ -165,5 +165,5 @@ def test_latency_specs() -> None:
     assert Latency.parse("0.25") == Latency("fixed", 0.25)
     assert Latency.parse("liftwing") == Latency("lognormal", 0.45, 1.03)
     assert Latency.parse("uniform:0.1:0.2") == Latency("uniform", 0.1, 0.2)
-    with pytest.raises(UsageError, match="--latency 'slow'"):
+    with pytest.raises(UsageError, match="`latency` 'slow'"):
         Latency.parse("slow")

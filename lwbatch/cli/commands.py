@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from lwbatch._version import __version__
+from lwbatch.cli.messages import for_cli
 from lwbatch.cli.scoring import DEFAULT_GRACE, freeze_heap, score_and_report, write_json
 from lwbatch.config import (
     DEFAULT_TIMEOUT,
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("lwbatch: interrupted", err=True)
         return 130
     except LWBatchError as exc:
-        click.echo(f"lwbatch: error: {exc}", err=True)
+        click.echo(f"lwbatch: error: {for_cli(str(exc))}", err=True)
         return exc.exit_code
     except Exception as exc:  # a bug: say so in one line; the traceback is opt-in
         if os.environ.get("LWBATCH_DEBUG"):

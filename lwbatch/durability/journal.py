@@ -149,7 +149,7 @@ class FileJournal:
         if manifest is None:
             raise UsageError(
                 f"{self.output} already exists and was not written by lwbatch; "
-                "pass --restart to replace it, or choose another output"
+                "pass `restart=True` to replace it, or choose another output"
             )
         self._check_same(orjson.loads(manifest))
         self._create()
@@ -176,15 +176,16 @@ class FileJournal:
         for key, label in (
             ("format", "journal format"),
             ("input", "input file"),
-            ("id_column", "--id-column"),
-            ("lang", "--lang"),
+            ("id_column", "`id_column`"),
+            ("lang", "`lang`"),
             ("models", "models"),
         ):
             if previous.get(key) != self.manifest.get(key):
                 raise UsageError(
                     f"{self.output} belongs to a run with another {label} "
                     f"({_show(previous.get(key))} instead of {_show(self.manifest.get(key))}); "
-                    "rerun it as it was, choose another output, or pass --restart to replace it"
+                    "rerun it as it was, choose another output, "
+                    "or pass `restart=True` to replace it"
                 )
 
     def _create(self) -> ResumeState:
@@ -205,7 +206,7 @@ class FileJournal:
             previous = orjson.loads((self.dir / "manifest.json").read_bytes())
         except (OSError, orjson.JSONDecodeError):
             raise UsageError(
-                f"{self.dir} is not a readable lwbatch journal; remove it or pass --restart"
+                f"{self.dir} is not a readable lwbatch journal; remove it or pass `restart=True`"
             ) from None
         self._check_same(previous)
         state = ResumeState()

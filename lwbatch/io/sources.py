@@ -88,7 +88,7 @@ class FileSource:
             raise InputError(
                 f"no column {self.id_column!r} "
                 f"(columns: {', '.join(map(repr, names[:10]))}){hint}; "
-                "name the id column with --id-column",
+                "name the id column with `id_column`",
                 path=self.path,
             )
         if schema is not None:

@@ -117,7 +117,7 @@ class Catalog:
             if name not in specs:
                 specs[name] = self.resolve(name)
         if not specs:
-            raise UsageError("no model given: name at least one with -m/--model")
+            raise UsageError("no model given: name at least one with `models`")
         return list(specs.values())
 
 

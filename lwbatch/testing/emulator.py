@@ -67,7 +67,7 @@ class Latency:
         except ValueError:
             pass
         raise UsageError(
-            f"--latency {text!r}: write SECONDS, uniform:LOW:HIGH, "
+            f"`latency` {text!r}: write SECONDS, uniform:LOW:HIGH, "
             "lognormal:MEDIAN:SIGMA or liftwing"
         )
 
@@ -100,7 +100,7 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         for name in ("error_rate", "reset_rate", "hang_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
+                raise UsageError(f"`{name}` must be between 0 and 1")
 
 
 @dataclass(slots=True)
