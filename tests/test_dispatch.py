@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import random
 import socket
 from collections.abc import Callable
 
@@ -12,15 +14,19 @@ import pytest
 import respx
 
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer, Token
+from lwbatch.engine.dispatch import Dispatcher, Stopped
+from lwbatch.engine.stats import RunStats
 from lwbatch.errors import (
     AuthenticationError,
     NoModelDeployedError,
     UnreachableError,
     UsageError,
 )
+from lwbatch.pacing.limiter import Limiter
 from lwbatch.protocol.catalog import default_catalog
-from lwbatch.protocol.client import user_agent
-from lwbatch.results import ErrorType, ScoredRow
+from lwbatch.protocol.client import LiftWingClient, user_agent
+from lwbatch.protocol.payloads import build_payload, parse_retry_after
+from lwbatch.results import ErrorType, Revision, Score, ScoredRow
 from lwbatch.testing.emulator import Emulator
 from tests.conftest import FakeClock
 
@@ -122,27 +128,160 @@ async def test_internal_endpoint_sends_host_header(fake_clock: FakeClock) -> Non
     )
 
 
-async def test_5xx_is_retried_with_backoff_and_every_attempt_is_budgeted(
+class Recorded:
+    """A dispatcher on scripted answers whose backoff sleeps are recorded.
+
+    The limiter sleeps on the clock directly, so what `slept` holds is the backoff
+    alone; jitter draws from a Random seeded with `seed`.
+    """
+
+    def __init__(
+        self,
+        script: Script,
+        clock: FakeClock,
+        *,
+        retry: RetryPolicy,
+        seed: int = 7,
+        budget: Budget | None = None,
+    ) -> None:
+        self.clock = clock
+        self.slept: list[float] = []
+        self.client = LiftWingClient(
+            Endpoint(base_url=BASE), transport=script.transport, clock=clock
+        )
+        self.limiter = Limiter(
+            budget or Budget.from_rate(Rate(1000, 1.0)), clock=clock, sleep=clock.sleep
+        )
+        self.stats = RunStats()
+        self.dispatcher = Dispatcher(
+            self.client,
+            self.limiter,
+            self.stats,
+            retry=retry,
+            sleep=self.sleep,
+            rng=random.Random(seed),
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await self.clock.sleep(seconds)
+
+    async def __aenter__(self) -> Recorded:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.__aexit__(None, None, None)
+
+    async def send(self, rev_id: int, model: str = "enwiki-damaging") -> Score:
+        spec = default_catalog().resolve(model)
+        scores = await self.dispatcher.send(spec, [Revision(rev_id, "en")])
+        return scores[rev_id]
+
+
+async def test_5xx_is_retried_with_full_jitter_backoff_and_every_attempt_is_budgeted(
     fake_clock: FakeClock,
 ) -> None:
-    script = Script(
-        lambda r, n: httpx.Response(503, text="upstream busy") if n <= 2 else ok(r), fake_clock
-    )
-    async with Scorer(
-        ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=script.transport,
-        budget=Budget.from_rate(Rate(1000, 1.0)),
-        clock=fake_clock,
-        sleep=fake_clock.sleep,
-    ) as scorer:
-        rows = [row async for row in scorer.score([5])]
-    assert rows[0].scores["enwiki-damaging"].ok
+    script = Script(lambda r, n: httpx.Response(503, text="upstream busy"), fake_clock)
+    policy = RetryPolicy(max_attempts=6, backoff_base=0.5, backoff_max=3.0)
+    async with Recorded(script, fake_clock, retry=policy, seed=7) as run:
+        score_ = await run.send(5)
+    assert score_.error is ErrorType.TRANSIENT_ERROR
+    assert len(script.requests) == 6
+    assert run.limiter.statistics().granted == 6
+    # Full jitter: the n-th backoff (n = 0, 1, ...) is uniform(0, min(3.0, 0.5 * 2**n)).
+    ceilings = [0.5, 1.0, 2.0, 3.0, 3.0]
+    draws = random.Random(7)
+    assert run.slept == [draws.uniform(0.0, ceiling) for ceiling in ceilings]
+    assert all(0.0 < s <= c for s, c in zip(run.slept, ceilings, strict=True))
+    # Each retry left no sooner than its backoff after the attempt before it (1e-9:
+    # the clock's float rounding).
+    times = [t for t, _ in script.requests]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(gap >= s - 1e-9 for gap, s in zip(gaps, run.slept, strict=True))
+
+
+async def test_a_429_is_not_backed_off_the_limiters_pause_holds_it(fake_clock: FakeClock) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "30"}) if n <= 2 else ok(request)
+
+    script = Script(answer, fake_clock)
+    async with Recorded(script, fake_clock, retry=RetryPolicy()) as run:
+        assert (await run.send(5)).ok
+    assert not any(run.slept)
+    times = [t for t, _ in script.requests]
+    assert times[1] >= times[0] + 30.0 and times[2] >= times[1] + 30.0
+    assert run.limiter.statistics().granted == 3
+
+
+async def test_429s_and_transient_failures_are_counted_apart(fake_clock: FakeClock) -> None:
+    # 503, 429, 429, 503: with max_attempts=2 the second 503 ends it; the 429s count
+    # against max_rate_limited only, and only the first 503 is backed off.
+    statuses = [503, 429, 429, 503]
+
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        return httpx.Response(statuses[n - 1], text="busy", headers={"Retry-After": "1"})
+
+    script = Script(answer, fake_clock)
+    retry = RetryPolicy(max_attempts=2, max_rate_limited=3)
+    async with Recorded(script, fake_clock, retry=retry) as run:
+        score_ = await run.send(5)
+    assert len(script.requests) == 4
+    # One backoff, the first of the policy's (uniform(0, 0.5)), after the first 503.
+    assert [s for s in run.slept if s] == [random.Random(7).uniform(0.0, 0.5)]
+    assert score_.error is ErrorType.TRANSIENT_ERROR
+    assert score_.error_message == "HTTP 503 after 2 attempt(s): busy"
+
+
+async def test_429s_are_bounded_then_rate_limited(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: httpx.Response(429, headers={"Retry-After": "2"}), fake_clock)
+    async with Recorded(script, fake_clock, retry=RetryPolicy(max_rate_limited=3)) as run:
+        score_ = await run.send(5)
+    assert score_.error is ErrorType.RATE_LIMITED
+    assert score_.error_message == "HTTP 429 3 times in a row"
     assert len(script.requests) == 3
-    assert scorer.limiter.statistics().granted == 3
-    assert scorer.stats.requests_by_outcome == {"503": 2, "200": 1}
-    gaps = [b[0] - a[0] for a, b in zip(script.requests, script.requests[1:], strict=False)]
-    assert all(gap > 0 for gap in gaps)  # backed off, not hammered
+    assert not any(run.slept)
+
+
+async def test_after_a_404_jobs_for_the_model_take_no_budget(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: httpx.Response(404), fake_clock)
+    async with Recorded(script, fake_clock, retry=RetryPolicy()) as run:
+        first = await run.send(1, "svwiki-reverted")
+        second = await run.send(2, "svwiki-reverted")
+    assert first.error is second.error is ErrorType.MODEL_NOT_DEPLOYED
+    assert len(script.requests) == 1
+    assert run.limiter.statistics().granted == 1  # the second job never asked the budget
+
+
+async def test_once_stopped_nothing_is_sent_and_no_budget_taken(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: ok(r), fake_clock)
+    async with Recorded(script, fake_clock, retry=RetryPolicy()) as run:
+        run.dispatcher.stop()
+        with pytest.raises(Stopped):
+            await run.send(1)
+        await run.dispatcher.drained()
+    assert script.requests == []
+    assert run.limiter.statistics().granted == 0
+
+
+async def test_no_reference_cycles_per_job(fake_clock: FakeClock) -> None:
+    # Cyclic garbage waits for a full collection, whose pause shows as send jitter
+    # (see lwbatch/pacing/gc_pauses.py). Successes and retries both leave none.
+    script = Script(lambda r, n: httpx.Response(503) if n % 3 == 0 else ok(r), fake_clock)
+    async with Recorded(script, fake_clock, retry=RetryPolicy(), budget=Budget.unlimited()) as run:
+        await run.send(1)
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            gc.collect()
+            for rev_id in range(2, 102):
+                assert (await run.send(rev_id)).ok
+            garbage = gc.collect()
+        finally:
+            if was_enabled:
+                gc.enable()
+    assert len(script.requests) > 140  # a third of the attempts were retried
+    assert garbage < 10
 
 
 async def test_retries_are_bounded_then_transient_error(fake_clock: FakeClock) -> None:
@@ -393,3 +532,30 @@ def test_token_never_shows_in_repr_or_str() -> None:
     token = Token("very-secret")
     assert "very-secret" not in repr(token) and "very-secret" not in str(token)
     assert token.header() == "Bearer very-secret"
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("30", 30.0),
+        ("0.5", 0.5),
+        ("-4", 0.0),
+        ("86400", 3600.0),  # capped at an hour
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: go now
+        ("Fri, 01 Jan 9999 00:00:00 GMT", 3600.0),
+        ("soon", 5.0),  # unreadable: the default
+        (None, 5.0),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(header: str | None, seconds: float) -> None:
+    assert parse_retry_after(header, default=5.0) == seconds
+
+
+def test_payload_is_one_instance_or_a_batch() -> None:
+    catalog = default_catalog()
+    damaging = catalog.resolve("enwiki-damaging")
+    revertrisk = catalog.resolve("revertrisk-language-agnostic")
+    assert orjson.loads(build_payload(damaging, [Revision(1, "en")])) == {"rev_id": 1}
+    assert orjson.loads(build_payload(revertrisk, [Revision(1, "de"), Revision(2, "en")])) == {
+        "instances": [{"rev_id": 1, "lang": "de"}, {"rev_id": 2, "lang": "en"}]
+    }

@@ -1,21 +1,18 @@
 """One request's life: budget, send, retry, and the answer turned into scores.
 
 Every attempt, retries included, passes through the limiter first. Transient
-failures (5xx, timeouts, resets) back off exponentially with full jitter (tenacity);
-a 429 pauses the whole limiter for Retry-After, so every worker waits, not just the
-one that was told. Terminal answers become scores; only 401 ends the run.
+failures (5xx, timeouts, resets) back off exponentially with full jitter; a 429
+pauses the whole limiter for Retry-After, so every worker waits, not just the one
+that was told. Terminal answers become scores; only 401 ends the run.
 """
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import time
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+import anyio
 
 from lwbatch.config import RetryPolicy
 from lwbatch.engine.stats import RunStats
@@ -23,58 +20,31 @@ from lwbatch.errors import AuthenticationError, UnreachableError
 from lwbatch.protocol.answers import classify_client_error, error_message, parse_answer
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.protocol.client import LiftWingClient, TransportFailure
+from lwbatch.protocol.payloads import build_payload, parse_retry_after
 from lwbatch.results import ErrorType, Revision, Score
 from lwbatch.seams import Limiter
 
-_MAX_RETRY_AFTER = 3600.0
-
-
-def build_payload(spec: ModelSpec, revisions: Sequence[Revision]) -> bytes:
-    """The JSON body: one instance, or ``{"instances": [...]}`` for a batch."""
-    with_lang = spec.needs_lang
-    instances = [
-        {"rev_id": r.rev_id, "lang": r.lang} if with_lang else {"rev_id": r.rev_id}
-        for r in revisions
-    ]
-    if len(instances) == 1:
-        return orjson.dumps(instances[0])
-    return orjson.dumps({"instances": instances})
-
-
-def parse_retry_after(value: str | None, *, default: float) -> float:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return default
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+__all__ = ["Dispatcher", "Stopped", "build_payload", "parse_retry_after"]
 
 
 class Stopped(Exception):
     """The run is stopping: this job was not sent and stays unanswered."""
 
 
-class _Retryable(Exception):
-    def __init__(self, error: ErrorType, message: str) -> None:
-        super().__init__(message)
-        self.error = error
-        self.message = message
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """An attempt that got no usable answer and may be tried again."""
+
+    error: ErrorType  # TRANSIENT_ERROR or RATE_LIMITED
+    cause: str
+    detail: str | None = None
+
+    def message(self, attempts: int) -> str:
+        text = f"{self.cause} after {attempts} attempt(s)"
+        return text if self.detail is None else f"{text}: {self.detail}"
 
 
-class _RateLimited(_Retryable):
-    pass
-
-
-@dataclass(slots=True)
-class _Tries:
-    transient: int = 0
-    rate_limited: int = 0
+_RATE_LIMITED = _Retry(ErrorType.RATE_LIMITED, "HTTP 429")
 
 
 class Dispatcher:
@@ -87,9 +57,10 @@ class Dispatcher:
         stats: RunStats,
         *,
         retry: RetryPolicy,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         on_latency: Callable[[float], None] | None = None,
         limit: Callable[[], int] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._client = client
         # The in-flight cap in force, read when a new peak is reached (for the report).
@@ -99,16 +70,14 @@ class Dispatcher:
         self._stats = stats
         self._policy = retry
         self._sleep = sleep
-        self._backoff = wait_random_exponential(
-            multiplier=retry.backoff_base, max=retry.backoff_max
-        )
+        self._rng = rng if rng is not None else random.Random()
         self.undeployed: set[str] = set()
         self.stopping = False
         self.in_flight = 0
         self.answered = False  # any HTTP answer at all, whatever its status
         self._unreachable = 0  # connection failures in a row before any answer
         self._unreachable_reason = ""
-        self._drained = asyncio.Event()
+        self._drained = anyio.Event()
 
     def stop(self) -> None:
         """Send nothing more; requests already in flight may finish."""
@@ -121,34 +90,37 @@ class Dispatcher:
         await self._drained.wait()
 
     async def send(self, spec: ModelSpec, revisions: Sequence[Revision]) -> dict[int, Score]:
+        """A score per revision; retries until an answer is final or the policy gives up."""
         rev_ids = [r.rev_id for r in revisions]
         payload = build_payload(spec, revisions)
-        tries = _Tries()
-        # Most requests succeed at once: they skip tenacity, whose retry state is a
-        # reference cycle per request that only a full GC frees (measured: 20-100 ms
-        # pauses, each a burst of send jitter a server-side window can see).
-        try:
-            return await self._attempt(spec, rev_ids, payload, tries)
-        except _Retryable as exc:
-            first: _Retryable | None = exc
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retryable),
-            stop=lambda _state: self._exhausted(tries),
-            wait=self._wait,
-            sleep=self._sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    if first is not None:
-                        # Replayed so tenacity counts and backs off from attempt 1.
-                        failure, first = first, None
-                        raise failure
-                    return await self._attempt(spec, rev_ids, payload, tries)
-        except _Retryable as exc:
-            return {rev_id: Score.failed(exc.error, exc.message) for rev_id in rev_ids}
-        raise AssertionError("unreachable: tenacity either returns or re-raises")
+        policy = self._policy
+        transient = rate_limited = 0
+        while True:
+            outcome = await self._attempt(spec, rev_ids, payload)
+            if not isinstance(outcome, _Retry):
+                return outcome
+            if outcome.error is ErrorType.RATE_LIMITED:
+                # No backoff of its own: the limiter's pause (Retry-After) already holds
+                # every worker, this one included.
+                rate_limited += 1
+                if rate_limited < policy.max_rate_limited:
+                    continue
+                message = f"{outcome.cause} {rate_limited} times in a row"
+            else:
+                transient += 1
+                if transient < policy.max_attempts:
+                    await self._sleep(self._backoff(transient))
+                    continue
+                message = outcome.message(transient)
+            return {rev_id: Score.failed(outcome.error, message) for rev_id in rev_ids}
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential backoff with full jitter (Brooker, "Exponential Backoff And
+        Jitter", AWS Architecture Blog, 2015): uniform(0, min(max, base * 2**(n-1)))."""
+        policy = self._policy
+        # The exponent is capped only so that a huge max_attempts cannot overflow a float.
+        ceiling = min(policy.backoff_max, policy.backoff_base * 2.0 ** min(failures - 1, 64))
+        return self._rng.uniform(0.0, ceiling)
 
     def _check_reachable(self, failure: TransportFailure) -> None:
         # Until the endpoint has answered once, connection failures in a row mean a
@@ -183,20 +155,10 @@ class Dispatcher:
             raise Stopped
         return None
 
-    def _exhausted(self, tries: _Tries) -> bool:
-        return (
-            tries.transient >= self._policy.max_attempts
-            or tries.rate_limited >= self._policy.max_rate_limited
-        )
-
-    def _wait(self, state: RetryCallState) -> float:
-        # After a 429 the limiter itself holds every worker until Retry-After.
-        failure = state.outcome.exception() if state.outcome else None
-        return 0.0 if isinstance(failure, _RateLimited) else self._backoff(state)
-
     async def _attempt(
-        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, tries: _Tries
-    ) -> dict[int, Score]:
+        self, spec: ModelSpec, rev_ids: list[int], payload: bytes
+    ) -> dict[int, Score] | _Retry:
+        """One try: the scores, or what went wrong if it may be tried again."""
         if (undeployed := self._held_back(spec, rev_ids)) is not None:
             return undeployed
         await self._limiter.acquire()
@@ -218,10 +180,7 @@ class Dispatcher:
                 self._on_latency(exc.elapsed)
             stats.requests_by_outcome[exc.kind] += 1
             self._check_reachable(exc)
-            tries.transient += 1
-            raise _Retryable(
-                ErrorType.TRANSIENT_ERROR, f"{exc} after {tries.transient} attempt(s)"
-            ) from None
+            return _Retry(ErrorType.TRANSIENT_ERROR, str(exc))
         finally:
             self.in_flight -= 1
             if self.stopping and not self.in_flight:
@@ -235,19 +194,12 @@ class Dispatcher:
         if 200 <= status < 300:
             return parse_answer(spec, rev_ids, reply.body)
         if status == 429:
-            tries.rate_limited += 1
             self._limiter.pause(
                 parse_retry_after(reply.retry_after, default=self._policy.default_retry_after)
             )
-            raise _RateLimited(
-                ErrorType.RATE_LIMITED, f"HTTP 429 {tries.rate_limited} times in a row"
-            )
+            return _RATE_LIMITED
         if status >= 500:
-            tries.transient += 1
-            raise _Retryable(
-                ErrorType.TRANSIENT_ERROR,
-                f"HTTP {status} after {tries.transient} attempt(s): {error_message(reply.body)}",
-            )
+            return _Retry(ErrorType.TRANSIENT_ERROR, f"HTTP {status}", error_message(reply.body))
         if status == 401:
             raise AuthenticationError(url=self._client.endpoint.url(spec.name))
         if status == 404:

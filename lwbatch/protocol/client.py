@@ -1,9 +1,17 @@
 """The one place that talks HTTP to Lift Wing.
 
-One shared ``httpx.AsyncClient`` with keep-alive and a connection cap. Under it sits the
-``httpx-aiohttp`` transport: httpx 0.28's own pool measured 130-490 req/s at 8-128 in
-flight on this machine (encode/httpx#3215) against ~1,100-1,600 req/s for the same
-client on aiohttp. Tests inject ``httpx.MockTransport`` (or respx) instead.
+Requests go straight to an httpx transport through its public API,
+``await transport.handle_async_request(request)``, with no ``httpx.AsyncClient`` on
+top: lwbatch needs none of the client's cookie jar (11% of lwbatch's CPU, measured),
+redirects or auth, and the client binds each response's stream back to the response,
+a reference cycle that only a full GC frees (measured: 70-100 ms pauses mid-run that
+let a server-side window count N+1). What the client did and lwbatch needs is done
+here: default headers, the timeout (the request's ``timeout`` extension), reading and
+closing the response.
+
+The transport is ``httpx-aiohttp``'s: httpx 0.28's own pool measured 130-490 req/s at
+8-128 in flight on this machine (encode/httpx#3215) against ~1,100-1,600 req/s on
+aiohttp. Tests inject ``httpx.MockTransport`` (or respx) instead.
 """
 
 from __future__ import annotations
@@ -34,40 +42,6 @@ class Reply:
     latency: float
 
 
-_EMPTY = httpx.ByteStream(b"")
-
-
-def _was_cut(exc: httpx.TimeoutException) -> bool:
-    """httpx-aiohttp maps every aiohttp connection error, a server closing the
-    connection mid-request included, to httpx.ConnectTimeout; tell those apart."""
-    cause = exc.__cause__
-    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
-        cause, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError
-    )
-
-
-class _NoCookies(httpx.Cookies):
-    """Lift Wing sets no cookies we need; httpx's jar cost 11% of lwbatch's CPU."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-class _Client(httpx.AsyncClient):
-    """httpx's client without a cookie jar (it parses every response through
-    urllib's cookie machinery, measured at 11% of the CPU of a run)."""
-
-    _jar = _NoCookies()
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._jar
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        return None
-
-
 class TransportFailure(Exception):
     """No HTTP answer: timeout or connection error (kind is `timeout` or `connection`).
 
@@ -84,7 +58,15 @@ class TransportFailure(Exception):
         self.unreachable = unreachable
 
 
-def _unreachable_reason(exc: BaseException) -> str | None:
+# httpx-aiohttp raises an httpx exception with the aiohttp one as its __cause__
+# (`raise mapped from exc`), and maps coarsely: every aiohttp ClientConnectionError,
+# a refused connection, a name that does not resolve and a server closing the
+# connection mid-request included, becomes httpx.ConnectTimeout. The cause tells them
+# apart. tests/test_client.py pins that mapping against the real transport, so an
+# upgrade that changes it fails there, not in a run.
+
+
+def _unreachable_reason(exc: httpx.TransportError) -> str | None:
     """Why a connection could not be opened, or None if the failure came later."""
     cause = exc.__cause__
     if isinstance(cause, aiohttp.ClientConnectorDNSError):
@@ -98,6 +80,36 @@ def _unreachable_reason(exc: BaseException) -> str | None:
         # httpx's own transports (and MockTransport in tests) raise ConnectError directly.
         return str(exc) or "connection failed"
     return None
+
+
+def _was_cut(exc: httpx.TimeoutException) -> bool:
+    """A connection error in a timeout's clothes (see above), not a timeout."""
+    cause = exc.__cause__
+    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+        cause, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError
+    )
+
+
+def _failure(exc: httpx.TransportError, elapsed: float) -> TransportFailure:
+    """The transport's exception as lwbatch reports it."""
+    reason = _unreachable_reason(exc)
+    if reason is not None:
+        return TransportFailure(
+            "connection", f"cannot connect ({reason})", elapsed, unreachable=reason
+        )
+    if not isinstance(exc, httpx.TimeoutException):
+        return TransportFailure(
+            "connection", f"connection failed ({type(exc).__name__}: {exc})", elapsed
+        )
+    if _was_cut(exc):
+        return TransportFailure(
+            "connection",
+            f"connection closed before an answer ({type(exc.__cause__).__name__})",
+            elapsed,
+        )
+    return TransportFailure(
+        "timeout", f"no answer within the timeout ({type(exc).__name__})", elapsed
+    )
 
 
 def user_agent(contact: str | None) -> str:
@@ -132,31 +144,36 @@ class LiftWingClient:
         if timeout <= 0:
             raise UsageError(f"--timeout must be > 0 seconds, got {timeout:g}")
         self.endpoint = endpoint
-        # Idle connections are kept for a minute: re-opening them when load rises adds
-        # tens of milliseconds of send jitter, which a server-side window sees.
-        limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=60.0,
-        )
         if transport is None:
+            # Idle connections are kept for a minute: re-opening them when load rises
+            # adds tens of milliseconds of send jitter, which a server-side window sees.
+            limits = httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=60.0,
+            )
             transport = AiohttpTransport(limits=limits, verify=verify)
-        headers = {"Content-Type": "application/json", "User-Agent": user_agent(contact)}
+        self._transport = transport
+        # Sent with each request, as httpx.AsyncClient would: httpx-aiohttp turns its
+        # connect, read and pool values into aiohttp's sock_connect, sock_read and connect.
+        self._timeout = httpx.Timeout(timeout).as_dict()
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": user_agent(contact),
+            # What httpx.AsyncClient asked for here. Left to aiohttp, it would also ask
+            # for zstd once backports.zstd is installed, which httpx (the one decoding,
+            # since httpx-aiohttp turns aiohttp's decompression off) reads only with
+            # zstandard.
+            "Accept-Encoding": "gzip, deflate",
+        }
         if token is not None:
-            headers["Authorization"] = token.header()
-        self._http = _Client(
-            transport=transport,
-            headers=headers,
-            timeout=httpx.Timeout(timeout),
-            limits=limits,
-            verify=verify,
-        )
-        # Parsed once: httpx parses a str URL on every request (7% of the CPU).
-        self._urls: dict[str, httpx.URL] = {}
-        self._host_headers: dict[str, dict[str, str]] = {}
+            self._headers["Authorization"] = token.header()
+        # Per model, parsed once: httpx parses a str URL and headers on every request
+        # (the URL alone measured 7% of the CPU).
+        self._targets: dict[str, tuple[httpx.URL, httpx.Headers]] = {}
 
     async def __aenter__(self) -> LiftWingClient:
-        await self._http.__aenter__()
+        await self._transport.__aenter__()
         return self
 
     async def __aexit__(
@@ -165,51 +182,39 @@ class LiftWingClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._http.__aexit__(exc_type, exc, tb)
+        await self._transport.__aexit__(exc_type, exc, tb)
+
+    def _target(self, spec: ModelSpec) -> tuple[httpx.URL, httpx.Headers]:
+        target = self._targets.get(spec.name)
+        if target is None:
+            headers = httpx.Headers(self._headers)
+            if self.endpoint.host_header:
+                # The internal endpoint routes on the Host header, one per model server.
+                headers["Host"] = spec.host
+            target = self._targets[spec.name] = (httpx.URL(self.endpoint.url(spec.name)), headers)
+        return target
 
     async def post(self, spec: ModelSpec, payload: bytes) -> Reply:
         """One request. Raises :class:`TransportFailure` when no answer arrives."""
-        url = self._urls.get(spec.name)
-        if url is None:
-            url = self._urls[spec.name] = httpx.URL(self.endpoint.url(spec.name))
-            self._host_headers[spec.name] = {"Host": spec.host} if self.endpoint.host_header else {}
+        url, headers = self._target(spec)
+        request = httpx.Request(
+            "POST", url, headers=headers, content=payload, extensions={"timeout": self._timeout}
+        )
         started = self._clock()
         try:
-            response = await self._http.post(
-                url, content=payload, headers=self._host_headers[spec.name]
-            )
+            response = await self._transport.handle_async_request(request)
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
-            elapsed = self._clock() - started
-            reason = _unreachable_reason(exc)
-            if reason is not None:
-                raise TransportFailure(
-                    "connection", f"cannot connect ({reason})", elapsed, unreachable=reason
-                ) from None
-            if not isinstance(exc, httpx.TimeoutException):
-                raise TransportFailure(
-                    "connection", f"connection failed ({type(exc).__name__}: {exc})", elapsed
-                ) from None
-            if _was_cut(exc):
-                raise TransportFailure(
-                    "connection",
-                    f"connection closed before an answer ({type(exc.__cause__).__name__})",
-                    elapsed,
-                ) from None
-            raise TransportFailure(
-                "timeout", f"no answer within the timeout ({type(exc).__name__})", elapsed
-            ) from None
-        reply = Reply(
+            raise _failure(exc, self._clock() - started) from None
+        return Reply(
             status=response.status_code,
-            body=response.content,
+            body=body,
             retry_after=response.headers.get("retry-after"),
             latency=self._clock() - started,
         )
-        # httpx binds every response's stream back to the response, a reference cycle
-        # that outlives the request and is freed only by a full GC: measured, 70-100 ms
-        # pauses mid-run that let a server-side window count N+1. The body is read and
-        # the stream closed, so unbinding it lets reference counting free it at once.
-        response.stream = _EMPTY
-        return reply
 
     def __repr__(self) -> str:
         return f"<LiftWingClient {self.endpoint.base_url}>"

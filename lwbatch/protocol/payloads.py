@@ -1,0 +1,46 @@
+"""What goes on the wire to a model server, and the one answer header read back.
+
+The request body is Lift Wing's JSON: one instance, or ``{"instances": [...]}`` for a
+batch. ``Retry-After`` (RFC 9110, section 10.2.3) comes as delta-seconds or an HTTP-date.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Sequence
+
+import orjson
+
+from lwbatch.protocol.catalog import ModelSpec
+from lwbatch.results import Revision
+
+# A cap, so that one wrong or hostile header cannot hold the whole run for days.
+_MAX_RETRY_AFTER = 3600.0
+
+
+def build_payload(spec: ModelSpec, revisions: Sequence[Revision]) -> bytes:
+    """The JSON body: one instance, or ``{"instances": [...]}`` for a batch."""
+    with_lang = spec.needs_lang
+    instances = [
+        {"rev_id": r.rev_id, "lang": r.lang} if with_lang else {"rev_id": r.rev_id}
+        for r in revisions
+    ]
+    if len(instances) == 1:
+        return orjson.dumps(instances[0])
+    return orjson.dumps({"instances": instances})
+
+
+def parse_retry_after(value: str | None, *, default: float) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return default
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
