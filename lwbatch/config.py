@@ -21,8 +21,6 @@ EXTERNAL_BASE_URL = "https://api.wikimedia.org/service/lw/inference"
 INTERNAL_BASE_URL = "https://inference.discovery.wmnet:30443"
 # The gateway route times out after 30 s; wait a little longer so its 504 reaches us.
 DEFAULT_TIMEOUT = 35.0
-# Little's law at the enterprise rate: 55.6 req/s x revscoring p99 (~4 s) > 200 in flight.
-DEFAULT_CONCURRENCY = 256
 
 _PERIODS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0, "d": 86400.0}
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]*)\s*")

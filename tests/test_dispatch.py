@@ -22,7 +22,7 @@ from lwbatch.errors import (
     UnreachableError,
     UsageError,
 )
-from lwbatch.pacing.limiter import Limiter
+from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.protocol.client import LiftWingClient, user_agent
 from lwbatch.protocol.payloads import build_payload, parse_retry_after
@@ -149,7 +149,7 @@ class Recorded:
         self.client = LiftWingClient(
             Endpoint(base_url=BASE), transport=script.transport, clock=clock
         )
-        self.limiter = Limiter(
+        self.limiter = BudgetLimiter(
             budget or Budget.from_rate(Rate(1000, 1.0)), clock=clock, sleep=clock.sleep
         )
         self.stats = RunStats()

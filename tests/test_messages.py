@@ -97,10 +97,6 @@ CLI_WORDS = re.compile(r"(?<![\w-])--[a-z{]|LIFTWING_TOKEN|LWBATCH_[A-Z]")
 ALLOWED = {
     # Not a message: the emulator starts `lwbatch emulate` in a process of its own.
     ("testing/emulator.py", "--port"),
-    # protocol/client.py is being rewritten elsewhere; drop these two once it speaks
-    # `contact` and `timeout` (the CLI already translates both).
-    ("protocol/client.py", "--contact must be a single line (an e-mail address or URL)"),
-    ("protocol/client.py", "--timeout must be > 0 seconds, got {}"),
 }
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -279,6 +280,7 @@ def emulate(
       lwbatch score revs.parquet -o out.parquet -m enwiki-damaging \\
           --base-url http://127.0.0.1:8080
     """
+    # The emulator is an aiohttp web application, and aiohttp serves on asyncio only.
     import asyncio
 
     from lwbatch.testing.emulator import Emulator, EmulatorConfig, Latency, serve
@@ -399,7 +401,7 @@ def bench(
     Example:
       lwbatch bench --tier authenticated --seconds 60
     """
-    import asyncio
+    import anyio
 
     from lwbatch.cli.bench import DEFAULT_MODELS, chart_available, compressed, draw_chart, run_bench
     from lwbatch.testing.emulator import Latency, spawned
@@ -436,8 +438,9 @@ def bench(
     log.info("bench: budget %s for %g s against %s", budget.describe(), seconds, where)
 
     def measure(target: Endpoint) -> Any:
-        return asyncio.run(
-            run_bench(
+        return anyio.run(
+            partial(
+                run_bench,
                 endpoint=target,
                 budget=budget,
                 seconds=seconds,

@@ -14,7 +14,7 @@ next grant is stamped after it, and the grants just before it, which may not hav
 reached their socket yet, have their window stamps moved on by the pause. The schedule is
 CPython's own (the thresholds of :func:`gc.get_threshold`), so the heap does not grow
 differently; only the moment moves. lwbatch leaves almost no cyclic garbage per request
-(httpx's response/stream cycle and tenacity's state are avoided on the success path).
+(requests go to the transport directly and retries are a plain loop: no cycles).
 """
 
 from __future__ import annotations

@@ -140,9 +140,9 @@ class LiftWingClient:
                 "it would travel in clear text; use https"
             )
         if contact is not None and any(c in contact for c in "\r\n\x00"):
-            raise UsageError("--contact must be a single line (an e-mail address or URL)")
+            raise UsageError("`contact` must be a single line (an e-mail address or URL)")
         if timeout <= 0:
-            raise UsageError(f"--timeout must be > 0 seconds, got {timeout:g}")
+            raise UsageError(f"`timeout` must be > 0 seconds, got {timeout:g}")
         self.endpoint = endpoint
         if transport is None:
             # Idle connections are kept for a minute: re-opening them when load rises

@@ -7,6 +7,7 @@ batch. ``Retry-After`` (RFC 9110, section 10.2.3) comes as delta-seconds or an H
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Sequence
 
@@ -37,6 +38,8 @@ def parse_retry_after(value: str | None, *, default: float) -> float:
         return default
     try:
         seconds = float(value)
+        if not math.isfinite(seconds):
+            return default
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
