@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,7 @@ import pytest
 
 from lwbatch.cli import main
 from lwbatch.pacing.limiter import Limiter
-from lwbatch.testing.emulator import unit
-from tests.conftest import EmulatorFactory, write_parquet
+from tests.conftest import EmulatorFactory, emulated_p_true, max_in_window, write_parquet
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
 UNKNOWN = 2_100_000_001
@@ -27,7 +25,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 
 
 def binary(model: str, rev: int, *, version: str, revertrisk: bool = False) -> dict[str, Any]:
-    p = round(unit(model, rev), 4)
+    p = emulated_p_true(model, rev)
     probability = (
         [("true", p), ("false", round(1 - p, 4))]
         if revertrisk
@@ -267,10 +265,6 @@ def test_rate_holds_in_every_window(
     assert max_in_window(sorted(granted), 1.0) == 100
     # Where they arrive, loopback and connection set-up add jitter of a few tens of ms.
     assert max_in_window(sorted(emu.stats.arrivals), 0.8) <= 100
-
-
-def max_in_window(times: list[float], period: float) -> int:
-    return max(bisect_left(times, t + period) - i for i, t in enumerate(times))
 
 
 def test_token_never_reaches_output_report_or_logs(

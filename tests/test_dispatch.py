@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
 
 import httpx
 import orjson
@@ -18,49 +17,11 @@ from lwbatch.errors import (
     UnreachableError,
     UsageError,
 )
-from lwbatch.protocol.catalog import default_catalog
 from lwbatch.protocol.client import user_agent
 from lwbatch.results import ErrorType, ScoredRow
-from lwbatch.testing.emulator import Emulator
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, Script, ok
 
 BASE = "http://127.0.0.1:9"
-EMU = Emulator()
-
-
-def ok(request: httpx.Request) -> httpx.Response:
-    model = request.url.path.split("/")[-1].removesuffix(":predict")
-    payload = orjson.loads(request.content)
-    spec = default_catalog().resolve(model)
-    if "instances" in payload:
-        return httpx.Response(
-            200,
-            json={
-                "predictions": [
-                    EMU.answer(spec, i["rev_id"], i.get("lang", "")) for i in payload["instances"]
-                ]
-            },
-        )
-    return httpx.Response(200, json=EMU.answer(spec, payload["rev_id"], payload.get("lang", "")))
-
-
-class Script:
-    """A transport that answers from a function and records every request."""
-
-    def __init__(
-        self, answer: Callable[[httpx.Request, int], httpx.Response], clock: FakeClock
-    ) -> None:
-        self.answer = answer
-        self.clock = clock
-        self.requests: list[tuple[float, httpx.Request]] = []
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append((self.clock(), request))
-        return self.answer(request, len(self.requests))
-
-    @property
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
 
 
 async def score(

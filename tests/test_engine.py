@@ -12,8 +12,7 @@ from lwbatch import Budget, Endpoint, InvalidRow, Rate, Revision, Scorer
 from lwbatch.durability.journal import ResumeState
 from lwbatch.errors import IncompleteRunError
 from lwbatch.results import ErrorType, ScoredRow
-from tests.conftest import FakeClock
-from tests.test_dispatch import Script, ok
+from tests.conftest import FakeClock, Script, ok
 
 BASE = "http://127.0.0.1:9"
 
