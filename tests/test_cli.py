@@ -538,10 +538,6 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
 ]
 
 
-def test_the_bad_input_corpus_is_large() -> None:
-    assert len(BAD_INPUTS) >= 25
-
-
 @pytest.mark.parametrize(
     ("case", "make", "extra", "code", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
 )
@@ -578,7 +574,6 @@ def test_bad_input_gets_one_line_and_no_output(
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("lwbatch: error: ") and message in lines[0]
-    assert "Traceback" not in err
     assert "Traceback" not in err
     assert not out.exists()
     assert not list(tmp_path.rglob(".*"))  # no journal, temporary or lock file
