@@ -10,6 +10,7 @@ import orjson
 import pytest
 import respx
 
+import lwbatch
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer, Token
 from lwbatch.errors import (
     AuthenticationError,
@@ -17,7 +18,6 @@ from lwbatch.errors import (
     UnreachableError,
     UsageError,
 )
-from lwbatch.protocol.client import user_agent
 from lwbatch.results import ErrorType, ScoredRow
 from tests.conftest import FakeClock, Script, ok
 
@@ -55,8 +55,10 @@ async def test_headers_user_agent_and_bearer_token(fake_clock: FakeClock) -> Non
         rows = [row async for row in scorer.score([42])]
     request = route.calls.last.request
     assert request.headers["authorization"] == "Bearer s3cret-token"
-    assert request.headers["user-agent"] == user_agent("me@example.org")
-    assert request.headers["user-agent"].startswith("lwbatch/0.1.0 (me@example.org) httpx/")
+    # Wikimedia's policy: name/version (contact) library/version.
+    assert request.headers["user-agent"] == (
+        f"lwbatch/{lwbatch.__version__} (me@example.org) httpx/{httpx.__version__}"
+    )
     assert request.headers["content-type"] == "application/json"
     assert orjson.loads(request.content) == {"rev_id": 42}
     assert "host" not in {k for k, v in request.headers.items() if v.endswith("wikimedia.org")}
