@@ -214,18 +214,25 @@ def test_binary_scores_follow_the_emulators_rule(running_emulator: tuple[object,
         }
     }
     rr = "revertrisk-language-agnostic"
-    for rev in range(1, 30):
+    batch = post(base_url, rr, {"instances": [{"rev_id": r, "lang": "de"} for r in range(1, 21)]})
+    expected = []
+    for rev in range(1, 21):
         p = emulated_p_true(rr, rev)
-        assert post(base_url, rr, {"rev_id": rev, "lang": "de"}).json() == {
-            "model_name": rr,
-            "model_version": "3",
-            "wiki_db": "dewiki",
-            "revision_id": rev,
-            "output": {
-                "prediction": p > 0.5,
-                "probabilities": {"true": p, "false": round(1 - p, 4)},
-            },
-        }
+        expected.append(
+            {
+                "model_name": rr,
+                "model_version": "3",
+                "wiki_db": "dewiki",
+                "revision_id": rev,
+                "output": {
+                    "prediction": p > 0.5,
+                    "probabilities": {"true": p, "false": round(1 - p, 4)},
+                },
+            }
+        )
+    assert batch.json() == {"predictions": expected}
+    # Both predictions occur, so the threshold is tested from both sides.
+    assert {e["output"]["prediction"] for e in expected} == {True, False}
 
 
 def test_batches_follow_lift_wing_rules(running_emulator: tuple[object, str]) -> None:
