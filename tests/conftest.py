@@ -1,14 +1,21 @@
+"""Fixtures and helpers every test module shares (test modules never import each other)."""
+
 from __future__ import annotations
 
 import asyncio
+import zlib
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lwbatch.protocol.catalog import default_catalog
 from lwbatch.testing.emulator import Emulator, EmulatorConfig, running
 
 EmulatorFactory = Callable[..., AbstractContextManager[tuple[Emulator, str]]]
@@ -66,3 +73,76 @@ def revs_parquet(tmp_path: Path) -> Path:
     return write_parquet(
         tmp_path / "revs.parquet", {"rev_id": pa.array(ids, pa.int64()), "lang": langs}
     )
+
+
+def max_in_window(times: list[float], period: float) -> int:
+    """Most of the sorted `times` in any half-open window [t, t + period)."""
+    return max(bisect_left(times, t + period) - i for i, t in enumerate(times))
+
+
+# -- what the emulator answers, derived here rather than asked of it -----------------
+def emulated_unit(model: str, rev_id: int, salt: int = 0) -> float:
+    """The emulator's deterministic number in [0, 1) for (model, rev_id), re-derived.
+
+    The rule, as lwbatch/testing/emulator.py states it: a 64-bit seed made of the CRC-32
+    of the model name in the high half, XOR the rev_id, XOR salt times the golden-ratio
+    constant; then SplitMix64 (Steele, Lea and Flood 2014: one increment by the golden
+    ratio and the MurmurHash3-style finaliser); the top 53 bits as a fraction.
+    """
+    golden = 0x9E3779B97F4A7C15
+    bits = 2**64
+    state = ((zlib.crc32(model.encode("utf-8")) * 2**32) ^ rev_id ^ (salt * golden)) % bits
+    z = (state + golden) % bits
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % bits
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % bits
+    z ^= z >> 31
+    return (z >> 11) / 2**53
+
+
+def emulated_p_true(model: str, rev_id: int) -> float:
+    """P(true) the emulator gives a binary model (damaging, goodfaith, reverted,
+    revertrisk): the unit number to 4 decimals; the prediction is `p > 0.5`."""
+    return round(emulated_unit(model, rev_id), 4)
+
+
+# -- a scripted transport for Scorer tests -------------------------------------------
+_EMULATOR = Emulator()
+
+
+def ok(request: httpx.Request) -> httpx.Response:
+    """A 200 with the emulator's answer (single or batch) for the request's model."""
+    model = request.url.path.split("/")[-1].removesuffix(":predict")
+    payload = orjson.loads(request.content)
+    spec = default_catalog().resolve(model)
+    if "instances" in payload:
+        return httpx.Response(
+            200,
+            json={
+                "predictions": [
+                    _EMULATOR.answer(spec, i["rev_id"], i.get("lang", ""))
+                    for i in payload["instances"]
+                ]
+            },
+        )
+    return httpx.Response(
+        200, json=_EMULATOR.answer(spec, payload["rev_id"], payload.get("lang", ""))
+    )
+
+
+class Script:
+    """A transport that answers from a function and records every request."""
+
+    def __init__(
+        self, answer: Callable[[httpx.Request, int], httpx.Response], clock: FakeClock
+    ) -> None:
+        self.answer = answer
+        self.clock = clock
+        self.requests: list[tuple[float, httpx.Request]] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((self.clock(), request))
+        return self.answer(request, len(self.requests))
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)

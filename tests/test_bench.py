@@ -78,7 +78,10 @@ def test_bench_holds_the_budget_and_draws_the_chart(
     assert data["budget"] == "40/1s"
     assert data["rejected_429"] == 0
     assert max(data["per_second"]) <= 40
-    assert 60 <= data["requests"] <= 120
+    # More than one second's budget went out, so the cap above was tested, and never
+    # more than three seconds' worth. (How close to 120 it gets is the machine's
+    # business: a floor on throughput would fail on a busy machine, not on a bug.)
+    assert 40 < data["requests"] <= 120
     assert data["requests"] == sum(data["per_second"])
     assert f"requests sent       {data['requests']:>10,}   rejected with 429: 0" in err
     assert f"chart: {chart}" in err

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch.cli import main
+from lwbatch.config import Budget
 from lwbatch.pacing.limiter import BudgetLimiter
-from lwbatch.testing.emulator import unit
-from tests.conftest import EmulatorFactory, write_parquet
+from tests.conftest import EmulatorFactory, emulated_p_true, max_in_window, write_parquet
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
 UNKNOWN = 2_100_000_001
@@ -27,7 +25,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 
 
 def binary(model: str, rev: int, *, version: str, revertrisk: bool = False) -> dict[str, Any]:
-    p = round(unit(model, rev), 4)
+    p = emulated_p_true(model, rev)
     probability = (
         [("true", p), ("false", round(1 - p, 4))]
         if revertrisk
@@ -236,15 +234,23 @@ def test_rate_holds_in_every_window(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The limiter's own grant stamps, through its on_grant hook: a clock read after
+    # acquire() returned could land a thread switch later than the grant.
     granted: list[float] = []
-    acquire = BudgetLimiter.acquire
+    init = BudgetLimiter.__init__
 
-    async def recording(self: BudgetLimiter) -> None:
-        await acquire(self)
-        granted.append(time.monotonic())
+    def recording(self: BudgetLimiter, budget: Budget, **options: Any) -> None:
+        forward = options.pop("on_grant", None)
 
-    monkeypatch.setattr(BudgetLimiter, "acquire", recording)
-    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 301), pa.int64())})
+        def on_grant(now: float) -> None:
+            granted.append(now)
+            if forward is not None:
+                forward(now)
+
+        init(self, budget, on_grant=on_grant, **options)
+
+    monkeypatch.setattr(BudgetLimiter, "__init__", recording)
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 151), pa.int64())})
     out = tmp_path / "out.parquet"
     with emulator() as (emu, base_url):
         code, err = run(
@@ -262,15 +268,11 @@ def test_rate_holds_in_every_window(
             "-q",
         )
     assert code == 0, err
-    assert len(granted) == len(emu.stats.arrivals) == 300
+    assert len(granted) == len(emu.stats.arrivals) == 150
     # When requests leave the client: exactly the promise, in every window.
     assert max_in_window(sorted(granted), 1.0) == 100
     # Where they arrive, loopback and connection set-up add jitter of a few tens of ms.
     assert max_in_window(sorted(emu.stats.arrivals), 0.8) <= 100
-
-
-def max_in_window(times: list[float], period: float) -> int:
-    return max(bisect_left(times, t + period) - i for i, t in enumerate(times))
 
 
 def test_token_never_reaches_output_report_or_logs(
@@ -544,10 +546,6 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
 ]
 
 
-def test_the_bad_input_corpus_is_large() -> None:
-    assert len(BAD_INPUTS) >= 25
-
-
 @pytest.mark.parametrize(
     ("case", "make", "extra", "code", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
 )
@@ -584,7 +582,6 @@ def test_bad_input_gets_one_line_and_no_output(
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("lwbatch: error: ") and message in lines[0]
-    assert "Traceback" not in err
     assert "Traceback" not in err
     assert not out.exists()
     assert not list(tmp_path.rglob(".*"))  # no journal, temporary or lock file

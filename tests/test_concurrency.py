@@ -12,8 +12,7 @@ import pytest
 from lwbatch import Budget, Endpoint, Rate, Scorer
 from lwbatch.pacing.concurrency import Concurrency
 from lwbatch.pacing.limiter import BudgetLimiter
-from tests.conftest import FakeClock
-from tests.test_dispatch import ok
+from tests.conftest import FakeClock, ok
 
 BASE = "http://127.0.0.1:9"
 Handler = (

@@ -6,13 +6,13 @@ import asyncio
 import gc
 import random
 import socket
-from collections.abc import Callable
 
 import httpx
 import orjson
 import pytest
 import respx
 
+import lwbatch
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer, Token
 from lwbatch.engine.dispatch import Dispatcher, Stopped
 from lwbatch.engine.stats import RunStats
@@ -24,49 +24,12 @@ from lwbatch.errors import (
 )
 from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import default_catalog
-from lwbatch.protocol.client import LiftWingClient, user_agent
+from lwbatch.protocol.client import LiftWingClient
 from lwbatch.protocol.payloads import build_payload, parse_retry_after
 from lwbatch.results import ErrorType, Revision, Score, ScoredRow
-from lwbatch.testing.emulator import Emulator
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, Script, ok
 
 BASE = "http://127.0.0.1:9"
-EMU = Emulator()
-
-
-def ok(request: httpx.Request) -> httpx.Response:
-    model = request.url.path.split("/")[-1].removesuffix(":predict")
-    payload = orjson.loads(request.content)
-    spec = default_catalog().resolve(model)
-    if "instances" in payload:
-        return httpx.Response(
-            200,
-            json={
-                "predictions": [
-                    EMU.answer(spec, i["rev_id"], i.get("lang", "")) for i in payload["instances"]
-                ]
-            },
-        )
-    return httpx.Response(200, json=EMU.answer(spec, payload["rev_id"], payload.get("lang", "")))
-
-
-class Script:
-    """A transport that answers from a function and records every request."""
-
-    def __init__(
-        self, answer: Callable[[httpx.Request, int], httpx.Response], clock: FakeClock
-    ) -> None:
-        self.answer = answer
-        self.clock = clock
-        self.requests: list[tuple[float, httpx.Request]] = []
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append((self.clock(), request))
-        return self.answer(request, len(self.requests))
-
-    @property
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
 
 
 async def score(
@@ -100,8 +63,10 @@ async def test_headers_user_agent_and_bearer_token(fake_clock: FakeClock) -> Non
         rows = [row async for row in scorer.score([42])]
     request = route.calls.last.request
     assert request.headers["authorization"] == "Bearer s3cret-token"
-    assert request.headers["user-agent"] == user_agent("me@example.org")
-    assert request.headers["user-agent"].startswith("lwbatch/0.1.0 (me@example.org) httpx/")
+    # Wikimedia's policy: name/version (contact) library/version.
+    assert request.headers["user-agent"] == (
+        f"lwbatch/{lwbatch.__version__} (me@example.org) httpx/{httpx.__version__}"
+    )
     assert request.headers["content-type"] == "application/json"
     assert orjson.loads(request.content) == {"rev_id": 42}
     assert "host" not in {k for k, v in request.headers.items() if v.endswith("wikimedia.org")}

@@ -10,7 +10,7 @@ import pytest
 
 from lwbatch.config import Budget, Rate
 from lwbatch.pacing import gc_pauses, limiter
-from lwbatch.pacing.limiter import STALL_LOOKBACK, BudgetLimiter
+from lwbatch.pacing.limiter import BudgetLimiter
 from tests.conftest import FakeClock
 
 
@@ -66,21 +66,27 @@ async def test_a_collection_pause_moves_recent_stamps_on(monkeypatch: pytest.Mon
     for _ in range(10):
         await lim.acquire()
     last_grant = clock()
+    clock.now += 0.02  # the loop works on; grant 10 may not have reached its socket yet
     pause = 0.3
 
     def collect(_clock: object) -> float:
-        clock.now += pause  # the loop stood still this long
+        clock.now += pause  # then a collection stops it for this long
         return pause
 
     monkeypatch.setattr(limiter, "collect_if_due", collect)
     await lim.acquire()  # grant 11 leaves after the pause, which restamps grant 10
+    resumed = clock()
     monkeypatch.setattr(limiter, "collect_if_due", lambda _clock: 0.0)
     times = []
     for _ in range(9):
         await lim.acquire()
         times.append(clock())
-    # Grant 10 (within STALL_LOOKBACK before the pause) may have reached the server
-    # `pause` late, so grant 20, one window after it, waits that much longer; paced by
-    # rate alone it would have left at last_grant + 1.0 + 0.2.
-    assert STALL_LOOKBACK < 0.1
+    assert resumed == pytest.approx(last_grant + 0.02 + pause)
+    # Grant 9, 0.12 s before the pause, was long on the wire: its stamp stays, and
+    # grant 19 leaves when the rate lets it (8 intervals after grant 11), not one
+    # window after a grant 9 moved on by the pause (last_grant - 0.1 + 1.0 + pause).
+    assert times[-2] == pytest.approx(resumed + 8 * 0.1)
+    # Grant 10, 0.02 s before the pause, may have reached the server `pause` late, so
+    # grant 20, one window after it, waits that much longer; paced by rate alone it
+    # would have left at resumed + 9 * 0.1 = last_grant + 1.22.
     assert times[-1] == pytest.approx(last_grant + 1.0 + pause)

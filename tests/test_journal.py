@@ -19,8 +19,7 @@ from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.results import ScoredRow
 from lwbatch.run import score_file_async
 from lwbatch.seams import Source
-from tests.conftest import EmulatorFactory, write_parquet
-from tests.test_cli import max_in_window
+from tests.conftest import EmulatorFactory, FakeClock, write_parquet
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
 UNKNOWN = 2_100_000_001
@@ -53,12 +52,12 @@ async def run(
             stoppers.append(asyncio.get_running_loop().create_task(scorer.stop(5.0)))
 
     options.setdefault("budget", Budget.from_rate(Rate(5000, 1.0)))
+    options.setdefault("concurrency", 16)
     return await score_file_async(
         inp,
         out,
         models=models,
         endpoint=Endpoint(base_url=base_url),
-        concurrency=16,
         on_start=started,
         progress=progress,
         **options,
@@ -170,37 +169,41 @@ async def test_a_file_lwbatch_did_not_write_is_not_replaced(
 
 
 async def test_the_budget_counts_the_requests_of_the_interrupted_run(
-    tmp_path: Path, emulator: EmulatorFactory
+    tmp_path: Path, emulator: EmulatorFactory, fake_clock: FakeClock
 ) -> None:
-    inp = revisions(tmp_path, 200)
+    # An hourly window of 20, on a fake clock: the limiter's waits cost no real time.
+    # The interrupted run sends a few requests; the rerun, a new Scorer, may send only
+    # the rest of those 20 before the window has passed. Without the ledger it would
+    # start from an empty window and send all 20 at once (one per 180 s of pacing).
+    window = Rate(20, 3600.0)
+    pace = window.period / window.requests
+    inp = revisions(tmp_path, 60)
     out = tmp_path / "out.parquet"
-    rate = Rate(40, 0.5)
-    sent: list[float] = []
+    options: dict[str, Any] = {
+        "models": ["enwiki-damaging"],
+        "budget": Budget.from_rate(window),
+        "concurrency": 2,
+        "clock": fake_clock,
+        "sleep": fake_clock.sleep,
+    }
+    first: list[float] = []
+    second: list[float] = []
     with emulator() as (_, base_url):
         with pytest.raises(Interrupted):
-            await run(
-                inp,
-                out,
-                base_url,
-                models=["enwiki-damaging"],
-                budget=Budget.from_rate(rate),
-                stop_after=20,
-                on_send=sent.append,
-            )
-        restarted_at = len(sent)
-        # Every grant of the interrupted run is in the ledger, for the next to count.
-        assert (journal_dir(out) / "ledger.f64").stat().st_size == 8 * restarted_at
-        await run(
-            inp,
-            out,
-            base_url,
-            models=["enwiki-damaging"],
-            budget=Budget.from_rate(rate),
-            on_send=sent.append,
-        )
-    assert 20 <= restarted_at < 200
-    # Without the ledger, the second process would start with a fresh window.
-    assert max_in_window(sorted(sent), 0.5) <= 40
+            await run(inp, out, base_url, stop_after=2, on_send=first.append, **options)
+        # The ledger holds wall-clock times, milliseconds old by now: on the fake clock
+        # the rerun places the interrupted run's requests just before this.
+        rerun = fake_clock()
+        await run(inp, out, base_url, on_send=second.append, **options)
+    assert 0 < len(first) < window.requests  # the interrupted run left room in its window
+    # What the window has room for leaves at once, paced; the rest only as the window
+    # of the interrupted run's requests ends (within half a pace either way).
+    room = window.requests - len(first)
+    assert second[0] - rerun < pace / 2
+    assert [t for t in second if t < rerun + window.period - pace / 2] == second[:room]
+    assert second[room] - rerun < window.period + pace / 2
+    scored = [r["rev_id"] for r in table_rows(out) if r["enwiki-damaging"]["error"] is None]
+    assert scored == list(range(10_000, 10_060))
 
 
 async def test_the_token_never_reaches_the_journal(

@@ -8,7 +8,7 @@ import pytest
 
 from lwbatch.config import Budget, Rate, Tier
 from lwbatch.pacing.limiter import BudgetLimiter
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, max_in_window
 
 
 async def grant_times(
@@ -25,11 +25,6 @@ async def grant_times(
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     return sorted(times)
-
-
-def max_in_window(times: list[float], period: float) -> int:
-    """Most grants in any half-open window [t, t + period)."""
-    return max(bisect_left(times, t + period) - i for i, t in enumerate(times))
 
 
 async def test_sliding_window_holds_in_every_window_including_the_first() -> None:
