@@ -128,6 +128,7 @@ async def score_file_async(
     progress: Progress | None = None,
     on_start: OnStart | None = None,
     on_send: Callable[[float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> RunReport:
     """The async form of :func:`score_file`, with the engine's finer knobs.
@@ -179,6 +180,7 @@ async def score_file_async(
         linger=linger,
         max_open=max_open,
         transport=transport,
+        clock=clock,
         sleep=sleep,
         gc_control=gc_control,
         on_send=sent,

@@ -270,11 +270,6 @@ def test_batches_follow_lift_wing_rules(running_emulator: tuple[object, str]) ->
     assert no_batch.status_code == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the emulator answers a one-item `instances` request with the bare prediction; "
-    "the real batch server (and the documented body) wraps it in `predictions`",
-)
 def test_a_batch_of_one_answers_a_list_of_predictions(
     running_emulator: tuple[object, str],
 ) -> None:

@@ -308,7 +308,7 @@ class Scorer:
                     async with jobs:
                         for name, batcher in batchers.items():
                             for batch in batcher.drain():
-                                await jobs.send(_Job(self._spec(name), batch))
+                                await _put(jobs, _Job(self._spec(name), batch))
                         # From here the pool neither grows nor shrinks; closing the
                         # stream ends each worker once the jobs are taken.
                         self._closing = True
@@ -396,9 +396,9 @@ class Scorer:
                         continue
                     batcher = batchers.get(spec.name)
                     if batcher is None:
-                        await jobs.send(_Job(spec, [row]))
+                        await _put(jobs, _Job(spec, [row]))
                     elif (full := batcher.add(item.lang, row)) is not None:
-                        await jobs.send(_Job(spec, full))
+                        await _put(jobs, _Job(spec, full))
 
     async def _flush_lingering(
         self,
@@ -415,7 +415,7 @@ class Scorer:
                 continue
             for name, batcher in batchers.items():
                 for batch in batcher.due():
-                    await jobs.send(_Job(self._spec(name), batch))
+                    await _put(jobs, _Job(self._spec(name), batch))
 
     def _grow(self) -> None:
         while self._workers < self.concurrency.limit and not self._closing:
@@ -479,6 +479,15 @@ class Scorer:
             self._out.send_nowait(row)
         except anyio.WouldBlock:
             await self._out.send(row)
+
+
+async def _put(jobs: MemoryObjectSendStream[_Job], job: _Job) -> None:
+    # send() yields to the loop on every job; while there is room the producer keeps
+    # going (as asyncio.Queue.put did), so open rows fill up to max_open and batches fill.
+    try:
+        jobs.send_nowait(job)
+    except anyio.WouldBlock:
+        await jobs.send(job)
 
 
 class _Nap:

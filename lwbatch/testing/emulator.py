@@ -289,7 +289,7 @@ class Emulator:
                 f"An error happened while fetching feature values from the MediaWiki API "
                 f"(emulated {status}).",
             )
-        return self._score(spec, instances)
+        return self._score(spec, instances, batched="instances" in data)
 
     def _spec(self, model: str) -> ModelSpec | None:
         if model not in self._specs:
@@ -320,13 +320,15 @@ class Emulator:
             return [], "All instances in a batch must have the same lang."
         return out, None
 
-    def _score(self, spec: ModelSpec, instances: list[tuple[int, str]]) -> web.Response:
+    def _score(
+        self, spec: ModelSpec, instances: list[tuple[int, str]], *, batched: bool
+    ) -> web.Response:
         track = self.config.track_pairs
         for rev_id, _ in instances:
             if track:
                 self.stats.answered[(spec.name, rev_id)] += 1
         if len(instances) > 1 or spec.family.answer == "revertrisk":
-            return self._revertrisk(spec, instances)
+            return self._revertrisk(spec, instances, batched=batched)
         rev_id, lang = instances[0]
         problem = self._missing(rev_id)
         if problem == "missing":
@@ -346,7 +348,9 @@ class Emulator:
             )
         return _json(200, self.answer(spec, rev_id, lang))
 
-    def _revertrisk(self, spec: ModelSpec, instances: list[tuple[int, str]]) -> web.Response:
+    def _revertrisk(
+        self, spec: ModelSpec, instances: list[tuple[int, str]], *, batched: bool
+    ) -> web.Response:
         predictions: list[dict[str, Any]] = []
         errors: list[str] = []
         for rev_id, lang in instances:
@@ -361,7 +365,8 @@ class Emulator:
                 )
         if not predictions:
             return _error(422, "detail", errors[0] if len(errors) == 1 else "; ".join(errors))
-        if len(instances) == 1:
+        if not batched:
+            # The batch server answers `instances` with a list, even a list of one.
             return _json(200, predictions[0])
         body: dict[str, Any] = {"predictions": predictions}
         if errors:
