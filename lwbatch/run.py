@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -36,68 +37,9 @@ log = logging.getLogger("lwbatch")
 # Rows per journal segment (or per Parquet row group without a journal).
 ROWS_PER_SEGMENT = 16_384
 Progress = Callable[[int], None]
+P = ParamSpec("P")
+R = TypeVar("R")
 OnStart = Callable[[Source, Scorer], None]
-
-
-def score_file(
-    input: Path | str | Source,
-    output: Path | str | Sink,
-    *,
-    models: Sequence[str],
-    id_column: str = "rev_id",
-    lang: str = "en",
-    journal: bool = True,
-    restart: bool = False,
-    retry_failed: bool = True,
-    endpoint: Endpoint | None = None,
-    token: Token | None = None,
-    contact: str | None = None,
-    tier: Tier | None = None,
-    budget: Budget | None = None,
-    concurrency: int | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    retry: RetryPolicy | None = None,
-    verify: bool = True,
-    gc_control: bool = False,
-    progress: Progress | None = None,
-    on_start: OnStart | None = None,
-) -> RunReport:
-    """Score every rev_id of `input` with `models` into `output` (Parquet); a report.
-
-    `input` is a Parquet or CSV path (or any :class:`~lwbatch.seams.Source`), `output`
-    a ``*.parquet`` path (or any :class:`~lwbatch.seams.Sink`). The output appears only
-    when the run completes; on any error it is left as it was. With `journal`, progress
-    is kept beside the output, so running the same call again resumes an interrupted
-    run; `restart` discards it (and replaces a finished output); `retry_failed` asks
-    again, on resume, what failed transiently. `gc_control` lets lwbatch time Python's
-    garbage collections (fewer 429s on tight budgets) but switches automatic collection
-    off in this process while the run lasts. Other arguments are those of
-    :class:`~lwbatch.Scorer`.
-    """
-    run = partial(
-        score_file_async,
-        input,
-        output,
-        models=models,
-        id_column=id_column,
-        lang=lang,
-        journal=journal,
-        restart=restart,
-        retry_failed=retry_failed,
-        endpoint=endpoint,
-        token=token,
-        contact=contact,
-        tier=tier,
-        budget=budget,
-        concurrency=concurrency,
-        timeout=timeout,
-        retry=retry,
-        verify=verify,
-        gc_control=gc_control,
-        progress=progress,
-        on_start=on_start,
-    )
-    return anyio.run(run)
 
 
 async def score_file_async(
@@ -131,7 +73,17 @@ async def score_file_async(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> RunReport:
-    """The async form of :func:`score_file`, with the engine's finer knobs.
+    """Score every rev_id of `input` with `models` into `output`; the run's report.
+
+    `input` is a Parquet or CSV path (or any :class:`~lwbatch.seams.Source`), `output`
+    a ``*.parquet`` path (or any :class:`~lwbatch.seams.Sink`). The output appears only
+    when the run completes; on any error it is left as it was. With `journal`, progress
+    is kept beside the output, so running the same call again resumes an interrupted
+    run; `restart` discards it (and replaces a finished output); `retry_failed` asks
+    again, on resume, what failed transiently. `gc_control` lets lwbatch time Python's
+    garbage collections (fewer 429s on tight budgets) but switches automatic collection
+    off in this process while the run lasts. The engine's arguments are those of
+    :class:`~lwbatch.Scorer`.
 
     `on_start(source, scorer)` is called once the input, output and journal are
     accepted and before any request leaves: a caller may keep the scorer to
@@ -276,6 +228,22 @@ async def score_file_async(
             source.name,
         )
     return report
+
+
+def _blocking(run: Callable[P, Awaitable[R]]) -> Callable[P, R]:
+    @wraps(run)  # help() and inspect.signature() show run's arguments
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return anyio.run(partial(run, *args, **kwargs))
+
+    return call
+
+
+score_file = _blocking(score_file_async)
+score_file.__name__ = score_file.__qualname__ = "score_file"
+score_file.__doc__ = """The blocking form of :func:`score_file_async`, with the same arguments.
+
+    >>> report = score_file("revisions.parquet", "scores.parquet", models=["enwiki-damaging"])
+    """
 
 
 def _parquet_sink(output: Path, source: Source) -> ParquetSink:

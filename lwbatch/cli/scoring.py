@@ -8,13 +8,13 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import click
 import orjson
-from anyio.abc import TaskGroup
 
 from lwbatch.durability.atomic import write_atomic
 from lwbatch.engine.scorer import Scorer
@@ -84,67 +84,67 @@ async def _run(
 ) -> Any:
     from lwbatch.run import score_file_async
 
+    watcher = _SignalWatcher(grace, received)
     try:
-        return await _run_watched(
-            score_file_async, input_path, output, options, bar, warn_no_contact, grace, received
-        )
+        async with anyio.create_task_group() as tg:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                tg.start_soon(watcher.watch, signals, tg.cancel_scope)
+
+                def started(source: Source, scorer: Scorer) -> None:
+                    # Warn only once everything was accepted, so a usage error stays one line.
+                    if warn_no_contact:
+                        log.warning(
+                            "no --contact given: Wikimedia asks API clients to name a contact "
+                            "in the User-Agent; set --contact or LWBATCH_CONTACT"
+                        )
+                    watcher.scorer = scorer
+                    bar.reset(total=source.total_rows)
+
+                report = await score_file_async(
+                    input_path,
+                    output,
+                    gc_control=True,
+                    progress=bar.update,
+                    on_start=started,
+                    **options,
+                )
+                tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise primary_error(group) from None
-
-
-async def _run_watched(
-    score_file_async: Any,
-    input_path: Path,
-    output: Path,
-    options: dict[str, Any],
-    bar: Any,
-    warn_no_contact: bool,
-    grace: float,
-    received: list[int],
-) -> Any:
-    async with anyio.create_task_group() as tg:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-
-            def started(source: Source, scorer: Scorer) -> None:
-                # Warn only once everything was accepted, so a usage error stays one line.
-                if warn_no_contact:
-                    log.warning(
-                        "no --contact given: Wikimedia asks API clients to name a contact "
-                        "in the User-Agent; set --contact or LWBATCH_CONTACT"
-                    )
-                tg.start_soon(_watch, signals, scorer, grace, received, tg)
-                bar.reset(total=source.total_rows)
-
-            report = await score_file_async(
-                input_path,
-                output,
-                gc_control=True,
-                progress=bar.update,
-                on_start=started,
-                **options,
-            )
-            tg.cancel_scope.cancel()
+    if watcher.scorer is None and received:
+        # Stopped while the input and output were still being checked: nothing to save.
+        raise Interrupted(saved_in=None)
     return report
 
 
-async def _watch(
-    signals: Any, scorer: Scorer, grace: float, received: list[int], tg: TaskGroup
-) -> None:
-    async for signum in signals:
-        if received:
-            # Every answer is already in the journal (appended, then fsynced), and
-            # segments appear by rename: leaving now cannot corrupt anything.
-            log.warning("second signal: exiting now; rerun the same command to resume")
-            os._exit(128 + signum)
-        received.append(signum)
-        log.warning(
-            "%s: finishing %d requests in flight (up to %gs), then saving progress; "
-            "press Ctrl-C again to quit at once",
-            signal.Signals(signum).name,
-            scorer.in_flight,
-            grace,
-        )
-        tg.start_soon(scorer.stop, grace)
+class _SignalWatcher:
+    """First SIGINT/SIGTERM: stop the run gracefully. Second: leave at once."""
+
+    def __init__(self, grace: float, received: list[int]) -> None:
+        self.grace = grace
+        self.received = received
+        self.scorer: Scorer | None = None
+
+    async def watch(self, signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+        async with anyio.create_task_group() as stopping:
+            async for signum in signals:
+                if self.received:
+                    # Every answer is already in the journal (appended, then fsynced), and
+                    # segments appear by rename: leaving now cannot corrupt anything.
+                    log.warning("second signal: exiting now; rerun the same command to resume")
+                    os._exit(128 + signum)
+                self.received.append(signum)
+                if self.scorer is None:
+                    scope.cancel()
+                    return
+                log.warning(
+                    "%s: finishing %d requests in flight (up to %gs), then saving progress; "
+                    "press Ctrl-C again to quit at once",
+                    signal.Signals(signum).name,
+                    self.scorer.in_flight,
+                    self.grace,
+                )
+                stopping.start_soon(self.scorer.stop, self.grace)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
