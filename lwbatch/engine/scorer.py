@@ -281,7 +281,7 @@ class Scorer:
     ) -> None:
         self._started = time.monotonic()
         self._out = out
-        self._admission = anyio.Semaphore(self.max_open)
+        self._admission = anyio.Semaphore(self.max_open, fast_acquire=True)
         jobs, work = anyio.create_memory_object_stream[_Job](max_buffer_size=_QUEUE)
         batchers = {
             s.name: Batcher[_OpenRow](s.max_batch, self.linger, self._clock)
@@ -423,7 +423,7 @@ class Scorer:
             self._workers_tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
-        async for job in self._work:
+        while (job := await _take(self._work)) is not None:
             try:
                 scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
             except Stopped:
@@ -488,6 +488,21 @@ async def _put(jobs: MemoryObjectSendStream[_Job], job: _Job) -> None:
         jobs.send_nowait(job)
     except anyio.WouldBlock:
         await jobs.send(job)
+
+
+async def _take(work: MemoryObjectReceiveStream[_Job]) -> _Job | None:
+    # receive() yields to the loop even when a job is waiting; taking it at once saves
+    # a loop turn per request (measured in benchmarks/overhead.py). None: no more jobs.
+    try:
+        return work.receive_nowait()
+    except anyio.WouldBlock:
+        pass
+    except anyio.EndOfStream:
+        return None
+    try:
+        return await work.receive()
+    except anyio.EndOfStream:
+        return None
 
 
 class _Nap:

@@ -124,7 +124,7 @@ class BudgetLimiter:
         self._windows = [_Window(w, budget.margin_for(w), cold) for w in budget.windows]
         self._tat = float("-inf")
         self._paused_until = float("-inf")
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)
         self._granted = 0
         self._waiting = 0
         self._watchers: list[Callable[[float], None]] = [on_grant] if on_grant else []
