@@ -140,8 +140,8 @@ class Recorded:
 
     async def send(self, rev_id: int, model: str = "enwiki-damaging") -> Score:
         spec = default_catalog().resolve(model)
-        scores = await self.dispatcher.send(spec, [Revision(rev_id, "en")])
-        return scores[rev_id]
+        (score,) = await self.dispatcher.send(spec, [Revision(rev_id, "en")])
+        return score
 
 
 async def test_5xx_is_retried_with_full_jitter_backoff_and_every_attempt_is_budgeted(

@@ -89,8 +89,9 @@ class Dispatcher:
         """Wait until no request is in flight (after :meth:`stop`)."""
         await self._drained.wait()
 
-    async def send(self, spec: ModelSpec, revisions: Sequence[Revision]) -> dict[int, Score]:
-        """A score per revision; retries until an answer is final or the policy gives up."""
+    async def send(self, spec: ModelSpec, revisions: Sequence[Revision]) -> list[Score]:
+        """A score per revision, in their order; retries until each answer is final or
+        the policy gives up. Rev_ids key the answer only inside this one request."""
         rev_ids = [r.rev_id for r in revisions]
         payload = build_payload(spec, revisions)
         policy = self._policy
@@ -98,7 +99,7 @@ class Dispatcher:
         while True:
             outcome = await self._attempt(spec, rev_ids, payload)
             if not isinstance(outcome, _Retry):
-                return outcome
+                return [outcome[rev_id] for rev_id in rev_ids]
             if outcome.error is ErrorType.RATE_LIMITED:
                 # No backoff of its own: the limiter's pause (Retry-After) already holds
                 # every worker, this one included.
@@ -112,7 +113,7 @@ class Dispatcher:
                     await self._sleep(self._backoff(transient))
                     continue
                 message = outcome.message(transient)
-            return {rev_id: Score.failed(outcome.error, message) for rev_id in rev_ids}
+            return [Score.failed(outcome.error, message)] * len(rev_ids)
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter (Brooker, "Exponential Backoff And

@@ -54,10 +54,11 @@ _QUEUE = 64
 
 
 class _OpenRow:
-    __slots__ = ("revision", "scores", "remaining")
+    __slots__ = ("revision", "key", "scores", "remaining")
 
-    def __init__(self, revision: Revision, models: int) -> None:
+    def __init__(self, revision: Revision, key: RowKey, models: int) -> None:
         self.revision = revision
+        self.key = key
         self.scores: dict[str, Score] = {}
         self.remaining = models
 
@@ -378,16 +379,14 @@ class Scorer:
                     self._starved = False
                 else:
                     await self._admission.acquire()
-                row = _OpenRow(item, models)
+                row = _OpenRow(item, key, models)
                 self._open[key] = row
                 self.rows_admitted += 1
                 earlier = resume.partial.get(key)
                 if earlier:
                     for spec in self.specs:
                         if spec.name in earlier:
-                            await self._resolve(
-                                spec, [row], {item.rev_id: earlier[spec.name]}, fresh=False
-                            )
+                            await self._resolve(spec, [row], [earlier[spec.name]], fresh=False)
                 for spec in self.specs:
                     if spec.name in row.scores:
                         continue
@@ -439,15 +438,17 @@ class Scorer:
                 self._grow()
 
     async def _resolve(
-        self, spec: ModelSpec, rows: list[_OpenRow], scores: dict[int, Score], *, fresh: bool = True
+        self, spec: ModelSpec, rows: list[_OpenRow], scores: list[Score], *, fresh: bool = True
     ) -> None:
+        """`scores` holds one score per row, in the rows' order."""
         name = spec.name
         stats = self.stats
         if fresh and self._on_answer is not None:
             # Durable first: an answer counts as done only once the journal has it.
-            self._on_answer(name, [(row.revision.key, scores[row.revision.rev_id]) for row in rows])
-        for row in rows:
-            score = scores[row.revision.rev_id]
+            self._on_answer(
+                name, [(row.key, score) for row, score in zip(rows, scores, strict=True)]
+            )
+        for row, score in zip(rows, scores, strict=True):
             row.scores[name] = score
             if score.error is None:
                 stats.scored[name] += 1
@@ -455,9 +456,9 @@ class Scorer:
                 stats.errors[(name, score.error.value)] += 1
             row.remaining -= 1
             if row.remaining == 0:
-                key = row.revision.key
-                del self._open[key]
-                await self._emit(ScoredRow(key, {s.name: row.scores[s.name] for s in self.specs}))
+                del self._open[row.key]
+                scored = {s.name: row.scores[s.name] for s in self.specs}
+                await self._emit(ScoredRow(row.key, scored))
                 self._admission.release()
         if (
             fresh
