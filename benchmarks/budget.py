@@ -82,7 +82,7 @@ def main() -> None:
     revisions = int(rate.per_second * (args.seconds + 2 * rate.period)) + 50
     sent: list[float] = []
     gc.collect()
-    gc.freeze()  # as the lwbatch CLI does: see lwbatch/cli/commands.py
+    gc.freeze()  # as the lwbatch CLI does: see lwbatch/cli/scoring.py
 
     with tempfile.TemporaryDirectory() as tmp:
         inp = Path(tmp) / "in.parquet"
@@ -97,6 +97,7 @@ def main() -> None:
                     budget=Budget.from_rate(rate),
                     concurrency=args.concurrency,
                     on_send=sent.append,
+                    gc_control=True,  # as `lwbatch score` runs
                 )
             )
             stats = emulator_stats(base_url, arrivals=True)

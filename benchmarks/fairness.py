@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import anyio
 from _common import emulator_process
 
-from lwbatch import Budget, Endpoint, Rate, Scorer
+from lwbatch import Budget, Endpoint, Rate, RowKey, Scorer
 from lwbatch.results import Score
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
@@ -34,12 +34,16 @@ async def score_until(
     """Answers per model collected before `deadline`, with in-flight requests let finish."""
     answered: dict[str, set[int]] = {m: set() for m in models}
 
-    def on_answer(model: str, scores: list[tuple[int, Score]]) -> None:
+    def on_answer(model: str, scores: list[tuple[RowKey, Score]]) -> None:
         if time.monotonic() <= deadline:
             answered[model].update(rev for rev, score in scores if score.error is None)
 
     async with Scorer(
-        models, endpoint=Endpoint(base_url=url), budget=budget, on_answer=on_answer
+        models,
+        endpoint=Endpoint(base_url=url),
+        budget=budget,
+        on_answer=on_answer,
+        gc_control=True,  # as `lwbatch score` runs
     ) as scorer:
         with anyio.move_on_after(max(deadline - time.monotonic(), 0)):
             async for _row in scorer.score(revisions):

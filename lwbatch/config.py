@@ -1,6 +1,6 @@
 """Run configuration as frozen, self-validating values.
 
-Conversions from argv or the environment happen at the edge (cli.py); everything
+Conversions from argv or the environment happen at the edge (lwbatch/cli/); everything
 here accepts one shape per field and refuses anything else with a message that names
 the parameter, in backticks (the CLI turns it into its flag).
 """

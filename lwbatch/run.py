@@ -22,16 +22,16 @@ import anyio.to_thread
 import httpx
 
 from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, RetryPolicy, Tier, Token
-from lwbatch.durability.journal import FileJournal, journal_dir
+from lwbatch.durability.journal import FileJournal
 from lwbatch.engine.scorer import DEFAULT_LINGER, Scorer
 from lwbatch.engine.stats import RunReport
 from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
-from lwbatch.io.parquet_sink import SUFFIXES, ParquetSink
 from lwbatch.io.rows import RowBuffer
+from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import DEFAULT_BATCH_ROWS, open_source
 from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.results import InvalidRow, Revision
-from lwbatch.seams import ReadableSink, Sink, Source
+from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
 
 log = logging.getLogger("lwbatch")
 # Rows per journal segment (or per Parquet row group without a journal).
@@ -49,7 +49,7 @@ async def score_file_async(
     models: Sequence[str],
     id_column: str = "rev_id",
     lang: str = "en",
-    journal: bool = True,
+    journal: bool | Journal = True,
     restart: bool = False,
     retry_failed: bool = True,
     endpoint: Endpoint | None = None,
@@ -61,6 +61,7 @@ async def score_file_async(
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (per request, not for the call)
     retry: RetryPolicy | None = None,
     verify: bool = True,
+    limiter: Limiter | None = None,
     gc_control: bool = False,
     linger: float = DEFAULT_LINGER,
     max_open: int | None = None,
@@ -97,18 +98,25 @@ async def score_file_async(
         if isinstance(input, Source)
         else open_source(input, id_column=id_column, default_lang=lang, batch_rows=batch_rows)
     )
-    sink = output if isinstance(output, Sink) else _parquet_sink(Path(output), source)
+    sink = output if isinstance(output, Sink) else open_sink(output, input=source.name)
     buffer = RowBuffer(specs)
     sink.open(buffer.schema)
-    store = (
-        FileJournal(
-            Path(sink.name),
+    store: Journal | None
+    if isinstance(journal, Journal):
+        store = journal
+    elif not journal:
+        store = None
+    elif isinstance(output, Sink):
+        raise UsageError(
+            "`journal=True` keeps progress beside an output path; for a Sink object pass "
+            "a Journal (e.g. FileJournal) as `journal`, or `journal=False`"
+        )
+    else:
+        store = FileJournal(
+            Path(output),
             models=[s.name for s in specs],
             manifest={"input": source.fingerprint(), "id_column": id_column, "lang": lang},
         )
-        if journal
-        else None
-    )
 
     def sent(now: float) -> None:
         if store is not None:
@@ -128,6 +136,7 @@ async def score_file_async(
         timeout=timeout,
         retry=retry,
         verify=verify,
+        limiter=limiter,
         default_lang=lang,
         linger=linger,
         max_open=max_open,
@@ -144,7 +153,7 @@ async def score_file_async(
             restart=restart,
             retry_failed=retry_failed,
             ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
-            previous=sink.read_back() if isinstance(sink, ReadableSink) else None,
+            previous=sink.read_back() if isinstance(sink, ReadableSink) and not restart else None,
         )
         if state.resumed:
             log.info(
@@ -163,10 +172,10 @@ async def score_file_async(
         else:
             sink.write(table)
 
-    if on_start is not None:
-        on_start(source, scorer)
     stats = scorer.stats
     try:
+        if on_start is not None:
+            on_start(source, scorer)
         async with scorer:
             done = 0
             async for row in scorer.score(_read(source), resume=state):
@@ -179,7 +188,7 @@ async def score_file_async(
                     done = finished
         flush()
         if scorer.stopped:
-            raise Interrupted(saved_in=store.dir if store is not None else None)
+            raise Interrupted(saved_in=Path(store.location) if store is not None else None)
         if stats.invalid_rows and not stats.distinct_revisions:
             if store is not None:
                 store.remove()
@@ -205,7 +214,7 @@ async def score_file_async(
             raise IncompleteRunError(
                 written=exc.written,
                 expected=exc.expected,
-                saved_in=store.dir if store is not None else None,
+                saved_in=Path(store.location) if store is not None else None,
             ) from None
         raise
     except BaseException:
@@ -214,7 +223,7 @@ async def score_file_async(
             store.suspend()
             # A run that failed before any answer (bad input mid-file, 401 at once, every
             # model undeployed) leaves nothing to resume, and nothing to refuse a fix with.
-            if store.dir.exists() and not store.holds_work():
+            if not store.holds_work():
                 store.remove()
         raise
     if store is not None:
@@ -246,20 +255,17 @@ score_file.__doc__ = """The blocking form of :func:`score_file_async`, with the 
     """
 
 
-def _parquet_sink(output: Path, source: Source) -> ParquetSink:
-    if output.suffix.lower() not in SUFFIXES:
-        raise UsageError(f"`output` {output}: lwbatch writes Parquet; name the file *.parquet")
-    inp = Path(source.name)
-    if output.exists() and inp.exists() and output.samefile(inp):
-        raise UsageError(f"`output` {output} is the input file; choose another output path")
-    return ParquetSink(output)
-
-
 async def _read(source: Source) -> AsyncIterator[list[Revision | InvalidRow]]:
     # Parsing a batch is CPU work in pyarrow; a thread keeps the event loop serving.
     batches = source.batches()
-    while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
-        yield batch
+    try:
+        while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+            yield batch
+    finally:
+        # A generator's file stays open until closed; a stopped run should not wait for GC.
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
-__all__ = ["ROWS_PER_SEGMENT", "journal_dir", "score_file", "score_file_async"]
+__all__ = ["ROWS_PER_SEGMENT", "score_file", "score_file_async"]

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from lwbatch.config import Budget
+from lwbatch.engine.resume import ResumeState
 from lwbatch.keys import RowKey
 from lwbatch.results import InvalidRow, Revision, Score
 
@@ -108,8 +109,9 @@ class Limiter(Protocol):
         """Hold every request for `seconds` (a 429's Retry-After)."""
         ...
 
-    def watch(self, callback: Callable[[float], None]) -> None:
-        """Call `callback(t)` with the clock time of every grant (the durable ledger)."""
+    def watch(self, callback: Callable[[float], None]) -> Callable[[], None]:
+        """Call `callback(t)` with the clock time of every grant (the durable ledger)
+        until the function returned is called."""
         ...
 
     def restore(self, grants: Sequence[float]) -> None:
@@ -121,6 +123,25 @@ class Limiter(Protocol):
 class Journal(Protocol):
     """The durable record of a run: answers, budget ledger, finished rows. Format-neutral:
     it stores merged-row tables its own way and folds them into any :class:`Sink`."""
+
+    @property
+    def location(self) -> str:
+        """Where the progress is kept (for messages)."""
+        ...
+
+    def open(
+        self,
+        *,
+        restart: bool,
+        retry_failed: bool,
+        ledger_keep: int,
+        previous: tuple[dict[str, bytes], Iterator[pa.Table]] | None = None,
+    ) -> ResumeState:
+        """Start afresh (`restart`, or nothing kept) or return what an earlier run did;
+        `previous` is a committed output read back, adopted when nothing else is kept.
+        Keeps the last `ledger_keep` grant times; with `retry_failed`, transient
+        failures come back as not done."""
+        ...
 
     def record_answers(self, model: str, answers: Iterable[tuple[RowKey, Score]]) -> None:
         """Make answers durable before the rows they belong to count as done."""
@@ -143,6 +164,10 @@ class Journal(Protocol):
 
     def metadata(self) -> dict[str, bytes]:
         """What the committed output should carry so that a rerun can adopt it."""
+        ...
+
+    def holds_work(self) -> bool:
+        """Whether a rerun would resume anything (else a failed run may remove it)."""
         ...
 
     def suspend(self) -> None:

@@ -23,6 +23,7 @@ from lwbatch import (
     Scorer,
     Sink,
     Source,
+    UsageError,
 )
 from lwbatch.run import score_file_async
 from tests.conftest import EmulatorFactory
@@ -48,8 +49,9 @@ class CountingLimiter:
     def pause(self, seconds: float) -> None:
         self.paused.append(seconds)
 
-    def watch(self, callback: Callable[[float], None]) -> None:
+    def watch(self, callback: Callable[[float], None]) -> Callable[[], None]:
         self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
 
     def restore(self, grants: Sequence[float]) -> None:
         self.restored.extend(grants)
@@ -135,6 +137,8 @@ async def test_a_scorer_sends_every_attempt_through_an_injected_limiter(
     assert limiter.acquired == emu.stats.requests == 6
     assert sent == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert scorer.budget is FAST
+    # The limiter outlives the Scorer: the Scorer's hook leaves with it.
+    assert limiter._watchers == []
 
 
 async def test_any_source_and_sink_work_and_the_journal_folds_into_the_sink(
@@ -147,13 +151,18 @@ async def test_any_source_and_sink_work_and_the_journal_folds_into_the_sink(
         ]
     )
     sink = ListSink(tmp_path / "memory.out")
+    models = ["revertrisk-language-agnostic"]
+    journal = FileJournal(
+        tmp_path / "memory.out", models=models, manifest={"input": source.fingerprint()}
+    )
     with emulator() as (_, base_url):
         report = await score_file_async(
             source,
             sink,
-            models=["revertrisk-language-agnostic"],
+            models=models,
             endpoint=Endpoint(base_url=base_url),
             budget=FAST,
+            journal=journal,
         )
     assert sink.committed is not None
     assert sorted(row["rev_id"] for row in sink.committed) == [-1, 21, 22, 23]
@@ -189,3 +198,17 @@ async def test_a_scorer_leaves_the_garbage_collector_alone_unless_asked(
             seen.append(gc.isenabled())
     # Off only inside a Scorer that asked, and back on when it closed.
     assert seen == [True, True, False, True]
+
+
+async def test_a_sink_object_needs_its_journal_given_or_none(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="for a Sink object pass a Journal"):
+        await score_file_async(
+            ListSource([[Revision(1, "en")]]), ListSink(tmp_path / "o"), models=["enwiki-damaging"]
+        )
+
+
+def test_a_limiter_and_a_budget_exclude_each_other() -> None:
+    with pytest.raises(UsageError, match="`limiter` carries its own budget"):
+        Scorer(["enwiki-damaging"], limiter=CountingLimiter(), budget=FAST)
+    with pytest.raises(UsageError, match="`gc_control` needs lwbatch's own BudgetLimiter"):
+        Scorer(["enwiki-damaging"], limiter=CountingLimiter(), gc_control=True)

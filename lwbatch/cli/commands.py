@@ -2,7 +2,7 @@
 
 Exit codes: 0 the run completed (per-revision errors are data), 1 the run was aborted
 (authentication, no model deployed, output not writable), 2 usage or input error,
-130 interrupted.
+130/143 interrupted by SIGINT/SIGTERM (progress saved).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -86,34 +87,34 @@ async def _run(
 
     watcher = _SignalWatcher(grace, received)
     try:
-        async with anyio.create_task_group() as tg:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                tg.start_soon(watcher.watch, signals, tg.cancel_scope)
+        async with anyio.create_task_group() as tg, AsyncExitStack() as stack:
 
-                def started(source: Source, scorer: Scorer) -> None:
-                    # Warn only once everything was accepted, so a usage error stays one line.
-                    if warn_no_contact:
-                        log.warning(
-                            "no --contact given: Wikimedia asks API clients to name a contact "
-                            "in the User-Agent; set --contact or LWBATCH_CONTACT"
-                        )
-                    watcher.scorer = scorer
-                    bar.reset(total=source.total_rows)
-
-                report = await score_file_async(
-                    input_path,
-                    output,
-                    gc_control=True,
-                    progress=bar.update,
-                    on_start=started,
-                    **options,
+            def started(source: Source, scorer: Scorer) -> None:
+                # Warn only once everything was accepted, so a usage error stays one line.
+                if warn_no_contact:
+                    log.warning(
+                        "no --contact given: Wikimedia asks API clients to name a contact "
+                        "in the User-Agent; set --contact or LWBATCH_CONTACT"
+                    )
+                # Until now Ctrl-C interrupts at once (nothing to save); from here on,
+                # it stops the run gracefully.
+                signals = stack.enter_context(
+                    anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
                 )
-                tg.cancel_scope.cancel()
+                tg.start_soon(watcher.watch, signals, scorer)
+                bar.reset(total=source.total_rows)
+
+            report = await score_file_async(
+                input_path,
+                output,
+                gc_control=True,
+                progress=bar.update,
+                on_start=started,
+                **options,
+            )
+            tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise primary_error(group) from None
-    if watcher.scorer is None and received:
-        # Stopped while the input and output were still being checked: nothing to save.
-        raise Interrupted(saved_in=None)
     return report
 
 
@@ -123,9 +124,8 @@ class _SignalWatcher:
     def __init__(self, grace: float, received: list[int]) -> None:
         self.grace = grace
         self.received = received
-        self.scorer: Scorer | None = None
 
-    async def watch(self, signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    async def watch(self, signals: AsyncIterator[int], scorer: Scorer) -> None:
         async with anyio.create_task_group() as stopping:
             async for signum in signals:
                 if self.received:
@@ -134,17 +134,14 @@ class _SignalWatcher:
                     log.warning("second signal: exiting now; rerun the same command to resume")
                     os._exit(128 + signum)
                 self.received.append(signum)
-                if self.scorer is None:
-                    scope.cancel()
-                    return
                 log.warning(
                     "%s: finishing %d requests in flight (up to %gs), then saving progress; "
                     "press Ctrl-C again to quit at once",
                     signal.Signals(signum).name,
-                    self.scorer.in_flight,
+                    scorer.in_flight,
                     self.grace,
                 )
-                stopping.start_soon(self.scorer.stop, self.grace)
+                stopping.start_soon(scorer.stop, self.grace)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ import shutil
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,21 +129,39 @@ class FileJournal:
         self._ledger_keep = ledger_keep
         self._lock.acquire()
         try:
-            if self.dir.is_dir():
-                for partial in self.dir.glob("*.tmp"):
-                    partial.unlink(missing_ok=True)
-            if restart and self.dir.exists():
-                shutil.rmtree(self.dir)
-            if not self.dir.exists():
-                if previous is not None and not restart:
+            with self._io("open"):
+                if self.dir.is_dir():
+                    for partial in self.dir.glob("*.tmp"):
+                        partial.unlink(missing_ok=True)
+                    # The manifest is written last: without one, creating this journal
+                    # was cut short and it holds nothing.
+                    if restart or not (self.dir / "manifest.json").exists():
+                        shutil.rmtree(self.dir)
+                if not self.dir.exists():
+                    if previous is None or restart:
+                        return self._create()
                     self._adopt(*previous)
-                else:
-                    return self._create()
-            return self._resume(retry_failed)
+                return self._resume(retry_failed)
         except BaseException:
             self._close_logs()
             self._lock.release()
             raise
+
+    @contextmanager
+    def _io(self, doing: str) -> Iterator[None]:
+        """Disk errors (full, read-only, removed) as one-line OutputErrors."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise OutputError(
+                f"cannot {doing} its journal {self.dir.name} ({reason.splitlines()[0]})",
+                path=self.output,
+            ) from None
+
+    @property
+    def location(self) -> str:
+        return str(self.dir)
 
     def _adopt(self, metadata: dict[str, bytes], tables: Iterator[pa.Table]) -> None:
         manifest = metadata.get(MANIFEST_KEY)
@@ -152,8 +171,7 @@ class FileJournal:
                 "pass `restart=True` to replace it, or choose another output"
             )
         self._check_same(orjson.loads(manifest))
-        self._create()
-        self._close_logs()
+        self.dir.mkdir()
         invalid = metadata.get(INVALID_ROWS_KEY)
         segment = self.dir / "rows-000000.parquet"
         temp = segment.with_suffix(".tmp")
@@ -171,6 +189,7 @@ class FileJournal:
                 writer.close()
         if writer is not None:
             publish(temp, segment)
+        self._write_manifest()
 
     def _check_same(self, previous: dict[str, Any]) -> None:
         for key, label in (
@@ -191,15 +210,18 @@ class FileJournal:
     def _create(self) -> ResumeState:
         try:
             self.dir.mkdir()
-            write_atomic(
-                self.dir / "manifest.json", orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2)
-            )
+            self._write_manifest()
         except OSError as exc:
             raise OutputError(
                 f"cannot create its journal {self.dir.name} ({exc.strerror})", path=self.output
             ) from None
         self._open_logs()
         return ResumeState()
+
+    def _write_manifest(self) -> None:
+        write_atomic(
+            self.dir / "manifest.json", orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2)
+        )
 
     def _resume(self, retry_failed: bool) -> ResumeState:
         try:
@@ -303,13 +325,15 @@ class FileJournal:
     def record_answers(self, model: str, answers: Iterable[tuple[RowKey, Score]]) -> None:
         """Append answers before their rows count as done."""
         assert self._answers_fd is not None
-        os.write(self._answers_fd, b"".join(encode_answer(model, k, s) for k, s in answers))
-        self._dirty = True
-        self._maybe_sync()
+        with self._io("write to"):
+            os.write(self._answers_fd, b"".join(encode_answer(model, k, s) for k, s in answers))
+            self._dirty = True
+            self._maybe_sync()
 
     def record_grant(self, wall_time: float) -> None:
         assert self._ledger_fd is not None
-        os.write(self._ledger_fd, array("d", [wall_time]).tobytes())
+        with self._io("write to"):
+            os.write(self._ledger_fd, array("d", [wall_time]).tobytes())
         self._dirty = True
 
     def commit_rows(
@@ -322,12 +346,14 @@ class FileJournal:
         self._segment += 1
         mine = BitMap64(invalid_rows)
         metadata = {**(rows.schema.metadata or {}), INVALID_ROWS_KEY.encode(): mine.serialize()}
-        _write_segment(
-            self.dir / f"rows-{self._segment:06d}.parquet", rows.replace_schema_metadata(metadata)
-        )
-        self._invalid |= mine
-        self._rotate_answers(open_answers)
-        self._compact_ledger()
+        with self._io("write to"):
+            _write_segment(
+                self.dir / f"rows-{self._segment:06d}.parquet",
+                rows.replace_schema_metadata(metadata),
+            )
+            self._invalid |= mine
+            self._rotate_answers(open_answers)
+            self._compact_ledger()
 
     def _rotate_answers(self, keep: Iterable[tuple[str, RowKey, Score]]) -> None:
         old = sorted(self.dir.glob("answers-*.log"))
@@ -370,9 +396,12 @@ class FileJournal:
 
     def suspend(self) -> None:
         """Make everything durable and let another run have the output."""
-        self.sync()
-        self._close_logs()
-        self._lock.release()
+        try:
+            with self._io("sync"):
+                self.sync()
+        finally:
+            self._close_logs()
+            self._lock.release()
 
     def _close_logs(self) -> None:
         for fd in (self._answers_fd, self._ledger_fd):
@@ -385,7 +414,8 @@ class FileJournal:
         """Write every segment, in order, to `sink`; returns the row count."""
         rows = 0
         for path in self._segments():
-            table = pq.read_table(path)
+            with self._io("read"):
+                table = pq.read_table(path)
             sink.write(table.replace_schema_metadata(None))
             rows += table.num_rows
         return rows
@@ -413,13 +443,17 @@ class FileJournal:
 
     def remove(self) -> None:
         """Retire the journal by one atomic rename, so it is never seen half-deleted."""
-        self.suspend()
-        if not self.dir.exists():
-            return
-        retired = self.dir.with_name(f"{self.dir.name}.done-{os.getpid()}")
-        os.replace(self.dir, retired)
-        fsync_dir(self.dir.parent)
-        shutil.rmtree(retired, ignore_errors=True)
+        self._close_logs()
+        try:
+            if self.dir.exists():
+                retired = self.dir.with_name(f"{self.dir.name}.done-{os.getpid()}")
+                with self._io("retire"):
+                    os.replace(self.dir, retired)
+                    fsync_dir(self.dir.parent)
+                shutil.rmtree(retired, ignore_errors=True)
+        finally:
+            # Only now may another run take the output: the journal is gone.
+            self._lock.release()
 
 
 def _score_from_cell(cell: dict[str, Any]) -> Score:

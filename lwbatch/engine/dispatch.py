@@ -24,7 +24,7 @@ from lwbatch.protocol.payloads import build_payload, parse_retry_after
 from lwbatch.results import ErrorType, Revision, Score
 from lwbatch.seams import Limiter
 
-__all__ = ["Dispatcher", "Stopped", "build_payload", "parse_retry_after"]
+__all__ = ["Dispatcher", "Stopped"]
 
 
 class Stopped(Exception):

@@ -9,7 +9,7 @@ fans it out to every model in turn, so models interleave per revision and comple
 rows accumulate even under a tight budget. Memory is bounded by `max_open`, the job
 queue and the compressed bitmap of seen rev_ids, not by the input size.
 
-The number of workers follows :class:`~lwbatch.concurrency.Concurrency`: unless the
+The number of workers follows :class:`~lwbatch.pacing.concurrency.Concurrency`: unless the
 user fixed it, Little's law on the observed latency and the budget's rate.
 """
 
@@ -37,7 +37,7 @@ from lwbatch.engine.batching import Batcher
 from lwbatch.engine.dispatch import Dispatcher, Stopped
 from lwbatch.engine.resume import ResumeState
 from lwbatch.engine.stats import RunReport, RunStats
-from lwbatch.errors import IncompleteRunError, NoModelDeployedError, primary_error
+from lwbatch.errors import IncompleteRunError, NoModelDeployedError, UsageError, primary_error
 from lwbatch.keys import KeySet, RowKey
 from lwbatch.pacing import gc_pauses
 from lwbatch.pacing.concurrency import Concurrency
@@ -45,9 +45,8 @@ from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
-from lwbatch.seams import Limiter
+from lwbatch.seams import Item, Limiter
 
-Item = Revision | InvalidRow
 DEFAULT_LINGER = 0.05
 # Jobs made ready ahead of the workers; a job holds at most one batch of rows.
 _QUEUE = 64
@@ -103,6 +102,12 @@ class Scorer:
         on_send: Callable[[float], None] | None = None,
         on_answer: Callable[[str, list[tuple[RowKey, Score]]], None] | None = None,
     ) -> None:
+        if limiter is not None and (budget is not None or tier is not None):
+            raise UsageError("`limiter` carries its own budget; give `budget`/`tier` or `limiter`")
+        if gc_control and limiter is not None and not isinstance(limiter, BudgetLimiter):
+            # Collections are timed inside BudgetLimiter.acquire(); another limiter
+            # would leave automatic collection off with nothing running it.
+            raise UsageError("`gc_control` needs lwbatch's own BudgetLimiter as `limiter`")
         self.specs = (catalog or default_catalog()).resolve_all(models)
         self._by_name = {s.name: s for s in self.specs}
         if tier is None:
@@ -130,9 +135,8 @@ class Scorer:
         self.limiter: Limiter = limiter or BudgetLimiter(
             self.budget, clock=clock, sleep=sleep, loopback=self._client.endpoint.is_loopback
         )
-        if on_send is not None:
-            # `on_send(t)` sees the clock time of every attempt as it leaves (the ledger).
-            self.limiter.watch(on_send)
+        # `on_send(t)` sees the clock time of every attempt as it leaves (the ledger).
+        self._unwatch = self.limiter.watch(on_send) if on_send is not None else None
         self._gc_control = gc_control
         self._dispatcher = Dispatcher(
             self._client,
@@ -189,6 +193,10 @@ class Scorer:
         finally:
             if self._gc_control:
                 gc_pauses.release()
+            if self._unwatch is not None:
+                # An injected limiter outlives this Scorer: its grants are not ours.
+                self._unwatch()
+                self._unwatch = None
             for rows in self._streams:
                 rows.close()
             await self._client.__aexit__(None, None, None)

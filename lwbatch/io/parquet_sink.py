@@ -17,8 +17,6 @@ import pyarrow.parquet as pq
 from lwbatch.durability.atomic import publish, temporary_name
 from lwbatch.errors import OutputError
 
-SUFFIXES = (".parquet", ".pq")
-
 
 class ParquetSink:
     """Writes each table it is given as row groups of one zstd-compressed Parquet file."""
@@ -39,10 +37,6 @@ class ParquetSink:
         return self._rows
 
     def open(self, schema: pa.Schema) -> None:
-        if self.path.suffix.lower() not in SUFFIXES:
-            raise OutputError(
-                "lwbatch writes Parquet here; name the file *.parquet", path=self.path
-            )
         if not self.path.parent.is_dir():
             raise OutputError("its directory does not exist", path=self.path)
         if self.path.is_dir():

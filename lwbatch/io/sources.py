@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from lwbatch.errors import InputError
 from lwbatch.results import InvalidRow, Revision
+from lwbatch.seams import Item
 
-Item = Revision | InvalidRow
 INT64_MAX = 2**63 - 1
 DEFAULT_BATCH_ROWS = 65_536
 LANG_COLUMN = "lang"

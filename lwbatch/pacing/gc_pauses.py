@@ -8,7 +8,8 @@ window later does not, so the server counts N+1 in its window and answers 429. W
 automatic collection off and no collector pause, the worst grant-to-arrival delay past
 warm-up fell from 66 ms to 21 ms.
 
-So while a :class:`~lwbatch.engine.Scorer` runs, automatic collection is off and the
+So while a :class:`~lwbatch.Scorer` made with ``gc_control=True`` runs (the CLI's
+case), automatic collection is off and the
 limiter calls :func:`collect_if_due` before each grant. It then knows the pause: the
 next grant is stamped after it, and the grants just before it, which may not have
 reached their socket yet, have their window stamps moved on by the pause. The schedule is

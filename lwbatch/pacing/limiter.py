@@ -187,9 +187,10 @@ class BudgetLimiter:
         for window in self._windows:
             window.stall(started - STALL_LOOKBACK, pause)
 
-    def watch(self, callback: Callable[[float], None]) -> None:
-        """Call `callback(t)` with the clock time of every grant."""
+    def watch(self, callback: Callable[[float], None]) -> Callable[[], None]:
+        """Call `callback(t)` with the clock time of every grant, until unwatched."""
         self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
 
     def restore(self, grants: Sequence[float]) -> None:
         """Count requests an earlier process sent (clock times, oldest first)."""
