@@ -159,32 +159,27 @@ async def test_pinned_a_name_that_does_not_resolve_is_caused_by_a_dns_error() ->
     assert type(exc.__cause__) is aiohttp.ClientConnectorDNSError
 
 
-async def test_pinned_a_connection_closed_before_the_answer_is_a_server_disconnect() -> None:
+@pytest.mark.parametrize(
+    ("handler", "within", "error", "cause"),
+    [
+        # A connection closed before the answer: a server disconnect.
+        ("close", 5.0, httpx.ConnectTimeout, aiohttp.ServerDisconnectedError),
+        # A body cut short: a read error caused by a payload error.
+        ("truncate", 5.0, httpx.ReadError, aiohttp.ClientPayloadError),
+        # No answer within the timeout: a read timeout.
+        ("hang", 0.2, httpx.ReadTimeout, aiohttp.SocketTimeoutError),
+    ],
+)
+async def test_pinned_how_the_transport_reports_a_server_failing_mid_request(
+    handler: str, within: float, error: type[Exception], cause: type[Exception]
+) -> None:
     wire = Wire()
-    wire.handler = wire.close
-    async with wire.running() as url, AiohttpTransport() as transport:
-        exc = await transport_error(transport, url)
-    assert type(exc) is httpx.ConnectTimeout
-    assert type(exc.__cause__) is aiohttp.ServerDisconnectedError
-
-
-async def test_pinned_a_body_cut_short_is_a_read_error_caused_by_a_payload_error() -> None:
-    wire = Wire()
-    wire.handler = wire.truncate
-    async with wire.running() as url, AiohttpTransport() as transport:
-        exc = await transport_error(transport, url)
-    assert type(exc) is httpx.ReadError
-    assert type(exc.__cause__) is aiohttp.ClientPayloadError
-
-
-async def test_pinned_no_answer_within_the_timeout_is_a_read_timeout() -> None:
-    wire = Wire()
-    wire.handler = wire.hang
+    wire.handler = getattr(wire, handler)
     async with wire.running() as url, AiohttpTransport() as transport:
         with anyio.fail_after(10):
-            exc = await transport_error(transport, url, within=0.2)
-    assert type(exc) is httpx.ReadTimeout
-    assert type(exc.__cause__) is aiohttp.SocketTimeoutError
+            exc = await transport_error(transport, url, within=within)
+    assert type(exc) is error
+    assert type(exc.__cause__) is cause
 
 
 # -- the same failures as lwbatch reports them ------------------------------------------
