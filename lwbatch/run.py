@@ -23,6 +23,7 @@ import httpx
 
 from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, RetryPolicy, Tier, Token
 from lwbatch.durability.journal import FileJournal
+from lwbatch.durability.lock import OutputLock
 from lwbatch.engine.scorer import DEFAULT_LINGER, Scorer
 from lwbatch.engine.stats import RunReport
 from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
@@ -172,6 +173,13 @@ async def score_file_async(
         else:
             sink.write(table)
 
+    # Without a journal the output still gets its lock: a journaled run on the same
+    # output would otherwise sweep this run's temporary file as stale.
+    unjournaled = (
+        OutputLock(Path(output)) if store is None and not isinstance(output, Sink) else None
+    )
+    if unjournaled is not None:
+        unjournaled.acquire()
     stats = scorer.stats
     try:
         if on_start is not None:
@@ -226,6 +234,9 @@ async def score_file_async(
             if not store.holds_work():
                 store.remove()
         raise
+    finally:
+        if unjournaled is not None:
+            unjournaled.release()
     if store is not None:
         store.remove()
     stats.rows_written = written

@@ -125,12 +125,6 @@ async def test_a_run_whose_on_start_raises_leaves_no_lock_behind(
     assert names(tmp_path) == ["in.parquet", "out.parquet"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lock.py bug: release() unlinks the lock file, so a run that opened it just "
-    "before and locks it just after holds a lock on a file no longer at the path, and a "
-    "third run creates a new one and locks it too: two runs write one output",
-)
 def test_a_lock_released_while_another_run_takes_it_is_never_held_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,12 +197,6 @@ async def test_taking_the_lock_sweeps_this_outputs_leftovers_and_nothing_else(
     assert others[0].read_bytes() == b"another run's live rows"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lock.py bug: _sweep() globs `.{name}.*.tmp` with the output name unescaped and "
-    "`*` spanning dots, so it deletes another output's live temporary file (an output "
-    "named with [..], or one whose name extends this one's) and misses its own",
-)
 @pytest.mark.parametrize(
     ("output", "stale", "live"),
     [

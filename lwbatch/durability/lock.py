@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -19,30 +21,46 @@ class OutputLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot create its lock file ({exc.strerror})", path=self.output
-            ) from None
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            self._fd = None
-            raise UsageError(
-                f"another lwbatch run is writing {self.output}; wait for it to finish, "
-                "or choose another output"
-            ) from None
+        # The holder deletes the file when it releases; a run that opened the old file
+        # just before would lock a file no longer at the path, so retry until the file
+        # locked is the one the path names.
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot create its lock file ({exc.strerror})", path=self.output
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UsageError(
+                    f"another lwbatch run is writing {self.output}; wait for it to finish, "
+                    "or choose another output"
+                ) from None
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                break
+            os.close(fd)
+        self._fd = fd
         self._sweep()
 
     def _sweep(self) -> None:
-        # Only the lock holder may: another run's temporary files are live.
+        # Only the lock holder may: another run's temporary files are live. Names are
+        # matched exactly (glob characters escaped, a pid between the dots), so the
+        # files of `out.parquet.v2.parquet` are not this output's.
         parent, name = self.output.parent, self.output.name
-        for stale in parent.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        for retired in parent.glob(f".{name}.lwbatch.done-*"):
-            shutil.rmtree(retired, ignore_errors=True)
+        temporary = re.compile(rf"\.{re.escape(name)}\.[0-9]+\.tmp")
+        retired = re.compile(rf"\.{re.escape(name)}\.lwbatch\.done-[0-9]+")
+        for path in parent.glob(f".{glob.escape(name)}.*"):
+            if temporary.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+            elif retired.fullmatch(path.name):
+                shutil.rmtree(path, ignore_errors=True)
 
     def release(self) -> None:
         if self._fd is not None:
