@@ -419,3 +419,25 @@ async def test_a_run_leaves_signal_handlers_and_gc_as_it_found_them(
     assert inside == {(gc_enabled and not gc_control, True)}
     assert after is gc_enabled
     assert {s: signal.getsignal(s) for s in handled} == handlers
+
+
+async def test_a_run_without_a_journal_holds_the_output_lock_too(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 5)
+    out = tmp_path / "out.parquet"
+    refused: list[str] = []
+
+    def journaled_run_starts(_source: Source, _scorer: Scorer) -> None:
+        # A journaled run on the same output would sweep this run's temporary file.
+        with pytest.raises(UsageError) as info:
+            file_journal(out).open(restart=False, retry_failed=True, ledger_keep=0)
+        refused.append(str(info.value))
+
+    with emulator() as (_, base_url):
+        report = await run(inp, out, base_url, journal=False, on_start=journaled_run_starts)
+    assert refused == [
+        f"another lwbatch run is writing {out}; wait for it to finish, or choose another output"
+    ]
+    assert report.rows_written == 7
+    assert names(tmp_path) == ["in.parquet", "out.parquet"]
