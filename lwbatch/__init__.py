@@ -24,6 +24,7 @@ from lwbatch.errors import (
 )
 from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.io.rows import output_schema
+from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import CsvSource, ParquetSource, open_source
 from lwbatch.keys import RowKey
 from lwbatch.pacing.limiter import BudgetLimiter
@@ -72,6 +73,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "default_catalog",
+    "open_sink",
     "open_source",
     "output_schema",
     "score_file",

@@ -260,10 +260,14 @@ def _blocking(run: Callable[P, Awaitable[R]]) -> Callable[P, R]:
 
 score_file = _blocking(score_file_async)
 score_file.__name__ = score_file.__qualname__ = "score_file"
-score_file.__doc__ = """The blocking form of :func:`score_file_async`, with the same arguments.
+score_file.__doc__ = (
+    (score_file_async.__doc__ or "")
+    + """
+    This is the blocking form of :func:`score_file_async`, with the same arguments:
 
     >>> report = score_file("revisions.parquet", "scores.parquet", models=["enwiki-damaging"])
     """
+)
 
 
 async def _read(source: Source) -> AsyncIterator[list[Revision | InvalidRow]]:

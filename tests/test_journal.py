@@ -146,7 +146,9 @@ async def test_another_model_list_or_input_is_refused_and_restart_discards(
     with emulator() as (emu, base_url):
         with pytest.raises(Interrupted):
             await run(inp, out, base_url, stop_after=10)
-        with pytest.raises(UsageError, match="another models .*rerun it as it was.*`restart=True`"):
+        with pytest.raises(
+            UsageError, match="another model list .*rerun it as it was.*`restart=True`"
+        ):
             await run(inp, out, base_url, models=["enwiki-damaging"])
         other = write_parquet(tmp_path / "other.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
         with pytest.raises(UsageError, match="another input file"):

@@ -63,6 +63,18 @@ def test_unsigned_ids_beyond_int64_are_invalid(tmp_path: Path) -> None:
     )
 
 
+def test_csv_as_pandas_writes_an_id_column_with_nulls(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("rev_id,title\n12.0,a\n,b\n13.00,c\n13.5,d\n1e3,e\n")
+    assert items(open_source(path)) == [
+        Revision(12, "en"),
+        InvalidRow(2, None, "rev_id is null"),
+        Revision(13, "en"),
+        InvalidRow(4, None, "rev_id '13.5' is not an integer"),
+        InvalidRow(5, None, "rev_id '1e3' is not an integer"),
+    ]
+
+
 def test_csv_with_text_ids_bom_quotes_and_custom_column(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_bytes(

@@ -197,7 +197,7 @@ class FileJournal:
             ("input", "input file"),
             ("id_column", "`id_column`"),
             ("lang", "`lang`"),
-            ("models", "models"),
+            ("models", "model list"),
         ):
             if previous.get(key) != self.manifest.get(key):
                 raise UsageError(

@@ -75,6 +75,25 @@ class Scorer:
     ...                   endpoint=Endpoint(base_url="http://127.0.0.1:8080")) as scorer:
     ...     async for row in scorer.score([1234, 5678]):
     ...         print(row.rev_id, row.scores["enwiki-damaging"].prediction)
+
+    models: Lift Wing model names (see configs/models.toml for the families).
+    endpoint, token, contact, timeout, verify, transport: where and how requests go
+    (the public gateway by default; `transport` replaces the HTTP stack in tests).
+    tier, budget: the request budget (the tier's, by default); or `limiter`, any
+    :class:`~lwbatch.seams.Limiter` (a share of a budget several processes split).
+    concurrency: requests in flight; None adapts to the latency observed.
+    retry: retries of transient failures and 429s.
+    default_lang: the language of plain rev_ids (models such as revertrisk need one).
+    linger: seconds a partial batch may wait for more revisions of its language.
+    max_open: revisions in flight at once (bounds memory; default from concurrency).
+    clock, sleep: injectable time, for tests.
+    gc_control: time Python's garbage collections (fewer 429s on tight budgets); turns
+    automatic collection off while the Scorer is open.
+    on_send(t): called for every attempt as it leaves; on_answer(model, [(key, score)]):
+    for every answer, before its row counts as done (a journal hooks in here).
+
+    ``await scorer.stop(grace)`` ends a run early: rows already complete still come
+    out, then :meth:`score`'s iteration ends and :attr:`stopped` is True.
     """
 
     def __init__(

@@ -26,6 +26,8 @@ INT64_MAX = 2**63 - 1
 DEFAULT_BATCH_ROWS = 65_536
 LANG_COLUMN = "lang"
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+# pandas writes an integer column with nulls as floats: "12.0" in a CSV.
+_INTEGRAL_FLOAT_TEXT = re.compile(r"([+-]?[0-9]+)\.0*")
 _PARQUET = (".parquet", ".pq")
 _CSV = {".csv": ",", ".tsv": "\t"}
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
@@ -288,9 +290,12 @@ def _from_text(value: str | None) -> tuple[int | None, str | None]:
     if value is None or not value.strip():
         return None, "is null"
     text = value.strip()
-    if not _INTEGER_TEXT.fullmatch(text):
+    if (integral := _INTEGRAL_FLOAT_TEXT.fullmatch(text)) is not None:
+        number = int(integral.group(1))
+    elif _INTEGER_TEXT.fullmatch(text):
+        number = int(text)
+    else:
         return None, f"{text[:40]!r} is not an integer"
-    number = int(text)
     if number < -INT64_MAX - 1:
         return None, f"{text[:40]} does not fit in int64"
     return _from_int(number)
