@@ -88,9 +88,9 @@ async def score_file_async(
     :class:`~lwbatch.Scorer`.
 
     `on_start(source, scorer)` is called once the input, output and journal are
-    accepted and before any request leaves: a caller may keep the scorer to
-    :meth:`~lwbatch.Scorer.stop` it (the CLI does on SIGINT/SIGTERM); the run then
-    raises :class:`~lwbatch.Interrupted` with its progress saved.
+    accepted and before any request leaves: an async caller may keep the scorer and
+    ``await scorer.stop(grace)`` from another task (the CLI does on SIGINT/SIGTERM);
+    the run then raises :class:`~lwbatch.Interrupted` with its progress saved.
     """
     catalog = catalog or default_catalog()
     specs = catalog.resolve_all(models)
@@ -215,9 +215,11 @@ async def score_file_async(
         sink.commit(store.metadata() if store is not None else {})
     except (Interrupted, IncompleteRunError) as exc:
         # Keep what came out (journal segments) and every answer: a rerun completes it.
-        sink.abort()
-        if store is not None:
-            store.suspend()
+        try:
+            sink.abort()
+        finally:
+            if store is not None:
+                store.suspend()
         if isinstance(exc, IncompleteRunError):
             raise IncompleteRunError(
                 written=exc.written,
@@ -226,13 +228,17 @@ async def score_file_async(
             ) from None
         raise
     except BaseException:
-        sink.abort()
-        if store is not None:
-            store.suspend()
+        try:
+            sink.abort()
+        finally:
             # A run that failed before any answer (bad input mid-file, 401 at once, every
             # model undeployed) leaves nothing to resume, and nothing to refuse a fix with.
-            if not store.holds_work():
-                store.remove()
+            # Decided while the lock is held: remove() releases it only once retired.
+            if store is not None:
+                if store.holds_work():
+                    store.suspend()
+                else:
+                    store.remove()
         raise
     finally:
         if unjournaled is not None:

@@ -212,3 +212,11 @@ def test_a_limiter_and_a_budget_exclude_each_other() -> None:
         Scorer(["enwiki-damaging"], limiter=CountingLimiter(), budget=FAST)
     with pytest.raises(UsageError, match="`gc_control` needs lwbatch's own BudgetLimiter"):
         Scorer(["enwiki-damaging"], limiter=CountingLimiter(), gc_control=True)
+
+
+def test_a_scorer_never_opened_leaves_an_injected_limiter_unwatched() -> None:
+    # A run refused before it starts (output locked, another model list) builds its
+    # Scorer but never opens it: the shared limiter must not keep calling its ledger.
+    limiter = CountingLimiter()
+    Scorer(["enwiki-damaging"], limiter=limiter, on_send=lambda _t: None)
+    assert limiter._watchers == []

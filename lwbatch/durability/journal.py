@@ -154,8 +154,9 @@ class FileJournal:
             yield
         except (OSError, pa.ArrowException) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
             raise OutputError(
-                f"cannot {doing} its journal {self.dir.name} ({reason.splitlines()[0]})",
+                f"cannot {doing} its journal {self.dir.name} ({reason})",
                 path=self.output,
             ) from None
 
@@ -432,13 +433,16 @@ class FileJournal:
 
         A 5xx is one: its request counted at the gateway, and the ledger keeps it.
         """
-        if self._segments():
-            return True
-        for path in self.dir.glob("answers-*.log"):
-            for line in path.read_bytes().splitlines():
-                answer = decode_answer(line)
-                if answer is not None and answer[2].error is not ErrorType.MODEL_NOT_DEPLOYED:
-                    return True
+        try:
+            if self._segments():
+                return True
+            for path in self.dir.glob("answers-*.log"):
+                for line in path.read_bytes().splitlines():
+                    answer = decode_answer(line)
+                    if answer is not None and answer[2].error is not ErrorType.MODEL_NOT_DEPLOYED:
+                        return True
+        except OSError:
+            return True  # unreadable: keep it rather than delete paid answers
         return False
 
     def remove(self) -> None:

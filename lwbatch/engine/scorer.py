@@ -155,7 +155,8 @@ class Scorer:
             self.budget, clock=clock, sleep=sleep, loopback=self._client.endpoint.is_loopback
         )
         # `on_send(t)` sees the clock time of every attempt as it leaves (the ledger).
-        self._unwatch = self.limiter.watch(on_send) if on_send is not None else None
+        self._on_send = on_send
+        self._unwatch: Callable[[], None] | None = None
         self._gc_control = gc_control
         self._dispatcher = Dispatcher(
             self._client,
@@ -189,6 +190,9 @@ class Scorer:
         return tuple(s.name for s in self.specs)
 
     async def __aenter__(self) -> Scorer:
+        if self._on_send is not None:
+            # Watched only while open: an injected limiter outlives this Scorer.
+            self._unwatch = self.limiter.watch(self._on_send)
         await self._client.__aenter__()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -213,7 +217,6 @@ class Scorer:
             if self._gc_control:
                 gc_pauses.release()
             if self._unwatch is not None:
-                # An injected limiter outlives this Scorer: its grants are not ours.
                 self._unwatch()
                 self._unwatch = None
             for rows in self._streams:
