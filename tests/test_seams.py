@@ -214,7 +214,7 @@ def test_a_limiter_and_a_budget_exclude_each_other() -> None:
         Scorer(["enwiki-damaging"], limiter=CountingLimiter(), gc_control=True)
 
 
-def test_a_scorer_never_opened_leaves_an_injected_limiter_unwatched() -> None:
+async def test_a_scorer_never_opened_leaves_an_injected_limiter_unwatched() -> None:
     # A run refused before it starts (output locked, another model list) builds its
     # Scorer but never opens it: the shared limiter must not keep calling its ledger.
     limiter = CountingLimiter()
