@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
@@ -37,6 +38,16 @@ class FakeClock:
         self.now += step
         self.slept += step
         await asyncio.sleep(0)
+
+
+@pytest.fixture
+def gc_enabled() -> Iterator[None]:
+    """Automatic garbage collection on for the test, as it was afterwards."""
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,15 +11,6 @@ from lwbatch.config import Budget, Rate
 from lwbatch.pacing import gc_pauses, limiter
 from lwbatch.pacing.limiter import BudgetLimiter
 from tests.conftest import FakeClock
-
-
-@pytest.fixture
-def gc_enabled() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    yield
-    if not was:
-        gc.disable()
 
 
 def test_hold_turns_automatic_collection_off_until_the_last_release(gc_enabled: None) -> None:

@@ -175,17 +175,8 @@ async def test_any_source_and_sink_work_and_the_journal_folds_into_the_sink(
     assert not (tmp_path / ".memory.out.lwbatch").exists()
 
 
-@pytest.fixture
-def gc_on() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    yield
-    if not was:
-        gc.disable()
-
-
 async def test_a_scorer_leaves_the_garbage_collector_alone_unless_asked(
-    gc_on: None, emulator: EmulatorFactory
+    gc_enabled: None, emulator: EmulatorFactory
 ) -> None:
     seen: list[bool] = []
     with emulator() as (_, base_url):
