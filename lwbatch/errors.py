@@ -23,6 +23,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def describe(exc: BaseException) -> str:
+    """An OS or Arrow error as a short reason for a one-line message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class LWBatchError(Exception):
     """Base of every error lwbatch raises on purpose."""
 

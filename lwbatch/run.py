@@ -154,7 +154,7 @@ async def score_file_async(
             restart=restart,
             retry_failed=retry_failed,
             ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
-            previous=sink.read_back() if isinstance(sink, ReadableSink) and not restart else None,
+            previous=sink.read_back if isinstance(sink, ReadableSink) else None,
         )
         if state.resumed:
             log.info(

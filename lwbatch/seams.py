@@ -135,10 +135,10 @@ class Journal(Protocol):
         restart: bool,
         retry_failed: bool,
         ledger_keep: int,
-        previous: tuple[dict[str, bytes], Iterator[pa.Table]] | None = None,
+        previous: Callable[[], tuple[dict[str, bytes], Iterator[pa.Table]] | None] | None = None,
     ) -> ResumeState:
         """Start afresh (`restart`, or nothing kept) or return what an earlier run did;
-        `previous` is a committed output read back, adopted when nothing else is kept.
+        `previous()` reads a committed output back, adopted when nothing else is kept.
         Keeps the last `ledger_keep` grant times; with `retry_failed`, transient
         failures come back as not done."""
         ...

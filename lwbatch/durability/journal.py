@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from pyroaring import BitMap64
 from lwbatch.durability.atomic import fsync_dir, publish, write_atomic
 from lwbatch.durability.lock import OutputLock
 from lwbatch.engine.resume import ResumeState
-from lwbatch.errors import OutputError, UsageError
+from lwbatch.errors import OutputError, UsageError, describe
 from lwbatch.keys import RowKey, key_from_json, key_to_json, keys_of
 from lwbatch.results import ErrorType, Score
 from lwbatch.seams import Sink
@@ -119,12 +119,13 @@ class FileJournal:
         restart: bool,
         retry_failed: bool,
         ledger_keep: int,
-        previous: Previous | None = None,
+        previous: Callable[[], Previous | None] | None = None,
     ) -> ResumeState:
         """Start fresh or resume; refuses to mix runs that differ in what they compute.
 
-        `previous` is a finished output read back from the sink: rerunning a finished
-        run adopts it as the first segment, so only transient failures are asked again.
+        `previous()` reads a finished output back from the sink, only when nothing else
+        is kept, and under the output's lock: rerunning a finished run adopts it as the
+        first segment, so only transient failures are asked again.
         """
         self._ledger_keep = ledger_keep
         self._lock.acquire()
@@ -138,9 +139,10 @@ class FileJournal:
                     if restart or not (self.dir / "manifest.json").exists():
                         shutil.rmtree(self.dir)
                 if not self.dir.exists():
-                    if previous is None or restart:
+                    found = None if previous is None or restart else previous()
+                    if found is None:
                         return self._create()
-                    self._adopt(*previous)
+                    self._adopt(*found)
                 return self._resume(retry_failed)
         except BaseException:
             self._close_logs()
@@ -153,10 +155,8 @@ class FileJournal:
         try:
             yield
         except (OSError, pa.ArrowException) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
             raise OutputError(
-                f"cannot {doing} its journal {self.dir.name} ({reason})",
+                f"cannot {doing} its journal {self.dir.name} ({describe(exc)})",
                 path=self.output,
             ) from None
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lwbatch.durability.atomic import publish, temporary_name
-from lwbatch.errors import OutputError
+from lwbatch.errors import OutputError, describe
 
 
 class ParquetSink:
@@ -59,7 +59,7 @@ class ParquetSink:
             )
         except (OSError, pa.ArrowException) as exc:
             self.abort()
-            raise OutputError(f"cannot be written ({_reason(exc)})", path=self.path) from None
+            raise OutputError(f"cannot be written ({describe(exc)})", path=self.path) from None
         self._rows += rows.num_rows
 
     def commit(self, metadata: Mapping[str, bytes]) -> None:
@@ -74,7 +74,7 @@ class ParquetSink:
             publish(self._temp, self.path)
         except (OSError, pa.ArrowException) as exc:
             self.abort()
-            raise OutputError(f"cannot be committed ({_reason(exc)})", path=self.path) from None
+            raise OutputError(f"cannot be committed ({describe(exc)})", path=self.path) from None
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -103,9 +103,3 @@ class ParquetSink:
 
     def __repr__(self) -> str:
         return f"<ParquetSink {self.path}>"
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
