@@ -234,7 +234,6 @@ def open_source(
 ) -> FileSource:
     """The source for `path`, chosen by its extension; raises InputError if unusable."""
     path = Path(path)
-    _check_file(path)
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSED:
         suffixes = suffixes[:-1]
@@ -248,6 +247,7 @@ def open_source(
         return ParquetSource(path, **options)
     if kind in _CSV:
         return CsvSource(path, delimiter=_CSV[kind], **options)
+    _check_file(path)  # a missing file is reported as such, whatever its name
     raise InputError(
         f"unknown file type {kind or '(no extension)'!r}; use .parquet, .csv or .tsv "
         "(optionally .gz)",
