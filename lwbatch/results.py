@@ -17,6 +17,7 @@ class ErrorType(StrEnum):
     NOT_FOUND = "not_found"  # 400 "does not have any info": the revision is unknown
     DELETED = "deleted"  # 400 "Missing resource ... TextDeleted"
     MODEL_NOT_DEPLOYED = "model_not_deployed"  # 404 for the model
+    UNSUPPORTED_WIKI = "unsupported_wiki"  # the model does not serve this row's wiki/language
     UNSCORABLE = "unscorable"  # 422, or a batch item the model could not score
     BAD_REQUEST = "bad_request"  # any other 4xx
     BAD_RESPONSE = "bad_response"  # 2xx whose body is not the model's answer shape
