@@ -46,8 +46,8 @@ class UsageError(LWBatchError):
 class UnknownModelError(UsageError):
     def __init__(self, name: str, *, known: str) -> None:
         super().__init__(
-            f"unknown model {name!r}: it fits no Lift Wing model family ({known}); "
-            "see configs/models.toml"
+            f"unknown model {name!r}; Lift Wing models are {known} (WIKI is a database "
+            "name such as enwiki, or {wiki} for each row's own wiki); see configs/models.toml"
         )
         self.name = name
 

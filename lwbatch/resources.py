@@ -21,6 +21,11 @@ def catalogue_path() -> Path:
     raise FileNotFoundError("configs/models.toml is missing from the lwbatch installation")
 
 
+def wikis_path() -> Path:
+    """Wikimedia's canonical wiki list (database names, languages, domains)."""
+    return _package() / "data" / "wikis.tsv"
+
+
 def sample_path() -> Path:
     """The demo's sample input (enwiki/dewiki/frwiki rev_ids, duplicates, unknown ids)."""
     return _package() / "data" / SAMPLE_NAME

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import TypeAlias
 
 from lwbatch.keys import RowKey
+from lwbatch.wikis import Wiki, wikis
 
 Prediction: TypeAlias = bool | str | list[str] | float
 
@@ -47,23 +48,38 @@ class Score:
 
 @dataclass(frozen=True, slots=True)
 class Revision:
-    """A revision to score. `lang` is the language code (``en``), never ``enwiki``."""
+    """A revision to score.
+
+    `wiki` is the revision's wiki: the row's own when the input names one per row
+    (`key_wiki` then holds the value the output's wiki column writes), otherwise the
+    one wiki of the whole input (``key_wiki == ""``). `page_id` is needed by models
+    that take the page beside the revision (outlink-topic-model).
+    """
 
     rev_id: int
-    lang: str
+    wiki: Wiki
+    key_wiki: str = ""
+    page_id: int | None = None
+
+    @classmethod
+    def in_lang(cls, rev_id: int, lang: str = "en", *, keyed: bool = False) -> Revision:
+        """A Wikipedia revision by language code; `keyed`: the key holds the language."""
+        wiki = wikis().from_lang(lang)
+        return cls(rev_id, wiki, wiki.lang if keyed else "")
 
     @property
     def key(self) -> RowKey:
-        return RowKey(self.rev_id)
+        return RowKey(self.key_wiki, self.rev_id)
 
 
 @dataclass(frozen=True, slots=True)
 class InvalidRow:
-    """An input row whose rev_id cannot be sent; it is reported, never dropped."""
+    """An input row that cannot be sent (no usable rev_id or wiki); reported, never dropped."""
 
     row: int  # 1-based data row number in the input
     rev_id: int | None  # the value, where it fits int64 (0 and negatives do)
     reason: str
+    wiki: str | None = None  # the raw wiki value, when the input has a wiki column
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,13 @@ class ScoredRow:
         if self.key is not None:
             return self.key.rev_id
         return self.invalid.rev_id if self.invalid is not None else None
+
+    @property
+    def wiki(self) -> str | None:
+        """The key's wiki value, or an invalid row's raw one."""
+        if self.key is not None:
+            return self.key.wiki
+        return self.invalid.wiki if self.invalid is not None else None
 
     @property
     def row(self) -> int | None:

@@ -50,6 +50,7 @@ async def score_file_async(
     models: Sequence[str],
     id_column: str = "rev_id",
     lang: str = "en",
+    wiki_column: str | None = None,
     journal: bool | Journal = True,
     restart: bool = False,
     retry_failed: bool = True,
@@ -78,7 +79,10 @@ async def score_file_async(
     """Score every rev_id of `input` with `models` into `output`; the run's report.
 
     `input` is a Parquet or CSV path (or any :class:`~lwbatch.seams.Source`), `output`
-    a ``*.parquet`` path (or any :class:`~lwbatch.seams.Sink`). The output appears only
+    a ``*.parquet`` path (or any :class:`~lwbatch.seams.Sink`). Rows are keyed by
+    (wiki, rev_id) when the input names each row's wiki: a ``lang`` column of language
+    codes, or `wiki_column`, a column of database names (``enwiki``); otherwise every
+    row is of the Wikipedia of `lang`. The output appears only
     when the run completes; on any error it is left as it was. With `journal`, progress
     is kept beside the output, so running the same call again resumes an interrupted
     run; `restart` discards it (and replaces a finished output); `retry_failed` asks
@@ -97,10 +101,13 @@ async def score_file_async(
     source = (
         input
         if isinstance(input, Source)
-        else open_source(input, id_column=id_column, default_lang=lang, batch_rows=batch_rows)
+        else open_source(
+            input, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
+        )
     )
+    layout = source.key_layout
     sink = output if isinstance(output, Sink) else open_sink(output, input=source.name)
-    buffer = RowBuffer(specs)
+    buffer = RowBuffer(specs, layout)
     sink.open(buffer.schema)
     store: Journal | None
     if isinstance(journal, Journal):
@@ -116,7 +123,13 @@ async def score_file_async(
         store = FileJournal(
             Path(output),
             models=[s.name for s in specs],
-            manifest={"input": source.fingerprint(), "id_column": id_column, "lang": lang},
+            layout=layout,
+            manifest={
+                "input": source.fingerprint(),
+                "id_column": id_column,
+                "lang": lang,
+                "wiki_column": layout.wiki_column,
+            },
         )
 
     def sent(now: float) -> None:
@@ -138,7 +151,7 @@ async def score_file_async(
         retry=retry,
         verify=verify,
         limiter=limiter,
-        default_lang=lang,
+        lang=lang,
         linger=linger,
         max_open=max_open,
         transport=transport,

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from lwbatch.config import Budget
 from lwbatch.engine.resume import ResumeState
-from lwbatch.keys import RowKey
+from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.results import InvalidRow, Revision, Score
 
 Item = Revision | InvalidRow
@@ -42,6 +42,11 @@ class Source(Protocol):
     @property
     def total_rows(self) -> int | None:
         """Rows in the input, when known up front (for progress bars)."""
+        ...
+
+    @property
+    def key_layout(self) -> KeyLayout:
+        """The key columns: the input's wiki column, if it names one per row."""
         ...
 
     def fingerprint(self) -> dict[str, Any]:

@@ -40,9 +40,9 @@ from pyroaring import BitMap64
 
 from lwbatch.durability.atomic import fsync_dir, publish, write_atomic
 from lwbatch.durability.lock import OutputLock
-from lwbatch.engine.resume import ResumeState
+from lwbatch.engine.resume import WIKI_WIDE, ResumeState
 from lwbatch.errors import OutputError, UsageError, describe
-from lwbatch.keys import RowKey, key_from_json, key_to_json, keys_of
+from lwbatch.keys import KeyLayout, RowKey, key_from_json, key_to_json
 from lwbatch.results import ErrorType, Score
 from lwbatch.seams import Sink
 
@@ -97,8 +97,16 @@ class FileJournal:
     Not thread-safe; one run per output at a time (an advisory lock enforces it).
     """
 
-    def __init__(self, output: Path, *, models: Sequence[str], manifest: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        output: Path,
+        *,
+        models: Sequence[str],
+        manifest: dict[str, Any],
+        layout: KeyLayout | None = None,
+    ) -> None:
         self.output = output
+        self.layout = layout or KeyLayout()
         self.dir = journal_dir(output)
         self.models = list(models)
         self.manifest = {"format": FORMAT_VERSION, **manifest, "models": self.models}
@@ -198,6 +206,7 @@ class FileJournal:
             ("input", "input file"),
             ("id_column", "`id_column`"),
             ("lang", "`lang`"),
+            ("wiki_column", "`wiki_column`"),
             ("models", "model list"),
         ):
             if previous.get(key) != self.manifest.get(key):
@@ -271,7 +280,8 @@ class FileJournal:
                 # Rows with a transient failure are taken out of the segment and reopened:
                 # their terminal answers are kept, the failed ones are asked again.
                 reopened = table.filter(retry_mask)
-                for key, row in zip(keys_of(reopened), reopened.to_pylist(), strict=True):
+                rows = reopened.to_pylist()
+                for key, row in zip(self.layout.keys_of(reopened), rows, strict=True):
                     scores = {}
                     for model in self.models:
                         cell = row[model]
@@ -284,13 +294,25 @@ class FileJournal:
                 table = table.filter(keep)
                 valid = pc.filter(valid, keep)
                 rewrites.append((path, table))
-            state.done.update(keys_of(table.filter(valid)))
+            state.done.update(self.layout.keys_of(table.filter(valid)))
             state.rows_done += table.num_rows
-            for model in self.models:
-                errors = table.column(model).combine_chunks().field("error")
-                if pc.any(pc.equal(errors, ErrorType.MODEL_NOT_DEPLOYED.value)).as_py():
-                    state.undeployed.add(model)
+            self._note_refusals(state, table)
         return rewrites
+
+    def _note_refusals(self, state: ResumeState, table: pa.Table) -> None:
+        wiki_column = self.layout.wiki_column
+        for model in self.models:
+            errors = table.column(model).combine_chunks().field("error")
+            for error in WIKI_WIDE:
+                hit = pc.fill_null(pc.equal(errors, error.value), False)
+                if not pc.any(hit).as_py():
+                    continue
+                if wiki_column is None:
+                    state.refused.add((model, "", error))
+                    continue
+                for wiki in pc.unique(table.column(wiki_column).filter(hit)).to_pylist():
+                    if wiki is not None:
+                        state.refused.add((model, wiki, error))
 
     def _load_answers(self, state: ResumeState, retry_failed: bool) -> None:
         for path in sorted(self.dir.glob("answers-*.log")):
@@ -305,8 +327,8 @@ class FileJournal:
                 if retry_failed and score.error is not None and score.error.value in RETRYABLE:
                     state.retried += 1
                     continue
-                if score.error is ErrorType.MODEL_NOT_DEPLOYED:
-                    state.undeployed.add(model)
+                if score.error in WIKI_WIDE:
+                    state.refused.add((model, key.wiki, score.error))
                 state.partial.setdefault(key, {})[model] = score
 
     def _load_ledger(self, state: ResumeState) -> None:
@@ -439,7 +461,7 @@ class FileJournal:
             for path in self.dir.glob("answers-*.log"):
                 for line in path.read_bytes().splitlines():
                     answer = decode_answer(line)
-                    if answer is not None and answer[2].error is not ErrorType.MODEL_NOT_DEPLOYED:
+                    if answer is not None and answer[2].error not in WIKI_WIDE:
                         return True
         except OSError:
             return True  # unreadable: keep it rather than delete paid answers

@@ -72,6 +72,8 @@ class Dispatcher:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self.undeployed: set[str] = set()
+        # (model, wiki) pairs the model said it does not serve: never asked again.
+        self.unsupported: set[tuple[str, str]] = set()
         self.stopping = False
         self.in_flight = 0
         self.answered = False  # any HTTP answer at all, whatever its status
@@ -93,13 +95,18 @@ class Dispatcher:
         """A score per revision, in their order; retries until each answer is final or
         the policy gives up. Rev_ids key the answer only inside this one request."""
         rev_ids = [r.rev_id for r in revisions]
+        # A job holds revisions of one wiki (batches are grouped by it).
+        wiki = revisions[0].wiki.dbname
         payload = build_payload(spec, revisions)
         policy = self._policy
         transient = rate_limited = 0
         while True:
-            outcome = await self._attempt(spec, rev_ids, payload)
+            outcome = await self._attempt(spec, rev_ids, payload, wiki)
             if not isinstance(outcome, _Retry):
-                return [outcome[rev_id] for rev_id in rev_ids]
+                scores = [outcome[rev_id] for rev_id in rev_ids]
+                if any(score.error is ErrorType.UNSUPPORTED_WIKI for score in scores):
+                    self.unsupported.add((spec.name, wiki))
+                return scores
             if outcome.error is ErrorType.RATE_LIMITED:
                 # No backoff of its own: the limiter's pause (Retry-After) already holds
                 # every worker, this one included.
@@ -148,25 +155,39 @@ class Dispatcher:
                 attempts=self._unreachable,
             )
 
-    def _held_back(self, spec: ModelSpec, rev_ids: list[int]) -> dict[int, Score] | None:
-        """The answer for a job that must not be sent, or None if it may go."""
+    def held_back(self, spec: ModelSpec, revisions: Sequence[Revision]) -> list[Score] | None:
+        """The answers, sent for nothing, to a job the model already refused, else None."""
+        rev_ids = [r.rev_id for r in revisions]
+        found = self._refused(spec, rev_ids, revisions[0].wiki.dbname)
+        return None if found is None else [found[r] for r in rev_ids]
+
+    def _refused(self, spec: ModelSpec, rev_ids: list[int], wiki: str) -> dict[int, Score] | None:
         if spec.name in self.undeployed:
             return _undeployed(spec, rev_ids)
+        if (spec.name, wiki) in self.unsupported:
+            message = f"{spec.name} answered that it does not serve {wiki}"
+            return {r: Score.failed(ErrorType.UNSUPPORTED_WIKI, message) for r in rev_ids}
+        return None
+
+    def _held_back(self, spec: ModelSpec, rev_ids: list[int], wiki: str) -> dict[int, Score] | None:
+        """The answer for a job that must not be sent, or None if it may go."""
+        if (refused := self._refused(spec, rev_ids, wiki)) is not None:
+            return refused
         if self.stopping:
             raise Stopped
         return None
 
     async def _attempt(
-        self, spec: ModelSpec, rev_ids: list[int], payload: bytes
+        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, wiki: str
     ) -> dict[int, Score] | _Retry:
         """One try: the scores, or what went wrong if it may be tried again."""
-        if (undeployed := self._held_back(spec, rev_ids)) is not None:
-            return undeployed
+        if (refused := self._held_back(spec, rev_ids, wiki)) is not None:
+            return refused
         await self._limiter.acquire()
-        # A 404 for this model, a stop or giving up on the endpoint may have come while
-        # this job waited for the budget: then nothing leaves.
-        if (undeployed := self._held_back(spec, rev_ids)) is not None:
-            return undeployed
+        # A 404 for this model, a refusal of this wiki, a stop or giving up on the
+        # endpoint may have come while this job waited for the budget: then nothing leaves.
+        if (refused := self._held_back(spec, rev_ids, wiki)) is not None:
+            return refused
         stats = self._stats
         stats.requests_sent += 1
         self.in_flight += 1

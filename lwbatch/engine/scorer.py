@@ -46,6 +46,7 @@ from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.seams import Item, Limiter
+from lwbatch.wikis import Wiki, WikiValueError, wikis
 
 DEFAULT_LINGER = 0.05
 # Jobs made ready ahead of the workers; a job holds at most one batch of rows.
@@ -64,7 +65,8 @@ class _OpenRow:
 
 @dataclass(frozen=True, slots=True)
 class _Job:
-    spec: ModelSpec
+    column: str  # the model as named: a template's column takes each wiki's model
+    spec: ModelSpec  # the model the request goes to
     rows: list[_OpenRow]
 
 
@@ -83,7 +85,7 @@ class Scorer:
     :class:`~lwbatch.seams.Limiter` (a share of a budget several processes split).
     concurrency: requests in flight; None adapts to the latency observed.
     retry: retries of transient failures and 429s.
-    default_lang: the language of plain rev_ids (models such as revertrisk need one).
+    lang: the Wikipedia of revisions that do not name their wiki (plain rev_ids).
     linger: seconds a partial batch may wait for more revisions of its language.
     max_open: revisions in flight at once (bounds memory; default from concurrency).
     clock, sleep: injectable time, for tests.
@@ -108,7 +110,7 @@ class Scorer:
         concurrency: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
-        default_lang: str = "en",
+        lang: str = "en",
         linger: float = DEFAULT_LINGER,
         max_open: int | None = None,
         verify: bool = True,
@@ -134,7 +136,13 @@ class Scorer:
         self.budget = limiter.budget if limiter is not None else budget or Budget.for_tier(tier)
         # None adapts to the latency observed (Little's law); a number fixes it.
         self.concurrency = Concurrency(self.budget.rate, fixed=concurrency)
-        self.default_lang = default_lang
+        try:
+            self.default_wiki = wikis().from_lang(lang)
+        except WikiValueError as exc:
+            raise UsageError(f"`lang` {exc}") from None
+        # (template, wiki) -> the wiki's model, or None where the family has none.
+        self._concrete: dict[tuple[str, str], ModelSpec | None] = {}
+        self._templates = any(s.is_template for s in self.specs)
         self.linger = linger
         self.max_open = max_open or max(4 * self.concurrency.most, 1024)
         self.stats = RunStats()
@@ -239,7 +247,7 @@ class Scorer:
             raise RuntimeError("use `async with Scorer(...) as scorer:` before score()")
         if resume is not None:
             self._resume = resume
-            self._dispatcher.undeployed.update(resume.undeployed & set(self.models))
+            self._restore_refusals(resume)
             if resume.ledger:
                 # Wall-clock times from the journal, moved onto this process' clock.
                 offset = self._clock() - time.time()
@@ -294,7 +302,7 @@ class Scorer:
             if isinstance(value, Revision | InvalidRow):
                 chunk.append(value)
             elif isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                chunk.append(Revision(value, self.default_lang))
+                chunk.append(Revision(value, self.default_wiki))
             else:
                 rev_id = value if isinstance(value, int) and not isinstance(value, bool) else None
                 chunk.append(
@@ -339,7 +347,7 @@ class Scorer:
                     async with jobs:
                         for name, batcher in batchers.items():
                             for batch in batcher.drain():
-                                await _put(jobs, _Job(self._spec(name), batch))
+                                await _put(jobs, self._batch_job(name, batch))
                         # From here the pool neither grows nor shrinks; closing the
                         # stream ends each worker once the jobs are taken.
                         self._closing = True
@@ -359,8 +367,9 @@ class Scorer:
                 written = self.rows_emitted
             raise IncompleteRunError(written=written, expected=self.rows_admitted)
 
-    def _spec(self, name: str) -> ModelSpec:
-        return self._by_name[name]
+    def _batch_job(self, name: str, rows: list[_OpenRow]) -> _Job:
+        # Batched models name no wiki (no template): the column's model takes the batch.
+        return _Job(name, self._by_name[name], rows)
 
     async def _produce(
         self,
@@ -416,18 +425,74 @@ class Scorer:
                 if earlier:
                     for spec in self.specs:
                         if spec.name in earlier:
-                            await self._resolve(spec, [row], [earlier[spec.name]], fresh=False)
+                            await self._resolve(spec.name, [row], [earlier[spec.name]], fresh=False)
                 for spec in self.specs:
-                    if spec.name in row.scores:
+                    column = spec.name
+                    if column in row.scores:
                         continue
-                    if spec.name in self._dispatcher.undeployed:
-                        await self._resolve(spec, [row], await self._dispatcher.send(spec, [item]))
+                    target = self._target(spec, item)
+                    if isinstance(target, Score):
+                        await self._resolve(column, [row], [target])
                         continue
-                    batcher = batchers.get(spec.name)
+                    held = self._dispatcher.held_back(target, [item])
+                    if held is not None:
+                        await self._resolve(column, [row], held)
+                        continue
+                    batcher = batchers.get(column)
                     if batcher is None:
-                        await _put(jobs, _Job(spec, [row]))
-                    elif (full := batcher.add(item.lang, row)) is not None:
-                        await _put(jobs, _Job(spec, full))
+                        await _put(jobs, _Job(column, target, [row]))
+                    elif (full := batcher.add(item.wiki.dbname, row)) is not None:
+                        await _put(jobs, self._batch_job(column, full))
+
+    def _target(self, spec: ModelSpec, item: Revision) -> ModelSpec | Score:
+        """The model a revision goes to for one column, or its final answer if none."""
+        wiki = item.wiki
+        if spec.is_template:
+            found = (spec.name, wiki.dbname)
+            if found not in self._concrete:
+                self._concrete[found] = spec.for_wiki(wiki.dbname)
+            concrete = self._concrete[found]
+            if concrete is None:
+                return Score.failed(
+                    ErrorType.UNSUPPORTED_WIKI,
+                    f"{spec.name}: {wiki.dbname} has no {spec.kind} model",
+                )
+            spec = concrete
+        elif item.key_wiki and (reason := spec.refuses(wiki)) is not None:
+            # Only rows that name their wiki are checked: without a wiki column, the
+            # input is of whichever wiki the models name.
+            return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
+        if spec.needs_page_id and item.page_id is None:
+            return Score.failed(
+                ErrorType.INVALID_INPUT,
+                f"{spec.name} needs the page_id of each revision: add a page_id column",
+            )
+        return spec
+
+    def _restore_refusals(self, resume: ResumeState) -> None:
+        """Answers an earlier run got that hold for a whole (model, wiki)."""
+        dispatcher = self._dispatcher
+        for column, key_wiki, error in resume.refused:
+            spec = self._by_name.get(column)
+            if spec is None:
+                continue
+            wiki = self._wiki_of_key(key_wiki)
+            if spec.is_template:
+                concrete = spec.for_wiki(wiki.dbname)
+                if concrete is None:
+                    continue
+                spec = concrete
+            if error is ErrorType.MODEL_NOT_DEPLOYED:
+                dispatcher.undeployed.add(spec.name)
+            else:
+                dispatcher.unsupported.add((spec.name, wiki.dbname))
+
+    def _wiki_of_key(self, value: str) -> Wiki:
+        if not value:
+            return self.default_wiki
+        table = wikis()
+        found = table.by_dbname.get(value) or table.by_lang.get(value)
+        return found if found is not None else Wiki(value)
 
     async def _flush_lingering(
         self,
@@ -444,7 +509,7 @@ class Scorer:
                 continue
             for name, batcher in batchers.items():
                 for batch in batcher.due():
-                    await _put(jobs, _Job(self._spec(name), batch))
+                    await _put(jobs, self._batch_job(name, batch))
 
     def _grow(self) -> None:
         while self._workers < self.concurrency.limit and not self._closing:
@@ -457,7 +522,7 @@ class Scorer:
                 scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
             except Stopped:
                 return
-            await self._resolve(job.spec, job.rows, scores)
+            await self._resolve(job.column, job.rows, scores)
             if self._closing:
                 continue
             limit = self.concurrency.limit
@@ -468,10 +533,9 @@ class Scorer:
                 self._grow()
 
     async def _resolve(
-        self, spec: ModelSpec, rows: list[_OpenRow], scores: list[Score], *, fresh: bool = True
+        self, name: str, rows: list[_OpenRow], scores: list[Score], *, fresh: bool = True
     ) -> None:
-        """`scores` holds one score per row, in the rows' order."""
-        name = spec.name
+        """`scores` holds one score per row, in the rows' order; `name` is the column."""
         stats = self.stats
         if fresh and self._on_answer is not None:
             # Durable first: an answer counts as done only once the journal has it.
@@ -492,6 +556,7 @@ class Scorer:
                 self._admission.release()
         if (
             fresh
+            and not self._templates
             and len(self._dispatcher.undeployed) == len(self.specs)
             and not sum(stats.scored.values())
         ):

@@ -1,7 +1,8 @@
 """Merged rows as Arrow: the layout every sink receives and the journal keeps.
 
 One row per key: the key columns (lwbatch/keys.py), then one struct column per model,
-named exactly as the model: prediction, probability, model_version, error, error_message.
+named exactly as the model was named (``{wiki}-damaging`` too): prediction, probability,
+model_version, error, error_message.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lwbatch.keys import KEY_FIELDS
+from lwbatch.keys import KeyLayout
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import ScoredRow
 
@@ -36,39 +37,38 @@ def score_type(spec: ModelSpec) -> pa.StructType:
     )
 
 
-def output_schema(specs: Sequence[ModelSpec]) -> pa.Schema:
+def output_schema(specs: Sequence[ModelSpec], layout: KeyLayout | None = None) -> pa.Schema:
     """The key columns, then one struct column per model."""
-    return pa.schema([*KEY_FIELDS, *(pa.field(s.name, score_type(s)) for s in specs)])
+    keys = (layout or KeyLayout()).fields
+    return pa.schema([*keys, *(pa.field(s.name, score_type(s)) for s in specs)])
 
 
 class RowBuffer:
     """Collects merged rows column by column and hands them out as one table."""
 
-    def __init__(self, specs: Sequence[ModelSpec]) -> None:
+    def __init__(self, specs: Sequence[ModelSpec], layout: KeyLayout | None = None) -> None:
         self.specs = list(specs)
-        self.schema = output_schema(self.specs)
+        self.layout = layout or KeyLayout()
+        self.schema = output_schema(self.specs, self.layout)
         self._types = [score_type(s) for s in self.specs]
         self._reset()
 
     def _reset(self) -> None:
-        self._keys: list[list[Any]] = [[] for _ in KEY_FIELDS]
+        self._rev_ids: list[int | None] = []
+        self._wikis: list[str | None] = []
         self.invalid_rows: list[int] = []
         self._columns: dict[str, list[list[Any]]] = {
             s.name: [[], [], [], [], []] for s in self.specs
         }
 
     def __len__(self) -> int:
-        return len(self._keys[0])
+        return len(self._rev_ids)
 
     def add(self, row: ScoredRow) -> None:
-        if row.key is not None:
-            for column, value in zip(self._keys, row.key, strict=True):
-                column.append(value)
-        else:
-            # An invalid row keeps the raw values it had, where they fit the columns.
-            self._keys[0].append(row.rev_id)
-            for column in self._keys[1:]:
-                column.append(None)
+        # An invalid row keeps the raw values it had, where they fit the columns.
+        self._rev_ids.append(row.rev_id)
+        self._wikis.append(row.wiki)
+        if row.key is None:
             assert row.row is not None
             self.invalid_rows.append(row.row)
         for name, (pred, prob, version, error, message) in self._columns.items():
@@ -81,10 +81,9 @@ class RowBuffer:
 
     def take(self) -> tuple[pa.Table, list[int]]:
         """The buffered rows as a table, and the input row numbers of invalid ones."""
-        arrays: list[pa.Array] = [
-            pa.array(values, field.type)
-            for values, field in zip(self._keys, KEY_FIELDS, strict=True)
-        ]
+        arrays: list[pa.Array] = [pa.array(self._rev_ids, pa.int64())]
+        if self.layout.wiki_column is not None:
+            arrays.insert(0, pa.array(self._wikis, pa.string()))
         for spec, struct_type in zip(self.specs, self._types, strict=True):
             children = [
                 pa.array(values, struct_type.field(i).type)

@@ -1,7 +1,12 @@
 """Input files -> batches of revisions, streamed with pyarrow (never the whole file).
 
-Rows whose rev_id is null, not an integer or <= 0 come out as :class:`InvalidRow` so
-they are reported and written, never silently dropped.
+Rows whose rev_id is null, not an integer or <= 0, or whose wiki names no wiki, come
+out as :class:`InvalidRow` so they are reported and written, never silently dropped.
+
+A row's wiki comes from a ``lang`` column (Wikipedia language codes; an empty cell
+takes the source's `lang`) or from `wiki_column` (database names such as ``enwiki``,
+as Wikimedia's data lake writes them); either makes the key (wiki, rev_id). An
+optional ``page_id`` column is read for the models that need it.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lwbatch.errors import InputError
+from lwbatch.errors import InputError, UsageError
+from lwbatch.keys import KeyLayout
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Item
+from lwbatch.wikis import Wiki, WikiValueError, wikis
 
 INT64_MAX = 2**63 - 1
 DEFAULT_BATCH_ROWS = 65_536
 LANG_COLUMN = "lang"
+PAGE_ID_COLUMN = "page_id"
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 # pandas writes an integer column with nulls as floats: "12.0" in a CSV.
 _INTEGRAL_FLOAT_TEXT = re.compile(r"([+-]?[0-9]+)\.0*")
@@ -44,17 +52,34 @@ class FileSource:
         path: Path | str,
         *,
         id_column: str = "rev_id",
-        default_lang: str = "en",
+        lang: str = "en",
+        wiki_column: str | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
     ) -> None:
         self.path = Path(path)
         self.id_column = id_column
-        self.default_lang = default_lang
+        self.default_wiki = default_wiki(lang)
+        if wiki_column is not None and wiki_column in (id_column, "rev_id"):
+            raise UsageError(f"`wiki_column` {wiki_column!r} is the id column; name the wiki's")
+        self.wiki_column = wiki_column
         self.batch_rows = batch_rows
-        self.has_lang = False
+        # The column that names each row's wiki, and how: "lang" or "dbname".
+        self._wiki_source: str | None = None
+        self._wiki_form = "dbname" if wiki_column is not None else "lang"
+        self.has_page_id = False
         self._total_rows: int | None = None
+        # Each distinct wiki value is parsed once: (wiki, key value) or the reason.
+        self._wiki_cache: dict[str, tuple[Wiki, str] | str] = {}
         _check_file(self.path)
         self._open()
+
+    @property
+    def has_lang(self) -> bool:
+        return self._wiki_source is not None
+
+    @property
+    def key_layout(self) -> KeyLayout:
+        return KeyLayout(self._wiki_source)
 
     @property
     def name(self) -> str:
@@ -79,8 +104,29 @@ class FileSource:
     def _open(self) -> None:
         raise NotImplementedError
 
-    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None]]:
+    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
         raise NotImplementedError
+
+    def _columns(self) -> list[str]:
+        """The columns read, in the order _arrays yields them."""
+        return [
+            self.id_column,
+            *([self._wiki_source] if self._wiki_source is not None else []),
+            *([PAGE_ID_COLUMN] if self.has_page_id else []),
+        ]
+
+    def _find_columns(self, names: list[str]) -> None:
+        if self.wiki_column is not None:
+            if self.wiki_column not in names:
+                raise InputError(
+                    f"no column {self.wiki_column!r} for `wiki_column` "
+                    f"(columns: {', '.join(map(repr, names[:10]))})",
+                    path=self.path,
+                )
+            self._wiki_source = self.wiki_column
+        elif LANG_COLUMN in names:
+            self._wiki_source = LANG_COLUMN
+        self.has_page_id = PAGE_ID_COLUMN in names and PAGE_ID_COLUMN != self.id_column
 
     def _check_column(self, names: list[str], schema: pa.Schema | None) -> None:
         if self.id_column not in names:
@@ -111,8 +157,8 @@ class FileSource:
         """Lists of revisions and invalid rows, in input order."""
         row = 1
         try:
-            for ids, langs in self._arrays():
-                yield self._convert(ids, langs, row)
+            for ids, wiki_values, page_ids in self._arrays():
+                yield self._convert(ids, wiki_values, page_ids, row)
                 row += len(ids)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(
@@ -122,11 +168,13 @@ class FileSource:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path}>"
 
-    def _convert(self, ids: pa.Array, langs: pa.Array | None, first_row: int) -> list[Item]:
+    def _convert(
+        self, ids: pa.Array, wiki_values: pa.Array | None, page_ids: pa.Array | None, first: int
+    ) -> list[Item]:
         kind = ids.type
         values = ids.to_pylist()
-        lang_values = langs.to_pylist() if langs is not None else None
-        default = self.default_lang
+        wiki_list = wiki_values.to_pylist() if wiki_values is not None else None
+        page_list = _page_ids(page_ids) if page_ids is not None else None
         out: list[Item] = []
         append = out.append
         parse = (
@@ -136,14 +184,53 @@ class FileSource:
             if not pa.types.is_integer(kind)
             else _from_int
         )
+        default = self.default_wiki
         for i, value in enumerate(values):
             rev_id, reason = parse(value)
+            raw_wiki = wiki_list[i] if wiki_list is not None else None
             if reason is not None:
-                append(InvalidRow(first_row + i, rev_id, f"{self.id_column} {reason}"))
+                append(InvalidRow(first + i, rev_id, f"{self.id_column} {reason}", raw_wiki))
                 continue
-            lang = lang_values[i] if lang_values is not None else None
-            append(Revision(rev_id, lang.strip().lower() if lang and lang.strip() else default))  # type: ignore[arg-type]
+            page_id = page_list[i] if page_list is not None else None
+            if wiki_list is None:
+                append(Revision(rev_id, default, "", page_id))  # type: ignore[arg-type]
+                continue
+            found = self._wiki(raw_wiki)
+            if isinstance(found, str):
+                append(InvalidRow(first + i, rev_id, found, raw_wiki))
+            else:
+                append(Revision(rev_id, found[0], found[1], page_id))  # type: ignore[arg-type]
         return out
+
+    def _wiki(self, value: object) -> tuple[Wiki, str] | str:
+        """A wiki cell -> (wiki, the key's value), or why the row cannot be sent."""
+        text = value if isinstance(value, str) else "" if value is None else str(value)
+        found = self._wiki_cache.get(text)
+        if found is None:
+            found = self._parse_wiki(text)
+            if len(self._wiki_cache) < 100_000:  # far more than there are wikis
+                self._wiki_cache[text] = found
+        return found
+
+    def _parse_wiki(self, text: str) -> tuple[Wiki, str] | str:
+        column = self._wiki_source
+        table = wikis()
+        try:
+            if self._wiki_form == "dbname":
+                if not text.strip():
+                    return f"{column} is null"
+                wiki = table.from_dbname(text)
+                return wiki, wiki.dbname
+            # An empty language cell takes the source's `lang`, as rows without a column do.
+            wiki = table.from_lang(text) if text.strip() else self.default_wiki
+            return wiki, wiki.lang
+        except WikiValueError as exc:
+            fix = (
+                "; for database names give the column as `wiki_column`"
+                if self._wiki_form == "lang" and "database name" not in str(exc)
+                else ""
+            )
+            return f"{column} {exc}{fix}"
 
 
 class ParquetSource(FileSource):
@@ -160,16 +247,22 @@ class ParquetSource(FileSource):
             ) from None
         schema = pf.schema_arrow
         self._check_column(schema.names, schema)
+        self._find_columns(schema.names)
+        if self._wiki_source is not None and not _is_text(schema.field(self._wiki_source).type):
+            raise InputError(
+                f"column {self._wiki_source!r} has type {schema.field(self._wiki_source).type}; "
+                "wikis must be text",
+                path=self.path,
+            )
         if pf.metadata.num_rows == 0:
             raise InputError("has no rows", path=self.path)
-        self.has_lang = LANG_COLUMN in schema.names
         self._total_rows = pf.metadata.num_rows
 
-    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None]]:
+    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
         pf = pq.ParquetFile(self.path)
-        columns = [self.id_column] + ([LANG_COLUMN] if self.has_lang else [])
+        columns = self._columns()
         for batch in pf.iter_batches(batch_size=self.batch_rows, columns=columns):
-            yield batch.column(0), batch.column(1) if self.has_lang else None
+            yield _split(batch, self._wiki_source is not None, self.has_page_id)
 
 
 class CsvSource(FileSource):
@@ -184,7 +277,7 @@ class CsvSource(FileSource):
     def _open(self) -> None:
         names = self._header()
         self._check_column(names, None)
-        self.has_lang = LANG_COLUMN in names
+        self._find_columns(names)
         if next(self._arrays(), None) is None:
             raise InputError("has a header but no rows", path=self.path)
 
@@ -201,8 +294,8 @@ class CsvSource(FileSource):
             raise InputError("is empty (no header line)", path=self.path)
         return names
 
-    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None]]:
-        columns = [self.id_column] + ([LANG_COLUMN] if self.has_lang else [])
+    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
+        columns = self._columns()
         try:
             reader = pacsv.open_csv(
                 str(self.path),
@@ -218,7 +311,7 @@ class CsvSource(FileSource):
             )
             for batch in reader:
                 if batch.num_rows:
-                    yield batch.column(0), batch.column(1) if self.has_lang else None
+                    yield _split(batch, self._wiki_source is not None, self.has_page_id)
         except pa.ArrowException as exc:
             raise InputError(
                 f"cannot parse it as CSV ({_first_line(exc)})", path=self.path
@@ -229,7 +322,8 @@ def open_source(
     path: Path | str,
     *,
     id_column: str = "rev_id",
-    default_lang: str = "en",
+    lang: str = "en",
+    wiki_column: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> FileSource:
     """The source for `path`, chosen by its extension; raises InputError if unusable."""
@@ -240,7 +334,8 @@ def open_source(
     kind = suffixes[-1] if suffixes else ""
     options: dict[str, Any] = {
         "id_column": id_column,
-        "default_lang": default_lang,
+        "lang": lang,
+        "wiki_column": wiki_column,
         "batch_rows": batch_rows,
     }
     if kind in _PARQUET:
@@ -253,6 +348,51 @@ def open_source(
         "(optionally .gz)",
         path=path,
     )
+
+
+def default_wiki(lang: str) -> Wiki:
+    """The Wikipedia of `lang`: the wiki of every row an input does not give one for."""
+    try:
+        return wikis().from_lang(lang)
+    except WikiValueError as exc:
+        raise UsageError(f"`lang` {exc}") from None
+
+
+def _split(batch: pa.RecordBatch, wiki: bool, page: bool) -> tuple[Any, Any, Any]:
+    ids = batch.column(0)
+    wikis_ = batch.column(1) if wiki else None
+    pages = batch.column(1 + wiki) if page else None
+    return ids, wikis_, pages
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_dictionary(kind)
+        or pa.types.is_null(kind)
+    )
+
+
+def _page_ids(array: pa.Array) -> list[int | None]:
+    # A page_id only travels with the revision: one that is not a positive integer is
+    # absent, and the models that need it answer that row with an error.
+    out: list[int | None] = []
+    kind = array.type
+    parse = (
+        _from_float
+        if pa.types.is_floating(kind)
+        else _from_int
+        if pa.types.is_integer(kind)
+        else _from_text
+    )
+    for value in array.to_pylist():
+        try:
+            page_id, reason = parse(value)
+        except (TypeError, AttributeError):
+            page_id, reason = None, "not a number"
+        out.append(page_id if reason is None else None)
+    return out
 
 
 def _check_file(path: Path) -> None:

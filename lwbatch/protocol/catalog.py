@@ -1,7 +1,8 @@
 """The Lift Wing model catalogue: which model names exist and how each is called.
 
 The catalogue is data (`configs/models.toml`); this module validates it and turns a
-model name such as ``enwiki-damaging`` into a :class:`ModelSpec`.
+model name such as ``enwiki-damaging`` into a :class:`ModelSpec`. ``{wiki}-damaging``
+is a template: one output column, each row scored by the model of its own wiki.
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ from typing import Any, Literal
 
 from lwbatch.errors import UnknownModelError, UsageError
 from lwbatch.resources import catalogue_path
+from lwbatch.wikis import LangForm, Wiki
 
-AnswerShape = Literal["revscoring", "revertrisk", "score"]
+AnswerShape = Literal["revscoring", "revertrisk", "score", "outlink"]
 PredictionType = Literal["bool", "string", "list", "double"]
-PayloadField = Literal["rev_id", "lang"]
+PayloadField = Literal["rev_id", "revision_id", "lang", "page_id"]
+WikiScope = Literal["named", "wikipedia", "wikidata"]
 
-_ANSWERS: frozenset[str] = frozenset({"revscoring", "revertrisk", "score"})
+TEMPLATE = "{wiki}"
+_ANSWERS: frozenset[str] = frozenset({"revscoring", "revertrisk", "score", "outlink"})
 _PREDICTIONS: frozenset[str] = frozenset({"bool", "string", "list", "double"})
-_FIELDS: frozenset[str] = frozenset({"rev_id", "lang"})
+_FIELDS: frozenset[str] = frozenset({"rev_id", "revision_id", "lang", "page_id"})
+_LANG_FORMS: frozenset[str] = frozenset({"code", "host"})
+_SCOPES: frozenset[str] = frozenset({"named", "wikipedia", "wikidata"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +45,8 @@ class Family:
     score_field: tuple[str, ...] = ()
     max_batch: int = 1
     labels: tuple[str, ...] = ()
+    lang_form: LangForm = "code"
+    wikis: WikiScope = "wikipedia"
 
     def __post_init__(self) -> None:
         if self.answer not in _ANSWERS:
@@ -47,8 +55,18 @@ class Family:
             raise ValueError(
                 f"family {self.name}: prediction must be one of {sorted(_PREDICTIONS)}"
             )
-        if not self.payload or not set(self.payload) <= _FIELDS or "rev_id" not in self.payload:
-            raise ValueError(f"family {self.name}: payload must list rev_id and optionally lang")
+        ids = {"rev_id", "revision_id"} & set(self.payload)
+        if not set(self.payload) <= _FIELDS or len(ids) != 1:
+            raise ValueError(
+                f"family {self.name}: payload must list one of rev_id, revision_id and "
+                "optionally lang, page_id"
+            )
+        if self.lang_form not in _LANG_FORMS:
+            raise ValueError(f"family {self.name}: lang_form must be one of {sorted(_LANG_FORMS)}")
+        if self.wikis not in _SCOPES:
+            raise ValueError(f"family {self.name}: wikis must be one of {sorted(_SCOPES)}")
+        if (self.wikis == "named") != (self.answer == "revscoring"):
+            raise ValueError(f"family {self.name}: wikis = 'named' is for revscoring models")
         if self.answer == "score" and not self.score_field:
             raise ValueError(f"family {self.name}: answer 'score' needs score_field")
         if self.answer == "revscoring" and "kind" not in self.pattern.groupindex:
@@ -64,12 +82,49 @@ class ModelSpec:
     name: str
     family: Family
     namespace: str
-    wiki: str | None = None
+    wiki: str | None = None  # None for a template, and for models that name no wiki
     kind: str | None = None
 
     @property
     def needs_lang(self) -> bool:
         return "lang" in self.family.payload
+
+    @property
+    def needs_page_id(self) -> bool:
+        return "page_id" in self.family.payload
+
+    @property
+    def is_template(self) -> bool:
+        return self.name.startswith(TEMPLATE)
+
+    def for_wiki(self, wiki: str) -> ModelSpec | None:
+        """The concrete model of a template for one wiki, or None if none can exist."""
+        name = self.name.replace(TEMPLATE, wiki, 1)
+        match = self.family.pattern.fullmatch(name)
+        if match is None:
+            return None
+        return ModelSpec(
+            name=name, family=self.family, namespace=self.namespace, wiki=wiki, kind=self.kind
+        )
+
+    def refuses(self, wiki: Wiki) -> str | None:
+        """Why this model cannot score a revision of `wiki`, or None if it can.
+
+        Only asked when rows name their wiki; a template is resolved before it is asked.
+        """
+        scope = self.family.wikis
+        if scope == "named":
+            if self.wiki != wiki.dbname:
+                return f"{self.name} scores {self.wiki} revisions, not {wiki.dbname} ones"
+            return None
+        if scope == "wikidata":
+            if wiki.dbname != "wikidatawiki":
+                return f"{self.name} scores Wikidata revisions, not {wiki.dbname} ones"
+            return None
+        if not wiki.is_wikipedia:
+            what = "not a Wikipedia" if wiki.known else "not a Wikipedia lwbatch knows"
+            return f"{self.name} scores Wikipedia revisions; {wiki.dbname} is {what}"
+        return None
 
     @property
     def max_batch(self) -> int:
@@ -95,6 +150,8 @@ class Catalog:
 
     def resolve(self, name: str) -> ModelSpec:
         """The spec for one model name, or :class:`UnknownModelError`."""
+        if name.startswith(TEMPLATE):
+            return self._template(name)
         for family in self.families:
             match = family.pattern.fullmatch(name)
             if match is None:
@@ -108,7 +165,34 @@ class Catalog:
                 wiki=groups.get("wiki"),
                 kind=kind,
             )
-        raise UnknownModelError(name, known=", ".join(f.name for f in self.families))
+        raise UnknownModelError(name, known=self.describe())
+
+    def describe(self) -> str:
+        """The model names the catalogue accepts, as a reader would write them."""
+        names: list[str] = []
+        for family in self.families:
+            source = family.pattern.pattern
+            kinds = re.search(r"\(\?P<kind>([^)]*)\)", source)
+            wiki = re.search(r"\(\?P<wiki>([a-z]+)\)", source)
+            if kinds is None:
+                names.append(source)
+            elif wiki is not None:
+                names.append(f"{wiki.group(1)}-{kinds.group(1)}")
+            else:
+                names.append(f"WIKI-{kinds.group(1)}")
+        return ", ".join(names)
+
+    def _template(self, name: str) -> ModelSpec:
+        # A wiki every generic revscoring pattern accepts stands in to find the family.
+        try:
+            spec = self.resolve(name.replace(TEMPLATE, "enwiki", 1))
+        except UnknownModelError:
+            spec = None
+        if spec is None or spec.family.answer != "revscoring" or TEMPLATE in name[1:]:
+            raise UnknownModelError(name, known=self.describe())
+        return ModelSpec(
+            name=name, family=spec.family, namespace=spec.namespace, wiki=None, kind=spec.kind
+        )
 
     def resolve_all(self, names: Iterable[str]) -> list[ModelSpec]:
         """Specs for a list of names, each at most once, in the order given."""
@@ -140,6 +224,10 @@ def _family(entry: Mapping[str, Any]) -> Family:
             else (),
             max_batch=int(entry.get("max_batch", 1)),
             labels=tuple(str(label) for label in entry.get("labels", ())),
+            lang_form=entry.get("lang_form", "code"),
+            wikis=entry.get(
+                "wikis", "named" if entry.get("answer") == "revscoring" else "wikipedia"
+            ),
         )
     except KeyError as exc:
         raise ValueError(f"catalogue family {entry.get('name', '?')}: missing key {exc}") from None

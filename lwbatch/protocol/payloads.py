@@ -10,11 +10,13 @@ import email.utils
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import Revision
+from lwbatch.wikis import LangForm
 
 # A cap, so that one wrong or hostile header cannot hold the whole run for days.
 _MAX_RETRY_AFTER = 3600.0
@@ -22,14 +24,27 @@ _MAX_RETRY_AFTER = 3600.0
 
 def build_payload(spec: ModelSpec, revisions: Sequence[Revision]) -> bytes:
     """The JSON body: one instance, or ``{"instances": [...]}`` for a batch."""
-    with_lang = spec.needs_lang
-    instances = [
-        {"rev_id": r.rev_id, "lang": r.lang} if with_lang else {"rev_id": r.rev_id}
-        for r in revisions
-    ]
+    fields = spec.family.payload
+    form = spec.family.lang_form
+    if fields == ("rev_id",):
+        instances: list[dict[str, Any]] = [{"rev_id": r.rev_id} for r in revisions]
+    else:
+        instances = [_instance(fields, form, r) for r in revisions]
     if len(instances) == 1:
         return orjson.dumps(instances[0])
     return orjson.dumps({"instances": instances})
+
+
+def _instance(fields: Sequence[str], form: LangForm, revision: Revision) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in fields:
+        if name == "lang":
+            out[name] = revision.wiki.lang_for(form)
+        elif name == "page_id":
+            out[name] = revision.page_id
+        else:  # rev_id, or revision_id where the server reads that name
+            out[name] = revision.rev_id
+    return out
 
 
 def parse_retry_after(value: str | None, *, default: float) -> float:
