@@ -45,10 +45,6 @@ class KeyLayout:
         wikis = table.column(self.wiki_column).to_pylist()
         return (RowKey(w, r) for w, r in zip(wikis, rev_ids, strict=True))
 
-    def values(self, key: RowKey) -> tuple[Any, ...]:
-        """A key's cells, in the order of :attr:`fields`."""
-        return (key.rev_id,) if self.wiki_column is None else key
-
 
 def key_to_json(key: RowKey) -> list[Any]:
     return [key.rev_id] if not key.wiki else [key.wiki, key.rev_id]

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch.protocol.catalog import default_catalog
+from lwbatch.results import Revision
 from lwbatch.testing.emulator import Emulator, EmulatorConfig, running
 
 EmulatorFactory = Callable[..., AbstractContextManager[tuple[Emulator, str]]]
@@ -157,3 +158,10 @@ class Script:
     @property
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
+
+
+# -- revisions -------------------------------------------------------------------------
+def rev(rev_id: int, lang: str = "en", *, keyed: bool = False) -> Revision:
+    """A Wikipedia revision by language; `keyed`: its key holds the language, as for rows
+    of an input with a lang column."""
+    return Revision.in_lang(rev_id, lang, keyed=keyed)

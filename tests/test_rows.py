@@ -13,7 +13,7 @@ from lwbatch.errors import UsageError
 from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.io.rows import RowBuffer, output_schema
 from lwbatch.io.sinks import open_sink
-from lwbatch.keys import RowKey
+from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Score, ScoredRow
 
@@ -58,7 +58,7 @@ def test_invalid_rows_keep_their_raw_rev_id_and_take_empties_the_buffer() -> Non
     damaging = Score(True, {"false": 0.25, "true": 0.75}, "0.5.1")
     quality = Score.failed(ErrorType.NOT_FOUND, "no such revision")
     buffer.add(
-        ScoredRow(RowKey(101), {"enwiki-damaging": damaging, "enwiki-articlequality": quality})
+        ScoredRow(RowKey("", 101), {"enwiki-damaging": damaging, "enwiki-articlequality": quality})
     )
     invalid = Score.failed(ErrorType.INVALID_INPUT, "not a positive integer")
     for row, raw in ((2, -5), (4, 0), (7, None)):
@@ -108,6 +108,33 @@ def test_invalid_rows_keep_their_raw_rev_id_and_take_empties_the_buffer() -> Non
     assert len(buffer) == 0
     empty, none = buffer.take()
     assert (empty.num_rows, none, empty.schema) == (0, [], output_schema(specs))
+
+
+def test_with_a_wiki_column_the_key_is_wiki_then_rev_id_and_invalid_rows_keep_raw_values() -> None:
+    specs = default_catalog().resolve_all(["revertrisk-language-agnostic"])
+    buffer = RowBuffer(specs, KeyLayout("wiki_db"))
+    assert buffer.schema.names == ["wiki_db", "rev_id", "revertrisk-language-agnostic"]
+    assert buffer.schema.field("wiki_db").type == pa.string()
+    score = Score(False, {"true": 0.25, "false": 0.75}, "3")
+    bad = Score.failed(ErrorType.INVALID_INPUT, "wiki_db 'ENWIKI' must be lower case: 'enwiki'")
+    buffer.add(ScoredRow(RowKey("dewiki", 12), {"revertrisk-language-agnostic": score}))
+    buffer.add(ScoredRow(RowKey("enwiki", 12), {"revertrisk-language-agnostic": score}))
+    buffer.add(
+        ScoredRow(
+            None,
+            {"revertrisk-language-agnostic": bad},
+            InvalidRow(3, 12, "wiki_db 'ENWIKI' must be lower case: 'enwiki'", "ENWIKI"),
+        )
+    )
+    table, invalid_rows = buffer.take()
+    assert invalid_rows == [3]
+    assert table.select(["wiki_db", "rev_id"]).to_pylist() == [
+        {"wiki_db": "dewiki", "rev_id": 12},
+        {"wiki_db": "enwiki", "rev_id": 12},
+        {"wiki_db": "ENWIKI", "rev_id": 12},
+    ]
+    cells = table.column("revertrisk-language-agnostic").to_pylist()
+    assert [c["error"] for c in cells] == [None, None, "invalid_input"]
 
 
 @pytest.mark.parametrize("name", ["out.parquet", "out.pq", "OUT.PARQUET", "out.Pq"])

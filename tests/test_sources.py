@@ -5,11 +5,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from lwbatch.errors import InputError
+from lwbatch.errors import InputError, UsageError
 from lwbatch.io.sources import CsvSource, ParquetSource, open_source
+from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Source
-from tests.conftest import write_parquet
+from lwbatch.wikis import Wiki, wikis
+from tests.conftest import rev, write_parquet
 
 
 def items(source: Source) -> list[Revision | InvalidRow]:
@@ -19,18 +21,25 @@ def items(source: Source) -> list[Revision | InvalidRow]:
 def test_parquet_streams_in_batches_with_lang(tmp_path: Path) -> None:
     path = write_parquet(
         tmp_path / "r.parquet",
-        {"rev_id": pa.array(range(1, 11), pa.int64()), "lang": ["en", "de", None, "", " FR "] * 2},
+        {"rev_id": pa.array(range(1, 11), pa.int64()), "lang": ["en", "de", None, "", " fr "] * 2},
     )
-    source = open_source(path, batch_rows=4, default_lang="es")
+    source = open_source(path, batch_rows=4, lang="es")
     assert isinstance(source, ParquetSource) and isinstance(source, Source)
     assert source.total_rows == 10 and source.has_lang
+    assert source.key_layout == KeyLayout("lang")
     assert [len(b) for b in source.batches()] == [4, 4, 2]
+    # An empty lang takes `lang`; either way the key holds the row's language.
     assert items(source)[:5] == [
-        Revision(1, "en"),
-        Revision(2, "de"),
-        Revision(3, "es"),
-        Revision(4, "es"),
-        Revision(5, "fr"),
+        rev(1, "en", keyed=True),
+        rev(2, "de", keyed=True),
+        rev(3, "es", keyed=True),
+        rev(4, "es", keyed=True),
+        rev(5, "fr", keyed=True),
+    ]
+    assert [item.key for item in items(source)[:3]] == [  # type: ignore[union-attr]
+        RowKey("en", 1),
+        RowKey("de", 2),
+        RowKey("es", 3),
     ]
 
 
@@ -39,18 +48,18 @@ def test_invalid_ids_become_invalid_rows_with_their_row_number(tmp_path: Path) -
         tmp_path / "r.parquet", {"rev_id": pa.array([5, None, 0, -3, 7], pa.int64())}
     )
     assert items(open_source(path)) == [
-        Revision(5, "en"),
+        rev(5, "en"),
         InvalidRow(2, None, "rev_id is null"),
         InvalidRow(3, 0, "rev_id 0 is not a positive integer"),
         InvalidRow(4, -3, "rev_id -3 is not a positive integer"),
-        Revision(7, "en"),
+        rev(7, "en"),
     ]
 
 
 def test_float_ids_from_pandas_are_accepted_when_integral(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "r.parquet", {"rev_id": pa.array([12.0, float("nan"), 1.5])})
     assert items(open_source(path)) == [
-        Revision(12, "en"),
+        rev(12, "en"),
         InvalidRow(2, None, "rev_id is null"),
         InvalidRow(3, None, "rev_id 1.5 is not an integer"),
     ]
@@ -67,9 +76,9 @@ def test_csv_as_pandas_writes_an_id_column_with_nulls(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text("rev_id,title\n12.0,a\n,b\n13.00,c\n13.5,d\n1e3,e\n")
     assert items(open_source(path)) == [
-        Revision(12, "en"),
+        rev(12, "en"),
         InvalidRow(2, None, "rev_id is null"),
-        Revision(13, "en"),
+        rev(13, "en"),
         InvalidRow(4, None, "rev_id '13.5' is not an integer"),
         InvalidRow(5, None, "rev_id '1e3' is not an integer"),
     ]
@@ -84,12 +93,12 @@ def test_csv_with_text_ids_bom_quotes_and_custom_column(tmp_path: Path) -> None:
     source = open_source(path, id_column="revision")
     assert isinstance(source, CsvSource) and source.total_rows is None
     assert items(source) == [
-        Revision(11, "de"),
-        Revision(12, "en"),
-        InvalidRow(3, None, "revision 'abc' is not an integer"),
-        InvalidRow(4, None, "revision 99999999999999999999 does not fit in int64"),
-        InvalidRow(5, -4, "revision -4 is not a positive integer"),
-        InvalidRow(6, None, "revision is null"),
+        rev(11, "de", keyed=True),
+        rev(12, "en", keyed=True),
+        InvalidRow(3, None, "revision 'abc' is not an integer", "en"),
+        InvalidRow(4, None, "revision 99999999999999999999 does not fit in int64", "en"),
+        InvalidRow(5, -4, "revision -4 is not a positive integer", "en"),
+        InvalidRow(6, None, "revision is null", "en"),
     ]
 
 
@@ -98,10 +107,10 @@ def test_tsv_and_gzipped_csv(tmp_path: Path) -> None:
 
     tsv = tmp_path / "r.tsv"
     tsv.write_text("rev_id\tlang\n8\tfr\n")
-    assert items(open_source(tsv)) == [Revision(8, "fr")]
+    assert items(open_source(tsv)) == [rev(8, "fr", keyed=True)]
     gz = tmp_path / "r.csv.gz"
     gz.write_bytes(gzip.compress(b"rev_id\n9\n10\n"))
-    assert items(open_source(gz)) == [Revision(9, "en"), Revision(10, "en")]
+    assert items(open_source(gz)) == [rev(9, "en"), rev(10, "en")]
 
 
 @pytest.mark.parametrize(
@@ -146,3 +155,87 @@ def test_missing_path_and_directory(tmp_path: Path) -> None:
         open_source(tmp_path / "nope.parquet")
     with pytest.raises(InputError, match="is a directory"):
         open_source(tmp_path)
+
+
+def test_lang_values_are_checked_row_by_row_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text(
+        "rev_id,lang\n1,en\n2,enwiki\n3,EN\n4,en-GB\n5,wikidatawiki\n6,xx\n7,zh-yue\n8,yue\n"
+    )
+    en = rev(1, "en", keyed=True)
+    yue = Revision(7, wikis().from_dbname("zh_yuewiki"), "yue")
+    assert items(open_source(path)) == [
+        en,
+        rev(2, "en", keyed=True),  # a Wikipedia's database name is read as the wiki
+        InvalidRow(
+            3,
+            3,
+            "lang 'EN' must be lower case: 'en'; for database names give the column as "
+            "`wiki_column`",
+            "EN",
+        ),
+        InvalidRow(
+            4,
+            4,
+            "lang 'en-GB' is a locale; Wikipedias go by language code: 'en'; for database "
+            "names give the column as `wiki_column`",
+            "en-GB",
+        ),
+        InvalidRow(
+            5,
+            5,
+            "lang 'wikidatawiki' is the database name of a wiki that is not a Wikipedia; "
+            "name database names in a column of their own with `wiki_column`",
+            "wikidatawiki",
+        ),
+        InvalidRow(
+            6,
+            6,
+            "lang 'xx' is not the language code of a Wikipedia; for database names give "
+            "the column as `wiki_column`",
+            "xx",
+        ),
+        yue,
+        Revision(8, yue.wiki, "yue"),  # host and code: one wiki, one key
+    ]
+
+
+def test_a_wiki_column_of_database_names_keys_rows_by_their_wiki(tmp_path: Path) -> None:
+    path = write_parquet(
+        tmp_path / "lake.parquet",
+        {
+            "wiki_db": ["enwiki", "zh_yuewiki", "eswikibooks", None, "ENWIKI", "xxyzwiki", "en"],
+            "revision_id": pa.array([10, 10, 11, 12, 13, 14, 15], pa.int64()),
+            "page_id": pa.array([100, None, 101, 102, 103, 104, 105], pa.int64()),
+        },
+    )
+    source = open_source(path, id_column="revision_id", wiki_column="wiki_db")
+    assert source.key_layout == KeyLayout("wiki_db")
+    table = wikis()
+    assert items(source) == [
+        Revision(10, table.from_dbname("enwiki"), "enwiki", 100),
+        Revision(10, table.from_dbname("zh_yuewiki"), "zh_yuewiki", None),
+        Revision(11, table.from_dbname("eswikibooks"), "eswikibooks", 101),
+        InvalidRow(4, 12, "wiki_db is null", None),
+        InvalidRow(5, 13, "wiki_db 'ENWIKI' must be lower case: 'enwiki'", "ENWIKI"),
+        Revision(14, Wiki("xxyzwiki"), "xxyzwiki", 104),  # unknown to lwbatch, kept
+        InvalidRow(7, 15, "wiki_db 'en' is not a database name; this wiki's is 'enwiki'", "en"),
+    ]
+
+
+def test_wiki_column_and_lang_are_checked_when_the_source_opens(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("rev_id,wiki\n1,enwiki\n")
+    with pytest.raises(InputError) as info:
+        open_source(path, wiki_column="wiki_db")
+    assert str(info.value) == (
+        f"{path}: no column 'wiki_db' for `wiki_column` (columns: 'rev_id', 'wiki')"
+    )
+    with pytest.raises(UsageError) as usage:
+        open_source(path, lang="EN")
+    assert str(usage.value) == "`lang` 'EN' must be lower case: 'en'"
+    with pytest.raises(UsageError, match="`wiki_column` 'rev_id' is the id column"):
+        open_source(path, wiki_column="rev_id")
+    numbers = write_parquet(tmp_path / "n.parquet", {"rev_id": [1], "wiki_db": [7]})
+    with pytest.raises(InputError, match="column 'wiki_db' has type int64; wikis must be text"):
+        open_source(numbers, wiki_column="wiki_db")

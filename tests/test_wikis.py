@@ -1,0 +1,137 @@
+"""Wikis: database names <-> the language values the model servers take, pinned against
+what the real servers do (revertrisk and reference-need check the canonical language
+code and rewrite the host themselves; articlequality, readability and outlink put the
+value in front of .wikipedia.org)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from lwbatch.protocol.catalog import default_catalog
+from lwbatch.protocol.payloads import build_payload
+from lwbatch.results import Revision
+from lwbatch.wikis import WikiValueError, wikis
+
+# database name -> (language code, host): the pinned table.
+MAPPING = {
+    "enwiki": ("en", "en"),
+    "dewiki": ("de", "de"),
+    "simplewiki": ("simple", "simple"),
+    "zh_yuewiki": ("yue", "zh-yue"),
+    "be_x_oldwiki": ("be-tarask", "be-tarask"),
+    "alswiki": ("gsw", "als"),
+    "bat_smgwiki": ("sgs", "bat-smg"),
+    "fiu_vrowiki": ("vro", "fiu-vro"),
+    "roa_rupwiki": ("rup", "roa-rup"),
+    "zh_classicalwiki": ("lzh", "zh-classical"),
+    "zh_min_nanwiki": ("nan", "zh-min-nan"),
+    "nds_nlwiki": ("nds-nl", "nds-nl"),
+    "zhwiki": ("zh", "zh"),
+}
+
+
+@pytest.mark.parametrize(("dbname", "forms"), MAPPING.items())
+def test_database_names_map_to_the_code_and_host_the_servers_take(
+    dbname: str, forms: tuple[str, str]
+) -> None:
+    wiki = wikis().from_dbname(dbname)
+    assert wiki.is_wikipedia and wiki.dbname == dbname
+    assert (wiki.lang_for("code"), wiki.lang_for("host")) == forms
+    # Every spelling of the language names the same wiki back.
+    code, host = forms
+    assert wikis().from_lang(code) is wiki
+    assert wikis().from_lang(host) is wiki
+    assert wikis().from_lang(dbname) is wiki  # a Wikipedia's database name, read as such
+
+
+def test_the_retired_code_be_x_old_names_be_tarask() -> None:
+    assert wikis().from_lang("be-x-old").dbname == "be_x_oldwiki"
+
+
+@pytest.mark.parametrize(
+    ("dbname", "group"),
+    [
+        ("wikidatawiki", "wikidata"),
+        ("commonswiki", "commons"),
+        ("eswikibooks", "wikibooks"),
+        ("eswikiquote", "wikiquote"),
+        ("enwiktionary", "wiktionary"),
+    ],
+)
+def test_other_projects_are_known_and_are_not_wikipedias(dbname: str, group: str) -> None:
+    wiki = wikis().from_dbname(dbname)
+    assert (wiki.group, wiki.is_wikipedia, wiki.known) == (group, False, True)
+
+
+def test_an_unknown_well_formed_database_name_is_kept_as_an_unknown_wiki() -> None:
+    wiki = wikis().from_dbname("xxyzwiki")
+    assert (wiki.dbname, wiki.known, wiki.is_wikipedia, wiki.lang) == ("xxyzwiki", False, False, "")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("EN", "'EN' must be lower case: 'en'"),
+        ("ENWIKI", "'ENWIKI' must be lower case: 'en'"),
+        ("en-GB", "'en-GB' is a locale; Wikipedias go by language code: 'en'"),
+        ("pt_BR", "'pt_BR' is a locale; Wikipedias go by language code: 'pt'"),
+        (
+            "wikidatawiki",
+            "'wikidatawiki' is the database name of a wiki that is not a Wikipedia; "
+            "name database names in a column of their own with `wiki_column`",
+        ),
+        ("xx", "'xx' is not the language code of a Wikipedia"),
+        ("", "is empty"),
+    ],
+)
+def test_a_language_value_that_names_no_wikipedia_says_what_to_write(
+    value: str, message: str
+) -> None:
+    with pytest.raises(WikiValueError) as info:
+        wikis().from_lang(value)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("ENWIKI", "'ENWIKI' must be lower case: 'enwiki'"),
+        ("en", "'en' is not a database name; this wiki's is 'enwiki'"),
+        ("yue", "'yue' is not a database name; this wiki's is 'zh_yuewiki'"),
+        ("en.wikipedia.org", "'en.wikipedia.org' is not a database name; this wiki's is 'enwiki'"),
+        ("12", "'12' is not a wiki database name such as 'enwiki'"),
+        ("  ", "is empty"),
+    ],
+)
+def test_a_database_value_that_names_no_wiki_says_what_to_write(value: str, message: str) -> None:
+    with pytest.raises(WikiValueError) as info:
+        wikis().from_dbname(value)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("model", "sent"),
+    [
+        ("revertrisk-language-agnostic", "yue"),
+        ("revertrisk-multilingual", "yue"),
+        ("reference-need", "yue"),
+        ("reference-risk", "yue"),
+        ("articlequality", "zh-yue"),
+        ("readability", "zh-yue"),
+    ],
+)
+def test_each_model_is_sent_the_language_value_its_server_reads(model: str, sent: str) -> None:
+    spec = default_catalog().resolve(model)
+    revision = Revision(77, wikis().from_dbname("zh_yuewiki"), "zh_yuewiki")
+    assert orjson.loads(build_payload(spec, [revision])) == {"rev_id": 77, "lang": sent}
+
+
+def test_outlink_topic_model_is_sent_the_host_the_page_and_the_revision() -> None:
+    spec = default_catalog().resolve("outlink-topic-model")
+    revision = Revision(77, wikis().from_dbname("zh_yuewiki"), "zh_yuewiki", page_id=5)
+    assert orjson.loads(build_payload(spec, [revision])) == {
+        "lang": "zh-yue",
+        "page_id": 5,
+        "revision_id": 77,
+    }
