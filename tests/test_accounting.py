@@ -31,11 +31,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lwbatch import Budget, Catalog, Endpoint, Rate, RetryPolicy, Scorer
-from lwbatch.engine.resume import ResumeState
+from lwbatch.engine.resume import WIKI_WIDE, ResumeState
 from lwbatch.keys import RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.testing.emulator import Emulator
+from tests.conftest import rev
 
 settings.register_profile(
     "ci",
@@ -57,7 +58,8 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BATCHED = "revertrisk-language-agnostic"
-POOL = ["enwiki-damaging", "enwiki-goodfaith", BATCHED, "readability"]
+# enwiki-damaging scores enwiki rows only; {wiki}-goodfaith takes each row's wiki's model.
+POOL = ["enwiki-damaging", "{wiki}-goodfaith", BATCHED, "readability"]
 LANGS = ["en", "de", "fr", "es", "it"]
 EMU = Emulator()
 Item = Revision | InvalidRow
@@ -88,12 +90,13 @@ def cases(draw: st.DrawFn) -> Case:
     # races need more jobs than the job queue holds.
     size = draw(st.integers(0, 160))
     # One integer per row, cheap to draw: <= 0 is an invalid row, else a revision whose
-    # id (1..100, so duplicates are common) and language follow from the value.
+    # id (1..100, so duplicates are common) and language follow from the value: each id
+    # comes in three languages, three revisions of three wikis.
     values = draw(st.lists(st.integers(-6, 300), min_size=size, max_size=size))
     items: list[Item] = []
     for number, value in enumerate(values, start=1):
         if value > 0:
-            items.append(Revision(value % 100 + 1, LANGS[value % len(LANGS)]))
+            items.append(rev(value % 100 + 1, LANGS[value // 100], keyed=True))
         else:
             rev_id = None if value < -3 else value
             items.append(InvalidRow(number, rev_id, "not a positive integer"))
@@ -111,7 +114,9 @@ def cases(draw: st.DrawFn) -> Case:
         budget=draw(st.sampled_from([20, 200, 5000])),
         fail_5xx=frozenset(draw(st.sets(st.integers(1, 3), max_size=2))),
         # With every model undeployed the run aborts on purpose (NoModelDeployedError).
-        undeployed=draw(st.none() | st.sampled_from(models)) if len(models) > 1 else None,
+        undeployed=draw(st.none() | st.sampled_from([m for m in models if "{" not in m]))
+        if len(models) > 1 and any("{" not in m for m in models)
+        else None,
         unscorable=frozenset(draw(st.sets(st.integers(1, 100), max_size=6))),
         latencies=draw(st.lists(seconds, min_size=1, max_size=5)),
         stop_after=draw(st.one_of(st.none(), st.integers(0, 60))),
@@ -123,8 +128,8 @@ class Service:
     """Lift Wing as a transport: scripted faults, and a record of what it answered."""
 
     case: Case
-    attempts: Counter[tuple[str, int]] = field(default_factory=Counter)
-    terminal: Counter[tuple[str, int]] = field(default_factory=Counter)
+    attempts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    terminal: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     answered_404: set[str] = field(default_factory=set)
     after_404: list[str] = field(default_factory=list)
     sent: int = 0
@@ -133,7 +138,7 @@ class Service:
         model = request.url.path.split("/")[-1].removesuffix(":predict")
         payload = orjson.loads(request.content)
         instances = payload.get("instances", [payload])
-        keys = [(model, int(i["rev_id"])) for i in instances]
+        keys = [(model, str(i.get("lang", "")), int(i["rev_id"])) for i in instances]
         if model in self.answered_404:
             self.after_404.append(model)
         self.sent += 1
@@ -190,15 +195,15 @@ async def paced(case: Case) -> AsyncIterator[Sequence[Item]]:
 @dataclass
 class RunResult:
     rows: list[ScoredRow]
-    answers: list[tuple[str, int, Score]]
+    answers: list[tuple[str, RowKey, Score]]
     stopped: bool
 
 
 async def one_run(case: Case, service: Service, resume: ResumeState | None) -> RunResult:
-    answers: list[tuple[str, int, Score]] = []
+    answers: list[tuple[str, RowKey, Score]] = []
 
     def record(model: str, scored: list[tuple[RowKey, Score]]) -> None:
-        answers.extend((model, key.rev_id, score) for key, score in scored)
+        answers.extend((model, key, score) for key, score in scored)
 
     scorer = Scorer(
         case.models,
@@ -231,13 +236,13 @@ def resume_state(first: RunResult) -> ResumeState:
         if row.row is not None:
             state.invalid_rows.add(row.row)
         else:
-            assert row.rev_id is not None
-            state.done.add(RowKey(row.rev_id))
-    for model, rev_id, score in first.answers:
-        if score.error is ErrorType.MODEL_NOT_DEPLOYED:
-            state.undeployed.add(model)
-        if RowKey(rev_id) not in state.done:
-            state.partial.setdefault(RowKey(rev_id), {})[model] = score
+            assert row.key is not None
+            state.done.add(row.key)
+    for model, key, score in first.answers:
+        if score.error in WIKI_WIDE:
+            state.refused.add((model, key.wiki, score.error))
+        if key not in state.done:
+            state.partial.setdefault(key, {})[model] = score
     state.rows_done = len(first.rows)
     return state
 
@@ -250,9 +255,9 @@ async def scenario(case: Case) -> None:
         runs.append(await one_run(case, service, resume_state(first)))
     rows = [row for run in runs for row in run.rows]
 
-    distinct = {item.rev_id for item in case.items if isinstance(item, Revision)}
+    distinct = {item.key for item in case.items if isinstance(item, Revision)}
     invalid = {item.row for item in case.items if isinstance(item, InvalidRow)}
-    valid_rows = Counter(row.rev_id for row in rows if row.row is None)
+    valid_rows = Counter(row.key for row in rows if row.row is None)
     invalid_rows = Counter(row.row for row in rows if row.row is not None)
     # Exactly one row per distinct key and per invalid input row: none lost, none twice.
     assert set(valid_rows) == distinct, distinct ^ set(valid_rows)
@@ -270,12 +275,20 @@ async def scenario(case: Case) -> None:
     assert all(n == 1 for n in service.terminal.values()), service.terminal.most_common(3)
     # After a 404 reached the client, no request for that model left it.
     assert service.after_404 == []
-    if case.undeployed is not None and distinct:
-        assert all(
-            row.scores[case.undeployed].error is ErrorType.MODEL_NOT_DEPLOYED
-            for row in rows
-            if row.row is None
-        )
+    # enwiki-damaging is never asked for another wiki's revision.
+    asked_en = {r for m, _, r in service.attempts if m == "enwiki-damaging"}
+    assert asked_en <= {k.rev_id for k in valid_rows if k.wiki == "en"}
+    for row in rows:
+        if row.key is None:
+            continue
+        if "enwiki-damaging" in case.models and row.key.wiki != "en":
+            assert row.scores["enwiki-damaging"].error is ErrorType.UNSUPPORTED_WIKI
+        elif case.undeployed is not None:
+            assert row.scores[case.undeployed].error is ErrorType.MODEL_NOT_DEPLOYED
+    # {wiki}-goodfaith went to each row's own wiki's model.
+    asked = {(m, r) for m, _, r in service.attempts if m.endswith("-goodfaith")}
+    wanted = {(f"{k.wiki}wiki-goodfaith", k.rev_id) for k in valid_rows}
+    assert asked <= wanted
     # Batch items the model could not score are final errors, never retried.
     if BATCHED in case.models and case.undeployed != BATCHED:
         for row in rows:

@@ -24,10 +24,17 @@ def test_demo_scores_the_sample_and_shows_the_summary(
     table = pq.read_table(out)
     assert table.num_rows == 2512
     assert table.column_names == [
+        "lang",
         "rev_id",
-        "enwiki-damaging",
-        "enwiki-goodfaith",
+        "{wiki}-damaging",
+        "{wiki}-goodfaith",
         "revertrisk-language-agnostic",
     ]
+    # Every row was scored by its own wiki's models: none refused, none missing.
+    for column in table.column_names[2:]:
+        errors = table.column(column).combine_chunks().field("error").to_pylist()
+        assert set(errors) == {None, "not_found"}, column
+    langs = table.column("lang").to_pylist()
+    assert {lang: langs.count(lang) for lang in set(langs)} == {"en": 2366, "de": 254, "fr": 292}
     assert "distinct revisions       2,512" in err
     assert f"{out} holds 2,512 rows" in err

@@ -78,7 +78,7 @@ def test_a_second_open_is_refused_until_the_first_suspends_or_removes(tmp_path: 
     first = file_journal(out)
     open_journal(first)
     answer = Score(True, {"false": 0.25, "true": 0.75}, "0.5.1")
-    first.record_answers(MODEL, [(RowKey(7), answer)])
+    first.record_answers(MODEL, [(RowKey("", 7), answer)])
     # A file of this output's kind: if it is the holder's, it is live.
     live = tmp_path / ".out.parquet.4242.tmp"
     live.write_bytes(b"the first run's rows")
@@ -93,7 +93,7 @@ def test_a_second_open_is_refused_until_the_first_suspends_or_removes(tmp_path: 
 
     first.suspend()
     state = open_journal(second)  # takes over the first's journal
-    assert state.partial == {RowKey(7): {MODEL: answer}}
+    assert state.partial == {RowKey("", 7): {MODEL: answer}}
     assert not live.exists()  # now stale: swept
 
     with pytest.raises(UsageError, match="another lwbatch run is writing"):
@@ -372,12 +372,17 @@ def test_a_journal_disk_error_is_one_line_and_exit_1_at_the_cli(
 def test_answer_lines_round_trip_and_foreign_keys_are_skipped() -> None:
     score = Score(True, {"false": 0.25, "true": 0.75}, "0.5.1")
     failed = Score.failed(ErrorType.TRANSIENT_ERROR, "503 Service Unavailable")
-    assert decode_answer(encode_answer(MODEL, RowKey(7), score)) == (MODEL, RowKey(7), score)
-    assert decode_answer(encode_answer(MODEL, RowKey(8), failed)) == (MODEL, RowKey(8), failed)
+    seven, eight = RowKey("", 7), RowKey("", 8)
+    assert decode_answer(encode_answer(MODEL, seven, score)) == (MODEL, seven, score)
+    assert decode_answer(encode_answer(MODEL, eight, failed)) == (MODEL, eight, failed)
+    keyed = RowKey("zh_yuewiki", 7)
+    line = encode_answer(MODEL, keyed, score)
+    assert line.startswith(b'["enwiki-damaging",["zh_yuewiki",7],')
+    assert decode_answer(line) == (MODEL, keyed, score)
     # The journal's first form kept the bare rev_id.
     old = b'["enwiki-damaging",7,true,{"false":0.25,"true":0.75},"0.5.1",null,null]'
-    assert decode_answer(old) == (MODEL, RowKey(7), score)
-    line = encode_answer(MODEL, RowKey(7), score)
+    assert decode_answer(old) == (MODEL, RowKey("", 7), score)
+    line = encode_answer(MODEL, RowKey("", 7), score)
     for foreign in (b'"7"', b"[true]", b"true", b"[7,8]", b"[]", b'{"rev_id":7}', b"7.0"):
         assert decode_answer(line.replace(b"[7]", foreign, 1)) is None, foreign
     assert decode_answer(line[: len(line) // 2]) is None  # torn by a crash

@@ -8,11 +8,11 @@ import httpx
 import orjson
 import pytest
 
-from lwbatch import Budget, Endpoint, InvalidRow, Rate, Revision, Scorer
+from lwbatch import Budget, Endpoint, InvalidRow, Rate, Scorer
 from lwbatch.durability.journal import ResumeState
 from lwbatch.errors import IncompleteRunError
 from lwbatch.results import ErrorType, ScoredRow
-from tests.conftest import FakeClock, Script, ok
+from tests.conftest import FakeClock, Script, ok, rev
 
 BASE = "http://127.0.0.1:9"
 
@@ -51,7 +51,7 @@ async def test_every_distinct_revision_goes_to_every_model_once(fake_clock: Fake
 
 async def test_batchable_model_sends_full_same_language_batches(fake_clock: FakeClock) -> None:
     script = Script(lambda r, n: ok(r), fake_clock)
-    revs = [Revision(i, "en") for i in range(1, 46)] + [Revision(i, "de") for i in range(100, 103)]
+    revs = [rev(i, "en") for i in range(1, 46)] + [rev(i, "de") for i in range(100, 103)]
     async with scorer(["revertrisk-language-agnostic"], script, fake_clock) as s:
         rows = [row async for row in s.score(revs)]
     assert len(rows) == 48 and all(r.scores["revertrisk-language-agnostic"].ok for r in rows)
@@ -73,7 +73,7 @@ async def test_single_revision_of_a_batchable_model_uses_the_single_payload(
     fake_clock: FakeClock,
 ) -> None:
     script = Script(lambda r, n: ok(r), fake_clock)
-    async with scorer(["revertrisk-language-agnostic"], script, fake_clock, default_lang="fr") as s:
+    async with scorer(["revertrisk-language-agnostic"], script, fake_clock, lang="fr") as s:
         [row] = [row async for row in s.score([77])]
     assert payloads(script, "revertrisk-language-agnostic") == [{"rev_id": 77, "lang": "fr"}]
     assert row.scores["revertrisk-language-agnostic"].ok

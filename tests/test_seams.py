@@ -25,8 +25,10 @@ from lwbatch import (
     Source,
     UsageError,
 )
+from lwbatch.keys import KeyLayout
 from lwbatch.run import score_file_async
-from tests.conftest import EmulatorFactory
+from lwbatch.wikis import wikis
+from tests.conftest import EmulatorFactory, rev
 
 FAST = Budget.from_rate(Rate(5000, 1.0))
 
@@ -60,8 +62,11 @@ class CountingLimiter:
 class ListSource:
     """An input that is no file: rows handed over in memory (as a Spark task would)."""
 
-    def __init__(self, batches: list[list[Revision | InvalidRow]]) -> None:
+    def __init__(
+        self, batches: list[list[Revision | InvalidRow]], layout: KeyLayout | None = None
+    ) -> None:
         self._batches = batches
+        self.key_layout = layout or KeyLayout()
 
     @property
     def name(self) -> str:
@@ -144,16 +149,25 @@ async def test_a_scorer_sends_every_attempt_through_an_injected_limiter(
 async def test_any_source_and_sink_work_and_the_journal_folds_into_the_sink(
     tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
+    en, de = wikis().from_dbname("enwiki"), wikis().from_dbname("dewiki")
     source = ListSource(
         [
-            [Revision(21, "en"), Revision(22, "en"), InvalidRow(3, -1, "rev_id -1 is negative")],
-            [Revision(21, "en"), Revision(23, "de")],
-        ]
+            [
+                Revision(21, en, "enwiki"),
+                Revision(22, en, "enwiki"),
+                InvalidRow(3, -1, "rev_id -1 is negative", "enwiki"),
+            ],
+            [Revision(21, en, "enwiki"), Revision(21, de, "dewiki")],
+        ],
+        KeyLayout("wiki"),
     )
     sink = ListSink(tmp_path / "memory.out")
     models = ["revertrisk-language-agnostic"]
     journal = FileJournal(
-        tmp_path / "memory.out", models=models, manifest={"input": source.fingerprint()}
+        tmp_path / "memory.out",
+        models=models,
+        manifest={"input": source.fingerprint()},
+        layout=source.key_layout,
     )
     with emulator() as (_, base_url):
         report = await score_file_async(
@@ -165,10 +179,15 @@ async def test_any_source_and_sink_work_and_the_journal_folds_into_the_sink(
             journal=journal,
         )
     assert sink.committed is not None
-    assert sorted(row["rev_id"] for row in sink.committed) == [-1, 21, 22, 23]
-    cells = {row["rev_id"]: row["revertrisk-language-agnostic"] for row in sink.committed}
-    assert cells[-1]["error"] == "invalid_input"
-    assert all(cells[r]["error"] is None for r in (21, 22, 23))
+    # Revision 21 of dewiki is not a duplicate of enwiki's 21.
+    keys = sorted((row["wiki"], row["rev_id"]) for row in sink.committed)
+    assert keys == [("dewiki", 21), ("enwiki", -1), ("enwiki", 21), ("enwiki", 22)]
+    cells = {
+        (row["wiki"], row["rev_id"]): row["revertrisk-language-agnostic"] for row in sink.committed
+    }
+    assert cells[("enwiki", -1)]["error"] == "invalid_input"
+    assert [k for k in keys if cells[k]["error"] is None] == [k for k in keys if k[1] > 0]
+    assert cells[("dewiki", 21)] != cells[("enwiki", 21)]
     assert report.rows_written == 4 and report.duplicate_rows == 1
     # The journal's manifest and invalid rows ride along for a rerun to adopt.
     assert set(sink.metadata) == {"lwbatch", "lwbatch.invalid_rows"}
@@ -194,7 +213,7 @@ async def test_a_scorer_leaves_the_garbage_collector_alone_unless_asked(
 async def test_a_sink_object_needs_its_journal_given_or_none(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="for a Sink object pass a Journal"):
         await score_file_async(
-            ListSource([[Revision(1, "en")]]), ListSink(tmp_path / "o"), models=["enwiki-damaging"]
+            ListSource([[rev(1)]]), ListSink(tmp_path / "o"), models=["enwiki-damaging"]
         )
 
 

@@ -64,7 +64,7 @@ def test_rows_are_written_in_row_groups_and_appear_only_on_commit(tmp_path: Path
         "readability": Score(0.64, None, "2"),
     }
     failed = {m: Score.failed(ErrorType.NOT_FOUND, "gone") for m in MODELS}
-    rows = [ScoredRow(RowKey(rev), ok if rev % 2 else failed) for rev in range(1, 6)]
+    rows = [ScoredRow(RowKey("", rev), ok if rev % 2 else failed) for rev in range(1, 6)]
     sink = ParquetSink(out)
     sink.open(output_schema(specs()))
     for start in (0, 2, 4):
@@ -120,7 +120,7 @@ def test_an_aborted_run_leaves_no_file_and_keeps_an_old_one(tmp_path: Path) -> N
     sink.open(output_schema(specs()))
     sink.write(
         table_of(
-            [ScoredRow(RowKey(1), {m: Score.failed(ErrorType.NOT_FOUND, "x") for m in MODELS})]
+            [ScoredRow(RowKey("", 1), {m: Score.failed(ErrorType.NOT_FOUND, "x") for m in MODELS})]
         )
     )
     assert len(list(tmp_path.iterdir())) == 2

@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 import pyarrow.parquet as pq
 
-from lwbatch.cli.bench import DEFAULT_MODELS
 from lwbatch.cli.scoring import score_and_report
 from lwbatch.config import Budget, Endpoint, Rate
 from lwbatch.resources import sample_path
 from lwbatch.testing.emulator import EmulatorConfig, Latency, running
+
+# Each row's own wiki's damaging and goodfaith models, and revertrisk for every wiki.
+DEMO_MODELS = ("{wiki}-damaging", "{wiki}-goodfaith", "revertrisk-language-agnostic")
 
 
 def run_demo(output: Path, *, quiet: bool = False) -> None:
@@ -22,13 +24,13 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
         logging.getLogger("lwbatch").info(
             "scoring %s with %s against the Lift Wing emulator at %s",
             sample.name,
-            ", ".join(DEFAULT_MODELS),
+            ", ".join(DEMO_MODELS),
             base_url,
         )
         score_and_report(
             sample,
             output,
-            models=list(DEFAULT_MODELS),
+            models=list(DEMO_MODELS),
             endpoint=Endpoint(base_url=base_url),
             budget=Budget.from_rate(Rate(2000, 1.0)),
             concurrency=64,
@@ -40,8 +42,8 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
         table = pq.read_table(output)
         click.echo(f"\n{output} holds {table.num_rows:,} rows; the first three:", err=True)
         for row in table.slice(0, 3).to_pylist():
-            parts = [f"rev_id={row['rev_id']}"]
-            for model in DEFAULT_MODELS:
+            parts = [f"lang={row['lang']}", f"rev_id={row['rev_id']}"]
+            for model in DEMO_MODELS:
                 cell = row[model]
                 value = cell["error"] or cell["prediction"]
                 parts.append(f"{model}={value}")

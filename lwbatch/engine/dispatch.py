@@ -210,7 +210,7 @@ class Dispatcher:
         self.answered = True
         status = reply.status
         stats.requests_by_outcome[str(status)] += 1
-        stats.record_latency(spec.name, reply.latency)
+        stats.record_latency(spec.column, reply.latency)
         if self._on_latency is not None:
             self._on_latency(reply.latency)
         if 200 <= status < 300:

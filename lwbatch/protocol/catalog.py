@@ -84,6 +84,12 @@ class ModelSpec:
     namespace: str
     wiki: str | None = None  # None for a template, and for models that name no wiki
     kind: str | None = None
+    template: str | None = None  # the template this wiki's model was made from
+
+    @property
+    def column(self) -> str:
+        """The output column this model's answers go to: its template's, if any."""
+        return self.template or self.name
 
     @property
     def needs_lang(self) -> bool:
@@ -104,7 +110,12 @@ class ModelSpec:
         if match is None:
             return None
         return ModelSpec(
-            name=name, family=self.family, namespace=self.namespace, wiki=wiki, kind=self.kind
+            name=name,
+            family=self.family,
+            namespace=self.namespace,
+            wiki=wiki,
+            kind=self.kind,
+            template=self.name,
         )
 
     def refuses(self, wiki: Wiki) -> str | None:
