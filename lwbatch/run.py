@@ -214,8 +214,8 @@ async def score_file_async(
             if store is not None:
                 store.remove()
             raise InputError(
-                f"no row has a usable {id_column!r} ({stats.invalid_rows:,} rows, none a positive "
-                "integer); check `id_column` and the file",
+                f"no row can be sent ({stats.invalid_rows:,} rows; first: {stats.first_invalid}); "
+                "check `id_column`, the wiki column and the file",
                 path=source.name,
             )
         # Accounting: every distinct key and every invalid row ends in exactly one row.
@@ -262,9 +262,11 @@ async def score_file_async(
     report = scorer.report(output=sink.name)
     if stats.invalid_rows:
         log.warning(
-            "%s rows of %s have no usable rev_id; they are in the output with error invalid_input",
+            "%s rows of %s cannot be sent (first: %s); they are in the output with error "
+            "invalid_input",
             f"{stats.invalid_rows:,}",
             source.name,
+            stats.first_invalid,
         )
     return report
 

@@ -139,7 +139,7 @@ def test_invalid_rows_are_written_with_invalid_input_never_sent(
         key=str,
     )
     assert emu.stats.requests == 2
-    assert "invalid rev_id             2" in err
+    assert "invalid rows               2   first: row 2: rev_id 'abc' is not an integer" in err
 
 
 def test_undeployed_model_becomes_data_and_costs_one_request(
@@ -429,42 +429,42 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
         lambda d: write_bytes(d / "a.csv", b"rev_id\nabc\nx1\n"),
         [],
         2,
-        "no row has a usable 'rev_id'",
+        "no row can be sent",
     ),
     (
         "rev_id all fractional floats",
         lambda d: write_parquet(d / "a.parquet", {"rev_id": pa.array([1.5, 2.25])}),
         [],
         2,
-        "no row has a usable 'rev_id'",
+        "no row can be sent",
     ),
     (
         "rev_id all negative",
         lambda d: write_bytes(d / "a.csv", b"rev_id\n-1\n-7\n"),
         [],
         2,
-        "none a positive integer",
+        "is not a positive integer",
     ),
     (
         "rev_id all zero",
         lambda d: write_bytes(d / "a.csv", b"rev_id\n0\n0\n"),
         [],
         2,
-        "none a positive integer",
+        "is not a positive integer",
     ),
     (
         "rev_id all null",
         lambda d: write_parquet(d / "a.parquet", {"rev_id": pa.array([None, None], pa.int64())}),
         [],
         2,
-        "no row has a usable 'rev_id'",
+        "no row can be sent",
     ),
     (
         "rev_id beyond int64",
         lambda d: write_bytes(d / "a.csv", b"rev_id\n99999999999999999999\n"),
         [],
         2,
-        "no row has a usable 'rev_id'",
+        "no row can be sent",
     ),
     ("corrupt parquet pages", corrupt_parquet, [], 2, "unreadable after row 0"),
     (

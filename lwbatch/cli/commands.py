@@ -94,7 +94,14 @@ def _run_options(func: F) -> F:
     "--lang",
     default="en",
     show_default=True,
-    help="Language code for models that need one, where the input has no `lang` column.",
+    help="The Wikipedia (language code, e.g. de, zh-yue) of rows that name no wiki.",
+)
+@click.option(
+    "--wiki-column",
+    metavar="NAME",
+    help="Column of wiki database names (enwiki, zh_yuewiki) as in the data lake; "
+    "rows are then keyed by (wiki, rev_id). A `lang` column of language codes is "
+    "read without this flag.",
 )
 @click.option(
     "--contact",
@@ -147,6 +154,7 @@ def score(
     models: tuple[str, ...],
     id_column: str,
     lang: str,
+    wiki_column: str | None,
     contact: str | None,
     token_file: Path | None,
     tier: str | None,
@@ -170,6 +178,10 @@ def score(
       lwbatch score revisions.parquet -o scores.parquet \\
           -m enwiki-damaging -m enwiki-goodfaith -m revertrisk-language-agnostic \\
           --contact me@example.org
+    \b
+    A data-lake table, each row scored by its own wiki's model:
+      lwbatch score revisions.parquet -o scores.parquet --wiki-column wiki_db \\
+          --id-column revision_id -m '{wiki}-damaging' -m revertrisk-language-agnostic
     """
     if internal and base_url:
         raise UsageError("--internal and --base-url exclude each other; give one")
@@ -190,6 +202,7 @@ def score(
         models=split_model_names(models),
         id_column=id_column,
         lang=lang,
+        wiki_column=wiki_column,
         endpoint=endpoint,
         token=token,
         contact=contact,

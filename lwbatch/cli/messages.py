@@ -36,6 +36,7 @@ FLAGS: dict[str, str] = {
     "token": "LIFTWING_TOKEN or --token-file",
     "token_file": "--token-file",
     "verify=False": "--insecure",
+    "wiki_column": "--wiki-column",
 }
 
 _REFERENCE = re.compile(r"`(\w+)(?:=([^`\s]+))?`")

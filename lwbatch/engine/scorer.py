@@ -395,6 +395,8 @@ class Scorer:
                 stats.rows_read += 1
                 if isinstance(item, InvalidRow):
                     stats.invalid_rows += 1
+                    if not stats.first_invalid:
+                        stats.first_invalid = f"row {item.row}: {item.reason}"
                     if item.row in resume.invalid_rows:
                         stats.rows_resumed += 1
                     else:

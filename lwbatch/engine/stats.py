@@ -41,6 +41,7 @@ class RunStats:
 
     rows_read: int = 0
     invalid_rows: int = 0
+    first_invalid: str = ""  # "row N: reason" of the first invalid row
     duplicate_rows: int = 0
     distinct_revisions: int = 0
     rows_written: int = 0
@@ -80,6 +81,7 @@ class RunReport:
     budget: str
     budget_rate: float
     latency_seconds: dict[str, dict[str, float | None]]
+    first_invalid: str = ""
     peak_in_flight: int = 0
     limit_at_peak: int = 0
     concurrency: str = ""
@@ -106,6 +108,7 @@ class RunReport:
             models=models,
             rows_read=stats.rows_read,
             invalid_rows=stats.invalid_rows,
+            first_invalid=stats.first_invalid,
             duplicate_rows=stats.duplicate_rows,
             distinct_revisions=stats.distinct_revisions,
             rows_written=stats.rows_written,
@@ -160,7 +163,8 @@ class RunReport:
         """The human summary printed at the end of a run."""
         lines = [
             f"rows read           {self.rows_read:>10,}",
-            f"  invalid rev_id    {self.invalid_rows:>10,}",
+            f"  invalid rows      {self.invalid_rows:>10,}"
+            + (f"   first: {self.first_invalid}" if self.first_invalid else ""),
             f"  duplicates        {self.duplicate_rows:>10,}",
             f"distinct revisions  {self.distinct_revisions:>10,}",
             f"rows written        {self.rows_written:>10,}"
