@@ -26,12 +26,13 @@ from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.io.rows import output_schema
 from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import CsvSource, ParquetSource, open_source
-from lwbatch.keys import RowKey
+from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.run import score_file, score_file_async
 from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
+from lwbatch.wikis import Wiki, wikis
 
 __all__ = [
     "AuthenticationError",
@@ -47,6 +48,7 @@ __all__ = [
     "Interrupted",
     "InvalidRow",
     "Journal",
+    "KeyLayout",
     "LWBatchError",
     "Limiter",
     "ModelSpec",
@@ -71,6 +73,7 @@ __all__ = [
     "UnknownModelError",
     "UnreachableError",
     "UsageError",
+    "Wiki",
     "__version__",
     "default_catalog",
     "open_sink",
@@ -78,4 +81,5 @@ __all__ = [
     "output_schema",
     "score_file",
     "score_file_async",
+    "wikis",
 ]
