@@ -3,7 +3,8 @@
 Every attempt, retries included, passes through the limiter first. Transient
 failures (5xx, timeouts, resets) back off exponentially with full jitter; a 429
 pauses the whole limiter for Retry-After, so every worker waits, not just the one
-that was told. Terminal answers become scores; only 401 ends the run.
+that was told. Terminal answers (a 500 that says the revision cannot be found among
+them) become scores; only 401 ends the run.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ import anyio
 from lwbatch.config import RetryPolicy
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
-from lwbatch.protocol.answers import classify_client_error, error_message, parse_answer
+from lwbatch.protocol.answers import (
+    classify_client_error,
+    classify_server_error,
+    error_message,
+    parse_answer,
+)
 from lwbatch.protocol.catalog import ModelSpec
-from lwbatch.protocol.client import LiftWingClient, TransportFailure
+from lwbatch.protocol.client import LiftWingClient, Reply, TransportFailure
 from lwbatch.protocol.payloads import build_payload, parse_retry_after
 from lwbatch.results import ErrorType, Revision, Score
 from lwbatch.seams import Limiter
@@ -200,7 +206,7 @@ class Dispatcher:
             )
             return _RATE_LIMITED
         if status >= 500:
-            return _Retry(ErrorType.TRANSIENT_ERROR, f"HTTP {status}", error_message(reply.body))
+            return self._server_error(rev_ids, reply)
         if status == 401:
             raise AuthenticationError(url=self._client.endpoint.url(spec.name))
         if status == 404:
@@ -214,6 +220,14 @@ class Dispatcher:
             }
         error = classify_client_error(status, message)
         return {rev_id: Score.failed(error, message) for rev_id in rev_ids}
+
+    def _server_error(self, rev_ids: list[int], reply: Reply) -> dict[int, Score] | _Retry:
+        """A 5xx: a final answer, or a retry."""
+        message = error_message(reply.body)
+        final = classify_server_error(reply.status, message)
+        if final is not None:
+            return {rev_id: Score.failed(final, message) for rev_id in rev_ids}
+        return _Retry(ErrorType.TRANSIENT_ERROR, f"HTTP {reply.status}", message)
 
 
 def _undeployed(spec: ModelSpec, rev_ids: list[int]) -> dict[int, Score]:
