@@ -7,6 +7,7 @@ from lwbatch.protocol.answers import (
     classify_client_error,
     classify_server_error,
     error_message,
+    is_bearer_challenge,
     parse_answer,
 )
 from lwbatch.protocol.catalog import default_catalog
@@ -425,6 +426,23 @@ def test_server_errors_final_or_transient(
     status: int, message: str, error: ErrorType | None
 ) -> None:
     assert classify_server_error(status, message) is error
+
+
+@pytest.mark.parametrize(
+    ("header", "bearer"),
+    [
+        ('Bearer realm="api.wikimedia.org"', True),
+        ("Bearer", True),
+        ('bearer error="invalid_token"', True),
+        ('Basic realm="x", Bearer realm="y"', True),
+        ('Basic realm="x"', False),
+        ("BearerToken", False),
+        (None, False),
+        ("", False),
+    ],
+)
+def test_bearer_challenge(header: str | None, bearer: bool) -> None:
+    assert is_bearer_challenge(header) is bearer
 
 
 def test_error_message_reads_error_detail_or_text() -> None:

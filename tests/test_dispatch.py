@@ -14,6 +14,7 @@ import respx
 
 import lwbatch
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer, Token
+from lwbatch.cli.messages import for_cli
 from lwbatch.engine.dispatch import Dispatcher, Stopped
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import (
@@ -365,8 +366,51 @@ async def test_401_aborts_the_run_without_showing_the_token(fake_clock: FakeCloc
         await score(
             ["enwiki-damaging"], [1, 2, 3], script, fake_clock, token=Token("tok-SECRET-123")
         )
-    assert "401 Unauthorized" in str(info.value)
+    assert str(info.value) == (
+        f"401 Unauthorized from {BASE}/v1/models/enwiki-damaging:predict: the token is invalid "
+        "or expired; create a new one and put it in `token`, or run without one (anonymous tier)"
+    )
     assert "tok-SECRET-123" not in str(info.value) and "tok-SECRET-123" not in repr(info.value)
+
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api.wikimedia.org"'}
+
+
+async def test_a_bearer_challenge_to_a_run_without_a_token_says_a_token_is_needed(
+    fake_clock: FakeClock,
+) -> None:
+    script = Script(lambda r, n: httpx.Response(401, headers=CHALLENGE), fake_clock)
+    with pytest.raises(AuthenticationError) as info:
+        await score(["enwiki-damaging"], [1], script, fake_clock)
+    assert str(info.value) == (
+        f"401 Unauthorized from {BASE}/v1/models/enwiki-damaging:predict: anonymous access is "
+        "disabled on this endpoint and a token is needed; create one and put it in `token`"
+    )
+    assert for_cli(str(info.value)).endswith("put it in LIFTWING_TOKEN or --token-file")
+    assert len(script.requests) == 1
+
+
+async def test_a_bearer_challenge_to_a_token_says_the_token_is_bad(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: httpx.Response(401, headers=CHALLENGE), fake_clock)
+    with pytest.raises(AuthenticationError) as info:
+        await score(["enwiki-damaging"], [1], script, fake_clock, token=Token("tok-SECRET-9"))
+    assert "the token is invalid or expired" in str(info.value)
+    assert "tok-SECRET-9" not in str(info.value) and "tok-SECRET-9" not in repr(info.value)
+
+
+async def test_a_401_without_a_bearer_challenge_to_a_run_without_a_token(
+    fake_clock: FakeClock,
+) -> None:
+    script = Script(
+        lambda r, n: httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="x"'}),
+        fake_clock,
+    )
+    with pytest.raises(AuthenticationError) as info:
+        await score(["enwiki-damaging"], [1], script, fake_clock)
+    assert str(info.value) == (
+        f"401 Unauthorized from {BASE}/v1/models/enwiki-damaging:predict: the endpoint refuses "
+        "requests without credentials; if it takes a bearer token, put one in `token`"
+    )
 
 
 async def test_404_marks_the_model_undeployed_and_stops_sending_to_it(

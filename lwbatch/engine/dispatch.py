@@ -22,6 +22,7 @@ from lwbatch.protocol.answers import (
     classify_client_error,
     classify_server_error,
     error_message,
+    is_bearer_challenge,
     parse_answer,
 )
 from lwbatch.protocol.catalog import ModelSpec
@@ -211,7 +212,11 @@ class Dispatcher:
         if status >= 500:
             return self._server_error(rev_ids, reply)
         if status == 401:
-            raise AuthenticationError(url=self._client.endpoint.url(spec.name))
+            raise AuthenticationError(
+                url=self._client.endpoint.url(spec.name),
+                token_sent=self._client.has_token,
+                bearer_challenge=is_bearer_challenge(reply.www_authenticate),
+            )
         if status == 404:
             self.undeployed.add(spec.name)
             return _undeployed(spec, rev_ids)

@@ -69,6 +69,8 @@ _NO_PREDICTION = re.compile(
     r"^Could not make prediction for revision \d+ \([^)]*\)\. Reason: (\w+)$"
 )
 _MISSING_REVISION_CODES = frozenset({"revision_missing", "parent_revision_missing"})
+# RFC 9110 11.6.1: challenges are comma-separated, each starting with its scheme.
+_BEARER_CHALLENGE = re.compile(r"(?:^|,)\s*Bearer(?:\s|,|$)", re.IGNORECASE)
 
 
 class BadAnswer(Exception):
@@ -112,6 +114,11 @@ def classify_client_error(status: int, message: str) -> ErrorType:
     if (match := _MW_API_ERROR.match(message)) and match[1] in _MW_API_CODES:
         return _MW_API_CODES[match[1]]
     return _missing_revision(message) or ErrorType.BAD_REQUEST
+
+
+def is_bearer_challenge(www_authenticate: str | None) -> bool:
+    """Whether a WWW-Authenticate header asks for a bearer token."""
+    return www_authenticate is not None and bool(_BEARER_CHALLENGE.search(www_authenticate))
 
 
 def _missing_revision(message: str) -> ErrorType | None:
