@@ -476,15 +476,16 @@ async def test_other_500s_are_retried(fake_clock: FakeClock, model: str, message
 async def test_an_unsupported_language_is_a_score_for_every_revision_of_the_batch(
     fake_clock: FakeClock,
 ) -> None:
-    # Not a 404: the model stays deployed, only this language is refused.
-    raw = error("detail", "lang 'xx' does not exist in the canonical Wikipedia language list.")
+    # aa.wikipedia.org is closed, so not in revertrisk's canonical list. Not a 404: the
+    # model stays deployed, only this language is refused.
+    raw = error("detail", "lang 'aa' does not exist in the canonical Wikipedia language list.")
     replay = Replay(fake_clock, 400, raw)
     scores = await replay.send(
-        "revertrisk-language-agnostic", [Revision(1, "xx"), Revision(2, "xx")]
+        "revertrisk-language-agnostic", [Revision(1, "aa"), Revision(2, "aa")]
     )
     refused = Score(
         error=ErrorType.UNSUPPORTED_WIKI,
-        error_message="lang 'xx' does not exist in the canonical Wikipedia language list.",
+        error_message="lang 'aa' does not exist in the canonical Wikipedia language list.",
     )
     assert scores == [refused, refused]
     assert len(replay.script.requests) == 1
