@@ -156,7 +156,8 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     max_rate_limited: int = 30
-    default_retry_after: float = 5.0
+    # A 429 without Retry-After: the gateway's own default when it knows no reset time.
+    default_retry_after: float = 60.0
     # Connection failures in a row, before the endpoint ever answered, that end the run.
     unreachable_after: int = 10
 

@@ -6,7 +6,7 @@
     ├── InputError               an input file that cannot be read as revisions (exit 2)
     ├── OutputError              the output cannot be written or committed (exit 1)
     ├── RunAborted               the run cannot go on (exit 1)
-    │   ├── AuthenticationError  401: the token is bad or expired
+    │   ├── AuthenticationError  401: the token is bad or expired, or one is needed
     │   ├── NoModelDeployedError every requested model answered 404
     │   ├── UnreachableError     the endpoint never answered: refused, DNS, TLS
     │   └── IncompleteRunError   rows admitted but not written (a bug, never silent)
@@ -75,11 +75,28 @@ class RunAborted(LWBatchError):
 
 
 class AuthenticationError(RunAborted):
-    def __init__(self, *, url: str) -> None:
-        super().__init__(
-            f"401 Unauthorized from {url}: the token is invalid or expired; "
-            "create a new one and put it in `token`, or run without one (anonymous tier)"
-        )
+    """401. `token_sent`: the request carried a token; `bearer_challenge`: the answer's
+    WWW-Authenticate asked for a bearer token."""
+
+    def __init__(
+        self, *, url: str, token_sent: bool = True, bearer_challenge: bool = False
+    ) -> None:
+        if token_sent:
+            reason = (
+                "the token is invalid or expired; create a new one and put it in `token`, "
+                "or run without one (anonymous tier)"
+            )
+        elif bearer_challenge:
+            reason = (
+                "anonymous access is disabled on this endpoint and a token is needed; "
+                "create one and put it in `token`"
+            )
+        else:
+            reason = (
+                "the endpoint refuses requests without credentials; "
+                "if it takes a bearer token, put one in `token`"
+            )
+        super().__init__(f"401 Unauthorized from {url}: {reason}")
 
 
 class NoModelDeployedError(RunAborted):

@@ -244,7 +244,12 @@ async def test_headers_and_body_reach_the_server() -> None:
         )
         async with client:
             reply = await client.post(SPEC, PAYLOAD)
-    assert (reply.status, reply.body, reply.retry_after) == (200, ANSWER, None)
+    assert (reply.status, reply.body, reply.retry_after, reply.www_authenticate) == (
+        200,
+        ANSWER,
+        None,
+        None,
+    )
     head = wire.heads[0]
     assert head["host"] == url.removeprefix("http://")
     assert head["user-agent"] == user_agent("me@example.org")
@@ -288,6 +293,35 @@ async def test_scores_from_the_emulator_with_a_token_it_checks() -> None:
     assert reply.status == 200
     assert orjson.loads(reply.body) == emulator.answer(SPEC, 12345, "")
     assert refused.status == 401
+
+
+async def test_a_401_challenge_is_read_back_from_the_wire() -> None:
+    challenge = b'Bearer realm="api.wikimedia.org", error="invalid_token"'
+
+    async def unauthorized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await wire.read_request(reader)
+        writer.write(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: %s\r\n"
+            b"Content-Length: 12\r\n\r\nUnauthorized" % challenge
+        )
+        await writer.drain()
+
+    wire = Wire(unauthorized)
+    async with wire.running() as url, LiftWingClient(Endpoint(base_url=url)) as client:
+        reply = await client.post(SPEC, PAYLOAD)
+    assert (reply.status, reply.body, reply.www_authenticate) == (
+        401,
+        b"Unauthorized",
+        challenge.decode(),
+    )
+
+
+def test_the_client_says_whether_it_sends_a_token_but_never_which() -> None:
+    endpoint = Endpoint(base_url="http://127.0.0.1:9")
+    with_token = LiftWingClient(endpoint, token=Token("s3cret-xyz"))
+    assert with_token.has_token is True
+    assert LiftWingClient(endpoint).has_token is False
+    assert "s3cret-xyz" not in repr(with_token)
 
 
 async def test_what_the_transport_is_handed() -> None:

@@ -14,6 +14,7 @@ import respx
 
 import lwbatch
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer, Token
+from lwbatch.cli.messages import for_cli
 from lwbatch.engine.dispatch import Dispatcher, Stopped
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import (
@@ -185,7 +186,10 @@ async def test_429s_and_transient_failures_are_counted_apart(fake_clock: FakeClo
     statuses = [503, 429, 429, 503]
 
     def answer(request: httpx.Request, n: int) -> httpx.Response:
-        return httpx.Response(statuses[n - 1], text="busy", headers={"Retry-After": "1"})
+        # Retry-After on the 429s only: a 503 that carries one is not backed off.
+        status = statuses[n - 1]
+        headers = {"Retry-After": "1"} if status == 429 else {}
+        return httpx.Response(status, text="busy", headers=headers)
 
     script = Script(answer, fake_clock)
     retry = RetryPolicy(max_attempts=2, max_rate_limited=3)
@@ -196,6 +200,51 @@ async def test_429s_and_transient_failures_are_counted_apart(fake_clock: FakeClo
     assert [s for s in run.slept if s] == [random.Random(7).uniform(0.0, 0.5)]
     assert score_.error is ErrorType.TRANSIENT_ERROR
     assert score_.error_message == "HTTP 503 after 2 attempt(s): busy"
+
+
+async def test_a_429_without_retry_after_waits_the_gateways_60_seconds(
+    fake_clock: FakeClock,
+) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        return httpx.Response(429, text="Too many requests") if n == 1 else ok(request)
+
+    script = Script(answer, fake_clock)
+    async with Recorded(script, fake_clock, retry=RetryPolicy()) as run:
+        assert (await run.send(5)).ok
+    first, second = (t for t, _ in script.requests)
+    assert second - first == 60.0
+    assert not any(run.slept)
+
+
+async def test_a_503_with_retry_after_pauses_the_limiter_instead_of_backing_off(
+    fake_clock: FakeClock,
+) -> None:
+    script = Script(
+        lambda r, n: httpx.Response(503, text="upstream busy", headers={"Retry-After": "20"}),
+        fake_clock,
+    )
+    async with Recorded(script, fake_clock, retry=RetryPolicy(max_attempts=3)) as run:
+        score_ = await run.send(5)
+    # Still a transient attempt each time: the policy's 3, then given up.
+    assert score_ == Score.failed(
+        ErrorType.TRANSIENT_ERROR, "HTTP 503 after 3 attempt(s): upstream busy"
+    )
+    assert run.slept == []
+    times = [t for t, _ in script.requests]
+    assert [b - a for a, b in zip(times, times[1:], strict=False)] == [20.0, 20.0]
+    assert run.limiter.statistics().paused_until == times[-1] + 20.0
+
+
+async def test_a_503_with_an_unreadable_retry_after_is_backed_off(fake_clock: FakeClock) -> None:
+    script = Script(
+        lambda r, n: httpx.Response(503, text="busy", headers={"Retry-After": "soon"}),
+        fake_clock,
+    )
+    async with Recorded(script, fake_clock, retry=RetryPolicy(max_attempts=2), seed=3) as run:
+        score_ = await run.send(5)
+    assert score_.error is ErrorType.TRANSIENT_ERROR
+    assert run.slept == [random.Random(3).uniform(0.0, 0.5)]
+    assert run.limiter.statistics().paused_until == float("-inf")
 
 
 async def test_429s_are_bounded_then_rate_limited(fake_clock: FakeClock) -> None:
@@ -297,14 +346,71 @@ async def test_429_pauses_the_whole_pool_for_retry_after(fake_clock: FakeClock) 
     assert min(later) >= limited_at + 30.0  # nobody sent during the pause
 
 
+async def test_503_retry_after_pauses_the_whole_pool(fake_clock: FakeClock) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        if n == 3:
+            return httpx.Response(503, text="Service Unavailable", headers={"Retry-After": "30"})
+        return ok(request)
+
+    script = Script(answer, fake_clock)
+    rows = await score(["enwiki-damaging"], list(range(1, 21)), script, fake_clock, concurrency=8)
+    assert all(r.scores["enwiki-damaging"].ok for r in rows)
+    assert len(script.requests) == 21
+    limited_at = script.requests[2][0]
+    assert min(t for t, _ in script.requests[3:]) >= limited_at + 30.0
+
+
 async def test_401_aborts_the_run_without_showing_the_token(fake_clock: FakeClock) -> None:
     script = Script(lambda r, n: httpx.Response(401, text="Unauthorized"), fake_clock)
     with pytest.raises(AuthenticationError) as info:
         await score(
             ["enwiki-damaging"], [1, 2, 3], script, fake_clock, token=Token("tok-SECRET-123")
         )
-    assert "401 Unauthorized" in str(info.value)
+    assert str(info.value) == (
+        f"401 Unauthorized from {BASE}/v1/models/enwiki-damaging:predict: the token is invalid "
+        "or expired; create a new one and put it in `token`, or run without one (anonymous tier)"
+    )
     assert "tok-SECRET-123" not in str(info.value) and "tok-SECRET-123" not in repr(info.value)
+
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api.wikimedia.org"'}
+
+
+async def test_a_bearer_challenge_to_a_run_without_a_token_says_a_token_is_needed(
+    fake_clock: FakeClock,
+) -> None:
+    script = Script(lambda r, n: httpx.Response(401, headers=CHALLENGE), fake_clock)
+    with pytest.raises(AuthenticationError) as info:
+        await score(["enwiki-damaging"], [1], script, fake_clock)
+    assert str(info.value) == (
+        f"401 Unauthorized from {BASE}/v1/models/enwiki-damaging:predict: anonymous access is "
+        "disabled on this endpoint and a token is needed; create one and put it in `token`"
+    )
+    assert for_cli(str(info.value)).endswith("put it in LIFTWING_TOKEN or --token-file")
+    assert len(script.requests) == 1
+
+
+async def test_a_bearer_challenge_to_a_token_says_the_token_is_bad(fake_clock: FakeClock) -> None:
+    script = Script(lambda r, n: httpx.Response(401, headers=CHALLENGE), fake_clock)
+    with pytest.raises(AuthenticationError) as info:
+        await score(["enwiki-damaging"], [1], script, fake_clock, token=Token("tok-SECRET-9"))
+    assert "the token is invalid or expired" in str(info.value)
+    assert "tok-SECRET-9" not in str(info.value) and "tok-SECRET-9" not in repr(info.value)
+
+
+async def test_a_401_without_a_bearer_challenge_to_a_run_without_a_token(
+    fake_clock: FakeClock,
+) -> None:
+    script = Script(
+        lambda r, n: httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="x"'}),
+        fake_clock,
+    )
+    with pytest.raises(AuthenticationError) as info:
+        await score(["enwiki-damaging"], [1], script, fake_clock)
+    assert str(info.value) == (
+        f"401 Unauthorized from {BASE}/v1/models/enwiki-damaging:predict: the endpoint refuses "
+        "requests without credentials; if it takes a bearer token, put one in `token`"
+    )
 
 
 async def test_404_marks_the_model_undeployed_and_stops_sending_to_it(

@@ -1,9 +1,10 @@
 """One request's life: budget, send, retry, and the answer turned into scores.
 
 Every attempt, retries included, passes through the limiter first. Transient
-failures (5xx, timeouts, resets) back off exponentially with full jitter; a 429
-pauses the whole limiter for Retry-After, so every worker waits, not just the one
-that was told. Terminal answers become scores; only 401 ends the run.
+failures (5xx, timeouts, resets) back off exponentially with full jitter; a 429, or a
+503 with Retry-After, pauses the whole limiter for that long instead, so every worker
+waits, not just the one that was told. Terminal answers (a 500 that says the revision
+cannot be found among them) become scores; only 401 ends the run.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ import anyio
 from lwbatch.config import RetryPolicy
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
-from lwbatch.protocol.answers import classify_client_error, error_message, parse_answer
+from lwbatch.protocol.answers import (
+    classify_client_error,
+    classify_server_error,
+    error_message,
+    is_bearer_challenge,
+    parse_answer,
+)
 from lwbatch.protocol.catalog import ModelSpec
-from lwbatch.protocol.client import LiftWingClient, TransportFailure
-from lwbatch.protocol.payloads import build_payload, parse_retry_after
+from lwbatch.protocol.client import LiftWingClient, Reply, TransportFailure
+from lwbatch.protocol.payloads import build_payload, parse_retry_after, read_retry_after
 from lwbatch.results import ErrorType, Revision, Score
 from lwbatch.seams import Limiter
 
@@ -38,6 +45,8 @@ class _Retry:
     error: ErrorType  # TRANSIENT_ERROR or RATE_LIMITED
     cause: str
     detail: str | None = None
+    # The limiter was paused (Retry-After): that wait holds this worker too.
+    paused: bool = False
 
     def message(self, attempts: int) -> str:
         text = f"{self.cause} after {attempts} attempt(s)"
@@ -117,7 +126,8 @@ class Dispatcher:
             else:
                 transient += 1
                 if transient < policy.max_attempts:
-                    await self._sleep(self._backoff(transient))
+                    if not outcome.paused:
+                        await self._sleep(self._backoff(transient))
                     continue
                 message = outcome.message(transient)
             return [Score.failed(outcome.error, message)] * len(rev_ids)
@@ -221,9 +231,13 @@ class Dispatcher:
             )
             return _RATE_LIMITED
         if status >= 500:
-            return _Retry(ErrorType.TRANSIENT_ERROR, f"HTTP {status}", error_message(reply.body))
+            return self._server_error(rev_ids, reply)
         if status == 401:
-            raise AuthenticationError(url=self._client.endpoint.url(spec.name))
+            raise AuthenticationError(
+                url=self._client.endpoint.url(spec.name),
+                token_sent=self._client.has_token,
+                bearer_challenge=is_bearer_challenge(reply.www_authenticate),
+            )
         if status == 404:
             self.undeployed.add(spec.name)
             return _undeployed(spec, rev_ids)
@@ -235,6 +249,18 @@ class Dispatcher:
             }
         error = classify_client_error(status, message)
         return {rev_id: Score.failed(error, message) for rev_id in rev_ids}
+
+    def _server_error(self, rev_ids: list[int], reply: Reply) -> dict[int, Score] | _Retry:
+        """A 5xx: a final answer, or a retry (the limiter paused if a 503 said how long)."""
+        message = error_message(reply.body)
+        final = classify_server_error(reply.status, message)
+        if final is not None:
+            return {rev_id: Score.failed(final, message) for rev_id in rev_ids}
+        cause = f"HTTP {reply.status}"
+        if reply.status == 503 and (seconds := read_retry_after(reply.retry_after)) is not None:
+            self._limiter.pause(seconds)
+            return _Retry(ErrorType.TRANSIENT_ERROR, cause, message, paused=True)
+        return _Retry(ErrorType.TRANSIENT_ERROR, cause, message)
 
 
 def _undeployed(spec: ModelSpec, rev_ids: list[int]) -> dict[int, Score]:

@@ -1,7 +1,7 @@
 """Lift Wing answers -> :class:`Score` values.
 
-Every family's response shape is parsed here, and every terminal HTTP error is mapped
-to an :class:`ErrorType`. Nothing here does I/O.
+Every family's response shape is parsed here, and every error body that is a final
+answer is mapped to an :class:`ErrorType`. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +17,60 @@ from lwbatch.results import ErrorType, Prediction, Score
 
 _BATCH_ERROR_REV = re.compile(r"revision (\d+)")
 _MAX_MESSAGE = 300
+
+# Each rule below matches the bodies of named model servers (inference-services),
+# quoted in its comment; a body no rule matches keeps its status's default meaning.
+
+# 500s: kserve turns an InferenceError into 500 {"error": ...}, so a revision that
+# cannot be fetched looks like an outage; retrying it only spends budget.
+_SERVER_NOT_FOUND = (
+    # revertrisk-wikidata, MediaWiki's answer has no `pages` (no such revision):
+    # "Error in preprocess for rev_id N. Reason: Failed to fetch revision content in
+    # _get_revision_content for rev_id N. Reason: 'pages'"
+    re.compile(
+        r"Failed to fetch revision content in _get_revision_content for rev_id \d+\. "
+        r"Reason: 'pages'$"
+    ),
+    # articlequality, the REST API answered 404:
+    # "Fetching html failed for the article revision with id: N. Reason: Not Found"
+    re.compile(r"^Fetching html failed for the article revision with id: \d+\. Reason: Not Found$"),
+)
+
+# 400s that are final for every revision of that (model, language).
+_UNSUPPORTED_LANG = (
+    # readability (and other servers' check_supported_wikis): "Unsupported lang: xx."
+    re.compile(r"^Unsupported lang: "),
+    # revertrisk: "lang 'xx' does not exist in the canonical Wikipedia language list."
+    re.compile(r"^lang '[^']*' does not exist in the canonical Wikipedia language list\.$"),
+)
+# revscoring 400: "The MW API does not have any info related to the rev-id provided as
+# input (N), ..." (badrevids: unknown revision or deleted page)
+_NO_INFO = "The MW API does not have any info related to the rev-id"
+# readability 400: "The necessary features cannot be obtained from the MediaWiki API.
+# This could be because the data does not exist or has been deleted."
+_NO_FEATURES = "The necessary features cannot be obtained from the MediaWiki API."
+# revscoring 400: "Missing resource for rev-id N: KIND: ..." (KIND: a revscoring
+# MissingResource class); any other kind is unscorable.
+_MISSING_RESOURCE = re.compile(r"^Missing resource for rev-id \d+: (\w+)")
+_MISSING_RESOURCE_KINDS = {
+    "TextDeleted": ErrorType.DELETED,
+    "CommentDeleted": ErrorType.DELETED,
+    "UserDeleted": ErrorType.DELETED,
+    "RevisionNotFound": ErrorType.NOT_FOUND,
+    "PageNotFound": ErrorType.NOT_FOUND,
+}
+# outlink-topic-model 400: "Cannot fetch revision N on xx.wikipedia.org: MediaWiki API
+# error 'CODE'." (other codes, e.g. invalidtitle, stay bad_request)
+_MW_API_ERROR = re.compile(r"^Cannot fetch revision \d+ on \S+: MediaWiki API error '(\w+)'\.$")
+_MW_API_CODES = {"nosuchrevid": ErrorType.NOT_FOUND, "permissiondenied": ErrorType.DELETED}
+# reference-need/risk (400), revertrisk (422, and each item of a batch's `errors`):
+# "Could not make prediction for revision N (xx). Reason: CODE"
+_NO_PREDICTION = re.compile(
+    r"^Could not make prediction for revision \d+ \([^)]*\)\. Reason: (\w+)$"
+)
+_MISSING_REVISION_CODES = frozenset({"revision_missing", "parent_revision_missing"})
+# RFC 9110 11.6.1: challenges are comma-separated, each starting with its scheme.
+_BEARER_CHALLENGE = re.compile(r"(?:^|,)\s*Bearer(?:\s|,|$)", re.IGNORECASE)
 
 
 class BadAnswer(Exception):
@@ -38,16 +92,38 @@ def error_message(body: bytes) -> str:
     return orjson.dumps(data).decode()[:_MAX_MESSAGE]
 
 
+def classify_server_error(status: int, message: str) -> ErrorType | None:
+    """A 5xx that is a final answer -> its error type; None: transient, retry it."""
+    if status == 500 and any(rule.search(message) for rule in _SERVER_NOT_FOUND):
+        return ErrorType.NOT_FOUND
+    return None
+
+
 def classify_client_error(status: int, message: str) -> ErrorType:
     """Terminal 4xx (not 401/404/429, which the dispatcher handles) -> error type."""
     if status == 422:
-        return ErrorType.UNSCORABLE
-    if status == 400:
-        if "does not have any info" in message:
-            return ErrorType.NOT_FOUND
-        if "Missing resource" in message or "Deleted" in message:
-            return ErrorType.DELETED
-    return ErrorType.BAD_REQUEST
+        return _missing_revision(message) or ErrorType.UNSCORABLE
+    if status != 400:
+        return ErrorType.BAD_REQUEST
+    if any(rule.search(message) for rule in _UNSUPPORTED_LANG):
+        return ErrorType.UNSUPPORTED_WIKI
+    if message.startswith((_NO_INFO, _NO_FEATURES)):
+        return ErrorType.NOT_FOUND
+    if match := _MISSING_RESOURCE.match(message):
+        return _MISSING_RESOURCE_KINDS.get(match[1], ErrorType.UNSCORABLE)
+    if (match := _MW_API_ERROR.match(message)) and match[1] in _MW_API_CODES:
+        return _MW_API_CODES[match[1]]
+    return _missing_revision(message) or ErrorType.BAD_REQUEST
+
+
+def is_bearer_challenge(www_authenticate: str | None) -> bool:
+    """Whether a WWW-Authenticate header asks for a bearer token."""
+    return www_authenticate is not None and bool(_BEARER_CHALLENGE.search(www_authenticate))
+
+
+def _missing_revision(message: str) -> ErrorType | None:
+    match = _NO_PREDICTION.match(message)
+    return ErrorType.NOT_FOUND if match and match[1] in _MISSING_REVISION_CODES else None
 
 
 def parse_answer(spec: ModelSpec, rev_ids: Sequence[int], body: bytes) -> dict[int, Score]:
@@ -80,7 +156,8 @@ def _parse_batch(
     for message in data.get("errors") or ():
         match = _BATCH_ERROR_REV.search(str(message))
         if match:
-            found.setdefault(int(match.group(1)), Score.failed(ErrorType.UNSCORABLE, str(message)))
+            error = _missing_revision(str(message)) or ErrorType.UNSCORABLE
+            found.setdefault(int(match.group(1)), Score.failed(error, str(message)))
     missing = Score.failed(
         ErrorType.BAD_RESPONSE, f"{spec.name} left this revision out of its batch answer"
     )
@@ -113,16 +190,6 @@ def _revscoring(spec: ModelSpec, rev_id: int, data: Mapping[str, Any]) -> Score:
     wiki = data[spec.wiki]
     version = _version(wiki.get("models", {}).get(spec.kind, {}).get("version"))
     entry = wiki["scores"][str(rev_id)][spec.kind]
-    if "error" in entry:
-        # ORES-style per-revision error inside a 200 answer.
-        error = entry["error"]
-        message = str(error.get("message", error))
-        kind = str(error.get("type", ""))
-        if "NotFound" in kind:
-            return Score.failed(ErrorType.NOT_FOUND, message)
-        if "Deleted" in kind or "Deleted" in message:
-            return Score.failed(ErrorType.DELETED, message)
-        return Score.failed(ErrorType.UNSCORABLE, message)
     score = entry["score"]
     return Score(
         prediction=_prediction(spec, score["prediction"]),

@@ -40,6 +40,8 @@ class Reply:
     body: bytes
     retry_after: str | None
     latency: float
+    # A 401's challenge: `Bearer ...` when the endpoint wants a token.
+    www_authenticate: str | None = None
 
 
 class TransportFailure(Exception):
@@ -172,6 +174,11 @@ class LiftWingClient:
         # (the URL alone measured 7% of the CPU).
         self._targets: dict[str, tuple[httpx.URL, httpx.Headers]] = {}
 
+    @property
+    def has_token(self) -> bool:
+        """Whether requests carry a bearer token (never the token itself)."""
+        return "Authorization" in self._headers
+
     async def __aenter__(self) -> LiftWingClient:
         await self._transport.__aenter__()
         return self
@@ -214,6 +221,7 @@ class LiftWingClient:
             body=body,
             retry_after=response.headers.get("retry-after"),
             latency=self._clock() - started,
+            www_authenticate=response.headers.get("www-authenticate"),
         )
 
     def __repr__(self) -> str:

@@ -49,16 +49,22 @@ def _instance(fields: Sequence[str], form: LangForm, revision: Revision) -> dict
 
 def parse_retry_after(value: str | None, *, default: float) -> float:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    seconds = read_retry_after(value)
+    return default if seconds is None else seconds
+
+
+def read_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header, or None if it is absent or unreadable."""
     if not value:
-        return default
+        return None
     try:
         seconds = float(value)
         if not math.isfinite(seconds):
-            return default
+            return None
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
-            return default
+            return None
         seconds = when.timestamp() - time.time()
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
