@@ -141,7 +141,7 @@ class Recorded:
 
     async def send(self, rev_id: int, model: str = "enwiki-damaging") -> Score:
         spec = default_catalog().resolve(model)
-        (score,) = await self.dispatcher.send(spec, [Revision(rev_id, "en")])
+        (score,) = await self.dispatcher.send(spec, [Revision.in_lang(rev_id, "en")])
         return score
 
 
@@ -626,7 +626,7 @@ def test_payload_is_one_instance_or_a_batch() -> None:
     catalog = default_catalog()
     damaging = catalog.resolve("enwiki-damaging")
     revertrisk = catalog.resolve("revertrisk-language-agnostic")
-    assert orjson.loads(build_payload(damaging, [Revision(1, "en")])) == {"rev_id": 1}
-    assert orjson.loads(build_payload(revertrisk, [Revision(1, "de"), Revision(2, "en")])) == {
-        "instances": [{"rev_id": 1, "lang": "de"}, {"rev_id": 2, "lang": "en"}]
-    }
+    assert orjson.loads(build_payload(damaging, [Revision.in_lang(1, "en")])) == {"rev_id": 1}
+    assert orjson.loads(
+        build_payload(revertrisk, [Revision.in_lang(1, "de"), Revision.in_lang(2, "en")])
+    ) == {"instances": [{"rev_id": 1, "lang": "de"}, {"rev_id": 2, "lang": "en"}]}

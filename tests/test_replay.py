@@ -419,7 +419,7 @@ async def test_final_answers_cost_one_request(
     message: str,
 ) -> None:
     replay = Replay(fake_clock, status, raw)
-    scores = await replay.send(model, [Revision(7, "en")])
+    scores = await replay.send(model, [Revision.in_lang(7, "en")])
     assert scores == [
         Score(
             prediction=None,
@@ -457,7 +457,7 @@ TRANSIENT = [
 @pytest.mark.parametrize(("model", "message"), TRANSIENT)
 async def test_other_500s_are_retried(fake_clock: FakeClock, model: str, message: str) -> None:
     replay = Replay(fake_clock, 500, error("error", message))
-    scores = await replay.send(model, [Revision(7, "en")])
+    scores = await replay.send(model, [Revision.in_lang(7, "en")])
     assert scores == [
         Score(
             prediction=None,
@@ -481,7 +481,7 @@ async def test_an_unsupported_language_is_a_score_for_every_revision_of_the_batc
     raw = error("detail", "lang 'aa' does not exist in the canonical Wikipedia language list.")
     replay = Replay(fake_clock, 400, raw)
     scores = await replay.send(
-        "revertrisk-language-agnostic", [Revision(1, "aa"), Revision(2, "aa")]
+        "revertrisk-language-agnostic", [Revision.in_lang(1, "aa"), Revision.in_lang(2, "aa")]
     )
     refused = Score(
         error=ErrorType.UNSUPPORTED_WIKI,
@@ -501,7 +501,8 @@ async def test_a_batch_answer_with_errors_through_the_dispatcher(fake_clock: Fak
     )
     replay = Replay(fake_clock, 200, raw)
     scores = await replay.send(
-        "revertrisk-language-agnostic", [Revision(5, "en"), Revision(123456789, "en")]
+        "revertrisk-language-agnostic",
+        [Revision.in_lang(5, "en"), Revision.in_lang(123456789, "en")],
     )
     assert scores == [
         Score(
