@@ -143,6 +143,28 @@ def test_itemtopic() -> None:
     }
 
 
+def test_outlink_topic_model() -> None:
+    # The shape of liftwing-api.md section 2 and the server's postprocess(): topics at or
+    # above the threshold, best first; no model version in the answer.
+    raw = (
+        b'{"prediction":{"article":"https://en.wikipedia.org/wiki?curid=60520815",'
+        b'"results":[{"topic":"STEM.Physics","score":0.999},'
+        b'{"topic":"Culture.Biography.Biography*","score":0.5}]}}'
+    )
+    assert parse_answer(spec("outlink-topic-model"), [123], raw) == {
+        123: Score(
+            prediction=["STEM.Physics", "Culture.Biography.Biography*"],
+            probability={"STEM.Physics": 0.999, "Culture.Biography.Biography*": 0.5},
+            model_version=None,
+            error=None,
+            error_message=None,
+        )
+    }
+    broken = b'{"prediction":{"article":"x","results":{"topic":"STEM.Physics"}}}'
+    [score] = parse_answer(spec("outlink-topic-model"), [123], broken).values()
+    assert score.error is ErrorType.BAD_RESPONSE
+
+
 def test_readability() -> None:
     assert parse_answer(spec("readability"), [123456789], READABILITY) == {
         123456789: Score(
@@ -295,10 +317,8 @@ FINAL = [
         "Could not make prediction for revision 7 (en). Reason: other_reason",
         id="revertrisk-422-other-reason",
     ),
-    # outlink-topic-model is not in the catalogue (its payload is page based): its
-    # bodies go through another model's request; the rules do not look at the model.
     pytest.param(
-        "revertrisk-language-agnostic",
+        "outlink-topic-model",
         400,
         error(
             "detail",
@@ -309,7 +329,7 @@ FINAL = [
         id="outlink-400-nosuchrevid",
     ),
     pytest.param(
-        "revertrisk-language-agnostic",
+        "outlink-topic-model",
         400,
         error(
             "detail",

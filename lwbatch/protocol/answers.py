@@ -175,6 +175,8 @@ def _parse_one(spec: ModelSpec, rev_id: int, data: Mapping[str, Any]) -> Score:
             probability=_probability(output.get("probabilities")),
             model_version=_version(data.get("model_version")),
         )
+    if shape == "outlink":
+        return _outlink(spec, data)
     value: Any = data
     for key in spec.family.score_field:
         value = value[key]
@@ -182,6 +184,20 @@ def _parse_one(spec: ModelSpec, rev_id: int, data: Mapping[str, Any]) -> Score:
         prediction=_prediction(spec, value),
         probability=None,
         model_version=_version(data.get("model_version")),
+    )
+
+
+def _outlink(spec: ModelSpec, data: Mapping[str, Any]) -> Score:
+    # {"prediction": {"article": URL, "results": [{"topic", "score"}, ...]}}: the topics
+    # at or above the server's threshold (0.5), best first; the answer names no version.
+    results = data["prediction"]["results"]
+    if not isinstance(results, list):
+        raise BadAnswer(f"results {results!r} is not a list")
+    topics = [str(item["topic"]) for item in results]
+    return Score(
+        prediction=_prediction(spec, topics),
+        probability=_probability({item["topic"]: item["score"] for item in results}),
+        model_version=None,
     )
 
 
