@@ -13,18 +13,19 @@ Prediction: TypeAlias = bool | str | list[str] | float
 
 
 class ErrorType(StrEnum):
-    """The `error` value of a score that failed. Terminal unless said otherwise."""
+    """The `error` value of a score that failed. Terminal unless said otherwise; which
+    answer is which is lwbatch/protocol/answers.py's business."""
 
-    NOT_FOUND = "not_found"  # 400 "does not have any info": the revision is unknown
-    DELETED = "deleted"  # 400 "Missing resource ... TextDeleted"
+    NOT_FOUND = "not_found"  # the server cannot find or fetch the revision (400, 422, 500)
+    DELETED = "deleted"  # its text, comment or user was deleted
     MODEL_NOT_DEPLOYED = "model_not_deployed"  # 404 for the model
     UNSUPPORTED_WIKI = "unsupported_wiki"  # the model does not serve this row's wiki/language
-    UNSCORABLE = "unscorable"  # 422, or a batch item the model could not score
+    UNSCORABLE = "unscorable"  # 422 for another reason, or a batch item not scored
     BAD_REQUEST = "bad_request"  # any other 4xx
     BAD_RESPONSE = "bad_response"  # 2xx whose body is not the model's answer shape
     TRANSIENT_ERROR = "transient_error"  # 5xx/timeout/connection error, retries exhausted
     RATE_LIMITED = "rate_limited"  # 429 more times than the retry policy allows
-    INVALID_INPUT = "invalid_input"  # the input row has no usable rev_id; never sent
+    INVALID_INPUT = "invalid_input"  # no usable rev_id or wiki, or no page_id; never sent
 
 
 @dataclass(frozen=True, slots=True)
