@@ -93,17 +93,22 @@ def max_in_window(times: list[float], period: float) -> int:
 
 
 # -- what the emulator answers, derived here rather than asked of it -----------------
-def emulated_unit(model: str, rev_id: int, salt: int = 0) -> float:
-    """The emulator's deterministic number in [0, 1) for (model, rev_id), re-derived.
+def emulated_unit(model: str, rev_id: int, salt: int = 0, *, wiki: str = "") -> float:
+    """The emulator's deterministic number in [0, 1) for (model, wiki, rev_id), re-derived.
 
-    The rule, as lwbatch/testing/emulator.py states it: a 64-bit seed made of the CRC-32
-    of the model name in the high half, XOR the rev_id, XOR salt times the golden-ratio
-    constant; then SplitMix64 (Steele, Lea and Flood 2014: one increment by the golden
-    ratio and the MurmurHash3-style finaliser); the top 53 bits as a fraction.
+    `wiki`: for a model that takes a lang, the database name of the wiki that lang names
+    (enwiki, zh_yuewiki); empty for the others, whose name already says their wiki.
+
+    The rule, as lwbatch/testing/emulator.py states it: the key is the model name, or
+    "model@wiki"; a 64-bit seed made of the CRC-32 of the key in the high half, XOR the
+    rev_id, XOR salt times the golden-ratio constant; then SplitMix64 (Steele, Lea and
+    Flood 2014: one increment by the golden ratio and the MurmurHash3-style finaliser);
+    the top 53 bits as a fraction.
     """
+    key = f"{model}@{wiki}" if wiki else model
     golden = 0x9E3779B97F4A7C15
     bits = 2**64
-    state = ((zlib.crc32(model.encode("utf-8")) * 2**32) ^ rev_id ^ (salt * golden)) % bits
+    state = ((zlib.crc32(key.encode("utf-8")) * 2**32) ^ rev_id ^ (salt * golden)) % bits
     z = (state + golden) % bits
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % bits
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % bits
@@ -111,10 +116,11 @@ def emulated_unit(model: str, rev_id: int, salt: int = 0) -> float:
     return (z >> 11) / 2**53
 
 
-def emulated_p_true(model: str, rev_id: int) -> float:
+def emulated_p_true(model: str, rev_id: int, *, wiki: str = "") -> float:
     """P(true) the emulator gives a binary model (damaging, goodfaith, reverted,
-    revertrisk): the unit number to 4 decimals; the prediction is `p > 0.5`."""
-    return round(emulated_unit(model, rev_id), 4)
+    revertrisk): the unit number to 4 decimals; the prediction is `p > 0.5`. `wiki` as
+    for :func:`emulated_unit`."""
+    return round(emulated_unit(model, rev_id, wiki=wiki), 4)
 
 
 # -- a scripted transport for Scorer tests -------------------------------------------
@@ -122,23 +128,11 @@ _EMULATOR = Emulator()
 
 
 def ok(request: httpx.Request) -> httpx.Response:
-    """A 200 with the emulator's answer (single or batch) for the request's model."""
+    """The emulator's answer (single or batch) for the request's model and body, without
+    a gateway or faults: a 200 for every revision the emulator knows."""
     model = request.url.path.split("/")[-1].removesuffix(":predict")
-    payload = orjson.loads(request.content)
-    spec = default_catalog().resolve(model)
-    if "instances" in payload:
-        return httpx.Response(
-            200,
-            json={
-                "predictions": [
-                    _EMULATOR.answer(spec, i["rev_id"], i.get("lang", ""))
-                    for i in payload["instances"]
-                ]
-            },
-        )
-    return httpx.Response(
-        200, json=_EMULATOR.answer(spec, payload["rev_id"], payload.get("lang", ""))
-    )
+    answer = _EMULATOR.reply(default_catalog().resolve(model), orjson.loads(request.content))
+    return httpx.Response(answer.status, json=answer.body)
 
 
 class Script:

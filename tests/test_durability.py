@@ -279,7 +279,7 @@ async def test_an_adoption_cut_short_is_done_again_asking_only_transient_failure
         report = await run(inp, out, base_url)
     # Adopted again: only the transient failures were asked, each once.
     assert emu.stats.requests == len(transient) == report.requests_sent
-    assert set(emu.stats.answered) == {(MODEL, rev) for rev in transient}
+    assert set(emu.stats.answered) == {(MODEL, "enwiki", rev) for rev in transient}
     asked_again = {rev: "not_found" if rev == UNKNOWN else None for rev in transient}
     assert errors_by_rev(out) == {**first, **asked_again}
     assert not journal_dir(out).exists()

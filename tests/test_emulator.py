@@ -11,8 +11,9 @@ import pytest
 
 from lwbatch.config import Rate
 from lwbatch.errors import UsageError
-from lwbatch.testing.emulator import Latency, unit
-from tests.conftest import EmulatorFactory, emulated_p_true
+from lwbatch.testing.answers import unit
+from lwbatch.testing.emulator import EmulatorConfig, Latency, parse_unsupported, spawned
+from tests.conftest import EmulatorFactory, emulated_p_true, emulated_unit
 
 
 def post(base_url: str, model: str, payload: object, **headers: str) -> httpx.Response:
@@ -66,6 +67,8 @@ READABILITY = """{"model_name":"readability","model_version":"v1","wiki_db":"enw
 "revision_id":123456789,"output":{"score":0.6433582305908203,"fk_score_proxy":9.397851597845303}}"""
 ARTICLEQUALITY = """{"score": 0.10, "model_name": "articlequality", "model_version": "1",
 "wiki_db": "enwiki", "revision_id": 12345}"""
+OUTLINK = """{"prediction": {"article": "https://en.wikipedia.org/wiki?curid=60520815",
+"results": [{"topic": "STEM.Physics", "score": 0.999}]}}"""
 
 
 def revscoring(wiki: str, kind: str, prediction: Any, labels: list[str]) -> str:
@@ -163,6 +166,12 @@ DOCUMENTED: dict[str, tuple[dict[str, Any], str, frozenset[str], bool]] = {
         frozenset(),
         False,
     ),
+    "outlink-topic-model": (
+        {"lang": "en", "page_id": 60520815, "revision_id": 12345},
+        OUTLINK,
+        frozenset(),
+        True,
+    ),
 }
 
 
@@ -217,7 +226,7 @@ def test_binary_scores_follow_the_emulators_rule(running_emulator: tuple[object,
     batch = post(base_url, rr, {"instances": [{"rev_id": r, "lang": "de"} for r in range(1, 21)]})
     expected = []
     for rev in range(1, 21):
-        p = emulated_p_true(rr, rev)
+        p = emulated_p_true(rr, rev, wiki="dewiki")
         expected.append(
             {
                 "model_name": rr,
@@ -254,20 +263,47 @@ def test_batches_follow_lift_wing_rules(running_emulator: tuple[object, str]) ->
     assert structure(body) == structure(documented)
     assert [p["revision_id"] for p in body["predictions"]] == [5, 6]
     assert body["errors"] == [
-        "Could not make prediction for revision 2100000000 (en). Reason: revision not found"
+        "Could not make prediction for revision 2100000000 (en). Reason: revision_missing"
     ]
     mixed = post(
         base_url, rr, {"instances": [{"rev_id": 5, "lang": "en"}, {"rev_id": 6, "lang": "de"}]}
     )
-    assert mixed.status_code == 400
+    assert (mixed.status_code, mixed.json()) == (
+        400,
+        {"detail": "Requesting multiple revisions should have the same language."},
+    )
     too_many = post(
         base_url, rr, {"instances": [{"rev_id": i, "lang": "en"} for i in range(1, 22)]}
     )
-    assert too_many.status_code == 400
-    all_failed = post(base_url, rr, {"instances": [{"rev_id": 2_100_000_001, "lang": "en"}] * 2})
-    assert all_failed.status_code == 422
+    assert (too_many.status_code, too_many.json()) == (
+        400,
+        {"detail": "Only accept a maximum of 20 rev_ids in the request."},
+    )
+    # The server keys revisions by (rev_id, lang) in a dict: a repeated one is one entry.
+    all_failed = post(
+        base_url,
+        rr,
+        {
+            "instances": [
+                {"rev_id": 2_100_000_001, "lang": "en"},
+                {"rev_id": 2_100_000_002, "lang": "en"},
+                {"rev_id": 2_100_000_001, "lang": "en"},
+            ]
+        },
+    )
+    assert (all_failed.status_code, all_failed.json()) == (
+        422,
+        {
+            "detail": "Could not make prediction for revisions dict_keys([(2100000001, 'en'), "
+            "(2100000002, 'en')]). Reason: ['revision_missing', 'revision_missing']"
+        },
+    )
+    # A server without batches reads the body as one instance, without a rev_id.
     no_batch = post(base_url, "enwiki-damaging", {"instances": [{"rev_id": 1}, {"rev_id": 2}]})
-    assert no_batch.status_code == 400
+    assert (no_batch.status_code, no_batch.json()) == (
+        400,
+        {"error": 'Expected "rev_id" in input data.'},
+    )
 
 
 def test_a_batch_of_one_answers_a_list_of_predictions(
@@ -330,7 +366,9 @@ ERRORS: list[tuple[str, dict[str, Any], str, dict[str, Any], int, dict[str, Any]
     (
         "revertrisk cannot score",
         {},
-        "revertrisk-language-agnostic",
+        # The documented single-revision form is multilingual's; the language-agnostic
+        # server answers its batch form even to one revision (see MISSING_ANSWERS).
+        "revertrisk-multilingual",
         {"rev_id": MISSING, "lang": "en"},
         422,
         {"detail": f"Could not make prediction for revision {MISSING} (en). Reason: ..."},
@@ -386,8 +424,10 @@ def test_errors_answer_the_documented_bodies(
 def test_a_language_model_without_lang_is_a_bad_request(emulator: EmulatorFactory) -> None:
     with emulator() as (_, base_url):
         response = post(base_url, "revertrisk-multilingual", {"rev_id": 1})
-    assert response.status_code == 400
-    assert list(response.json()) == ["detail"]
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "The parameter lang is required."},
+    )
 
 
 def test_gateway_budget_answers_429_with_retry_after(emulator: EmulatorFactory) -> None:
@@ -406,14 +446,32 @@ def test_gateway_budget_answers_429_with_retry_after(emulator: EmulatorFactory) 
     assert emu.stats.by_status == {"200": 3, "429": 3}
 
 
-def test_token_and_fault_injection(emulator: EmulatorFactory) -> None:
-    with emulator(token="t0k", error_rate=1.0, error_statuses=(503,)) as (_, base_url):
-        refused = post(base_url, "enwiki-damaging", {"rev_id": 1}, Authorization="Bearer t0")
-        assert (refused.status_code, refused.text) == (401, "Unauthorized")
-        assert (
-            post(base_url, "enwiki-damaging", {"rev_id": 1}, Authorization="Bearer t0k").status_code
-            == 503
-        )
+def test_the_gateway_refuses_anonymous_callers_and_wrong_tokens_with_a_challenge(
+    emulator: EmulatorFactory,
+) -> None:
+    with emulator(token="t0k") as (emu, base_url):
+        anonymous = post(base_url, "enwiki-damaging", {"rev_id": 1})
+        wrong = post(base_url, "enwiki-damaging", {"rev_id": 1}, Authorization="Bearer t0")
+        right = post(base_url, "enwiki-damaging", {"rev_id": 1}, Authorization="Bearer t0k")
+    # Envoy's jwt_authn filter: the realm is the request's URI; a token that fails
+    # verification adds error="invalid_token", a missing one does not.
+    uri = f"{base_url}/v1/models/enwiki-damaging:predict"
+    assert (anonymous.status_code, anonymous.text) == (401, "Unauthorized")
+    assert anonymous.headers["www-authenticate"] == f'Bearer realm="{uri}"'
+    assert (wrong.status_code, wrong.text) == (401, "Unauthorized")
+    assert wrong.headers["www-authenticate"] == f'Bearer realm="{uri}", error="invalid_token"'
+    assert right.status_code == 200
+    assert emu.stats.by_model == {"enwiki-damaging": 1}  # 401s never reach a model
+
+
+def test_emulated_503s_carry_retry_after_only_when_configured(emulator: EmulatorFactory) -> None:
+    with emulator(error_rate=1.0, error_statuses=(503,), retry_after_503=7) as (_, base_url):
+        paced = post(base_url, "enwiki-damaging", {"rev_id": 1})
+    with emulator(error_rate=1.0, error_statuses=(503, 500)) as (_, base_url):
+        plain = [post(base_url, "enwiki-damaging", {"rev_id": 1}) for _ in range(8)]
+    assert (paced.status_code, paced.headers["retry-after"]) == (503, "7")
+    assert {r.status_code for r in plain} == {500, 503}
+    assert all("retry-after" not in r.headers for r in plain)
     with emulator(reset_rate=1.0) as (_, base_url), pytest.raises(httpx.TransportError):
         post(base_url, "enwiki-damaging", {"rev_id": 1})
 
@@ -424,3 +482,544 @@ def test_latency_specs() -> None:
     assert Latency.parse("uniform:0.1:0.2") == Latency("uniform", 0.1, 0.2)
     with pytest.raises(UsageError, match="`latency` 'slow'"):
         Latency.parse("slow")
+
+
+# -- per-wiki scores ---------------------------------------------------------------------
+# (model, lang as sent, the wiki it names on that server, wiki_db answered, score path)
+PER_WIKI: list[tuple[str, str, str, str, tuple[str, ...]]] = [
+    (
+        "revertrisk-language-agnostic",
+        "yue",
+        "zh_yuewiki",
+        "yuewiki",
+        ("output", "probabilities", "true"),
+    ),
+    ("revertrisk-multilingual", "de", "dewiki", "dewiki", ("output", "probabilities", "true")),
+    (
+        "revertrisk-multilingual",
+        "test",
+        "testwiki",
+        "testwiki",
+        ("output", "probabilities", "true"),
+    ),
+    ("reference-need", "yue", "zh_yuewiki", "yuewiki", ("reference_need_score",)),
+    ("reference-need", "zh-yue", "zh_yuewiki", "zh-yuewiki", ("reference_need_score",)),
+    ("reference-risk", "be-x-old", "be_x_oldwiki", "be-x-oldwiki", ("reference_risk_score",)),
+    ("articlequality", "zh-yue", "zh_yuewiki", "zh-yuewiki", ("score",)),
+    ("readability", "de", "dewiki", "dewiki", ("output", "score")),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "lang", "wiki", "wiki_db", "path"), PER_WIKI, ids=[f"{c[0]}-{c[1]}" for c in PER_WIKI]
+)
+def test_lang_models_score_per_wiki(
+    running_emulator: tuple[object, str],
+    model: str,
+    lang: str,
+    wiki: str,
+    wiki_db: str,
+    path: tuple[str, ...],
+) -> None:
+    _, base_url = running_emulator
+    here = post(base_url, model, {"rev_id": 12345, "lang": lang}).json()
+    english = post(base_url, model, {"rev_id": 12345, "lang": "en"}).json()
+    assert (here["wiki_db"], english["wiki_db"]) == (wiki_db, "enwiki")
+    for body, named in ((here, wiki), (english, "enwiki")):
+        value = body
+        for key in path:
+            value = value[key]
+        assert value == round(emulated_unit(model, 12345, wiki=named), 4)
+    # Same revision number, another wiki: another revision, another score.
+    assert here != english | {"wiki_db": wiki_db}
+
+
+def test_readability_and_revscoring_per_wiki_values(running_emulator: tuple[object, str]) -> None:
+    _, base_url = running_emulator
+    readability = post(base_url, "readability", {"rev_id": 7, "lang": "zh-yue"}).json()
+    assert readability == {
+        "model_name": "readability",
+        "model_version": "3",
+        "wiki_db": "zh-yuewiki",
+        "revision_id": 7,
+        "output": {
+            "score": round(emulated_unit("readability", 7, wiki="zh_yuewiki"), 4),
+            "fk_score_proxy": round(20 * emulated_unit("readability", 7, 1, wiki="zh_yuewiki"), 2),
+        },
+    }
+    # Revscoring names hold their wiki: the name alone is the key.
+    damaging = post(base_url, "dewiki-damaging", {"rev_id": 7}).json()
+    p = emulated_p_true("dewiki-damaging", 7)
+    assert damaging["dewiki"]["scores"]["7"]["damaging"]["score"]["probability"]["true"] == p
+
+
+@pytest.mark.parametrize(
+    ("model", "wiki"),
+    [
+        ("eswikibooks-damaging", "eswikibooks"),
+        ("eswikiquote-goodfaith", "eswikiquote"),
+        ("enwiktionary-reverted", "enwiktionary"),
+    ],
+)
+def test_editquality_models_outside_wikipedia(
+    emulator: EmulatorFactory, model: str, wiki: str
+) -> None:
+    kind = model.split("-")[1]
+    with emulator() as (emu, base_url):
+        response = post(base_url, model, {"rev_id": 4321})
+    p = emulated_p_true(model, 4321)
+    assert response.status_code == 200
+    assert response.json() == {
+        wiki: {
+            "models": {kind: {"version": "0.5.1"}},
+            "scores": {
+                "4321": {
+                    kind: {
+                        "score": {
+                            "prediction": p > 0.5,
+                            "probability": {"false": round(1 - p, 4), "true": p},
+                        }
+                    }
+                }
+            },
+        }
+    }
+    assert emu.stats.answered == {(model, wiki, 4321): 1}
+
+
+def test_answers_are_counted_per_model_wiki_and_revision(emulator: EmulatorFactory) -> None:
+    rr = "revertrisk-language-agnostic"
+    with emulator(deleted=frozenset({9})) as (emu, base_url):
+        post(base_url, rr, {"rev_id": 5, "lang": "en"})
+        post(base_url, rr, {"rev_id": 5, "lang": "de"})
+        post(
+            base_url, rr, {"instances": [{"rev_id": 5, "lang": "de"}, {"rev_id": 9, "lang": "de"}]}
+        )
+        post(base_url, "enwiki-damaging", {"rev_id": 5})
+        post(base_url, "enwiki-damaging", {"rev_id": MISSING})  # final: counted
+        post(base_url, "revertrisk-wikidata", {"rev_id": 5})
+        post(base_url, "articlequality", {"rev_id": 5, "lang": "zh-yue"})
+        post(base_url, rr, {"rev_id": 5, "lang": "enwiki"})  # refused before any revision
+        post(base_url, "readability", {"rev_id": 5, "lang": "vo"})  # likewise
+        stats = emu.stats.to_dict()
+    assert emu.stats.answered == {
+        (rr, "enwiki", 5): 1,
+        (rr, "dewiki", 5): 2,
+        (rr, "dewiki", 9): 1,
+        ("enwiki-damaging", "enwiki", 5): 1,
+        ("enwiki-damaging", "enwiki", MISSING): 1,
+        ("revertrisk-wikidata", "wikidatawiki", 5): 1,
+        ("articlequality", "zh_yuewiki", 5): 1,
+    }
+    assert (stats["pairs_answered"], stats["pairs_answered_twice"]) == (7, 1)
+
+
+# -- language checks -----------------------------------------------------------------------
+SUFFIX = "Language field should not have a 'wiki' suffix, i.e. use 'en', not 'enwiki'"
+FETCH_FAILED = (
+    "An error happened while fetching info for revision from the MediaWiki API, "
+    "please contact the ML-Team if the issue persists."
+)
+# (case, emulator options, model, payload, status, body)
+LANGUAGE: list[tuple[str, dict[str, Any], str, dict[str, Any], int, dict[str, Any]]] = [
+    (
+        "revertrisk suffix",
+        {},
+        "revertrisk-language-agnostic",
+        {"rev_id": 1, "lang": "enwiki"},
+        400,
+        {"detail": SUFFIX},
+    ),
+    (
+        "revertrisk batch suffix",
+        {},
+        "revertrisk-language-agnostic",
+        {"instances": [{"rev_id": 1, "lang": "dewiki"}, {"rev_id": 2, "lang": "dewiki"}]},
+        400,
+        {"detail": SUFFIX},
+    ),
+    (
+        "multilingual suffix",
+        {},
+        "revertrisk-multilingual",
+        {"rev_id": 1, "lang": "enwiki"},
+        400,
+        {"detail": SUFFIX},
+    ),
+    # reference-need/-risk check with kserve's InvalidInput: the same words under "error".
+    (
+        "reference-need suffix",
+        {},
+        "reference-need",
+        {"rev_id": 1, "lang": "enwiki"},
+        400,
+        {"error": SUFFIX},
+    ),
+    (
+        "reference-risk suffix",
+        {},
+        "reference-risk",
+        {"rev_id": 1, "lang": "ptwiki"},
+        400,
+        {"error": SUFFIX},
+    ),
+    (
+        "revertrisk unknown code",
+        {},
+        "revertrisk-language-agnostic",
+        {"rev_id": 1, "lang": "xx"},
+        400,
+        {"detail": "lang 'xx' does not exist in the canonical Wikipedia language list."},
+    ),
+    (
+        "revertrisk batch unknown code",
+        {},
+        "revertrisk-language-agnostic",
+        {"instances": [{"rev_id": 1, "lang": "xx"}]},
+        400,
+        {"detail": "lang 'xx' does not exist in the canonical Wikipedia language list."},
+    ),
+    (
+        "multilingual host is no code",
+        {},
+        "revertrisk-multilingual",
+        {"rev_id": 1, "lang": "zh-yue"},
+        400,
+        {"detail": "lang 'zh-yue' does not exist in the canonical Wikipedia language list."},
+    ),
+    (
+        "reference-need no wiki",
+        {},
+        "reference-need",
+        {"rev_id": 1, "lang": "xx"},
+        500,
+        {"error": FETCH_FAILED},
+    ),
+    (
+        "readability default unsupported",
+        {},
+        "readability",
+        {"rev_id": 1, "lang": "vo"},
+        400,
+        {"error": "Unsupported lang: vo."},
+    ),
+    (
+        "readability code is no host",
+        {},
+        "readability",
+        {"rev_id": 1, "lang": "yue"},
+        400,
+        {"error": "Unsupported lang: yue."},
+    ),
+    (
+        "readability configured unsupported",
+        {"unsupported": {"readability": frozenset({"de"})}},
+        "readability",
+        {"rev_id": 1, "lang": "de"},
+        400,
+        {"error": "Unsupported lang: de."},
+    ),
+    (
+        "readability without lang",
+        {},
+        "readability",
+        {"rev_id": 1},
+        400,
+        {"error": "The parameter lang is required."},
+    ),
+    (
+        "articlequality no host",
+        {},
+        "articlequality",
+        {"rev_id": 77, "lang": "xx"},
+        500,
+        {
+            "error": "Failed to get article revision with id: 77. Reason: Cannot connect to host "
+            "xx.wikipedia.org:443 ssl:default [Name or service not known]"
+        },
+    ),
+    (
+        "articlequality code is no host",
+        {},
+        "articlequality",
+        {"rev_id": 77, "lang": "yue"},
+        500,
+        {
+            "error": "Failed to get article revision with id: 77. Reason: Cannot connect to host "
+            "yue.wikipedia.org:443 ssl:default [Name or service not known]"
+        },
+    ),
+    (
+        "outlink no host",
+        {},
+        "outlink-topic-model",
+        {"lang": "xx", "page_id": 3, "revision_id": 77},
+        500,
+        {
+            "error": "An unexpected error has occurred while trying to get outlinks from MW API. "
+            "Please contact the ML team for more info."
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "model", "payload", "status", "body"),
+    [case[1:] for case in LANGUAGE],
+    ids=[case[0] for case in LANGUAGE],
+)
+def test_languages_are_checked_as_each_server_does(
+    emulator: EmulatorFactory,
+    options: dict[str, Any],
+    model: str,
+    payload: dict[str, Any],
+    status: int,
+    body: dict[str, Any],
+) -> None:
+    with emulator(**options) as (emu, base_url):
+        response = post(base_url, model, payload)
+    assert (response.status_code, response.json()) == (status, body)
+    assert not emu.stats.answered  # about the request, not about a revision
+
+
+def test_a_language_readability_serves_is_answered(emulator: EmulatorFactory) -> None:
+    # Naming readability's languages replaces its default set: vo is served again.
+    with emulator(unsupported={"readability": frozenset({"de"})}) as (_, base_url):
+        response = post(base_url, "readability", {"rev_id": 1, "lang": "vo"})
+    assert response.status_code == 200
+    assert response.json()["wiki_db"] == "vowiki"
+
+
+# -- missing revisions ---------------------------------------------------------------------
+GONE = 2_100_000_123  # above max_rev_id
+MISSING_ANSWERS: list[tuple[str, str, dict[str, Any], str, int, dict[str, Any]]] = [
+    (
+        "revertrisk-multilingual",
+        "missing",
+        {"rev_id": GONE, "lang": "en"},
+        "enwiki",
+        422,
+        {"detail": f"Could not make prediction for revision {GONE} (en). Reason: revision_missing"},
+    ),
+    # The language-agnostic server is its batch server, also for one revision.
+    (
+        "revertrisk-language-agnostic",
+        "missing",
+        {"rev_id": GONE, "lang": "pt"},
+        "ptwiki",
+        422,
+        {
+            "detail": f"Could not make prediction for revisions dict_keys([({GONE}, 'pt')]). "
+            "Reason: ['revision_missing']"
+        },
+    ),
+    (
+        "revertrisk-wikidata",
+        "missing",
+        {"rev_id": GONE},
+        "wikidatawiki",
+        500,
+        {
+            "error": f"Error in preprocess for rev_id {GONE}. Reason: Failed to fetch revision "
+            f"content in _get_revision_content for rev_id {GONE}. Reason: 'pages'"
+        },
+    ),
+    (
+        "articlequality",
+        "missing",
+        {"rev_id": GONE, "lang": "en"},
+        "enwiki",
+        500,
+        {
+            "error": f"Fetching html failed for the article revision with id: {GONE}. "
+            "Reason: Not Found"
+        },
+    ),
+    (
+        "readability",
+        "deleted",
+        {"rev_id": 55, "lang": "en"},
+        "enwiki",
+        400,
+        {
+            "detail": "The necessary features cannot be obtained from the MediaWiki API. "
+            "This could be because the data does not exist or has been deleted."
+        },
+    ),
+    (
+        "reference-need",
+        "missing",
+        {"rev_id": GONE, "lang": "pt"},
+        "ptwiki",
+        400,
+        {"error": f"Could not make prediction for revision {GONE} (pt). Reason: revision_missing"},
+    ),
+    (
+        "reference-risk",
+        "missing",
+        {"rev_id": GONE, "lang": "pt"},
+        "ptwiki",
+        400,
+        {"error": f"Could not make prediction for revision {GONE} (pt). Reason: revision_missing"},
+    ),
+    (
+        "outlink-topic-model",
+        "missing",
+        {"lang": "fr", "page_id": 3, "revision_id": GONE},
+        "frwiki",
+        400,
+        {
+            "detail": f"Cannot fetch revision {GONE} on fr.wikipedia.org: "
+            "MediaWiki API error 'nosuchrevid'."
+        },
+    ),
+    (
+        "outlink-topic-model",
+        "deleted",
+        {"lang": "fr", "page_id": 3, "revision_id": 55},
+        "frwiki",
+        400,
+        {
+            "detail": "Cannot fetch revision 55 on fr.wikipedia.org: "
+            "MediaWiki API error 'permissiondenied'."
+        },
+    ),
+    (
+        "enwiki-damaging",
+        "deleted",
+        {"rev_id": 55},
+        "enwiki",
+        400,
+        {
+            "error": "Missing resource for rev-id 55: TextDeleted: "
+            "Text deleted (the revision text was suppressed)"
+        },
+    ),
+    (
+        "enwiki-damaging",
+        "missing",
+        {"rev_id": GONE},
+        "enwiki",
+        400,
+        {
+            "error": "The MW API does not have any info related to the rev-id provided as input "
+            f"({GONE}), therefore it is not possible to extract features properly. One possible "
+            "cause is the deletion of the page related to the revision id. Please contact the "
+            "ML-Team if you need more info."
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "payload", "wiki", "status", "body"),
+    MISSING_ANSWERS,
+    ids=[f"{c[0]}-{c[1]}" for c in MISSING_ANSWERS],
+)
+def test_missing_revisions_are_answered_as_each_server_does(
+    emulator: EmulatorFactory,
+    model: str,
+    kind: str,
+    payload: dict[str, Any],
+    wiki: str,
+    status: int,
+    body: dict[str, Any],
+) -> None:
+    with emulator(deleted=frozenset({55})) as (emu, base_url):
+        response = post(base_url, model, payload)
+    assert (response.status_code, response.json()) == (status, body)
+    rev_id = payload.get("rev_id", payload.get("revision_id"))
+    assert emu.stats.answered == {(model, wiki, rev_id): 1}  # a final answer
+
+
+# -- outlink-topic-model -------------------------------------------------------------------
+OUTLINK_LABELS = [  # configs/models.toml, family outlink-topic-model
+    "Culture.Biography.Biography*",
+    "Culture.Media.Media*",
+    "Geography.Regions.Europe.Europe*",
+    "History and Society.Politics and government",
+    "STEM.STEM*",
+    "STEM.Physics",
+]
+
+
+def outlink_results(wiki: str, revision_id: int, threshold: float) -> list[dict[str, Any]]:
+    scored = [
+        (label, round(emulated_unit("outlink-topic-model", revision_id, i + 1, wiki=wiki), 4))
+        for i, label in enumerate(OUTLINK_LABELS)
+    ]
+    ranked = sorted(scored, key=lambda pair: -pair[1])
+    return [{"topic": t, "score": s} for t, s in ranked if s >= threshold]
+
+
+def test_outlink_answers_topics_above_the_threshold(running_emulator: tuple[object, str]) -> None:
+    _, base_url = running_emulator
+    model = "outlink-topic-model"
+    page = {"lang": "zh-yue", "page_id": 60520815, "revision_id": 12345}
+    body = post(base_url, model, page).json()
+    assert body == {
+        "prediction": {
+            "article": "https://zh-yue.wikipedia.org/wiki?curid=60520815",
+            "results": outlink_results("zh_yuewiki", 12345, 0.5),
+        }
+    }
+    everything = post(base_url, model, {**page, "threshold": 0.0}).json()
+    results = everything["prediction"]["results"]
+    assert results == outlink_results("zh_yuewiki", 12345, 0.0)
+    assert len(results) == len(OUTLINK_LABELS)
+    assert 0 < len(body["prediction"]["results"]) < len(results)  # the threshold cuts
+    english = post(base_url, model, {**page, "lang": "en"}).json()
+    assert english["prediction"]["results"] == outlink_results("enwiki", 12345, 0.5)
+    assert english["prediction"]["results"] != body["prediction"]["results"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "body"),
+    [
+        (
+            {"lang": "en", "revision_id": 1},
+            {"error": "You must pass either `page_title` or `page_id`."},
+        ),
+        (
+            {"lang": "en", "page_id": 3, "page_title": "Foo", "revision_id": 1},
+            {
+                "error": "Detected both `page_title` and `page_id` in the request. "
+                "Please pass only one of those."
+            },
+        ),
+        ({"page_id": 3, "revision_id": 1}, {"error": 'Missing "lang" in input data.'}),
+        (
+            {"lang": "en", "page_id": 3, "revision_id": 1, "threshold": 1},
+            {"error": 'Expected "threshold" to be a float'},
+        ),
+    ],
+    ids=["no page", "page twice", "no lang", "integer threshold"],
+)
+def test_outlink_refuses_what_its_server_refuses(
+    running_emulator: tuple[object, str], payload: dict[str, Any], body: dict[str, Any]
+) -> None:
+    _, base_url = running_emulator
+    response = post(base_url, "outlink-topic-model", payload)
+    assert (response.status_code, response.json()) == (400, body)
+
+
+# -- the command line ----------------------------------------------------------------------
+def test_unsupported_languages_parse_and_validate() -> None:
+    assert parse_unsupported([]) == {"readability": frozenset({"vo"})}
+    assert parse_unsupported(["readability:vo, yue"]) == {"readability": frozenset({"vo", "yue"})}
+    assert parse_unsupported(["readability:"]) == {"readability": frozenset()}
+    with pytest.raises(UsageError, match="write MODEL:LANG,LANG"):
+        parse_unsupported(["vo,yue"])
+    with pytest.raises(UsageError, match="`unsupported` names articlequality: "):
+        EmulatorConfig(unsupported=parse_unsupported(["articlequality:vo"]))
+
+
+def test_emulate_takes_unsupported_languages_and_503_pacing() -> None:
+    options = ["--unsupported", "readability:de", "--retry-after-503", "9", "--error-rate", "1"]
+    with spawned(*options) as base_url:
+        refused = post(base_url, "readability", {"rev_id": 1, "lang": "de"})
+        # Refused before any fault is rolled; then every request is a 5xx (seeded).
+        faults = [post(base_url, "enwiki-damaging", {"rev_id": 1}) for _ in range(12)]
+    assert (refused.status_code, refused.json()) == (400, {"error": "Unsupported lang: de."})
+    unavailable = [r for r in faults if r.status_code == 503]
+    assert unavailable and all(r.headers["retry-after"] == "9" for r in unavailable)

@@ -270,7 +270,20 @@ def _positive(flag: str, value: int) -> int:
     help="Larger rev_ids are unknown revisions.",
 )
 @click.option(
+    "--unsupported",
+    multiple=True,
+    metavar="MODEL:LANG,LANG",
+    help="Languages a model does not serve (repeatable; only readability refuses any). "
+    "Default: readability:vo.",
+)
+@click.option(
     "--budget", help="Gateway budget N/PERIOD; over it the emulator answers 429 + Retry-After."
+)
+@click.option(
+    "--retry-after-503",
+    type=int,
+    metavar="SECONDS",
+    help="Emulated 503s carry Retry-After: SECONDS (default: no header).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 def emulate(
@@ -282,21 +295,30 @@ def emulate(
     hang_rate: float,
     undeployed: tuple[str, ...],
     max_rev_id: int,
+    unsupported: tuple[str, ...],
     budget: str | None,
+    retry_after_503: int | None,
     seed: int,
 ) -> None:
     """Serve a local Lift Wing emulator (deterministic scores) until Ctrl-C.
 
     \b
     Example:
-      lwbatch emulate --port 8080 --latency liftwing --error-rate 0.05
+      lwbatch emulate --port 8080 --latency liftwing --error-rate 0.05 \\
+          --unsupported readability:vo,yue --retry-after-503 5
       lwbatch score revs.parquet -o out.parquet -m enwiki-damaging \\
           --base-url http://127.0.0.1:8080
     """
     # The emulator is an aiohttp web application, and aiohttp serves on asyncio only.
     import asyncio
 
-    from lwbatch.testing.emulator import Emulator, EmulatorConfig, Latency, serve
+    from lwbatch.testing.emulator import (
+        Emulator,
+        EmulatorConfig,
+        Latency,
+        parse_unsupported,
+        serve,
+    )
 
     config = EmulatorConfig(
         latency=Latency.parse(latency),
@@ -305,7 +327,9 @@ def emulate(
         hang_rate=hang_rate,
         undeployed=frozenset(split_model_names(undeployed)),
         max_rev_id=max_rev_id,
+        unsupported=parse_unsupported(unsupported),
         budget=Rate.parse(budget) if budget else None,
+        retry_after_503=retry_after_503,
         track_pairs=False,
         seed=seed,
     )

@@ -1,9 +1,46 @@
 """A local Lift Wing: the real endpoints and answer shapes, deterministic scores.
 
-Scores depend only on (model, rev_id), so a test can know every value in advance.
-Faults are injected on request: latency distributions, unknown and deleted
-revisions, undeployed models (404), 5xx, connection resets, hung requests, a 401 for
-the wrong token, and a gateway budget that answers 429 with Retry-After.
+Scores depend only on (model, wiki, rev_id), so a test can know every value in advance.
+rev_ids are unique per wiki only, and so are the scores: revision 12345 scores one way
+on enwiki and another on dewiki.
+
+The scoring rule:
+
+- The *key* is the model name for a model that takes no `lang` (a revscoring name holds
+  its wiki: ``enwiki-damaging``; revertrisk-wikidata is Wikidata's), and
+  ``{model}@{wiki}`` for one that does, `wiki` being the database name of the wiki the
+  sent lang names as that model's server reads it: for code-form models (revertrisk,
+  reference-need/-risk) the Wikipedia that :func:`lwbatch.wikis.wikis` ``.by_lang``
+  gives it (``yue`` -> zh_yuewiki); for host-form models (articlequality, readability,
+  outlink-topic-model) the Wikipedia whose host it is (``zh-yue`` -> zh_yuewiki; ``yue``
+  is no host). ``test`` names testwiki.
+- ``unit(key, rev_id, salt)``: a 64-bit seed made of the CRC-32 of the UTF-8 key in the
+  high half, XOR the rev_id, XOR salt times 0x9E3779B97F4A7C15; then SplitMix64 (Steele,
+  Lea and Flood 2014: one increment by that constant and the MurmurHash3-style
+  finaliser); the top 53 bits as a fraction of 2**53.
+- Binary models (damaging, goodfaith, reverted, revertrisk-*): P(true) is
+  ``round(unit(key, rev_id), 4)``, P(false) ``round(1 - P(true), 4)``, the prediction
+  ``P(true) > 0.5``.
+- Score models (articlequality, readability, reference-need/-risk): the score is
+  ``round(unit(key, rev_id), 4)``; readability's fk_score_proxy
+  ``round(20 * unit(key, rev_id, 1), 2)``.
+- Revscoring topic models: label i (in the catalogue's order) has
+  ``round(unit(key, rev_id, i + 1), 4)``; the prediction lists the labels above 0.5.
+  Quality models: weights ``unit(key, rev_id, i + 1) + 1e-9``, normalised and rounded
+  to 4 places; the prediction is the largest.
+- outlink-topic-model: label i scores ``round(unit(key, revision_id, i + 1), 4)``; the
+  results are the labels scoring >= the threshold (0.5 unless sent), by score
+  descending, ties in catalogue order.
+
+Servers check the language as the real ones do (lwbatch/testing/answers.py has each
+server's rules): a ``wiki`` suffix, a code not in the canonical list, a language
+readability does not serve (`unsupported`), or a host that is no Wikipedia's. `wiki_db`
+is ``lang + "wiki"`` as sent, as the servers build it (``yue`` answers ``yuewiki``).
+
+Faults are injected on request: latency distributions, unknown and deleted revisions
+(answered as each server answers them), undeployed models (404), 5xx, connection
+resets, hung requests, a gateway that refuses anonymous callers or a wrong token (401
+with a Bearer challenge), and a gateway budget that answers 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -16,12 +53,12 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from array import array
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -31,17 +68,16 @@ from aiohttp import web
 from lwbatch.config import Rate
 from lwbatch.errors import LWBatchError, UsageError
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
+from lwbatch.testing.answers import Instance, Problem, Reply, read_request, reply
 
-_MASK64 = (1 << 64) - 1
-
-
-def unit(model: str, rev_id: int, salt: int = 0) -> float:
-    """A deterministic number in [0, 1) for (model, rev_id) (splitmix64)."""
-    x = ((zlib.crc32(model.encode()) << 32) ^ rev_id ^ (salt * 0x9E3779B97F4A7C15)) & _MASK64
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return ((x ^ (x >> 31)) >> 11) / float(1 << 53)
+# Languages the emulated readability does not serve, beside anything that is no
+# Wikipedia host. The real list is the model's `supported_wikis` (~100 languages); one
+# small Wikipedia stands for the rest so that the refusal can be exercised.
+DEFAULT_UNSUPPORTED: Mapping[str, frozenset[str]] = MappingProxyType(
+    {"readability": frozenset({"vo"})}
+)
+# The servers that refuse a language they do not serve before fetching anything.
+_REFUSING = frozenset({"readability"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,21 +122,53 @@ class EmulatorConfig:
     missing: frozenset[int] = frozenset()
     deleted: frozenset[int] = frozenset()
     undeployed: frozenset[str] = frozenset()  # model names that answer 404
+    # model -> languages it does not serve (only readability's server refuses them)
+    unsupported: Mapping[str, frozenset[str]] = field(default_factory=lambda: DEFAULT_UNSUPPORTED)
     error_rate: float = 0.0  # share of requests answered with a 5xx
     error_statuses: tuple[int, ...] = (500, 502, 503, 504)
+    # Seconds an emulated 503 asks to wait (Retry-After), as the gateway's 503s do; off
+    # by default so that fault tests keep their pace.
+    retry_after_503: int | None = None
     reset_rate: float = 0.0  # share of requests whose connection is cut
     hang_rate: float = 0.0  # share of requests never answered
     budget: Rate | None = None  # the gateway's sliding window; over it: 429
     storm_after: int | None = None  # after this many requests, 429 for storm_seconds
     storm_seconds: float = 1.0
-    token: str | None = None  # when set, any other bearer token gets 401
-    track_pairs: bool = True  # count answers per (model, rev_id) for tests
+    # When set, the gateway takes only this bearer token, and no anonymous callers.
+    token: str | None = None
+    track_pairs: bool = True  # count answers per (model, wiki, rev_id) for tests
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "reset_rate", "hang_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"`{name}` must be between 0 and 1")
+        if self.retry_after_503 is not None and self.retry_after_503 < 0:
+            raise UsageError(f"`retry_after_503` must be >= 0 seconds, got {self.retry_after_503}")
+        others = sorted(set(self.unsupported) - _REFUSING)
+        if others:
+            raise UsageError(
+                f"`unsupported` names {', '.join(others)}: of the emulated servers only "
+                f"{', '.join(sorted(_REFUSING))} refuses languages it does not serve"
+            )
+
+
+def parse_unsupported(values: Iterable[str]) -> Mapping[str, frozenset[str]]:
+    """`readability:vo,yue` (one per model) -> {"readability": {"vo", "yue"}}.
+
+    A model named here serves every Wikipedia host but these; models not named keep
+    :data:`DEFAULT_UNSUPPORTED`.
+    """
+    out = dict(DEFAULT_UNSUPPORTED)
+    for text in values:
+        model, sep, langs = text.partition(":")
+        codes = frozenset(part.strip() for part in langs.split(",") if part.strip())
+        if not sep or not model.strip():
+            raise UsageError(
+                f"`unsupported` {text!r}: write MODEL:LANG,LANG, e.g. readability:vo,yue"
+            )
+        out[model.strip()] = codes
+    return MappingProxyType(out)
 
 
 @dataclass(slots=True)
@@ -110,7 +178,10 @@ class EmulatorStats:
     hangs: int = 0  # requests never answered on purpose
     by_status: Counter[str] = field(default_factory=Counter)
     by_model: Counter[str] = field(default_factory=Counter)  # requests past the gateway
-    answered: Counter[tuple[str, int]] = field(default_factory=Counter)  # terminal answers
+    # Final answers about a revision (a score, or that it is missing or deleted) per
+    # (model, wiki database name, rev_id); wiki is the model's own for models without
+    # lang (wikidatawiki for the Wikidata ones).
+    answered: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     arrivals: array[float] = field(default_factory=lambda: array("d"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,66 +215,35 @@ class Emulator:
         self.app.router.add_get("/_emulator/stats", self._stats)
 
     # -- answers -------------------------------------------------------------------
-    def answer(self, spec: ModelSpec, rev_id: int, lang: str) -> dict[str, Any]:
-        """The 200 body for one revision, exactly as the real model server shapes it."""
-        name = spec.name
-        family = spec.family
-        if family.answer == "revscoring":
-            assert spec.wiki is not None and spec.kind is not None
-            probability = self._probabilities(spec, rev_id)
-            if family.prediction == "bool":
-                prediction: Any = probability["true"] > 0.5
-            elif family.prediction == "list":
-                prediction = [label for label, p in probability.items() if p > 0.5]
-            else:
-                prediction = max(probability, key=lambda label: probability[label])
-            return {
-                spec.wiki: {
-                    "models": {spec.kind: {"version": "0.5.1"}},
-                    "scores": {
-                        str(rev_id): {
-                            spec.kind: {
-                                "score": {"prediction": prediction, "probability": probability}
-                            }
-                        }
-                    },
-                }
-            }
-        base: dict[str, Any] = {"model_name": name, "model_version": "3"}
+    def answer(
+        self, spec: ModelSpec, rev_id: int, lang: str = "", *, page_id: int | None = None
+    ) -> dict[str, Any]:
+        """The 200 body for one revision, exactly as the real model server shapes it.
+
+        `lang` as the model is sent it; `page_id` for outlink-topic-model. ValueError if
+        the server would answer anything but 200 (a refused lang, a missing revision).
+        """
+        payload: dict[str, Any] = {"rev_id": rev_id}
+        if spec.family.answer == "outlink":
+            payload = {"revision_id": rev_id, "page_id": page_id}
         if spec.needs_lang:
-            base["wiki_db"] = f"{lang}wiki"
-        base["revision_id"] = rev_id
-        if family.answer == "revertrisk":
-            p_true = round(unit(name, rev_id), 4)
-            base["output"] = {
-                "prediction": p_true > 0.5,
-                "probabilities": {"true": p_true, "false": round(1 - p_true, 4)},
-            }
-            return base
-        score = round(unit(name, rev_id), 4)
-        path = family.score_field
-        target = base
-        for key in path[:-1]:
-            target = target.setdefault(key, {})
-        target[path[-1]] = score
-        if name == "readability":
-            target["fk_score_proxy"] = round(20 * unit(name, rev_id, 1), 2)
-        return base
+            payload["lang"] = lang
+        found = self.reply(spec, payload)
+        if found.status != 200:
+            raise ValueError(f"{spec.name} answers {found.status} to {payload}: {found.body}")
+        body: dict[str, Any] = found.body
+        return body
 
-    def _probabilities(self, spec: ModelSpec, rev_id: int) -> dict[str, float]:
-        labels = spec.family.labels
-        if spec.family.prediction == "bool":
-            p_true = round(unit(spec.name, rev_id), 4)
-            return {"false": round(1 - p_true, 4), "true": p_true}
-        if spec.family.prediction == "list":
-            return {
-                label: round(unit(spec.name, rev_id, i + 1), 4) for i, label in enumerate(labels)
-            }
-        weights = [unit(spec.name, rev_id, i + 1) + 1e-9 for i in range(len(labels))]
-        total = sum(weights)
-        return {label: round(w / total, 4) for label, w in zip(labels, weights, strict=True)}
+    def reply(self, spec: ModelSpec, data: Any) -> Reply:
+        """What spec's server answers to a decoded request body, past the gateway and
+        without injected faults; nothing is counted."""
+        instances = read_request(spec, data, unsupported=self.config.unsupported)
+        if isinstance(instances, Reply):
+            return instances
+        batched = isinstance(data, dict) and "instances" in data
+        return reply(spec, instances, batched=batched, problem=self._problem)
 
-    def _missing(self, rev_id: int) -> str | None:
+    def _problem(self, rev_id: int) -> Problem | None:
         if rev_id > self.config.max_rev_id or rev_id in self.config.missing:
             return "missing"
         if rev_id in self.config.deleted:
@@ -233,8 +273,10 @@ class Emulator:
     def _gate(self, request: web.Request, now: float) -> web.Response | None:
         """The API gateway: auth, the 429 storm and the sliding-window budget."""
         cfg = self.config
-        if cfg.token is not None and request.headers.get("Authorization") != f"Bearer {cfg.token}":
-            return web.Response(status=401, text="Unauthorized")
+        if cfg.token is not None:
+            refused = _unauthorized(request, cfg.token)
+            if refused is not None:
+                return refused
         if (
             cfg.storm_after is not None
             and self._storm_until is None
@@ -259,14 +301,14 @@ class Emulator:
         self.stats.by_model[model] += 1
         spec = self._spec(model)
         if not target.endswith(":predict") or spec is None or model in cfg.undeployed:
-            return web.json_response({"httpCode": 404, "httpReason": "Not Found"}, status=404)
+            return _json(404, {"httpCode": 404, "httpReason": "Not Found"})
         try:
             data = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _error(400, "error", "Request body is not valid JSON.")
-        instances, problem = self._instances(spec, data)
-        if problem is not None:
-            return _error(400, "error" if spec.family.answer == "revscoring" else "detail", problem)
+            return _json(400, {"error": "Request body is not valid JSON."})
+        instances = read_request(spec, data, unsupported=cfg.unsupported)
+        if isinstance(instances, Reply):
+            return _json(instances.status, instances.body)
         delay = cfg.latency.sample(self._rng)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -282,14 +324,28 @@ class Emulator:
             return None
         roll -= cfg.reset_rate
         if roll < cfg.error_rate:
-            status = self._rng.choice(cfg.error_statuses)
-            return _error(
-                status,
-                "error",
-                f"An error happened while fetching feature values from the MediaWiki API "
-                f"(emulated {status}).",
-            )
-        return self._score(spec, instances, batched="instances" in data)
+            return self._fault(self._rng.choice(cfg.error_statuses))
+        self._count(spec, instances)
+        answer = reply(spec, instances, batched="instances" in data, problem=self._problem)
+        return _json(answer.status, answer.body)
+
+    def _fault(self, status: int) -> web.Response:
+        response = _json(
+            status,
+            {
+                "error": "An error happened while fetching feature values from the MediaWiki "
+                f"API (emulated {status})."
+            },
+        )
+        if status == 503 and self.config.retry_after_503 is not None:
+            response.headers["Retry-After"] = str(self.config.retry_after_503)
+        return response
+
+    def _count(self, spec: ModelSpec, instances: list[Instance]) -> None:
+        if self.config.track_pairs:
+            # A repeated revision in one request is one answer (the batch server dedups).
+            for wiki, rev_id in dict.fromkeys((i.wiki, i.rev_id) for i in instances):
+                self.stats.answered[(spec.name, wiki, rev_id)] += 1
 
     def _spec(self, model: str) -> ModelSpec | None:
         if model not in self._specs:
@@ -299,87 +355,27 @@ class Emulator:
                 self._specs[model] = None
         return self._specs[model]
 
-    def _instances(self, spec: ModelSpec, data: Any) -> tuple[list[tuple[int, str]], str | None]:
-        if not isinstance(data, dict):
-            return [], "Expected a JSON object."
-        items = data.get("instances") if "instances" in data else [data]
-        if not isinstance(items, list) or not items:
-            return [], 'Expected "instances" to be a non-empty list.'
-        if len(items) > 1 and len(items) > spec.max_batch:
-            return [], f"At most {spec.max_batch} instances are allowed per request."
-        out: list[tuple[int, str]] = []
-        for item in items:
-            rev_id = item.get("rev_id") if isinstance(item, dict) else None
-            if not isinstance(rev_id, int) or isinstance(rev_id, bool):
-                return [], 'Expected "rev_id" to be an integer.'
-            lang = item.get("lang", "")
-            if spec.needs_lang and not (isinstance(lang, str) and lang):
-                return [], 'Expected "lang" to be a language code such as "en".'
-            out.append((rev_id, lang))
-        if len({lang for _, lang in out}) > 1:
-            return [], "All instances in a batch must have the same lang."
-        return out, None
-
-    def _score(
-        self, spec: ModelSpec, instances: list[tuple[int, str]], *, batched: bool
-    ) -> web.Response:
-        track = self.config.track_pairs
-        for rev_id, _ in instances:
-            if track:
-                self.stats.answered[(spec.name, rev_id)] += 1
-        if len(instances) > 1 or spec.family.answer == "revertrisk":
-            return self._revertrisk(spec, instances, batched=batched)
-        rev_id, lang = instances[0]
-        problem = self._missing(rev_id)
-        if problem == "missing":
-            return _error(
-                400,
-                "error",
-                f"The MW API does not have any info related to the rev-id provided as input "
-                f"({rev_id}), therefore it is not possible to extract features properly. "
-                "One of the cause can be a deleted page.",
-            )
-        if problem == "deleted":
-            return _error(
-                400,
-                "error",
-                f"Missing resource for rev-id {rev_id}: TextDeleted: "
-                "Text deleted (the revision text was suppressed)",
-            )
-        return _json(200, self.answer(spec, rev_id, lang))
-
-    def _revertrisk(
-        self, spec: ModelSpec, instances: list[tuple[int, str]], *, batched: bool
-    ) -> web.Response:
-        predictions: list[dict[str, Any]] = []
-        errors: list[str] = []
-        for rev_id, lang in instances:
-            problem = self._missing(rev_id)
-            if problem is None:
-                predictions.append(self.answer(spec, rev_id, lang))
-            else:
-                reason = "revision not found" if problem == "missing" else "TextDeleted"
-                errors.append(
-                    f"Could not make prediction for revision {rev_id} ({lang or 'wikidata'}). "
-                    f"Reason: {reason}"
-                )
-        if not predictions:
-            return _error(422, "detail", errors[0] if len(errors) == 1 else "; ".join(errors))
-        if not batched:
-            # The batch server answers `instances` with a list, even a list of one.
-            return _json(200, predictions[0])
-        body: dict[str, Any] = {"predictions": predictions}
-        if errors:
-            body["errors"] = errors
-        return _json(200, body)
-
 
 def _json(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-def _error(status: int, key: str, message: str) -> web.Response:
-    return _json(status, {key: message})
+def _unauthorized(request: web.Request, token: str) -> web.Response | None:
+    """The gateway's JWT check (Envoy's jwt_authn filter) with anonymous access off.
+
+    The challenge is that filter's: its realm is the request's URI, and a token that
+    fails verification adds error="invalid_token" where a missing one does not. The
+    body is the documented ``Unauthorized`` (liftwing-api.md, section 3), not Envoy's
+    own text.
+    """
+    sent = request.headers.get("Authorization")
+    if sent == f"Bearer {token}":
+        return None
+    uri = f"{request.scheme}://{request.host}{request.raw_path[:256]}"
+    challenge = f'Bearer realm="{uri}"'
+    if sent is not None:
+        challenge += ', error="invalid_token"'
+    return web.Response(status=401, text="Unauthorized", headers={"WWW-Authenticate": challenge})
 
 
 def _too_many(seconds: float) -> web.Response:
