@@ -25,7 +25,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 
 
 def binary(model: str, rev: int, *, version: str, revertrisk: bool = False) -> dict[str, Any]:
-    p = emulated_p_true(model, rev)
+    # revertrisk was sent lang "en" (the default `--lang`): the enwiki revision's score.
+    p = emulated_p_true(model, rev, wiki="enwiki" if revertrisk else "")
     probability = (
         [("true", p), ("false", round(1 - p, 4))]
         if revertrisk
@@ -83,7 +84,7 @@ def check_scores(out: Path, distinct: list[int]) -> None:
     unknown = rows[UNKNOWN]
     assert unknown["enwiki-damaging"]["error"] == "not_found"
     assert unknown["enwiki-goodfaith"]["error"] == "not_found"
-    assert unknown["revertrisk-language-agnostic"]["error"] == "unscorable"
+    assert unknown["revertrisk-language-agnostic"]["error"] == "not_found"
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -110,7 +111,7 @@ def test_scores_three_models_into_one_row_per_revision(
     assert report["distinct_revisions"] == 101 and report["rows_written"] == 101
     assert report["requests_sent"] == 208
     assert report["scores_per_model"] == dict.fromkeys(MODELS, 100)
-    assert report["errors_by_type"] == {"not_found": 2, "unscorable": 1}
+    assert report["errors_by_type"] == {"not_found": 3}
     assert set(report["latency_seconds"]) == set(MODELS)
 
 

@@ -536,3 +536,39 @@ async def test_a_batch_answer_with_errors_through_the_dispatcher(fake_clock: Fak
         ),
     ]
     assert len(replay.script.requests) == 1
+
+
+async def test_a_batch_whose_every_revision_failed_gets_each_revisions_reason(
+    fake_clock: FakeClock,
+) -> None:
+    # batch_model.py's 422 when no revision of the request could be scored (one or many);
+    # the message is longer than a score keeps, so it is read from the whole body.
+    revs = list(range(1_000_000_001, 1_000_000_021))
+    reasons = ["revision_missing"] * 19 + ["other_reason"]
+    keys = ", ".join(f"({rev}, 'de')" for rev in revs)
+    raw = error(
+        "detail",
+        f"Could not make prediction for revisions dict_keys([{keys}]). Reason: {reasons}",
+    )
+    replay = Replay(fake_clock, 422, raw)
+    scores = await replay.send(
+        "revertrisk-language-agnostic", [Revision.in_lang(rev, "de") for rev in revs]
+    )
+    assert scores[0] == Score(
+        error=ErrorType.NOT_FOUND,
+        error_message="Could not make prediction for revision 1000000001. Reason: revision_missing",
+    )
+    assert [s.error for s in scores] == [ErrorType.NOT_FOUND] * 19 + [ErrorType.UNSCORABLE]
+    assert scores[19].error_message == (
+        "Could not make prediction for revision 1000000020. Reason: other_reason"
+    )
+    assert len(replay.script.requests) == 1
+    # A body that does not list every revision asked keeps the request-wide answer.
+    short = error(
+        "detail", "Could not make prediction for revisions dict_keys([(7, 'de')]). Reason: ['x']"
+    )
+    replay = Replay(fake_clock, 422, short)
+    scores = await replay.send(
+        "revertrisk-language-agnostic", [Revision.in_lang(7, "de"), Revision.in_lang(8, "de")]
+    )
+    assert [s.error for s in scores] == [ErrorType.UNSCORABLE, ErrorType.UNSCORABLE]

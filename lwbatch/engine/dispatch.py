@@ -19,6 +19,7 @@ from lwbatch.config import RetryPolicy
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
 from lwbatch.protocol.answers import (
+    all_failed,
     classify_client_error,
     classify_server_error,
     error_message,
@@ -247,6 +248,12 @@ class Dispatcher:
                 r: Score.failed(ErrorType.BAD_RESPONSE, f"HTTP {status}: {message}")
                 for r in rev_ids
             }
+        if (
+            status == 422
+            and (each := all_failed(reply.body)) is not None
+            and set(each) >= set(rev_ids)
+        ):
+            return each
         error = classify_client_error(status, message)
         return {rev_id: Score.failed(error, message) for rev_id in rev_ids}
 

@@ -69,6 +69,13 @@ _NO_PREDICTION = re.compile(
     r"^Could not make prediction for revision \d+ \([^)]*\)\. Reason: (\w+)$"
 )
 _MISSING_REVISION_CODES = frozenset({"revision_missing", "parent_revision_missing"})
+# revertrisk's batch server when every revision of a request fails (422, even for one):
+# "Could not make prediction for revisions dict_keys([(N, 'xx'), ...]). Reason: ['CODE', ...]"
+_ALL_FAILED = re.compile(
+    r"^Could not make prediction for revisions dict_keys\(\[(.*)\]\)\. Reason: \[(.*)\]$"
+)
+_ALL_FAILED_REVISION = re.compile(r"\((\d+), '[^']*'\)")
+_ALL_FAILED_CODE = re.compile(r"'(\w+)'")
 # RFC 9110 11.6.1: challenges are comma-separated, each starting with its scheme.
 _BEARER_CHALLENGE = re.compile(r"(?:^|,)\s*Bearer(?:\s|,|$)", re.IGNORECASE)
 
@@ -114,6 +121,35 @@ def classify_client_error(status: int, message: str) -> ErrorType:
     if (match := _MW_API_ERROR.match(message)) and match[1] in _MW_API_CODES:
         return _MW_API_CODES[match[1]]
     return _missing_revision(message) or ErrorType.BAD_REQUEST
+
+
+def all_failed(body: bytes) -> dict[int, Score] | None:
+    """A score per revision of a batch server's "every revision failed" 422, read from
+    the whole body (the message is longer than the one a score keeps), or None."""
+    message = _full_message(body)
+    match = _ALL_FAILED.match(message) if message else None
+    if match is None:
+        return None
+    revisions = [int(rev) for rev in _ALL_FAILED_REVISION.findall(match[1])]
+    codes = _ALL_FAILED_CODE.findall(match[2])
+    if not revisions or len(revisions) != len(codes):
+        return None
+    return {
+        rev: Score.failed(
+            ErrorType.NOT_FOUND if code in _MISSING_REVISION_CODES else ErrorType.UNSCORABLE,
+            f"Could not make prediction for revision {rev}. Reason: {code}",
+        )
+        for rev, code in zip(revisions, codes, strict=True)
+    }
+
+
+def _full_message(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    detail = data.get("detail") if isinstance(data, dict) else None
+    return detail if isinstance(detail, str) else None
 
 
 def is_bearer_challenge(www_authenticate: str | None) -> bool:
