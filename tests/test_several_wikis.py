@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch import Budget, Endpoint, Rate, Revision
+from lwbatch.cli import main
 from lwbatch.durability.journal import journal_dir
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import Interrupted
@@ -19,6 +20,7 @@ from lwbatch.keys import RowKey
 from lwbatch.results import ErrorType, Score
 from lwbatch.run import score_file_async
 from lwbatch.seams import Source
+from lwbatch.testing.emulator import Latency
 from lwbatch.wikis import wikis
 from tests.conftest import EmulatorFactory, FakeClock, Script, emulated_p_true, ok, write_parquet
 
@@ -232,3 +234,148 @@ async def test_outlink_topic_model_needs_the_page_id(fake_clock: FakeClock) -> N
         ErrorType.INVALID_INPUT,
         "outlink-topic-model needs the page_id of each revision: add a page_id column",
     )
+
+
+def test_the_same_rev_id_on_two_wikis_is_two_rows_each_scored_for_its_wiki(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The example: before, the dewiki row was dropped as a duplicate.
+    inp = tmp_path / "in.csv"
+    inp.write_text("rev_id,lang\n12345,en\n12345,de\n12345,en\n777,yue\n777,zh-yue\n")
+    out = tmp_path / "out.parquet"
+    model = "revertrisk-language-agnostic"
+    with emulator() as (emu, base_url):
+        code = main(["score", str(inp), "-o", str(out), "-m", model, "--base-url", base_url, "-q"])
+        assert code == 0, capsys.readouterr().err
+        # One request per wiki (a batch holds one language), nothing asked twice.
+        assert emu.stats.requests == 3
+        assert sorted(emu.stats.answered.items()) == [
+            ((model, "dewiki", 12345), 1),
+            ((model, "enwiki", 12345), 1),
+            ((model, "zh_yuewiki", 777), 1),
+        ]
+    table = pq.read_table(out)
+    assert table.column_names == ["lang", "rev_id", model]
+    got = {(r["lang"], r["rev_id"]): r[model] for r in table.to_pylist()}
+    assert sorted(got) == [("de", 12345), ("en", 12345), ("yue", 777)]
+    for (lang, rev), wiki in [
+        (("en", 12345), "enwiki"),
+        (("de", 12345), "dewiki"),
+        (("yue", 777), "zh_yuewiki"),
+    ]:
+        p_true = emulated_p_true(model, rev, wiki=wiki)
+        assert got[(lang, rev)]["probability"] == [
+            ("true", p_true),
+            ("false", round(1 - p_true, 4)),
+        ]
+    assert got[("en", 12345)] != got[("de", 12345)]
+
+
+async def test_a_data_lake_table_with_a_template_and_revertrisk(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    rows = [
+        ("enwiki", 1001),
+        ("dewiki", 1001),
+        ("zh_yuewiki", 1001),
+        ("simplewiki", 1002),
+        ("be_x_oldwiki", 1003),
+        ("eswikibooks", 1004),  # deployed outside Wikipedia: damaging, not revertrisk
+        ("eswikiquote", 1005),
+        ("enwiktionary", 1006),
+        ("enwiki", 1001),  # a repeat: one row
+    ]
+    inp = lake_table(tmp_path / "lake.parquet", rows)
+    out = tmp_path / "out.parquet"
+    models = ["{wiki}-damaging", "revertrisk-language-agnostic"]
+    with emulator() as (emu, base_url):
+        report = await run(
+            inp,
+            out,
+            base_url,
+            models=models,
+            wiki_column="wiki_db",
+            id_column="revision_id",
+        )
+        answered = dict(emu.stats.answered)
+    damaging = cells(out, "{wiki}-damaging")
+    revertrisk = cells(out, "revertrisk-language-agnostic")
+    assert sorted(damaging) == sorted(set(rows))
+    for wiki, rev in set(rows):
+        p_true = emulated_p_true(f"{wiki}-damaging", rev)
+        assert damaging[(wiki, rev)]["error"] is None
+        assert damaging[(wiki, rev)]["probability"] == [
+            ("false", round(1 - p_true, 4)),
+            ("true", p_true),
+        ]
+        if wiki in ("eswikibooks", "eswikiquote", "enwiktionary"):
+            assert revertrisk[(wiki, rev)]["error"] == "unsupported_wiki"
+        else:
+            p_true = emulated_p_true("revertrisk-language-agnostic", rev, wiki=wiki)
+            assert revertrisk[(wiki, rev)]["probability"] == [
+                ("true", p_true),
+                ("false", round(1 - p_true, 4)),
+            ]
+    # Each (model, wiki, rev_id) once; revertrisk was never asked for the other projects.
+    assert set(answered.values()) == {1}
+    assert {key for key in answered if key[0] == "revertrisk-language-agnostic"} == {
+        ("revertrisk-language-agnostic", wiki, rev)
+        for wiki, rev in set(rows)
+        if wiki.endswith("wiki") and wiki != "enwiktionary"
+    }
+    assert report.rows_written == 8 and report.duplicate_rows == 1
+
+
+async def test_missing_revisions_behind_a_500_are_final_on_this_run_and_the_rerun(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    # revertrisk-wikidata scores the Wikidata rows, articlequality the enwiki ones.
+    missing = frozenset({5001, 5003})
+    rows = [(wiki, rev) for wiki in ("wikidatawiki", "enwiki") for rev in range(5000, 5006)]
+    inp = lake_table(tmp_path / "lake.parquet", rows)
+    out = tmp_path / "out.parquet"
+    options: dict[str, Any] = {
+        "models": ["revertrisk-wikidata", "articlequality"],
+        "wiki_column": "wiki_db",
+        "id_column": "revision_id",
+    }
+    with emulator(missing=missing) as (emu, base_url):
+        await run(inp, out, base_url, **options)
+        first = dict(emu.stats.by_status)
+        await run(inp, out, base_url, **options)
+        assert dict(emu.stats.by_status) == first  # the rerun asks nothing
+    # One request each: a 500 that says the revision cannot be fetched is not retried.
+    assert first == {"200": 8, "500": 4}
+    for model, wiki in (("revertrisk-wikidata", "wikidatawiki"), ("articlequality", "enwiki")):
+        got = cells(out, model)
+        for rev in range(5000, 5006):
+            expected = "not_found" if rev in missing else None
+            assert got[(wiki, rev)]["error"] == expected, (model, wiki, rev)
+
+
+async def test_an_unsupported_language_costs_only_the_requests_in_flight_when_it_is_said(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    # The emulated readability does not serve Volapuk (vo), as the real one answers 400
+    # "Unsupported lang: vo." for each language it lacks.
+    langs = ["vo"] * 60 + ["en"] * 10
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {"rev_id": pa.array(range(7000, 7070), pa.int64()), "lang": langs},
+    )
+    out = tmp_path / "out.parquet"
+    in_flight = 4
+    with emulator(latency=Latency("fixed", 0.02)) as (emu, base_url):
+        await run(inp, out, base_url, models=["readability"], concurrency=in_flight)
+        refused = emu.stats.by_status["400"]
+    # At most the requests already on the wire when the first refusal came back.
+    assert 1 <= refused <= in_flight
+    assert emu.stats.by_status["200"] == 10
+    got = {(r["lang"], r["rev_id"]): r["readability"] for r in pq.read_table(out).to_pylist()}
+    messages = {got[("vo", rev)]["error_message"] for rev in range(7000, 7060)}
+    assert {got[("vo", rev)]["error"] for rev in range(7000, 7060)} == {"unsupported_wiki"}
+    assert messages == {
+        "Unsupported lang: vo.",
+        "readability answered that it does not serve vowiki",
+    }
+    assert all(got[("en", rev)]["error"] is None for rev in range(7060, 7070))
