@@ -2,7 +2,8 @@
 
 Input: 100,000 rows in five languages, 30% of them repeats of earlier rev_ids. Models:
 revertrisk-language-agnostic (which takes batches of up to 20 revisions of one
-language) and two revscoring models (one revision per request). Compared in one run:
+language) and two revscoring models, each row's own wiki's (one revision per request).
+Compared in one run:
 
   naive       one request per input row and model (a loop over the file)
   dedup       one request per distinct revision and model (what ORES-era scripts did)
@@ -29,7 +30,8 @@ from _common import emulator_process, emulator_stats
 
 from lwbatch import Budget, Endpoint, score_file_async
 
-MODELS = ["revertrisk-language-agnostic", "enwiki-damaging", "enwiki-goodfaith"]
+# Each row's own wiki's damaging and goodfaith models (one per wiki, behind one column).
+MODELS = ["revertrisk-language-agnostic", "{wiki}-damaging", "{wiki}-goodfaith"]
 LANGS = ["en", "de", "fr", "es", "ja"]
 
 
@@ -45,6 +47,18 @@ def make_input(path: Path, rows: int, duplicates: float, seed: int = 7) -> int:
         path,
     )
     return distinct
+
+
+def columns(by_model: dict[str, int]) -> dict[str, int]:
+    """Requests per output column: a `{wiki}-KIND` column sums its wikis' models."""
+    out: dict[str, int] = {}
+    for column in MODELS:
+        suffix = column.removeprefix("{wiki}")
+        if suffix == column:
+            out[column] = by_model.get(column, 0)
+        else:
+            out[column] = sum(n for name, n in by_model.items() if name.endswith(suffix))
+    return out
 
 
 def main() -> None:
@@ -66,7 +80,7 @@ def main() -> None:
                 budget=Budget.unlimited(),
             )
         )
-        by_model = emulator_stats(url)["by_model"]
+        by_model = columns(emulator_stats(url)["by_model"])
     sent = report.requests_sent
     naive = args.rows * len(MODELS)
     dedup = distinct * len(MODELS)
