@@ -9,6 +9,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lwbatch import Endpoint, RunReport, Scorer, Source, score_file_async
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import Revision
 from lwbatch.testing.emulator import Emulator, EmulatorConfig, running
@@ -152,6 +154,33 @@ class Script:
     @property
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
+
+
+# -- a library run that a Ctrl-C stops ----------------------------------------------------
+async def score_until(
+    inp: Path, out: Path, base_url: str, *, stop_after: int | None = None, **options: Any
+) -> RunReport:
+    """score_file_async against `base_url`, stopped (as by Ctrl-C, with a 5 s grace) once
+    `stop_after` rows are out; the rest of `options` go to score_file_async."""
+    scorers: list[Scorer] = []
+    stoppers: list[asyncio.Task[None]] = []
+
+    def started(_source: Source, scorer: Scorer) -> None:
+        scorers.append(scorer)
+
+    def progress(_n: int) -> None:
+        scorer = scorers[0]
+        if stop_after is not None and scorer.rows_emitted >= stop_after and not stoppers:
+            stoppers.append(asyncio.get_running_loop().create_task(scorer.stop(5.0)))
+
+    return await score_file_async(
+        inp,
+        out,
+        endpoint=Endpoint(base_url=base_url),
+        on_start=started,
+        progress=progress,
+        **options,
+    )
 
 
 # -- revisions -------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +10,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Token
+from lwbatch import Budget, Rate, RetryPolicy, Token
 from lwbatch.durability.journal import journal_dir
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import IncompleteRunError, Interrupted, UsageError
 from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.results import ScoredRow
-from lwbatch.run import score_file_async
-from lwbatch.seams import Source
-from tests.conftest import EmulatorFactory, FakeClock, write_parquet
+from tests.conftest import EmulatorFactory, FakeClock, score_until, write_parquet
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
 UNKNOWN = 2_100_000_001
@@ -31,37 +28,11 @@ def revisions(tmp_path: Path, count: int = 300) -> Path:
 
 
 async def run(
-    inp: Path,
-    out: Path,
-    base_url: str,
-    *,
-    stop_after: int | None = None,
-    models: list[str] = MODELS,
-    **options: Any,
+    inp: Path, out: Path, base_url: str, *, models: list[str] = MODELS, **options: Any
 ) -> Any:
-    """score_file_async, optionally stopped (as by Ctrl-C) after `stop_after` rows."""
-    scorers: list[Scorer] = []
-    stoppers: list[asyncio.Task[None]] = []
-
-    def started(_source: Source, scorer: Scorer) -> None:
-        scorers.append(scorer)
-
-    def progress(_n: int) -> None:
-        scorer = scorers[0]
-        if stop_after is not None and scorer.rows_emitted >= stop_after and not stoppers:
-            stoppers.append(asyncio.get_running_loop().create_task(scorer.stop(5.0)))
-
     options.setdefault("budget", Budget.from_rate(Rate(5000, 1.0)))
     options.setdefault("concurrency", 16)
-    return await score_file_async(
-        inp,
-        out,
-        models=models,
-        endpoint=Endpoint(base_url=base_url),
-        on_start=started,
-        progress=progress,
-        **options,
-    )
+    return await score_until(inp, out, base_url, models=models, **options)
 
 
 def table_rows(path: Path) -> list[dict[str, Any]]:

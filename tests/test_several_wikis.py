@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -18,39 +17,24 @@ from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import Interrupted
 from lwbatch.keys import RowKey
 from lwbatch.results import ErrorType, Score
-from lwbatch.run import score_file_async
-from lwbatch.seams import Source
 from lwbatch.testing.emulator import Latency
 from lwbatch.wikis import wikis
-from tests.conftest import EmulatorFactory, FakeClock, Script, emulated_p_true, ok, write_parquet
+from tests.conftest import (
+    EmulatorFactory,
+    FakeClock,
+    Script,
+    emulated_p_true,
+    ok,
+    score_until,
+    write_parquet,
+)
 
 FAST = Budget.from_rate(Rate(5000, 1.0))
 
 
-async def run(
-    inp: Path, out: Path, base_url: str, *, stop_after: int | None = None, **options: Any
-) -> Any:
-    """score_file_async, optionally stopped (as by Ctrl-C) after `stop_after` rows."""
-    scorers: list[Scorer] = []
-    stoppers: list[asyncio.Task[None]] = []
-
-    def started(_source: Source, scorer: Scorer) -> None:
-        scorers.append(scorer)
-
-    def progress(_n: int) -> None:
-        scorer = scorers[0]
-        if stop_after is not None and scorer.rows_emitted >= stop_after and not stoppers:
-            stoppers.append(asyncio.get_running_loop().create_task(scorer.stop(5.0)))
-
+async def run(inp: Path, out: Path, base_url: str, **options: Any) -> Any:
     options.setdefault("budget", FAST)
-    return await score_file_async(
-        inp,
-        out,
-        endpoint=Endpoint(base_url=base_url),
-        on_start=started,
-        progress=progress,
-        **options,
-    )
+    return await score_until(inp, out, base_url, **options)
 
 
 def lake_table(path: Path, rows: list[tuple[str, int]]) -> Path:
