@@ -51,26 +51,36 @@ class Score:
 class Revision:
     """A revision to score.
 
-    `wiki` is the revision's wiki: the row's own when the input names one per row
-    (`key_wiki` then holds the value the output's wiki column writes), otherwise the
-    one wiki of the whole input (``key_wiki == ""``). `page_id` is needed by models
-    that take the page beside the revision (outlink-topic-model).
+    `wiki` is the revision's wiki (``wikis().from_dbname("dewiki")``). The key is
+    (`key_wiki`, rev_id): by default the wiki's database name; a source passes the
+    value its wiki column writes (``de`` for a ``lang`` column), or ``""`` when the
+    input names no wiki (every row of one wiki). `page_id` is needed by models that take
+    the page beside the revision (outlink-topic-model).
     """
 
     rev_id: int
     wiki: Wiki
-    key_wiki: str = ""
+    key_wiki: str | None = None
     page_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.wiki, Wiki):
+            raise TypeError(
+                f"Revision.wiki must be a Wiki, not {self.wiki!r}: "
+                "use lwbatch.wikis().from_dbname(...) or .from_lang(...)"
+            )
 
     @classmethod
     def in_lang(cls, rev_id: int, lang: str = "en", *, keyed: bool = False) -> Revision:
-        """A Wikipedia revision by language code; `keyed`: the key holds the language."""
+        """A Wikipedia revision by language code; `keyed`: the key holds the language,
+        else the revision is of the input's one wiki (its key has no wiki)."""
         wiki = wikis().from_lang(lang)
         return cls(rev_id, wiki, wiki.lang if keyed else "")
 
     @property
     def key(self) -> RowKey:
-        return RowKey(self.key_wiki, self.rev_id)
+        wiki = self.wiki.dbname if self.key_wiki is None else self.key_wiki
+        return RowKey(wiki, self.rev_id)
 
 
 @dataclass(frozen=True, slots=True)

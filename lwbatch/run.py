@@ -29,7 +29,7 @@ from lwbatch.engine.stats import RunReport
 from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import open_sink
-from lwbatch.io.sources import DEFAULT_BATCH_ROWS, open_source
+from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, default_wiki, open_source
 from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
@@ -98,6 +98,8 @@ async def score_file_async(
     """
     catalog = catalog or default_catalog()
     specs = catalog.resolve_all(models)
+    # `en`, ` en` and `enwiki` are one run's `lang`: the manifest keeps the code.
+    lang = default_wiki(lang).lang
     source = (
         input
         if isinstance(input, Source)
@@ -105,6 +107,14 @@ async def score_file_async(
             input, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
         )
     )
+    if isinstance(source, FileSource) and not source.has_page_id:
+        for spec in specs:
+            if spec.needs_page_id:
+                raise InputError(
+                    f"{spec.name} needs a page_id column beside the rev_id (its server "
+                    "takes the page with the revision)",
+                    path=source.name,
+                )
     layout = source.key_layout
     sink = output if isinstance(output, Sink) else open_sink(output, input=source.name)
     buffer = RowBuffer(specs, layout)

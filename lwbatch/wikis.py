@@ -93,7 +93,12 @@ class WikiTable:
         lowered = text.lower()
         if lowered in self.by_dbname or _DBNAME.fullmatch(lowered):
             raise WikiValueError(f"{text!r} must be lower case: {lowered!r}")
-        known = self.by_lang.get(text) or self._by_domain(lowered)
+        known = (
+            self.by_lang.get(text)
+            or self._by_domain(lowered)
+            or self.by_dbname.get(lowered.replace("-", "_"))
+            or self.by_dbname.get(lowered.replace("-", "_") + "wiki")
+        )
         if known is not None:
             raise WikiValueError(
                 f"{text!r} is not a database name; this wiki's is {known.dbname!r}"
@@ -117,12 +122,15 @@ class WikiTable:
         if named is not None:
             raise WikiValueError(
                 f"{text!r} is the database name of a wiki that is not a Wikipedia; "
-                "name database names in a column of their own with `wiki_column`"
+                "read a column of database names with --wiki-column"
             )
         lowered = text.lower()
         wiki = self.by_lang.get(lowered) or self.by_dbname.get(lowered)
         if wiki is not None and wiki.is_wikipedia:
             raise WikiValueError(f"{text!r} must be lower case: {wiki.lang!r}")
+        near = self.by_lang.get(lowered.replace("_", "-"))
+        if near is not None:
+            raise WikiValueError(f"{text!r} is not a language code; write {near.lang!r}")
         locale = _LOCALE.fullmatch(text)
         if locale is not None and (base := self.by_lang.get(locale.group(1).lower())):
             raise WikiValueError(

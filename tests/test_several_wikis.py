@@ -14,8 +14,9 @@ from lwbatch import Budget, Endpoint, Rate, Revision
 from lwbatch.cli import main
 from lwbatch.durability.journal import journal_dir
 from lwbatch.engine.scorer import Scorer
-from lwbatch.errors import Interrupted
+from lwbatch.errors import Interrupted, UsageError
 from lwbatch.keys import RowKey
+from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, Score
 from lwbatch.testing.emulator import Latency
 from lwbatch.wikis import wikis
@@ -216,7 +217,7 @@ async def test_outlink_topic_model_needs_the_page_id(fake_clock: FakeClock) -> N
     assert script.requests == []
     assert row.scores["outlink-topic-model"] == Score.failed(
         ErrorType.INVALID_INPUT,
-        "outlink-topic-model needs the page_id of each revision: add a page_id column",
+        "outlink-topic-model needs the revision's page_id, and this row has none",
     )
 
 
@@ -358,8 +359,65 @@ async def test_an_unsupported_language_costs_only_the_requests_in_flight_when_it
     got = {(r["lang"], r["rev_id"]): r["readability"] for r in pq.read_table(out).to_pylist()}
     messages = {got[("vo", rev)]["error_message"] for rev in range(7000, 7060)}
     assert {got[("vo", rev)]["error"] for rev in range(7000, 7060)} == {"unsupported_wiki"}
-    assert messages == {
-        "Unsupported lang: vo.",
-        "readability answered that it does not serve vowiki",
-    }
+    # The server's words, for the rows it answered and the rows it was never asked.
+    assert messages == {"Unsupported lang: vo."}
     assert all(got[("en", rev)]["error"] is None for rev in range(7060, 7070))
+
+
+def test_a_revision_built_with_a_wiki_is_keyed_by_it() -> None:
+    en, de = wikis().from_dbname("enwiki"), wikis().from_lang("de")
+    assert Revision(12345, en).key == RowKey("enwiki", 12345)
+    assert Revision(12345, de).key == RowKey("dewiki", 12345)
+    assert Revision(12345, de, "de").key == RowKey("de", 12345)  # a lang column's value
+    assert Revision(12345, de, "").key == RowKey("", 12345)  # the input's one wiki
+    with pytest.raises(TypeError, match=r"Revision.wiki must be a Wiki, not 'enwiki'"):
+        Revision(1, "enwiki")  # type: ignore[arg-type]
+
+
+async def test_two_revisions_of_one_id_on_two_wikis_stay_two_rows_in_a_scorer(
+    fake_clock: FakeClock,
+) -> None:
+    en, de = wikis().from_dbname("enwiki"), wikis().from_dbname("dewiki")
+    script = Script(lambda r, n: ok(r), fake_clock)
+    model = "revertrisk-language-agnostic"
+    async with script_scorer([model], script, fake_clock, linger=0.01) as scorer:
+        rows = [row async for row in scorer.score([Revision(7, en), Revision(7, de)])]
+    assert sorted(row.key for row in rows) == [RowKey("dewiki", 7), RowKey("enwiki", 7)]  # type: ignore[type-var]
+    assert len(script.requests) == 2  # one batch per language
+
+
+def test_outlink_without_a_page_id_column_is_refused_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+    out = tmp_path / "out.parquet"
+    args = ["score", str(inp), "-o", str(out), "-m", "outlink-topic-model"]
+    code = main([*args, "--base-url", "http://unused.invalid"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"lwbatch: error: {inp}: outlink-topic-model needs a page_id column beside the rev_id "
+        "(its server takes the page with the revision)\n"
+    )
+    assert not out.exists()
+
+
+def test_a_kind_only_wikidata_has_is_named_as_such() -> None:
+    with pytest.raises(UsageError) as info:
+        default_catalog().resolve("{wiki}-itemquality")
+    assert str(info.value) == (
+        "model '{wiki}-itemquality': this kind exists for Wikidata only; "
+        "name it 'wikidatawiki-itemquality'"
+    )
+
+
+async def test_any_spelling_of_one_lang_is_one_run(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2, 3], pa.int64())})
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        await run(inp, out, base_url, models=["readability"], lang="enwiki")
+        first = emu.stats.requests
+        report = await run(inp, out, base_url, models=["readability"], lang=" en")
+    assert (first, emu.stats.requests) == (3, 3)  # the rerun resumed the finished run
+    assert report.rows_resumed == 3

@@ -167,34 +167,16 @@ def test_lang_values_are_checked_row_by_row_with_the_fix(tmp_path: Path) -> None
     assert items(open_source(path)) == [
         en,
         rev(2, "en", keyed=True),  # a Wikipedia's database name is read as the wiki
-        InvalidRow(
-            3,
-            3,
-            "lang 'EN' must be lower case: 'en'; for database names give the column as "
-            "`wiki_column`",
-            "EN",
-        ),
-        InvalidRow(
-            4,
-            4,
-            "lang 'en-GB' is a locale; Wikipedias go by language code: 'en'; for database "
-            "names give the column as `wiki_column`",
-            "en-GB",
-        ),
+        InvalidRow(3, 3, "lang 'EN' must be lower case: 'en'", "EN"),
+        InvalidRow(4, 4, "lang 'en-GB' is a locale; Wikipedias go by language code: 'en'", "en-GB"),
         InvalidRow(
             5,
             5,
             "lang 'wikidatawiki' is the database name of a wiki that is not a Wikipedia; "
-            "name database names in a column of their own with `wiki_column`",
+            "read a column of database names with --wiki-column",
             "wikidatawiki",
         ),
-        InvalidRow(
-            6,
-            6,
-            "lang 'xx' is not the language code of a Wikipedia; for database names give "
-            "the column as `wiki_column`",
-            "xx",
-        ),
+        InvalidRow(6, 6, "lang 'xx' is not the language code of a Wikipedia", "xx"),
         yue,
         Revision(8, yue.wiki, "yue"),  # host and code: one wiki, one key
     ]
@@ -216,7 +198,7 @@ def test_a_wiki_column_of_database_names_keys_rows_by_their_wiki(tmp_path: Path)
         Revision(10, table.from_dbname("enwiki"), "enwiki", 100),
         Revision(10, table.from_dbname("zh_yuewiki"), "zh_yuewiki", None),
         Revision(11, table.from_dbname("eswikibooks"), "eswikibooks", 101),
-        InvalidRow(4, 12, "wiki_db is null", None),
+        InvalidRow(4, 12, "wiki_db is empty: each row needs its wiki's database name", None),
         InvalidRow(5, 13, "wiki_db 'ENWIKI' must be lower case: 'enwiki'", "ENWIKI"),
         Revision(14, Wiki("xxyzwiki"), "xxyzwiki", 104),  # unknown to lwbatch, kept
         InvalidRow(7, 15, "wiki_db 'en' is not a database name; this wiki's is 'enwiki'", "en"),
@@ -234,7 +216,7 @@ def test_wiki_column_and_lang_are_checked_when_the_source_opens(tmp_path: Path) 
     with pytest.raises(UsageError) as usage:
         open_source(path, lang="EN")
     assert str(usage.value) == "`lang` 'EN' must be lower case: 'en'"
-    with pytest.raises(UsageError, match="`wiki_column` 'rev_id' is the id column"):
+    with pytest.raises(UsageError, match="`wiki_column` 'rev_id' is the name of the id column"):
         open_source(path, wiki_column="rev_id")
     numbers = write_parquet(tmp_path / "n.parquet", {"rev_id": [1], "wiki_db": [7]})
     with pytest.raises(InputError, match="column 'wiki_db' has type int64; wikis must be text"):

@@ -79,9 +79,11 @@ def test_an_unknown_well_formed_database_name_is_kept_as_an_unknown_wiki() -> No
         (
             "wikidatawiki",
             "'wikidatawiki' is the database name of a wiki that is not a Wikipedia; "
-            "name database names in a column of their own with `wiki_column`",
+            "read a column of database names with --wiki-column",
         ),
         ("xx", "'xx' is not the language code of a Wikipedia"),
+        ("be_x_old", "'be_x_old' is not a language code; write 'be-tarask'"),
+        ("zh_yue", "'zh_yue' is not a language code; write 'yue'"),
         ("", "is empty"),
     ],
 )
@@ -101,6 +103,9 @@ def test_a_language_value_that_names_no_wikipedia_says_what_to_write(
         ("yue", "'yue' is not a database name; this wiki's is 'zh_yuewiki'"),
         ("en.wikipedia.org", "'en.wikipedia.org' is not a database name; this wiki's is 'enwiki'"),
         ("12", "'12' is not a wiki database name such as 'enwiki'"),
+        ("zh-yuewiki", "'zh-yuewiki' is not a database name; this wiki's is 'zh_yuewiki'"),
+        ("zh_yue", "'zh_yue' is not a database name; this wiki's is 'zh_yuewiki'"),
+        ("wikidata", "'wikidata' is not a database name; this wiki's is 'wikidatawiki'"),
         ("  ", "is empty"),
     ],
 )

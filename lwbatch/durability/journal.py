@@ -507,4 +507,6 @@ def _show(value: Any) -> str:
         return f"{value['path']} ({value['size']:,} bytes)"
     if isinstance(value, list):
         return ", ".join(map(str, value))
+    if value is None:
+        return "none"
     return repr(value)

@@ -82,8 +82,9 @@ class Dispatcher:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self.undeployed: set[str] = set()
-        # (model, wiki) pairs the model said it does not serve: never asked again.
-        self.unsupported: set[tuple[str, str]] = set()
+        # (model, wiki) the model said it does not serve, with what it said: never asked
+        # again, and every row of it gets the same message.
+        self.unsupported: dict[tuple[str, str], str] = {}
         self.stopping = False
         self.in_flight = 0
         self.answered = False  # any HTTP answer at all, whatever its status
@@ -114,8 +115,9 @@ class Dispatcher:
             outcome = await self._attempt(spec, rev_ids, payload, wiki)
             if not isinstance(outcome, _Retry):
                 scores = [outcome[rev_id] for rev_id in rev_ids]
-                if any(score.error is ErrorType.UNSUPPORTED_WIKI for score in scores):
-                    self.unsupported.add((spec.name, wiki))
+                for score in scores:
+                    if score.error is ErrorType.UNSUPPORTED_WIKI:
+                        self.unsupported.setdefault((spec.name, wiki), score.error_message or "")
                 return scores
             if outcome.error is ErrorType.RATE_LIMITED:
                 # No backoff of its own: the limiter's pause (Retry-After) already holds
@@ -175,9 +177,10 @@ class Dispatcher:
     def _refused(self, spec: ModelSpec, rev_ids: list[int], wiki: str) -> dict[int, Score] | None:
         if spec.name in self.undeployed:
             return _undeployed(spec, rev_ids)
-        if (spec.name, wiki) in self.unsupported:
-            message = f"{spec.name} answered that it does not serve {wiki}"
-            return {r: Score.failed(ErrorType.UNSUPPORTED_WIKI, message) for r in rev_ids}
+        message = self.unsupported.get((spec.name, wiki))
+        if message is not None:
+            said = message or f"{spec.name} answered that it does not serve {wiki}"
+            return {r: Score.failed(ErrorType.UNSUPPORTED_WIKI, said) for r in rev_ids}
         return None
 
     def _held_back(self, spec: ModelSpec, rev_ids: list[int], wiki: str) -> dict[int, Score] | None:

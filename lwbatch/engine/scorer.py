@@ -302,7 +302,7 @@ class Scorer:
             if isinstance(value, Revision | InvalidRow):
                 chunk.append(value)
             elif isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                chunk.append(Revision(value, self.default_wiki))
+                chunk.append(Revision(value, self.default_wiki, ""))
             else:
                 rev_id = value if isinstance(value, int) and not isinstance(value, bool) else None
                 chunk.append(
@@ -460,14 +460,14 @@ class Scorer:
                     f"{spec.name}: {wiki.dbname} has no {spec.kind} model",
                 )
             spec = concrete
-        elif item.key_wiki and (reason := spec.refuses(wiki)) is not None:
+        elif item.key_wiki != "" and (reason := spec.refuses(wiki)) is not None:
             # Only rows that name their wiki are checked: without a wiki column, the
             # input is of whichever wiki the models name.
             return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
         if spec.needs_page_id and item.page_id is None:
             return Score.failed(
                 ErrorType.INVALID_INPUT,
-                f"{spec.name} needs the page_id of each revision: add a page_id column",
+                f"{spec.name} needs the revision's page_id, and this row has none",
             )
         return spec
 
@@ -487,7 +487,8 @@ class Scorer:
             if error is ErrorType.MODEL_NOT_DEPLOYED:
                 dispatcher.undeployed.add(spec.name)
             else:
-                dispatcher.unsupported.add((spec.name, wiki.dbname))
+                # The earlier run's words are in its rows; these rows say it anew.
+                dispatcher.unsupported.setdefault((spec.name, wiki.dbname), "")
 
     def _wiki_of_key(self, value: str) -> Wiki:
         if not value:

@@ -60,7 +60,10 @@ class FileSource:
         self.id_column = id_column
         self.default_wiki = default_wiki(lang)
         if wiki_column is not None and wiki_column in (id_column, "rev_id"):
-            raise UsageError(f"`wiki_column` {wiki_column!r} is the id column; name the wiki's")
+            raise UsageError(
+                f"`wiki_column` {wiki_column!r} is the name of the id column; "
+                "give the column that holds each row's wiki"
+            )
         self.wiki_column = wiki_column
         self.batch_rows = batch_rows
         # The column that names each row's wiki, and how: "lang" or "dbname".
@@ -218,19 +221,14 @@ class FileSource:
         try:
             if self._wiki_form == "dbname":
                 if not text.strip():
-                    return f"{column} is null"
+                    return f"{column} is empty: each row needs its wiki's database name"
                 wiki = table.from_dbname(text)
                 return wiki, wiki.dbname
             # An empty language cell takes the source's `lang`, as rows without a column do.
             wiki = table.from_lang(text) if text.strip() else self.default_wiki
             return wiki, wiki.lang
         except WikiValueError as exc:
-            fix = (
-                "; for database names give the column as `wiki_column`"
-                if self._wiki_form == "lang" and "database name" not in str(exc)
-                else ""
-            )
-            return f"{column} {exc}{fix}"
+            return f"{column} {exc}"
 
 
 class ParquetSource(FileSource):

@@ -178,6 +178,9 @@ class Catalog:
             )
         raise UnknownModelError(name, known=self.describe())
 
+    def _fits(self, name: str) -> bool:
+        return any(family.pattern.fullmatch(name) for family in self.families)
+
     def describe(self) -> str:
         """The model names the catalogue accepts, as a reader would write them."""
         names: list[str] = []
@@ -200,6 +203,11 @@ class Catalog:
         except UnknownModelError:
             spec = None
         if spec is None or spec.family.answer != "revscoring" or TEMPLATE in name[1:]:
+            wikidata = name.replace(TEMPLATE, "wikidatawiki", 1)
+            if TEMPLATE not in name[1:] and self._fits(wikidata):
+                raise UsageError(
+                    f"model {name!r}: this kind exists for Wikidata only; name it {wikidata!r}"
+                )
             raise UnknownModelError(name, known=self.describe())
         return ModelSpec(
             name=name, family=spec.family, namespace=spec.namespace, wiki=None, kind=spec.kind
