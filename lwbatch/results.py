@@ -20,12 +20,12 @@ class ErrorType(StrEnum):
     DELETED = "deleted"  # its text, comment or user was deleted
     MODEL_NOT_DEPLOYED = "model_not_deployed"  # 404 for the model
     UNSUPPORTED_WIKI = "unsupported_wiki"  # the model does not serve this row's wiki/language
-    UNSCORABLE = "unscorable"  # 422 for another reason, or a batch item not scored
+    UNSCORABLE = "unscorable"  # 422 for another reason, a batch item not scored, or no page_id
     BAD_REQUEST = "bad_request"  # any other 4xx
     BAD_RESPONSE = "bad_response"  # 2xx whose body is not the model's answer shape
     TRANSIENT_ERROR = "transient_error"  # 5xx/timeout/connection error, retries exhausted
     RATE_LIMITED = "rate_limited"  # 429 more times than the retry policy allows
-    INVALID_INPUT = "invalid_input"  # no usable rev_id or wiki, or no page_id; never sent
+    INVALID_INPUT = "invalid_input"  # the row has no usable rev_id or wiki; never sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,18 @@ from lwbatch.resources import wikis_path
 
 LangForm = Literal["code", "host"]
 
+# The code-taking servers (revertrisk, reference-need/-risk) fetch from
+# `{code}.wikipedia.org` after rewriting these codes (their python/config.yaml,
+# mw_host_replace); any other code whose host differs (vro, rup) fetches no wiki.
+SERVER_HOST_REWRITE: dict[str, str] = {
+    "be-x-old": "be-tarask",
+    "yue": "zh-yue",
+    "gsw": "als",
+    "sgs": "bat-smg",
+    "nan": "zh-min-nan",
+    "lzh": "zh-classical",
+}
+
 # The families of wikis the gateway routes editquality models for, and the others
 # whose database names a data-lake table may hold.
 _DBNAME = re.compile(
@@ -55,6 +67,11 @@ class Wiki:
         if form == "host":
             return self.domain.split(".", 1)[0]
         return self.lang
+
+    def fetched_host(self, form: LangForm) -> str:
+        """The host a server sent :meth:`lang_for` fetches the revision from."""
+        value = self.lang_for(form)
+        return SERVER_HOST_REWRITE.get(value, value) if form == "code" else value
 
 
 class WikiValueError(ValueError):
@@ -167,4 +184,4 @@ def wikis() -> WikiTable:
     return WikiTable(_load())
 
 
-__all__ = ["LangForm", "Wiki", "WikiTable", "WikiValueError", "wikis"]
+__all__ = ["SERVER_HOST_REWRITE", "LangForm", "Wiki", "WikiTable", "WikiValueError", "wikis"]

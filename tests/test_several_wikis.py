@@ -216,7 +216,7 @@ async def test_outlink_topic_model_needs_the_page_id(fake_clock: FakeClock) -> N
         [row] = [row async for row in scorer.score([8])]
     assert script.requests == []
     assert row.scores["outlink-topic-model"] == Score.failed(
-        ErrorType.INVALID_INPUT,
+        ErrorType.UNSCORABLE,
         "outlink-topic-model needs the revision's page_id, and this row has none",
     )
 
@@ -421,3 +421,30 @@ async def test_any_spelling_of_one_lang_is_one_run(
         report = await run(inp, out, base_url, models=["readability"], lang=" en")
     assert (first, emu.stats.requests) == (3, 3)  # the rerun resumed the finished run
     assert report.rows_resumed == 3
+
+
+async def test_a_finished_outlink_run_with_rows_lacking_a_page_id_reruns_for_nothing(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    pages = [11, None, 13, None, 15]
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {"rev_id": pa.array(range(1, 6), pa.int64()), "page_id": pa.array(pages, pa.int64())},
+    )
+    out = tmp_path / "out.parquet"
+    options: dict[str, Any] = {"models": ["outlink-topic-model", "enwiki-damaging"]}
+    with emulator() as (emu, base_url):
+        await run(inp, out, base_url, **options)
+        first = emu.stats.requests
+        report = await run(inp, out, base_url, **options)
+    assert (first, emu.stats.requests) == (3 + 5, 3 + 5)
+    assert report.rows_resumed == 5 and report.rows_written == 5
+    got = {r["rev_id"]: r for r in pq.read_table(out).to_pylist()}
+    assert [got[rev]["outlink-topic-model"]["error"] for rev in range(1, 6)] == [
+        None,
+        "unscorable",
+        None,
+        "unscorable",
+        None,
+    ]
+    assert all(got[rev]["enwiki-damaging"]["error"] is None for rev in range(1, 6))

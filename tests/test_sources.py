@@ -160,7 +160,7 @@ def test_missing_path_and_directory(tmp_path: Path) -> None:
 def test_lang_values_are_checked_row_by_row_with_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text(
-        "rev_id,lang\n1,en\n2,enwiki\n3,EN\n4,en-GB\n5,wikidatawiki\n6,xx\n7,zh-yue\n8,yue\n"
+        "rev_id,lang\n1,en\n2,enwiki\n3,EN\n4,en-GB\n5,wikidatawiki\n6,xx\n7,zh-yue\n8,yue\n9,nan\n"
     )
     en = rev(1, "en", keyed=True)
     yue = Revision(7, wikis().from_dbname("zh_yuewiki"), "yue")
@@ -179,6 +179,8 @@ def test_lang_values_are_checked_row_by_row_with_the_fix(tmp_path: Path) -> None
         InvalidRow(6, 6, "lang 'xx' is not the language code of a Wikipedia", "xx"),
         yue,
         Revision(8, yue.wiki, "yue"),  # host and code: one wiki, one key
+        # "nan" is Min Nan's code, not a missing value (pyarrow's default null list).
+        Revision(9, wikis().from_dbname("zh_min_nanwiki"), "nan"),
     ]
 
 

@@ -465,8 +465,10 @@ class Scorer:
             # input is of whichever wiki the models name.
             return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
         if spec.needs_page_id and item.page_id is None:
+            # Not invalid_input: that marks rows no model could take (and a resume tells
+            # invalid rows by it), while this row is fine for the other models.
             return Score.failed(
-                ErrorType.INVALID_INPUT,
+                ErrorType.UNSCORABLE,
                 f"{spec.name} needs the revision's page_id, and this row has none",
             )
         return spec

@@ -305,6 +305,9 @@ class CsvSource(FileSource):
                     column_types={c: pa.string() for c in columns},
                     include_columns=columns,
                     strings_can_be_null=True,
+                    # Only an empty cell is null: pyarrow's default list holds "nan",
+                    # the language code of zh_min_nanwiki.
+                    null_values=[""],
                 ),
             )
             for batch in reader:

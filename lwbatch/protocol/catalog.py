@@ -47,6 +47,9 @@ class Family:
     labels: tuple[str, ...] = ()
     lang_form: LangForm = "code"
     wikis: WikiScope = "wikipedia"
+    # The server also looks the wiki up as its database name less "wiki" (articlequality's
+    # feature table), so it scores only wikis whose host is that.
+    host_is_dbname: bool = False
 
     def __post_init__(self) -> None:
         if self.answer not in _ANSWERS:
@@ -135,6 +138,19 @@ class ModelSpec:
         if not wiki.is_wikipedia:
             what = "not a Wikipedia" if wiki.known else "not a Wikipedia lwbatch knows"
             return f"{self.name} scores Wikipedia revisions; {wiki.dbname} is {what}"
+        form = self.family.lang_form
+        host = wiki.lang_for("host")
+        if wiki.fetched_host(form) != host:
+            return (
+                f"{self.name} cannot fetch {wiki.dbname} revisions: it takes the code "
+                f"{wiki.lang_for(form)!r} and fetches {wiki.fetched_host(form)}.wikipedia.org, "
+                f"not {host}.wikipedia.org"
+            )
+        if self.family.host_is_dbname and wiki.dbname.replace("wiki", "") != host:
+            return (
+                f"{self.name} cannot score {wiki.dbname}: its server looks the wiki up as "
+                f"{wiki.dbname.replace('wiki', '')!r} but fetches {host}.wikipedia.org"
+            )
         return None
 
     @property
@@ -244,6 +260,7 @@ def _family(entry: Mapping[str, Any]) -> Family:
             max_batch=int(entry.get("max_batch", 1)),
             labels=tuple(str(label) for label in entry.get("labels", ())),
             lang_form=entry.get("lang_form", "code"),
+            host_is_dbname=bool(entry.get("host_is_dbname", False)),
             wikis=entry.get(
                 "wikis", "named" if entry.get("answer") == "revscoring" else "wikipedia"
             ),

@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any, Literal, TypeGuard
 
 from lwbatch.protocol.catalog import ModelSpec
-from lwbatch.wikis import wikis
+from lwbatch.wikis import SERVER_HOST_REWRITE, wikis
 
 Problem = Literal["missing", "deleted"]
 
@@ -85,10 +85,9 @@ def wiki_for(spec: ModelSpec, lang: str) -> str | None:
     if spec.family.lang_form == "host":
         # The value goes before ".wikipedia.org" as it is: only a host reaches a wiki.
         return _hosts().get(lang)
-    # Code-form servers rewrite the few codes whose host differs (yue -> zh-yue), so
-    # any name the canonical list gives a Wikipedia reaches it.
-    wiki = wikis().by_lang.get(lang)
-    return wiki.dbname if wiki is not None else None
+    # Code-form servers rewrite six codes whose host differs (yue -> zh-yue); the others
+    # (vro, rup) are fetched from a host that is no wiki's.
+    return _hosts().get(SERVER_HOST_REWRITE.get(lang, lang))
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
