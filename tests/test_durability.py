@@ -27,8 +27,10 @@ from lwbatch.durability.lock import OutputLock
 from lwbatch.engine.resume import ResumeState
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import OutputError, UsageError
-from lwbatch.keys import RowKey
-from lwbatch.results import ErrorType, Score
+from lwbatch.io.rows import RowBuffer
+from lwbatch.keys import KeyLayout, RowKey
+from lwbatch.protocol.catalog import default_catalog
+from lwbatch.results import ErrorType, Score, ScoredRow
 from lwbatch.run import score_file_async
 from lwbatch.seams import Source
 from tests.conftest import EmulatorFactory, write_parquet
@@ -446,3 +448,43 @@ async def test_a_run_without_a_journal_holds_the_output_lock_too(
     ]
     assert report.rows_written == 7
     assert names(tmp_path) == ["in.parquet", "out.parquet"]
+
+
+def test_answers_that_hold_for_a_whole_wiki_come_back_from_the_log_and_the_segments(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.parquet"
+    models = ["{wiki}-damaging", "readability"]
+
+    def journal() -> FileJournal:
+        return FileJournal(
+            out, models=models, manifest={"input": {"path": "in"}}, layout=KeyLayout("wiki")
+        )
+
+    first = journal()
+    open_journal(first)
+    gone = Score.failed(ErrorType.MODEL_NOT_DEPLOYED, "dewiki-damaging answered 404")
+    refused = Score.failed(ErrorType.UNSUPPORTED_WIKI, "Unsupported lang: vo.")
+    fine = Score(0.5, None, "1")
+    # Only in the answer log: rows still open when the run stopped.
+    still_open = [
+        ("{wiki}-damaging", RowKey("dewiki", 1), gone),
+        ("readability", RowKey("vowiki", 2), refused),
+        ("readability", RowKey("enwiki", 3), fine),
+    ]
+    for model, key, score in still_open:
+        first.record_answers(model, [(key, score)])
+    # In a segment: a finished row.
+    buffer = RowBuffer(default_catalog().resolve_all(models), KeyLayout("wiki"))
+    buffer.add(ScoredRow(RowKey("frwiki", 4), {"{wiki}-damaging": gone, "readability": refused}))
+    table, invalid = buffer.take()
+    first.commit_rows(table, invalid, still_open)
+    first.suspend()
+
+    state = open_journal(journal())
+    assert state.refused == {
+        ("{wiki}-damaging", "dewiki", ErrorType.MODEL_NOT_DEPLOYED),
+        ("readability", "vowiki", ErrorType.UNSUPPORTED_WIKI),
+        ("{wiki}-damaging", "frwiki", ErrorType.MODEL_NOT_DEPLOYED),
+        ("readability", "frwiki", ErrorType.UNSUPPORTED_WIKI),
+    }

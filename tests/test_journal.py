@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,47 @@ async def test_a_run_with_rows_missing_exits_with_its_work_saved_and_a_rerun_com
     assert first == clean_requests and second == 0
     resumed = 0 if lose is lose_two_rows_in_the_engine else 62
     assert report.rows_resumed == resumed and report.rows_written == 62
+
+
+def downgrade_to_format_1(out: Path) -> None:
+    """Make a journal look as the lwbatch before (wiki, rev_id) keys wrote it."""
+    path = journal_dir(out) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["format"] = 1
+    del manifest["wiki_column"]
+    path.write_text(json.dumps(manifest))
+
+
+async def test_a_journal_of_the_rev_id_keyed_format_resumes_when_the_input_names_no_wiki(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, 100)
+    out = tmp_path / "out.parquet"
+    with emulator() as (_, base_url):
+        with pytest.raises(Interrupted):
+            await run(inp, out, base_url, stop_after=30)
+        downgrade_to_format_1(out)
+        report = await run(inp, out, base_url)
+    assert report.rows_resumed >= 30 and report.rows_written == 102
+
+
+async def test_a_journal_of_the_rev_id_keyed_format_is_refused_for_an_input_with_wikis(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    ids = list(range(10_000, 10_100))
+    inp = write_parquet(
+        tmp_path / "in.parquet", {"rev_id": pa.array(ids, pa.int64()), "lang": ["en"] * 100}
+    )
+    out = tmp_path / "out.parquet"
+    with emulator() as (_, base_url):
+        with pytest.raises(Interrupted):
+            await run(inp, out, base_url, stop_after=30)
+        downgrade_to_format_1(out)
+        with pytest.raises(UsageError) as info:
+            await run(inp, out, base_url)
+    assert str(info.value) == (
+        f"{out} belongs to a run of an earlier lwbatch, which keyed rows by rev_id alone; "
+        "this input's 'lang' column now keys them by (wiki, rev_id): pass `restart=True` to "
+        "score it afresh, or choose another output"
+    )
+    assert journal_dir(out).is_dir()  # the earlier run's answers are not thrown away

@@ -14,7 +14,7 @@ from lwbatch import Budget, Endpoint, Rate, Revision
 from lwbatch.cli import main
 from lwbatch.durability.journal import journal_dir
 from lwbatch.engine.scorer import Scorer
-from lwbatch.errors import Interrupted, UsageError
+from lwbatch.errors import Interrupted, NoModelDeployedError, UsageError
 from lwbatch.keys import RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, Score
@@ -448,3 +448,53 @@ async def test_a_finished_outlink_run_with_rows_lacking_a_page_id_reruns_for_not
         None,
     ]
     assert all(got[rev]["enwiki-damaging"]["error"] is None for rev in range(1, 6))
+
+
+async def test_a_template_whose_every_wiki_answers_404_aborts_the_run(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    rows = [(wiki, rev) for rev in range(1, 41) for wiki in ("enwiki", "dewiki")]
+    inp = lake_table(tmp_path / "lake.parquet", rows)
+    undeployed = frozenset({"enwiki-damaging", "dewiki-damaging"})
+    with emulator(undeployed=undeployed) as (emu, base_url):
+        with pytest.raises(NoModelDeployedError):
+            await run(
+                inp,
+                tmp_path / "out.parquet",
+                base_url,
+                models=["{wiki}-damaging"],
+                wiki_column="wiki_db",
+                id_column="revision_id",
+                concurrency=2,
+            )
+        # One 404 per wiki's model, and the ones already on the wire.
+        assert emu.stats.by_status == {"404": emu.stats.requests}
+        assert emu.stats.requests <= 2 + 2
+    assert not (tmp_path / "out.parquet").exists()
+
+
+async def test_a_rerun_does_not_ask_again_for_a_language_the_model_refused(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    langs = ["vo", "en"] * 40
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {"rev_id": pa.array(range(1, 81), pa.int64()), "lang": langs},
+    )
+    out = tmp_path / "out.parquet"
+    options: dict[str, Any] = {"models": ["readability"], "concurrency": 1}
+    with emulator(latency=Latency("fixed", 0.005)) as (emu, base_url):
+        with pytest.raises(Interrupted):
+            await run(inp, out, base_url, stop_after=10, **options)
+        assert emu.stats.by_status["400"] == 1
+        await run(inp, out, base_url, **options)
+        # The refusal came back from the journal: not one more request for vo.
+        assert emu.stats.by_status["400"] == 1
+        assert emu.stats.by_status["200"] == 40
+    got = cells_by_lang(out, "readability")
+    assert {got[("vo", rev)]["error"] for rev in range(1, 81, 2)} == {"unsupported_wiki"}
+    assert {got[("en", rev)]["error"] for rev in range(2, 81, 2)} == {None}
+
+
+def cells_by_lang(path: Path, model: str) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(r["lang"], r["rev_id"]): r[model] for r in pq.read_table(path).to_pylist()}

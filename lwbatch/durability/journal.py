@@ -46,7 +46,8 @@ from lwbatch.keys import KeyLayout, RowKey, key_from_json, key_to_json
 from lwbatch.results import ErrorType, Score
 from lwbatch.seams import Sink
 
-FORMAT_VERSION = 1
+# 2: keys are (wiki, rev_id) where the input names a wiki (answer lines [wiki, rev_id]).
+FORMAT_VERSION = 2
 RETRYABLE = frozenset({ErrorType.TRANSIENT_ERROR.value, ErrorType.RATE_LIMITED.value})
 MANIFEST_KEY = "lwbatch"
 INVALID_ROWS_KEY = "lwbatch.invalid_rows"
@@ -201,6 +202,16 @@ class FileJournal:
         self._write_manifest()
 
     def _check_same(self, previous: dict[str, Any]) -> None:
+        if previous.get("format") == 1:
+            if self.layout.wiki_column is not None:
+                raise UsageError(
+                    f"{self.output} belongs to a run of an earlier lwbatch, which keyed rows "
+                    f"by rev_id alone; this input's {self.layout.wiki_column!r} column now "
+                    "keys them by (wiki, rev_id): pass `restart=True` to score it afresh, "
+                    "or choose another output"
+                )
+            # Without a wiki column, format 1 is format 2: rows keyed by rev_id alone.
+            previous = {**previous, "format": FORMAT_VERSION, "wiki_column": None}
         for key, label in (
             ("format", "journal format"),
             ("input", "input file"),

@@ -142,7 +142,9 @@ class Scorer:
             raise UsageError(f"`lang` {exc}") from None
         # (template, wiki) -> the wiki's model, or None where the family has none.
         self._concrete: dict[tuple[str, str], ModelSpec | None] = {}
-        self._templates = any(s.is_template for s in self.specs)
+        # Per column, the models its rows were sent to: when every one of them answered
+        # 404 and nothing scored, the endpoint serves none of the models asked for.
+        self._sent_to: dict[str, set[str]] = {s.name: set() for s in self.specs}
         self.linger = linger
         self.max_open = max_open or max(4 * self.concurrency.most, 1024)
         self.stats = RunStats()
@@ -436,6 +438,7 @@ class Scorer:
                     if isinstance(target, Score):
                         await self._resolve(column, [row], [target])
                         continue
+                    self._sent_to[column].add(target.name)
                     held = self._dispatcher.held_back(target, [item])
                     if held is not None:
                         await self._resolve(column, [row], held)
@@ -559,13 +562,12 @@ class Scorer:
                 scored = {s.name: row.scores[s.name] for s in self.specs}
                 await self._emit(ScoredRow(row.key, scored))
                 self._admission.release()
-        if (
-            fresh
-            and not self._templates
-            and len(self._dispatcher.undeployed) == len(self.specs)
-            and not sum(stats.scored.values())
-        ):
+        if fresh and not sum(stats.scored.values()) and self._nothing_deployed():
             raise NoModelDeployedError(models=list(self.models))
+
+    def _nothing_deployed(self) -> bool:
+        undeployed = self._dispatcher.undeployed
+        return all(sent and sent <= undeployed for sent in self._sent_to.values())
 
     async def _emit_invalid(self, item: InvalidRow) -> None:
         message = f"row {item.row}: {item.reason}"
