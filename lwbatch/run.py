@@ -29,10 +29,11 @@ from lwbatch.engine.stats import RunReport
 from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import open_sink
-from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, default_wiki, open_source
+from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, open_source
 from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
+from lwbatch.wikis import wikipedia
 
 log = logging.getLogger("lwbatch")
 # Rows per journal segment (or per Parquet row group without a journal).
@@ -99,7 +100,7 @@ async def score_file_async(
     catalog = catalog or default_catalog()
     specs = catalog.resolve_all(models)
     # `en`, ` en` and `enwiki` are one run's `lang`: the manifest keeps the code.
-    lang = default_wiki(lang).lang
+    lang = wikipedia(lang).lang
     source = (
         input
         if isinstance(input, Source)

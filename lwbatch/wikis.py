@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
+from lwbatch.errors import UsageError
 from lwbatch.resources import wikis_path
 
 LangForm = Literal["code", "host"]
@@ -139,7 +140,7 @@ class WikiTable:
         if named is not None:
             raise WikiValueError(
                 f"{text!r} is the database name of a wiki that is not a Wikipedia; "
-                "read a column of database names with --wiki-column"
+                "name a column of database names with `wiki_column`"
             )
         lowered = text.lower()
         wiki = self.by_lang.get(lowered) or self.by_dbname.get(lowered)
@@ -154,6 +155,12 @@ class WikiTable:
                 f"{text!r} is a locale; Wikipedias go by language code: {base.lang!r}"
             )
         raise WikiValueError(f"{text[:40]!r} is not the language code of a Wikipedia")
+
+    def from_key(self, value: str) -> Wiki:
+        """The wiki of a row key's wiki value (a database name or a Wikipedia's code),
+        as a source wrote it; a name lwbatch does not know stays an unknown wiki."""
+        found = self.by_dbname.get(value) or self.by_lang.get(value)
+        return found if found is not None else Wiki(value)
 
     def _by_domain(self, text: str) -> Wiki | None:
         host = text.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
@@ -184,4 +191,20 @@ def wikis() -> WikiTable:
     return WikiTable(_load())
 
 
-__all__ = ["SERVER_HOST_REWRITE", "LangForm", "Wiki", "WikiTable", "WikiValueError", "wikis"]
+def wikipedia(lang: str) -> Wiki:
+    """The Wikipedia `lang` names: the wiki of the rows an input does not give one for."""
+    try:
+        return wikis().from_lang(lang)
+    except WikiValueError as exc:
+        raise UsageError(f"`lang` {exc}") from None
+
+
+__all__ = [
+    "SERVER_HOST_REWRITE",
+    "LangForm",
+    "Wiki",
+    "WikiTable",
+    "WikiValueError",
+    "wikipedia",
+    "wikis",
+]

@@ -498,3 +498,23 @@ async def test_a_rerun_does_not_ask_again_for_a_language_the_model_refused(
 
 def cells_by_lang(path: Path, model: str) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["lang"], r["rev_id"]): r[model] for r in pq.read_table(path).to_pylist()}
+
+
+def test_the_cli_names_flags_in_the_rows_it_could_not_send(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = tmp_path / "in.csv"
+    inp.write_text("rev_id,lang\n1,wikidatawiki\n2,en\n")
+    out = tmp_path / "out.parquet"
+    with emulator() as (_, base_url):
+        code = main(
+            ["score", str(inp), "-o", str(out), "-m", "readability", "--base-url", base_url]
+        )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    why = (
+        "row 1: lang 'wikidatawiki' is the database name of a wiki that is not a Wikipedia; "
+        "name a column of database names with --wiki-column"
+    )
+    assert f"lwbatch: WARNING: 1 rows of {inp} cannot be sent (first: {why})" in err
+    assert f"invalid rows               1   first: {why}" in err

@@ -25,7 +25,7 @@ def test_parquet_streams_in_batches_with_lang(tmp_path: Path) -> None:
     )
     source = open_source(path, batch_rows=4, lang="es")
     assert isinstance(source, ParquetSource) and isinstance(source, Source)
-    assert source.total_rows == 10 and source.has_lang
+    assert source.total_rows == 10
     assert source.key_layout == KeyLayout("lang")
     assert [len(b) for b in source.batches()] == [4, 4, 2]
     # An empty lang takes `lang`; either way the key holds the row's language.
@@ -173,7 +173,7 @@ def test_lang_values_are_checked_row_by_row_with_the_fix(tmp_path: Path) -> None
             5,
             5,
             "lang 'wikidatawiki' is the database name of a wiki that is not a Wikipedia; "
-            "read a column of database names with --wiki-column",
+            "name a column of database names with `wiki_column`",
             "wikidatawiki",
         ),
         InvalidRow(6, 6, "lang 'xx' is not the language code of a Wikipedia", "xx"),

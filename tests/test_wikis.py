@@ -79,7 +79,7 @@ def test_an_unknown_well_formed_database_name_is_kept_as_an_unknown_wiki() -> No
         (
             "wikidatawiki",
             "'wikidatawiki' is the database name of a wiki that is not a Wikipedia; "
-            "read a column of database names with --wiki-column",
+            "name a column of database names with `wiki_column`",
         ),
         ("xx", "'xx' is not the language code of a Wikipedia"),
         ("be_x_old", "'be_x_old' is not a language code; write 'be-tarask'"),

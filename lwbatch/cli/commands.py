@@ -508,11 +508,20 @@ def bench(
         write_json(json_path, result.to_dict())
 
 
+class _CliFormatter(logging.Formatter):
+    """Library log lines in command-line words (`wiki_column` -> --wiki-column)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return for_cli(super().format(record))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line on stderr and an exit code for every failure."""
     logging.basicConfig(
         format="lwbatch: %(levelname)s: %(message)s", level=logging.WARNING, force=True
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_CliFormatter("lwbatch: %(levelname)s: %(message)s"))
     logging.getLogger("lwbatch").setLevel(logging.INFO)
     try:
         cli.main(args=argv, prog_name="lwbatch", standalone_mode=False)

@@ -17,6 +17,7 @@ import anyio
 import click
 import orjson
 
+from lwbatch.cli.messages import for_cli
 from lwbatch.durability.atomic import write_atomic
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import Interrupted, OutputError, UsageError, primary_error
@@ -69,7 +70,7 @@ def score_and_report(
     finally:
         bar.close()
     if not quiet:
-        click.echo(report.render(), err=True)
+        click.echo(for_cli(report.render()), err=True)
     if report_path is not None:
         write_json(report_path, report.to_dict())
 

@@ -37,6 +37,7 @@ from lwbatch.engine.batching import Batcher
 from lwbatch.engine.dispatch import Dispatcher, Stopped
 from lwbatch.engine.resume import ResumeState
 from lwbatch.engine.stats import RunReport, RunStats
+from lwbatch.engine.targets import Targets
 from lwbatch.errors import IncompleteRunError, NoModelDeployedError, UsageError, primary_error
 from lwbatch.keys import KeySet, RowKey
 from lwbatch.pacing import gc_pauses
@@ -46,7 +47,7 @@ from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.seams import Item, Limiter
-from lwbatch.wikis import Wiki, WikiValueError, wikis
+from lwbatch.wikis import wikipedia
 
 DEFAULT_LINGER = 0.05
 # Jobs made ready ahead of the workers; a job holds at most one batch of rows.
@@ -136,12 +137,8 @@ class Scorer:
         self.budget = limiter.budget if limiter is not None else budget or Budget.for_tier(tier)
         # None adapts to the latency observed (Little's law); a number fixes it.
         self.concurrency = Concurrency(self.budget.rate, fixed=concurrency)
-        try:
-            self.default_wiki = wikis().from_lang(lang)
-        except WikiValueError as exc:
-            raise UsageError(f"`lang` {exc}") from None
-        # (template, wiki) -> the wiki's model, or None where the family has none.
-        self._concrete: dict[tuple[str, str], ModelSpec | None] = {}
+        self.default_wiki = wikipedia(lang)
+        self._targets = Targets(self.specs, self.default_wiki)
         # Per column, the models its rows were sent to: when every one of them answered
         # 404 and nothing scored, the endpoint serves none of the models asked for.
         self._sent_to: dict[str, set[str]] = {s.name: set() for s in self.specs}
@@ -241,7 +238,7 @@ class Scorer:
     ) -> AsyncIterator[ScoredRow]:
         """Merged rows for `revisions` (ints, :class:`Revision` s, or async batches).
 
-        Rows come out as they complete, in no particular order; one per distinct rev_id
+        Rows come out as they complete, in no particular order; one per distinct key
         and one per :class:`InvalidRow`. With `resume` (from a journal), revisions an
         earlier run finished are skipped and unfinished ones keep the answers they had.
         """
@@ -249,7 +246,7 @@ class Scorer:
             raise RuntimeError("use `async with Scorer(...) as scorer:` before score()")
         if resume is not None:
             self._resume = resume
-            self._restore_refusals(resume)
+            self._targets.restore(resume, self._dispatcher)
             if resume.ledger:
                 # Wall-clock times from the journal, moved onto this process' clock.
                 offset = self._clock() - time.time()
@@ -434,7 +431,7 @@ class Scorer:
                     column = spec.name
                     if column in row.scores:
                         continue
-                    target = self._target(spec, item)
+                    target = self._targets.of(spec, item)
                     if isinstance(target, Score):
                         await self._resolve(column, [row], [target])
                         continue
@@ -448,59 +445,6 @@ class Scorer:
                         await _put(jobs, _Job(column, target, [row]))
                     elif (full := batcher.add(item.wiki.dbname, row)) is not None:
                         await _put(jobs, self._batch_job(column, full))
-
-    def _target(self, spec: ModelSpec, item: Revision) -> ModelSpec | Score:
-        """The model a revision goes to for one column, or its final answer if none."""
-        wiki = item.wiki
-        if spec.is_template:
-            found = (spec.name, wiki.dbname)
-            if found not in self._concrete:
-                self._concrete[found] = spec.for_wiki(wiki.dbname)
-            concrete = self._concrete[found]
-            if concrete is None:
-                return Score.failed(
-                    ErrorType.UNSUPPORTED_WIKI,
-                    f"{spec.name}: {wiki.dbname} has no {spec.kind} model",
-                )
-            spec = concrete
-        elif item.key_wiki != "" and (reason := spec.refuses(wiki)) is not None:
-            # Only rows that name their wiki are checked: without a wiki column, the
-            # input is of whichever wiki the models name.
-            return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
-        if spec.needs_page_id and item.page_id is None:
-            # Not invalid_input: that marks rows no model could take (and a resume tells
-            # invalid rows by it), while this row is fine for the other models.
-            return Score.failed(
-                ErrorType.UNSCORABLE,
-                f"{spec.name} needs the revision's page_id, and this row has none",
-            )
-        return spec
-
-    def _restore_refusals(self, resume: ResumeState) -> None:
-        """Answers an earlier run got that hold for a whole (model, wiki)."""
-        dispatcher = self._dispatcher
-        for column, key_wiki, error in resume.refused:
-            spec = self._by_name.get(column)
-            if spec is None:
-                continue
-            wiki = self._wiki_of_key(key_wiki)
-            if spec.is_template:
-                concrete = spec.for_wiki(wiki.dbname)
-                if concrete is None:
-                    continue
-                spec = concrete
-            if error is ErrorType.MODEL_NOT_DEPLOYED:
-                dispatcher.undeployed.add(spec.name)
-            else:
-                # The earlier run's words are in its rows; these rows say it anew.
-                dispatcher.unsupported.setdefault((spec.name, wiki.dbname), "")
-
-    def _wiki_of_key(self, value: str) -> Wiki:
-        if not value:
-            return self.default_wiki
-        table = wikis()
-        found = table.by_dbname.get(value) or table.by_lang.get(value)
-        return found if found is not None else Wiki(value)
 
     async def _flush_lingering(
         self,

@@ -27,7 +27,7 @@ from lwbatch.errors import InputError, UsageError
 from lwbatch.keys import KeyLayout
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Item
-from lwbatch.wikis import Wiki, WikiValueError, wikis
+from lwbatch.wikis import Wiki, WikiValueError, wikipedia, wikis
 
 INT64_MAX = 2**63 - 1
 DEFAULT_BATCH_ROWS = 65_536
@@ -58,7 +58,7 @@ class FileSource:
     ) -> None:
         self.path = Path(path)
         self.id_column = id_column
-        self.default_wiki = default_wiki(lang)
+        self.default_wiki = wikipedia(lang)
         if wiki_column is not None and wiki_column in (id_column, "rev_id"):
             raise UsageError(
                 f"`wiki_column` {wiki_column!r} is the name of the id column; "
@@ -75,10 +75,6 @@ class FileSource:
         self._wiki_cache: dict[str, tuple[Wiki, str] | str] = {}
         _check_file(self.path)
         self._open()
-
-    @property
-    def has_lang(self) -> bool:
-        return self._wiki_source is not None
 
     @property
     def key_layout(self) -> KeyLayout:
@@ -349,14 +345,6 @@ def open_source(
         "(optionally .gz)",
         path=path,
     )
-
-
-def default_wiki(lang: str) -> Wiki:
-    """The Wikipedia of `lang`: the wiki of every row an input does not give one for."""
-    try:
-        return wikis().from_lang(lang)
-    except WikiValueError as exc:
-        raise UsageError(f"`lang` {exc}") from None
 
 
 def _split(batch: pa.RecordBatch, wiki: bool, page: bool) -> tuple[Any, Any, Any]:
