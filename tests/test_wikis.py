@@ -140,3 +140,37 @@ def test_outlink_topic_model_is_sent_the_host_the_page_and_the_revision() -> Non
         "page_id": 5,
         "revision_id": 77,
     }
+
+
+@pytest.mark.parametrize(
+    ("model", "dbname", "reason"),
+    [
+        (
+            "revertrisk-language-agnostic",
+            "fiu_vrowiki",
+            "revertrisk-language-agnostic cannot fetch fiu_vrowiki revisions: it takes the "
+            "code 'vro' and fetches vro.wikipedia.org, not fiu-vro.wikipedia.org",
+        ),
+        (
+            "reference-risk",
+            "roa_rupwiki",
+            "reference-risk cannot fetch roa_rupwiki revisions: it takes the code 'rup' and "
+            "fetches rup.wikipedia.org, not roa-rup.wikipedia.org",
+        ),
+        (
+            "articlequality",
+            "zh_yuewiki",
+            "articlequality cannot score zh_yuewiki: its server looks the wiki up as "
+            "'zh_yue' but fetches zh-yue.wikipedia.org",
+        ),
+        ("revertrisk-language-agnostic", "zh_yuewiki", None),  # yue is rewritten to zh-yue
+        ("revertrisk-language-agnostic", "alswiki", None),  # gsw is rewritten to als
+        ("articlequality", "alswiki", None),  # host als, database name als
+        ("readability", "fiu_vrowiki", None),  # host-form: fetches fiu-vro itself
+    ],
+)
+def test_a_model_refuses_the_wikis_its_server_cannot_reach(
+    model: str, dbname: str, reason: str | None
+) -> None:
+    spec = default_catalog().resolve(model)
+    assert spec.refuses(wikis().from_dbname(dbname)) == reason

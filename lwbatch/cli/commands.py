@@ -305,7 +305,7 @@ def emulate(
     \b
     Example:
       lwbatch emulate --port 8080 --latency liftwing --error-rate 0.05 \\
-          --unsupported readability:vo,yue --retry-after-503 5
+          --unsupported readability:vo,zh-yue --retry-after-503 5
       lwbatch score revs.parquet -o out.parquet -m enwiki-damaging \\
           --base-url http://127.0.0.1:8080
     """

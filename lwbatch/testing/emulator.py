@@ -154,7 +154,7 @@ class EmulatorConfig:
 
 
 def parse_unsupported(values: Iterable[str]) -> Mapping[str, frozenset[str]]:
-    """`readability:vo,yue` (one per model) -> {"readability": {"vo", "yue"}}.
+    """`readability:vo,zh-yue` (one per model) -> {"readability": {"vo", "zh-yue"}}.
 
     A model named here serves every Wikipedia host but these; models not named keep
     :data:`DEFAULT_UNSUPPORTED`.
@@ -165,7 +165,7 @@ def parse_unsupported(values: Iterable[str]) -> Mapping[str, frozenset[str]]:
         codes = frozenset(part.strip() for part in langs.split(",") if part.strip())
         if not sep or not model.strip():
             raise UsageError(
-                f"`unsupported` {text!r}: write MODEL:LANG,LANG, e.g. readability:vo,yue"
+                f"`unsupported` {text!r}: write MODEL:LANG,LANG, e.g. readability:vo,zh-yue"
             )
         out[model.strip()] = codes
     return MappingProxyType(out)
