@@ -1014,6 +1014,16 @@ def test_unsupported_languages_parse_and_validate() -> None:
         EmulatorConfig(unsupported=parse_unsupported(["articlequality:vo"]))
 
 
+def test_reference_need_refuses_a_language_it_does_not_serve(emulator: EmulatorFactory) -> None:
+    unsupported = {"reference-need": frozenset({"pt"})}
+    with emulator(unsupported=unsupported) as (emu, base_url):
+        refused = post(base_url, "reference-need", {"rev_id": 1, "lang": "pt"})
+        served = post(base_url, "reference-need", {"rev_id": 1, "lang": "de"})
+        other = post(base_url, "reference-risk", {"rev_id": 1, "lang": "pt"})
+    assert (refused.status_code, refused.json()) == (400, {"error": "Unsupported lang: pt."})
+    assert (served.status_code, other.status_code) == (200, 200)
+
+
 def test_emulate_takes_unsupported_languages_and_503_pacing() -> None:
     options = ["--unsupported", "readability:de", "--retry-after-503", "9", "--error-rate", "1"]
     with spawned(*options) as base_url:

@@ -273,7 +273,7 @@ def _positive(flag: str, value: int) -> int:
     "--unsupported",
     multiple=True,
     metavar="MODEL:LANG,LANG",
-    help="Languages a model does not serve (repeatable; only readability refuses any). "
+    help="Languages a model does not serve (repeatable; readability and reference-need/-risk refuse languages). "
     "Default: readability:vo.",
 )
 @click.option(

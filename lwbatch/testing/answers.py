@@ -166,7 +166,10 @@ def _check_lang_request(
         return _error(400, "error", 'Expected "lang" to be a string.')
     if not _is_int(rev_id):
         return _error(400, "error", 'Expected "rev_id" to be an integer.')
-    return _check_code(spec, lang)
+    refused = _check_code(spec, lang)
+    if refused is None and family.startswith("reference-") and lang in unsupported:
+        return _error(400, "error", f"Unsupported lang: {_py(lang)}.")
+    return refused
 
 
 def _check_code(spec: ModelSpec, lang: str) -> Reply | None:

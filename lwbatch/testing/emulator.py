@@ -76,8 +76,9 @@ from lwbatch.testing.answers import Instance, Problem, Reply, read_request, repl
 DEFAULT_UNSUPPORTED: Mapping[str, frozenset[str]] = MappingProxyType(
     {"readability": frozenset({"vo"})}
 )
-# The servers that refuse a language they do not serve before fetching anything.
-_REFUSING = frozenset({"readability"})
+# The servers that refuse a language they do not serve ("Unsupported lang: xx."):
+# readability before it fetches anything, reference-need/-risk in their classifier.
+_REFUSING = frozenset({"readability", "reference-need", "reference-risk"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,7 @@ class EmulatorConfig:
         if others:
             raise UsageError(
                 f"`unsupported` names {', '.join(others)}: of the emulated servers only "
-                f"{', '.join(sorted(_REFUSING))} refuses languages it does not serve"
+                f"{', '.join(sorted(_REFUSING))} refuse languages they do not serve"
             )
 
 
