@@ -273,8 +273,8 @@ def _positive(flag: str, value: int) -> int:
     "--unsupported",
     multiple=True,
     metavar="MODEL:LANG,LANG",
-    help="Languages a model does not serve (repeatable; readability and reference-need/-risk refuse languages). "
-    "Default: readability:vo.",
+    help="Languages a model does not serve (repeatable; readability and "
+    "reference-need/-risk refuse languages). Default: readability:vo.",
 )
 @click.option(
     "--budget", help="Gateway budget N/PERIOD; over it the emulator answers 429 + Retry-After."
