@@ -518,3 +518,24 @@ def test_the_cli_names_flags_in_the_rows_it_could_not_send(
     )
     assert f"lwbatch: WARNING: 1 rows of {inp} cannot be sent (first: {why})" in err
     assert f"invalid rows               1   first: {why}" in err
+
+
+async def test_models_of_several_wikis_on_rows_that_name_none_are_warned_about(
+    tmp_path: Path, emulator: EmulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+    with emulator() as (_, base_url):
+        await run(inp, tmp_path / "a.parquet", base_url, models=["enwiki-damaging", "readability"])
+        assert not caplog.records  # one wiki: enwiki, and readability sent lang "en"
+        await run(
+            inp,
+            tmp_path / "b.parquet",
+            base_url,
+            models=["eswikibooks-damaging", "readability", "revertrisk-wikidata"],
+        )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{inp} names no wiki per row, and the models take each rev_id as a revision of "
+        "another wiki (eswikibooks for eswikibooks-damaging, enwiki for readability, "
+        "wikidatawiki for revertrisk-wikidata): if the rows are of one wiki, give `lang` or "
+        "name a wiki column with `wiki_column`"
+    ]
