@@ -135,6 +135,25 @@ class Budget:
             return cls.unlimited()
         return cls.from_rate(Rate.parse(text))
 
+    def share(self, parts: int) -> Budget:
+        """One of `parts` equal shares: together they never exceed any window of this
+        budget (each window's requests are divided, rounding down)."""
+        if parts < 1:
+            raise UsageError(f"`slots` must be >= 1, got {parts}")
+        for window in self.windows:
+            if window.requests < parts:
+                raise UsageError(
+                    f"`slots` {parts}: the budget's window {window} allows fewer requests "
+                    "than there are task slots; give fewer slots or a larger budget"
+                )
+        windows = tuple(Rate(w.requests // parts, w.period) for w in self.windows)
+        return Budget(
+            windows=windows,
+            tolerance=self.tolerance,
+            margin=self.margin,
+            cold_start=self.cold_start,
+        )
+
     @property
     def is_unlimited(self) -> bool:
         return not self.windows

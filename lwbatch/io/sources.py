@@ -71,8 +71,6 @@ class FileSource:
         self._wiki_form = "dbname" if wiki_column is not None else "lang"
         self.has_page_id = False
         self._total_rows: int | None = None
-        # Each distinct wiki value is parsed once: (wiki, key value) or the reason.
-        self._wiki_cache: dict[str, tuple[Wiki, str] | str] = {}
         _check_file(self.path)
         self._open()
 
@@ -154,10 +152,16 @@ class FileSource:
 
     def batches(self) -> Iterator[list[Item]]:
         """Lists of revisions and invalid rows, in input order."""
+        reader = RowReader(
+            id_column=self.id_column,
+            default_wiki=self.default_wiki,
+            wiki_column=self._wiki_source,
+            wiki_form=self._wiki_form,
+        )
         row = 1
         try:
             for ids, wiki_values, page_ids in self._arrays():
-                yield self._convert(ids, wiki_values, page_ids, row)
+                yield reader.convert(ids, wiki_values, page_ids, row)
                 row += len(ids)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(
@@ -167,7 +171,31 @@ class FileSource:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path}>"
 
-    def _convert(
+
+class RowReader:
+    """Arrow columns of ids, wikis and page ids -> revisions and invalid rows.
+
+    `wiki_column` names the column the wikis come from (None: no wiki column) and
+    `wiki_form` how it names them: "lang" (language codes; an empty cell takes `lang`)
+    or "dbname" (database names). What a Source and a Spark task share.
+    """
+
+    def __init__(
+        self,
+        *,
+        id_column: str,
+        default_wiki: Wiki,
+        wiki_column: str | None = None,
+        wiki_form: str = "lang",
+    ) -> None:
+        self.id_column = id_column
+        self.default_wiki = default_wiki
+        self._wiki_source = wiki_column
+        self._wiki_form = wiki_form
+        # Each distinct wiki value is parsed once: (wiki, key value) or the reason.
+        self._wiki_cache: dict[str, tuple[Wiki, str] | str] = {}
+
+    def convert(
         self, ids: pa.Array, wiki_values: pa.Array | None, page_ids: pa.Array | None, first: int
     ) -> list[Item]:
         kind = ids.type

@@ -1,0 +1,209 @@
+"""Scoring a Spark DataFrame inside Spark, under one budget for the whole job.
+
+    df ──repartition by the row key──> mapInArrow: in each task, the same Scorer as the
+    CLI (catalogue, budget share, retries, batching, errors) ──> the merged-row layout
+
+The job-wide budget is divided among the task slots that can run at once (not among
+partitions: a slot runs its partitions one after another), so the cluster as a whole
+stays inside every window of it. Each task builds its own HTTP client and event loop:
+neither can travel to an executor.
+
+Scoring costs requests and is not idempotent: write or persist the returned DataFrame
+once. Evaluating it twice (a `count()` then a `write`) scores twice; a retried or
+speculative task scores its partition again. `spark.speculation=true` is refused.
+
+`import lwbatch` never imports this module, nor pyspark.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, Tier, Token
+from lwbatch.engine.scorer import Scorer
+from lwbatch.errors import UsageError
+from lwbatch.io.rows import RowBuffer, output_schema
+from lwbatch.io.sources import PAGE_ID_COLUMN, RowReader
+from lwbatch.keys import KeyLayout
+from lwbatch.protocol.catalog import default_catalog
+from lwbatch.wikis import wikipedia
+
+log = logging.getLogger("lwbatch")
+# Output batches a task keeps ready ahead of Spark's reading them.
+_AHEAD = 4
+_ROWS_PER_BATCH = 8192
+
+
+def score(
+    df: DataFrame,
+    *,
+    models: Sequence[str],
+    rate: str | None = None,
+    tier: Tier | None = None,
+    id_col: str = "rev_id",
+    lang_col: str | None = None,
+    wiki_col: str | None = None,
+    lang: str = "en",
+    slots: int | None = None,
+    endpoint: Endpoint | None = None,
+    token: Token | None = None,
+    contact: str | None = None,
+    concurrency: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> DataFrame:
+    """`df` scored with `models`: the key columns, then one struct column per model,
+    exactly the Parquet layout of `lwbatch score`.
+
+    The budget is `rate` (N/PERIOD) or the `tier`'s (default: anonymous, authenticated
+    with a token) for the whole job; each of the `slots` tasks that run at once (default:
+    the context's default parallelism) gets an equal share. Rows are keyed by
+    (wiki, rev_id) when `wiki_col` (database names) or `lang_col` (language codes) is
+    given, else by rev_id; rows are repartitioned by the key first, so each key is
+    requested once. Write or persist the result once: each evaluation scores again.
+    """
+    if rate is not None and tier is not None:
+        raise UsageError("give `rate` or `tier`, not both")
+    if wiki_col is not None and lang_col is not None:
+        raise UsageError("give `wiki_col` (database names) or `lang_col` (codes), not both")
+    spark = df.sparkSession
+    # A core setting: fixed when the context starts, read from the context's conf.
+    if str(spark.sparkContext.getConf().get("spark.speculation", "false")).lower() == "true":
+        raise UsageError(
+            "spark.speculation is true: a speculative copy of a task scores its partition "
+            "again, paying every request twice; set spark.speculation=false for this job"
+        )
+    specs = default_catalog().resolve_all(models)
+    budget = (
+        Budget.parse(rate)
+        if rate is not None
+        else Budget.for_tier(tier or (Tier.AUTHENTICATED if token else Tier.ANONYMOUS))
+    )
+    slots = slots or spark.sparkContext.defaultParallelism
+    share = budget.share(slots) if not budget.is_unlimited else budget
+    wiki_source = wiki_col or lang_col
+    missing = [c for c in (id_col, wiki_source) if c is not None and c not in df.columns]
+    if missing:
+        raise UsageError(f"the DataFrame has no column {missing[0]!r} (columns: {df.columns})")
+    log.info(
+        "spark: budget %s for the job over %d task slots: %s per task "
+        "(set `slots` to the executors x cores that run at once)",
+        budget.describe(),
+        slots,
+        share.describe(),
+    )
+    wikipedia(lang)  # a bad `lang` fails here, not in every task
+    layout = KeyLayout(wiki_source)
+    keep_page = PAGE_ID_COLUMN in df.columns and PAGE_ID_COLUMN not in (id_col, wiki_source)
+    columns = [id_col, *([wiki_source] if wiki_source else []), *(["page_id"] if keep_page else [])]
+    keys = [c for c in (wiki_source, id_col) if c is not None]
+    partitions = max(slots, df.rdd.getNumPartitions())
+    prepared = df.select(*columns).repartition(partitions, *keys)
+    task = _Task(
+        models=tuple(models),
+        budget=share,
+        endpoint=endpoint,
+        token=token,
+        contact=contact,
+        concurrency=concurrency,
+        timeout=timeout,
+        id_col=id_col,
+        wiki_source=wiki_source,
+        wiki_form="dbname" if wiki_col is not None else "lang",
+        lang=lang,
+        page_id=keep_page,
+    )
+    return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, layout)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """What each Spark task runs: picklable settings, and the scoring of one partition."""
+
+    models: tuple[str, ...]
+    budget: Budget
+    endpoint: Endpoint | None
+    token: Token | None
+    contact: str | None
+    concurrency: int | None
+    timeout: float
+    id_col: str
+    wiki_source: str | None
+    wiki_form: str
+    lang: str
+    page_id: bool
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        # The event loop runs in a thread of its own: Spark pulls output from this
+        # generator while the loop pulls input from Spark's iterator, both bounded.
+        ready: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(_AHEAD)
+        worker = threading.Thread(target=self._run, args=(batches, ready), daemon=True)
+        worker.start()
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        worker.join()
+
+    def _run(self, batches: Iterator[pa.RecordBatch], ready: queue.Queue[Any]) -> None:
+        try:
+            anyio.run(self._score, batches, ready)
+        except BaseException as exc:  # handed to the task's own thread, which raises it
+            ready.put(exc)
+            return
+        ready.put(None)
+
+    async def _score(self, batches: Iterator[pa.RecordBatch], ready: queue.Queue[Any]) -> None:
+        default = wikipedia(self.lang)
+        reader = RowReader(
+            id_column=self.id_col,
+            default_wiki=default,
+            wiki_column=self.wiki_source,
+            wiki_form=self.wiki_form,
+        )
+
+        async def items() -> Any:
+            first = 1
+            while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+                wikis_ = batch.column(1) if self.wiki_source else None
+                pages = batch.column(batch.num_columns - 1) if self.page_id else None
+                yield reader.convert(batch.column(0), wikis_, pages, first)
+                first += batch.num_rows
+
+        scorer = Scorer(
+            list(self.models),
+            endpoint=self.endpoint,
+            token=self.token,
+            contact=self.contact,
+            budget=self.budget,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            lang=self.lang,
+        )
+        buffer = RowBuffer(scorer.specs, KeyLayout(self.wiki_source))
+
+        async def hand_over() -> None:
+            table, _ = buffer.take()
+            for out in table.to_batches():
+                await anyio.to_thread.run_sync(ready.put, out)
+
+        async with scorer:
+            async for row in scorer.score(items()):
+                buffer.add(row)
+                if len(buffer) >= _ROWS_PER_BATCH:
+                    await hand_over()
+        if len(buffer):
+            await hand_over()
+
+
+__all__ = ["score"]

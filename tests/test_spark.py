@@ -1,0 +1,117 @@
+"""lwbatch.spark end to end: a local SparkSession (local[2]) against the emulator on
+127.0.0.1, under one job-wide budget. Skipped where pyspark is not installed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch import Budget, Endpoint, Rate, score_file
+from tests.conftest import EmulatorFactory, max_in_window, write_parquet
+
+pyspark = pytest.importorskip("pyspark")
+pytest.importorskip("pandas")
+
+MODELS = ["{wiki}-damaging", "revertrisk-language-agnostic"]
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    from pyspark.sql import SparkSession
+
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("lwbatch-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+def lake(path: Path) -> Path:
+    rows = [(wiki, rev) for rev in range(1, 81) for wiki in ("enwiki", "dewiki", "frwiki")]
+    rows += rows[:20]  # repeats, spread over the partitions
+    return write_parquet(
+        path,
+        {
+            "wiki_db": [w for w, _ in rows],
+            "revision_id": pa.array([r for _, r in rows], pa.int64()),
+        },
+    )
+
+
+def sorted_rows(table: pa.Table) -> list[dict[str, Any]]:
+    return sorted(table.to_pylist(), key=lambda r: (r["wiki_db"], r["rev_id"]))
+
+
+def test_a_dataframe_scores_as_the_local_engine_inside_one_job_wide_budget(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    from lwbatch.spark import score
+
+    inp = lake(tmp_path / "lake.parquet")
+    with emulator() as (_, base_url):
+        score_file(
+            inp,
+            tmp_path / "local.parquet",
+            models=MODELS,
+            wiki_column="wiki_db",
+            id_column="revision_id",
+            endpoint=Endpoint(base_url=base_url),
+            budget=Budget.from_rate(Rate(5000, 1.0)),
+        )
+    local = pq.read_table(tmp_path / "local.parquet")
+
+    budget = Rate(100, 1.0)
+    with emulator(budget=budget) as (emu, base_url):
+        df = spark.read.parquet(str(inp))
+        scored = score(
+            df,
+            models=MODELS,
+            rate="100/1s",
+            wiki_col="wiki_db",
+            id_col="revision_id",
+            endpoint=Endpoint(base_url=base_url),
+        )
+        result = scored.toArrow()
+        arrivals = sorted(emu.stats.arrivals)
+        stats = emu.stats
+    assert result.schema.names == local.schema.names
+    assert sorted_rows(result) == sorted_rows(local)
+    # Each (model, wiki, rev_id) asked once, and the job never went over its budget.
+    assert max(stats.answered.values()) == 1
+    assert "429" not in stats.by_status
+    assert max_in_window(arrivals, budget.period) <= budget.requests
+
+
+def test_speculation_is_refused_before_anything_is_planned() -> None:
+    from types import SimpleNamespace
+
+    from lwbatch.errors import UsageError
+    from lwbatch.spark import score
+
+    # spark.speculation is fixed when a context starts: a stand-in context that has it.
+    conf = SimpleNamespace(
+        get=lambda key, default=None: "true" if key == "spark.speculation" else default
+    )
+    context = SimpleNamespace(getConf=lambda: conf)
+    df = SimpleNamespace(sparkSession=SimpleNamespace(sparkContext=context))
+    with pytest.raises(UsageError) as info:
+        score(df, models=["enwiki-damaging"], rate="10/1s")  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "spark.speculation is true: a speculative copy of a task scores its partition "
+        "again, paying every request twice; set spark.speculation=false for this job"
+    )
