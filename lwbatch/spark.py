@@ -147,23 +147,34 @@ class _Task:
         # The event loop runs in a thread of its own: Spark pulls output from this
         # generator while the loop pulls input from Spark's iterator, both bounded.
         ready: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(_AHEAD)
-        worker = threading.Thread(target=self._run, args=(batches, ready), daemon=True)
+        # Set when Spark stops reading (limit(), a failed task): scoring stops too.
+        closed = threading.Event()
+        worker = threading.Thread(target=self._run, args=(batches, ready, closed), daemon=True)
         worker.start()
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            closed.set()
         worker.join()
 
-    def _run(self, batches: Iterator[pa.RecordBatch], ready: queue.Queue[Any]) -> None:
+    def _run(
+        self, batches: Iterator[pa.RecordBatch], ready: queue.Queue[Any], closed: threading.Event
+    ) -> None:
         try:
-            anyio.run(self._score, batches, ready)
-        except BaseException as exc:  # handed to the task's own thread, which raises it
-            ready.put(exc)
+            anyio.run(self._score, batches, ready, closed)
+        except _Abandoned:
             return
-        ready.put(None)
+        except BaseException as exc:  # handed to the task's own thread, which raises it
+            _put(ready, exc, closed)
+            return
+        _put(ready, None, closed)
 
-    async def _score(self, batches: Iterator[pa.RecordBatch], ready: queue.Queue[Any]) -> None:
+    async def _score(
+        self, batches: Iterator[pa.RecordBatch], ready: queue.Queue[Any], closed: threading.Event
+    ) -> None:
         default = wikipedia(self.lang)
         reader = RowReader(
             id_column=self.id_col,
@@ -195,15 +206,35 @@ class _Task:
         async def hand_over() -> None:
             table, _ = buffer.take()
             for out in table.to_batches():
-                await anyio.to_thread.run_sync(ready.put, out)
+                if not await anyio.to_thread.run_sync(_put, ready, out, closed):
+                    raise _Abandoned
 
+        # Small batches first, so that a `limit()` that stops reading soon stops the
+        # requests soon; then larger ones, which cost less per row.
+        threshold = 16
         async with scorer:
             async for row in scorer.score(items()):
                 buffer.add(row)
-                if len(buffer) >= _ROWS_PER_BATCH:
+                if len(buffer) >= threshold:
                     await hand_over()
+                    threshold = min(2 * threshold, _ROWS_PER_BATCH)
         if len(buffer):
             await hand_over()
+
+
+class _Abandoned(Exception):
+    """Spark stopped reading this task's output: no more requests for it."""
+
+
+def _put(ready: queue.Queue[Any], item: Any, closed: threading.Event) -> bool:
+    """Hand `item` to the task's thread; False once that thread has stopped reading."""
+    while not closed.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 __all__ = ["score"]
