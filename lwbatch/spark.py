@@ -27,11 +27,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, Tier, Token
 from lwbatch.engine.scorer import Scorer
+from lwbatch.engine.stats import RunStats
 from lwbatch.errors import UsageError
 from lwbatch.io.rows import RowBuffer, output_schema
 from lwbatch.io.sources import PAGE_ID_COLUMN, RowReader
@@ -49,7 +50,7 @@ def score(
     df: DataFrame,
     *,
     models: Sequence[str],
-    rate: str | None = None,
+    rate: str | Budget | None = None,
     tier: Tier | None = None,
     id_col: str = "rev_id",
     lang_col: str | None = None,
@@ -61,16 +62,19 @@ def score(
     contact: str | None = None,
     concurrency: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    counters: Counters | None = None,
 ) -> DataFrame:
     """`df` scored with `models`: the key columns, then one struct column per model,
     exactly the Parquet layout of `lwbatch score`.
 
-    The budget is `rate` (N/PERIOD) or the `tier`'s (default: anonymous, authenticated
-    with a token) for the whole job; each of the `slots` tasks that run at once (default:
-    the context's default parallelism) gets an equal share. Rows are keyed by
+    The budget is `rate` (N/PERIOD, or a :class:`~lwbatch.Budget`) or the `tier`'s
+    (default: anonymous, authenticated with a token) for the whole job; each of the
+    `slots` tasks that run at once (default: the context's default parallelism) gets an
+    equal share. Rows are keyed by
     (wiki, rev_id) when `wiki_col` (database names) or `lang_col` (language codes) is
     given, else by rev_id; rows are repartitioned by the key first, so each key is
     requested once. Write or persist the result once: each evaluation scores again.
+    `counters` (:func:`counters`) add up what the tasks did, once an action ran.
     """
     if rate is not None and tier is not None:
         raise UsageError("give `rate` or `tier`, not both")
@@ -85,7 +89,9 @@ def score(
         )
     specs = default_catalog().resolve_all(models)
     budget = (
-        Budget.parse(rate)
+        rate
+        if isinstance(rate, Budget)
+        else Budget.parse(rate)
         if rate is not None
         else Budget.for_tier(tier or (Tier.AUTHENTICATED if token else Tier.ANONYMOUS))
     )
@@ -122,6 +128,7 @@ def score(
         wiki_form="dbname" if wiki_col is not None else "lang",
         lang=lang,
         page_id=keep_page,
+        counters=counters,
     )
     return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, layout)))
 
@@ -142,6 +149,7 @@ class _Task:
     wiki_form: str
     lang: str
     page_id: bool
+    counters: Counters | None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         # The event loop runs in a thread of its own: Spark pulls output from this
@@ -220,6 +228,33 @@ class _Task:
                     threshold = min(2 * threshold, _ROWS_PER_BATCH)
         if len(buffer):
             await hand_over()
+        if self.counters is not None:
+            self.counters.add(scorer.stats)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Spark accumulators for what every task did: rows read, invalid, duplicates,
+    distinct keys and requests sent (summed once an action has run)."""
+
+    rows_read: Any
+    invalid_rows: Any
+    duplicate_rows: Any
+    distinct_revisions: Any
+    requests_sent: Any
+
+    def add(self, stats: RunStats) -> None:
+        for name in self.__dataclass_fields__:
+            getattr(self, name).add(getattr(stats, name))
+
+    def values(self) -> dict[str, int]:
+        return {name: int(getattr(self, name).value) for name in self.__dataclass_fields__}
+
+
+def counters(spark: SparkSession) -> Counters:
+    """Fresh :class:`Counters` for one `score` call."""
+    context = spark.sparkContext
+    return Counters(*(context.accumulator(0) for _ in Counters.__dataclass_fields__))
 
 
 class _Abandoned(Exception):
@@ -237,4 +272,4 @@ def _put(ready: queue.Queue[Any], item: Any, closed: threading.Event) -> bool:
     return False
 
 
-__all__ = ["score"]
+__all__ = ["Counters", "counters", "score"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -115,3 +116,34 @@ def test_speculation_is_refused_before_anything_is_planned() -> None:
         "spark.speculation is true: a speculative copy of a task scores its partition "
         "again, paying every request twice; set spark.speculation=false for this job"
     )
+
+
+def test_the_cli_scores_on_spark_and_prints_the_summary(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = lake(tmp_path / "lake.parquet")
+    out = tmp_path / "scores"
+    args = ["score", str(inp), "-o", str(out), "--engine", "spark", "--master", "local[2]"]
+    args += ["--wiki-column", "wiki_db", "--id-column", "revision_id", "--rate", "500/1s"]
+    args += [arg for m in MODELS for arg in ("-m", m)]
+    with emulator() as (emu, base_url):
+        code = main([*args, "--base-url", base_url, "--report", str(tmp_path / "r.json")])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        requests = emu.stats.requests
+        damaging = sum(n for m, n in emu.stats.by_model.items() if m.endswith("-damaging"))
+        assert main([*args, "--base-url", base_url]) == 2  # the output exists
+    assert "--output" in capsys.readouterr().err
+    table = pq.read_table(out)
+    assert table.num_rows == 240 and table.schema.names[:2] == ["wiki_db", "rev_id"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["rows_read"], report["duplicate_rows"], report["rows_written"]) == (260, 20, 240)
+    # The tasks' counts add up to what the emulator saw: 240 damaging requests, and
+    # revertrisk batches of one wiki each (some partial: the wikis spread over partitions).
+    assert report["requests_sent"] == requests and damaging == 240
+    assert 12 <= requests - damaging <= 24
+    assert report["scores_per_model"] == dict.fromkeys(MODELS, 240)
+    assert "rows written               240" in err
+    assert not list(tmp_path.glob(".scores.spark-*"))

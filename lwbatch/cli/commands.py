@@ -147,6 +147,21 @@ def _run_options(func: F) -> F:
     show_default=True,
     help="On Ctrl-C/SIGTERM, seconds to wait for requests in flight before saving and exiting.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="Where to score: this process, or a Spark job (INPUT a Parquet file or "
+    "directory, OUTPUT a Parquet directory; pip install 'lwbatch[spark]').",
+)
+@click.option("--master", help="With --engine spark: the Spark master (local[4], yarn).")
+@click.option(
+    "--slots",
+    type=int,
+    help="With --engine spark: task slots that run at once, which share the budget "
+    "(default: Spark's default parallelism).",
+)
 @_run_options
 def score(
     input_path: Path,
@@ -165,6 +180,9 @@ def score(
     restart: bool,
     retry_failed: bool,
     grace: float,
+    engine: str,
+    master: str | None,
+    slots: int | None,
     concurrency: int | None,
     timeout: float,
     report_path: Path | None,
@@ -195,6 +213,32 @@ def score(
     token = _token(token_file)
     if insecure:
         log.warning("--insecure: TLS certificates are not verified; use it only against staging")
+    if engine == "spark":
+        from lwbatch.cli.spark_run import score_on_spark
+
+        score_on_spark(
+            input_path,
+            output,
+            master=master,
+            slots=None if slots is None else _positive("--slots", slots),
+            models=split_model_names(models),
+            id_column=id_column,
+            lang=lang,
+            wiki_column=wiki_column,
+            endpoint=endpoint,
+            token=token,
+            contact=contact,
+            tier=Tier(tier) if tier else None,
+            budget=_budget(rate, endpoint),
+            concurrency=None if concurrency is None else _positive("--concurrency", concurrency),
+            timeout=timeout,
+            restart=restart,
+            report_path=report_path,
+            quiet=quiet,
+        )
+        return
+    if master or slots:
+        raise UsageError("--master and --slots are for --engine spark")
     score_and_report(
         input_path,
         output,

@@ -27,6 +27,7 @@ FLAGS: dict[str, str] = {
     "models": "-m/--model",
     "output": "--output",
     "rate": "--rate",
+    "slots": "--slots",
     "reset_rate": "--reset-rate",
     "restart=True": "--restart",
     "retry_failed=False": "--no-retry-failed",
