@@ -24,7 +24,7 @@ MODELS = ["{wiki}-damaging", "revertrisk-language-agnostic"]
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
@@ -35,6 +35,7 @@ def spark() -> Iterator[Any]:
         .appName("lwbatch-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("warehouse")))
         .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
         .getOrCreate()
     )
@@ -147,3 +148,61 @@ def test_the_cli_scores_on_spark_and_prints_the_summary(
     assert report["scores_per_model"] == dict.fromkeys(MODELS, 240)
     assert "rows written               240" in err
     assert not list(tmp_path.glob(".scores.spark-*"))
+
+
+def test_the_cli_reads_and_writes_tables(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    spark.read.parquet(str(lake(tmp_path / "lake.parquet"))).write.saveAsTable("lake_in")
+    args = ["score", "--engine", "spark", "--input-table", "lake_in"]
+    args += ["--output-table", "scores_out", "-m", "{wiki}-damaging", "--rate", "500/1s"]
+    args += ["--wiki-column", "wiki_db", "--id-column", "revision_id", "-q"]
+    with emulator() as (emu, base_url):
+        code = main([*args, "--base-url", base_url])
+        first = capsys.readouterr().err
+        assert code == 0, first
+        assert "250/1s per task" in first  # the share is logged
+        assert emu.stats.requests == 240
+        assert main([*args, "--base-url", base_url]) == 2
+    assert capsys.readouterr().err == (
+        "lwbatch: error: --output-table scores_out exists; pass --restart to replace it, "
+        "or choose another table\n"
+    )
+    assert spark.table("scores_out").count() == 240
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "x.parquet"], "give INPUT or --input-table (one of them)"),
+        (["in.parquet"], "give --output or --output-table (one of them)"),
+        (
+            ["in.parquet", "-o", "x", "--output-table", "t"],
+            "give --output or --output-table (one of them)",
+        ),
+    ],
+)
+def test_the_spark_engine_needs_one_input_and_one_output(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    assert main(["score", "--engine", "spark", "-m", "enwiki-damaging", *args]) == 2
+    assert capsys.readouterr().err == f"lwbatch: error: {message}\n"
+
+
+def test_spark_options_are_refused_by_the_local_engine(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lwbatch.cli import main
+
+    assert (
+        main(["score", "in.parquet", "-o", "x.parquet", "-m", "enwiki-damaging", "--slots", "4"])
+        == 2
+    )
+    assert capsys.readouterr().err == (
+        "lwbatch: error: --master, --slots, --input-table and --output-table are for "
+        "--engine spark\n"
+    )

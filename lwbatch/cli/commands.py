@@ -73,12 +73,11 @@ def _run_options(func: F) -> F:
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path), required=False)
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    required=True,
     help="Parquet file to write (one row per revision).",
 )
 @click.option(
@@ -156,6 +155,8 @@ def _run_options(func: F) -> F:
     "directory, OUTPUT a Parquet directory; pip install 'lwbatch[spark]').",
 )
 @click.option("--master", help="With --engine spark: the Spark master (local[4], yarn).")
+@click.option("--input-table", help="With --engine spark: read this table instead of INPUT.")
+@click.option("--output-table", help="With --engine spark: write this table instead of --output.")
 @click.option(
     "--slots",
     type=int,
@@ -164,8 +165,8 @@ def _run_options(func: F) -> F:
 )
 @_run_options
 def score(
-    input_path: Path,
-    output: Path,
+    input_path: Path | None,
+    output: Path | None,
     models: tuple[str, ...],
     id_column: str,
     lang: str,
@@ -182,6 +183,8 @@ def score(
     grace: float,
     engine: str,
     master: str | None,
+    input_table: str | None,
+    output_table: str | None,
     slots: int | None,
     concurrency: int | None,
     timeout: float,
@@ -216,9 +219,15 @@ def score(
     if engine == "spark":
         from lwbatch.cli.spark_run import score_on_spark
 
+        if (input_path is None) == (input_table is None):
+            raise UsageError("give INPUT or --input-table (one of them)")
+        if (output is None) == (output_table is None):
+            raise UsageError("give --output or --output-table (one of them)")
         score_on_spark(
             input_path,
             output,
+            input_table=input_table,
+            output_table=output_table,
             master=master,
             slots=None if slots is None else _positive("--slots", slots),
             models=split_model_names(models),
@@ -237,8 +246,14 @@ def score(
             quiet=quiet,
         )
         return
-    if master or slots:
-        raise UsageError("--master and --slots are for --engine spark")
+    if master or slots or input_table or output_table:
+        raise UsageError(
+            "--master, --slots, --input-table and --output-table are for --engine spark"
+        )
+    if input_path is None:
+        raise UsageError("give INPUT, the Parquet or CSV file of rev_ids to score")
+    if output is None:
+        raise UsageError("give --output, the Parquet file to write")
     score_and_report(
         input_path,
         output,

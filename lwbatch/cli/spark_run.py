@@ -1,6 +1,7 @@
 """`lwbatch score --engine spark`: the same scoring inside a Spark job, for people who
-do not write Spark code. INPUT is a Parquet file or directory, OUTPUT a Parquet
-directory, written beside its final name and renamed into place when the job is done."""
+do not write Spark code. INPUT is a Parquet file or directory (or a table), OUTPUT a
+Parquet directory, written beside its final name and renamed into place when the job
+is done (or a table)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from lwbatch.cli.messages import for_cli
 from lwbatch.cli.scoring import write_json
@@ -22,9 +21,11 @@ from lwbatch.errors import InputError, UsageError
 
 
 def score_on_spark(
-    input_path: Path,
-    output: Path,
+    input_path: Path | None,
+    output: Path | None,
     *,
+    input_table: str | None,
+    output_table: str | None,
     master: str | None,
     slots: int | None,
     models: list[str],
@@ -48,18 +49,26 @@ def score_on_spark(
         from lwbatch import spark as lwspark
     except ImportError:
         raise UsageError("--engine spark needs PySpark: pip install 'lwbatch[spark]'") from None
-    if not input_path.exists():
+    if input_path is not None and not input_path.exists():
         raise InputError("no such file or directory", path=input_path)
-    if output.exists() and not restart:
+    if output is not None and output.exists() and not restart:
         raise UsageError(
             f"--output {output} exists; pass --restart to replace it, or choose another output"
         )
-    staging = output.with_name(f".{output.name}.spark-{os.getpid()}")
     builder = SparkSession.builder.appName("lwbatch")
     if master:
         builder = builder.master(master)
-    session = builder.getOrCreate()
-    df = session.read.parquet(str(input_path))
+    session = (
+        builder.enableHiveSupport().getOrCreate()
+        if input_table or output_table
+        else (builder.getOrCreate())
+    )
+    if output_table is not None and session.catalog.tableExists(output_table) and not restart:
+        raise UsageError(
+            f"--output-table {output_table} exists; pass --restart to replace it, "
+            "or choose another table"
+        )
+    df = session.table(input_table) if input_table else session.read.parquet(str(input_path))
     lang_col = "lang" if wiki_column is None and "lang" in df.columns else None
     counted = lwspark.counters(session)
     started = time.monotonic()
@@ -80,14 +89,24 @@ def score_on_spark(
         timeout=timeout,
         counters=counted,
     )
-    try:
-        scored.write.parquet(str(staging))  # the one action: each key scored once
-        if output.exists():
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    report = _report(output, models, counted.values(), time.monotonic() - started, budget)
+    # The one action on `scored`: each key is scored once.
+    if output_table is not None:
+        scored.write.mode("overwrite" if restart else "errorifexists").saveAsTable(output_table)
+        written = session.table(output_table)
+        where = output_table
+    else:
+        assert output is not None
+        staging = output.with_name(f".{output.name}.spark-{os.getpid()}")
+        try:
+            scored.write.parquet(str(staging))
+            if output.exists():
+                shutil.rmtree(output) if output.is_dir() else output.unlink()
+            os.replace(staging, output)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        written = session.read.parquet(str(output))
+        where = str(output)
+    report = _report(written, where, models, counted.values(), time.monotonic() - started, budget)
     if not quiet:
         click.echo(for_cli(report.render()), err=True)
     if report_path is not None:
@@ -95,20 +114,26 @@ def score_on_spark(
 
 
 def _report(
-    output: Path, models: list[str], counts: dict[str, int], elapsed: float, budget: Budget | None
+    written: Any,
+    where: str,
+    models: list[str],
+    counts: dict[str, int],
+    elapsed: float,
+    budget: Budget | None,
 ) -> RunReport:
     # Scores and errors are read back from the output: the tasks' own counts would
     # include a retried task's work twice.
-    table = pq.read_table(output, columns=models)
     stats = RunStats()
     for name, value in counts.items():
         setattr(stats, name, value)
-    stats.rows_written = table.num_rows
+    stats.rows_written = written.count()
     for model in models:
-        errors = table.column(model).combine_chunks().field("error")
-        stats.scored[model] = errors.null_count  # no error: a score
-        for error, count in _tally(errors).items():
-            stats.errors[(model, error)] = count
+        for row in written.groupBy(f"`{model}`.error").count().collect():
+            error, count = row[0], int(row[1])
+            if error is None:
+                stats.scored[model] = count
+            else:
+                stats.errors[(model, str(error))] = count
     described = budget.describe() if budget is not None else "the tier's"
     return RunReport.from_stats(
         stats,
@@ -116,11 +141,6 @@ def _report(
         elapsed=elapsed,
         budget=described,
         budget_rate=budget.rate if budget is not None else 0.0,
-        concurrency="per task: adaptive",
-        output=str(output),
+        concurrency="adaptive, per task",
+        output=where,
     )
-
-
-def _tally(errors: Any) -> dict[str, int]:
-    counts = pc.value_counts(errors.drop_null())
-    return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
