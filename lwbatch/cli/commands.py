@@ -216,6 +216,23 @@ def score(
     token = _token(token_file)
     if insecure:
         log.warning("--insecure: TLS certificates are not verified; use it only against staging")
+    # What both engines take from the command line.
+    common: dict[str, Any] = {
+        "models": split_model_names(models),
+        "id_column": id_column,
+        "lang": lang,
+        "wiki_column": wiki_column,
+        "endpoint": endpoint,
+        "token": token,
+        "contact": contact,
+        "tier": Tier(tier) if tier else None,
+        "budget": _budget(rate, endpoint),
+        "concurrency": None if concurrency is None else _positive("--concurrency", concurrency),
+        "timeout": timeout,
+        "restart": restart,
+        "report_path": report_path,
+        "quiet": quiet,
+    }
     if engine == "spark":
         from lwbatch.cli.spark_run import score_on_spark
 
@@ -230,20 +247,7 @@ def score(
             output_table=output_table,
             master=master,
             slots=None if slots is None else _positive("--slots", slots),
-            models=split_model_names(models),
-            id_column=id_column,
-            lang=lang,
-            wiki_column=wiki_column,
-            endpoint=endpoint,
-            token=token,
-            contact=contact,
-            tier=Tier(tier) if tier else None,
-            budget=_budget(rate, endpoint),
-            concurrency=None if concurrency is None else _positive("--concurrency", concurrency),
-            timeout=timeout,
-            restart=restart,
-            report_path=report_path,
-            quiet=quiet,
+            **common,
         )
         return
     if master or slots or input_table or output_table:
@@ -258,23 +262,10 @@ def score(
         input_path,
         output,
         warn_no_contact=endpoint.is_external_gateway and not contact,
-        models=split_model_names(models),
-        id_column=id_column,
-        lang=lang,
-        wiki_column=wiki_column,
-        endpoint=endpoint,
-        token=token,
-        contact=contact,
-        tier=Tier(tier) if tier else None,
-        budget=_budget(rate, endpoint),
         verify=not insecure,
-        restart=restart,
         retry_failed=retry_failed,
         grace=grace,
-        concurrency=None if concurrency is None else _positive("--concurrency", concurrency),
-        timeout=timeout,
-        report_path=report_path,
-        quiet=quiet,
+        **common,
     )
 
 
