@@ -288,13 +288,14 @@ def _warn_if_models_disagree(specs: Sequence[ModelSpec], lang: str, name: str) -
     """Rows that name no wiki are of whichever wiki each model names: say so when the
     models name several, as the same rev_id is then a different revision for each."""
     named: dict[str, str] = {}
+    langs_wiki = wikipedia(lang).dbname
     for spec in specs:
         if spec.wiki is not None:
             named.setdefault(spec.wiki, spec.name)
         elif spec.family.wikis == "wikidata":
             named.setdefault("wikidatawiki", spec.name)
         else:  # lang-taking models and templates: `lang`'s Wikipedia
-            named.setdefault(wikipedia(lang).dbname, spec.name)
+            named.setdefault(langs_wiki, spec.name)
     if len(named) > 1:
         log.warning(
             "%s names no wiki per row, and the models take each rev_id as a revision of "
