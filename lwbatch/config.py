@@ -135,18 +135,24 @@ class Budget:
             return cls.unlimited()
         return cls.from_rate(Rate.parse(text))
 
-    def share(self, parts: int) -> Budget:
-        """One of `parts` equal shares: together they never exceed any window of this
-        budget (each window's requests are divided, rounding down)."""
+    def share(self, parts: int, index: int = 0) -> Budget:
+        """Share `index` of `parts`: the shares of 0..parts-1 add up to exactly each
+        window of this budget, so together they never exceed it. Each window's requests
+        are divided evenly and the remainder goes one each to the first shares (15/s
+        over 8: 2/s for shares 0-6, 1/s for share 7)."""
         if parts < 1:
             raise UsageError(f"`slots` must be >= 1, got {parts}")
+        if not 0 <= index < parts:
+            raise ValueError(f"share index {index} is outside 0..{parts - 1}")
         for window in self.windows:
             if window.requests < parts:
                 raise UsageError(
                     f"`slots` {parts}: the budget's window {window} allows fewer requests "
                     "than there are task slots; give fewer slots or a larger budget"
                 )
-        windows = tuple(Rate(w.requests // parts, w.period) for w in self.windows)
+        windows = tuple(
+            Rate(w.requests // parts + (index < w.requests % parts), w.period) for w in self.windows
+        )
         return Budget(
             windows=windows,
             tolerance=self.tolerance,

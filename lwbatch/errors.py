@@ -74,6 +74,15 @@ class RunAborted(LWBatchError):
     """The run cannot go on; continuing would waste requests or lose rows."""
 
 
+class SparkJobError(RunAborted):
+    """The Spark job failed: `cause` is what failed, in one line (an error of a task's
+    scoring keeps its own exit code)."""
+
+    def __init__(self, cause: str, *, exit_code: int = 1) -> None:
+        super().__init__(cause)
+        self.exit_code = exit_code
+
+
 class AuthenticationError(RunAborted):
     """401. `token_sent`: the request carried a token; `bearer_challenge`: the answer's
     WWW-Authenticate asked for a bearer token."""

@@ -87,10 +87,13 @@ class Revision:
 class InvalidRow:
     """An input row that cannot be sent (no usable rev_id or wiki); reported, never dropped."""
 
-    row: int  # 1-based data row number in the input
+    row: int | None  # 1-based data row number in the input; None where unknown (Spark)
     rev_id: int | None  # the value, where it fits int64 (0 and negatives do)
     reason: str
     wiki: str | None = None  # the raw wiki value, when the input has a wiki column
+
+    def __str__(self) -> str:
+        return self.reason if self.row is None else f"row {self.row}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)

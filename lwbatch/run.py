@@ -26,11 +26,12 @@ from lwbatch.durability.journal import FileJournal
 from lwbatch.durability.lock import OutputLock
 from lwbatch.engine.scorer import DEFAULT_LINGER, Scorer
 from lwbatch.engine.stats import RunReport
+from lwbatch.engine.targets import warn_if_models_disagree
 from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, open_source
-from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
+from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
 from lwbatch.wikis import wikipedia
@@ -118,7 +119,7 @@ async def score_file_async(
                 )
     layout = source.key_layout
     if layout.wiki_column is None:
-        _warn_if_models_disagree(specs, lang, source.name)
+        warn_if_models_disagree(specs, lang, source.name)
     sink = output if isinstance(output, Sink) else open_sink(output, input=source.name)
     buffer = RowBuffer(specs, layout)
     sink.open(buffer.schema)
@@ -282,28 +283,6 @@ async def score_file_async(
             stats.first_invalid,
         )
     return report
-
-
-def _warn_if_models_disagree(specs: Sequence[ModelSpec], lang: str, name: str) -> None:
-    """Rows that name no wiki are of whichever wiki each model names: say so when the
-    models name several, as the same rev_id is then a different revision for each."""
-    named: dict[str, str] = {}
-    langs_wiki = wikipedia(lang).dbname
-    for spec in specs:
-        if spec.wiki is not None:
-            named.setdefault(spec.wiki, spec.name)
-        elif spec.family.wikis == "wikidata":
-            named.setdefault("wikidatawiki", spec.name)
-        else:  # lang-taking models and templates: `lang`'s Wikipedia
-            named.setdefault(langs_wiki, spec.name)
-    if len(named) > 1:
-        log.warning(
-            "%s names no wiki per row, and the models take each rev_id as a revision of "
-            "another wiki (%s): if the rows are of one wiki, give `lang` or name a wiki "
-            "column with `wiki_column`",
-            name,
-            ", ".join(f"{wiki} for {model}" for wiki, model in named.items()),
-        )
 
 
 def _blocking(run: Callable[P, Awaitable[R]]) -> Callable[P, R]:

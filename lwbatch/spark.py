@@ -27,18 +27,20 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark import TaskContext
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, Tier, Token
 from lwbatch.engine.scorer import Scorer
 from lwbatch.engine.stats import RunStats
+from lwbatch.engine.targets import warn_if_models_disagree
 from lwbatch.errors import UsageError
 from lwbatch.io.rows import RowBuffer, output_schema
 from lwbatch.io.sources import PAGE_ID_COLUMN, RowReader
 from lwbatch.keys import KeyLayout
 from lwbatch.protocol.catalog import default_catalog
-from lwbatch.wikis import wikipedia
+from lwbatch.wikis import Wiki, wikipedia, wikis
 
 log = logging.getLogger("lwbatch")
 # Output batches a task keeps ready ahead of Spark's reading them.
@@ -62,24 +64,29 @@ def score(
     contact: str | None = None,
     concurrency: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    verify: bool = True,
     counters: Counters | None = None,
 ) -> DataFrame:
     """`df` scored with `models`: the key columns, then one struct column per model,
     exactly the Parquet layout of `lwbatch score`.
 
     The budget is `rate` (N/PERIOD, or a :class:`~lwbatch.Budget`) or the `tier`'s
-    (default: anonymous, authenticated with a token) for the whole job; each of the
-    `slots` tasks that run at once (default: the context's default parallelism) gets an
-    equal share. Rows are keyed by
-    (wiki, rev_id) when `wiki_col` (database names) or `lang_col` (language codes) is
-    given, else by rev_id; rows are repartitioned by the key first, so each key is
-    requested once. Write or persist the result once: each evaluation scores again.
-    `counters` (:func:`counters`) add up what the tasks did, once an action ran.
+    (default: anonymous, authenticated with a token) for the whole job. The rows are
+    repartitioned by their key into `slots` partitions (default: the context's default
+    parallelism, the task slots that run at once), each with its share of the budget:
+    the shares add up to the budget however the tasks are scheduled, and each key is
+    requested once. Rows are keyed by (wiki, rev_id) when `wiki_col` (database names)
+    or `lang_col` (language codes) is given, else by rev_id. Write or persist the
+    result once: each evaluation scores again. `counters` (:func:`counters`) add up
+    what the tasks did, once an action ran.
     """
     if rate is not None and tier is not None:
         raise UsageError("give `rate` or `tier`, not both")
     if wiki_col is not None and lang_col is not None:
         raise UsageError("give `wiki_col` (database names) or `lang_col` (codes), not both")
+    wiki_source = wiki_col or lang_col
+    if wiki_source is not None and wiki_source == id_col:
+        raise UsageError(f"`id_col` and the wiki column are both {id_col!r}; give two columns")
     spark = df.sparkSession
     # A core setting: fixed when the context starts, read from the context's conf.
     if str(spark.sparkContext.getConf().get("spark.speculation", "false")).lower() == "true":
@@ -96,36 +103,42 @@ def score(
         else Budget.for_tier(tier or (Tier.AUTHENTICATED if token else Tier.ANONYMOUS))
     )
     slots = slots or spark.sparkContext.defaultParallelism
-    share = budget.share(slots) if not budget.is_unlimited else budget
-    wiki_source = wiki_col or lang_col
+    if not budget.is_unlimited:
+        budget.share(slots)  # refuses a window smaller than the slots, before any task
     missing = [c for c in (id_col, wiki_source) if c is not None and c not in df.columns]
     if missing:
         raise UsageError(f"the DataFrame has no column {missing[0]!r} (columns: {df.columns})")
+    default = wikipedia(lang)  # a bad `lang` fails here, not in every task
+    if wiki_source is None:
+        warn_if_models_disagree(specs, lang, "the DataFrame")
     log.info(
         "spark: budget %s for the job over %d task slots: %s per task "
         "(set `slots` to the executors x cores that run at once)",
         budget.describe(),
         slots,
-        share.describe(),
+        _describe_shares(budget, slots),
     )
-    wikipedia(lang)  # a bad `lang` fails here, not in every task
     layout = KeyLayout(wiki_source)
     keep_page = PAGE_ID_COLUMN in df.columns and PAGE_ID_COLUMN not in (id_col, wiki_source)
     columns = [id_col, *([wiki_source] if wiki_source else []), *(["page_id"] if keep_page else [])]
-    keys = [c for c in (wiki_source, id_col) if c is not None]
-    partitions = max(slots, df.rdd.getNumPartitions())
-    prepared = df.select(*columns).repartition(partitions, *keys)
+    wiki_form = "dbname" if wiki_col is not None else "lang"
+    keys = _partition_keys(df, id_col, wiki_source, wiki_form, default)
+    # Exactly `slots` partitions, one share each: a slot that runs two of them one
+    # after the other would start the second with a fresh share and go over its own.
+    prepared = df.select(*columns).repartition(slots, *keys)
     task = _Task(
         models=tuple(models),
-        budget=share,
+        budget=budget,
+        slots=slots,
         endpoint=endpoint,
         token=token,
         contact=contact,
         concurrency=concurrency,
         timeout=timeout,
+        verify=verify,
         id_col=id_col,
         wiki_source=wiki_source,
-        wiki_form="dbname" if wiki_col is not None else "lang",
+        wiki_form=wiki_form,
         lang=lang,
         page_id=keep_page,
         counters=counters,
@@ -133,17 +146,52 @@ def score(
     return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, layout)))
 
 
+def _describe_shares(budget: Budget, slots: int) -> str:
+    if budget.is_unlimited:
+        return "unlimited"
+    first, last = budget.share(slots, 0), budget.share(slots, slots - 1)
+    if first == last:
+        return first.describe()
+    return f"{first.describe()} (the last tasks {last.describe()})"
+
+
+def _partition_keys(
+    df: DataFrame, id_col: str, wiki_source: str | None, wiki_form: str, default: Wiki
+) -> list[Column]:
+    """Columns equal for every spelling of one key (" 2", "002" and "2.0" are rev_id 2;
+    an empty language cell is `lang`'s Wikipedia; "de" and "dewiki" are one wiki), so
+    rows of one key meet in one partition. Values that name no key may land anywhere:
+    they send nothing."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    ident = df[id_col]
+    if isinstance(df.schema[id_col].dataType, StringType):
+        ident = F.trim(ident).try_cast("double")
+    if wiki_source is None:
+        return [ident]
+    wiki = F.trim(df[wiki_source])
+    if wiki_form == "lang":
+        codes = wikis().by_lang
+        to_dbname = F.create_map(*(F.lit(x) for c, w in codes.items() for x in (c, w.dbname)))
+        wiki = F.coalesce(F.nullif(wiki, F.lit("")), F.lit(default.dbname))
+        wiki = F.coalesce(F.try_element_at(to_dbname, wiki), wiki)
+    return [wiki, ident]
+
+
 @dataclass(frozen=True, slots=True)
 class _Task:
     """What each Spark task runs: picklable settings, and the scoring of one partition."""
 
     models: tuple[str, ...]
-    budget: Budget
+    budget: Budget  # the job's; each partition takes its share
+    slots: int
     endpoint: Endpoint | None
     token: Token | None
     contact: str | None
     concurrency: int | None
     timeout: float
+    verify: bool
     id_col: str
     wiki_source: str | None
     wiki_form: str
@@ -152,12 +200,26 @@ class _Task:
     counters: Counters | None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else 0
+        if context is not None and context.attemptNumber() > 0:
+            log.warning(
+                "lwbatch: partition %d, attempt %d: an earlier attempt failed, and this one "
+                "scores the whole partition again (its requests are paid again)",
+                partition,
+                context.attemptNumber() + 1,
+            )
+        share = (
+            self.budget if self.budget.is_unlimited else self.budget.share(self.slots, partition)
+        )
         # The event loop runs in a thread of its own: Spark pulls output from this
         # generator while the loop pulls input from Spark's iterator, both bounded.
         ready: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(_AHEAD)
         # Set when Spark stops reading (limit(), a failed task): scoring stops too.
         closed = threading.Event()
-        worker = threading.Thread(target=self._run, args=(batches, ready, closed), daemon=True)
+        worker = threading.Thread(
+            target=self._run, args=(share, batches, ready, closed), daemon=True
+        )
         worker.start()
         try:
             while (item := ready.get()) is not None:
@@ -169,10 +231,14 @@ class _Task:
         worker.join()
 
     def _run(
-        self, batches: Iterator[pa.RecordBatch], ready: queue.Queue[Any], closed: threading.Event
+        self,
+        share: Budget,
+        batches: Iterator[pa.RecordBatch],
+        ready: queue.Queue[Any],
+        closed: threading.Event,
     ) -> None:
         try:
-            anyio.run(self._score, batches, ready, closed)
+            anyio.run(self._score, share, batches, ready, closed)
         except _Abandoned:
             return
         except BaseException as exc:  # handed to the task's own thread, which raises it
@@ -181,7 +247,11 @@ class _Task:
         _put(ready, None, closed)
 
     async def _score(
-        self, batches: Iterator[pa.RecordBatch], ready: queue.Queue[Any], closed: threading.Event
+        self,
+        share: Budget,
+        batches: Iterator[pa.RecordBatch],
+        ready: queue.Queue[Any],
+        closed: threading.Event,
     ) -> None:
         default = wikipedia(self.lang)
         reader = RowReader(
@@ -192,21 +262,21 @@ class _Task:
         )
 
         async def items() -> Any:
-            first = 1
             while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
                 wikis_ = batch.column(1) if self.wiki_source else None
                 pages = batch.column(batch.num_columns - 1) if self.page_id else None
-                yield reader.convert(batch.column(0), wikis_, pages, first)
-                first += batch.num_rows
+                # Row numbers within a partition mean nothing to the user: none.
+                yield reader.convert(batch.column(0), wikis_, pages, None)
 
         scorer = Scorer(
             list(self.models),
             endpoint=self.endpoint,
             token=self.token,
             contact=self.contact,
-            budget=self.budget,
+            budget=share,
             concurrency=self.concurrency,
             timeout=self.timeout,
+            verify=self.verify,
             lang=self.lang,
         )
         buffer = RowBuffer(scorer.specs, KeyLayout(self.wiki_source))

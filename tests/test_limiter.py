@@ -119,3 +119,41 @@ async def test_no_burst_at_start_or_after_idle_time() -> None:
     # Every grant is paced one interval (0.01 s) after the one before, idle or not.
     assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.01 - 1e-9
     assert max_in_window(times, 1.0) <= 100
+
+
+def test_shares_of_a_budget_add_up_to_each_of_its_windows() -> None:
+    anonymous = Budget.for_tier(Tier.ANONYMOUS)  # 50,000/h and 15/s
+    shares = [anonymous.share(8, i) for i in range(8)]
+    assert [s.windows for s in shares] == [
+        (Rate(6250, 3600.0), Rate(2, 1.0)),
+    ] * 7 + [(Rate(6250, 3600.0), Rate(1, 1.0))]
+    odd = Budget.from_rate(Rate(100, 1.0))
+    assert [odd.share(3, i).windows[0].requests for i in range(3)] == [34, 33, 33]
+    # The share keeps the budget's pacing settings.
+    tuned = Budget(windows=(Rate(10, 1.0),), tolerance=0.5, margin=0.01, cold_start=0.0)
+    assert tuned.share(2, 1) == Budget(
+        windows=(Rate(5, 1.0),), tolerance=0.5, margin=0.01, cold_start=0.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("parts", "index", "error", "message"),
+    [
+        (0, 0, "UsageError", "`slots` must be >= 1, got 0"),
+        (
+            20,
+            0,
+            "UsageError",
+            "`slots` 20: the budget's window 15/1s allows fewer requests than there are "
+            "task slots; give fewer slots or a larger budget",
+        ),
+        (4, 4, "ValueError", "share index 4 is outside 0..3"),
+        (4, -1, "ValueError", "share index -1 is outside 0..3"),
+    ],
+)
+def test_a_share_that_cannot_be_given_is_refused(
+    parts: int, index: int, error: str, message: str
+) -> None:
+    with pytest.raises(Exception) as info:
+        Budget.for_tier(Tier.ANONYMOUS).share(parts, index)
+    assert (type(info.value).__name__, str(info.value)) == (error, message)

@@ -73,11 +73,11 @@ def _run_options(func: F) -> F:
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path), required=False)
+@click.argument("input_path", metavar="INPUT", type=click.Path(), required=False)
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=click.Path(),
     help="Parquet file to write (one row per revision).",
 )
 @click.option(
@@ -165,8 +165,8 @@ def _run_options(func: F) -> F:
 )
 @_run_options
 def score(
-    input_path: Path | None,
-    output: Path | None,
+    input_path: str | None,
+    output: str | None,
     models: tuple[str, ...],
     id_column: str,
     lang: str,
@@ -232,10 +232,19 @@ def score(
         "restart": restart,
         "report_path": report_path,
         "quiet": quiet,
+        "verify": not insecure,
+        "warn_no_contact": endpoint.is_external_gateway and not contact,
     }
     if engine == "spark":
         from lwbatch.cli.spark_run import score_on_spark
 
+        context = click.get_current_context()
+        for name, flag in (("grace", "--grace"), ("retry_failed", "--retry-failed")):
+            if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+                raise UsageError(
+                    f"{flag} is for the local engine: a Spark job keeps no journal "
+                    "to resume from, and Spark itself stops its tasks"
+                )
         if (input_path is None) == (input_table is None):
             raise UsageError("give INPUT or --input-table (one of them)")
         if (output is None) == (output_table is None):
@@ -259,10 +268,8 @@ def score(
     if output is None:
         raise UsageError("give --output, the Parquet file to write")
     score_and_report(
-        input_path,
-        output,
-        warn_no_contact=endpoint.is_external_gateway and not contact,
-        verify=not insecure,
+        Path(input_path),
+        Path(output),
         retry_failed=retry_failed,
         grace=grace,
         **common,

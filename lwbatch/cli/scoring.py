@@ -27,6 +27,12 @@ log = logging.getLogger("lwbatch")
 DEFAULT_GRACE = 10.0
 
 
+NO_CONTACT = (
+    "no --contact given: Wikimedia asks API clients to name a contact "
+    "in the User-Agent; set --contact or LWBATCH_CONTACT"
+)
+
+
 def score_and_report(
     input_path: Path,
     output: Path,
@@ -93,10 +99,7 @@ async def _run(
             def started(source: Source, scorer: Scorer) -> None:
                 # Warn only once everything was accepted, so a usage error stays one line.
                 if warn_no_contact:
-                    log.warning(
-                        "no --contact given: Wikimedia asks API clients to name a contact "
-                        "in the User-Agent; set --contact or LWBATCH_CONTACT"
-                    )
+                    log.warning(NO_CONTACT)
                 # Until now Ctrl-C interrupts at once (nothing to save); from here on,
                 # it stops the run gracefully.
                 signals = stack.enter_context(

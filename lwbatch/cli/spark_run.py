@@ -1,28 +1,38 @@
 """`lwbatch score --engine spark`: the same scoring inside a Spark job, for people who
 do not write Spark code. INPUT is a Parquet file or directory (or a table), OUTPUT a
-Parquet directory, written beside its final name and renamed into place when the job
-is done (or a table)."""
+Parquet directory (or a table), written beside its final name and moved into place
+when the job is done. Paths may be URIs (hdfs://, file://): they are reached through
+pyarrow's file systems, as Spark reaches them through Hadoop's."""
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+import pyarrow as pa
+from pyarrow import fs as pafs
 
+from lwbatch import errors
 from lwbatch.cli.messages import for_cli
-from lwbatch.cli.scoring import write_json
+from lwbatch.cli.scoring import NO_CONTACT, write_json
 from lwbatch.config import Budget, Endpoint, Tier, Token
 from lwbatch.engine.stats import RunReport, RunStats
-from lwbatch.errors import InputError, UsageError
+from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
+
+log = logging.getLogger("lwbatch")
+# The last line of a Python worker's traceback: "module.Class: message".
+_RAISED = re.compile(r"([A-Za-z_][\w.]*): (.+)")
 
 
 def score_on_spark(
-    input_path: Path | None,
-    output: Path | None,
+    input_path: str | None,
+    output: str | None,
     *,
     input_table: str | None,
     output_table: str | None,
@@ -39,78 +49,174 @@ def score_on_spark(
     budget: Budget | None,
     concurrency: int | None,
     timeout: float,
+    verify: bool,
+    warn_no_contact: bool,
     restart: bool,
     report_path: Path | None,
     quiet: bool,
 ) -> None:
     try:
+        from pyspark.errors import PySparkException
         from pyspark.sql import SparkSession
 
         from lwbatch import spark as lwspark
     except ImportError:
         raise UsageError("--engine spark needs PySpark: pip install 'lwbatch[spark]'") from None
-    if input_path is not None and not input_path.exists():
-        raise InputError("no such file or directory", path=input_path)
-    if output is not None and output.exists() and not restart:
+    source = _Location.of(input_path, "INPUT") if input_path is not None else None
+    if source is not None and not source.exists():
+        raise InputError("no such file or directory", path=input_path or "")
+    target = _Location.of(output, "--output") if output is not None else None
+    if target is not None and target.exists() and not restart:
         raise UsageError(
             f"--output {output} exists; pass --restart to replace it, or choose another output"
         )
+    if budget is None:
+        budget = Budget.for_tier(tier or (Tier.AUTHENTICATED if token else Tier.ANONYMOUS))
     builder = SparkSession.builder.appName("lwbatch")
     if master:
         builder = builder.master(master)
-    session = (
-        builder.enableHiveSupport().getOrCreate()
-        if input_table or output_table
-        else (builder.getOrCreate())
-    )
-    if output_table is not None and session.catalog.tableExists(output_table) and not restart:
-        raise UsageError(
-            f"--output-table {output_table} exists; pass --restart to replace it, "
-            "or choose another table"
-        )
-    df = session.table(input_table) if input_table else session.read.parquet(str(input_path))
-    lang_col = "lang" if wiki_column is None and "lang" in df.columns else None
-    counted = lwspark.counters(session)
-    started = time.monotonic()
-    scored = lwspark.score(
-        df,
-        models=models,
-        rate=budget,
-        tier=None if budget is not None else tier,
-        id_col=id_column,
-        lang_col=lang_col,
-        wiki_col=wiki_column,
-        lang=lang,
-        slots=slots,
-        endpoint=endpoint,
-        token=token,
-        contact=contact,
-        concurrency=concurrency,
-        timeout=timeout,
-        counters=counted,
-    )
-    # The one action on `scored`: each key is scored once.
-    if output_table is not None:
-        scored.write.mode("overwrite" if restart else "errorifexists").saveAsTable(output_table)
-        written = session.table(output_table)
-        where = output_table
-    else:
-        assert output is not None
-        staging = output.with_name(f".{output.name}.spark-{os.getpid()}")
+    if input_table or output_table:
+        builder = builder.enableHiveSupport()
+    session = builder.getOrCreate()
+    try:
+        if output_table is not None and session.catalog.tableExists(output_table) and not restart:
+            raise UsageError(
+                f"--output-table {output_table} exists; pass --restart to replace it, "
+                "or choose another table"
+            )
         try:
-            scored.write.parquet(str(staging))
-            if output.exists():
-                shutil.rmtree(output) if output.is_dir() else output.unlink()
-            os.replace(staging, output)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        written = session.read.parquet(str(output))
-        where = str(output)
-    report = _report(written, where, models, counted.values(), time.monotonic() - started, budget)
+            if input_table is not None:
+                df = session.table(input_table)
+            else:
+                assert source is not None
+                df = session.read.parquet(source.text)  # reads the footers: a bad file fails
+        except PySparkException as exc:
+            where = f"--input-table {input_table}" if input_table else (input_path or "")
+            raise InputError(_first_line(exc), path=where) from None
+        lang_col = "lang" if wiki_column is None and "lang" in df.columns else None
+        counted = lwspark.counters(session)
+        started = time.monotonic()
+        scored = lwspark.score(
+            df,
+            models=models,
+            rate=budget,
+            id_col=id_column,
+            lang_col=lang_col,
+            wiki_col=wiki_column,
+            lang=lang,
+            slots=slots,
+            endpoint=endpoint,
+            token=token,
+            contact=contact,
+            concurrency=concurrency,
+            timeout=timeout,
+            verify=verify,
+            counters=counted,
+        )
+        if warn_no_contact:
+            log.warning(NO_CONTACT)
+        # The one action on `scored`: each key is scored once.
+        if output_table is not None:
+            _write_table(session, scored, output_table)
+            written, where = session.table(output_table), output_table
+        else:
+            assert target is not None
+            _write_directory(scored, target)
+            written, where = session.read.parquet(target.text), output or ""
+        elapsed = time.monotonic() - started
+        report = _report(written, where, models, counted.values(), elapsed, budget)
+    except PySparkException as exc:
+        raise _job_error(exc) from None
     if not quiet:
         click.echo(for_cli(report.render()), err=True)
     if report_path is not None:
         write_json(report_path, report.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class _Location:
+    """A path as Spark reads it (`text`) and as pyarrow's file system names it."""
+
+    text: str
+    filesystem: pafs.FileSystem
+    path: str
+
+    @classmethod
+    def of(cls, value: str, flag: str) -> _Location:
+        if "://" not in value:
+            absolute = str(Path(value).absolute())
+            return cls(absolute, pafs.LocalFileSystem(), absolute)
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(value)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            reason = _first_line(exc)
+            raise UsageError(f"{flag} {value}: cannot reach its file system: {reason}") from None
+        return cls(value.rstrip("/"), filesystem, path.rstrip("/"))
+
+    def exists(self) -> bool:
+        info = self.filesystem.get_file_info(self.path)
+        return bool(info.type != pafs.FileType.NotFound)
+
+    def sibling(self, name: str) -> _Location:
+        return _Location(
+            f"{self.text.rsplit('/', 1)[0]}/{name}",
+            self.filesystem,
+            f"{self.path.rsplit('/', 1)[0]}/{name}",
+        )
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def remove(self) -> None:
+        info = self.filesystem.get_file_info(self.path)
+        if info.type == pafs.FileType.Directory:
+            self.filesystem.delete_dir(self.path)
+        elif info.type != pafs.FileType.NotFound:
+            self.filesystem.delete_file(self.path)
+
+
+def _write_directory(scored: Any, target: _Location) -> None:
+    staging = target.sibling(f".{target.name}.spark-{os.getpid()}")
+    try:
+        scored.write.parquet(staging.text)
+        target.remove()  # only with --restart: checked before the job
+        target.filesystem.move(staging.path, target.path)
+    finally:
+        staging.remove()
+
+
+def _write_table(session: Any, scored: Any, table: str) -> None:
+    # Written under another name first, so that a job that fails leaves the old table
+    # (with --restart) or none, never a partial one.
+    staging = f"{table}_lwbatch_{os.getpid()}"
+    try:
+        scored.write.saveAsTable(staging)
+        if session.catalog.tableExists(table):
+            session.sql(f"DROP TABLE {table}")
+        session.sql(f"ALTER TABLE {staging} RENAME TO {table}")
+    finally:
+        if session.catalog.tableExists(staging):
+            session.sql(f"DROP TABLE {staging}")
+
+
+def _job_error(exc: Exception) -> LWBatchError:
+    """A failed Spark job as one line: a task's own lwbatch error as it would be told
+    by the local engine (with its exit code), anything else by its first line."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    raised = _RAISED.fullmatch(lines[-1]) if lines else None
+    if raised is not None and raised.group(1).startswith("lwbatch.errors."):
+        kind = getattr(errors, raised.group(1).rsplit(".", 1)[1], None)
+        code = kind.exit_code if isinstance(kind, type) and issubclass(kind, LWBatchError) else 1
+        return SparkJobError(raised.group(2), exit_code=code)
+    if raised is not None and type(exc).__name__ == "PythonException":
+        return SparkJobError(f"a Spark task failed: {raised.group(0)}")
+    return SparkJobError(f"the Spark job failed: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _report(
@@ -119,10 +225,10 @@ def _report(
     models: list[str],
     counts: dict[str, int],
     elapsed: float,
-    budget: Budget | None,
+    budget: Budget,
 ) -> RunReport:
-    # Scores and errors are read back from the output: the tasks' own counts would
-    # include a retried task's work twice.
+    # Scores and errors are read back from the output; the tasks' counts are of the
+    # attempts that succeeded (Spark drops a failed attempt's accumulator updates).
     stats = RunStats()
     for name, value in counts.items():
         setattr(stats, name, value)
@@ -134,13 +240,12 @@ def _report(
                 stats.scored[model] = count
             else:
                 stats.errors[(model, str(error))] = count
-    described = budget.describe() if budget is not None else "the tier's"
     return RunReport.from_stats(
         stats,
         models=tuple(models),
         elapsed=elapsed,
-        budget=described,
-        budget_rate=budget.rate if budget is not None else 0.0,
+        budget=budget.describe(),
+        budget_rate=budget.rate,
         concurrency="adaptive, per task",
         output=where,
     )

@@ -395,8 +395,8 @@ class Scorer:
                 if isinstance(item, InvalidRow):
                     stats.invalid_rows += 1
                     if not stats.first_invalid:
-                        stats.first_invalid = f"row {item.row}: {item.reason}"
-                    if item.row in resume.invalid_rows:
+                        stats.first_invalid = str(item)
+                    if item.row is not None and item.row in resume.invalid_rows:
                         stats.rows_resumed += 1
                     else:
                         self.rows_admitted += 1
@@ -514,7 +514,7 @@ class Scorer:
         return all(sent and sent <= undeployed for sent in self._sent_to.values())
 
     async def _emit_invalid(self, item: InvalidRow) -> None:
-        message = f"row {item.row}: {item.reason}"
+        message = str(item)
         for spec in self.specs:
             self.stats.errors[(spec.name, ErrorType.INVALID_INPUT.value)] += 1
         failed = Score.failed(ErrorType.INVALID_INPUT, message)

@@ -5,13 +5,16 @@ learned of whole (model, wiki)s."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from lwbatch.engine.dispatch import Dispatcher
 from lwbatch.engine.resume import ResumeState
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import ErrorType, Revision, Score
-from lwbatch.wikis import Wiki, wikis
+from lwbatch.wikis import Wiki, wikipedia, wikis
+
+log = logging.getLogger("lwbatch")
 
 
 class Targets:
@@ -70,3 +73,25 @@ class Targets:
         if found not in self._concrete:
             self._concrete[found] = template.for_wiki(wiki)
         return self._concrete[found]
+
+
+def warn_if_models_disagree(specs: Sequence[ModelSpec], lang: str, name: str) -> None:
+    """Rows that name no wiki are of whichever wiki each model names: say so when the
+    models name several, as the same rev_id is then a different revision for each."""
+    named: dict[str, str] = {}
+    langs_wiki = wikipedia(lang).dbname
+    for spec in specs:
+        if spec.wiki is not None:
+            named.setdefault(spec.wiki, spec.name)
+        elif spec.family.wikis == "wikidata":
+            named.setdefault("wikidatawiki", spec.name)
+        else:  # lang-taking models and templates: `lang`'s Wikipedia
+            named.setdefault(langs_wiki, spec.name)
+    if len(named) > 1:
+        log.warning(
+            "%s names no wiki per row, and the models take each rev_id as a revision of "
+            "another wiki (%s): if the rows are of one wiki, give `lang` or name a wiki "
+            "column with `wiki_column`",
+            name,
+            ", ".join(f"{wiki} for {model}" for wiki, model in named.items()),
+        )

@@ -68,8 +68,7 @@ class RowBuffer:
         # An invalid row keeps the raw values it had, where they fit the columns.
         self._rev_ids.append(row.rev_id)
         self._wikis.append(row.wiki)
-        if row.key is None:
-            assert row.row is not None
+        if row.row is not None:
             self.invalid_rows.append(row.row)
         for name, (pred, prob, version, error, message) in self._columns.items():
             score = row.scores[name]

@@ -196,8 +196,14 @@ class RowReader:
         self._wiki_cache: dict[str, tuple[Wiki, str] | str] = {}
 
     def convert(
-        self, ids: pa.Array, wiki_values: pa.Array | None, page_ids: pa.Array | None, first: int
+        self,
+        ids: pa.Array,
+        wiki_values: pa.Array | None,
+        page_ids: pa.Array | None,
+        first: int | None,
     ) -> list[Item]:
+        """Items for one batch of rows; `first` is the first row's number in the input
+        (None where positions mean nothing to the user: a Spark partition's rows)."""
         kind = ids.type
         values = ids.to_pylist()
         wiki_list = wiki_values.to_pylist() if wiki_values is not None else None
@@ -216,7 +222,8 @@ class RowReader:
             rev_id, reason = parse(value)
             raw_wiki = wiki_list[i] if wiki_list is not None else None
             if reason is not None:
-                append(InvalidRow(first + i, rev_id, f"{self.id_column} {reason}", raw_wiki))
+                where = None if first is None else first + i
+                append(InvalidRow(where, rev_id, f"{self.id_column} {reason}", raw_wiki))
                 continue
             page_id = page_list[i] if page_list is not None else None
             if wiki_list is None:
@@ -224,7 +231,7 @@ class RowReader:
                 continue
             found = self._wiki(raw_wiki)
             if isinstance(found, str):
-                append(InvalidRow(first + i, rev_id, found, raw_wiki))
+                append(InvalidRow(None if first is None else first + i, rev_id, found, raw_wiki))
             else:
                 append(Revision(rev_id, found[0], found[1], page_id))  # type: ignore[arg-type]
         return out
