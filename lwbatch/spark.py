@@ -112,7 +112,7 @@ def score(
     if wiki_source is None:
         warn_if_models_disagree(specs, lang, "the DataFrame")
     log.info(
-        "spark: budget %s for the job over %d task slots: %s per task "
+        "spark: budget %s for the job over %d task slots, per task %s "
         "(set `slots` to the executors x cores that run at once)",
         budget.describe(),
         slots,
@@ -152,7 +152,7 @@ def _describe_shares(budget: Budget, slots: int) -> str:
     first, last = budget.share(slots, 0), budget.share(slots, slots - 1)
     if first == last:
         return first.describe()
-    return f"{first.describe()} (the last tasks {last.describe()})"
+    return f"{first.describe()} or {last.describe()}"
 
 
 def _partition_keys(
@@ -218,7 +218,10 @@ class _Task:
         # Set when Spark stops reading (limit(), a failed task): scoring stops too.
         closed = threading.Event()
         worker = threading.Thread(
-            target=self._run, args=(share, batches, ready, closed), daemon=True
+            target=self._run,
+            args=(share, batches, ready, closed),
+            name=f"lwbatch-spark-task-{partition}",
+            daemon=True,
         )
         worker.start()
         try:

@@ -126,7 +126,7 @@ def test_the_cli_scores_on_spark_and_prints_the_summary(
 
     inp = lake(tmp_path / "lake.parquet")
     out = tmp_path / "scores"
-    args = ["score", str(inp), "-o", str(out), "--engine", "spark", "--master", "local[2]"]
+    args = ["score", str(inp), "-o", out.as_uri(), "--engine", "spark", "--master", "local[2]"]
     args += ["--wiki-column", "wiki_db", "--id-column", "revision_id", "--rate", "500/1s"]
     args += [arg for m in MODELS for arg in ("-m", m)]
     with emulator() as (emu, base_url):
@@ -163,7 +163,7 @@ def test_the_cli_reads_and_writes_tables(
         code = main([*args, "--base-url", base_url])
         first = capsys.readouterr().err
         assert code == 0, first
-        assert "250/1s per task" in first  # the share is logged
+        assert "per task 250/1s " in first  # the share is logged
         assert emu.stats.requests == 240
         assert main([*args, "--base-url", base_url]) == 2
     assert capsys.readouterr().err == (
@@ -171,6 +171,15 @@ def test_the_cli_reads_and_writes_tables(
         "or choose another table\n"
     )
     assert spark.table("scores_out").count() == 240
+    # --restart replaces it only once the new one is written: a job that fails keeps it.
+    gone = frozenset({"enwiki-damaging", "dewiki-damaging", "frwiki-damaging"})
+    with emulator(undeployed=gone) as (_, base_url):
+        assert main([*args, "--base-url", base_url, "--restart"]) == 1
+    assert spark.table("scores_out").count() == 240
+    with emulator() as (_, base_url):
+        assert main([*args, "--base-url", base_url, "--restart"]) == 0
+    assert spark.table("scores_out").count() == 240
+    assert sorted(t.name for t in spark.catalog.listTables()) == ["lake_in", "scores_out"]
 
 
 @pytest.mark.parametrize(
@@ -182,6 +191,20 @@ def test_the_cli_reads_and_writes_tables(
             ["in.parquet", "-o", "x", "--output-table", "t"],
             "give --output or --output-table (one of them)",
         ),
+        (
+            ["in.parquet", "-o", "x", "--grace", "5"],
+            "--grace is for the local engine: a Spark job keeps no journal to resume from, "
+            "and Spark itself stops its tasks",
+        ),
+        (
+            ["in.parquet", "-o", "x", "--no-retry-failed"],
+            "--retry-failed is for the local engine: a Spark job keeps no journal to resume "
+            "from, and Spark itself stops its tasks",
+        ),
+        (
+            ["hdfs://namenode.invalid:8020/revs", "-o", "x"],
+            "INPUT hdfs://namenode.invalid:8020/revs: cannot reach its file system: ",
+        ),
     ],
 )
 def test_the_spark_engine_needs_one_input_and_one_output(
@@ -190,7 +213,8 @@ def test_the_spark_engine_needs_one_input_and_one_output(
     from lwbatch.cli import main
 
     assert main(["score", "--engine", "spark", "-m", "enwiki-damaging", *args]) == 2
-    assert capsys.readouterr().err == f"lwbatch: error: {message}\n"
+    err = capsys.readouterr().err
+    assert err.startswith(f"lwbatch: error: {message}") and err.count("\n") == 1
 
 
 def test_spark_options_are_refused_by_the_local_engine(
@@ -206,3 +230,229 @@ def test_spark_options_are_refused_by_the_local_engine(
         "lwbatch: error: --master, --slots, --input-table and --output-table are for "
         "--engine spark\n"
     )
+
+
+def test_many_input_partitions_become_one_per_slot_and_the_shares_add_up_to_the_budget(
+    spark: Any, emulator: EmulatorFactory
+) -> None:
+    from lwbatch.spark import score
+
+    # 8 input partitions, 2 slots: 2 tasks, with shares of 41/s of 21/s and 20/s; two
+    # shares of 21/s would go over 41 in some second.
+    df = spark.createDataFrame([(rev,) for rev in range(1, 161)], ["rev_id"]).repartition(8)
+    budget = Rate(41, 1.0)
+    with emulator(budget=budget) as (emu, base_url):
+        scored = score(
+            df,
+            models=["enwiki-damaging"],
+            rate="41/1s",
+            slots=2,
+            endpoint=Endpoint(base_url=base_url),
+        )
+        assert scored.rdd.getNumPartitions() == 2
+        rows = scored.toArrow().to_pylist()
+        arrivals = sorted(emu.stats.arrivals)
+        statuses = dict(emu.stats.by_status)
+    assert sorted(r["rev_id"] for r in rows) == list(range(1, 161))
+    assert all(r["enwiki-damaging"]["error"] is None for r in rows)
+    assert statuses == {"200": 160}
+    assert max_in_window(arrivals, 1.0) <= 41
+
+
+def test_each_spelling_of_one_key_is_requested_once(spark: Any, emulator: EmulatorFactory) -> None:
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from lwbatch.spark import score
+
+    # rev_id 2 of enwiki, written six ways, and rev_id 3 of dewiki written two ways;
+    # " 2" and "enwiki" are not what the rows of the other partition hold.
+    spellings = [
+        ("2", "en"),
+        ("002", None),
+        (" 2", ""),
+        ("2.0", "enwiki"),
+        ("+2", " en "),
+        ("2", "en"),
+        ("3", "de"),
+        ("3", "dewiki"),
+        ("x", "en"),
+        ("4", "EN"),
+    ]
+    schema = StructType([StructField("rev_id", StringType()), StructField("lang", StringType())])
+    df = spark.createDataFrame(spellings, schema).repartition(3)
+    with emulator() as (emu, base_url):
+        rows = (
+            score(
+                df,
+                models=["revertrisk-language-agnostic"],
+                lang_col="lang",
+                rate="100/1s",
+                slots=2,
+                endpoint=Endpoint(base_url=base_url),
+            )
+            .toArrow()
+            .to_pylist()
+        )
+        answered = dict(emu.stats.answered)
+    model = "revertrisk-language-agnostic"
+    assert answered == {(model, "enwiki", 2): 1, (model, "dewiki", 3): 1}
+    got = sorted(
+        ((r["lang"], r["rev_id"], r[model]["error"], r[model]["error_message"]) for r in rows),
+        key=str,
+    )
+    assert got == sorted(
+        [
+            ("EN", 4, "invalid_input", "lang 'EN' must be lower case: 'en'"),
+            ("de", 3, None, None),
+            ("en", 2, None, None),
+            ("en", None, "invalid_input", "rev_id 'x' is not an integer"),
+        ],
+        key=str,
+    )
+
+
+def test_a_failing_job_leaves_no_output_and_says_why_in_one_line(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2, 3], pa.int64())})
+    out = tmp_path / "scores"
+    with emulator(undeployed=frozenset({"enwiki-damaging"})) as (_, base_url):
+        code = main(
+            ["score", str(inp), "-o", out.as_uri(), "--engine", "spark", "--rate", "100/1s"]
+            + ["-m", "enwiki-damaging", "--base-url", base_url, "-q"]
+        )
+    assert code == 1
+    assert capsys.readouterr().err.splitlines()[-1] + "\n" == (
+        "lwbatch: error: every requested model answered 404 (not deployed): enwiki-damaging; "
+        "check the model names and the wikis they are deployed on\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_without_a_rate_the_tier_is_the_jobs_budget(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    from lwbatch.cli import main
+
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([7, 8], pa.int64())})
+    report_path = tmp_path / "r.json"
+    with emulator() as (_, base_url):
+        code = main(
+            ["score", str(inp), "-o", str(tmp_path / "out"), "--engine", "spark", "-q"]
+            + ["-m", "enwiki-damaging", "--base-url", base_url, "--tier", "authenticated"]
+            + ["--report", str(report_path)]
+        )
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert (report["budget"], report["rows_written"]) == ("100000/3600s and 100/1s", 2)
+
+
+def _task(base_url: str, model: str = "enwiki-damaging") -> Any:
+    from lwbatch.spark import _Task
+
+    return _Task(
+        models=(model,),
+        budget=Budget.unlimited(),
+        slots=1,
+        endpoint=Endpoint(base_url=base_url),
+        token=None,
+        contact=None,
+        concurrency=4,
+        timeout=5.0,
+        verify=True,
+        id_col="rev_id",
+        wiki_source=None,
+        wiki_form="lang",
+        lang="en",
+        page_id=False,
+        counters=None,
+    )
+
+
+def _rev_ids(n: int) -> Iterator[pa.RecordBatch]:
+    yield pa.record_batch([pa.array(range(1, n + 1), pa.int64())], names=["rev_id"])
+
+
+def test_a_task_whose_output_is_no_longer_read_stops_sending(emulator: EmulatorFactory) -> None:
+    import threading
+
+    # As Spark does after a limit(): it takes a first batch and closes the iterator.
+    with emulator() as (emu, base_url):
+        output = _task(base_url)(_rev_ids(5000))
+        first = next(output)
+        output.close()
+        (worker,) = [t for t in threading.enumerate() if t.name == "lwbatch-spark-task-0"]
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+        sent = emu.stats.requests
+    assert first.num_rows == 16
+    # The batches kept ready ahead (16 + 32 + 64 + 128 rows) and those in flight.
+    assert sent < 1000
+
+
+def test_a_tasks_error_is_raised_in_the_task(emulator: EmulatorFactory) -> None:
+    from lwbatch.errors import NoModelDeployedError
+
+    with emulator(undeployed=frozenset({"enwiki-damaging"})) as (_, base_url):
+        with pytest.raises(NoModelDeployedError):
+            list(_task(base_url)(_rev_ids(3)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "message", "code"),
+    [
+        (
+            "PythonException",
+            "An exception was thrown from the Python worker.\nTraceback (most recent call "
+            'last):\n  File "x.py", line 1, in f\nlwbatch.errors.InputError: in.csv: bad\n',
+            "in.csv: bad",
+            2,
+        ),
+        (
+            "PythonException",
+            "Traceback (most recent call last):\nZeroDivisionError: division by zero\n",
+            "a Spark task failed: ZeroDivisionError: division by zero",
+            1,
+        ),
+        (
+            "AnalysisException",
+            "[PATH_NOT_FOUND] Path does not exist: file:/x.\nSQLSTATE: 42K03",
+            "the Spark job failed: [PATH_NOT_FOUND] Path does not exist: file:/x.",
+            1,
+        ),
+    ],
+)
+def test_a_failed_job_is_told_in_one_line(kind: str, text: str, message: str, code: int) -> None:
+    from lwbatch.cli.spark_run import _job_error
+
+    error = _job_error(type(kind, (Exception,), {})(text))
+    assert (str(error), error.exit_code) == (message, code)
+
+
+def test_a_dataframe_is_checked_before_any_job(
+    spark: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lwbatch.errors import UsageError
+    from lwbatch.spark import score
+
+    df = spark.createDataFrame([(1, "en")], ["rev_id", "lang"])
+    with pytest.raises(UsageError) as info:
+        score(df, models=["enwiki-damaging"], rate="10/s", lang_col="rev_id")
+    assert str(info.value) == "`id_col` and the wiki column are both 'rev_id'; give two columns"
+    with pytest.raises(UsageError) as info:
+        score(df, models=["enwiki-damaging"], rate="10/s", wiki_col="wiki_db")
+    assert str(info.value) == "the DataFrame has no column 'wiki_db' (columns: ['rev_id', 'lang'])"
+    with pytest.raises(UsageError) as info:
+        score(df, models=["enwiki-damaging"], rate="10/s", slots=11)
+    assert str(info.value).startswith("`slots` 11: the budget's window 10/1s allows fewer")
+    caplog.set_level("INFO", "lwbatch")
+    score(df, models=["enwiki-damaging", "dewiki-goodfaith"], rate="10/s", slots=3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "the DataFrame names no wiki per row, and the models take each rev_id as a revision "
+        "of another wiki (enwiki for enwiki-damaging, dewiki for dewiki-goodfaith): if the "
+        "rows are of one wiki, give `lang` or name a wiki column with `wiki_column`",
+        "spark: budget 10/1s for the job over 3 task slots, per task 4/1s or 3/1s "
+        "(set `slots` to the executors x cores that run at once)",
+    ]
