@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lwbatch import Budget, Endpoint, score_file
 from lwbatch.durability.journal import decode_answer, journal_dir
 from lwbatch.testing.emulator import Emulator, Latency
 from tests.conftest import EmulatorFactory, write_parquet
@@ -116,12 +117,12 @@ def journaled_pairs(out: Path) -> set[tuple[str, str, int]]:
 
 
 def clean_run(tmp_path: Path, inp: Path, emulator: EmulatorFactory) -> list[dict[str, Any]]:
+    """The output of an undisturbed run (in this process: it needs no process of its own)."""
     out = tmp_path / "clean.parquet"
     with emulator() as (_, base_url):
-        done = subprocess.run(
-            command(inp, out, base_url), capture_output=True, text=True, check=False
+        score_file(
+            inp, out, models=MODELS, endpoint=Endpoint(base_url=base_url), budget=Budget.unlimited()
         )
-    assert done.returncode == 0, done.stderr
     return rows(out)
 
 
@@ -133,7 +134,7 @@ def test_killed_at_given_moments_the_run_resumes_to_the_clean_result(
     out = tmp_path / "out.parquet"
     # The run needs 3,000+ requests (2 revscoring models x 1,501, plus batches); each
     # SIGKILL lands once the emulator has received the next of these totals.
-    kill_at = [150, 500, 900, 1300, 1700, 2100, 2500]
+    kill_at = [150, 600, 1100, 1700, 2300]
     args = command(inp, out, "", "--rate", "2000/s", "--concurrency", "16")
     with emulator(latency=Latency("uniform", 0.005, 0.03)) as (emu, base_url):
         args[args.index("--base-url") + 1] = base_url
