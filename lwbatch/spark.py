@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 import pyarrow as pa
 from pyspark import TaskContext
+from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -86,7 +87,12 @@ def score(
         raise UsageError("give `wiki_col` (database names) or `lang_col` (codes), not both")
     wiki_source = wiki_col or lang_col
     if wiki_source is not None and wiki_source == id_col:
-        raise UsageError(f"`id_col` and the wiki column are both {id_col!r}; give two columns")
+        raise UsageError(
+            f"`id_col` {id_col!r} is also the wiki column (`wiki_col`, or a `lang` column); "
+            "give two columns"
+        )
+    if slots is not None and slots < 1:
+        raise UsageError(f"`slots` must be >= 1, got {slots}")
     spark = df.sparkSession
     # A core setting: fixed when the context starts, read from the context's conf.
     if str(spark.sparkContext.getConf().get("spark.speculation", "false")).lower() == "true":
@@ -105,9 +111,19 @@ def score(
     slots = slots or spark.sparkContext.defaultParallelism
     if not budget.is_unlimited:
         budget.share(slots)  # refuses a window smaller than the slots, before any task
-    missing = [c for c in (id_col, wiki_source) if c is not None and c not in df.columns]
-    if missing:
-        raise UsageError(f"the DataFrame has no column {missing[0]!r} (columns: {df.columns})")
+    for param, column in (("id_col", id_col), ("wiki_col", wiki_col), ("lang_col", lang_col)):
+        if column is not None and column not in df.columns:
+            raise UsageError(
+                f"`{param}` {column!r}: the input has no such column "
+                f"(columns: {', '.join(df.columns)})"
+            )
+    if PAGE_ID_COLUMN not in df.columns:
+        needing = [s.name for s in specs if s.needs_page_id]
+        if needing:
+            raise UsageError(
+                f"{needing[0]} needs a page_id column beside the rev_id (its server takes "
+                "the page with the revision)"
+            )
     default = wikipedia(lang)  # a bad `lang` fails here, not in every task
     if wiki_source is None:
         warn_if_models_disagree(specs, lang, "the DataFrame")
@@ -167,16 +183,24 @@ def _partition_keys(
 
     ident = df[id_col]
     if isinstance(df.schema[id_col].dataType, StringType):
-        ident = F.trim(ident).try_cast("double")
+        ident = _strip(ident).try_cast("double")
     if wiki_source is None:
         return [ident]
-    wiki = F.trim(df[wiki_source])
+    wiki = _strip(df[wiki_source])
     if wiki_form == "lang":
         codes = wikis().by_lang
         to_dbname = F.create_map(*(F.lit(x) for c, w in codes.items() for x in (c, w.dbname)))
         wiki = F.coalesce(F.nullif(wiki, F.lit("")), F.lit(default.dbname))
         wiki = F.coalesce(F.try_element_at(to_dbname, wiki), wiki)
     return [wiki, ident]
+
+
+def _strip(column: Column) -> Column:
+    """`column` without leading and trailing whitespace, as Python's str.strip() sees
+    it (Spark's trim() takes ASCII spaces only; (?U) makes \\s Unicode's)."""
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(column, r"(?U)^\s+|\s+$", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,26 +332,53 @@ class _Task:
 @dataclass(frozen=True, slots=True)
 class Counters:
     """Spark accumulators for what every task did: rows read, invalid, duplicates,
-    distinct keys and requests sent (summed once an action has run)."""
+    distinct keys and requests sent, and requests by outcome (HTTP status or failure
+    kind); summed once an action has run, over the task attempts that succeeded."""
 
     rows_read: Any
     invalid_rows: Any
     duplicate_rows: Any
     distinct_revisions: Any
     requests_sent: Any
+    requests_by_outcome: Any
 
     def add(self, stats: RunStats) -> None:
         for name in self.__dataclass_fields__:
-            getattr(self, name).add(getattr(stats, name))
+            value = getattr(stats, name)
+            getattr(self, name).add(dict(value) if isinstance(value, dict) else value)
 
     def values(self) -> dict[str, int]:
-        return {name: int(getattr(self, name).value) for name in self.__dataclass_fields__}
+        return {
+            name: int(getattr(self, name).value)
+            for name in self.__dataclass_fields__
+            if name != "requests_by_outcome"
+        }
+
+    def outcomes(self) -> dict[str, int]:
+        return dict(sorted(self.requests_by_outcome.value.items()))
+
+
+class _SumByKey(AccumulatorParam[dict[str, int]]):
+    def zero(self, value: dict[str, int]) -> dict[str, int]:
+        return {}
+
+    def addInPlace(self, value1: dict[str, int], value2: dict[str, int]) -> dict[str, int]:
+        for key, count in value2.items():
+            value1[key] = value1.get(key, 0) + count
+        return value1
 
 
 def counters(spark: SparkSession) -> Counters:
     """Fresh :class:`Counters` for one `score` call."""
     context = spark.sparkContext
-    return Counters(*(context.accumulator(0) for _ in Counters.__dataclass_fields__))
+    return Counters(
+        rows_read=context.accumulator(0),
+        invalid_rows=context.accumulator(0),
+        duplicate_rows=context.accumulator(0),
+        distinct_revisions=context.accumulator(0),
+        requests_sent=context.accumulator(0),
+        requests_by_outcome=context.accumulator({}, _SumByKey()),
+    )
 
 
 class _Abandoned(Exception):

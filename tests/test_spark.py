@@ -146,6 +146,7 @@ def test_the_cli_scores_on_spark_and_prints_the_summary(
     assert report["requests_sent"] == requests and damaging == 240
     assert 12 <= requests - damaging <= 24
     assert report["scores_per_model"] == dict.fromkeys(MODELS, 240)
+    assert report["requests_by_outcome"] == {"200": requests}
     assert "rows written               240" in err
     assert not list(tmp_path.glob(".scores.spark-*"))
 
@@ -198,8 +199,15 @@ def test_the_cli_reads_and_writes_tables(
         ),
         (
             ["in.parquet", "-o", "x", "--no-retry-failed"],
-            "--retry-failed is for the local engine: a Spark job keeps no journal to resume "
-            "from, and Spark itself stops its tasks",
+            "--retry-failed/--no-retry-failed is for the local engine: a Spark job keeps no "
+            "journal to resume from, and Spark itself stops its tasks",
+        ),
+        (["in.csv", "-o", "x"], "in.csv: --engine spark reads Parquet"),
+        (["in.parquet", "-o", "in.parquet", "--restart"], "--output in.parquet is the input"),
+        (["in.parquet", "-o", "no/such/dir/out"], "--output no/such/dir/out: its directory"),
+        (
+            ["--input-table", "t", "--output-table", "t", "--restart"],
+            "--output-table t is the input table",
         ),
         (
             ["hdfs://namenode.invalid:8020/revs", "-o", "x"],
@@ -208,10 +216,17 @@ def test_the_cli_reads_and_writes_tables(
     ],
 )
 def test_the_spark_engine_needs_one_input_and_one_output(
-    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from lwbatch.cli import main
 
+    monkeypatch.chdir(tmp_path)
+    write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1], pa.int64())})
+    (tmp_path / "in.csv").write_text("rev_id\n1\n")
     assert main(["score", "--engine", "spark", "-m", "enwiki-damaging", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"lwbatch: error: {message}") and err.count("\n") == 1
@@ -272,6 +287,8 @@ def test_each_spelling_of_one_key_is_requested_once(spark: Any, emulator: Emulat
         (" 2", ""),
         ("2.0", "enwiki"),
         ("+2", " en "),
+        ("\u00a02", "\ten"),
+        ("2\t", "en\u00a0"),
         ("2", "en"),
         ("3", "de"),
         ("3", "dewiki"),
@@ -318,17 +335,21 @@ def test_a_failing_job_leaves_no_output_and_says_why_in_one_line(
 
     inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2, 3], pa.int64())})
     out = tmp_path / "scores"
+    out.mkdir()
+    (out / "earlier.parquet").write_bytes(b"an earlier output")
     with emulator(undeployed=frozenset({"enwiki-damaging"})) as (_, base_url):
         code = main(
             ["score", str(inp), "-o", out.as_uri(), "--engine", "spark", "--rate", "100/1s"]
-            + ["-m", "enwiki-damaging", "--base-url", base_url, "-q"]
+            + ["-m", "enwiki-damaging", "--base-url", base_url, "-q", "--restart"]
         )
     assert code == 1
     assert capsys.readouterr().err.splitlines()[-1] + "\n" == (
         "lwbatch: error: every requested model answered 404 (not deployed): enwiki-damaging; "
         "check the model names and the wikis they are deployed on\n"
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+    # --restart replaces the old output only once a new one exists: it is kept as it was.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "scores"]
+    assert [p.name for p in out.iterdir()] == ["earlier.parquet"]
 
 
 def test_without_a_rate_the_tier_is_the_jobs_budget(
@@ -440,10 +461,22 @@ def test_a_dataframe_is_checked_before_any_job(
     df = spark.createDataFrame([(1, "en")], ["rev_id", "lang"])
     with pytest.raises(UsageError) as info:
         score(df, models=["enwiki-damaging"], rate="10/s", lang_col="rev_id")
-    assert str(info.value) == "`id_col` and the wiki column are both 'rev_id'; give two columns"
+    assert str(info.value) == (
+        "`id_col` 'rev_id' is also the wiki column (`wiki_col`, or a `lang` column); give "
+        "two columns"
+    )
     with pytest.raises(UsageError) as info:
         score(df, models=["enwiki-damaging"], rate="10/s", wiki_col="wiki_db")
-    assert str(info.value) == "the DataFrame has no column 'wiki_db' (columns: ['rev_id', 'lang'])"
+    assert (
+        str(info.value)
+        == "`wiki_col` 'wiki_db': the input has no such column (columns: rev_id, lang)"
+    )
+    with pytest.raises(UsageError) as info:
+        score(df, models=["enwiki-damaging"], rate="10/s", slots=0)
+    assert str(info.value) == "`slots` must be >= 1, got 0"
+    with pytest.raises(UsageError) as info:
+        score(df, models=["outlink-topic-model"], rate="10/s")
+    assert str(info.value).startswith("outlink-topic-model needs a page_id column")
     with pytest.raises(UsageError) as info:
         score(df, models=["enwiki-damaging"], rate="10/s", slots=11)
     assert str(info.value).startswith("`slots` 11: the budget's window 10/1s allows fewer")

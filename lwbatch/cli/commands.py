@@ -239,7 +239,10 @@ def score(
         from lwbatch.cli.spark_run import score_on_spark
 
         context = click.get_current_context()
-        for name, flag in (("grace", "--grace"), ("retry_failed", "--retry-failed")):
+        for name, flag in (
+            ("grace", "--grace"),
+            ("retry_failed", "--retry-failed/--no-retry-failed"),
+        ):
             if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
                 raise UsageError(
                     f"{flag} is for the local engine: a Spark job keeps no journal "
@@ -259,7 +262,7 @@ def score(
             **common,
         )
         return
-    if master or slots or input_table or output_table:
+    if master or slots is not None or input_table or output_table:
         raise UsageError(
             "--master, --slots, --input-table and --output-table are for --engine spark"
         )

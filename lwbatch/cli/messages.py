@@ -21,6 +21,7 @@ FLAGS: dict[str, str] = {
     "error_rate": "--error-rate",
     "grace": "--grace",
     "hang_rate": "--hang-rate",
+    "id_col": "--id-column",
     "id_column": "--id-column",
     "lang": "--lang",
     "latency": "--latency",
@@ -37,6 +38,7 @@ FLAGS: dict[str, str] = {
     "token": "LIFTWING_TOKEN or --token-file",
     "token_file": "--token-file",
     "verify=False": "--insecure",
+    "wiki_col": "--wiki-column",
     "wiki_column": "--wiki-column",
 }
 

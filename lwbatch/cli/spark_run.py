@@ -56,6 +56,7 @@ def score_on_spark(
     quiet: bool,
 ) -> None:
     try:
+        from py4j.protocol import Py4JError  # type: ignore[import-untyped]
         from pyspark.errors import PySparkException
         from pyspark.sql import SparkSession
 
@@ -65,19 +66,36 @@ def score_on_spark(
     source = _Location.of(input_path, "INPUT") if input_path is not None else None
     if source is not None and not source.exists():
         raise InputError("no such file or directory", path=input_path or "")
+    if source is not None and source.path.lower().endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
+        raise InputError(
+            "--engine spark reads Parquet (a file or a directory of them); convert the "
+            "CSV, or score it with the local engine",
+            path=input_path or "",
+        )
     target = _Location.of(output, "--output") if output is not None else None
+    if target is not None and source is not None and _overlaps(source, target):
+        raise UsageError(f"--output {output} is the input, or holds it; choose another output")
+    if output_table is not None and output_table == input_table:
+        raise UsageError(f"--output-table {output_table} is the input table; choose another")
     if target is not None and target.exists() and not restart:
         raise UsageError(
             f"--output {output} exists; pass --restart to replace it, or choose another output"
         )
+    if target is not None and not target.parent_exists():
+        raise UsageError(f"--output {output}: its directory does not exist")
     if budget is None:
         budget = Budget.for_tier(tier or (Tier.AUTHENTICATED if token else Tier.ANONYMOUS))
-    builder = SparkSession.builder.appName("lwbatch")
+    # Spark's own progress bars and log lines would bury the summary and the one-line
+    # errors; what lwbatch says is what matters here.
+    builder = SparkSession.builder.appName("lwbatch").config(
+        "spark.ui.showConsoleProgress", "false"
+    )
     if master:
         builder = builder.master(master)
     if input_table or output_table:
         builder = builder.enableHiveSupport()
     session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("FATAL")
     try:
         if output_table is not None and session.catalog.tableExists(output_table) and not restart:
             raise UsageError(
@@ -90,7 +108,7 @@ def score_on_spark(
             else:
                 assert source is not None
                 df = session.read.parquet(source.text)  # reads the footers: a bad file fails
-        except PySparkException as exc:
+        except (PySparkException, Py4JError) as exc:
             where = f"--input-table {input_table}" if input_table else (input_path or "")
             raise InputError(_first_line(exc), path=where) from None
         lang_col = "lang" if wiki_column is None and "lang" in df.columns else None
@@ -124,8 +142,17 @@ def score_on_spark(
             _write_directory(scored, target)
             written, where = session.read.parquet(target.text), output or ""
         elapsed = time.monotonic() - started
-        report = _report(written, where, models, counted.values(), elapsed, budget)
-    except PySparkException as exc:
+        report = _report(
+            written,
+            where,
+            models,
+            counted.values(),
+            counted.outcomes(),
+            elapsed,
+            budget,
+            concurrency,
+        )
+    except (PySparkException, Py4JError) as exc:
         raise _job_error(exc) from None
     if not quiet:
         click.echo(for_cli(report.render()), err=True)
@@ -144,8 +171,10 @@ class _Location:
     @classmethod
     def of(cls, value: str, flag: str) -> _Location:
         if "://" not in value:
+            # A plain path is this machine's, also for Spark (which would otherwise
+            # resolve it against Hadoop's default file system, HDFS on a cluster).
             absolute = str(Path(value).absolute())
-            return cls(absolute, pafs.LocalFileSystem(), absolute)
+            return cls(Path(absolute).as_uri(), pafs.LocalFileSystem(), absolute)
         try:
             filesystem, path = pafs.FileSystem.from_uri(value)
         except (pa.ArrowException, OSError, ValueError) as exc:
@@ -164,6 +193,11 @@ class _Location:
             f"{self.path.rsplit('/', 1)[0]}/{name}",
         )
 
+    def parent_exists(self) -> bool:
+        parent = self.path.rsplit("/", 1)[0] or "/"
+        info = self.filesystem.get_file_info(parent)
+        return bool(info.type == pafs.FileType.Directory)
+
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
@@ -176,12 +210,29 @@ class _Location:
             self.filesystem.delete_file(self.path)
 
 
+def _overlaps(source: _Location, target: _Location) -> bool:
+    if type(source.filesystem) is not type(target.filesystem):
+        return False
+    a, b = source.path.rstrip("/") + "/", target.path.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
+
+
 def _write_directory(scored: Any, target: _Location) -> None:
     staging = target.sibling(f".{target.name}.spark-{os.getpid()}")
+    # With --restart the old output is moved aside, not removed, until the new one
+    # is in place: a failure on the way leaves it (or puts it back).
+    old = target.sibling(f".{target.name}.old-{os.getpid()}")
     try:
         scored.write.parquet(staging.text)
-        target.remove()  # only with --restart: checked before the job
-        target.filesystem.move(staging.path, target.path)
+        if target.exists():
+            target.filesystem.move(target.path, old.path)
+        try:
+            target.filesystem.move(staging.path, target.path)
+        except BaseException:
+            if old.exists() and not target.exists():
+                target.filesystem.move(old.path, target.path)
+            raise
+        old.remove()
     finally:
         staging.remove()
 
@@ -190,12 +241,17 @@ def _write_table(session: Any, scored: Any, table: str) -> None:
     # Written under another name first, so that a job that fails leaves the old table
     # (with --restart) or none, never a partial one.
     staging = f"{table}_lwbatch_{os.getpid()}"
+    old = f"{table}_lwbatch_old_{os.getpid()}"
     try:
         scored.write.saveAsTable(staging)
         if session.catalog.tableExists(table):
-            session.sql(f"DROP TABLE {table}")
+            session.sql(f"ALTER TABLE {table} RENAME TO {old}")
         session.sql(f"ALTER TABLE {staging} RENAME TO {table}")
+        if session.catalog.tableExists(old):
+            session.sql(f"DROP TABLE {old}")
     finally:
+        if session.catalog.tableExists(old) and not session.catalog.tableExists(table):
+            session.sql(f"ALTER TABLE {old} RENAME TO {table}")
         if session.catalog.tableExists(staging):
             session.sql(f"DROP TABLE {staging}")
 
@@ -215,7 +271,9 @@ def _job_error(exc: Exception) -> LWBatchError:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    java = getattr(exc, "java_exception", None)
+    text = str(java.getMessage()) if java is not None else str(exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
 
 
@@ -224,14 +282,17 @@ def _report(
     where: str,
     models: list[str],
     counts: dict[str, int],
+    outcomes: dict[str, int],
     elapsed: float,
     budget: Budget,
+    concurrency: int | None,
 ) -> RunReport:
     # Scores and errors are read back from the output; the tasks' counts are of the
     # attempts that succeeded (Spark drops a failed attempt's accumulator updates).
     stats = RunStats()
     for name, value in counts.items():
         setattr(stats, name, value)
+    stats.requests_by_outcome.update(outcomes)
     stats.rows_written = written.count()
     for model in models:
         for row in written.groupBy(f"`{model}`.error").count().collect():
@@ -246,6 +307,6 @@ def _report(
         elapsed=elapsed,
         budget=budget.describe(),
         budget_rate=budget.rate,
-        concurrency="adaptive, per task",
+        concurrency="adaptive, per task" if concurrency is None else f"{concurrency} per task",
         output=where,
     )
