@@ -15,6 +15,7 @@ user fixed it, Little's law on the observed latency and the budget's rate.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,10 @@ from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.seams import Item, Limiter
+from lwbatch.tokens import BudgetChoice, choose_budget
 from lwbatch.wikis import wikipedia
+
+log = logging.getLogger("lwbatch")
 
 DEFAULT_LINGER = 0.05
 # Jobs made ready ahead of the workers; a job holds at most one batch of rows.
@@ -132,9 +136,13 @@ class Scorer:
             raise UsageError("`gc_control` needs lwbatch's own BudgetLimiter as `limiter`")
         self.specs = (catalog or default_catalog()).resolve_all(models)
         self._by_name = {s.name: s for s in self.specs}
-        if tier is None:
-            tier = Tier.AUTHENTICATED if token is not None else Tier.ANONYMOUS
-        self.budget = limiter.budget if limiter is not None else budget or Budget.for_tier(tier)
+        # Which budget, and why: the caller's, else the tier's, else what the token says.
+        self.budget_choice = (
+            BudgetChoice(limiter.budget, "rate", "the limiter's")
+            if limiter is not None
+            else choose_budget(budget=budget, tier=tier, token=token)
+        )
+        self.budget = self.budget_choice.budget
         # None adapts to the latency observed (Little's law); a number fixes it.
         self.concurrency = Concurrency(self.budget.rate, fixed=concurrency)
         self.default_wiki = wikipedia(lang)
@@ -205,6 +213,9 @@ class Scorer:
         await self._tg.__aenter__()
         if self._gc_control:
             gc_pauses.hold()
+        if self.budget_choice.doubtful:
+            choice = self.budget_choice
+            log.warning("budget %s: %s", choice.budget.describe(), choice.reason)
         return self
 
     async def __aexit__(
@@ -293,6 +304,8 @@ class Scorer:
             budget_rate=self.budget.rate,
             concurrency=self.concurrency.describe(),
             output=output,
+            budget_source=self.budget_choice.source,
+            budget_reason=self.budget_choice.reason,
         )
 
     async def _chunks(self, revisions: Iterable[int | Item]) -> AsyncIterator[Sequence[Item]]:

@@ -86,6 +86,9 @@ class RunReport:
     limit_at_peak: int = 0
     concurrency: str = ""
     output: str | None = None
+    # Where the budget came from ("rate", "tier" or "token") and why.
+    budget_source: str = ""
+    budget_reason: str = ""
 
     @classmethod
     def from_stats(
@@ -98,6 +101,8 @@ class RunReport:
         budget_rate: float,
         concurrency: str = "",
         output: str | None = None,
+        budget_source: str = "",
+        budget_reason: str = "",
     ) -> RunReport:
         per_model: dict[str, dict[str, int]] = {m: {} for m in models}
         by_type: Counter[str] = Counter()
@@ -133,6 +138,8 @@ class RunReport:
             limit_at_peak=stats.limit_at_peak,
             concurrency=concurrency,
             output=output,
+            budget_source=budget_source,
+            budget_reason=budget_reason,
         )
 
     @property
@@ -176,6 +183,11 @@ class RunReport:
             f"({self.budget_rate:.2f}/s, {100 * self.request_rate / self.budget_rate:.1f}% used)"
             if self.limited
             else f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}",
+            *(
+                [f"budget from         {'':>10}   {self.budget_source}: {self.budget_reason}"]
+                if self.budget_reason
+                else []
+            ),
             f"in flight (peak)    {self.peak_in_flight:>10,}   {self._peak_limit()}",
             f"concurrency         {'':>10}   {self.concurrency} (at the end)",
             "",
