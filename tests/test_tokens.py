@@ -203,7 +203,7 @@ def test_the_summary_and_report_say_which_budget_and_why(
         "the token's rate-limit class 'established-user' (enterprise tier)",
     )
     assert (
-        "budget from                  token: the token's rate-limit class 'established-user' "
+        "budget from" + " " * 22 + "token: the token's rate-limit class 'established-user' "
         "(enterprise tier)\n"
     ) in err
     assert token.reveal() not in err + report_path.read_text()
