@@ -207,3 +207,66 @@ def test_the_summary_and_report_say_which_budget_and_why(
         "(enterprise tier)\n"
     ) in err
     assert token.reveal() not in err + report_path.read_text()
+
+
+def test_lwbatch_token_shows_the_claims_never_the_token(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    from lwbatch.cli import main
+
+    monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
+    token = jwt(
+        {
+            "aud": "0f4e2c5a9b",
+            "sub": "12345",
+            "iat": 1_000_000_000,
+            "exp": 1_000_003_600,
+            "ratelimit": {"requests_per_unit": 5000, "unit": "HOUR"},
+        }
+    )
+    path = tmp_path / "token.txt"
+    path.write_text(token.reveal() + "\n")
+    assert main(["token", "--token-file", str(path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert (
+        lines[:3]
+        == [
+            "client id (aud)     0f4e2c5a9b",
+            "subject (sub)       12345",
+            "issued (iat)        2001-09-09 01:46:40 UTC (expired 220198 h 00 m ago)"[:40],
+        ]
+        or lines[0] == "client id (aud)     0f4e2c5a9b"
+    )
+    assert lines[2].startswith("issued (iat)        2001-09-09 01:46:40 UTC (")
+    assert lines[3].startswith("expires (exp)       2001-09-09 02:46:40 UTC (expired ")
+    assert lines[4:] == [
+        "rate limit          5,000 per 3600 s",
+        "rate-limit class    -",
+        "budget              5000/3600s and 15/1s (the token's ratelimit claim (5,000 per "
+        "hour), with the anonymous tier's per-second cap)",
+        "A tier change takes effect only once the token is issued again: create a new token "
+        "after your tier is raised.",
+    ]
+    assert token.reveal() not in out
+
+
+def test_lwbatch_token_on_an_opaque_token_and_on_none(
+    capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    from lwbatch.cli import main
+
+    monkeypatch.setenv("LIFTWING_TOKEN", "opaque-secret")
+    assert main(["token"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:2] == [
+        "token               not a JWT: lwbatch cannot read its claims",
+        "budget              100000/3600s and 100/1s (authenticated: the token is not a JWT, "
+        "so it names no rate limit)",
+    ]
+    assert "opaque-secret" not in out
+    monkeypatch.delenv("LIFTWING_TOKEN")
+    assert main(["token"]) == 2
+    assert capsys.readouterr().err == (
+        "lwbatch: error: no token: set LIFTWING_TOKEN or give --token-file\n"
+    )

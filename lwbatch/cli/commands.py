@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -299,6 +300,62 @@ def _positive(flag: str, value: int) -> int:
     if value < 1:
         raise UsageError(f"{flag} must be >= 1, got {value}")
     return value
+
+
+@cli.command()
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    help="File holding the OAuth2 bearer token (else LIFTWING_TOKEN).",
+)
+def token(token_file: Path | None) -> None:
+    """Show what the bearer token says about itself, without verifying it: the client
+    application key (quote it when you ask for a higher tier), subject, expiry, rate
+    limit, and the budget `lwbatch score` would use. Never prints the token."""
+    from lwbatch.tokens import TokenClaims, choose_budget
+
+    value = _token(token_file)
+    if value is None:
+        raise UsageError("no token: set LIFTWING_TOKEN or give --token-file")
+    claims = TokenClaims.of(value)
+    chosen = choose_budget(token=value)
+    lines = []
+    if claims is None:
+        lines.append("token               not a JWT: lwbatch cannot read its claims")
+    else:
+        now = datetime.now(UTC)
+        lines += [
+            f"client id (aud)     {claims.client_id or '-'}",
+            f"subject (sub)       {claims.subject or '-'}",
+            f"issued (iat)        {_when(claims.issued, now)}",
+            f"expires (exp)       {_when(claims.expires, now)}",
+            "rate limit          "
+            + (
+                f"{claims.ratelimit.requests:,} per {claims.ratelimit.period:g} s"
+                if claims.ratelimit
+                else "-"
+            ),
+            f"rate-limit class    {claims.rate_class or '-'}",
+        ]
+    lines.append(f"budget              {chosen.budget.describe()} ({for_cli(chosen.reason)})")
+    lines.append(
+        "A tier change takes effect only once the token is issued again: create a new "
+        "token after your tier is raised."
+    )
+    click.echo("\n".join(lines))
+
+
+def _when(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "-"
+    left = moment - now
+    seconds = int(left.total_seconds())
+    if seconds < 0:
+        ago = -seconds
+        return (
+            f"{moment:%Y-%m-%d %H:%M:%S} UTC (expired {ago // 3600} h {ago % 3600 // 60:02d} m ago)"
+        )
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC (in {seconds // 3600} h {seconds % 3600 // 60:02d} m)"
 
 
 @cli.command()
