@@ -229,15 +229,7 @@ def test_lwbatch_token_shows_the_claims_never_the_token(
     assert main(["token", "--token-file", str(path)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert (
-        lines[:3]
-        == [
-            "client id (aud)     0f4e2c5a9b",
-            "subject (sub)       12345",
-            "issued (iat)        2001-09-09 01:46:40 UTC (expired 220198 h 00 m ago)"[:40],
-        ]
-        or lines[0] == "client id (aud)     0f4e2c5a9b"
-    )
+    assert lines[:2] == ["client id (aud)     0f4e2c5a9b", "subject (sub)       12345"]
     assert lines[2].startswith("issued (iat)        2001-09-09 01:46:40 UTC (")
     assert lines[3].startswith("expires (exp)       2001-09-09 02:46:40 UTC (expired ")
     assert lines[4:] == [
