@@ -31,9 +31,11 @@ from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageErr
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, open_source
-from lwbatch.protocol.catalog import Catalog, default_catalog
+from lwbatch.plan import Plan, Planner
+from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
+from lwbatch.tokens import choose_budget
 from lwbatch.wikis import wikipedia
 
 log = logging.getLogger("lwbatch")
@@ -102,24 +104,10 @@ async def score_file_async(
     specs = catalog.resolve_all(models)
     # `en`, ` en` and `enwiki` are one run's `lang`: the manifest keeps the code.
     lang = wikipedia(lang).lang
-    source = (
-        input
-        if isinstance(input, Source)
-        else open_source(
-            input, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
-        )
+    source = open_for(
+        input, specs, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
     )
-    if isinstance(source, FileSource) and not source.has_page_id:
-        for spec in specs:
-            if spec.needs_page_id:
-                raise InputError(
-                    f"{spec.name} needs a page_id column beside the rev_id (its server "
-                    "takes the page with the revision)",
-                    path=source.name,
-                )
     layout = source.key_layout
-    if layout.wiki_column is None:
-        warn_if_models_disagree(specs, lang, source.name)
     sink = output if isinstance(output, Sink) else open_sink(output, input=source.name)
     buffer = RowBuffer(specs, layout)
     sink.open(buffer.schema)
@@ -285,6 +273,66 @@ async def score_file_async(
     return report
 
 
+def open_for(
+    input: Path | str | Source,
+    specs: Sequence[ModelSpec],
+    *,
+    id_column: str,
+    lang: str,
+    wiki_column: str | None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Source:
+    """The source of `input`, checked against the models it is for (as `score` and
+    `plan` both need it)."""
+    source = (
+        input
+        if isinstance(input, Source)
+        else open_source(
+            input, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
+        )
+    )
+    if isinstance(source, FileSource) and not source.has_page_id:
+        for spec in specs:
+            if spec.needs_page_id:
+                raise InputError(
+                    f"{spec.name} needs a page_id column beside the rev_id (its server "
+                    "takes the page with the revision)",
+                    path=source.name,
+                )
+    if source.key_layout.wiki_column is None:
+        warn_if_models_disagree(specs, lang, source.name)
+    return source
+
+
+def plan_file(
+    input: Path | str | Source,
+    *,
+    models: Sequence[str],
+    id_column: str = "rev_id",
+    lang: str = "en",
+    wiki_column: str | None = None,
+    budget: Budget | None = None,
+    tier: Tier | None = None,
+    token: Token | None = None,
+    catalog: Catalog | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Plan:
+    """The :class:`Plan` for scoring `input` with `models`; sends no request.
+
+    Arguments as for :func:`lwbatch.score_file`; the budget is chosen as `score`
+    chooses it (`budget`, else `tier`, else the token's claims).
+    """
+    specs = (catalog or default_catalog()).resolve_all(models)
+    lang = wikipedia(lang).lang
+    source = open_for(
+        input, specs, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
+    )
+    planner = Planner(specs, lang, choose_budget(budget=budget, tier=tier, token=token))
+    for items in source.batches():
+        planner.add(items)
+    return planner.finish()
+
+
 def _blocking(run: Callable[P, Awaitable[R]]) -> Callable[P, R]:
     @wraps(run)  # help() and inspect.signature() show run's arguments
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -318,4 +366,4 @@ async def _read(source: Source) -> AsyncIterator[list[Revision | InvalidRow]]:
             close()
 
 
-__all__ = ["ROWS_PER_SEGMENT", "score_file", "score_file_async"]
+__all__ = ["ROWS_PER_SEGMENT", "plan_file", "score_file", "score_file_async"]

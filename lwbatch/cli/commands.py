@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import orjson
 
 from lwbatch._version import __version__
 from lwbatch.cli.messages import for_cli
@@ -300,6 +301,57 @@ def _positive(flag: str, value: int) -> int:
     if value < 1:
         raise UsageError(f"{flag} must be >= 1, got {value}")
     return value
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Model to score with; repeat it or give a comma-separated list.",
+)
+@click.option("--id-column", default="rev_id", show_default=True, help="Column of rev_ids.")
+@click.option(
+    "--lang", default="en", show_default=True, help="The Wikipedia of rows that name no wiki."
+)
+@click.option("--wiki-column", metavar="NAME", help="Column of wiki database names.")
+@click.option("--token-file", type=click.Path(path_type=Path), help="File holding the token.")
+@click.option("--tier", type=click.Choice([t.value for t in Tier]), help="Gateway tier.")
+@click.option("--rate", help="Budget as N/PERIOD (overrides --tier).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def plan(
+    input_path: Path,
+    models: tuple[str, ...],
+    id_column: str,
+    lang: str,
+    wiki_column: str | None,
+    token_file: Path | None,
+    tier: str | None,
+    rate: str | None,
+    as_json: bool,
+) -> None:
+    """What scoring INPUT would cost, sending no request: rows, distinct keys, requests
+    per model and the hours they take at each tier and at the budget `score` would use
+    with the same flags and environment."""
+    from lwbatch.run import plan_file
+
+    planned = plan_file(
+        input_path,
+        models=split_model_names(models),
+        id_column=id_column,
+        lang=lang,
+        wiki_column=wiki_column,
+        budget=Budget.parse(rate) if rate else None,
+        tier=Tier(tier) if tier else None,
+        token=_token(token_file),
+    )
+    if as_json:
+        click.echo(orjson.dumps(planned.to_dict()).decode())
+    else:
+        click.echo(for_cli(planned.render()))
 
 
 @cli.command()
