@@ -262,3 +262,32 @@ def test_lwbatch_token_on_an_opaque_token_and_on_none(
     assert capsys.readouterr().err == (
         "lwbatch: error: no token: set LIFTWING_TOKEN or give --token-file\n"
     )
+
+
+def test_score_warns_when_the_token_expires_before_the_run_ends(
+    tmp_path: Any, emulator: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    import pyarrow as pa
+
+    from lwbatch.cli import main
+    from tests.conftest import write_parquet
+
+    token = jwt({"exp": 1_000_000_000, "rlc": "authed-user"})
+    monkeypatch.setenv("LIFTWING_TOKEN", token.reveal())
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+    with emulator(token=token.reveal()) as (_, base_url):
+        code = main(
+            ["score", str(inp), "-o", str(tmp_path / "out.parquet"), "-m", "enwiki-damaging"]
+            + ["--base-url", base_url, "-q"]
+        )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("lwbatch: WARNING: ")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "lwbatch: WARNING: the token expires at 2001-09-09 01:46 UTC, before this run would "
+        "end (about "
+    )
+    assert warnings[0].endswith(
+        "UTC): put a fresh token in LIFTWING_TOKEN or --token-file then, and rerun to resume"
+    )
