@@ -21,7 +21,7 @@ from lwbatch.engine.targets import Targets
 from lwbatch.keys import KeySet
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import InvalidRow, Score
-from lwbatch.seams import Item
+from lwbatch.seams import Item, ScoreCache
 from lwbatch.tokens import BudgetChoice
 from lwbatch.wikis import wikipedia
 
@@ -39,6 +39,7 @@ class Plan:
     # model (as named) -> requests it needs; and rows it answers without one
     requests: dict[str, int] = field(default_factory=dict)
     answered_without_request: dict[str, int] = field(default_factory=dict)
+    cached: dict[str, int] = field(default_factory=dict)  # answers a cache already has
 
     @property
     def total_requests(self) -> int:
@@ -59,7 +60,9 @@ class Plan:
             if own.is_unlimited
             else f"{_duration(self.hours(own))} at this run's budget {own.describe()}"
         )
-        return f"{self.total_requests:,} requests: {tiers}; {mine}"
+        cached = sum(self.cached.values())
+        kept = f"{cached:,} answers cached, " if cached else ""
+        return f"{kept}{self.total_requests:,} requests: {tiers}; {mine}"
 
     def to_dict(self) -> dict[str, Any]:
         own = self.budget.budget
@@ -71,6 +74,7 @@ class Plan:
             "duplicates": self.duplicates,
             "requests": dict(self.requests),
             "answered_without_request": dict(self.answered_without_request),
+            "cached": dict(self.cached),
             "total_requests": self.total_requests,
             "budget": {
                 "requests": window.requests if window else None,
@@ -93,9 +97,9 @@ class Plan:
             f"  duplicates        {self.duplicates:>12,}",
             f"distinct keys       {self.distinct:>12,}",
             "",
-            f"{'model':<{width}}  {'requests':>12}  {'no request':>10}",
+            f"{'model':<{width}}  {'requests':>12}  {'cached':>10}  {'no request':>10}",
             *(
-                f"{m:<{width}}  {self.requests.get(m, 0):>12,}  "
+                f"{m:<{width}}  {self.requests.get(m, 0):>12,}  {self.cached.get(m, 0):>10,}  "
                 f"{self.answered_without_request.get(m, 0):>10,}"
                 for m in self.models
             ),
@@ -109,7 +113,14 @@ class Plan:
 class Planner:
     """Counts, item by item, what `score` would send for them."""
 
-    def __init__(self, specs: Sequence[ModelSpec], lang: str, budget: BudgetChoice) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        lang: str,
+        budget: BudgetChoice,
+        cache: ScoreCache | None = None,
+    ) -> None:
+        self._cache = cache
         self._specs = list(specs)
         self._targets = Targets(self._specs, wikipedia(lang))
         self._seen = KeySet()
@@ -120,6 +131,7 @@ class Planner:
             budget=budget,
             requests=dict.fromkeys((s.name for s in self._specs), 0),
             answered_without_request=dict.fromkeys((s.name for s in self._specs), 0),
+            cached=dict.fromkeys((s.name for s in self._specs), 0),
         )
 
     def add(self, items: Iterable[Item]) -> None:
@@ -138,6 +150,10 @@ class Planner:
                 target = self._targets.of(spec, item)
                 if isinstance(target, Score):
                     plan.answered_without_request[spec.name] += 1
+                elif self._cache is not None and self._cache.get(
+                    target.name, item.wiki.dbname, item.rev_id
+                ):
+                    plan.cached[spec.name] += 1
                 elif spec.max_batch > 1:
                     self._batched[(spec.name, item.wiki.dbname)] += 1
                 else:

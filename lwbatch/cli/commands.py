@@ -142,6 +142,12 @@ def _run_options(func: F) -> F:
     help="On resume, ask again what failed transiently (5xx, time-outs) last time.",
 )
 @click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Score cache (an SQLite file, created if missing): answers kept there from "
+    "earlier runs cost no request, and this run's answers are added.",
+)
+@click.option(
     "--grace",
     type=float,
     default=DEFAULT_GRACE,
@@ -182,6 +188,7 @@ def score(
     insecure: bool,
     restart: bool,
     retry_failed: bool,
+    cache: Path | None,
     grace: float,
     engine: str,
     master: str | None,
@@ -241,6 +248,11 @@ def score(
         from lwbatch.cli.spark_run import score_on_spark
 
         context = click.get_current_context()
+        if cache is not None:
+            raise UsageError(
+                "--cache is for the local engine: its SQLite file is not shared by "
+                "executors on other machines"
+            )
         for name, flag in (("grace", "--grace"), ("retry_failed", "--retry-failed")):
             if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
                 raise UsageError(
@@ -274,6 +286,7 @@ def score(
         Path(output),
         retry_failed=retry_failed,
         grace=grace,
+        cache=cache,
         **common,
     )
 
@@ -303,6 +316,82 @@ def _positive(flag: str, value: int) -> int:
     return value
 
 
+@cli.group()
+def cache() -> None:
+    """Inspect, export or prune a score cache (--cache)."""
+
+
+_CACHE_PATH = click.argument("path", metavar="CACHE", type=click.Path(path_type=Path))
+
+
+@cache.command("stats")
+@_CACHE_PATH
+def cache_stats(path: Path) -> None:
+    """Entries per model: the trusted version's, and older ones no run uses again."""
+    from lwbatch.cache import SqliteScoreCache
+
+    store = SqliteScoreCache(path, must_exist=True)
+    try:
+        entries = store.models()
+    finally:
+        store.close()
+    width = max([len("model"), *(len(e.model) for e in entries)])
+    lines = [f"{'model':<{width}}  {'version':<12} {'entries':>12} {'older versions':>15}"]
+    lines += [
+        f"{e.model:<{width}}  {e.version or '-':<12} {e.trusted:>12,} {e.stale:>15,}"
+        for e in entries
+    ]
+    total = sum(e.trusted for e in entries)
+    stale = sum(e.stale for e in entries)
+    lines.append(
+        f"{path}: {total:,} entries in use, {stale:,} of older versions, "
+        f"{path.stat().st_size / 1e6:.1f} MB"
+    )
+    click.echo("\n".join(lines))
+
+
+@cache.command("export")
+@_CACHE_PATH
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Parquet file to write.",
+)
+@click.option("--all-versions", is_flag=True, help="Also the entries of older model versions.")
+def cache_export(path: Path, output: Path, all_versions: bool) -> None:
+    """Write the entries to a Parquet file (model, model_version, wiki, rev_id, prediction
+    as JSON text, probability, error, error_message)."""
+    from lwbatch.cache import EXPORT_SCHEMA, SqliteScoreCache
+    from lwbatch.durability.atomic import write_parquet_atomic
+
+    store = SqliteScoreCache(path, must_exist=True)
+    try:
+        rows = write_parquet_atomic(
+            output, EXPORT_SCHEMA, store.export(trusted_only=not all_versions)
+        )
+    finally:
+        store.close()
+    click.echo(f"{output}: {rows:,} entries")
+
+
+@cache.command("prune")
+@_CACHE_PATH
+@click.option("--model", "model", help="Remove every entry of this model instead.")
+def cache_prune(path: Path, model: str | None) -> None:
+    """Remove the entries of older model versions (which no run uses again), or every
+    entry of one model."""
+    from lwbatch.cache import SqliteScoreCache
+
+    store = SqliteScoreCache(path, must_exist=True)
+    try:
+        removed = store.prune(model=model)
+    finally:
+        store.close()
+    click.echo(f"{path}: {removed:,} entries removed")
+
+
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option(
@@ -321,6 +410,11 @@ def _positive(flag: str, value: int) -> int:
 @click.option("--token-file", type=click.Path(path_type=Path), help="File holding the token.")
 @click.option("--tier", type=click.Choice([t.value for t in Tier]), help="Gateway tier.")
 @click.option("--rate", help="Budget as N/PERIOD (overrides --tier).")
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Score cache: count apart the answers it already has.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def plan(
     input_path: Path,
@@ -331,6 +425,7 @@ def plan(
     token_file: Path | None,
     tier: str | None,
     rate: str | None,
+    cache: Path | None,
     as_json: bool,
 ) -> None:
     """What scoring INPUT would cost, sending no request: rows, distinct keys, requests
@@ -347,6 +442,7 @@ def plan(
         budget=Budget.parse(rate) if rate else None,
         tier=Tier(tier) if tier else None,
         token=_token(token_file),
+        cache=cache,
     )
     if as_json:
         click.echo(orjson.dumps(planned.to_dict()).decode())

@@ -91,7 +91,9 @@ def _estimate(source: Source, scorer: Scorer, token: Token | None) -> None:
     the token expires before the run would end."""
     if not isinstance(source, FileSource):
         return  # another Source may not be readable twice
-    planner = Planner(scorer.specs, scorer.default_wiki.lang, scorer.budget_choice)
+    planner = Planner(
+        scorer.specs, scorer.default_wiki.lang, scorer.budget_choice, cache=scorer.cache
+    )
     for items in source.batches():
         planner.add(items)
     planned = planner.finish()

@@ -47,7 +47,7 @@ from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
-from lwbatch.seams import Item, Limiter
+from lwbatch.seams import Item, Limiter, ScoreCache
 from lwbatch.tokens import BudgetChoice, choose_budget
 from lwbatch.wikis import wikipedia
 
@@ -127,6 +127,7 @@ class Scorer:
         gc_control: bool = False,
         on_send: Callable[[float], None] | None = None,
         on_answer: Callable[[str, list[tuple[RowKey, Score]]], None] | None = None,
+        cache: ScoreCache | None = None,
     ) -> None:
         if limiter is not None and (budget is not None or tier is not None):
             raise UsageError("`limiter` carries its own budget; give `budget`/`tier` or `limiter`")
@@ -192,6 +193,7 @@ class Scorer:
         self.rows_admitted = 0
         self.stopped = False
         self._on_answer = on_answer
+        self._cache = cache
         self._resume = ResumeState()
         self._open: dict[RowKey, _OpenRow] = {}
         self._run_scope = anyio.CancelScope()
@@ -199,6 +201,10 @@ class Scorer:
         self._streams: list[_Rows] = []
         self._workers = 0
         self._closing = False
+
+    @property
+    def cache(self) -> ScoreCache | None:
+        return self._cache
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -448,6 +454,12 @@ class Scorer:
                     if isinstance(target, Score):
                         await self._resolve(column, [row], [target])
                         continue
+                    if self._cache is not None:
+                        kept = self._cache.get(target.name, item.wiki.dbname, item.rev_id)
+                        if kept is not None:
+                            stats.cached[column] += 1
+                            await self._resolve(column, [row], [kept])
+                            continue
                     self._sent_to[column].add(target.name)
                     held = self._dispatcher.held_back(target, [item])
                     if held is not None:
@@ -487,6 +499,14 @@ class Scorer:
                 scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
             except Stopped:
                 return
+            if self._cache is not None:
+                self._cache.put(
+                    job.spec.name,
+                    [
+                        (row.revision.wiki.dbname, row.revision.rev_id, score)
+                        for row, score in zip(job.rows, scores, strict=True)
+                    ],
+                )
             await self._resolve(job.column, job.rows, scores)
             if self._closing:
                 continue

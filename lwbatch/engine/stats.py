@@ -52,6 +52,7 @@ class RunStats:
     requests_by_outcome: Counter[str] = field(default_factory=Counter)
     scored: Counter[str] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    cached: Counter[str] = field(default_factory=Counter)  # answers found in the cache
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
 
     def record_latency(self, model: str, seconds: float) -> None:
@@ -89,6 +90,7 @@ class RunReport:
     # Where the budget came from ("rate", "tier" or "token") and why.
     budget_source: str = ""
     budget_reason: str = ""
+    cached_per_model: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_stats(
@@ -140,6 +142,7 @@ class RunReport:
             output=output,
             budget_source=budget_source,
             budget_reason=budget_reason,
+            cached_per_model={m: stats.cached[m] for m in models if stats.cached[m]},
         )
 
     @property
@@ -176,6 +179,14 @@ class RunReport:
             f"distinct revisions  {self.distinct_revisions:>10,}",
             f"rows written        {self.rows_written:>10,}"
             + (f"   ({self.rows_resumed:,} from the earlier run)" if self.rows_resumed else ""),
+            *(
+                [
+                    f"from the cache      {sum(self.cached_per_model.values()):>10,}   "
+                    "answers that cost no request"
+                ]
+                if self.cached_per_model
+                else []
+            ),
             f"requests sent       {self.requests_sent:>10,}   "
             + ", ".join(f"{k}: {v:,}" for k, v in self.requests_by_outcome.items()),
             f"elapsed             {self.elapsed_seconds:>10.1f} s",
