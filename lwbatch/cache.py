@@ -112,7 +112,8 @@ class SqliteScoreCache:
         return Score(
             prediction=None if prediction is None else orjson.loads(prediction),
             probability=None if probability is None else orjson.loads(probability),
-            model_version=self._versions.get(model) or None,
+            # An error answer carries no version; a score, the version it was kept under.
+            model_version=None if error is not None else self._versions.get(model) or None,
             error=None if error is None else ErrorType(error),
             error_message=message,
         )

@@ -193,9 +193,12 @@ def test_the_summary_and_report_say_which_budget_and_why(
         code = main(
             ["score", str(inp), "-o", str(tmp_path / "out.parquet"), "-m", "enwiki-damaging"]
             + ["--base-url", base_url, "--report", str(report_path)]
+            + ["--cache", str(tmp_path / "c.db")]
         )
     err = capsys.readouterr().err
     assert code == 0, err
+    for kept in tmp_path.iterdir():  # output, report, cache (and its WAL)
+        assert token.reveal().encode() not in kept.read_bytes(), kept
     report = json.loads(report_path.read_text())
     assert (report["budget"], report["budget_source"], report["budget_reason"]) == (
         "200000/3600s and 200/1s",
