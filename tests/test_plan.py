@@ -39,6 +39,7 @@ def test_a_plan_counts_rows_keys_and_requests(tmp_path: Path) -> None:
         "duplicates": 1,
         "requests": {"enwiki-damaging": 3, "revertrisk-language-agnostic": 3},
         "answered_without_request": {"enwiki-damaging": 2, "revertrisk-language-agnostic": 0},
+        "cached": {"enwiki-damaging": 0, "revertrisk-language-agnostic": 0},
         "total_requests": 6,
         "budget": {
             "requests": 100,
