@@ -32,6 +32,7 @@ from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageErr
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, open_source
+from lwbatch.oauth import Credentials
 from lwbatch.plan import Plan, Planner
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import InvalidRow, Revision
@@ -81,6 +82,7 @@ async def score_file_async(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     cache: ScoreCache | Path | str | None = None,
+    credentials: Credentials | None = None,
 ) -> RunReport:
     """Score every rev_id of `input` with `models` into `output`; the run's report.
 
@@ -94,7 +96,11 @@ async def score_file_async(
     run; `restart` discards it (and replaces a finished output); `retry_failed` asks
     again, on resume, what failed transiently. `gc_control` lets lwbatch time Python's
     garbage collections (fewer 429s on tight budgets) but switches automatic collection
-    off in this process while the run lasts. The engine's arguments are those of
+    off in this process while the run lasts. `cache` (a
+    :class:`~lwbatch.seams.ScoreCache`, or the path of an SQLite cache file, created if
+    missing) answers what earlier runs already got, and keeps this run's final answers.
+    `credentials` (:class:`~lwbatch.oauth.Credentials`) get a token when there is none
+    and a new one when the gateway answers 401. The engine's arguments are those of
     :class:`~lwbatch.Scorer`.
 
     `on_start(source, scorer)` is called once the input, output and journal are
@@ -167,6 +173,7 @@ async def score_file_async(
             on_send=sent,
             on_answer=store.record_answers if store is not None else None,
             cache=owned if owned is not None else cache if isinstance(cache, ScoreCache) else None,
+            credentials=credentials,
         )
         state = None
         if store is not None:

@@ -31,6 +31,7 @@ from lwbatch.config import (
     Token,
 )
 from lwbatch.errors import LWBatchError, UsageError
+from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
 from lwbatch.protocol.catalog import split_model_names
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -115,6 +116,17 @@ def _run_options(func: F) -> F:
     help="File holding an OAuth2 bearer token (else LIFTWING_TOKEN; else anonymous).",
 )
 @click.option(
+    "--credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file of OAuth2 client credentials (client_id, client_secret, optionally "
+    "refresh_token, token_url), else LIFTWING_CLIENT_ID and LIFTWING_CLIENT_SECRET: a "
+    "token is fetched when none is given, and again when one expires mid-run.",
+)
+@click.option(
+    "--token-url",
+    help="OAuth2 token endpoint for --credentials (default: Meta-Wiki's).",
+)
+@click.option(
     "--tier",
     type=click.Choice([t.value for t in Tier]),
     help="Gateway tier, which sets the hourly budget "
@@ -181,6 +193,8 @@ def score(
     wiki_column: str | None,
     contact: str | None,
     token_file: Path | None,
+    credentials: Path | None,
+    token_url: str | None,
     tier: str | None,
     rate: str | None,
     internal: bool,
@@ -223,6 +237,7 @@ def score(
         else Endpoint.external()
     )
     token = _token(token_file)
+    oauth = _credentials(credentials, token_url)
     if insecure:
         log.warning("--insecure: TLS certificates are not verified; use it only against staging")
     # What both engines take from the command line.
@@ -248,6 +263,11 @@ def score(
         from lwbatch.cli.spark_run import score_on_spark
 
         context = click.get_current_context()
+        if oauth is not None:
+            raise UsageError(
+                "--credentials is for the local engine: give the Spark job a token "
+                "(LIFTWING_TOKEN or --token-file) that lasts the job"
+            )
         if cache is not None:
             raise UsageError(
                 "--cache is for the local engine: its SQLite file is not shared by "
@@ -287,7 +307,25 @@ def score(
         retry_failed=retry_failed,
         grace=grace,
         cache=cache,
-        **common,
+        credentials=oauth,
+        **{**common, "token": token or (oauth.fetch(verify=not insecure) if oauth else None)},
+    )
+
+
+def _credentials(path: Path | None, token_url: str | None) -> Credentials | None:
+    if path is not None:
+        return Credentials.from_file(path, token_url=token_url)
+    client_id = os.environ.get("LIFTWING_CLIENT_ID", "").strip()
+    secret = os.environ.get("LIFTWING_CLIENT_SECRET", "").strip()
+    if not client_id and not secret:
+        if token_url is not None:
+            raise UsageError("--token-url needs --credentials (or LIFTWING_CLIENT_ID/SECRET)")
+        return None
+    return Credentials(
+        client_id=client_id,
+        client_secret=secret,
+        refresh_token=os.environ.get("LIFTWING_REFRESH_TOKEN", "").strip() or None,
+        token_url=token_url or DEFAULT_TOKEN_URL,
     )
 
 

@@ -16,7 +16,9 @@ FLAGS: dict[str, str] = {
     "base_url": "--base-url",
     "budget": "--rate",
     "concurrency": "--concurrency",
+    "cache": "--cache",
     "contact": "--contact",
+    "credentials": "--credentials",
     "endpoint": "--base-url",
     "error_rate": "--error-rate",
     "grace": "--grace",
@@ -36,6 +38,7 @@ FLAGS: dict[str, str] = {
     "timeout": "--timeout",
     "token": "LIFTWING_TOKEN or --token-file",
     "token_file": "--token-file",
+    "token_url": "--token-url",
     "verify=False": "--insecure",
     "wiki_column": "--wiki-column",
 }

@@ -41,6 +41,7 @@ from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.engine.targets import Targets
 from lwbatch.errors import IncompleteRunError, NoModelDeployedError, UsageError, primary_error
 from lwbatch.keys import KeySet, RowKey
+from lwbatch.oauth import Credentials, TokenRefresher
 from lwbatch.pacing import gc_pauses
 from lwbatch.pacing.concurrency import Concurrency
 from lwbatch.pacing.limiter import BudgetLimiter
@@ -88,6 +89,9 @@ class Scorer:
     (the public gateway by default; `transport` replaces the HTTP stack in tests).
     tier, budget: the request budget (the tier's, by default); or `limiter`, any
     :class:`~lwbatch.seams.Limiter` (a share of a budget several processes split).
+    cache: answers kept by earlier runs (:class:`~lwbatch.seams.ScoreCache`); fresh final
+    answers are added. credentials: OAuth2 credentials that get a token when there is
+    none and a new one after a 401 (the request is then sent once more).
     concurrency: requests in flight; None adapts to the latency observed.
     retry: retries of transient failures and 429s.
     lang: the Wikipedia of revisions that do not name their wiki (plain rev_ids).
@@ -128,6 +132,7 @@ class Scorer:
         on_send: Callable[[float], None] | None = None,
         on_answer: Callable[[str, list[tuple[RowKey, Score]]], None] | None = None,
         cache: ScoreCache | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         if limiter is not None and (budget is not None or tier is not None):
             raise UsageError("`limiter` carries its own budget; give `budget`/`tier` or `limiter`")
@@ -142,6 +147,12 @@ class Scorer:
             BudgetChoice(limiter.budget, "rate", "the limiter's")
             if limiter is not None
             else choose_budget(budget=budget, tier=tier, token=token)
+            if token is not None or credentials is None or budget or tier
+            else BudgetChoice(
+                Budget.for_tier(Tier.AUTHENTICATED),
+                "tier",
+                "authenticated: the token comes from the OAuth2 credentials",
+            )
         )
         self.budget = self.budget_choice.budget
         # None adapts to the latency observed (Little's law); a number fixes it.
@@ -156,8 +167,14 @@ class Scorer:
         self.stats = RunStats()
         self._clock = clock
         self._sleep = sleep
+        endpoint = endpoint or Endpoint.external()
+        if credentials is not None and endpoint.is_plain_http and not endpoint.is_loopback:
+            raise UsageError(
+                f"refusing to send tokens over plain http to {endpoint.base_url}: they would "
+                "travel in clear text; use https"
+            )
         self._client = LiftWingClient(
-            endpoint or Endpoint.external(),
+            endpoint,
             token=token,
             contact=contact,
             timeout=timeout,
@@ -181,6 +198,7 @@ class Scorer:
             retry=retry or RetryPolicy(),
             sleep=sleep,
             on_latency=self.concurrency.observe,
+            refresher=None if credentials is None else TokenRefresher(credentials, verify=verify),
             # Workers that shrink away finish their request first, so the cap in force
             # is the larger of the limit and the workers still alive.
             limit=lambda: max(self.concurrency.limit, self._workers),
@@ -194,6 +212,8 @@ class Scorer:
         self.stopped = False
         self._on_answer = on_answer
         self._cache = cache
+        self._credentials = credentials
+        self._verify = verify
         self._resume = ResumeState()
         self._open: dict[RowKey, _OpenRow] = {}
         self._run_scope = anyio.CancelScope()
@@ -214,6 +234,8 @@ class Scorer:
         if self._on_send is not None:
             # Watched only while open: an injected limiter outlives this Scorer.
             self._unwatch = self.limiter.watch(self._on_send)
+        if self._credentials is not None and not self._client.has_token:
+            self._client.set_token(await self._credentials.fetch_async(verify=self._verify))
         await self._client.__aenter__()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
