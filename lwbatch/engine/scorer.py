@@ -168,6 +168,14 @@ class Scorer:
         self._clock = clock
         self._sleep = sleep
         endpoint = endpoint or Endpoint.external()
+        if endpoint.is_external_gateway:
+            hidden = [s.name for s in self.specs if s.family.experimental]
+            if hidden:
+                raise UsageError(
+                    f"{', '.join(hidden)}: served only in Lift Wing's experimental "
+                    "namespace, which the public API gateway does not route; use the "
+                    "internal endpoint, or a base URL that reaches it (`endpoint`)"
+                )
         if credentials is not None and endpoint.is_plain_http and not endpoint.is_loopback:
             raise UsageError(
                 f"refusing to send tokens over plain http to {endpoint.base_url}: they would "
