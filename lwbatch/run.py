@@ -177,12 +177,21 @@ async def score_file_async(
         )
         state = None
         if store is not None:
-            state = store.open(
-                restart=restart,
-                retry_failed=retry_failed,
-                ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
-                previous=sink.read_back if isinstance(sink, ReadableSink) else None,
-            )
+            try:
+                state = store.open(
+                    restart=restart,
+                    retry_failed=retry_failed,
+                    ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
+                    previous=sink.read_back if isinstance(sink, ReadableSink) else None,
+                )
+            except UsageError as exc:
+                if scorer.cache is None or "`restart=True`" not in str(exc):
+                    raise
+                # A grown input or another model list: restarting costs only what the
+                # cache does not hold.
+                raise UsageError(
+                    f"{exc}; with `restart=True` the answers `cache` holds are not asked again"
+                ) from None
             if state.resumed:
                 log.info(
                     "resuming: %s rows done earlier, %s revisions with some answers%s",

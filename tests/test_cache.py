@@ -205,3 +205,30 @@ def test_a_run_killed_mid_way_leaves_the_cache_usable(
         # those received but not committed yet, are asked again).
         assert emu.stats.requests - before == 800 - kept
     assert pq.read_table(out).num_rows == 800
+
+
+def test_a_run_that_grows_is_refused_then_restarts_asking_only_the_rest(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = revisions(tmp_path, list(range(1, 21)))
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        args = ["score", str(inp), "-o", str(out), "--cache", str(tmp_path / "c.db"), "-q"]
+        args += ["--base-url", base_url, "--rate", "unlimited"]
+        assert main([*args, "-m", "enwiki-damaging"]) == 0
+        capsys.readouterr()
+        both = [*args, "-m", "enwiki-damaging,enwiki-goodfaith"]
+        assert main(both) == 2
+        assert capsys.readouterr().err == (
+            f"lwbatch: error: {out} belongs to a run with another model list "
+            "(enwiki-damaging instead of enwiki-damaging, enwiki-goodfaith); rerun "
+            "it as it was, choose another output, or pass --restart to replace it; with "
+            "--restart the answers --cache holds are not asked again\n"
+        )
+        assert main([*both, "--restart"]) == 0
+        assert dict(emu.stats.by_model) == {"enwiki-damaging": 20, "enwiki-goodfaith": 20}
+        err = capsys.readouterr().err
+    assert "the whole input: 20 answers cached, 20 requests: " in err
+    assert pq.read_table(out).num_rows == 20
