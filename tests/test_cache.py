@@ -179,7 +179,7 @@ def test_a_corrupt_foreign_or_newer_cache_is_refused(
 def test_a_run_killed_mid_way_leaves_the_cache_usable(
     tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
-    inp = revisions(tmp_path, list(range(1, 801)))
+    inp = revisions(tmp_path, list(range(1, 401)))
     cache = tmp_path / "c.db"
     out = tmp_path / "out.parquet"
     args = [sys.executable, "-m", "lwbatch", "score", str(inp), "-o", str(out), "-q"]
@@ -190,7 +190,7 @@ def test_a_run_killed_mid_way_leaves_the_cache_usable(
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
-            while emu.stats.requests < 300:
+            while emu.stats.requests < 150:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.005)
             proc.send_signal(signal.SIGKILL)
@@ -203,8 +203,8 @@ def test_a_run_killed_mid_way_leaves_the_cache_usable(
         assert done.returncode == 0, done.stderr
         # The rerun asks only what the cache lacks (answers in flight at the kill, and
         # those received but not committed yet, are asked again).
-        assert emu.stats.requests - before == 800 - kept
-    assert pq.read_table(out).num_rows == 800
+        assert emu.stats.requests - before == 400 - kept
+    assert pq.read_table(out).num_rows == 400
 
 
 def test_a_run_that_grows_is_refused_then_restarts_asking_only_the_rest(

@@ -11,7 +11,6 @@ import pytest
 
 from lwbatch import Budget, Endpoint, Rate, Tier, plan_file, score_file
 from lwbatch.plan import Plan
-from lwbatch.resources import sample_path
 from lwbatch.tokens import choose_budget
 from tests.conftest import EmulatorFactory, write_parquet
 
@@ -69,11 +68,24 @@ def test_the_estimate_line_gives_hours_at_each_tier() -> None:
     )
 
 
-@pytest.mark.parametrize("source", ["small", "sample"])
+def mixed(tmp_path: Path) -> Path:
+    """300 rows of three wikis, 10% repeated, with invalid ids and empty languages."""
+    langs = ["en", "de", "fr", ""]
+    ids = [*range(1, 271), *range(1, 28), 0, -5, 9]
+    return write_parquet(
+        tmp_path / "mixed.parquet",
+        {
+            "rev_id": pa.array(ids, pa.int64()),
+            "lang": [langs[i % 4] for i in range(len(ids))],
+        },
+    )
+
+
+@pytest.mark.parametrize("source", ["small", "mixed"])
 def test_the_plan_is_what_score_sends(
     source: str, tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
-    inp = small(tmp_path) if source == "small" else sample_path()
+    inp = small(tmp_path) if source == "small" else mixed(tmp_path)
     models = [*MODELS, "{wiki}-goodfaith"]
     planned = plan_file(inp, models=models)
     with emulator() as (emu, base_url):
