@@ -24,6 +24,7 @@ from lwbatch.cli.scoring import NO_CONTACT, write_json
 from lwbatch.config import Budget, Endpoint, Tier, Token
 from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
+from lwbatch.tokens import choose_budget
 
 log = logging.getLogger("lwbatch")
 # The last line of a Python worker's traceback: "module.Class: message".
@@ -71,7 +72,7 @@ def score_on_spark(
             f"--output {output} exists; pass --restart to replace it, or choose another output"
         )
     if budget is None:
-        budget = Budget.for_tier(tier or (Tier.AUTHENTICATED if token else Tier.ANONYMOUS))
+        budget = choose_budget(tier=tier, token=token).budget
     builder = SparkSession.builder.appName("lwbatch")
     if master:
         builder = builder.master(master)
