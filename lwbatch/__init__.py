@@ -28,15 +28,18 @@ from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import CsvSource, ParquetSource, open_source
 from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.pacing.limiter import BudgetLimiter
+from lwbatch.plan import Plan
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
-from lwbatch.run import score_file, score_file_async
+from lwbatch.run import plan_file, score_file, score_file_async
 from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
+from lwbatch.tokens import BudgetChoice, TokenClaims, choose_budget
 from lwbatch.wikis import Wiki, wikis
 
 __all__ = [
     "AuthenticationError",
     "Budget",
+    "BudgetChoice",
     "BudgetLimiter",
     "Catalog",
     "CsvSource",
@@ -56,6 +59,7 @@ __all__ = [
     "OutputError",
     "ParquetSink",
     "ParquetSource",
+    "Plan",
     "Rate",
     "ReadableSink",
     "RetryPolicy",
@@ -70,15 +74,18 @@ __all__ = [
     "Source",
     "Tier",
     "Token",
+    "TokenClaims",
     "UnknownModelError",
     "UnreachableError",
     "UsageError",
     "Wiki",
     "__version__",
+    "choose_budget",
     "default_catalog",
     "open_sink",
     "open_source",
     "output_schema",
+    "plan_file",
     "score_file",
     "score_file_async",
     "wikis",

@@ -88,9 +88,19 @@ class AuthenticationError(RunAborted):
     WWW-Authenticate asked for a bearer token."""
 
     def __init__(
-        self, *, url: str, token_sent: bool = True, bearer_challenge: bool = False
+        self,
+        *,
+        url: str,
+        token_sent: bool = True,
+        bearer_challenge: bool = False,
+        refreshed: bool = False,
     ) -> None:
-        if token_sent:
+        if refreshed:
+            reason = (
+                "a token just issued by the OAuth2 token endpoint was refused too; check "
+                "that the client in `credentials` may use this API"
+            )
+        elif token_sent:
             reason = (
                 "the token is invalid or expired; create a new one and put it in `token`, "
                 "or run without one (anonymous tier)"

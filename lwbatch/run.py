@@ -21,6 +21,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from lwbatch.cache import SqliteScoreCache
 from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, RetryPolicy, Tier, Token
 from lwbatch.durability.journal import FileJournal
 from lwbatch.durability.lock import OutputLock
@@ -31,9 +32,12 @@ from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageErr
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, open_source
-from lwbatch.protocol.catalog import Catalog, default_catalog
+from lwbatch.oauth import Credentials
+from lwbatch.plan import Plan, Planner
+from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import InvalidRow, Revision
-from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
+from lwbatch.seams import Journal, Limiter, ReadableSink, ScoreCache, Sink, Source
+from lwbatch.tokens import choose_budget
 from lwbatch.wikis import wikipedia
 
 log = logging.getLogger("lwbatch")
@@ -77,6 +81,8 @@ async def score_file_async(
     on_send: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    cache: ScoreCache | Path | str | None = None,
+    credentials: Credentials | None = None,
 ) -> RunReport:
     """Score every rev_id of `input` with `models` into `output`; the run's report.
 
@@ -90,7 +96,11 @@ async def score_file_async(
     run; `restart` discards it (and replaces a finished output); `retry_failed` asks
     again, on resume, what failed transiently. `gc_control` lets lwbatch time Python's
     garbage collections (fewer 429s on tight budgets) but switches automatic collection
-    off in this process while the run lasts. The engine's arguments are those of
+    off in this process while the run lasts. `cache` (a
+    :class:`~lwbatch.seams.ScoreCache`, or the path of an SQLite cache file, created if
+    missing) answers what earlier runs already got, and keeps this run's final answers.
+    `credentials` (:class:`~lwbatch.oauth.Credentials`) get a token when there is none
+    and a new one when the gateway answers 401. The engine's arguments are those of
     :class:`~lwbatch.Scorer`.
 
     `on_start(source, scorer)` is called once the input, output and journal are
@@ -102,6 +112,203 @@ async def score_file_async(
     specs = catalog.resolve_all(models)
     # `en`, ` en` and `enwiki` are one run's `lang`: the manifest keeps the code.
     lang = wikipedia(lang).lang
+    source = open_for(
+        input, specs, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
+    )
+    layout = source.key_layout
+    owned = SqliteScoreCache(cache) if isinstance(cache, str | Path) else None
+    try:
+        sink = output if isinstance(output, Sink) else open_sink(output, input=source.name)
+        buffer = RowBuffer(specs, layout)
+        sink.open(buffer.schema)
+        store: Journal | None
+        if isinstance(journal, Journal):
+            store = journal
+        elif not journal:
+            store = None
+        elif isinstance(output, Sink):
+            raise UsageError(
+                "`journal=True` keeps progress beside an output path; for a Sink object pass "
+                "a Journal (e.g. FileJournal) as `journal`, or `journal=False`"
+            )
+        else:
+            store = FileJournal(
+                Path(output),
+                models=[s.name for s in specs],
+                layout=layout,
+                manifest={
+                    "input": source.fingerprint(),
+                    "id_column": id_column,
+                    "lang": lang,
+                    "wiki_column": layout.wiki_column,
+                },
+            )
+
+        def sent(now: float) -> None:
+            if store is not None:
+                store.record_grant(time.time())
+            if on_send is not None:
+                on_send(now)
+
+        scorer = Scorer(
+            [s.name for s in specs],
+            catalog=catalog,
+            endpoint=endpoint,
+            token=token,
+            contact=contact,
+            tier=tier,
+            budget=budget,
+            concurrency=concurrency,
+            timeout=timeout,
+            retry=retry,
+            verify=verify,
+            limiter=limiter,
+            lang=lang,
+            linger=linger,
+            max_open=max_open,
+            transport=transport,
+            clock=clock,
+            sleep=sleep,
+            gc_control=gc_control,
+            on_send=sent,
+            on_answer=store.record_answers if store is not None else None,
+            cache=owned if owned is not None else cache if isinstance(cache, ScoreCache) else None,
+            credentials=credentials,
+        )
+        state = None
+        if store is not None:
+            try:
+                state = store.open(
+                    restart=restart,
+                    retry_failed=retry_failed,
+                    ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
+                    previous=sink.read_back if isinstance(sink, ReadableSink) else None,
+                )
+            except UsageError as exc:
+                if scorer.cache is None or "`restart=True`" not in str(exc):
+                    raise
+                # A grown input or another model list: restarting costs only what the
+                # cache does not hold.
+                raise UsageError(
+                    f"{exc}; with `restart=True` the answers `cache` holds are not asked again"
+                ) from None
+            if state.resumed:
+                log.info(
+                    "resuming: %s rows done earlier, %s revisions with some answers%s",
+                    f"{state.rows_done:,}",
+                    f"{len(state.partial):,}",
+                    f", {state.retried:,} transient failures to ask again" if state.retried else "",
+                )
+
+        def flush() -> None:
+            if not len(buffer):
+                return
+            table, invalid = buffer.take()
+            if store is not None:
+                store.commit_rows(table, invalid, scorer.open_answers())
+            else:
+                sink.write(table)
+
+        # Without a journal the output still gets its lock: a journaled run on the same
+        # output would otherwise sweep this run's temporary file as stale.
+        unjournaled = (
+            OutputLock(Path(output)) if store is None and not isinstance(output, Sink) else None
+        )
+        if unjournaled is not None:
+            unjournaled.acquire()
+        stats = scorer.stats
+        try:
+            if on_start is not None:
+                on_start(source, scorer)
+            async with scorer:
+                done = 0
+                async for row in scorer.score(_read(source), resume=state):
+                    buffer.add(row)
+                    if len(buffer) >= ROWS_PER_SEGMENT:
+                        flush()
+                    if progress is not None:
+                        finished = scorer.rows_emitted + stats.duplicate_rows + stats.rows_resumed
+                        progress(finished - done)
+                        done = finished
+            flush()
+            if scorer.stopped:
+                raise Interrupted(saved_in=Path(store.location) if store is not None else None)
+            if stats.invalid_rows and not stats.distinct_revisions:
+                if store is not None:
+                    store.remove()
+                raise InputError(
+                    f"no row can be sent ({stats.invalid_rows:,} rows; "
+                    f"first: {stats.first_invalid}); "
+                    "check `id_column`, the wiki column and the file",
+                    path=source.name,
+                )
+            # Accounting: every distinct key and every invalid row ends in exactly one row.
+            expected = stats.distinct_revisions + stats.invalid_rows
+            if store is not None:
+                store.fold_into(sink)
+            written = sink.rows_written
+            if written != expected:
+                raise IncompleteRunError(written=written, expected=expected)
+            sink.commit(store.metadata() if store is not None else {})
+        except (Interrupted, IncompleteRunError) as exc:
+            # Keep what came out (journal segments) and every answer: a rerun completes it.
+            try:
+                sink.abort()
+            finally:
+                if store is not None:
+                    store.suspend()
+            if isinstance(exc, IncompleteRunError):
+                raise IncompleteRunError(
+                    written=exc.written,
+                    expected=exc.expected,
+                    saved_in=Path(store.location) if store is not None else None,
+                ) from None
+            raise
+        except BaseException:
+            try:
+                sink.abort()
+            finally:
+                # A run that failed before any answer (bad input mid-file, 401 at once, every
+                # model undeployed) leaves nothing to resume, and nothing to refuse a fix with.
+                # Decided while the lock is held: remove() releases it only once retired.
+                if store is not None:
+                    if store.holds_work():
+                        store.suspend()
+                    else:
+                        store.remove()
+            raise
+        finally:
+            if unjournaled is not None:
+                unjournaled.release()
+        if store is not None:
+            store.remove()
+        stats.rows_written = written
+        report = scorer.report(output=sink.name)
+        if stats.invalid_rows:
+            log.warning(
+                "%s rows of %s cannot be sent (first: %s); they are in the output with error "
+                "invalid_input",
+                f"{stats.invalid_rows:,}",
+                source.name,
+                stats.first_invalid,
+            )
+        return report
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def open_for(
+    input: Path | str | Source,
+    specs: Sequence[ModelSpec],
+    *,
+    id_column: str,
+    lang: str,
+    wiki_column: str | None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Source:
+    """The source of `input`, checked against the models it is for (as `score` and
+    `plan` both need it)."""
     source = (
         input
         if isinstance(input, Source)
@@ -117,172 +324,52 @@ async def score_file_async(
                     "takes the page with the revision)",
                     path=source.name,
                 )
-    layout = source.key_layout
-    if layout.wiki_column is None:
+    if source.key_layout.wiki_column is None:
         warn_if_models_disagree(specs, lang, source.name)
-    sink = output if isinstance(output, Sink) else open_sink(output, input=source.name)
-    buffer = RowBuffer(specs, layout)
-    sink.open(buffer.schema)
-    store: Journal | None
-    if isinstance(journal, Journal):
-        store = journal
-    elif not journal:
-        store = None
-    elif isinstance(output, Sink):
-        raise UsageError(
-            "`journal=True` keeps progress beside an output path; for a Sink object pass "
-            "a Journal (e.g. FileJournal) as `journal`, or `journal=False`"
-        )
-    else:
-        store = FileJournal(
-            Path(output),
-            models=[s.name for s in specs],
-            layout=layout,
-            manifest={
-                "input": source.fingerprint(),
-                "id_column": id_column,
-                "lang": lang,
-                "wiki_column": layout.wiki_column,
-            },
-        )
+    return source
 
-    def sent(now: float) -> None:
-        if store is not None:
-            store.record_grant(time.time())
-        if on_send is not None:
-            on_send(now)
 
-    scorer = Scorer(
-        [s.name for s in specs],
-        catalog=catalog,
-        endpoint=endpoint,
-        token=token,
-        contact=contact,
-        tier=tier,
-        budget=budget,
-        concurrency=concurrency,
-        timeout=timeout,
-        retry=retry,
-        verify=verify,
-        limiter=limiter,
-        lang=lang,
-        linger=linger,
-        max_open=max_open,
-        transport=transport,
-        clock=clock,
-        sleep=sleep,
-        gc_control=gc_control,
-        on_send=sent,
-        on_answer=store.record_answers if store is not None else None,
+def plan_file(
+    input: Path | str | Source,
+    *,
+    models: Sequence[str],
+    id_column: str = "rev_id",
+    lang: str = "en",
+    wiki_column: str | None = None,
+    budget: Budget | None = None,
+    tier: Tier | None = None,
+    token: Token | None = None,
+    catalog: Catalog | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    cache: ScoreCache | Path | str | None = None,
+) -> Plan:
+    """The :class:`Plan` for scoring `input` with `models`; sends no request.
+
+    Arguments as for :func:`lwbatch.score_file`; the budget is chosen as `score`
+    chooses it (`budget`, else `tier`, else the token's claims). With `cache`, answers
+    it already has are counted apart (a cache file that does not exist has none).
+    """
+    specs = (catalog or default_catalog()).resolve_all(models)
+    lang = wikipedia(lang).lang
+    source = open_for(
+        input, specs, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
     )
-    state = None
-    if store is not None:
-        state = store.open(
-            restart=restart,
-            retry_failed=retry_failed,
-            ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
-            previous=sink.read_back if isinstance(sink, ReadableSink) else None,
-        )
-        if state.resumed:
-            log.info(
-                "resuming: %s rows done earlier, %s revisions with some answers%s",
-                f"{state.rows_done:,}",
-                f"{len(state.partial):,}",
-                f", {state.retried:,} transient failures to ask again" if state.retried else "",
-            )
-
-    def flush() -> None:
-        if not len(buffer):
-            return
-        table, invalid = buffer.take()
-        if store is not None:
-            store.commit_rows(table, invalid, scorer.open_answers())
-        else:
-            sink.write(table)
-
-    # Without a journal the output still gets its lock: a journaled run on the same
-    # output would otherwise sweep this run's temporary file as stale.
-    unjournaled = (
-        OutputLock(Path(output)) if store is None and not isinstance(output, Sink) else None
+    owned = (
+        SqliteScoreCache(cache, must_exist=True)
+        if isinstance(cache, str | Path) and Path(cache).exists()
+        else None
     )
-    if unjournaled is not None:
-        unjournaled.acquire()
-    stats = scorer.stats
+    kept = owned if owned is not None else cache if isinstance(cache, ScoreCache) else None
     try:
-        if on_start is not None:
-            on_start(source, scorer)
-        async with scorer:
-            done = 0
-            async for row in scorer.score(_read(source), resume=state):
-                buffer.add(row)
-                if len(buffer) >= ROWS_PER_SEGMENT:
-                    flush()
-                if progress is not None:
-                    finished = scorer.rows_emitted + stats.duplicate_rows + stats.rows_resumed
-                    progress(finished - done)
-                    done = finished
-        flush()
-        if scorer.stopped:
-            raise Interrupted(saved_in=Path(store.location) if store is not None else None)
-        if stats.invalid_rows and not stats.distinct_revisions:
-            if store is not None:
-                store.remove()
-            raise InputError(
-                f"no row can be sent ({stats.invalid_rows:,} rows; first: {stats.first_invalid}); "
-                "check `id_column`, the wiki column and the file",
-                path=source.name,
-            )
-        # Accounting: every distinct key and every invalid row ends in exactly one row.
-        expected = stats.distinct_revisions + stats.invalid_rows
-        if store is not None:
-            store.fold_into(sink)
-        written = sink.rows_written
-        if written != expected:
-            raise IncompleteRunError(written=written, expected=expected)
-        sink.commit(store.metadata() if store is not None else {})
-    except (Interrupted, IncompleteRunError) as exc:
-        # Keep what came out (journal segments) and every answer: a rerun completes it.
-        try:
-            sink.abort()
-        finally:
-            if store is not None:
-                store.suspend()
-        if isinstance(exc, IncompleteRunError):
-            raise IncompleteRunError(
-                written=exc.written,
-                expected=exc.expected,
-                saved_in=Path(store.location) if store is not None else None,
-            ) from None
-        raise
-    except BaseException:
-        try:
-            sink.abort()
-        finally:
-            # A run that failed before any answer (bad input mid-file, 401 at once, every
-            # model undeployed) leaves nothing to resume, and nothing to refuse a fix with.
-            # Decided while the lock is held: remove() releases it only once retired.
-            if store is not None:
-                if store.holds_work():
-                    store.suspend()
-                else:
-                    store.remove()
-        raise
-    finally:
-        if unjournaled is not None:
-            unjournaled.release()
-    if store is not None:
-        store.remove()
-    stats.rows_written = written
-    report = scorer.report(output=sink.name)
-    if stats.invalid_rows:
-        log.warning(
-            "%s rows of %s cannot be sent (first: %s); they are in the output with error "
-            "invalid_input",
-            f"{stats.invalid_rows:,}",
-            source.name,
-            stats.first_invalid,
+        planner = Planner(
+            specs, lang, choose_budget(budget=budget, tier=tier, token=token), cache=kept
         )
-    return report
+        for items in source.batches():
+            planner.add(items)
+        return planner.finish()
+    finally:
+        if owned is not None:
+            owned.close()
 
 
 def _blocking(run: Callable[P, Awaitable[R]]) -> Callable[P, R]:
@@ -318,4 +405,4 @@ async def _read(source: Source) -> AsyncIterator[list[Revision | InvalidRow]]:
             close()
 
 
-__all__ = ["ROWS_PER_SEGMENT", "score_file", "score_file_async"]
+__all__ = ["ROWS_PER_SEGMENT", "plan_file", "score_file", "score_file_async"]

@@ -182,3 +182,20 @@ class Journal(Protocol):
     def remove(self) -> None:
         """The run is committed: the journal goes, atomically."""
         ...
+
+
+@runtime_checkable
+class ScoreCache(Protocol):
+    """Final answers kept across runs, keyed by (model, model version, wiki, rev_id):
+    an answer found here costs no request."""
+
+    def get(self, model: str, wiki: str, rev_id: int) -> Score | None:
+        """The answer `model`'s current version gave for the revision, if kept."""
+        ...
+
+    def put(self, model: str, answers: Sequence[tuple[str, int, Score]]) -> None:
+        """Keep fresh answers (wiki, rev_id, score) of `model`; a version that differs
+        from the one kept makes the older entries of `model` untrusted."""
+        ...
+
+    def close(self) -> None: ...

@@ -41,6 +41,7 @@ from lwbatch.io.rows import RowBuffer, output_schema
 from lwbatch.io.sources import PAGE_ID_COLUMN, RowReader
 from lwbatch.keys import KeyLayout
 from lwbatch.protocol.catalog import default_catalog
+from lwbatch.tokens import choose_budget
 from lwbatch.wikis import Wiki, wikipedia, wikis
 
 log = logging.getLogger("lwbatch")
@@ -72,7 +73,8 @@ def score(
     exactly the Parquet layout of `lwbatch score`.
 
     The budget is `rate` (N/PERIOD, or a :class:`~lwbatch.Budget`) or the `tier`'s
-    (default: anonymous, authenticated with a token) for the whole job. The rows are
+    (default: what the token says, as for the command; anonymous without one) for the
+    whole job. The rows are
     repartitioned by their key into `slots` partitions (default: the context's default
     parallelism, the task slots that run at once), each with its share of the budget:
     the shares add up to the budget however the tasks are scheduled, and each key is
@@ -106,7 +108,7 @@ def score(
         if isinstance(rate, Budget)
         else Budget.parse(rate)
         if rate is not None
-        else Budget.for_tier(tier or (Tier.AUTHENTICATED if token else Tier.ANONYMOUS))
+        else choose_budget(tier=tier, token=token).budget
     )
     slots = slots or spark.sparkContext.defaultParallelism
     if not budget.is_unlimited:

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
 import pytest
 
 from lwbatch.errors import UnknownModelError, UsageError
-from lwbatch.protocol.catalog import default_catalog, split_model_names
+from lwbatch.protocol.catalog import Catalog, default_catalog, split_model_names
 
 
 @pytest.mark.parametrize(
@@ -138,3 +143,31 @@ def test_model_lists_split_on_commas_and_dedupe() -> None:
 def test_no_model_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="no model given"):
         default_catalog().resolve_all([])
+
+
+def test_an_experimental_model_is_refused_on_the_public_gateway_only(tmp_path: Path) -> None:
+    from lwbatch import Endpoint, Scorer
+    from lwbatch.resources import catalogue_path
+
+    text = catalogue_path().read_text()
+    marked = text.replace(
+        'name = "readability"\n', 'name = "readability"\nexperimental = true\n', 1
+    )
+    assert marked != text
+    (tmp_path / "models.toml").write_text(marked)
+    catalog = Catalog.from_toml(tmp_path / "models.toml")
+
+    async def scorer(models: list[str], **options: Any) -> None:
+        Scorer(models, **options)  # the checks happen when it is built, before any request
+
+    with pytest.raises(UsageError) as info:
+        anyio.run(partial(scorer, ["readability", "enwiki-damaging"], catalog=catalog))
+    assert str(info.value) == (
+        "readability: served only in Lift Wing's experimental namespace, which the public "
+        "API gateway does not route; use the internal endpoint, or a base URL that reaches "
+        "it (`endpoint`)"
+    )
+    anyio.run(partial(scorer, ["readability"], catalog=catalog, endpoint=Endpoint.internal()))
+    local = Endpoint(base_url="http://127.0.0.1:9")
+    anyio.run(partial(scorer, ["readability"], catalog=catalog, endpoint=local))
+    anyio.run(partial(scorer, ["readability"]))  # the shipped catalogue marks none

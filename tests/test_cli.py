@@ -580,7 +580,8 @@ def test_bad_input_gets_one_line_and_no_output(
         capsys, "score", inp, "-o", out, *models, "--base-url", "http://127.0.0.1:9", *extra
     )
     assert exit_code == code
-    lines = err.strip().splitlines()
+    # A run that starts says what the whole input costs (INFO); nothing else but the error.
+    lines = [line for line in err.strip().splitlines() if not line.startswith("lwbatch: INFO: ")]
     assert len(lines) == 1, err
     assert lines[0].startswith("lwbatch: error: ") and message in lines[0]
     assert "Traceback" not in err
@@ -664,7 +665,11 @@ def test_insecure_warns_and_still_scores(
     assert code == 0
     assert err.strip() == (
         "lwbatch: WARNING: --insecure: TLS certificates are not verified;"
-        " use it only against staging"
+        " use it only against staging\n"
+        # The line `lwbatch plan` ends with, once the run starts.
+        "lwbatch: INFO: the whole input: 2 requests: 0 h 00 m anonymous, 0 h 00 m "
+        "authenticated, 0 h 00 m enterprise; 0 h 00 m at this run's budget 50000/3600s "
+        "and 15/1s"
     )
 
 

@@ -11,11 +11,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import orjson
 
 from lwbatch._version import __version__
 from lwbatch.cli.messages import for_cli
@@ -29,6 +31,7 @@ from lwbatch.config import (
     Token,
 )
 from lwbatch.errors import LWBatchError, UsageError
+from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
 from lwbatch.protocol.catalog import split_model_names
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,6 +116,17 @@ def _run_options(func: F) -> F:
     help="File holding an OAuth2 bearer token (else LIFTWING_TOKEN; else anonymous).",
 )
 @click.option(
+    "--credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file of OAuth2 client credentials (client_id, client_secret, optionally "
+    "refresh_token, token_url), else LIFTWING_CLIENT_ID and LIFTWING_CLIENT_SECRET: a "
+    "token is fetched when none is given, and again when one expires mid-run.",
+)
+@click.option(
+    "--token-url",
+    help="OAuth2 token endpoint for --credentials (default: Meta-Wiki's).",
+)
+@click.option(
     "--tier",
     type=click.Choice([t.value for t in Tier]),
     help="Gateway tier, which sets the hourly budget "
@@ -138,6 +152,12 @@ def _run_options(func: F) -> F:
     default=True,
     show_default=True,
     help="On resume, ask again what failed transiently (5xx, time-outs) last time.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Score cache (an SQLite file, created if missing): answers kept there from "
+    "earlier runs cost no request, and this run's answers are added.",
 )
 @click.option(
     "--grace",
@@ -173,6 +193,8 @@ def score(
     wiki_column: str | None,
     contact: str | None,
     token_file: Path | None,
+    credentials: Path | None,
+    token_url: str | None,
     tier: str | None,
     rate: str | None,
     internal: bool,
@@ -180,6 +202,7 @@ def score(
     insecure: bool,
     restart: bool,
     retry_failed: bool,
+    cache: Path | None,
     grace: float,
     engine: str,
     master: str | None,
@@ -214,6 +237,7 @@ def score(
         else Endpoint.external()
     )
     token = _token(token_file)
+    oauth = _credentials(credentials, token_url)
     if insecure:
         log.warning("--insecure: TLS certificates are not verified; use it only against staging")
     # What both engines take from the command line.
@@ -239,6 +263,16 @@ def score(
         from lwbatch.cli.spark_run import score_on_spark
 
         context = click.get_current_context()
+        if oauth is not None:
+            raise UsageError(
+                "--credentials is for the local engine: give the Spark job a token "
+                "(LIFTWING_TOKEN or --token-file) that lasts the job"
+            )
+        if cache is not None:
+            raise UsageError(
+                "--cache is for the local engine: its SQLite file is not shared by "
+                "executors on other machines"
+            )
         for name, flag in (
             ("grace", "--grace"),
             ("retry_failed", "--retry-failed/--no-retry-failed"),
@@ -275,7 +309,26 @@ def score(
         Path(output),
         retry_failed=retry_failed,
         grace=grace,
-        **common,
+        cache=cache,
+        credentials=oauth,
+        **{**common, "token": token or (oauth.fetch(verify=not insecure) if oauth else None)},
+    )
+
+
+def _credentials(path: Path | None, token_url: str | None) -> Credentials | None:
+    if path is not None:
+        return Credentials.from_file(path, token_url=token_url)
+    client_id = os.environ.get("LIFTWING_CLIENT_ID", "").strip()
+    secret = os.environ.get("LIFTWING_CLIENT_SECRET", "").strip()
+    if not client_id and not secret:
+        if token_url is not None:
+            raise UsageError("--token-url needs --credentials (or LIFTWING_CLIENT_ID/SECRET)")
+        return None
+    return Credentials(
+        client_id=client_id,
+        client_secret=secret,
+        refresh_token=os.environ.get("LIFTWING_REFRESH_TOKEN", "").strip() or None,
+        token_url=token_url or DEFAULT_TOKEN_URL,
     )
 
 
@@ -302,6 +355,196 @@ def _positive(flag: str, value: int) -> int:
     if value < 1:
         raise UsageError(f"{flag} must be >= 1, got {value}")
     return value
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect, export or prune a score cache (--cache)."""
+
+
+_CACHE_PATH = click.argument("path", metavar="CACHE", type=click.Path(path_type=Path))
+
+
+@cache.command("stats")
+@_CACHE_PATH
+def cache_stats(path: Path) -> None:
+    """Entries per model: the trusted version's, and older ones no run uses again."""
+    from lwbatch.cache import SqliteScoreCache
+
+    store = SqliteScoreCache(path, must_exist=True)
+    try:
+        entries = store.models()
+    finally:
+        store.close()
+    width = max([len("model"), *(len(e.model) for e in entries)])
+    lines = [f"{'model':<{width}}  {'version':<12} {'entries':>12} {'older versions':>15}"]
+    lines += [
+        f"{e.model:<{width}}  {e.version or '-':<12} {e.trusted:>12,} {e.stale:>15,}"
+        for e in entries
+    ]
+    total = sum(e.trusted for e in entries)
+    stale = sum(e.stale for e in entries)
+    lines.append(
+        f"{path}: {total:,} entries in use, {stale:,} of older versions, "
+        f"{path.stat().st_size / 1e6:.1f} MB"
+    )
+    click.echo("\n".join(lines))
+
+
+@cache.command("export")
+@_CACHE_PATH
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Parquet file to write.",
+)
+@click.option("--all-versions", is_flag=True, help="Also the entries of older model versions.")
+def cache_export(path: Path, output: Path, all_versions: bool) -> None:
+    """Write the entries to a Parquet file (model, model_version, wiki, rev_id, prediction
+    as JSON text, probability, error, error_message)."""
+    from lwbatch.cache import EXPORT_SCHEMA, SqliteScoreCache
+    from lwbatch.durability.atomic import write_parquet_atomic
+
+    store = SqliteScoreCache(path, must_exist=True)
+    try:
+        rows = write_parquet_atomic(
+            output, EXPORT_SCHEMA, store.export(trusted_only=not all_versions)
+        )
+    finally:
+        store.close()
+    click.echo(f"{output}: {rows:,} entries")
+
+
+@cache.command("prune")
+@_CACHE_PATH
+@click.option("--model", "model", help="Remove every entry of this model instead.")
+def cache_prune(path: Path, model: str | None) -> None:
+    """Remove the entries of older model versions (which no run uses again), or every
+    entry of one model."""
+    from lwbatch.cache import SqliteScoreCache
+
+    store = SqliteScoreCache(path, must_exist=True)
+    try:
+        removed = store.prune(model=model)
+    finally:
+        store.close()
+    click.echo(f"{path}: {removed:,} entries removed")
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Model to score with; repeat it or give a comma-separated list.",
+)
+@click.option("--id-column", default="rev_id", show_default=True, help="Column of rev_ids.")
+@click.option(
+    "--lang", default="en", show_default=True, help="The Wikipedia of rows that name no wiki."
+)
+@click.option("--wiki-column", metavar="NAME", help="Column of wiki database names.")
+@click.option("--token-file", type=click.Path(path_type=Path), help="File holding the token.")
+@click.option("--tier", type=click.Choice([t.value for t in Tier]), help="Gateway tier.")
+@click.option("--rate", help="Budget as N/PERIOD (overrides --tier).")
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Score cache: count apart the answers it already has.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def plan(
+    input_path: Path,
+    models: tuple[str, ...],
+    id_column: str,
+    lang: str,
+    wiki_column: str | None,
+    token_file: Path | None,
+    tier: str | None,
+    rate: str | None,
+    cache: Path | None,
+    as_json: bool,
+) -> None:
+    """What scoring INPUT would cost, sending no request: rows, distinct keys, requests
+    per model and the hours they take at each tier and at the budget `score` would use
+    with the same flags and environment."""
+    from lwbatch.run import plan_file
+
+    planned = plan_file(
+        input_path,
+        models=split_model_names(models),
+        id_column=id_column,
+        lang=lang,
+        wiki_column=wiki_column,
+        budget=Budget.parse(rate) if rate else None,
+        tier=Tier(tier) if tier else None,
+        token=_token(token_file),
+        cache=cache,
+    )
+    if as_json:
+        click.echo(orjson.dumps(planned.to_dict()).decode())
+    else:
+        click.echo(for_cli(planned.render()))
+
+
+@cli.command()
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    help="File holding the OAuth2 bearer token (else LIFTWING_TOKEN).",
+)
+def token(token_file: Path | None) -> None:
+    """Show what the bearer token says about itself, without verifying it: the client
+    application key (quote it when you ask for a higher tier), subject, expiry, rate
+    limit, and the budget `lwbatch score` would use. Never prints the token."""
+    from lwbatch.tokens import TokenClaims, choose_budget
+
+    value = _token(token_file)
+    if value is None:
+        raise UsageError("no token: set LIFTWING_TOKEN or give --token-file")
+    claims = TokenClaims.of(value)
+    chosen = choose_budget(token=value)
+    lines = []
+    if claims is None:
+        lines.append("token               not a JWT: lwbatch cannot read its claims")
+    else:
+        now = datetime.now(UTC)
+        lines += [
+            f"client id (aud)     {claims.client_id or '-'}",
+            f"subject (sub)       {claims.subject or '-'}",
+            f"issued (iat)        {_when(claims.issued, now)}",
+            f"expires (exp)       {_when(claims.expires, now)}",
+            "rate limit          "
+            + (
+                f"{claims.ratelimit.requests:,} per {claims.ratelimit.period:g} s"
+                if claims.ratelimit
+                else "-"
+            ),
+            f"rate-limit class    {claims.rate_class or '-'}",
+        ]
+    lines.append(f"budget              {chosen.budget.describe()} ({for_cli(chosen.reason)})")
+    lines.append(
+        "A tier change takes effect only once the token is issued again: create a new "
+        "token after your tier is raised."
+    )
+    click.echo("\n".join(lines))
+
+
+def _when(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "-"
+    left = moment - now
+    seconds = int(left.total_seconds())
+    if seconds < 0:
+        ago = -seconds
+        return (
+            f"{moment:%Y-%m-%d %H:%M:%S} UTC (expired {ago // 3600} h {ago % 3600 // 60:02d} m ago)"
+        )
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC (in {seconds // 3600} h {seconds % 3600 // 60:02d} m)"
 
 
 @cli.command()

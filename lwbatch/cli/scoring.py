@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,14 @@ import click
 import orjson
 
 from lwbatch.cli.messages import for_cli
+from lwbatch.config import Token
 from lwbatch.durability.atomic import write_atomic
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import Interrupted, OutputError, UsageError, primary_error
+from lwbatch.io.sources import FileSource
+from lwbatch.plan import Planner
 from lwbatch.seams import Source
+from lwbatch.tokens import TokenClaims
 
 log = logging.getLogger("lwbatch")
 DEFAULT_GRACE = 10.0
@@ -81,6 +86,33 @@ def score_and_report(
         write_json(report_path, report.to_dict())
 
 
+def _estimate(source: Source, scorer: Scorer, token: Token | None) -> None:
+    """Log what the whole input costs (the line `lwbatch plan` ends with), and warn when
+    the token expires before the run would end."""
+    if not isinstance(source, FileSource):
+        return  # another Source may not be readable twice
+    planner = Planner(
+        scorer.specs, scorer.default_wiki.lang, scorer.budget_choice, cache=scorer.cache
+    )
+    for items in source.batches():
+        planner.add(items)
+    planned = planner.finish()
+    if not planned.distinct:
+        return  # the run stops at once and says why
+    log.info("the whole input: %s", planned.estimate())
+    claims = TokenClaims.of(token) if token is not None else None
+    if claims is None or claims.expires is None:
+        return
+    end = datetime.now(UTC) + timedelta(hours=planned.hours(scorer.budget))
+    if claims.expires < end:
+        log.warning(
+            "the token expires at %s UTC, before this run would end (about %s UTC): "
+            "put a fresh token in LIFTWING_TOKEN or --token-file then, and rerun to resume",
+            f"{claims.expires:%Y-%m-%d %H:%M}",
+            f"{end:%Y-%m-%d %H:%M}",
+        )
+
+
 async def _run(
     input_path: Path,
     output: Path,
@@ -100,6 +132,7 @@ async def _run(
                 # Warn only once everything was accepted, so a usage error stays one line.
                 if warn_no_contact:
                     log.warning(NO_CONTACT)
+                _estimate(source, scorer, options.get("token"))
                 # Until now Ctrl-C interrupts at once (nothing to save); from here on,
                 # it stops the run gracefully.
                 signals = stack.enter_context(

@@ -24,6 +24,7 @@ from lwbatch.cli.scoring import NO_CONTACT, write_json
 from lwbatch.config import Budget, Endpoint, Tier, Token
 from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
+from lwbatch.tokens import choose_budget
 
 log = logging.getLogger("lwbatch")
 # The last line of a Python worker's traceback: "module.Class: message".
@@ -84,7 +85,7 @@ def score_on_spark(
     if target is not None and not target.parent_exists():
         raise UsageError(f"--output {output}: its directory does not exist")
     if budget is None:
-        budget = Budget.for_tier(tier or (Tier.AUTHENTICATED if token else Tier.ANONYMOUS))
+        budget = choose_budget(tier=tier, token=token).budget
     # Spark's own progress bars and log lines would bury the summary and the one-line
     # errors; what lwbatch says is what matters here.
     builder = SparkSession.builder.appName("lwbatch").config(

@@ -4,7 +4,11 @@ fsync the directory. The one implementation every writer of lwbatch uses."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 def temporary_name(path: Path) -> Path:
@@ -38,3 +42,19 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def write_parquet_atomic(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    """Write `batches` as one Parquet file at `path`, atomically; the number of rows."""
+    temp = temporary_name(path)
+    rows = 0
+    try:
+        with pq.ParquetWriter(temp, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        publish(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return rows

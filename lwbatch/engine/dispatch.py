@@ -4,11 +4,14 @@ Every attempt, retries included, passes through the limiter first. Transient
 failures (5xx, timeouts, resets) back off exponentially with full jitter; a 429, or a
 503 with Retry-After, pauses the whole limiter for that long instead, so every worker
 waits, not just the one that was told. Terminal answers (a 500 that says the revision
-cannot be found among them) become scores; only 401 ends the run.
+cannot be found among them) become scores; only 401 ends the run, unless a
+:class:`~lwbatch.oauth.TokenRefresher` can replace the token: then the request is sent
+once more with the new one.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ import anyio
 from lwbatch.config import RetryPolicy
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
+from lwbatch.oauth import TokenRefresher
 from lwbatch.protocol.answers import (
     all_failed,
     classify_client_error,
@@ -33,6 +37,8 @@ from lwbatch.results import ErrorType, Revision, Score
 from lwbatch.seams import Limiter
 
 __all__ = ["Dispatcher", "Stopped"]
+
+log = logging.getLogger("lwbatch")
 
 
 class Stopped(Exception):
@@ -55,6 +61,8 @@ class _Retry:
 
 
 _RATE_LIMITED = _Retry(ErrorType.RATE_LIMITED, "HTTP 429")
+# A 401 after which the token was replaced: send again, once.
+_REFRESHED = _Retry(ErrorType.TRANSIENT_ERROR, "HTTP 401, token refreshed")
 
 
 class Dispatcher:
@@ -71,8 +79,10 @@ class Dispatcher:
         on_latency: Callable[[float], None] | None = None,
         limit: Callable[[], int] | None = None,
         rng: random.Random | None = None,
+        refresher: TokenRefresher | None = None,
     ) -> None:
         self._client = client
+        self._refresher = refresher
         # The in-flight cap in force, read when a new peak is reached (for the report).
         self._limit = limit
         self._on_latency = on_latency
@@ -111,8 +121,12 @@ class Dispatcher:
         payload = build_payload(spec, revisions)
         policy = self._policy
         transient = rate_limited = 0
+        refreshed = False
         while True:
-            outcome = await self._attempt(spec, rev_ids, payload, wiki)
+            outcome = await self._attempt(spec, rev_ids, payload, wiki, refreshed)
+            if outcome is _REFRESHED:
+                refreshed = True  # sent again once with the new token; a 401 then ends the run
+                continue
             if not isinstance(outcome, _Retry):
                 scores = [outcome[rev_id] for rev_id in rev_ids]
                 for score in scores:
@@ -192,7 +206,7 @@ class Dispatcher:
         return None
 
     async def _attempt(
-        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, wiki: str
+        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, wiki: str, refreshed: bool
     ) -> dict[int, Score] | _Retry:
         """One try: the scores, or what went wrong if it may be tried again."""
         if (refused := self._held_back(spec, rev_ids, wiki)) is not None:
@@ -209,6 +223,7 @@ class Dispatcher:
             stats.peak_in_flight = self.in_flight
             if self._limit is not None:
                 stats.limit_at_peak = self._limit()
+        generation = self._refresher.generation if self._refresher is not None else 0
         try:
             reply = await self._client.post(spec, payload)
         except TransportFailure as exc:
@@ -236,10 +251,21 @@ class Dispatcher:
             return _RATE_LIMITED
         if status >= 500:
             return self._server_error(rev_ids, reply)
+        if status == 401 and self._refresher is not None and not refreshed:
+            token = await self._refresher.refresh(generation)
+            if token is not None:
+                self._client.set_token(token)
+                log.info(
+                    "401: the token expired or was revoked; a new one came from %s "
+                    "(a tier change takes effect only with a newly issued token)",
+                    self._refresher.credentials.token_url,
+                )
+            return _REFRESHED
         if status == 401:
             raise AuthenticationError(
                 url=self._client.endpoint.url(spec.name),
                 token_sent=self._client.has_token,
+                refreshed=refreshed,
                 bearer_challenge=is_bearer_challenge(reply.www_authenticate),
             )
         if status == 404:

@@ -15,6 +15,7 @@ user fixed it, Little's law on the observed latency and the budget's rate.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,14 +41,18 @@ from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.engine.targets import Targets
 from lwbatch.errors import IncompleteRunError, NoModelDeployedError, UsageError, primary_error
 from lwbatch.keys import KeySet, RowKey
+from lwbatch.oauth import Credentials, TokenRefresher
 from lwbatch.pacing import gc_pauses
 from lwbatch.pacing.concurrency import Concurrency
 from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
-from lwbatch.seams import Item, Limiter
+from lwbatch.seams import Item, Limiter, ScoreCache
+from lwbatch.tokens import BudgetChoice, choose_budget
 from lwbatch.wikis import wikipedia
+
+log = logging.getLogger("lwbatch")
 
 DEFAULT_LINGER = 0.05
 # Jobs made ready ahead of the workers; a job holds at most one batch of rows.
@@ -84,6 +89,9 @@ class Scorer:
     (the public gateway by default; `transport` replaces the HTTP stack in tests).
     tier, budget: the request budget (the tier's, by default); or `limiter`, any
     :class:`~lwbatch.seams.Limiter` (a share of a budget several processes split).
+    cache: answers kept by earlier runs (:class:`~lwbatch.seams.ScoreCache`); fresh final
+    answers are added. credentials: OAuth2 credentials that get a token when there is
+    none and a new one after a 401 (the request is then sent once more).
     concurrency: requests in flight; None adapts to the latency observed.
     retry: retries of transient failures and 429s.
     lang: the Wikipedia of revisions that do not name their wiki (plain rev_ids).
@@ -123,6 +131,8 @@ class Scorer:
         gc_control: bool = False,
         on_send: Callable[[float], None] | None = None,
         on_answer: Callable[[str, list[tuple[RowKey, Score]]], None] | None = None,
+        cache: ScoreCache | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         if limiter is not None and (budget is not None or tier is not None):
             raise UsageError("`limiter` carries its own budget; give `budget`/`tier` or `limiter`")
@@ -132,9 +142,19 @@ class Scorer:
             raise UsageError("`gc_control` needs lwbatch's own BudgetLimiter as `limiter`")
         self.specs = (catalog or default_catalog()).resolve_all(models)
         self._by_name = {s.name: s for s in self.specs}
-        if tier is None:
-            tier = Tier.AUTHENTICATED if token is not None else Tier.ANONYMOUS
-        self.budget = limiter.budget if limiter is not None else budget or Budget.for_tier(tier)
+        # Which budget, and why: the caller's, else the tier's, else what the token says.
+        self.budget_choice = (
+            BudgetChoice(limiter.budget, "rate", "the limiter's")
+            if limiter is not None
+            else choose_budget(budget=budget, tier=tier, token=token)
+            if token is not None or credentials is None or budget or tier
+            else BudgetChoice(
+                Budget.for_tier(Tier.AUTHENTICATED),
+                "tier",
+                "authenticated: the token comes from the OAuth2 credentials",
+            )
+        )
+        self.budget = self.budget_choice.budget
         # None adapts to the latency observed (Little's law); a number fixes it.
         self.concurrency = Concurrency(self.budget.rate, fixed=concurrency)
         self.default_wiki = wikipedia(lang)
@@ -147,8 +167,22 @@ class Scorer:
         self.stats = RunStats()
         self._clock = clock
         self._sleep = sleep
+        endpoint = endpoint or Endpoint.external()
+        if endpoint.is_external_gateway:
+            hidden = [s.name for s in self.specs if s.family.experimental]
+            if hidden:
+                raise UsageError(
+                    f"{', '.join(hidden)}: served only in Lift Wing's experimental "
+                    "namespace, which the public API gateway does not route; use the "
+                    "internal endpoint, or a base URL that reaches it (`endpoint`)"
+                )
+        if credentials is not None and endpoint.is_plain_http and not endpoint.is_loopback:
+            raise UsageError(
+                f"refusing to send tokens over plain http to {endpoint.base_url}: they would "
+                "travel in clear text; use https"
+            )
         self._client = LiftWingClient(
-            endpoint or Endpoint.external(),
+            endpoint,
             token=token,
             contact=contact,
             timeout=timeout,
@@ -172,6 +206,7 @@ class Scorer:
             retry=retry or RetryPolicy(),
             sleep=sleep,
             on_latency=self.concurrency.observe,
+            refresher=None if credentials is None else TokenRefresher(credentials, verify=verify),
             # Workers that shrink away finish their request first, so the cap in force
             # is the larger of the limit and the workers still alive.
             limit=lambda: max(self.concurrency.limit, self._workers),
@@ -184,6 +219,9 @@ class Scorer:
         self.rows_admitted = 0
         self.stopped = False
         self._on_answer = on_answer
+        self._cache = cache
+        self._credentials = credentials
+        self._verify = verify
         self._resume = ResumeState()
         self._open: dict[RowKey, _OpenRow] = {}
         self._run_scope = anyio.CancelScope()
@@ -193,6 +231,10 @@ class Scorer:
         self._closing = False
 
     @property
+    def cache(self) -> ScoreCache | None:
+        return self._cache
+
+    @property
     def models(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.specs)
 
@@ -200,11 +242,16 @@ class Scorer:
         if self._on_send is not None:
             # Watched only while open: an injected limiter outlives this Scorer.
             self._unwatch = self.limiter.watch(self._on_send)
+        if self._credentials is not None and not self._client.has_token:
+            self._client.set_token(await self._credentials.fetch_async(verify=self._verify))
         await self._client.__aenter__()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         if self._gc_control:
             gc_pauses.hold()
+        if self.budget_choice.doubtful:
+            choice = self.budget_choice
+            log.warning("budget %s: %s", choice.budget.describe(), choice.reason)
         return self
 
     async def __aexit__(
@@ -293,6 +340,8 @@ class Scorer:
             budget_rate=self.budget.rate,
             concurrency=self.concurrency.describe(),
             output=output,
+            budget_source=self.budget_choice.source,
+            budget_reason=self.budget_choice.reason,
         )
 
     async def _chunks(self, revisions: Iterable[int | Item]) -> AsyncIterator[Sequence[Item]]:
@@ -435,6 +484,12 @@ class Scorer:
                     if isinstance(target, Score):
                         await self._resolve(column, [row], [target])
                         continue
+                    if self._cache is not None:
+                        kept = self._cache.get(target.name, item.wiki.dbname, item.rev_id)
+                        if kept is not None:
+                            stats.cached[column] += 1
+                            await self._resolve(column, [row], [kept])
+                            continue
                     self._sent_to[column].add(target.name)
                     held = self._dispatcher.held_back(target, [item])
                     if held is not None:
@@ -474,6 +529,14 @@ class Scorer:
                 scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
             except Stopped:
                 return
+            if self._cache is not None:
+                self._cache.put(
+                    job.spec.name,
+                    [
+                        (row.revision.wiki.dbname, row.revision.rev_id, score)
+                        for row, score in zip(job.rows, scores, strict=True)
+                    ],
+                )
             await self._resolve(job.column, job.rows, scores)
             if self._closing:
                 continue

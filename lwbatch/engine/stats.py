@@ -52,6 +52,7 @@ class RunStats:
     requests_by_outcome: Counter[str] = field(default_factory=Counter)
     scored: Counter[str] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    cached: Counter[str] = field(default_factory=Counter)  # answers found in the cache
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
 
     def record_latency(self, model: str, seconds: float) -> None:
@@ -86,6 +87,10 @@ class RunReport:
     limit_at_peak: int = 0
     concurrency: str = ""
     output: str | None = None
+    # Where the budget came from ("rate", "tier" or "token") and why.
+    budget_source: str = ""
+    budget_reason: str = ""
+    cached_per_model: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_stats(
@@ -98,6 +103,8 @@ class RunReport:
         budget_rate: float,
         concurrency: str = "",
         output: str | None = None,
+        budget_source: str = "",
+        budget_reason: str = "",
     ) -> RunReport:
         per_model: dict[str, dict[str, int]] = {m: {} for m in models}
         by_type: Counter[str] = Counter()
@@ -133,6 +140,9 @@ class RunReport:
             limit_at_peak=stats.limit_at_peak,
             concurrency=concurrency,
             output=output,
+            budget_source=budget_source,
+            budget_reason=budget_reason,
+            cached_per_model={m: stats.cached[m] for m in models if stats.cached[m]},
         )
 
     @property
@@ -169,6 +179,14 @@ class RunReport:
             f"distinct revisions  {self.distinct_revisions:>10,}",
             f"rows written        {self.rows_written:>10,}"
             + (f"   ({self.rows_resumed:,} from the earlier run)" if self.rows_resumed else ""),
+            *(
+                [
+                    f"from the cache      {sum(self.cached_per_model.values()):>10,}   "
+                    "answers that cost no request"
+                ]
+                if self.cached_per_model
+                else []
+            ),
             f"requests sent       {self.requests_sent:>10,}   "
             + ", ".join(f"{k}: {v:,}" for k, v in self.requests_by_outcome.items()),
             f"elapsed             {self.elapsed_seconds:>10.1f} s",
@@ -176,6 +194,11 @@ class RunReport:
             f"({self.budget_rate:.2f}/s, {100 * self.request_rate / self.budget_rate:.1f}% used)"
             if self.limited
             else f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}",
+            *(
+                [f"budget from         {'':>10}   {self.budget_source}: {self.budget_reason}"]
+                if self.budget_reason
+                else []
+            ),
             f"in flight (peak)    {self.peak_in_flight:>10,}   {self._peak_limit()}",
             f"concurrency         {'':>10}   {self.concurrency} (at the end)",
             "",

@@ -50,6 +50,9 @@ class Family:
     # The server also looks the wiki up as its database name less "wiki" (articlequality's
     # feature table), so it scores only wikis whose host is that.
     host_is_dbname: bool = False
+    # Served only in Lift Wing's experimental namespace, which the API gateway does not
+    # route: reachable on the internal endpoints (or a proxy), not the public one.
+    experimental: bool = False
 
     def __post_init__(self) -> None:
         if self.answer not in _ANSWERS:
@@ -261,6 +264,7 @@ def _family(entry: Mapping[str, Any]) -> Family:
             labels=tuple(str(label) for label in entry.get("labels", ())),
             lang_form=entry.get("lang_form", "code"),
             host_is_dbname=bool(entry.get("host_is_dbname", False)),
+            experimental=bool(entry.get("experimental", False)),
             wikis=entry.get(
                 "wikis", "named" if entry.get("answer") == "revscoring" else "wikipedia"
             ),

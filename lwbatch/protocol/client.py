@@ -174,6 +174,11 @@ class LiftWingClient:
         # (the URL alone measured 7% of the CPU).
         self._targets: dict[str, tuple[httpx.URL, httpx.Headers]] = {}
 
+    def set_token(self, token: Token) -> None:
+        """Send `token` from now on (a refreshed one)."""
+        self._headers["Authorization"] = token.header()
+        self._targets.clear()
+
     @property
     def has_token(self) -> bool:
         """Whether requests carry a bearer token (never the token itself)."""

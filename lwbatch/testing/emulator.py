@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import secrets
 import socket
 import subprocess
 import sys
@@ -137,6 +138,12 @@ class EmulatorConfig:
     storm_seconds: float = 1.0
     # When set, the gateway takes only this bearer token, and no anonymous callers.
     token: str | None = None
+    # An OAuth2 token endpoint (POST /oauth2/access_token) for this client (id, secret):
+    # its tokens are taken by the gateway for `token_uses` requests each, then expire
+    # (401, as an expired JWT gets). `refresh_token`: also the refresh_token grant.
+    oauth_client: tuple[str, str] | None = None
+    refresh_token: str | None = None
+    token_uses: int = 1_000_000
     track_pairs: bool = True  # count answers per (model, wiki, rev_id) for tests
     seed: int = 0
 
@@ -184,6 +191,7 @@ class EmulatorStats:
     # lang (wikidatawiki for the Wikidata ones).
     answered: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     arrivals: array[float] = field(default_factory=lambda: array("d"))
+    tokens_issued: int = 0  # by the OAuth2 token endpoint
 
     def to_dict(self) -> dict[str, Any]:
         repeated = sum(1 for n in self.answered.values() if n > 1)
@@ -214,6 +222,9 @@ class Emulator:
         self.app = web.Application()
         self.app.router.add_post("/v1/models/{target}", self._predict)
         self.app.router.add_get("/_emulator/stats", self._stats)
+        self.app.router.add_post("/oauth2/access_token", self._issue_token)
+        # Tokens the token endpoint issued -> requests each may still make.
+        self._issued: dict[str, int] = {}
 
     # -- answers -------------------------------------------------------------------
     def answer(
@@ -274,7 +285,14 @@ class Emulator:
     def _gate(self, request: web.Request, now: float) -> web.Response | None:
         """The API gateway: auth, the 429 storm and the sliding-window budget."""
         cfg = self.config
-        if cfg.token is not None:
+        if cfg.oauth_client is not None:
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            left = self._issued.get(sent, 0)
+            if left > 0:
+                self._issued[sent] = left - 1
+            elif cfg.token is None or sent != cfg.token:
+                return _unauthorized(request, "")
+        elif cfg.token is not None:
             refused = _unauthorized(request, cfg.token)
             if refused is not None:
                 return refused
@@ -294,6 +312,26 @@ class Emulator:
                 return _too_many(window[0] + cfg.budget.period - now)
             window.append(now)
         return None
+
+    async def _issue_token(self, request: web.Request) -> web.Response:
+        """An OAuth2 token endpoint (RFC 6749): client_credentials and refresh_token."""
+        cfg = self.config
+        form = await request.post()
+        client = (str(form.get("client_id", "")), str(form.get("client_secret", "")))
+        if cfg.oauth_client is None or client != cfg.oauth_client:
+            return _json(401, {"error": "invalid_client", "error_description": "bad client"})
+        grant = form.get("grant_type")
+        refresh_ok = (
+            cfg.refresh_token is not None and form.get("refresh_token") == cfg.refresh_token
+        )
+        if grant not in ("client_credentials", "refresh_token") or (
+            grant == "refresh_token" and not refresh_ok
+        ):
+            return _json(400, {"error": "invalid_grant", "error_description": "refused"})
+        self.stats.tokens_issued += 1
+        issued = f"emulated-token-{self.stats.tokens_issued}-{secrets.token_hex(8)}"
+        self._issued[issued] = cfg.token_uses
+        return _json(200, {"token_type": "Bearer", "expires_in": 14400, "access_token": issued})
 
     async def _serve(self, request: web.Request) -> web.Response | None:
         cfg = self.config

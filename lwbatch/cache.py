@@ -1,0 +1,274 @@
+"""A score cache across runs: one SQLite file in WAL mode.
+
+SQLite because several lwbatch processes (and readers such as `lwbatch cache stats`)
+may share one cache: WAL lets readers go on while one writer commits, a committed
+answer survives a crash of the process, and a keyed lookup costs microseconds. Only
+final answers are kept (scores, not_found, deleted), keyed by (model, model version,
+wiki, rev_id). Each model has one trusted version: the one its latest fresh answer
+carried. When Lift Wing serves a new version, the first fresh answer that says so
+makes the older entries of that model (only) untrusted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from lwbatch.errors import InputError
+from lwbatch.results import ErrorType, Score
+
+FORMAT = 1
+# Answers that do not change on asking again; anything else is asked again next time.
+FINAL_ERRORS = frozenset({ErrorType.NOT_FOUND, ErrorType.DELETED})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    model TEXT PRIMARY KEY, version TEXT NOT NULL, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS answers (
+    model TEXT NOT NULL, version TEXT NOT NULL, wiki TEXT NOT NULL, rev_id INTEGER NOT NULL,
+    prediction TEXT, probability TEXT, error TEXT, message TEXT, stored REAL NOT NULL,
+    PRIMARY KEY (model, wiki, rev_id, version)) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntries:
+    model: str
+    version: str  # the trusted one ("" until an answer named one)
+    trusted: int  # entries of that version
+    stale: int  # entries of older versions, never used again
+
+
+class SqliteScoreCache:
+    """A :class:`~lwbatch.seams.ScoreCache` in one SQLite file (created if missing)."""
+
+    def __init__(self, path: Path | str, *, must_exist: bool = False) -> None:
+        self.path = Path(path)
+        if must_exist and not self.path.is_file():
+            raise self._error("no such file")
+        if self.path.is_dir():
+            raise self._error("is a directory; give a file for the cache")
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._open(must_exist)
+        except _NewerFormat as exc:
+            raise self._error(str(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"not an lwbatch score cache, or damaged ({exc})") from None
+        except OSError as exc:
+            raise self._error(f"cannot open it ({exc.strerror or exc})") from None
+
+    def _open(self, must_exist: bool) -> None:
+        db = self._db
+        db.execute("PRAGMA busy_timeout = 30000")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise sqlite3.DatabaseError("it has tables of its own")
+        if not tables:
+            if must_exist:
+                raise sqlite3.DatabaseError("it is empty")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(FORMAT),))
+        else:
+            db.execute("PRAGMA journal_mode = WAL")
+        # A committed answer survives a crash of this process (not of the machine's
+        # power, which costs a request again, not a wrong answer).
+        db.execute("PRAGMA synchronous = NORMAL")
+        row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        found = int(row[0]) if row and str(row[0]).isdigit() else None
+        if found is None:
+            raise sqlite3.DatabaseError("its format is unreadable")
+        if found > FORMAT:
+            raise _NewerFormat(found)
+        self._versions: dict[str, str] = dict(db.execute("SELECT model, version FROM versions"))
+
+    def _error(self, reason: str) -> InputError:
+        return InputError(reason, path=self.path)
+
+    # -- the ScoreCache seam -------------------------------------------------------
+    def get(self, model: str, wiki: str, rev_id: int) -> Score | None:
+        try:
+            row = self._db.execute(
+                "SELECT prediction, probability, error, message FROM answers "
+                "WHERE model = ? AND wiki = ? AND rev_id = ? AND version = ?",
+                (model, wiki, rev_id, self._versions.get(model, "")),
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"cannot read it ({exc})") from None
+        if row is None:
+            return None
+        prediction, probability, error, message = row
+        return Score(
+            prediction=None if prediction is None else orjson.loads(prediction),
+            probability=None if probability is None else orjson.loads(probability),
+            # An error answer carries no version; a score, the version it was kept under.
+            model_version=None if error is not None else self._versions.get(model) or None,
+            error=None if error is None else ErrorType(error),
+            error_message=message,
+        )
+
+    def put(self, model: str, answers: Sequence[tuple[str, int, Score]]) -> None:
+        now = time.time()
+        rows = []
+        for wiki, rev_id, score in answers:
+            if score.error is not None and score.error not in FINAL_ERRORS:
+                continue
+            version = score.model_version
+            if version and version != self._versions.get(model):
+                self._trust(model, version, now)
+            rows.append(
+                (
+                    model,
+                    self._versions.get(model, ""),
+                    wiki,
+                    rev_id,
+                    None if score.prediction is None else orjson.dumps(score.prediction).decode(),
+                    None if score.probability is None else orjson.dumps(score.probability).decode(),
+                    None if score.error is None else score.error.value,
+                    score.error_message,
+                    now,
+                )
+            )
+        if not rows:
+            return
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"cannot write it ({exc})") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- maintenance ---------------------------------------------------------------
+    def models(self) -> list[ModelEntries]:
+        counts: dict[tuple[str, str], int] = {
+            (m, v): n
+            for m, v, n in self._db.execute(
+                "SELECT model, version, count(*) FROM answers GROUP BY model, version"
+            )
+        }
+        out = []
+        for model in sorted({m for m, _ in counts}):
+            trusted = self._versions.get(model, "")
+            mine = counts.get((model, trusted), 0)
+            stale = sum(n for (m, v), n in counts.items() if m == model and v != trusted)
+            out.append(ModelEntries(model, trusted, mine, stale))
+        return out
+
+    def prune(self, *, model: str | None = None) -> int:
+        """Remove the entries no run will use again (older versions), or every entry
+        of `model`; the number removed."""
+        with self._transaction():
+            if model is not None:
+                cursor = self._db.execute("DELETE FROM answers WHERE model = ?", (model,))
+                self._db.execute("DELETE FROM versions WHERE model = ?", (model,))
+                self._versions.pop(model, None)
+            else:
+                cursor = self._db.execute(
+                    "DELETE FROM answers WHERE version != "
+                    "coalesce((SELECT version FROM versions v WHERE v.model = answers.model), '')"
+                )
+        self._db.execute("VACUUM")
+        return int(cursor.rowcount)
+
+    def export(
+        self, *, trusted_only: bool = True, rows_per_batch: int = 65536
+    ) -> Iterator[pa.RecordBatch]:
+        """The entries as Arrow batches (model, model_version, wiki, rev_id, prediction
+        as JSON text, probability, error, error_message)."""
+        query = (
+            "SELECT a.model, a.version, a.wiki, a.rev_id, a.prediction, a.probability, "
+            "a.error, a.message FROM answers a"
+        )
+        if trusted_only:
+            query += (
+                " WHERE a.version = coalesce((SELECT version FROM versions v "
+                "WHERE v.model = a.model), '')"
+            )
+        cursor = self._db.execute(query + " ORDER BY a.model, a.wiki, a.rev_id")
+        while rows := cursor.fetchmany(rows_per_batch):
+            yield pa.record_batch(_columns(rows), schema=EXPORT_SCHEMA)
+
+    def _trust(self, model: str, version: str, now: float) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?)", (model, version, now)
+            )
+        self._versions[model] = version
+
+    def _transaction(self) -> Any:
+        return _Transaction(self._db)
+
+    def __repr__(self) -> str:
+        return f"SqliteScoreCache({str(self.path)!r})"
+
+
+EXPORT_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("model_version", pa.string()),
+        ("wiki", pa.string()),
+        ("rev_id", pa.int64()),
+        ("prediction", pa.string()),
+        ("probability", pa.map_(pa.string(), pa.float64())),
+        ("error", pa.string()),
+        ("error_message", pa.string()),
+    ]
+)
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[pa.Array]:
+    model, version, wiki, rev_id, prediction, probability, error, message = zip(*rows, strict=True)
+    return [
+        pa.array(model, pa.string()),
+        pa.array([v or None for v in version], pa.string()),
+        pa.array(wiki, pa.string()),
+        pa.array(rev_id, pa.int64()),
+        pa.array(prediction, pa.string()),
+        pa.array(
+            [None if p is None else list(orjson.loads(p).items()) for p in probability],
+            pa.map_(pa.string(), pa.float64()),
+        ),
+        pa.array(error, pa.string()),
+        pa.array(message, pa.string()),
+    ]
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+class _NewerFormat(sqlite3.DatabaseError):
+    def __init__(self, found: int) -> None:
+        super().__init__(
+            f"written by a newer lwbatch (cache format {found}; this one reads {FORMAT}): "
+            "upgrade lwbatch, or give another cache"
+        )
+
+
+def open_cache(cache: Path | str | None) -> SqliteScoreCache | None:
+    return None if cache is None else SqliteScoreCache(cache)
+
+
+__all__ = ["EXPORT_SCHEMA", "FINAL_ERRORS", "ModelEntries", "SqliteScoreCache", "open_cache"]

@@ -1,0 +1,138 @@
+"""New bearer tokens from an OAuth2 token endpoint, for jobs that outlive one token.
+
+A run given :class:`Credentials` asks the endpoint for a token when it has none, and
+again when the gateway answers 401 (the token expired): once per 401, then the request
+is sent again. Tokens live in memory only; nothing here writes or logs one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import httpx
+import orjson
+
+from lwbatch.config import Endpoint, Token
+from lwbatch.errors import AuthenticationError, UsageError
+
+# Wikimedia's OAuth 2.0 token endpoint (Meta-Wiki's REST API).
+DEFAULT_TOKEN_URL = "https://meta.wikimedia.org/w/rest.php/oauth2/access_token"
+_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """An OAuth2 client (its consumer key and secret) and, optionally, a refresh token;
+    without one, tokens come from the client credentials grant. Secrets never show."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    token_url: str = DEFAULT_TOKEN_URL
+
+    def __post_init__(self) -> None:
+        if not self.client_id or not self.client_secret:
+            raise UsageError("`credentials` need a client_id and a client_secret")
+        endpoint = Endpoint(base_url=self.token_url)  # checks the URL's shape
+        if endpoint.is_plain_http and not endpoint.is_loopback:
+            raise UsageError(
+                f"`token_url` {self.token_url}: plain http would send the client secret in "
+                "clear text; use https"
+            )
+
+    @classmethod
+    def from_file(cls, path: Path, *, token_url: str | None = None) -> Credentials:
+        """A TOML file: client_id, client_secret, and optionally refresh_token, token_url."""
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"`credentials` {path}: cannot read it ({exc.strerror})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"`credentials` {path}: not TOML ({exc})") from None
+        unknown = sorted(set(data) - {"client_id", "client_secret", "refresh_token", "token_url"})
+        if unknown:
+            raise UsageError(f"`credentials` {path}: unknown key {unknown[0]!r}")
+        values = {k: v for k, v in data.items() if isinstance(v, str)}
+        if len(values) != len(data):
+            raise UsageError(f"`credentials` {path}: every value must be a string")
+        if token_url is not None:
+            values["token_url"] = token_url
+        return cls(
+            client_id=values.get("client_id", ""),
+            client_secret=values.get("client_secret", ""),
+            refresh_token=values.get("refresh_token"),
+            token_url=values.get("token_url", DEFAULT_TOKEN_URL),
+        )
+
+    def _form(self) -> dict[str, str]:
+        form = {"client_id": self.client_id, "client_secret": self.client_secret}
+        if self.refresh_token is not None:
+            return {**form, "grant_type": "refresh_token", "refresh_token": self.refresh_token}
+        return {**form, "grant_type": "client_credentials"}
+
+    def fetch(self, *, verify: bool = True) -> Token:
+        """A new access token (blocking)."""
+        try:
+            with httpx.Client(timeout=_TIMEOUT, verify=verify) as client:
+                response = client.post(self.token_url, data=self._form())
+        except httpx.HTTPError as exc:
+            raise self._failed(f"{type(exc).__name__}") from None
+        return self._token(response)
+
+    async def fetch_async(self, *, verify: bool = True) -> Token:
+        """A new access token."""
+        try:
+            async with httpx.AsyncClient(timeout=_TIMEOUT, verify=verify) as client:
+                response = await client.post(self.token_url, data=self._form())
+        except httpx.HTTPError as exc:
+            raise self._failed(f"{type(exc).__name__}") from None
+        return self._token(response)
+
+    def _token(self, response: httpx.Response) -> Token:
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            error = body.get("error") if isinstance(body, dict) else None
+            raise self._failed(f"HTTP {response.status_code}" + (f" {error}" if error else ""))
+        value = body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise self._failed("the answer holds no access_token")
+        return Token(value)
+
+    def _failed(self, reason: str) -> AuthenticationError:
+        error = AuthenticationError(url=self.token_url)
+        error.args = (
+            f"cannot get a token from {self.token_url}: {reason}; check the client id, "
+            "secret and refresh token in `credentials`",
+        )
+        return error
+
+
+class TokenRefresher:
+    """One refresh at a time: requests that met the same expired token share it."""
+
+    def __init__(self, credentials: Credentials, *, verify: bool = True) -> None:
+        self.credentials = credentials
+        self._verify = verify
+        self._lock = anyio.Lock()
+        self.generation = 0  # counts the tokens in use so far
+        self.refreshes = 0
+
+    async def refresh(self, seen: int) -> Token | None:
+        """A new token if the one of generation `seen` is still in use, else None (a
+        concurrent refresh already replaced it)."""
+        async with self._lock:
+            if seen != self.generation:
+                return None
+            token = await self.credentials.fetch_async(verify=self._verify)
+            self.generation += 1
+            self.refreshes += 1
+            return token
+
+
+__all__ = ["DEFAULT_TOKEN_URL", "Credentials", "TokenRefresher"]

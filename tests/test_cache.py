@@ -1,0 +1,234 @@
+"""The score cache: final answers kept across runs, one trusted version per model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch import Budget, Endpoint, ErrorType, InputError, Score, plan_file, score_file
+from lwbatch.cache import SqliteScoreCache
+from lwbatch.testing.emulator import Latency
+from tests.conftest import EmulatorFactory, emulated_p_true, write_parquet
+
+MODELS = ["enwiki-damaging", "revertrisk-language-agnostic"]
+
+
+def revisions(tmp_path: Path, ids: list[int], name: str = "in.parquet") -> Path:
+    return write_parquet(tmp_path / name, {"rev_id": pa.array(ids, pa.int64())})
+
+
+def sorted_rows(path: Path) -> list[dict[str, object]]:
+    return sorted(pq.read_table(path).to_pylist(), key=lambda r: r["rev_id"])  # type: ignore[arg-type, return-value]
+
+
+def scored(p: float, version: str) -> Score:
+    return Score(
+        prediction=p > 0.5,
+        probability={"false": round(1 - p, 4), "true": p},
+        model_version=version,
+    )
+
+
+def test_a_rerun_with_the_cache_sends_nothing_and_writes_the_same_rows(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, [*range(1, 41), 5, 7])
+    cache = tmp_path / "scores.db"
+    with emulator(missing=frozenset({3})) as (emu, base_url):
+        options = {
+            "models": MODELS,
+            "endpoint": Endpoint(base_url=base_url),
+            "budget": Budget.unlimited(),
+            "cache": cache,
+        }
+        first = score_file(inp, tmp_path / "a.parquet", **options)
+        sent = emu.stats.requests
+        second = score_file(inp, tmp_path / "b.parquet", **options)
+        assert emu.stats.requests == sent
+    # 40 damaging requests and 2 revertrisk batches of 20.
+    assert (first.requests_sent, second.requests_sent) == (42, 0)
+    assert second.cached_per_model == {"enwiki-damaging": 40, "revertrisk-language-agnostic": 40}
+    assert sorted_rows(tmp_path / "b.parquet") == sorted_rows(tmp_path / "a.parquet")
+    row = next(r for r in sorted_rows(tmp_path / "b.parquet") if r["rev_id"] == 2)
+    p = emulated_p_true("enwiki-damaging", 2)
+    assert row["enwiki-damaging"] == {
+        "prediction": p > 0.5,
+        "probability": [("false", round(1 - p, 4)), ("true", p)],
+        "model_version": "0.5.1",
+        "error": None,
+        "error_message": None,
+    }
+    # A grown input with one more model: only what the cache lacks is asked.
+    grown = revisions(tmp_path, list(range(1, 51)), "grown.parquet")
+    with emulator() as (emu, base_url):
+        options["endpoint"] = Endpoint(base_url=base_url)
+        options["models"] = [*MODELS, "enwiki-goodfaith"]
+        assert plan_file(grown, models=options["models"], cache=cache).requests == {
+            "enwiki-damaging": 10,
+            "revertrisk-language-agnostic": 1,
+            "enwiki-goodfaith": 50,
+        }
+        third = score_file(grown, tmp_path / "c.parquet", **options)
+        assert dict(emu.stats.by_model) == {
+            "enwiki-damaging": 10,
+            "revertrisk-language-agnostic": 1,
+            "enwiki-goodfaith": 50,
+        }
+    assert third.cached_per_model == {"enwiki-damaging": 40, "revertrisk-language-agnostic": 40}
+
+
+def test_only_final_answers_are_kept(tmp_path: Path) -> None:
+    cache = SqliteScoreCache(tmp_path / "c.db")
+    cache.put(
+        "enwiki-damaging",
+        [
+            ("enwiki", 1, scored(0.7, "0.5.1")),
+            ("enwiki", 2, Score.failed(ErrorType.NOT_FOUND, "RevisionNotFound: 2")),
+            ("enwiki", 3, Score.failed(ErrorType.DELETED, "TextDeleted")),
+            ("enwiki", 4, Score.failed(ErrorType.TRANSIENT_ERROR, "503 after 5 attempts")),
+            ("enwiki", 5, Score.failed(ErrorType.RATE_LIMITED, "429")),
+            ("enwiki", 6, Score.failed(ErrorType.UNSCORABLE, "422")),
+        ],
+    )
+    assert cache.get("enwiki-damaging", "enwiki", 1) == scored(0.7, "0.5.1")
+    assert cache.get("enwiki-damaging", "enwiki", 2) == Score(
+        error=ErrorType.NOT_FOUND, error_message="RevisionNotFound: 2"
+    )
+    assert cache.get("enwiki-damaging", "enwiki", 3) is not None
+    assert [cache.get("enwiki-damaging", "enwiki", r) for r in (4, 5, 6)] == [None] * 3
+    assert cache.get("enwiki-damaging", "dewiki", 1) is None  # keyed by wiki too
+    cache.close()
+
+
+def test_a_new_version_of_one_model_untrusts_that_models_entries_only(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    cache = SqliteScoreCache(path)
+    cache.put("enwiki-damaging", [("enwiki", 1, scored(0.7, "0.5.1"))])
+    cache.put("enwiki-goodfaith", [("enwiki", 1, scored(0.2, "0.5.1"))])
+    cache.put("enwiki-damaging", [("enwiki", 2, scored(0.9, "0.6.0"))])
+    assert cache.get("enwiki-damaging", "enwiki", 1) is None
+    assert cache.get("enwiki-damaging", "enwiki", 2) == scored(0.9, "0.6.0")
+    assert cache.get("enwiki-goodfaith", "enwiki", 1) == scored(0.2, "0.5.1")
+    cache.close()
+    # The trust is kept in the file: another process sees the same.
+    again = SqliteScoreCache(path)
+    assert again.get("enwiki-damaging", "enwiki", 1) is None
+    assert [(e.model, e.version, e.trusted, e.stale) for e in again.models()] == [
+        ("enwiki-damaging", "0.6.0", 1, 1),
+        ("enwiki-goodfaith", "0.5.1", 1, 0),
+    ]
+    assert again.prune() == 1
+    assert [(e.model, e.trusted, e.stale) for e in again.models()] == [
+        ("enwiki-damaging", 1, 0),
+        ("enwiki-goodfaith", 1, 0),
+    ]
+    again.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"this is not a database, just text\n" * 10, "not an lwbatch score cache, or damaged"),
+        (
+            None,
+            "written by a newer lwbatch (cache format 99; this one reads 1): upgrade "
+            "lwbatch, or give another cache",
+        ),
+        ("other", "not an lwbatch score cache, or damaged (it has tables of its own)"),
+    ],
+)
+def test_a_corrupt_foreign_or_newer_cache_is_refused(
+    tmp_path: Path, content: bytes | str | None, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    path = tmp_path / "c.db"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "other":
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE t (x)")
+    else:
+        SqliteScoreCache(path).close()
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
+    with pytest.raises(InputError) as info:
+        SqliteScoreCache(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+    inp = revisions(tmp_path, [1])
+    out = tmp_path / "out.parquet"
+    code = main(
+        ["score", str(inp), "-o", str(out), "-m", "enwiki-damaging", "--cache", str(path)]
+        + ["--base-url", "http://127.0.0.1:9"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"lwbatch: error: {path}: {message}")
+    assert not out.exists()
+
+
+def test_a_run_killed_mid_way_leaves_the_cache_usable(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = revisions(tmp_path, list(range(1, 401)))
+    cache = tmp_path / "c.db"
+    out = tmp_path / "out.parquet"
+    args = [sys.executable, "-m", "lwbatch", "score", str(inp), "-o", str(out), "-q"]
+    args += ["-m", "enwiki-damaging", "--cache", str(cache), "--rate", "2000/s"]
+    env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
+    with emulator(latency=Latency("uniform", 0.005, 0.02)) as (emu, base_url):
+        args += ["--base-url", base_url, "--concurrency", "8"]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while emu.stats.requests < 150:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        kept = {e.model: e.trusted for e in SqliteScoreCache(cache).models()}["enwiki-damaging"]
+        before = emu.stats.requests
+        assert 0 < kept <= before
+        done = subprocess.run(args + ["--restart"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        # The rerun asks only what the cache lacks (answers in flight at the kill, and
+        # those received but not committed yet, are asked again).
+        assert emu.stats.requests - before == 400 - kept
+    assert pq.read_table(out).num_rows == 400
+
+
+def test_a_run_that_grows_is_refused_then_restarts_asking_only_the_rest(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = revisions(tmp_path, list(range(1, 21)))
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        args = ["score", str(inp), "-o", str(out), "--cache", str(tmp_path / "c.db"), "-q"]
+        args += ["--base-url", base_url, "--rate", "unlimited"]
+        assert main([*args, "-m", "enwiki-damaging"]) == 0
+        capsys.readouterr()
+        both = [*args, "-m", "enwiki-damaging,enwiki-goodfaith"]
+        assert main(both) == 2
+        assert capsys.readouterr().err == (
+            f"lwbatch: error: {out} belongs to a run with another model list "
+            "(enwiki-damaging instead of enwiki-damaging, enwiki-goodfaith); rerun "
+            "it as it was, choose another output, or pass --restart to replace it; with "
+            "--restart the answers --cache holds are not asked again\n"
+        )
+        assert main([*both, "--restart"]) == 0
+        assert dict(emu.stats.by_model) == {"enwiki-damaging": 20, "enwiki-goodfaith": 20}
+        err = capsys.readouterr().err
+    assert "the whole input: 20 answers cached, 20 requests: " in err
+    assert pq.read_table(out).num_rows == 20
