@@ -44,6 +44,40 @@ def cli() -> None:
     """Bulk-score Wikipedia revisions with Lift Wing models, inside your request budget."""
 
 
+def _input_options(func: F) -> F:
+    """Options of the commands that read an input: the models, and how rows are keyed."""
+    for option in reversed(
+        [
+            click.option(
+                "-m",
+                "--model",
+                "models",
+                multiple=True,
+                required=True,
+                help="Model to score with; repeat it or give a comma-separated list.",
+            ),
+            click.option(
+                "--id-column", default="rev_id", show_default=True, help="Column holding rev_ids."
+            ),
+            click.option(
+                "--lang",
+                default="en",
+                show_default=True,
+                help="The Wikipedia (language code, e.g. de, zh-yue) of rows that name no wiki.",
+            ),
+            click.option(
+                "--wiki-column",
+                metavar="NAME",
+                help="Column of wiki database names (enwiki, zh_yuewiki) as in the data lake; "
+                "rows are then keyed by (wiki, rev_id). A `lang` column of language codes is "
+                "read without this flag.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 def _run_options(func: F) -> F:
     """Options every command that scores shares."""
     for option in reversed(
@@ -83,28 +117,7 @@ def _run_options(func: F) -> F:
     type=click.Path(),
     help="Parquet file to write (one row per revision).",
 )
-@click.option(
-    "-m",
-    "--model",
-    "models",
-    multiple=True,
-    required=True,
-    help="Model to score with; repeat it or give a comma-separated list.",
-)
-@click.option("--id-column", default="rev_id", show_default=True, help="Column holding rev_ids.")
-@click.option(
-    "--lang",
-    default="en",
-    show_default=True,
-    help="The Wikipedia (language code, e.g. de, zh-yue) of rows that name no wiki.",
-)
-@click.option(
-    "--wiki-column",
-    metavar="NAME",
-    help="Column of wiki database names (enwiki, zh_yuewiki) as in the data lake; "
-    "rows are then keyed by (wiki, rev_id). A `lang` column of language codes is "
-    "read without this flag.",
-)
+@_input_options
 @click.option(
     "--contact",
     envvar="LWBATCH_CONTACT",
@@ -435,19 +448,7 @@ def cache_prune(path: Path, model: str | None) -> None:
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option(
-    "-m",
-    "--model",
-    "models",
-    multiple=True,
-    required=True,
-    help="Model to score with; repeat it or give a comma-separated list.",
-)
-@click.option("--id-column", default="rev_id", show_default=True, help="Column of rev_ids.")
-@click.option(
-    "--lang", default="en", show_default=True, help="The Wikipedia of rows that name no wiki."
-)
-@click.option("--wiki-column", metavar="NAME", help="Column of wiki database names.")
+@_input_options
 @click.option("--token-file", type=click.Path(path_type=Path), help="File holding the token.")
 @click.option("--tier", type=click.Choice([t.value for t in Tier]), help="Gateway tier.")
 @click.option("--rate", help="Budget as N/PERIOD (overrides --tier).")
