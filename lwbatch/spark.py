@@ -36,7 +36,7 @@ from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, Tier, Token
 from lwbatch.engine.scorer import Scorer
 from lwbatch.engine.stats import RunStats
 from lwbatch.engine.targets import warn_if_models_disagree
-from lwbatch.errors import UsageError
+from lwbatch.errors import UsageError, primary_error
 from lwbatch.io.rows import RowBuffer, output_schema
 from lwbatch.io.sources import PAGE_ID_COLUMN, RowReader
 from lwbatch.keys import KeyLayout
@@ -271,7 +271,10 @@ class _Task:
         except _Abandoned:
             return
         except BaseException as exc:  # handed to the task's own thread, which raises it
-            _put(ready, exc, closed)
+            error = primary_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            if isinstance(error, _Abandoned):
+                return
+            _put(ready, error, closed)
             return
         _put(ready, None, closed)
 
@@ -319,12 +322,24 @@ class _Task:
         # Small batches first, so that a `limit()` that stops reading soon stops the
         # requests soon; then larger ones, which cost less per row.
         threshold = 16
-        async with scorer:
-            async for row in scorer.score(items()):
-                buffer.add(row)
-                if len(buffer) >= threshold:
-                    await hand_over()
-                    threshold = min(2 * threshold, _ROWS_PER_BATCH)
+
+        async def stop_when_closed(scope: anyio.CancelScope) -> None:
+            # Between two hand-overs the scorer may send thousands of requests: once
+            # Spark stops reading, stop them at once, not at the next hand-over.
+            await anyio.to_thread.run_sync(closed.wait, abandon_on_cancel=True)
+            scope.cancel()
+
+        async with anyio.create_task_group() as watch:
+            watch.start_soon(stop_when_closed, watch.cancel_scope)
+            async with scorer:
+                async for row in scorer.score(items()):
+                    buffer.add(row)
+                    if len(buffer) >= threshold:
+                        await hand_over()
+                        threshold = min(2 * threshold, _ROWS_PER_BATCH)
+            watch.cancel_scope.cancel()
+        if closed.is_set():
+            raise _Abandoned
         if len(buffer):
             await hand_over()
         if self.counters is not None:
