@@ -78,8 +78,13 @@ class SqliteScoreCache:
             if must_exist:
                 raise sqlite3.DatabaseError("it is empty")
             db.execute("PRAGMA journal_mode = WAL")
-            db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(FORMAT),))
+            # The format row in the same transaction: a process opening the file at the
+            # same moment sees both or neither.
+            db.executescript(
+                "BEGIN IMMEDIATE;"
+                + _SCHEMA
+                + f"INSERT OR IGNORE INTO meta VALUES ('format', '{FORMAT}');COMMIT;"
+            )
         else:
             db.execute("PRAGMA journal_mode = WAL")
         # A committed answer survives a crash of this process (not of the machine's
