@@ -43,6 +43,11 @@ class UsageError(LWBatchError):
     exit_code = 2
 
 
+class RestartNeeded(UsageError):
+    """The output or its journal belongs to another run (another input, model list or
+    format): only `restart=True` gets past it."""
+
+
 class UnknownModelError(UsageError):
     def __init__(self, name: str, *, known: str) -> None:
         super().__init__(

@@ -28,7 +28,13 @@ from lwbatch.durability.lock import OutputLock
 from lwbatch.engine.scorer import DEFAULT_LINGER, Scorer
 from lwbatch.engine.stats import RunReport
 from lwbatch.engine.targets import warn_if_models_disagree
-from lwbatch.errors import IncompleteRunError, InputError, Interrupted, UsageError
+from lwbatch.errors import (
+    IncompleteRunError,
+    InputError,
+    Interrupted,
+    RestartNeeded,
+    UsageError,
+)
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import open_sink
 from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, open_source
@@ -184,8 +190,8 @@ async def score_file_async(
                     ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
                     previous=sink.read_back if isinstance(sink, ReadableSink) else None,
                 )
-            except UsageError as exc:
-                if scorer.cache is None or "`restart=True`" not in str(exc):
+            except RestartNeeded as exc:
+                if scorer.cache is None:
                     raise
                 # A grown input or another model list: restarting costs only what the
                 # cache does not hold.

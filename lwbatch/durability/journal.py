@@ -41,7 +41,7 @@ from pyroaring import BitMap64
 from lwbatch.durability.atomic import fsync_dir, publish, write_atomic
 from lwbatch.durability.lock import OutputLock
 from lwbatch.engine.resume import WIKI_WIDE, ResumeState
-from lwbatch.errors import OutputError, UsageError, describe
+from lwbatch.errors import OutputError, RestartNeeded, describe
 from lwbatch.keys import KeyLayout, RowKey, key_from_json, key_to_json
 from lwbatch.results import ErrorType, Score
 from lwbatch.seams import Sink
@@ -176,7 +176,7 @@ class FileJournal:
     def _adopt(self, metadata: dict[str, bytes], tables: Iterator[pa.Table]) -> None:
         manifest = metadata.get(MANIFEST_KEY)
         if manifest is None:
-            raise UsageError(
+            raise RestartNeeded(
                 f"{self.output} already exists and was not written by lwbatch; "
                 "pass `restart=True` to replace it, or choose another output"
             )
@@ -204,7 +204,7 @@ class FileJournal:
     def _check_same(self, previous: dict[str, Any]) -> None:
         if previous.get("format") == 1:
             if self.layout.wiki_column is not None:
-                raise UsageError(
+                raise RestartNeeded(
                     f"{self.output} belongs to a run of an earlier lwbatch, which keyed rows "
                     f"by rev_id alone; this input's {self.layout.wiki_column!r} column now "
                     "keys them by (wiki, rev_id): pass `restart=True` to score it afresh, "
@@ -221,7 +221,7 @@ class FileJournal:
             ("models", "model list"),
         ):
             if previous.get(key) != self.manifest.get(key):
-                raise UsageError(
+                raise RestartNeeded(
                     f"{self.output} belongs to a run with another {label} "
                     f"({_show(previous.get(key))} instead of {_show(self.manifest.get(key))}); "
                     "rerun it as it was, choose another output, "
@@ -248,7 +248,7 @@ class FileJournal:
         try:
             previous = orjson.loads((self.dir / "manifest.json").read_bytes())
         except (OSError, orjson.JSONDecodeError):
-            raise UsageError(
+            raise RestartNeeded(
                 f"{self.dir} is not a readable lwbatch journal; remove it or pass `restart=True`"
             ) from None
         self._check_same(previous)
