@@ -5,13 +5,16 @@ may share one cache: WAL lets readers go on while one writer commits, a committe
 answer survives a crash of the process, and a keyed lookup costs microseconds. Only
 final answers are kept (scores, not_found, deleted), keyed by (model, model version,
 wiki, rev_id). Each model has one trusted version: the one its latest fresh answer
-carried. When Lift Wing serves a new version, the first fresh answer that says so
-makes the older entries of that model (only) untrusted.
+carried, kept in the file so that every process sharing it agrees. When Lift Wing
+serves a new version, the first fresh answer that says so makes the older entries of
+that model (only) untrusted.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +28,11 @@ from lwbatch.errors import InputError
 from lwbatch.results import ErrorType, Score
 
 FORMAT = 1
+# How long a write waits for another process's write to finish. Writes run in a
+# worker thread, so the wait holds back that answer's bookkeeping, not the run.
+_BUSY_S = 30.0
+# The version a model's entries must carry to be used: its latest fresh answer's.
+_TRUSTED = "coalesce((SELECT version FROM versions v WHERE v.model = ?), '')"
 # Answers that do not change on asking again; anything else is asked again next time.
 FINAL_ERRORS = frozenset({ErrorType.NOT_FOUND, ErrorType.DELETED})
 
@@ -56,27 +64,39 @@ class SqliteScoreCache:
             raise self._error("no such file")
         if self.path.is_dir():
             raise self._error("is a directory; give a file for the cache")
+        if not self.path.parent.is_dir():
+            raise self._error(f"no such folder: {self.path.parent}")
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            # SQLite would call a file it may not write "readonly database" at the first
+            # write, after requests were paid for.
+            raise self._error("cannot read and write it (permission denied)")
+        # One connection, shared by the threads a run writes from; one at a time.
+        self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                self.path, timeout=_BUSY_S, isolation_level=None, check_same_thread=False
             )
-            self._open(must_exist)
+        except sqlite3.Error as exc:
+            raise self._error(f"cannot open it ({exc})") from None
+        try:
+            self._open()
         except _NewerFormat as exc:
+            self._db.close()
             raise self._error(str(exc)) from None
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            raise self._error(f"cannot open it ({exc})") from None
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise self._error(f"not an lwbatch score cache, or damaged ({exc})") from None
-        except OSError as exc:
-            raise self._error(f"cannot open it ({exc.strerror or exc})") from None
 
-    def _open(self, must_exist: bool) -> None:
+    def _open(self) -> None:
         db = self._db
-        db.execute("PRAGMA busy_timeout = 30000")
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "meta" not in tables:
             raise sqlite3.DatabaseError("it has tables of its own")
         if not tables:
-            if must_exist:
-                raise sqlite3.DatabaseError("it is empty")
+            # A new file, or an empty one (which any run would also take as a new cache).
             db.execute("PRAGMA journal_mode = WAL")
             # The format row in the same transaction: a process opening the file at the
             # same moment sees both or neither.
@@ -96,7 +116,11 @@ class SqliteScoreCache:
             raise sqlite3.DatabaseError("its format is unreadable")
         if found > FORMAT:
             raise _NewerFormat(found)
-        self._versions: dict[str, str] = dict(db.execute("SELECT model, version FROM versions"))
+        # A damaged page deep in the file would otherwise show only when a lookup
+        # reaches it, or not at all: a run would quietly ask again what it holds.
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems))
 
     def _error(self, reason: str) -> InputError:
         return InputError(reason, path=self.path)
@@ -104,71 +128,96 @@ class SqliteScoreCache:
     # -- the ScoreCache seam -------------------------------------------------------
     def get(self, model: str, wiki: str, rev_id: int) -> Score | None:
         try:
-            row = self._db.execute(
-                "SELECT prediction, probability, error, message FROM answers "
-                "WHERE model = ? AND wiki = ? AND rev_id = ? AND version = ?",
-                (model, wiki, rev_id, self._versions.get(model, "")),
-            ).fetchone()
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT version, prediction, probability, error, message FROM answers "
+                    "WHERE model = ? AND wiki = ? AND rev_id = ? AND version = "
+                    f"{_TRUSTED}",
+                    (model, wiki, rev_id, model),
+                ).fetchone()
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot read it ({exc})") from None
         if row is None:
             return None
-        prediction, probability, error, message = row
+        version, prediction, probability, error, message = row
         return Score(
             prediction=None if prediction is None else orjson.loads(prediction),
             probability=None if probability is None else orjson.loads(probability),
             # An error answer carries no version; a score, the version it was kept under.
-            model_version=None if error is not None else self._versions.get(model) or None,
+            model_version=None if error is not None else version or None,
             error=None if error is None else ErrorType(error),
             error_message=message,
         )
 
     def put(self, model: str, answers: Sequence[tuple[str, int, Score]]) -> None:
         now = time.time()
-        rows = []
-        for wiki, rev_id, score in answers:
-            if score.error is not None and score.error not in FINAL_ERRORS:
-                continue
-            version = score.model_version
-            if version and version != self._versions.get(model):
-                self._trust(model, version, now)
-            rows.append(
-                (
-                    model,
-                    self._versions.get(model, ""),
-                    wiki,
-                    rev_id,
-                    None if score.prediction is None else orjson.dumps(score.prediction).decode(),
-                    None if score.probability is None else orjson.dumps(score.probability).decode(),
-                    None if score.error is None else score.error.value,
-                    score.error_message,
-                    now,
-                )
-            )
-        if not rows:
+        kept = [
+            (wiki, rev_id, score)
+            for wiki, rev_id, score in answers
+            if score.error is None or score.error in FINAL_ERRORS
+        ]
+        if not kept:
             return
         try:
-            with self._transaction():
-                self._db.executemany(
+            with self._lock, self._transaction():
+                db = self._db
+                # Read inside the write transaction: another process may have moved on.
+                row = db.execute(
+                    "SELECT version FROM versions WHERE model = ?", (model,)
+                ).fetchone()
+                trusted = "" if row is None else str(row[0])
+                rows = []
+                for wiki, rev_id, score in kept:
+                    version = score.model_version
+                    if version and version != trusted:
+                        db.execute(
+                            "INSERT OR REPLACE INTO versions VALUES (?, ?, ?)",
+                            (model, version, now),
+                        )
+                        trusted = version
+                    rows.append(
+                        (
+                            model,
+                            trusted,
+                            wiki,
+                            rev_id,
+                            None
+                            if score.prediction is None
+                            else orjson.dumps(score.prediction).decode(),
+                            None
+                            if score.probability is None
+                            else orjson.dumps(score.probability).decode(),
+                            None if score.error is None else score.error.value,
+                            score.error_message,
+                            now,
+                        )
+                    )
+                db.executemany(
                     "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
                 )
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot write it ({exc})") from None
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     # -- maintenance ---------------------------------------------------------------
     def models(self) -> list[ModelEntries]:
-        counts: dict[tuple[str, str], int] = {
-            (m, v): n
-            for m, v, n in self._db.execute(
-                "SELECT model, version, count(*) FROM answers GROUP BY model, version"
-            )
-        }
+        try:
+            with self._lock:
+                counts: dict[tuple[str, str], int] = {
+                    (m, v): n
+                    for m, v, n in self._db.execute(
+                        "SELECT model, version, count(*) FROM answers GROUP BY model, version"
+                    )
+                }
+                versions = dict(self._db.execute("SELECT model, version FROM versions"))
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"cannot read it ({exc})") from None
         out = []
         for model in sorted({m for m, _ in counts}):
-            trusted = self._versions.get(model, "")
+            trusted = versions.get(model, "")
             mine = counts.get((model, trusted), 0)
             stale = sum(n for (m, v), n in counts.items() if m == model and v != trusted)
             out.append(ModelEntries(model, trusted, mine, stale))
@@ -177,17 +226,20 @@ class SqliteScoreCache:
     def prune(self, *, model: str | None = None) -> int:
         """Remove the entries no run will use again (older versions), or every entry
         of `model`; the number removed."""
-        with self._transaction():
-            if model is not None:
-                cursor = self._db.execute("DELETE FROM answers WHERE model = ?", (model,))
-                self._db.execute("DELETE FROM versions WHERE model = ?", (model,))
-                self._versions.pop(model, None)
-            else:
-                cursor = self._db.execute(
-                    "DELETE FROM answers WHERE version != "
-                    "coalesce((SELECT version FROM versions v WHERE v.model = answers.model), '')"
-                )
-        self._db.execute("VACUUM")
+        try:
+            with self._lock:
+                with self._transaction():
+                    if model is not None:
+                        cursor = self._db.execute("DELETE FROM answers WHERE model = ?", (model,))
+                        self._db.execute("DELETE FROM versions WHERE model = ?", (model,))
+                    else:
+                        cursor = self._db.execute(
+                            "DELETE FROM answers WHERE version != "
+                            f"{_TRUSTED.replace('?', 'answers.model')}"
+                        )
+                self._db.execute("VACUUM")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"cannot prune it ({exc})") from None
         return int(cursor.rowcount)
 
     def export(
@@ -200,20 +252,13 @@ class SqliteScoreCache:
             "a.error, a.message FROM answers a"
         )
         if trusted_only:
-            query += (
-                " WHERE a.version = coalesce((SELECT version FROM versions v "
-                "WHERE v.model = a.model), '')"
-            )
-        cursor = self._db.execute(query + " ORDER BY a.model, a.wiki, a.rev_id")
-        while rows := cursor.fetchmany(rows_per_batch):
-            yield pa.record_batch(_columns(rows), schema=EXPORT_SCHEMA)
-
-    def _trust(self, model: str, version: str, now: float) -> None:
-        with self._transaction():
-            self._db.execute(
-                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?)", (model, version, now)
-            )
-        self._versions[model] = version
+            query += f" WHERE a.version = {_TRUSTED.replace('?', 'a.model')}"
+        try:
+            cursor = self._db.execute(query + " ORDER BY a.model, a.wiki, a.rev_id")
+            while rows := cursor.fetchmany(rows_per_batch):
+                yield pa.record_batch(_columns(rows), schema=EXPORT_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"cannot read it ({exc})") from None
 
     def _transaction(self) -> Any:
         return _Transaction(self._db)

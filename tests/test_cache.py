@@ -134,6 +134,143 @@ def test_a_new_version_of_one_model_untrusts_that_models_entries_only(tmp_path: 
     again.close()
 
 
+def test_two_processes_sharing_a_cache_agree_on_the_trusted_version(tmp_path: Path) -> None:
+    # Two open caches on one file stand for two processes: what one learns about a
+    # new version, the other uses at its next lookup, not only after a restart.
+    path = tmp_path / "c.db"
+    first, second = SqliteScoreCache(path), SqliteScoreCache(path)
+    first.put("enwiki-damaging", [("enwiki", 1, scored(0.7, "0.5.1"))])
+    assert second.get("enwiki-damaging", "enwiki", 1) == scored(0.7, "0.5.1")
+    second.put("enwiki-damaging", [("enwiki", 2, scored(0.9, "0.6.0"))])
+    assert first.get("enwiki-damaging", "enwiki", 1) is None
+    assert first.get("enwiki-damaging", "enwiki", 2) == scored(0.9, "0.6.0")
+    # An error answer, which names no version, is kept under the trusted one.
+    first.put("enwiki-damaging", [("enwiki", 3, Score.failed(ErrorType.NOT_FOUND, "gone"))])
+    assert second.get("enwiki-damaging", "enwiki", 3) == Score.failed(ErrorType.NOT_FOUND, "gone")
+    first.close()
+    second.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT model, version FROM versions").fetchall() == [
+            ("enwiki-damaging", "0.6.0")
+        ]
+
+
+def test_a_cache_that_cannot_be_written_is_refused_before_any_request(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as info:
+        SqliteScoreCache(tmp_path / "nowhere" / "c.db")
+    assert (
+        str(info.value)
+        == f"{tmp_path / 'nowhere' / 'c.db'}: no such folder: {tmp_path / 'nowhere'}"
+    )
+    path = tmp_path / "c.db"
+    SqliteScoreCache(path).close()
+    path.chmod(0o444)
+    try:
+        if os.access(path, os.W_OK):
+            pytest.skip("running as a user who may write any file")
+        with pytest.raises(InputError) as info:
+            SqliteScoreCache(path)
+        assert str(info.value) == f"{path}: cannot read and write it (permission denied)"
+    finally:
+        path.chmod(0o644)
+
+
+def test_a_cache_damaged_in_the_middle_is_refused_not_used(tmp_path: Path) -> None:
+    from lwbatch.cli import main
+
+    path = tmp_path / "c.db"
+    cache = SqliteScoreCache(path)
+    cache.put("enwiki-damaging", [("enwiki", r, scored(0.7, "0.5.1")) for r in range(3000)])
+    cache.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    assert pages > 10
+    with path.open("r+b") as f:  # the header and schema pages stay readable
+        f.seek(page * (pages // 2) + 100)
+        f.write(b"\xff" * 2000)
+    with pytest.raises(InputError) as info:
+        SqliteScoreCache(path)
+    assert str(info.value).startswith(f"{path}: not an lwbatch score cache, or damaged (")
+    for args in (
+        ["cache", "stats", str(path)],
+        ["cache", "export", str(path), "-o", str(tmp_path / "e.parquet")],
+    ):
+        assert main(args) == 2
+
+
+def test_a_cache_that_fails_to_write_warns_and_the_run_goes_on(
+    tmp_path: Path, emulator: EmulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Full:
+        puts = 0
+
+        def get(self, model: str, wiki: str, rev_id: int) -> Score | None:
+            return None
+
+        def put(self, model: str, answers: object) -> None:
+            self.puts += 1
+            raise InputError("cannot write it (database or disk is full)", path=tmp_path / "c.db")
+
+        def close(self) -> None:
+            pass
+
+    full = Full()
+    inp = revisions(tmp_path, list(range(1, 6)))
+    with emulator() as (emu, base_url):
+        report = score_file(
+            inp,
+            tmp_path / "out.parquet",
+            models=["enwiki-damaging"],
+            endpoint=Endpoint(base_url=base_url),
+            budget=Budget.unlimited(),
+            cache=full,
+        )
+    assert (report.requests_sent, full.puts) == (5, 5)
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 5
+    warnings = [r.getMessage() for r in caplog.records if "cache" in r.getMessage()]
+    assert warnings == [
+        f"{tmp_path / 'c.db'}: cannot write it (database or disk is full); answers are not "
+        "kept in the cache"
+    ]
+
+
+def test_template_columns_are_cached_by_each_rows_model_and_page_id_models_not_at_all(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {
+            "rev_id": pa.array([1, 2, 1, 3], pa.int64()),
+            "wiki_db": pa.array(["enwiki", "enwiki", "dewiki", "dewiki"]),
+            "page_id": pa.array([10, 20, 10, 30], pa.int64()),
+        },
+    )
+    options = {
+        "models": ["{wiki}-damaging", "outlink-topic-model"],
+        "wiki_column": "wiki_db",
+        "budget": Budget.unlimited(),
+        "cache": tmp_path / "c.db",
+    }
+    with emulator() as (emu, base_url):
+        score_file(inp, tmp_path / "a.parquet", endpoint=Endpoint(base_url=base_url), **options)
+        first = dict(emu.stats.by_model)
+        second = score_file(
+            inp, tmp_path / "b.parquet", endpoint=Endpoint(base_url=base_url), **options
+        )
+        again = {m: n - first.get(m, 0) for m, n in emu.stats.by_model.items()}
+    assert first == {"enwiki-damaging": 2, "dewiki-damaging": 2, "outlink-topic-model": 4}
+    assert again == {"enwiki-damaging": 0, "dewiki-damaging": 0, "outlink-topic-model": 4}
+    assert second.cached_per_model == {"{wiki}-damaging": 4}
+    assert sorted_rows(tmp_path / "b.parquet") == sorted_rows(tmp_path / "a.parquet")
+    assert [e.model for e in SqliteScoreCache(tmp_path / "c.db").models()] == [
+        "dewiki-damaging",
+        "enwiki-damaging",
+    ]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

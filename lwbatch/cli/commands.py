@@ -440,6 +440,13 @@ def cache_prune(path: Path, model: str | None) -> None:
 
     store = SqliteScoreCache(path, must_exist=True)
     try:
+        if model is not None:
+            known = sorted(e.model for e in store.models())
+            if model not in known:
+                raise UsageError(
+                    f"--model {model}: {path} holds no entries of it"
+                    + (f" (it holds {', '.join(known)})" if known else " (it is empty)")
+                )
         removed = store.prune(model=model)
     finally:
         store.close()

@@ -39,7 +39,13 @@ from lwbatch.engine.dispatch import Dispatcher, Stopped
 from lwbatch.engine.resume import ResumeState
 from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.engine.targets import Targets
-from lwbatch.errors import IncompleteRunError, NoModelDeployedError, UsageError, primary_error
+from lwbatch.errors import (
+    IncompleteRunError,
+    LWBatchError,
+    NoModelDeployedError,
+    UsageError,
+    primary_error,
+)
 from lwbatch.keys import KeySet, RowKey
 from lwbatch.oauth import Credentials, TokenRefresher
 from lwbatch.pacing import gc_pauses
@@ -220,6 +226,7 @@ class Scorer:
         self.stopped = False
         self._on_answer = on_answer
         self._cache = cache
+        self._cache_failed = False
         self._credentials = credentials
         self._verify = verify
         self._resume = ResumeState()
@@ -484,7 +491,7 @@ class Scorer:
                     if isinstance(target, Score):
                         await self._resolve(column, [row], [target])
                         continue
-                    if self._cache is not None:
+                    if self._cache is not None and target.cacheable:
                         kept = self._cache.get(target.name, item.wiki.dbname, item.rev_id)
                         if kept is not None:
                             stats.cached[column] += 1
@@ -529,14 +536,8 @@ class Scorer:
                 scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
             except Stopped:
                 return
-            if self._cache is not None:
-                self._cache.put(
-                    job.spec.name,
-                    [
-                        (row.revision.wiki.dbname, row.revision.rev_id, score)
-                        for row, score in zip(job.rows, scores, strict=True)
-                    ],
-                )
+            if self._cache is not None and job.spec.cacheable:
+                await self._keep(job, scores)
             await self._resolve(job.column, job.rows, scores)
             if self._closing:
                 continue
@@ -546,6 +547,22 @@ class Scorer:
                 return
             if self._workers < limit:
                 self._grow()
+
+    async def _keep(self, job: _Job, scores: list[Score]) -> None:
+        cache = self._cache
+        assert cache is not None
+        answers = [
+            (row.revision.wiki.dbname, row.revision.rev_id, score)
+            for row, score in zip(job.rows, scores, strict=True)
+        ]
+        try:
+            # In a thread: a write may wait for another process's write to finish.
+            await anyio.to_thread.run_sync(cache.put, job.spec.name, answers)
+        except LWBatchError as exc:
+            # The answers are in the output all the same; only a later run pays again.
+            if not self._cache_failed:
+                self._cache_failed = True
+                log.warning("%s; answers are not kept in the cache", exc)
 
     async def _resolve(
         self, name: str, rows: list[_OpenRow], scores: list[Score], *, fresh: bool = True

@@ -106,6 +106,12 @@ class ModelSpec:
         return "page_id" in self.family.payload
 
     @property
+    def cacheable(self) -> bool:
+        """Whether a score cache, keyed by (wiki, rev_id), may keep its answers: not
+        when they also depend on the row's page_id."""
+        return not self.needs_page_id
+
+    @property
     def is_template(self) -> bool:
         return self.name.startswith(TEMPLATE)
 
