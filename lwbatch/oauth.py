@@ -32,6 +32,9 @@ class Credentials:
     client_secret: str = field(repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     token_url: str = DEFAULT_TOKEN_URL
+    # The endpoint may rotate refresh tokens (RFC 6749 section 6): the latest one it
+    # gave replaces `refresh_token`, in memory only.
+    _rotated: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.client_id or not self.client_secret:
@@ -69,8 +72,9 @@ class Credentials:
 
     def _form(self) -> dict[str, str]:
         form = {"client_id": self.client_id, "client_secret": self.client_secret}
-        if self.refresh_token is not None:
-            return {**form, "grant_type": "refresh_token", "refresh_token": self.refresh_token}
+        refresh = self._rotated[-1] if self._rotated else self.refresh_token
+        if refresh is not None:
+            return {**form, "grant_type": "refresh_token", "refresh_token": refresh}
         return {**form, "grant_type": "client_credentials"}
 
     def fetch(self, *, verify: bool = True) -> Token:
@@ -102,6 +106,9 @@ class Credentials:
         value = body.get("access_token")
         if not isinstance(value, str) or not value:
             raise self._failed("the answer holds no access_token")
+        rotated = body.get("refresh_token")
+        if self.refresh_token is not None and isinstance(rotated, str) and rotated:
+            self._rotated[:] = [rotated]
         return Token(value)
 
     def _failed(self, reason: str) -> AuthenticationError:

@@ -35,7 +35,7 @@ def score(tmp_path: Path, base_url: str, *extra: str, rows: int = 100) -> list[s
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("grant", ["client_credentials", "refresh_token"])
+@pytest.mark.parametrize("grant", ["client_credentials", "refresh_token", "rotating"])
 def test_an_expired_token_is_replaced_mid_run_and_the_request_sent_again(
     grant: str,
     tmp_path: Path,
@@ -46,8 +46,10 @@ def test_an_expired_token_is_replaced_mid_run_and_the_request_sent_again(
     from lwbatch.cli import main
 
     monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
-    extra = {"refresh_token": "r-123"} if grant == "refresh_token" else {}
+    extra = {"refresh_token": "r-123"} if grant != "client_credentials" else {}
+    # "rotating": each refresh answers with a new refresh token; the old one is refused.
     options = {"oauth_client": ("c0ffee", "s3cret-value"), "token_uses": 30}
+    options["rotate_refresh"] = grant == "rotating"
     with emulator(**options, refresh_token="r-123") as (emu, base_url):
         path = credentials_file(tmp_path, base_url, **extra)
         args = score(tmp_path, base_url, "--credentials", str(path))
@@ -64,9 +66,10 @@ def test_an_expired_token_is_replaced_mid_run_and_the_request_sent_again(
     assert report["requests_sent"] == 100 + statuses["401"]  # every attempt counts
     for kept in tmp_path.iterdir():
         if kept.is_file() and kept.name != "credentials.toml":
-            assert b"emulated-token-" not in kept.read_bytes()
-            assert b"s3cret-value" not in kept.read_bytes()
-    assert "emulated-token-" not in err and "s3cret-value" not in err
+            for secret in (b"emulated-token-", b"emulated-refresh-", b"s3cret-value"):
+                assert secret not in kept.read_bytes()
+    for secret in ("emulated-token-", "emulated-refresh-", "s3cret-value"):
+        assert secret not in err
 
 
 def test_a_new_token_that_is_refused_too_ends_the_run(

@@ -144,6 +144,9 @@ class EmulatorConfig:
     oauth_client: tuple[str, str] | None = None
     refresh_token: str | None = None
     token_uses: int = 1_000_000
+    # Each refresh_token grant answers with a new refresh token and the old one stops
+    # working, as endpoints that rotate them do.
+    rotate_refresh: bool = False
     track_pairs: bool = True  # count answers per (model, wiki, rev_id) for tests
     seed: int = 0
 
@@ -225,6 +228,7 @@ class Emulator:
         self.app.router.add_post("/oauth2/access_token", self._issue_token)
         # Tokens the token endpoint issued -> requests each may still make.
         self._issued: dict[str, int] = {}
+        self._refresh: str | None = None  # the refresh token the endpoint takes now
 
     # -- answers -------------------------------------------------------------------
     def answer(
@@ -321,9 +325,9 @@ class Emulator:
         if cfg.oauth_client is None or client != cfg.oauth_client:
             return _json(401, {"error": "invalid_client", "error_description": "bad client"})
         grant = form.get("grant_type")
-        refresh_ok = (
-            cfg.refresh_token is not None and form.get("refresh_token") == cfg.refresh_token
-        )
+        if self._refresh is None:
+            self._refresh = cfg.refresh_token
+        refresh_ok = self._refresh is not None and form.get("refresh_token") == self._refresh
         if grant not in ("client_credentials", "refresh_token") or (
             grant == "refresh_token" and not refresh_ok
         ):
@@ -331,7 +335,11 @@ class Emulator:
         self.stats.tokens_issued += 1
         issued = f"emulated-token-{self.stats.tokens_issued}-{secrets.token_hex(8)}"
         self._issued[issued] = cfg.token_uses
-        return _json(200, {"token_type": "Bearer", "expires_in": 14400, "access_token": issued})
+        answer = {"token_type": "Bearer", "expires_in": 14400, "access_token": issued}
+        if grant == "refresh_token" and cfg.rotate_refresh:
+            self._refresh = f"emulated-refresh-{self.stats.tokens_issued}-{secrets.token_hex(8)}"
+            answer["refresh_token"] = self._refresh
+        return _json(200, answer)
 
     async def _serve(self, request: web.Request) -> web.Response | None:
         cfg = self.config
