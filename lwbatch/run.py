@@ -345,6 +345,7 @@ def plan_file(
     budget: Budget | None = None,
     tier: Tier | None = None,
     token: Token | None = None,
+    credentials: Credentials | None = None,
     catalog: Catalog | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     cache: ScoreCache | Path | str | None = None,
@@ -352,7 +353,8 @@ def plan_file(
     """The :class:`Plan` for scoring `input` with `models`; sends no request.
 
     Arguments as for :func:`lwbatch.score_file`; the budget is chosen as `score`
-    chooses it (`budget`, else `tier`, else the token's claims). With `cache`, answers
+    chooses it (`budget`, else `tier`, else the token's claims; `credentials` are only
+    looked at, no token is asked for). With `cache`, answers
     it already has are counted apart (a cache file that does not exist has none).
     """
     specs = (catalog or default_catalog()).resolve_all(models)
@@ -368,7 +370,10 @@ def plan_file(
     kept = owned if owned is not None else cache if isinstance(cache, ScoreCache) else None
     try:
         planner = Planner(
-            specs, lang, choose_budget(budget=budget, tier=tier, token=token), cache=kept
+            specs,
+            lang,
+            choose_budget(budget=budget, tier=tier, token=token, oauth=credentials is not None),
+            cache=kept,
         )
         for items in source.batches():
             planner.add(items)

@@ -76,14 +76,25 @@ class BudgetChoice:
 
 
 def choose_budget(
-    *, budget: Budget | None = None, tier: Tier | None = None, token: Token | None = None
+    *,
+    budget: Budget | None = None,
+    tier: Tier | None = None,
+    token: Token | None = None,
+    oauth: bool = False,
 ) -> BudgetChoice:
     """An explicit `budget` wins, then `tier`; else the token's claims, else the
-    authenticated tier for a token and the anonymous one without."""
+    authenticated tier for a token or OAuth2 credentials (`oauth`) and the anonymous
+    one without."""
     if budget is not None:
         return BudgetChoice(budget, "rate", "as given")
     if tier is not None:
         return BudgetChoice(Budget.for_tier(tier), "tier", f"the {tier.value} tier, as given")
+    if token is None and oauth:
+        return BudgetChoice(
+            Budget.for_tier(Tier.AUTHENTICATED),
+            "tier",
+            "authenticated: the token comes from the OAuth2 credentials",
+        )
     if token is None:
         return BudgetChoice(Budget.for_tier(Tier.ANONYMOUS), "tier", "anonymous: no token")
     claims = TokenClaims.of(token)

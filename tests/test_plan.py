@@ -131,3 +131,26 @@ def test_lwbatch_plan_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixtur
         "6 requests: 0 h 00 m anonymous, 0 h 00 m authenticated, 0 h 00 m enterprise; "
         "1 h 00 m at this run's budget 6/3600s",
     ]
+
+
+def test_plan_takes_the_budget_oauth_credentials_give_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lwbatch.cli import main
+
+    monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
+    args = ["plan", str(small(tmp_path)), "-m", "enwiki-damaging", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["budget"]["requests"] == 50_000
+    monkeypatch.setenv("LIFTWING_CLIENT_ID", "c0ffee")
+    monkeypatch.setenv("LIFTWING_CLIENT_SECRET", "s3cret-value")
+    assert main(args) == 0  # no token is asked for: no endpoint runs here
+    out = capsys.readouterr().out
+    assert json.loads(out)["budget"] == {
+        "requests": 100_000,
+        "period_s": 3600.0,
+        "source": "tier",
+        "describe": "100000/3600s and 100/1s",
+        "reason": "authenticated: the token comes from the OAuth2 credentials",
+    }
+    assert "s3cret-value" not in out

@@ -234,6 +234,7 @@ def test_lwbatch_token_shows_the_claims_never_the_token(
     lines = out.splitlines()
     assert lines[:2] == ["client id (aud)     0f4e2c5a9b", "subject (sub)       12345"]
     assert lines[2].startswith("issued (iat)        2001-09-09 01:46:40 UTC (")
+    assert lines[2].endswith(" ago)") and "expired" not in lines[2]
     assert lines[3].startswith("expires (exp)       2001-09-09 02:46:40 UTC (expired ")
     assert lines[4:] == [
         "rate limit          5,000 per 3600 s",
@@ -267,7 +268,22 @@ def test_lwbatch_token_on_an_opaque_token_and_on_none(
     )
 
 
-def test_score_warns_when_the_token_expires_before_the_run_ends(
+def test_moments_are_said_relative_to_now() -> None:
+    from datetime import UTC, datetime
+
+    from lwbatch.cli.commands import _when
+
+    now = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+    at = datetime(2026, 1, 10, 9, 35, tzinfo=UTC)
+    assert _when(at, now, past="expired") == "2026-01-10 09:35:00 UTC (expired 2 h 25 m ago)"
+    assert _when(at, now, past="") == "2026-01-10 09:35:00 UTC (2 h 25 m ago)"
+    assert _when(now, at, past="") == "2026-01-10 12:00:00 UTC (in 2 h 25 m)"
+    later = datetime(2026, 1, 13, 15, 0, tzinfo=UTC)
+    assert _when(later, now, past="") == "2026-01-13 15:00:00 UTC (in 3 d 3 h)"
+    assert _when(None, now, past="") == "-"
+
+
+def test_score_warns_when_the_token_has_expired(
     tmp_path: Any, emulator: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
     import pyarrow as pa
@@ -282,6 +298,41 @@ def test_score_warns_when_the_token_expires_before_the_run_ends(
         code = main(
             ["score", str(inp), "-o", str(tmp_path / "out.parquet"), "-m", "enwiki-damaging"]
             + ["--base-url", base_url, "-q"]
+        )
+    err = capsys.readouterr().err
+    assert code == 0, err  # the emulator takes it all the same
+    warnings = [line for line in err.splitlines() if line.startswith("lwbatch: WARNING: ")]
+    assert warnings == [
+        "lwbatch: WARNING: the token expired at 2001-09-09 01:46 UTC: the gateway will refuse "
+        "it; put a fresh token in LIFTWING_TOKEN or --token-file"
+    ]
+
+
+def test_score_warns_when_the_token_expires_before_the_run_ends(
+    tmp_path: Any, emulator: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    import lwbatch.cli.scoring
+    from lwbatch.cli import main
+    from tests.conftest import write_parquet
+
+    class OneSecondBefore(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.fromtimestamp(1_000_000_000 - 1, UTC)
+
+    monkeypatch.setattr(lwbatch.cli.scoring, "datetime", OneSecondBefore)
+    token = jwt({"exp": 1_000_000_000, "rlc": "authed-user"})
+    monkeypatch.setenv("LIFTWING_TOKEN", token.reveal())
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+    with emulator(token=token.reveal()) as (_, base_url):
+        # Two requests at 1/s take about 2 s: the token expires after 1.
+        code = main(
+            ["score", str(inp), "-o", str(tmp_path / "out.parquet"), "-m", "enwiki-damaging"]
+            + ["--base-url", base_url, "-q", "--rate", "1/s"]
         )
     err = capsys.readouterr().err
     assert code == 0, err

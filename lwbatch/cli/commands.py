@@ -464,6 +464,11 @@ def cache_prune(path: Path, model: str | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Score cache: count apart the answers it already has.",
 )
+@click.option(
+    "--credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="OAuth2 credentials file, as for score (read, no token is asked for).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def plan(
     input_path: Path,
@@ -472,6 +477,7 @@ def plan(
     lang: str,
     wiki_column: str | None,
     token_file: Path | None,
+    credentials: Path | None,
     tier: str | None,
     rate: str | None,
     cache: Path | None,
@@ -491,6 +497,7 @@ def plan(
         budget=Budget.parse(rate) if rate else None,
         tier=Tier(tier) if tier else None,
         token=_token(token_file),
+        credentials=_credentials(credentials, None),
         cache=cache,
     )
     if as_json:
@@ -524,8 +531,8 @@ def token(token_file: Path | None) -> None:
         lines += [
             f"client id (aud)     {claims.client_id or '-'}",
             f"subject (sub)       {claims.subject or '-'}",
-            f"issued (iat)        {_when(claims.issued, now)}",
-            f"expires (exp)       {_when(claims.expires, now)}",
+            f"issued (iat)        {_when(claims.issued, now, past='')}",
+            f"expires (exp)       {_when(claims.expires, now, past='expired')}",
             "rate limit          "
             + (
                 f"{claims.ratelimit.requests:,} per {claims.ratelimit.period:g} s"
@@ -542,17 +549,15 @@ def token(token_file: Path | None) -> None:
     click.echo("\n".join(lines))
 
 
-def _when(moment: datetime | None, now: datetime) -> str:
+def _when(moment: datetime | None, now: datetime, *, past: str, future: str = "in") -> str:
     if moment is None:
         return "-"
-    left = moment - now
-    seconds = int(left.total_seconds())
-    if seconds < 0:
-        ago = -seconds
-        return (
-            f"{moment:%Y-%m-%d %H:%M:%S} UTC (expired {ago // 3600} h {ago % 3600 // 60:02d} m ago)"
-        )
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC (in {seconds // 3600} h {seconds % 3600 // 60:02d} m)"
+    seconds = int((moment - now).total_seconds())
+    span = abs(seconds)
+    length = f"{span // 86400} d {span % 86400 // 3600} h" if span >= 86400 else ""
+    length = length or f"{span // 3600} h {span % 3600 // 60:02d} m"
+    said = f"{past} {length} ago".lstrip() if seconds < 0 else f"{future} {length}"
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({said})"
 
 
 @cli.command()

@@ -86,9 +86,9 @@ def score_and_report(
         write_json(report_path, report.to_dict())
 
 
-def _estimate(source: Source, scorer: Scorer, token: Token | None) -> None:
+def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bool) -> None:
     """Log what the whole input costs (the line `lwbatch plan` ends with), and warn when
-    the token expires before the run would end."""
+    the token expires before the run would end (unless credentials will replace it)."""
     if not isinstance(source, FileSource):
         return  # another Source may not be readable twice
     planner = Planner(
@@ -100,11 +100,18 @@ def _estimate(source: Source, scorer: Scorer, token: Token | None) -> None:
     if not planned.distinct:
         return  # the run stops at once and says why
     log.info("the whole input: %s", planned.estimate())
-    claims = TokenClaims.of(token) if token is not None else None
+    claims = TokenClaims.of(token) if token is not None and not refreshed else None
     if claims is None or claims.expires is None:
         return
-    end = datetime.now(UTC) + timedelta(hours=planned.hours(scorer.budget))
-    if claims.expires < end:
+    now = datetime.now(UTC)
+    end = now + timedelta(hours=planned.hours(scorer.budget))
+    if claims.expires <= now:
+        log.warning(
+            "the token expired at %s UTC: the gateway will refuse it; put a fresh token "
+            "in LIFTWING_TOKEN or --token-file",
+            f"{claims.expires:%Y-%m-%d %H:%M}",
+        )
+    elif claims.expires < end:
         log.warning(
             "the token expires at %s UTC, before this run would end (about %s UTC): "
             "put a fresh token in LIFTWING_TOKEN or --token-file then, and rerun to resume",
@@ -132,7 +139,9 @@ async def _run(
                 # Warn only once everything was accepted, so a usage error stays one line.
                 if warn_no_contact:
                     log.warning(NO_CONTACT)
-                _estimate(source, scorer, options.get("token"))
+                _estimate(
+                    source, scorer, options.get("token"), options.get("credentials") is not None
+                )
                 # Until now Ctrl-C interrupts at once (nothing to save); from here on,
                 # it stops the run gracefully.
                 signals = stack.enter_context(

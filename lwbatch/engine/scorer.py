@@ -152,12 +152,8 @@ class Scorer:
         self.budget_choice = (
             BudgetChoice(limiter.budget, "rate", "the limiter's")
             if limiter is not None
-            else choose_budget(budget=budget, tier=tier, token=token)
-            if token is not None or credentials is None or budget or tier
-            else BudgetChoice(
-                Budget.for_tier(Tier.AUTHENTICATED),
-                "tier",
-                "authenticated: the token comes from the OAuth2 credentials",
+            else choose_budget(
+                budget=budget, tier=tier, token=token, oauth=credentials is not None
             )
         )
         self.budget = self.budget_choice.budget
