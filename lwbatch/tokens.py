@@ -51,13 +51,14 @@ class TokenClaims:
             return None
         if not isinstance(payload, dict):
             return None
-        audience = payload.get("aud")
+        audience = payload.get("aud")  # a string, or a list of them (RFC 7519)
         if isinstance(audience, list):
-            audience = ", ".join(str(a) for a in audience) or None
+            audience = ", ".join(a for a in audience if isinstance(a, str))
+        subject = payload.get("sub")
         rate_class = payload.get("rlc")
         return cls(
-            client_id=None if audience is None else str(audience),
-            subject=None if payload.get("sub") is None else str(payload["sub"]),
+            client_id=audience if isinstance(audience, str) and audience else None,
+            subject=str(subject) if isinstance(subject, str | int) else None,
             expires=_time(payload.get("exp")),
             issued=_time(payload.get("iat")),
             ratelimit=_ratelimit(payload.get("ratelimit")),
@@ -150,6 +151,8 @@ def _ratelimit(claim: Any) -> Rate | None:
         return None
     requests, unit = claim.get("requests_per_unit"), claim.get("unit")
     period = _UNITS.get(unit.upper()) if isinstance(unit, str) else None
+    if isinstance(requests, float) and requests.is_integer():
+        requests = int(requests)  # 5000.0 from a JSON encoder that writes numbers so
     if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
         return None
     return None if period is None else Rate(requests, period)

@@ -352,7 +352,7 @@ def test_a_run_that_grows_is_refused_then_restarts_asking_only_the_rest(
     inp = revisions(tmp_path, list(range(1, 21)))
     out = tmp_path / "out.parquet"
     with emulator() as (emu, base_url):
-        args = ["score", str(inp), "-o", str(out), "--cache", str(tmp_path / "c.db"), "-q"]
+        args = ["score", str(inp), "-o", str(out), "--cache", str(tmp_path / "c.db")]
         args += ["--base-url", base_url, "--rate", "unlimited"]
         assert main([*args, "-m", "enwiki-damaging"]) == 0
         capsys.readouterr()

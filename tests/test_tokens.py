@@ -44,6 +44,21 @@ def test_claims_are_read_from_the_payload() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("payload", "client_id", "subject"),
+    [
+        ({"aud": {"id": "x"}, "sub": {"id": 1}}, None, None),
+        ({"aud": ["a1", 7], "sub": 42}, "a1", "42"),
+        ({"aud": "", "sub": None}, None, None),
+    ],
+)
+def test_claims_of_the_wrong_type_are_left_out(
+    payload: dict[str, Any], client_id: str | None, subject: str | None
+) -> None:
+    claims = TokenClaims.of(jwt(payload))
+    assert claims is not None and (claims.client_id, claims.subject) == (client_id, subject)
+
+
 def test_a_list_audience_and_absent_claims() -> None:
     claims = TokenClaims.of(jwt({"aud": ["a1", "b2"]}))
     assert claims == TokenClaims(
@@ -80,6 +95,8 @@ def test_a_token_that_is_not_a_jwt_has_no_claims(value: str) -> None:
         ({"requests_per_unit": True, "unit": "HOUR"}, None),
         ({"requests_per_unit": "5000", "unit": "HOUR"}, None),
         ({"requests_per_unit": 5000, "unit": "FORTNIGHT"}, None),
+        ({"requests_per_unit": 5000.0, "unit": "HOUR"}, Rate(5000, 3600.0)),
+        ({"requests_per_unit": 5000.5, "unit": "HOUR"}, None),
         ({"requests_per_unit": 5000}, None),
         ("5000/h", None),
     ],

@@ -102,7 +102,12 @@ def _run_options(func: F) -> F:
                 type=click.Path(dir_okay=False, path_type=Path),
                 help="Also write the run summary as JSON to this file.",
             ),
-            click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary."),
+            click.option(
+                "--quiet",
+                "-q",
+                is_flag=True,
+                help="No progress bar, summary or info lines; warnings and errors still show.",
+            ),
         ]
     ):
         func = option(func)
@@ -240,6 +245,8 @@ def score(
       lwbatch score revisions.parquet -o scores.parquet --wiki-column wiki_db \\
           --id-column revision_id -m '{wiki}-damaging' -m revertrisk-language-agnostic
     """
+    if quiet:
+        logging.getLogger("lwbatch").setLevel(logging.WARNING)
     if internal and base_url:
         raise UsageError("--internal and --base-url exclude each other; give one")
     endpoint = (
@@ -252,7 +259,10 @@ def score(
     token = _token(token_file)
     oauth = _credentials(credentials, token_url)
     if insecure:
-        log.warning("--insecure: TLS certificates are not verified; use it only against staging")
+        log.warning(
+            "--insecure: TLS certificates are not verified (the token endpoint's neither); "
+            "use it only against staging"
+        )
     # What both engines take from the command line.
     common: dict[str, Any] = {
         "models": split_model_names(models),

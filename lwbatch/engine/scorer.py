@@ -152,9 +152,7 @@ class Scorer:
         self.budget_choice = (
             BudgetChoice(limiter.budget, "rate", "the limiter's")
             if limiter is not None
-            else choose_budget(
-                budget=budget, tier=tier, token=token, oauth=credentials is not None
-            )
+            else choose_budget(budget=budget, tier=tier, token=token, oauth=credentials is not None)
         )
         self.budget = self.budget_choice.budget
         # None adapts to the latency observed (Little's law); a number fixes it.
