@@ -81,7 +81,9 @@ def test_a_new_token_that_is_refused_too_ends_the_run(
     from lwbatch.cli import main
 
     monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
-    with emulator(oauth_client=("c0ffee", "s3cret-value"), token_uses=0) as (emu, base_url):
+    # max_tokens: a client that refreshed for ever would stop at 5 (and fail here).
+    options = {"oauth_client": ("c0ffee", "s3cret-value"), "token_uses": 0, "max_tokens": 5}
+    with emulator(**options) as (emu, base_url):
         args = score(tmp_path, base_url, "--credentials", str(credentials_file(tmp_path, base_url)))
         code = main(args)
         issued = emu.stats.tokens_issued
@@ -114,6 +116,33 @@ def test_a_client_the_token_endpoint_refuses_stops_before_any_request(
     assert capsys.readouterr().err == (
         f"lwbatch: error: cannot get a token from {url}: HTTP 401 invalid_client; check the "
         "client id, secret and refresh token in --credentials\n"
+    )
+
+
+def test_a_token_endpoint_that_cannot_be_reached_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from lwbatch.cli import main
+    from lwbatch.errors import AuthenticationError
+
+    monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
+    url = "http://127.0.0.1:9/oauth2/access_token"  # the discard port: nothing listens
+    creds = Credentials(client_id="c0ffee", client_secret="s3cret-value", token_url=url)
+    expected = (
+        f"cannot get a token from {url}: ConnectError; check the client id, secret and "
+        "refresh token in `credentials`"
+    )
+    with pytest.raises(AuthenticationError) as blocking:
+        creds.fetch()
+    with pytest.raises(AuthenticationError) as waiting:
+        anyio.run(creds.fetch_async)
+    assert str(blocking.value) == str(waiting.value) == expected
+    path = credentials_file(tmp_path, "http://127.0.0.1:9")
+    assert main(score(tmp_path, "http://127.0.0.1:9", "--credentials", str(path))) == 1
+    assert capsys.readouterr().err == (
+        f"lwbatch: error: {expected.replace('`credentials`', '--credentials')}\n"
     )
 
 

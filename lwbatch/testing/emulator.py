@@ -147,6 +147,9 @@ class EmulatorConfig:
     # Each refresh_token grant answers with a new refresh token and the old one stops
     # working, as endpoints that rotate them do.
     rotate_refresh: bool = False
+    # After this many tokens the endpoint refuses (invalid_grant): a test's bound on
+    # a client that would ask for ever.
+    max_tokens: int | None = None
     track_pairs: bool = True  # count answers per (model, wiki, rev_id) for tests
     seed: int = 0
 
@@ -328,8 +331,11 @@ class Emulator:
         if self._refresh is None:
             self._refresh = cfg.refresh_token
         refresh_ok = self._refresh is not None and form.get("refresh_token") == self._refresh
-        if grant not in ("client_credentials", "refresh_token") or (
-            grant == "refresh_token" and not refresh_ok
+        spent = cfg.max_tokens is not None and self.stats.tokens_issued >= cfg.max_tokens
+        if (
+            spent
+            or grant not in ("client_credentials", "refresh_token")
+            or (grant == "refresh_token" and not refresh_ok)
         ):
             return _json(400, {"error": "invalid_grant", "error_description": "refused"})
         self.stats.tokens_issued += 1
