@@ -89,11 +89,14 @@ async def score_file_async(
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     cache: ScoreCache | Path | str | None = None,
     credentials: Credentials | None = None,
+    format: str | None = None,
 ) -> RunReport:
     """Score every rev_id of `input` with `models` into `output`; the run's report.
 
     `input` is a Parquet or CSV path (or any :class:`~lwbatch.seams.Source`), `output`
-    a ``*.parquet`` path (or any :class:`~lwbatch.seams.Sink`). Rows are keyed by
+    a path (or any :class:`~lwbatch.seams.Sink`) written in `format`: ``parquet`` (one
+    row per key, a struct per model), ``jsonl`` (ORES' score_revisions lines) or
+    ``ores-json`` (ORES v3 documents); by default the path's suffix chooses. Rows are keyed by
     (wiki, rev_id) when the input names each row's wiki: a ``lang`` column of language
     codes, or `wiki_column`, a column of database names (``enwiki``); otherwise every
     row is of the Wikipedia of `lang`. The output appears only
@@ -124,7 +127,11 @@ async def score_file_async(
     layout = source.key_layout
     owned = SqliteScoreCache(cache) if isinstance(cache, str | Path) else None
     try:
-        sink = output if isinstance(output, Sink) else open_sink(output, input=source.name)
+        sink = (
+            output
+            if isinstance(output, Sink)
+            else open_sink(output, input=source.name, format=format, specs=specs, lang=lang)
+        )
         buffer = RowBuffer(specs, layout)
         sink.open(buffer.schema)
         store: Journal | None
@@ -188,7 +195,11 @@ async def score_file_async(
                     restart=restart,
                     retry_failed=retry_failed,
                     ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
-                    previous=sink.read_back if isinstance(sink, ReadableSink) else None,
+                    previous=sink.read_back
+                    if isinstance(sink, ReadableSink)
+                    else None
+                    if isinstance(output, Sink)
+                    else partial(_unreadable, Path(output)),
                 )
             except RestartNeeded as exc:
                 if scorer.cache is None:
@@ -381,6 +392,15 @@ def plan_file(
     finally:
         if owned is not None:
             owned.close()
+
+
+def _unreadable(output: Path) -> None:
+    """A finished output this format cannot read back: a rerun would pay again."""
+    if output.exists():
+        raise RestartNeeded(
+            f"{output} already exists, and a finished output in this format cannot be read "
+            "back to resume from; pass `restart=True` to score again, or choose another output"
+        )
 
 
 def _blocking(run: Callable[P, Awaitable[R]]) -> Callable[P, R]:

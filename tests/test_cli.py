@@ -542,7 +542,7 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
         2,
         "is the input file",
     ),
-    ("output not parquet", one_row_csv, ["-o", "CSVOUT"], 2, "name the file *.parquet"),
+    ("output not parquet", one_row_csv, ["-o", "CSVOUT"], 2, "name the file *.parquet, *.jsonl"),
     ("output directory missing", one_row_csv, ["-o", "NODIR"], 1, "its directory does not exist"),
 ]
 

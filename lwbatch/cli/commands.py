@@ -120,7 +120,14 @@ def _run_options(func: F) -> F:
     "-o",
     "--output",
     type=click.Path(),
-    help="Parquet file to write (one row per revision).",
+    help="File to write: *.parquet (one row per revision), *.jsonl (ORES score_revisions "
+    "lines) or *.json (ORES v3 documents); --format for another name.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["parquet", "jsonl", "ores-json"]),
+    help="Output format (default: by the output's suffix).",
 )
 @_input_options
 @click.option(
@@ -205,6 +212,7 @@ def _run_options(func: F) -> F:
 def score(
     input_path: str | None,
     output: str | None,
+    output_format: str | None,
     models: tuple[str, ...],
     id_column: str,
     lang: str,
@@ -309,6 +317,10 @@ def score(
             raise UsageError("give INPUT or --input-table (one of them)")
         if (output is None) == (output_table is None):
             raise UsageError("give --output or --output-table (one of them)")
+        if output_format not in (None, "parquet"):
+            raise UsageError(
+                f"--format {output_format} is for the local engine: a Spark job writes Parquet"
+            )
         score_on_spark(
             input_path,
             output,
@@ -326,10 +338,11 @@ def score(
     if input_path is None:
         raise UsageError("give INPUT, the Parquet or CSV file of rev_ids to score")
     if output is None:
-        raise UsageError("give --output, the Parquet file to write")
+        raise UsageError("give --output, the file to write (*.parquet, *.jsonl or *.json)")
     score_and_report(
         Path(input_path),
         Path(output),
+        format=output_format,
         retry_failed=retry_failed,
         grace=grace,
         cache=cache,

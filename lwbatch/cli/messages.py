@@ -21,6 +21,7 @@ FLAGS: dict[str, str] = {
     "credentials": "--credentials",
     "endpoint": "--base-url",
     "error_rate": "--error-rate",
+    "format": "--format",
     "grace": "--grace",
     "hang_rate": "--hang-rate",
     "id_col": "--id-column",

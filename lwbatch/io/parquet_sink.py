@@ -7,7 +7,6 @@ appear, so a crash or an aborted run never leaves a file that looks complete.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 
 from lwbatch.durability.atomic import publish, temporary_name
 from lwbatch.errors import OutputError, describe
+from lwbatch.io.destination import check_destination
 
 
 class ParquetSink:
@@ -37,14 +37,7 @@ class ParquetSink:
         return self._rows
 
     def open(self, schema: pa.Schema) -> None:
-        if not self.path.parent.is_dir():
-            raise OutputError("its directory does not exist", path=self.path)
-        if self.path.is_dir():
-            raise OutputError(
-                "is a directory; give a file name such as scores.parquet", path=self.path
-            )
-        if not os.access(self.path.parent, os.W_OK):
-            raise OutputError("its directory is not writable", path=self.path)
+        check_destination(self.path, "scores.parquet")
         self._schema = schema
         self._rows = 0
 

@@ -1,23 +1,61 @@
-"""The output formats lwbatch writes, chosen by the output's name."""
+"""The output formats lwbatch writes, chosen by name or by the output's suffix."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lwbatch.errors import UsageError
+from lwbatch.io.ores_sinks import JsonlSink, OresJsonSink
 from lwbatch.io.parquet_sink import ParquetSink
+from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.seams import Sink
 
-# A new format: its Sink class here, under the suffixes that choose it.
-SINKS: dict[str, type[ParquetSink]] = {".parquet": ParquetSink, ".pq": ParquetSink}
+_Factory = Callable[[Path, Sequence[ModelSpec], str], Sink]
+
+# A new format: its Sink here, under its name and the suffixes that choose it.
+FORMATS: dict[str, tuple[_Factory, tuple[str, ...]]] = {
+    "parquet": (lambda path, specs, lang: ParquetSink(path), (".parquet", ".pq")),
+    "jsonl": (
+        lambda path, specs, lang: JsonlSink(path, specs=specs, lang=lang),
+        (".jsonl", ".ndjson"),
+    ),
+    "ores-json": (lambda path, specs, lang: OresJsonSink(path, specs=specs, lang=lang), (".json",)),
+}
 
 
-def open_sink(output: Path | str, *, input: str | None = None) -> Sink:
-    """The sink for the path `output`, by its suffix; `input` may not be the same file."""
+def format_of(output: Path | str, format: str | None = None) -> str:
+    """The format `format` names, else the one `output`'s suffix chooses."""
     path = Path(output)
-    sink = SINKS.get(path.suffix.lower())
-    if sink is None:
-        raise UsageError(f"`output` {path}: lwbatch writes Parquet; name the file *.parquet")
+    if format is not None:
+        if format not in FORMATS:
+            raise UsageError(f"`format` {format!r}: give one of {', '.join(FORMATS)}")
+        return format
+    suffix = path.suffix.lower()
+    found = next((name for name, (_, suffixes) in FORMATS.items() if suffix in suffixes), None)
+    if found is None:
+        raise UsageError(
+            f"`output` {path}: name the file *.parquet, *.jsonl or *.json, or give `format` "
+            f"({', '.join(FORMATS)})"
+        )
+    return found
+
+
+def open_sink(
+    output: Path | str,
+    *,
+    input: str | None = None,
+    format: str | None = None,
+    specs: Sequence[ModelSpec] = (),
+    lang: str = "en",
+) -> Sink:
+    """The sink writing `output` in `format` (else chosen by its suffix); `input` may not
+    be the same file. `specs` are the run's models, `lang` the wiki of rows without one."""
+    path = Path(output)
+    factory, _ = FORMATS[format_of(path, format)]
     if input is not None and path.exists() and Path(input).exists() and path.samefile(input):
         raise UsageError(f"`output` {path} is the input file; choose another output path")
-    return sink(path)
+    return factory(path, specs, lang)
+
+
+__all__ = ["FORMATS", "format_of", "open_sink"]

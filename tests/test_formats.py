@@ -1,0 +1,279 @@
+"""Output formats for ORES users: `jsonl` (ORES' score_revisions lines) and `ores-json`
+(ORES v3 documents), each checked against documents written here by hand."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch import Budget, Endpoint, UsageError, score_file
+from lwbatch.io.ores_sinks import JsonlSink, OresJsonSink
+from lwbatch.io.rows import RowBuffer
+from lwbatch.keys import KeyLayout, RowKey
+from lwbatch.protocol.catalog import default_catalog
+from lwbatch.results import ErrorType, InvalidRow, Score, ScoredRow
+from lwbatch.testing.emulator import Latency
+from tests.conftest import EmulatorFactory, emulated_p_true, write_parquet
+
+NOT_FOUND_RR = "Could not make prediction for revision {} (en). Reason: revision_missing"
+TEXT_DELETED = (
+    "Missing resource for rev-id 4: TextDeleted: Text deleted (the revision text was suppressed)"
+)
+
+
+def binary(model: str, rev_id: int) -> dict[str, Any]:
+    p = emulated_p_true(model, rev_id)
+    return {"score": {"prediction": p > 0.5, "probability": {"false": round(1 - p, 4), "true": p}}}
+
+
+def test_an_ores_v3_document_and_score_revisions_lines_end_to_end(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2, 4, 2], pa.int64())})
+    models = ["enwiki-damaging", "enwiki-goodfaith"]
+    with emulator(deleted=frozenset({4})) as (_, base_url):
+        options: dict[str, Any] = {
+            "models": models,
+            "endpoint": Endpoint(base_url=base_url),
+            "budget": Budget.unlimited(),
+        }
+        score_file(inp, tmp_path / "scores.json", **options)
+        score_file(inp, tmp_path / "scores.jsonl", **options)
+    deleted = {"error": {"type": "TextDeleted", "message": TEXT_DELETED}}
+    # What ORES' /v3/scores/enwiki/?models=damaging|goodfaith&revids=1|2|4 answered.
+    assert orjson.loads((tmp_path / "scores.json").read_bytes()) == {
+        "enwiki": {
+            "models": {"damaging": {"version": "0.5.1"}, "goodfaith": {"version": "0.5.1"}},
+            "scores": {
+                "1": {
+                    "damaging": binary("enwiki-damaging", 1),
+                    "goodfaith": binary("enwiki-goodfaith", 1),
+                },
+                "2": {
+                    "damaging": binary("enwiki-damaging", 2),
+                    "goodfaith": binary("enwiki-goodfaith", 2),
+                },
+                "4": {"damaging": deleted, "goodfaith": deleted},
+            },
+        }
+    }
+    lines = (tmp_path / "scores.jsonl").read_bytes().splitlines()
+    assert sorted((orjson.loads(line) for line in lines), key=lambda d: d["rev_id"]) == [
+        {
+            "rev_id": 1,
+            "score": {
+                "damaging": binary("enwiki-damaging", 1),
+                "goodfaith": binary("enwiki-goodfaith", 1),
+            },
+        },
+        {
+            "rev_id": 2,
+            "score": {
+                "damaging": binary("enwiki-damaging", 2),
+                "goodfaith": binary("enwiki-goodfaith", 2),
+            },
+        },
+        {"rev_id": 4, "score": {"damaging": deleted, "goodfaith": deleted}},
+    ]
+
+
+def rows_of_several_wikis() -> tuple[list[Any], pa.Table]:
+    specs = default_catalog().resolve_all(["{wiki}-damaging", "revertrisk-language-agnostic"])
+    buffer = RowBuffer(specs, KeyLayout("wiki_db"))
+    ok = Score(prediction=True, probability={"false": 0.25, "true": 0.75}, model_version="0.5.1")
+    rr = Score(prediction=False, probability={"true": 0.1, "false": 0.9}, model_version="3")
+    gone = Score.failed(ErrorType.NOT_FOUND, NOT_FOUND_RR.format(9))
+    bad = Score.failed(ErrorType.INVALID_INPUT, "row 4: wiki_db 'xx' is not a wiki")
+    for key, damaging, revertrisk in [
+        (RowKey("enwiki", 7), ok, rr),
+        (RowKey("dewiki", 7), Score.failed(ErrorType.TRANSIENT_ERROR, "HTTP 503 5 times"), rr),
+        (RowKey("enwiki", 9), Score.failed(ErrorType.DELETED, "UserDeleted: gone"), gone),
+    ]:
+        buffer.add(
+            ScoredRow(
+                key, {"{wiki}-damaging": damaging, "revertrisk-language-agnostic": revertrisk}
+            )
+        )
+    invalid = InvalidRow(row=4, rev_id=None, reason="wiki_db 'xx' is not a wiki", wiki="xx")
+    buffer.add(
+        ScoredRow(None, {"{wiki}-damaging": bad, "revertrisk-language-agnostic": bad}, invalid)
+    )
+    return specs, buffer.take()[0]
+
+
+def test_ores_json_keeps_one_document_per_wiki_and_invalid_rows(tmp_path: Path) -> None:
+    specs, table = rows_of_several_wikis()
+    sink = OresJsonSink(tmp_path / "o.json", specs=specs)
+    sink.open(table.schema)
+    sink.write(table.slice(0, 2))
+    sink.write(table.slice(2))
+    assert not (tmp_path / "o.json").exists()  # nothing before commit
+    sink.commit({})
+    assert sink.rows_written == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.json"]  # no parts left
+    ok = {"score": {"prediction": True, "probability": {"false": 0.25, "true": 0.75}}}
+    rr = {"score": {"prediction": False, "probability": {"true": 0.1, "false": 0.9}}}
+    invalid = {"error": {"type": "invalid_input", "message": "row 4: wiki_db 'xx' is not a wiki"}}
+    assert orjson.loads((tmp_path / "o.json").read_bytes()) == {
+        "dewiki": {
+            "models": {"revertrisk-language-agnostic": {"version": "3"}},
+            "scores": {
+                "7": {
+                    "damaging": {
+                        "error": {"type": "transient_error", "message": "HTTP 503 5 times"}
+                    },
+                    "revertrisk-language-agnostic": rr,
+                }
+            },
+        },
+        "enwiki": {
+            "models": {
+                "damaging": {"version": "0.5.1"},
+                "revertrisk-language-agnostic": {"version": "3"},
+            },
+            "scores": {
+                "7": {"damaging": ok, "revertrisk-language-agnostic": rr},
+                "9": {
+                    "damaging": {"error": {"type": "UserDeleted", "message": "UserDeleted: gone"}},
+                    "revertrisk-language-agnostic": {
+                        "error": {"type": "RevisionNotFound", "message": NOT_FOUND_RR.format(9)}
+                    },
+                },
+            },
+        },
+        "xx": {
+            "models": {},
+            "scores": {"invalid-1": {"damaging": invalid, "revertrisk-language-agnostic": invalid}},
+        },
+    }
+
+
+def test_jsonl_lines_carry_the_wiki_column(tmp_path: Path) -> None:
+    specs, table = rows_of_several_wikis()
+    sink = JsonlSink(tmp_path / "o.jsonl", specs=specs)
+    sink.open(table.schema)
+    sink.write(table)
+    sink.abort()
+    assert list(tmp_path.iterdir()) == []  # abort leaves nothing
+    sink = JsonlSink(tmp_path / "o.jsonl", specs=specs)
+    sink.open(table.schema)
+    sink.write(table)
+    sink.commit({})
+    first, *_, last = (
+        orjson.loads(line) for line in (tmp_path / "o.jsonl").read_bytes().splitlines()
+    )
+    assert first == {
+        "wiki_db": "enwiki",
+        "rev_id": 7,
+        "score": {
+            "damaging": {
+                "score": {"prediction": True, "probability": {"false": 0.25, "true": 0.75}}
+            },
+            "revertrisk-language-agnostic": {
+                "score": {"prediction": False, "probability": {"true": 0.1, "false": 0.9}}
+            },
+        },
+    }
+    assert (last["wiki_db"], last["rev_id"]) == ("xx", None)
+
+
+def test_model_names_are_ores_kinds_only_where_unique() -> None:
+    from lwbatch.io.ores_sinks import ores_names
+
+    specs = default_catalog().resolve_all(
+        ["enwiki-damaging", "dewiki-damaging", "enwiki-goodfaith", "readability"]
+    )
+    assert ores_names(specs) == {
+        "enwiki-damaging": "enwiki-damaging",
+        "dewiki-damaging": "dewiki-damaging",
+        "enwiki-goodfaith": "goodfaith",
+        "readability": "readability",
+    }
+
+
+def test_format_flag_wins_over_the_suffix_and_a_finished_text_output_is_not_paid_again(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+    out = tmp_path / "scores.txt"
+    with emulator() as (emu, base_url):
+        args = ["score", str(inp), "-o", str(out), "-m", "enwiki-damaging", "-q"]
+        args += ["--base-url", base_url, "--format", "jsonl"]
+        assert main(args) == 0
+        assert [orjson.loads(x)["rev_id"] for x in out.read_bytes().splitlines()] == [1, 2]
+        assert main(args) == 2
+        assert capsys.readouterr().err == (
+            f"lwbatch: error: {out} already exists, and a finished output in this format "
+            "cannot be read back to resume from; pass --restart to score again, or choose "
+            "another output\n"
+        )
+        assert emu.stats.requests == 2
+        assert main([*args, "--restart"]) == 0
+        assert emu.stats.requests == 4
+    assert main([*args[:-2], "--format", "ores-json", "--engine", "spark"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "--format ores-json is for the local engine: a Spark job writes Parquet\n"
+    )
+    with pytest.raises(UsageError):
+        score_file(inp, tmp_path / "x.xml", models=["enwiki-damaging"])
+
+
+@pytest.mark.parametrize("name", ["scores.jsonl", "scores.json"])
+def test_a_run_killed_mid_way_resumes_into_the_same_text_output(
+    tmp_path: Path, emulator: EmulatorFactory, name: str
+) -> None:
+    ids = list(range(1, 301))
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(ids, pa.int64())})
+    out = tmp_path / name
+    args = [sys.executable, "-m", "lwbatch", "score", str(inp), "-o", str(out), "-q"]
+    args += ["-m", "enwiki-damaging", "--rate", "2000/s", "--concurrency", "8"]
+    env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
+    with emulator(latency=Latency("uniform", 0.005, 0.02)) as (emu, base_url):
+        args += ["--base-url", base_url]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while emu.stats.requests < 120:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        assert not out.exists()
+        before = emu.stats.requests
+        done = subprocess.run(args, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        # Answers journaled before the kill are not asked again: the rerun asks the rest
+        # and at most the 8 in flight and a few received but not yet journaled.
+        assert emu.stats.requests - before <= 300 - before + 8 + 8
+    if name.endswith(".jsonl"):
+        got = {d["rev_id"]: d["score"] for d in map(orjson.loads, out.read_bytes().splitlines())}
+    else:
+        got = {int(k): v for k, v in orjson.loads(out.read_bytes())["enwiki"]["scores"].items()}
+    assert got == {rev: {"damaging": binary("enwiki-damaging", rev)} for rev in ids}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", name]
+
+
+def test_the_parquet_output_is_unchanged(tmp_path: Path, emulator: EmulatorFactory) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([5], pa.int64())})
+    with emulator() as (_, base_url):
+        score_file(
+            inp,
+            tmp_path / "o.parquet",
+            models=["enwiki-damaging"],
+            endpoint=Endpoint(base_url=base_url),
+            budget=Budget.unlimited(),
+        )
+    assert pq.read_table(tmp_path / "o.parquet").column_names == ["rev_id", "enwiki-damaging"]
