@@ -35,9 +35,10 @@ from lwbatch.errors import (
     RestartNeeded,
     UsageError,
 )
+from lwbatch.io.inputs import ManySource, open_inputs
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import open_sink
-from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, open_source
+from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource
 from lwbatch.oauth import Credentials
 from lwbatch.plan import Plan, Planner
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
@@ -56,7 +57,7 @@ OnStart = Callable[[Source, Scorer], None]
 
 
 async def score_file_async(
-    input: Path | str | Source,
+    input: Path | str | Sequence[Path | str] | Source,
     output: Path | str | Sink,
     *,
     models: Sequence[str],
@@ -93,7 +94,8 @@ async def score_file_async(
 ) -> RunReport:
     """Score every rev_id of `input` with `models` into `output`; the run's report.
 
-    `input` is a Parquet or CSV path (or any :class:`~lwbatch.seams.Source`), `output`
+    `input` is a Parquet, CSV or JSON-lines path, a directory of Parquet files, a glob,
+    a list of these (read as one input), or any :class:`~lwbatch.seams.Source`; `output`
     a path (or any :class:`~lwbatch.seams.Sink`) written in `format`: ``parquet`` (one
     row per key, a struct per model), ``jsonl`` (ORES' score_revisions lines) or
     ``ores-json`` (ORES v3 documents); by default the path's suffix chooses. Rows are keyed by
@@ -130,7 +132,7 @@ async def score_file_async(
         sink = (
             output
             if isinstance(output, Sink)
-            else open_sink(output, input=source.name, format=format, specs=specs, lang=lang)
+            else open_sink(output, input=_paths_of(source), format=format, specs=specs, lang=lang)
         )
         buffer = RowBuffer(specs, layout)
         sink.open(buffer.schema)
@@ -316,7 +318,7 @@ async def score_file_async(
 
 
 def open_for(
-    input: Path | str | Source,
+    input: Path | str | Sequence[Path | str] | Source,
     specs: Sequence[ModelSpec],
     *,
     id_column: str,
@@ -329,11 +331,15 @@ def open_for(
     source = (
         input
         if isinstance(input, Source)
-        else open_source(
-            input, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
+        else open_inputs(
+            [input] if isinstance(input, Path | str) else input,
+            id_column=id_column,
+            lang=lang,
+            wiki_column=wiki_column,
+            batch_rows=batch_rows,
         )
     )
-    if isinstance(source, FileSource) and not source.has_page_id:
+    if isinstance(source, FileSource | ManySource) and not source.has_page_id:
         for spec in specs:
             if spec.needs_page_id:
                 raise InputError(
@@ -347,7 +353,7 @@ def open_for(
 
 
 def plan_file(
-    input: Path | str | Source,
+    input: Path | str | Sequence[Path | str] | Source,
     *,
     models: Sequence[str],
     id_column: str = "rev_id",
@@ -392,6 +398,12 @@ def plan_file(
     finally:
         if owned is not None:
             owned.close()
+
+
+def _paths_of(source: Source) -> list[str]:
+    if isinstance(source, ManySource):
+        return [str(s.path) for s in source.sources]
+    return [str(source.path)] if isinstance(source, FileSource) else [source.name]
 
 
 def _unreadable(output: Path) -> None:

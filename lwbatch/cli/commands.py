@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -33,6 +35,7 @@ from lwbatch.config import (
 from lwbatch.errors import LWBatchError, UsageError
 from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
 from lwbatch.protocol.catalog import split_model_names
+from lwbatch.seams import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("lwbatch")
@@ -64,6 +67,12 @@ def _input_options(func: F) -> F:
                 default="en",
                 show_default=True,
                 help="The Wikipedia (language code, e.g. de, zh-yue) of rows that name no wiki.",
+            ),
+            click.option(
+                "--input-format",
+                type=click.Choice(["parquet", "csv", "tsv", "jsonl"]),
+                help="Read every INPUT in this format (default: by its name; standard "
+                "input: Parquet, JSON lines or CSV, by its first bytes).",
             ),
             click.option(
                 "--wiki-column",
@@ -115,7 +124,7 @@ def _run_options(func: F) -> F:
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(), required=False)
+@click.argument("input_paths", metavar="[INPUT]...", nargs=-1)
 @click.option(
     "-o",
     "--output",
@@ -210,12 +219,13 @@ def _run_options(func: F) -> F:
 )
 @_run_options
 def score(
-    input_path: str | None,
+    input_paths: tuple[str, ...],
     output: str | None,
     output_format: str | None,
     models: tuple[str, ...],
     id_column: str,
     lang: str,
+    input_format: str | None,
     wiki_column: str | None,
     contact: str | None,
     token_file: Path | None,
@@ -240,7 +250,11 @@ def score(
     report_path: Path | None,
     quiet: bool,
 ) -> None:
-    """Score the rev_ids of INPUT (Parquet or CSV) with every model into one Parquet file.
+    """Score the rev_ids of INPUT with every model into one output file.
+
+    INPUT: Parquet, CSV/TSV or JSON-lines files (optionally .gz), a directory of Parquet
+    files, a glob ('data/*.parquet'), several of these, or - for standard input; all
+    are read as one input.
 
     \b
     Example:
@@ -252,6 +266,9 @@ def score(
     A data-lake table, each row scored by its own wiki's model:
       lwbatch score revisions.parquet -o scores.parquet --wiki-column wiki_db \\
           --id-column revision_id -m '{wiki}-damaging' -m revertrisk-language-agnostic
+    \b
+    In place of ORES' score_revisions (JSON lines in and out):
+      cat revs.jsonl | lwbatch score - -o scores.jsonl -m enwiki-damaging
     """
     if quiet:
         logging.getLogger("lwbatch").setLevel(logging.WARNING)
@@ -313,8 +330,13 @@ def score(
                     f"{flag} is for the local engine: a Spark job keeps no journal "
                     "to resume from, and Spark itself stops its tasks"
                 )
-        if (input_path is None) == (input_table is None):
+        if (not input_paths) == (input_table is None):
             raise UsageError("give INPUT or --input-table (one of them)")
+        if len(input_paths) > 1 or "-" in input_paths or input_format is not None:
+            raise UsageError(
+                "--engine spark reads one INPUT (a Parquet file or directory, or a URI), "
+                "or --input-table"
+            )
         if (output is None) == (output_table is None):
             raise UsageError("give --output or --output-table (one of them)")
         if output_format not in (None, "parquet"):
@@ -322,7 +344,7 @@ def score(
                 f"--format {output_format} is for the local engine: a Spark job writes Parquet"
             )
         score_on_spark(
-            input_path,
+            input_paths[0] if input_paths else None,
             output,
             input_table=input_table,
             output_table=output_table,
@@ -335,20 +357,48 @@ def score(
         raise UsageError(
             "--master, --slots, --input-table and --output-table are for --engine spark"
         )
-    if input_path is None:
-        raise UsageError("give INPUT, the Parquet or CSV file of rev_ids to score")
+    if not input_paths:
+        raise UsageError("give INPUT, the file(s) of rev_ids to score (- for standard input)")
     if output is None:
         raise UsageError("give --output, the file to write (*.parquet, *.jsonl or *.json)")
-    score_and_report(
-        Path(input_path),
-        Path(output),
-        format=output_format,
-        retry_failed=retry_failed,
-        grace=grace,
-        cache=cache,
-        credentials=oauth,
-        **{**common, "token": token or (oauth.fetch(verify=not insecure) if oauth else None)},
-    )
+    with _inputs(input_paths, Path(output).parent, input_format, common) as source:
+        score_and_report(
+            source,
+            Path(output),
+            format=output_format,
+            retry_failed=retry_failed,
+            grace=grace,
+            cache=cache,
+            credentials=oauth,
+            **{**common, "token": token or (oauth.fetch(verify=not insecure) if oauth else None)},
+        )
+
+
+@contextmanager
+def _inputs(
+    paths: tuple[str, ...], spool_beside: Path, input_format: str | None, common: dict[str, Any]
+) -> Iterator[Source]:
+    """The one source of every INPUT; standard input is spooled to a hidden folder
+    beside the output (it can be large), removed at the end."""
+    from lwbatch.io.inputs import STDIN, open_inputs
+
+    options = {k: common[k] for k in ("id_column", "lang", "wiki_column")}
+    with ExitStack() as stack:
+        spool_dir = None
+        if STDIN in paths:
+            where = spool_beside if spool_beside.is_dir() else None
+            spool_dir = Path(
+                stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix=".lwbatch-stdin-", dir=where)
+                )
+            )
+        yield open_inputs(
+            paths,
+            input_format=input_format,
+            stdin=sys.stdin.buffer,
+            spool_dir=spool_dir,
+            **options,
+        )
 
 
 def _credentials(path: Path | None, token_url: str | None) -> Credentials | None:
@@ -477,7 +527,7 @@ def cache_prune(path: Path, model: str | None) -> None:
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_paths", metavar="INPUT...", nargs=-1, required=True)
 @_input_options
 @click.option("--token-file", type=click.Path(path_type=Path), help="File holding the token.")
 @click.option("--tier", type=click.Choice([t.value for t in Tier]), help="Gateway tier.")
@@ -494,10 +544,11 @@ def cache_prune(path: Path, model: str | None) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def plan(
-    input_path: Path,
+    input_paths: tuple[str, ...],
     models: tuple[str, ...],
     id_column: str,
     lang: str,
+    input_format: str | None,
     wiki_column: str | None,
     token_file: Path | None,
     credentials: Path | None,
@@ -511,18 +562,20 @@ def plan(
     with the same flags and environment."""
     from lwbatch.run import plan_file
 
-    planned = plan_file(
-        input_path,
-        models=split_model_names(models),
-        id_column=id_column,
-        lang=lang,
-        wiki_column=wiki_column,
-        budget=Budget.parse(rate) if rate else None,
-        tier=Tier(tier) if tier else None,
-        token=_token(token_file),
-        credentials=_credentials(credentials, None),
-        cache=cache,
-    )
+    common = {"id_column": id_column, "lang": lang, "wiki_column": wiki_column}
+    with _inputs(input_paths, Path(tempfile.gettempdir()), input_format, common) as source:
+        planned = plan_file(
+            source,
+            models=split_model_names(models),
+            id_column=id_column,
+            lang=lang,
+            wiki_column=wiki_column,
+            budget=Budget.parse(rate) if rate else None,
+            tier=Tier(tier) if tier else None,
+            token=_token(token_file),
+            credentials=_credentials(credentials, None),
+            cache=cache,
+        )
     if as_json:
         click.echo(orjson.dumps(planned.to_dict()).decode())
     else:

@@ -23,6 +23,7 @@ from lwbatch.config import Token
 from lwbatch.durability.atomic import write_atomic
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import Interrupted, OutputError, UsageError, primary_error
+from lwbatch.io.inputs import ManySource
 from lwbatch.io.sources import FileSource
 from lwbatch.plan import Planner
 from lwbatch.seams import Source
@@ -39,7 +40,7 @@ NO_CONTACT = (
 
 
 def score_and_report(
-    input_path: Path,
+    input_path: Path | Source,
     output: Path,
     *,
     report_path: Path | None,
@@ -89,7 +90,7 @@ def score_and_report(
 def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bool) -> None:
     """Log what the whole input costs (the line `lwbatch plan` ends with), and warn when
     the token expires before the run would end (unless credentials will replace it)."""
-    if not isinstance(source, FileSource):
+    if not isinstance(source, FileSource | ManySource):
         return  # another Source may not be readable twice
     planner = Planner(
         scorer.specs, scorer.default_wiki.lang, scorer.budget_choice, cache=scorer.cache
@@ -121,7 +122,7 @@ def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bo
 
 
 async def _run(
-    input_path: Path,
+    input_path: Path | Source,
     output: Path,
     options: dict[str, Any],
     bar: Any,

@@ -44,17 +44,20 @@ def format_of(output: Path | str, format: str | None = None) -> str:
 def open_sink(
     output: Path | str,
     *,
-    input: str | None = None,
+    input: str | Sequence[str] | None = None,
     format: str | None = None,
     specs: Sequence[ModelSpec] = (),
     lang: str = "en",
 ) -> Sink:
-    """The sink writing `output` in `format` (else chosen by its suffix); `input` may not
-    be the same file. `specs` are the run's models, `lang` the wiki of rows without one."""
+    """The sink writing `output` in `format` (else chosen by its suffix); `input` (one
+    path or several) may not be the same file. `specs` are the run's models, `lang` the
+    wiki of rows without one."""
     path = Path(output)
     factory, _ = FORMATS[format_of(path, format)]
-    if input is not None and path.exists() and Path(input).exists() and path.samefile(input):
-        raise UsageError(f"`output` {path} is the input file; choose another output path")
+    inputs = [input] if isinstance(input, str) else list(input or ())
+    for given in inputs:
+        if path.exists() and Path(given).exists() and path.samefile(given):
+            raise UsageError(f"`output` {path} is the input file; choose another output path")
     return factory(path, specs, lang)
 
 

@@ -38,6 +38,7 @@ _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _INTEGRAL_FLOAT_TEXT = re.compile(r"([+-]?[0-9]+)\.0*")
 _PARQUET = (".parquet", ".pq")
 _CSV = {".csv": ",", ".tsv": "\t"}
+_JSONL = (".jsonl", ".ndjson")
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 _FINGERPRINT_BYTES = 1 << 20
 
@@ -55,8 +56,12 @@ class FileSource:
         lang: str = "en",
         wiki_column: str | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        label: str | None = None,
     ) -> None:
         self.path = Path(path)
+        # How messages and the resume fingerprint name the input ("-" for stdin spooled
+        # to a temporary file); the path itself by default.
+        self.label = label
         self.id_column = id_column
         self.default_wiki = wikipedia(lang)
         if wiki_column is not None and wiki_column in (id_column, "rev_id"):
@@ -71,7 +76,7 @@ class FileSource:
         self._wiki_form = "dbname" if wiki_column is not None else "lang"
         self.has_page_id = False
         self._total_rows: int | None = None
-        _check_file(self.path)
+        _check_file(self.path, self.name)
         self._open()
 
     @property
@@ -80,7 +85,7 @@ class FileSource:
 
     @property
     def name(self) -> str:
-        return str(self.path)
+        return self.label if self.label is not None else str(self.path)
 
     @property
     def total_rows(self) -> int | None:
@@ -96,7 +101,8 @@ class FileSource:
             if size > _FINGERPRINT_BYTES:
                 fh.seek(max(size - _FINGERPRINT_BYTES, _FINGERPRINT_BYTES))
                 digest.update(fh.read())
-        return {"path": str(path.resolve()), "size": size, "blake2b": digest.hexdigest()}
+        named = self.label if self.label is not None else str(path.resolve())
+        return {"path": named, "size": size, "blake2b": digest.hexdigest()}
 
     def _open(self) -> None:
         raise NotImplementedError
@@ -118,7 +124,7 @@ class FileSource:
                 raise InputError(
                     f"no column {self.wiki_column!r} for `wiki_column` "
                     f"(columns: {', '.join(map(repr, names[:10]))})",
-                    path=self.path,
+                    path=self.name,
                 )
             self._wiki_source = self.wiki_column
         elif LANG_COLUMN in names:
@@ -134,7 +140,7 @@ class FileSource:
                 f"no column {self.id_column!r} "
                 f"(columns: {', '.join(map(repr, names[:10]))}){hint}; "
                 "name the id column with `id_column`",
-                path=self.path,
+                path=self.name,
             )
         if schema is not None:
             kind = schema.field(self.id_column).type
@@ -147,7 +153,7 @@ class FileSource:
             ):
                 raise InputError(
                     f"column {self.id_column!r} has type {kind}; rev_ids must be integers",
-                    path=self.path,
+                    path=self.name,
                 )
 
     def batches(self) -> Iterator[list[Item]]:
@@ -165,7 +171,7 @@ class FileSource:
                 row += len(ids)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(
-                f"unreadable after row {row - 1} ({_first_line(exc)})", path=self.path
+                f"unreadable after row {row - 1} ({_first_line(exc)})", path=self.name
             ) from None
 
     def __repr__(self) -> str:
@@ -272,7 +278,7 @@ class ParquetSource(FileSource):
             pf = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(
-                f"not a readable Parquet file ({_first_line(exc)})", path=self.path
+                f"not a readable Parquet file ({_first_line(exc)})", path=self.name
             ) from None
         schema = pf.schema_arrow
         self._check_column(schema.names, schema)
@@ -281,10 +287,10 @@ class ParquetSource(FileSource):
             raise InputError(
                 f"column {self._wiki_source!r} has type {schema.field(self._wiki_source).type}; "
                 "wikis must be text",
-                path=self.path,
+                path=self.name,
             )
         if pf.metadata.num_rows == 0:
-            raise InputError("has no rows", path=self.path)
+            raise InputError("has no rows", path=self.name)
         self._total_rows = pf.metadata.num_rows
 
     def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
@@ -308,19 +314,19 @@ class CsvSource(FileSource):
         self._check_column(names, None)
         self._find_columns(names)
         if next(self._arrays(), None) is None:
-            raise InputError("has a header but no rows", path=self.path)
+            raise InputError("has a header but no rows", path=self.name)
 
     def _header(self) -> list[str]:
         try:
             with pa.input_stream(str(self.path), compression="detect") as stream:
                 head = stream.read(1 << 16)
         except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"cannot read it ({_first_line(exc)})", path=self.path) from None
+            raise InputError(f"cannot read it ({_first_line(exc)})", path=self.name) from None
         text = head.decode("utf-8", "replace").lstrip("\ufeff")
         line = text.splitlines()[0] if text.strip() else ""
         names = next(csv.reader(io.StringIO(line), delimiter=self._delimiter), [])
         if not names:
-            raise InputError("is empty (no header line)", path=self.path)
+            raise InputError("is empty (no header line)", path=self.name)
         return names
 
     def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
@@ -346,7 +352,7 @@ class CsvSource(FileSource):
                     yield _split(batch, self._wiki_source is not None, self.has_page_id)
         except pa.ArrowException as exc:
             raise InputError(
-                f"cannot parse it as CSV ({_first_line(exc)})", path=self.path
+                f"cannot parse it as CSV ({_first_line(exc)})", path=self.name
             ) from None
 
 
@@ -357,28 +363,36 @@ def open_source(
     lang: str = "en",
     wiki_column: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    format: str | None = None,
+    label: str | None = None,
 ) -> FileSource:
-    """The source for `path`, chosen by its extension; raises InputError if unusable."""
+    """The source for `path`, in `format` (parquet, csv, tsv, jsonl) or else chosen by
+    its extension; raises InputError if unusable. `label` names it in messages."""
+    from lwbatch.io.jsonl_source import JsonlSource
+
     path = Path(path)
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSED:
         suffixes = suffixes[:-1]
-    kind = suffixes[-1] if suffixes else ""
+    kind = f".{format}" if format is not None else suffixes[-1] if suffixes else ""
     options: dict[str, Any] = {
         "id_column": id_column,
         "lang": lang,
         "wiki_column": wiki_column,
         "batch_rows": batch_rows,
+        "label": label,
     }
     if kind in _PARQUET:
         return ParquetSource(path, **options)
     if kind in _CSV:
         return CsvSource(path, delimiter=_CSV[kind], **options)
-    _check_file(path)  # a missing file is reported as such, whatever its name
+    if kind in _JSONL:
+        return JsonlSource(path, **options)
+    _check_file(path, label)  # a missing file is reported as such, whatever its name
     raise InputError(
-        f"unknown file type {kind or '(no extension)'!r}; use .parquet, .csv or .tsv "
-        "(optionally .gz)",
-        path=path,
+        f"unknown file type {kind or '(no extension)'!r}; use .parquet, .csv, .tsv or "
+        ".jsonl (optionally .gz)",
+        path=label if label is not None else path,
     )
 
 
@@ -419,17 +433,18 @@ def _page_ids(array: pa.Array) -> list[int | None]:
     return out
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path, name: str | None = None) -> None:
+    said = name if name is not None else path
     if not path.exists():
-        raise InputError("no such file", path=path)
+        raise InputError("no such file", path=said)
     if path.is_dir():
-        raise InputError("is a directory; give one Parquet or CSV file", path=path)
+        raise InputError("is a directory; give one Parquet or CSV file", path=said)
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise InputError(f"cannot read it ({exc.strerror})", path=path) from None
+        raise InputError(f"cannot read it ({exc.strerror})", path=said) from None
     if size == 0:
-        raise InputError("is empty (0 bytes)", path=path)
+        raise InputError("is empty (0 bytes)", path=said)
 
 
 def _from_int(value: int | None) -> tuple[int | None, str | None]:

@@ -1,0 +1,107 @@
+"""JSON lines in (one object per line, ``{"rev_id": 123, ...}``), as ORES'
+`score_revisions` tool read them; optionally compressed.
+
+The first object names the columns (the id column must be there; a ``lang`` or the
+wiki column and ``page_id`` are read when it has them). Values go through the same
+checks as CSV text, so ``"123"``, ``123`` and ``123.0`` are one rev_id and anything
+else is an invalid row. A line that is not a JSON object is an invalid row too; blank
+lines are skipped, and rows are numbered by the objects read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from lwbatch.errors import InputError
+from lwbatch.io.sources import FileSource
+
+_CHUNK = 1 << 20
+_NOT_AN_OBJECT = object()  # the id of a line that is not a JSON object
+
+
+class JsonlSource(FileSource):
+    """A JSON-lines file, streamed line by line (never the whole file)."""
+
+    format = "jsonl"
+
+    def _open(self) -> None:
+        first = next(self._records(), None)
+        if first is None:
+            raise InputError("has no JSON lines", path=self.name)
+        if not isinstance(first, dict):
+            raise InputError(
+                'line 1 is not a JSON object; give one object per line, such as {"rev_id": 123}',
+                path=self.name,
+            )
+        names = list(first)
+        self._check_column(names, None)
+        self._find_columns(names)
+
+    def _lines(self) -> Iterator[bytes]:
+        try:
+            with pa.input_stream(str(self.path), compression="detect") as stream:
+                rest = b""
+                while chunk := stream.read(_CHUNK):
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    yield from lines
+                if rest:
+                    yield rest
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read it ({exc})", path=self.name) from None
+
+    def _records(self) -> Iterator[Any]:
+        for line in self._lines():
+            if not line.strip():
+                continue
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                yield _NOT_AN_OBJECT
+
+    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
+        id_column, wiki_column = self.id_column, self._wiki_source
+        ids: list[str | None] = []
+        wikis: list[str | None] = []
+        pages: list[str | None] = []
+        for record in self._records():
+            if not isinstance(record, dict):
+                ids.append("(a line that is not a JSON object)")
+                wikis.append(None)
+                pages.append(None)
+            else:
+                ids.append(_text(record.get(id_column)))
+                if wiki_column is not None:
+                    wikis.append(_text(record.get(wiki_column)))
+                if self.has_page_id:
+                    pages.append(_text(record.get("page_id")))
+            if len(ids) >= self.batch_rows:
+                yield self._batch(ids, wikis, pages)
+                ids, wikis, pages = [], [], []
+        if ids:
+            yield self._batch(ids, wikis, pages)
+
+    def _batch(
+        self, ids: list[str | None], wikis: list[str | None], pages: list[str | None]
+    ) -> tuple[pa.Array, pa.Array | None, pa.Array | None]:
+        return (
+            pa.array(ids, pa.string()),
+            pa.array(wikis, pa.string()) if self._wiki_source is not None else None,
+            pa.array(pages, pa.string()) if self.has_page_id else None,
+        )
+
+
+def _text(value: Any) -> str | None:
+    """A JSON value as the text CSV would have held (checked by the same rules)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return orjson.dumps(value).decode()
+    return repr(value)
+
+
+__all__ = ["JsonlSource"]
