@@ -24,15 +24,30 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from lwbatch.errors import InputError
+from lwbatch.errors import InputError, UsageError
 from lwbatch.results import ErrorType, Score
 
 FORMAT = 1
 # How long a write waits for another process's write to finish. Writes run in a
 # worker thread, so the wait holds back that answer's bookkeeping, not the run.
 _BUSY_S = 30.0
-# The version a model's entries must carry to be used: its latest fresh answer's.
-_TRUSTED = "coalesce((SELECT version FROM versions v WHERE v.model = ?), '')"
+
+
+def _trusted(model: str) -> str:
+    """SQL for the version `model`'s scores must carry to be used: its latest fresh
+    answer's."""
+    return f"coalesce((SELECT v.version FROM versions v WHERE v.model = {model}), '')"
+
+
+def _used(model: str) -> str:
+    """SQL for whether an entry of `answers` is used: a score of the trusted version,
+    or a final error (kept under no version)."""
+    return (
+        f"(answers.version = {_trusted(model)} "
+        "OR (answers.version = '' AND answers.error IS NOT NULL))"
+    )
+
+
 # Answers that do not change on asking again; anything else is asked again next time.
 FINAL_ERRORS = frozenset({ErrorType.NOT_FOUND, ErrorType.DELETED})
 
@@ -56,48 +71,75 @@ class ModelEntries:
 
 
 class SqliteScoreCache:
-    """A :class:`~lwbatch.seams.ScoreCache` in one SQLite file (created if missing)."""
+    """A :class:`~lwbatch.seams.ScoreCache` in one SQLite file (created if missing).
 
-    def __init__(self, path: Path | str, *, must_exist: bool = False) -> None:
+    Two connections: lookups read through one, answers are written through the other
+    (from worker threads), so a lookup never waits while a write waits for another
+    process's lock. `read_only` opens an existing file for reading alone (``plan``,
+    ``cache stats``, ``cache export``), which also works on a file one may not write.
+    """
+
+    def __init__(
+        self, path: Path | str, *, must_exist: bool = False, read_only: bool = False
+    ) -> None:
         self.path = Path(path)
-        if must_exist and not self.path.is_file():
-            raise self._error("no such file")
+        self.read_only = read_only
         if self.path.is_dir():
             raise self._error("is a directory; give a file for the cache")
+        if (must_exist or read_only) and not self.path.is_file():
+            raise self._error("no such file")
         if not self.path.parent.is_dir():
             raise self._error(f"no such folder: {self.path.parent}")
-        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+        wanted = os.R_OK if read_only else os.R_OK | os.W_OK
+        if self.path.exists() and not os.access(self.path, wanted):
             # SQLite would call a file it may not write "readonly database" at the first
             # write, after requests were paid for.
-            raise self._error("cannot read and write it (permission denied)")
-        # One connection, shared by the threads a run writes from; one at a time.
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(
-                self.path, timeout=_BUSY_S, isolation_level=None, check_same_thread=False
+            raise self._error(
+                "cannot read it (permission denied)"
+                if read_only
+                else "cannot read and write it (permission denied); `lwbatch cache` and "
+                "`plan` can read it"
             )
-        except sqlite3.Error as exc:
-            raise self._error(f"cannot open it ({exc})") from None
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._empty = False  # a read-only look at a file that holds no cache yet
         try:
-            self._open()
+            if not read_only:
+                self._writer = self._connect(self.path)
+                self._create(self._writer)
+            self._reader = self._connect(
+                f"file:{self.path.resolve()}?mode=ro" if read_only else self.path,
+                uri=read_only,
+            )
+            self._check(self._reader)
         except _NewerFormat as exc:
-            self._db.close()
+            self.close()
             raise self._error(str(exc)) from None
         except sqlite3.OperationalError as exc:
-            self._db.close()
+            self.close()
             raise self._error(f"cannot open it ({exc})") from None
         except sqlite3.DatabaseError as exc:
-            self._db.close()
+            self.close()
             raise self._error(f"not an lwbatch score cache, or damaged ({exc})") from None
 
-    def _open(self) -> None:
-        db = self._db
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    @staticmethod
+    def _connect(target: Path | str, *, uri: bool = False) -> sqlite3.Connection:
+        return sqlite3.connect(
+            target, timeout=_BUSY_S, isolation_level=None, check_same_thread=False, uri=uri
+        )
+
+    @staticmethod
+    def _tables(db: sqlite3.Connection) -> set[str]:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        tables = self._tables(db)
         if tables and "meta" not in tables:
             raise sqlite3.DatabaseError("it has tables of its own")
+        db.execute("PRAGMA journal_mode = WAL")
         if not tables:
             # A new file, or an empty one (which any run would also take as a new cache).
-            db.execute("PRAGMA journal_mode = WAL")
             # The format row in the same transaction: a process opening the file at the
             # same moment sees both or neither.
             db.executescript(
@@ -105,11 +147,17 @@ class SqliteScoreCache:
                 + _SCHEMA
                 + f"INSERT OR IGNORE INTO meta VALUES ('format', '{FORMAT}');COMMIT;"
             )
-        else:
-            db.execute("PRAGMA journal_mode = WAL")
         # A committed answer survives a crash of this process (not of the machine's
         # power, which costs a request again, not a wrong answer).
         db.execute("PRAGMA synchronous = NORMAL")
+
+    def _check(self, db: sqlite3.Connection) -> None:
+        tables = self._tables(db)
+        if not tables and self.read_only:
+            self._empty = True
+            return
+        if "meta" not in tables:
+            raise sqlite3.DatabaseError("it has tables of its own")
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         found = int(row[0]) if row and str(row[0]).isdigit() else None
         if found is None:
@@ -127,12 +175,14 @@ class SqliteScoreCache:
 
     # -- the ScoreCache seam -------------------------------------------------------
     def get(self, model: str, wiki: str, rev_id: int) -> Score | None:
+        if self._empty:
+            return None
         try:
-            with self._lock:
-                row = self._db.execute(
+            with self._read_lock:
+                row = self._reader.execute(
                     "SELECT version, prediction, probability, error, message FROM answers "
-                    "WHERE model = ? AND wiki = ? AND rev_id = ? AND version = "
-                    f"{_TRUSTED}",
+                    f"WHERE model = ? AND wiki = ? AND rev_id = ? AND {_used('?')} "
+                    "ORDER BY stored DESC LIMIT 1",
                     (model, wiki, rev_id, model),
                 ).fetchone()
         except sqlite3.DatabaseError as exc:
@@ -158,86 +208,80 @@ class SqliteScoreCache:
         ]
         if not kept:
             return
+        db = self._writable()
+        # The version these answers came from: a batch's scores all carry the same one.
+        newest = next((s.model_version for _, _, s in kept if s.model_version), None)
         try:
-            with self._lock, self._transaction():
-                db = self._db
+            with self._write_lock, _Transaction(db):
                 # Read inside the write transaction: another process may have moved on.
                 row = db.execute(
                     "SELECT version FROM versions WHERE model = ?", (model,)
                 ).fetchone()
                 trusted = "" if row is None else str(row[0])
-                rows = []
-                for wiki, rev_id, score in kept:
-                    version = score.model_version
-                    if version and version != trusted:
-                        db.execute(
-                            "INSERT OR REPLACE INTO versions VALUES (?, ?, ?)",
-                            (model, version, now),
-                        )
-                        trusted = version
-                    rows.append(
-                        (
-                            model,
-                            trusted,
-                            wiki,
-                            rev_id,
-                            None
-                            if score.prediction is None
-                            else orjson.dumps(score.prediction).decode(),
-                            None
-                            if score.probability is None
-                            else orjson.dumps(score.probability).decode(),
-                            None if score.error is None else score.error.value,
-                            score.error_message,
-                            now,
-                        )
+                if newest and newest != trusted:
+                    db.execute(
+                        "INSERT OR REPLACE INTO versions VALUES (?, ?, ?)", (model, newest, now)
                     )
+                    trusted = newest
                 db.executemany(
-                    "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                    "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        _row(model, trusted, wiki, rev_id, score, now)
+                        for wiki, rev_id, score in kept
+                    ],
                 )
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot write it ({exc})") from None
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        for lock, db in (
+            (self._write_lock, self._writer),
+            (self._read_lock, getattr(self, "_reader", None)),
+        ):
+            if db is not None:
+                with lock:
+                    db.close()
 
     # -- maintenance ---------------------------------------------------------------
     def models(self) -> list[ModelEntries]:
+        if self._empty:
+            return []
         try:
-            with self._lock:
-                counts: dict[tuple[str, str], int] = {
-                    (m, v): n
-                    for m, v, n in self._db.execute(
-                        "SELECT model, version, count(*) FROM answers GROUP BY model, version"
-                    )
-                }
-                versions = dict(self._db.execute("SELECT model, version FROM versions"))
+            with self._read_lock:
+                counts = self._reader.execute(
+                    f"SELECT model, {_trusted('answers.model')}, {_used('answers.model')}, "
+                    "count(*) FROM answers GROUP BY 1, 2, 3"
+                ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot read it ({exc})") from None
         out = []
-        for model in sorted({m for m, _ in counts}):
-            trusted = versions.get(model, "")
-            mine = counts.get((model, trusted), 0)
-            stale = sum(n for (m, v), n in counts.items() if m == model and v != trusted)
-            out.append(ModelEntries(model, trusted, mine, stale))
+        for model in sorted({m for m, _, _, _ in counts}):
+            mine = [(v, used, n) for m, v, used, n in counts if m == model]
+            out.append(
+                ModelEntries(
+                    model,
+                    mine[0][0],
+                    sum(n for _, used, n in mine if used),
+                    sum(n for _, used, n in mine if not used),
+                )
+            )
         return out
 
     def prune(self, *, model: str | None = None) -> int:
         """Remove the entries no run will use again (older versions), or every entry
         of `model`; the number removed."""
+        db = self._writable()
         try:
-            with self._lock:
-                with self._transaction():
+            with self._write_lock:
+                with _Transaction(db):
                     if model is not None:
-                        cursor = self._db.execute("DELETE FROM answers WHERE model = ?", (model,))
-                        self._db.execute("DELETE FROM versions WHERE model = ?", (model,))
+                        cursor = db.execute("DELETE FROM answers WHERE model = ?", (model,))
+                        db.execute("DELETE FROM versions WHERE model = ?", (model,))
                     else:
-                        cursor = self._db.execute(
-                            "DELETE FROM answers WHERE version != "
-                            f"{_TRUSTED.replace('?', 'answers.model')}"
+                        cursor = db.execute(
+                            f"DELETE FROM answers WHERE NOT {_used('answers.model')}"
                         )
-                self._db.execute("VACUUM")
+                db.execute("VACUUM")
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot prune it ({exc})") from None
         return int(cursor.rowcount)
@@ -247,24 +291,48 @@ class SqliteScoreCache:
     ) -> Iterator[pa.RecordBatch]:
         """The entries as Arrow batches (model, model_version, wiki, rev_id, prediction
         as JSON text, probability, error, error_message)."""
+        if self._empty:
+            return
         query = (
-            "SELECT a.model, a.version, a.wiki, a.rev_id, a.prediction, a.probability, "
-            "a.error, a.message FROM answers a"
+            "SELECT model, version, wiki, rev_id, prediction, probability, error, message "
+            "FROM answers"
         )
         if trusted_only:
-            query += f" WHERE a.version = {_TRUSTED.replace('?', 'a.model')}"
+            query += f" WHERE {_used('answers.model')}"
         try:
-            cursor = self._db.execute(query + " ORDER BY a.model, a.wiki, a.rev_id")
-            while rows := cursor.fetchmany(rows_per_batch):
-                yield pa.record_batch(_columns(rows), schema=EXPORT_SCHEMA)
+            with self._read_lock:
+                cursor = self._reader.execute(query + " ORDER BY model, wiki, rev_id")
+                while rows := cursor.fetchmany(rows_per_batch):
+                    yield pa.record_batch(_columns(rows), schema=EXPORT_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot read it ({exc})") from None
 
-    def _transaction(self) -> Any:
-        return _Transaction(self._db)
+    def _writable(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise UsageError(f"{self.path}: the score cache was opened read-only")
+        return self._writer
 
     def __repr__(self) -> str:
         return f"SqliteScoreCache({str(self.path)!r})"
+
+
+def _row(
+    model: str, trusted: str, wiki: str, rev_id: int, score: Score, now: float
+) -> tuple[Any, ...]:
+    # A final error is a fact about the revision, whichever version said it: kept under
+    # no version, it stays in use when the model's version changes.
+    version = "" if score.error is not None else score.model_version or trusted
+    return (
+        model,
+        version,
+        wiki,
+        rev_id,
+        None if score.prediction is None else orjson.dumps(score.prediction).decode(),
+        None if score.probability is None else orjson.dumps(score.probability).decode(),
+        None if score.error is None else score.error.value,
+        score.error_message,
+        now,
+    )
 
 
 EXPORT_SCHEMA = pa.schema(
@@ -306,7 +374,20 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: object, *_: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                # A failed COMMIT (disk full) leaves the transaction open: end it, or
+                # every later write here fails and other processes wait on its lock.
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
 
 class _NewerFormat(sqlite3.DatabaseError):

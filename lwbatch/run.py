@@ -380,7 +380,7 @@ def plan_file(
         input, specs, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
     )
     owned = (
-        SqliteScoreCache(cache, must_exist=True)
+        SqliteScoreCache(cache, read_only=True)
         if isinstance(cache, str | Path) and Path(cache).exists()
         else None
     )

@@ -144,7 +144,7 @@ def test_two_processes_sharing_a_cache_agree_on_the_trusted_version(tmp_path: Pa
     second.put("enwiki-damaging", [("enwiki", 2, scored(0.9, "0.6.0"))])
     assert first.get("enwiki-damaging", "enwiki", 1) is None
     assert first.get("enwiki-damaging", "enwiki", 2) == scored(0.9, "0.6.0")
-    # An error answer, which names no version, is kept under the trusted one.
+    # An error answer names no version: whichever version said it, it stays in use.
     first.put("enwiki-damaging", [("enwiki", 3, Score.failed(ErrorType.NOT_FOUND, "gone"))])
     assert second.get("enwiki-damaging", "enwiki", 3) == Score.failed(ErrorType.NOT_FOUND, "gone")
     first.close()
@@ -154,6 +154,91 @@ def test_two_processes_sharing_a_cache_agree_on_the_trusted_version(tmp_path: Pa
         assert db.execute("SELECT model, version FROM versions").fetchall() == [
             ("enwiki-damaging", "0.6.0")
         ]
+
+
+def test_final_errors_stay_in_use_across_versions_and_before_the_first_one(
+    tmp_path: Path,
+) -> None:
+    cache = SqliteScoreCache(tmp_path / "c.db")
+    gone = Score.failed(ErrorType.NOT_FOUND, "RevisionNotFound: 1")
+    deleted = Score.failed(ErrorType.DELETED, "TextDeleted")
+    cache.put("enwiki-damaging", [("enwiki", 1, gone)])  # before any version is known
+    cache.put("enwiki-damaging", [("enwiki", 2, scored(0.3, "0.5.1"))])
+    # One batch: an error, then the first score of a new version.
+    cache.put("enwiki-damaging", [("enwiki", 3, deleted), ("enwiki", 4, scored(0.8, "0.6.0"))])
+    assert [cache.get("enwiki-damaging", "enwiki", r) for r in (1, 2, 3, 4)] == [
+        gone,
+        None,  # a score of the older version
+        deleted,
+        scored(0.8, "0.6.0"),
+    ]
+    assert [(e.model, e.version, e.trusted, e.stale) for e in cache.models()] == [
+        ("enwiki-damaging", "0.6.0", 3, 1)
+    ]
+    assert cache.prune() == 1
+    assert sum(b.num_rows for b in cache.export()) == 3
+    cache.close()
+
+
+def test_a_lookup_never_waits_for_a_write_held_up_by_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import lwbatch.cache
+
+    monkeypatch.setattr(lwbatch.cache, "_BUSY_S", 2.0)
+    path = tmp_path / "c.db"
+    cache = SqliteScoreCache(path)
+    cache.put("enwiki-damaging", [("enwiki", 1, scored(0.7, "0.5.1"))])
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing, for longer than the wait
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            cache.put("enwiki-damaging", [("enwiki", 2, scored(0.1, "0.5.1"))])
+        except InputError as exc:
+            failures.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        while not cache._write_lock.locked():  # the write is waiting for the other's lock
+            time.sleep(0.001)
+        assert cache.get("enwiki-damaging", "enwiki", 1) == scored(0.7, "0.5.1")
+        assert writer.is_alive()  # the lookup did not wait for it
+    finally:
+        writer.join()
+        other.execute("ROLLBACK")
+    assert [str(f) for f in failures] == [f"{path}: cannot write it (database is locked)"]
+    cache.put("enwiki-damaging", [("enwiki", 2, scored(0.1, "0.5.1"))])  # usable after
+    assert cache.get("enwiki-damaging", "enwiki", 2) == scored(0.1, "0.5.1")
+    cache.close()
+
+
+def test_a_read_only_look_writes_nothing(tmp_path: Path) -> None:
+    from lwbatch.errors import UsageError
+
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    look = SqliteScoreCache(empty, read_only=True)
+    assert (look.models(), look.get("enwiki-damaging", "enwiki", 1), list(look.export())) == (
+        [],
+        None,
+        [],
+    )
+    look.close()
+    assert empty.stat().st_size == 0
+    path = tmp_path / "c.db"
+    SqliteScoreCache(path).close()
+    look = SqliteScoreCache(path, read_only=True)
+    with pytest.raises(UsageError):
+        look.put("enwiki-damaging", [("enwiki", 1, scored(0.7, "0.5.1"))])
+    look.close()
+    with pytest.raises(InputError) as info:
+        SqliteScoreCache(tmp_path / "none.db", read_only=True)
+    assert str(info.value) == f"{tmp_path / 'none.db'}: no such file"
 
 
 def test_a_cache_that_cannot_be_written_is_refused_before_any_request(tmp_path: Path) -> None:

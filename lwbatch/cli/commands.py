@@ -457,7 +457,7 @@ def cache_stats(path: Path) -> None:
     """Entries per model: the trusted version's, and older ones no run uses again."""
     from lwbatch.cache import SqliteScoreCache
 
-    store = SqliteScoreCache(path, must_exist=True)
+    store = SqliteScoreCache(path, read_only=True)
     try:
         entries = store.models()
     finally:
@@ -493,7 +493,7 @@ def cache_export(path: Path, output: Path, all_versions: bool) -> None:
     from lwbatch.cache import EXPORT_SCHEMA, SqliteScoreCache
     from lwbatch.durability.atomic import write_parquet_atomic
 
-    store = SqliteScoreCache(path, must_exist=True)
+    store = SqliteScoreCache(path, read_only=True)
     try:
         rows = write_parquet_atomic(
             output, EXPORT_SCHEMA, store.export(trusted_only=not all_versions)
