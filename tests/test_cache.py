@@ -172,11 +172,16 @@ def test_final_errors_stay_in_use_across_versions_and_before_the_first_one(
         deleted,
         scored(0.8, "0.6.0"),
     ]
+    # An error said under 0.6.0 outlives it.
+    cache.put("enwiki-damaging", [("enwiki", 5, gone)])
+    cache.put("enwiki-damaging", [("enwiki", 6, scored(0.2, "0.7.0"))])
+    assert cache.get("enwiki-damaging", "enwiki", 5) == gone
+    assert cache.get("enwiki-damaging", "enwiki", 4) is None
     assert [(e.model, e.version, e.trusted, e.stale) for e in cache.models()] == [
-        ("enwiki-damaging", "0.6.0", 3, 1)
+        ("enwiki-damaging", "0.7.0", 4, 2)
     ]
-    assert cache.prune() == 1
-    assert sum(b.num_rows for b in cache.export()) == 3
+    assert cache.prune() == 2
+    assert sum(b.num_rows for b in cache.export()) == 4
     cache.close()
 
 
