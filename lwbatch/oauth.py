@@ -7,7 +7,9 @@ is sent again. Tokens live in memory only; nothing here writes or logs one.
 
 from __future__ import annotations
 
+import time
 import tomllib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,9 @@ from lwbatch.errors import AuthenticationError, UsageError
 # Wikimedia's OAuth 2.0 token endpoint (Meta-Wiki's REST API).
 DEFAULT_TOKEN_URL = "https://meta.wikimedia.org/w/rest.php/oauth2/access_token"
 _TIMEOUT = 30.0
+# Seconds between asking the token endpoint again while it fails in a way that passes:
+# a long run outlives a short outage of it (about a minute).
+WAITS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,32 +82,63 @@ class Credentials:
             return {**form, "grant_type": "refresh_token", "refresh_token": refresh}
         return {**form, "grant_type": "client_credentials"}
 
-    def fetch(self, *, verify: bool = True) -> Token:
-        """A new access token (blocking)."""
-        try:
-            with httpx.Client(timeout=_TIMEOUT, verify=verify) as client:
-                response = client.post(self.token_url, data=self._form())
-        except httpx.HTTPError as exc:
-            raise self._failed(f"{type(exc).__name__}") from None
-        return self._token(response)
+    def fetch(self, *, verify: bool = True, waits: Sequence[float] | None = None) -> Token:
+        """A new access token (blocking); asks again after each of `waits` (seconds;
+        default :data:`WAITS`) while the endpoint fails in a way that passes (5xx, 429,
+        no connection)."""
+        waits = WAITS if waits is None else waits
+        reason = ""
+        for wait in [*waits, None]:
+            try:
+                with httpx.Client(timeout=_TIMEOUT, verify=verify) as client:
+                    outcome = self._token(client.post(self.token_url, data=self._form()))
+            except httpx.TransportError as exc:
+                outcome = type(exc).__name__
+            if isinstance(outcome, Token):
+                return outcome
+            reason = outcome
+            if wait is None:
+                break
+            time.sleep(wait)
+        raise self._unreachable(reason, len(waits) + 1)
 
-    async def fetch_async(self, *, verify: bool = True) -> Token:
-        """A new access token."""
-        try:
-            async with httpx.AsyncClient(timeout=_TIMEOUT, verify=verify) as client:
-                response = await client.post(self.token_url, data=self._form())
-        except httpx.HTTPError as exc:
-            raise self._failed(f"{type(exc).__name__}") from None
-        return self._token(response)
+    async def fetch_async(
+        self,
+        *,
+        verify: bool = True,
+        waits: Sequence[float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> Token:
+        """A new access token; asks again as :meth:`fetch` does."""
+        waits = WAITS if waits is None else waits
+        reason = ""
+        for wait in [*waits, None]:
+            try:
+                async with httpx.AsyncClient(timeout=_TIMEOUT, verify=verify) as client:
+                    outcome = self._token(await client.post(self.token_url, data=self._form()))
+            except httpx.TransportError as exc:
+                outcome = type(exc).__name__
+            if isinstance(outcome, Token):
+                return outcome
+            reason = outcome
+            if wait is None:
+                break
+            await sleep(wait)
+        raise self._unreachable(reason, len(waits) + 1)
 
-    def _token(self, response: httpx.Response) -> Token:
+    def _token(self, response: httpx.Response) -> Token | str:
+        """The token, or why asking again may help; raises when it cannot."""
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             body = None
-        if response.status_code != 200 or not isinstance(body, dict):
+        status = response.status_code
+        if status != 200 or not isinstance(body, dict):
             error = body.get("error") if isinstance(body, dict) else None
-            raise self._failed(f"HTTP {response.status_code}" + (f" {error}" if error else ""))
+            reason = f"HTTP {status}" + (f" {error}" if error else "")
+            if status >= 500 or status == 429:
+                return reason
+            raise self._failed(reason)
         value = body.get("access_token")
         if not isinstance(value, str) or not value:
             raise self._failed("the answer holds no access_token")
@@ -110,6 +146,14 @@ class Credentials:
         if self.refresh_token is not None and isinstance(rotated, str) and rotated:
             self._rotated[:] = [rotated]
         return Token(value)
+
+    def _unreachable(self, reason: str, attempts: int) -> AuthenticationError:
+        error = AuthenticationError(url=self.token_url)
+        error.args = (
+            f"cannot get a token from {self.token_url}: {reason} at each of {attempts} "
+            "attempts; the token endpoint is down or unreachable: try again later",
+        )
+        return error
 
     def _failed(self, reason: str) -> AuthenticationError:
         error = AuthenticationError(url=self.token_url)
@@ -123,9 +167,18 @@ class Credentials:
 class TokenRefresher:
     """One refresh at a time: requests that met the same expired token share it."""
 
-    def __init__(self, credentials: Credentials, *, verify: bool = True) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        verify: bool = True,
+        waits: Sequence[float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         self.credentials = credentials
         self._verify = verify
+        self._waits = waits
+        self._sleep = sleep
         self._lock = anyio.Lock()
         self.generation = 0  # counts the tokens in use so far
         self.refreshes = 0
@@ -136,10 +189,12 @@ class TokenRefresher:
         async with self._lock:
             if seen != self.generation:
                 return None
-            token = await self.credentials.fetch_async(verify=self._verify)
+            token = await self.credentials.fetch_async(
+                verify=self._verify, waits=self._waits, sleep=self._sleep
+            )
             self.generation += 1
             self.refreshes += 1
             return token
 
 
-__all__ = ["DEFAULT_TOKEN_URL", "Credentials", "TokenRefresher"]
+__all__ = ["DEFAULT_TOKEN_URL", "WAITS", "Credentials", "TokenRefresher"]

@@ -111,6 +111,7 @@ async def score_file_async(
     :class:`~lwbatch.seams.ScoreCache`, or the path of an SQLite cache file, created if
     missing) answers what earlier runs already got, and keeps this run's final answers.
     `credentials` (:class:`~lwbatch.oauth.Credentials`) get a token when there is none
+    (before the run starts, so that its claims choose the budget)
     and a new one when the gateway answers 401. The engine's arguments are those of
     :class:`~lwbatch.Scorer`.
 
@@ -165,6 +166,8 @@ async def score_file_async(
             if on_send is not None:
                 on_send(now)
 
+        if credentials is not None and token is None:
+            token = await credentials.fetch_async(verify=verify)
         scorer = Scorer(
             [s.name for s in specs],
             catalog=catalog,
@@ -370,8 +373,9 @@ def plan_file(
     """The :class:`Plan` for scoring `input` with `models`; sends no request.
 
     Arguments as for :func:`lwbatch.score_file`; the budget is chosen as `score`
-    chooses it (`budget`, else `tier`, else the token's claims; `credentials` are only
-    looked at, no token is asked for). With `cache`, answers
+    chooses it (`budget`, else `tier`, else the token's claims; without a token,
+    `credentials` get one from the token endpoint, the only request `plan` sends, and
+    its claims count). With `cache`, answers
     it already has are counted apart (a cache file that does not exist has none).
     """
     specs = (catalog or default_catalog()).resolve_all(models)
@@ -379,6 +383,8 @@ def plan_file(
     source = open_for(
         input, specs, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
     )
+    if credentials is not None and token is None and budget is None and tier is None:
+        token = credentials.fetch()
     owned = (
         SqliteScoreCache(cache, read_only=True)
         if isinstance(cache, str | Path) and Path(cache).exists()
@@ -389,7 +395,7 @@ def plan_file(
         planner = Planner(
             specs,
             lang,
-            choose_budget(budget=budget, tier=tier, token=token, oauth=credentials is not None),
+            choose_budget(budget=budget, tier=tier, token=token),
             cache=kept,
         )
         for items in source.batches():

@@ -630,3 +630,43 @@ def test_payload_is_one_instance_or_a_batch() -> None:
     assert orjson.loads(
         build_payload(revertrisk, [Revision.in_lang(1, "de"), Revision.in_lang(2, "en")])
     ) == {"instances": [{"rev_id": 1, "lang": "de"}, {"rev_id": 2, "lang": "en"}]}
+
+
+async def test_a_token_that_worked_may_be_refreshed_again_within_one_job(
+    fake_clock: FakeClock,
+) -> None:
+    from lwbatch.oauth import Credentials
+
+    tokens = iter(["t1", "t2", "t3", "t4"])
+    answers = iter(
+        [
+            ("t1", httpx.Response(401)),  # expired: refresh, send again
+            ("t2", httpx.Response(503)),  # the new token got through: it worked
+            ("t2", httpx.Response(401)),  # expired while the job waited: refresh again
+            ("t3", None),
+        ]
+    )
+
+    def model(request: httpx.Request) -> httpx.Response:
+        token, response = next(answers)
+        assert request.headers["authorization"] == f"Bearer {token}"
+        return response if response is not None else ok(request)
+
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{BASE}/token").mock(
+            side_effect=lambda _: httpx.Response(200, json={"access_token": next(tokens)})
+        )
+        router.post(f"{BASE}/v1/models/enwiki-damaging:predict").mock(side_effect=model)
+        creds = Credentials(client_id="c", client_secret="s", token_url=f"{BASE}/token")
+        async with Scorer(
+            ["enwiki-damaging"],
+            endpoint=Endpoint(base_url=BASE),
+            budget=Budget.unlimited(),
+            credentials=creds,
+            transport=httpx.MockTransport(router.async_handler),
+            clock=fake_clock,
+            sleep=fake_clock.sleep,
+        ) as scorer:
+            rows = [row async for row in scorer.score([42])]
+    assert rows[0].scores["enwiki-damaging"].ok
+    assert next(tokens) == "t4"  # three tokens: the first and two refreshes

@@ -124,15 +124,17 @@ def test_a_token_endpoint_that_cannot_be_reached_is_one_line(
 ) -> None:
     import anyio
 
+    import lwbatch.oauth
     from lwbatch.cli import main
     from lwbatch.errors import AuthenticationError
 
     monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
+    monkeypatch.setattr(lwbatch.oauth, "WAITS", (0.01, 0.01))
     url = "http://127.0.0.1:9/oauth2/access_token"  # the discard port: nothing listens
     creds = Credentials(client_id="c0ffee", client_secret="s3cret-value", token_url=url)
     expected = (
-        f"cannot get a token from {url}: ConnectError; check the client id, secret and "
-        "refresh token in `credentials`"
+        f"cannot get a token from {url}: ConnectError at each of 3 attempts; the token "
+        "endpoint is down or unreachable: try again later"
     )
     with pytest.raises(AuthenticationError) as blocking:
         creds.fetch()
@@ -141,9 +143,29 @@ def test_a_token_endpoint_that_cannot_be_reached_is_one_line(
     assert str(blocking.value) == str(waiting.value) == expected
     path = credentials_file(tmp_path, "http://127.0.0.1:9")
     assert main(score(tmp_path, "http://127.0.0.1:9", "--credentials", str(path))) == 1
-    assert capsys.readouterr().err == (
-        f"lwbatch: error: {expected.replace('`credentials`', '--credentials')}\n"
-    )
+    assert capsys.readouterr().err == f"lwbatch: error: {expected}\n"
+
+
+def test_a_token_endpoint_outage_mid_run_is_waited_out(
+    tmp_path: Path,
+    emulator: EmulatorFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lwbatch.oauth
+    from lwbatch.cli import main
+
+    monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
+    monkeypatch.setattr(lwbatch.oauth, "WAITS", (0.01,) * 4)
+    # The first token comes at once; the refresh then meets three 503s.
+    options = {"oauth_client": ("c0ffee", "s3cret-value"), "token_uses": 30}
+    with emulator(**options, token_outage=(2, 4)) as (emu, base_url):
+        path = credentials_file(tmp_path, base_url)
+        code = main(score(tmp_path, base_url, "--credentials", str(path), rows=40))
+        issued = emu.stats.tokens_issued
+    assert code == 0, capsys.readouterr().err
+    assert issued == 2
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 40
 
 
 @pytest.mark.parametrize(

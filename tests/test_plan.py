@@ -133,24 +133,49 @@ def test_lwbatch_plan_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixtur
     ]
 
 
-def test_plan_takes_the_budget_oauth_credentials_give_score(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_plan_and_score_take_the_budget_the_credentials_token_gives(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    emulator: EmulatorFactory,
 ) -> None:
     from lwbatch.cli import main
 
     monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
-    args = ["plan", str(small(tmp_path)), "-m", "enwiki-damaging", "--json"]
+    inp = small(tmp_path)
+    args = ["plan", str(inp), "-m", "enwiki-damaging", "--json"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["budget"]["requests"] == 50_000
-    monkeypatch.setenv("LIFTWING_CLIENT_ID", "c0ffee")
-    monkeypatch.setenv("LIFTWING_CLIENT_SECRET", "s3cret-value")
-    assert main(args) == 0  # no token is asked for: no endpoint runs here
-    out = capsys.readouterr().out
-    assert json.loads(out)["budget"] == {
-        "requests": 100_000,
-        "period_s": 3600.0,
-        "source": "tier",
-        "describe": "100000/3600s and 100/1s",
-        "reason": "authenticated: the token comes from the OAuth2 credentials",
-    }
+    claims = {"aud": "c0ffee", "ratelimit": {"requests_per_unit": 5000, "unit": "HOUR"}}
+    options = {"oauth_client": ("c0ffee", "s3cret-value"), "token_claims": claims}
+    with emulator(**options) as (emu, base_url):
+        monkeypatch.setenv("LIFTWING_CLIENT_ID", "c0ffee")
+        monkeypatch.setenv("LIFTWING_CLIENT_SECRET", "s3cret-value")
+        url = f"{base_url}/oauth2/access_token"
+        code = main([*args, "--token-url", url])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        budget = json.loads(out)["budget"]
+        assert (budget["requests"], budget["source"]) == (5000, "token")
+        report = tmp_path / "r.json"
+        code = main(
+            ["score", str(inp), "-o", str(tmp_path / "o.parquet"), "-m", "enwiki-damaging"]
+            + ["--base-url", base_url, "--token-url", url, "--report", str(report), "-q"]
+        )
+        assert code == 0, capsys.readouterr().err
+        assert json.loads(report.read_text())["budget"] == "5000/3600s and 15/1s"
+        # The library, too, asks for the token before choosing the budget.
+        from lwbatch.oauth import Credentials
+
+        creds = Credentials(client_id="c0ffee", client_secret="s3cret-value", token_url=url)
+        run = score_file(
+            inp,
+            tmp_path / "p.parquet",
+            models=["enwiki-damaging"],
+            endpoint=Endpoint(base_url=base_url),
+            credentials=creds,
+        )
+        assert run.budget_source == "token"
+        issued = emu.stats.tokens_issued
+    assert issued == 3
     assert "s3cret-value" not in out

@@ -540,8 +540,10 @@ def cache_prune(path: Path, model: str | None) -> None:
 @click.option(
     "--credentials",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="OAuth2 credentials file, as for score (read, no token is asked for).",
+    help="OAuth2 credentials file, as for score: without a token, one is asked for "
+    "(the only request plan sends) and its claims choose the budget.",
 )
+@click.option("--token-url", help="OAuth2 token endpoint for --credentials.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def plan(
     input_paths: tuple[str, ...],
@@ -552,6 +554,7 @@ def plan(
     wiki_column: str | None,
     token_file: Path | None,
     credentials: Path | None,
+    token_url: str | None,
     tier: str | None,
     rate: str | None,
     cache: Path | None,
@@ -573,7 +576,7 @@ def plan(
             budget=Budget.parse(rate) if rate else None,
             tier=Tier(tier) if tier else None,
             token=_token(token_file),
-            credentials=_credentials(credentials, None),
+            credentials=_credentials(credentials, token_url),
             cache=cache,
         )
     if as_json:

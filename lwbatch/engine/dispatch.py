@@ -127,6 +127,9 @@ class Dispatcher:
             if outcome is _REFRESHED:
                 refreshed = True  # sent again once with the new token; a 401 then ends the run
                 continue
+            # Any other answer got past the gateway's check: that token worked, and a
+            # later 401 (it expired while this job waited out 429s) may refresh again.
+            refreshed = False
             if not isinstance(outcome, _Retry):
                 scores = [outcome[rev_id] for rev_id in rev_ids]
                 for score in scores:

@@ -240,11 +240,11 @@ class Scorer:
         return tuple(s.name for s in self.specs)
 
     async def __aenter__(self) -> Scorer:
+        if self._credentials is not None and not self._client.has_token:
+            self._client.set_token(await self._credentials.fetch_async(verify=self._verify))
         if self._on_send is not None:
             # Watched only while open: an injected limiter outlives this Scorer.
             self._unwatch = self.limiter.watch(self._on_send)
-        if self._credentials is not None and not self._client.has_token:
-            self._client.set_token(await self._credentials.fetch_async(verify=self._verify))
         await self._client.__aenter__()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()

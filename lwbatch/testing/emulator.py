@@ -46,6 +46,7 @@ with a Bearer challenge), and a gateway budget that answers 429 with Retry-After
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import random
 import secrets
@@ -150,6 +151,10 @@ class EmulatorConfig:
     # After this many tokens the endpoint refuses (invalid_grant): a test's bound on
     # a client that would ask for ever.
     max_tokens: int | None = None
+    # Tokens issued are JWTs with these claims (unsigned), as the gateway's are; else
+    # opaque strings. Token requests numbered (from 1) first..last answer 503.
+    token_claims: Mapping[str, Any] | None = None
+    token_outage: tuple[int, int] | None = None
     track_pairs: bool = True  # count answers per (model, wiki, rev_id) for tests
     seed: int = 0
 
@@ -232,6 +237,7 @@ class Emulator:
         # Tokens the token endpoint issued -> requests each may still make.
         self._issued: dict[str, int] = {}
         self._refresh: str | None = None  # the refresh token the endpoint takes now
+        self._token_requests = 0
 
     # -- answers -------------------------------------------------------------------
     def answer(
@@ -324,6 +330,10 @@ class Emulator:
         """An OAuth2 token endpoint (RFC 6749): client_credentials and refresh_token."""
         cfg = self.config
         form = await request.post()
+        self._token_requests += 1
+        outage = cfg.token_outage
+        if outage is not None and outage[0] <= self._token_requests <= outage[1]:
+            return _json(503, {"error": "temporarily_unavailable"})
         client = (str(form.get("client_id", "")), str(form.get("client_secret", "")))
         if cfg.oauth_client is None or client != cfg.oauth_client:
             return _json(401, {"error": "invalid_client", "error_description": "bad client"})
@@ -340,6 +350,15 @@ class Emulator:
             return _json(400, {"error": "invalid_grant", "error_description": "refused"})
         self.stats.tokens_issued += 1
         issued = f"emulated-token-{self.stats.tokens_issued}-{secrets.token_hex(8)}"
+        if cfg.token_claims is not None:
+            claims = {**cfg.token_claims, "jti": issued}
+            issued = (
+                ".".join(
+                    base64.urlsafe_b64encode(orjson.dumps(part)).rstrip(b"=").decode()
+                    for part in ({"alg": "none", "typ": "JWT"}, claims)
+                )
+                + ".emulated-signature"
+            )
         self._issued[issued] = cfg.token_uses
         answer = {"token_type": "Bearer", "expires_in": 14400, "access_token": issued}
         if grant == "refresh_token" and cfg.rotate_refresh:
