@@ -165,7 +165,12 @@ class Credentials:
 
 
 class TokenRefresher:
-    """One refresh at a time: requests that met the same expired token share it."""
+    """One refresh at a time: requests that met the same expired token share it.
+
+    A 401 refreshes only a token that worked (some request sent with it got another
+    answer) or the first one: a token just issued and refused at once means the client
+    may not use the API, and asking again would never end.
+    """
 
     def __init__(
         self,
@@ -182,6 +187,17 @@ class TokenRefresher:
         self._lock = anyio.Lock()
         self.generation = 0  # counts the tokens in use so far
         self.refreshes = 0
+        self._worked = False  # whether the current generation's token got past the gateway
+
+    def accepted(self, generation: int) -> None:
+        """A request sent with the token of `generation` got an answer other than 401."""
+        if generation == self.generation:
+            self._worked = True
+
+    def may_refresh(self, seen: int) -> bool:
+        """Whether a 401 for a request sent with the token of generation `seen` may
+        lead to a new token (or to the one a concurrent refresh already got)."""
+        return seen != self.generation or self.generation == 0 or self._worked
 
     async def refresh(self, seen: int) -> Token | None:
         """A new token if the one of generation `seen` is still in use, else None (a
@@ -194,6 +210,7 @@ class TokenRefresher:
             )
             self.generation += 1
             self.refreshes += 1
+            self._worked = False
             return token
 
 

@@ -193,3 +193,27 @@ def test_bad_credentials_files_are_refused(tmp_path: Path, text: str, message: s
 def test_credentials_never_show_their_secrets() -> None:
     creds = Credentials(client_id="c0ffee", client_secret="s3cret", refresh_token="r-9")
     assert "s3cret" not in repr(creds) and "r-9" not in repr(creds)
+
+
+def test_tokens_expiring_under_many_requests_in_flight_are_each_replaced(
+    tmp_path: Path,
+    emulator: EmulatorFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lwbatch.cli import main
+
+    monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
+    # 64 requests in flight when each token runs out: dozens of 401s at once, some for
+    # requests already sent again with the token that replaced the last one.
+    options = {"oauth_client": ("c0ffee", "s3cret-value"), "token_uses": 100}
+    with emulator(**options) as (emu, base_url):
+        path = credentials_file(tmp_path, base_url)
+        args = score(tmp_path, base_url, "--credentials", str(path), rows=1500)
+        code = main([a for a in args if a not in ("--concurrency", "4")] + ["--concurrency", "64"])
+        issued = emu.stats.tokens_issued
+        ok = emu.stats.by_status["200"]
+    assert code == 0, capsys.readouterr().err
+    assert ok == 1500
+    assert issued >= 15  # 1,500 answers at 100 per token, and the 401s spend uses too
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 1500

@@ -121,15 +121,10 @@ class Dispatcher:
         payload = build_payload(spec, revisions)
         policy = self._policy
         transient = rate_limited = 0
-        refreshed = False
         while True:
-            outcome = await self._attempt(spec, rev_ids, payload, wiki, refreshed)
+            outcome = await self._attempt(spec, rev_ids, payload, wiki)
             if outcome is _REFRESHED:
-                refreshed = True  # sent again once with the new token; a 401 then ends the run
-                continue
-            # Any other answer got past the gateway's check: that token worked, and a
-            # later 401 (it expired while this job waited out 429s) may refresh again.
-            refreshed = False
+                continue  # sent again with the new token
             if not isinstance(outcome, _Retry):
                 scores = [outcome[rev_id] for rev_id in rev_ids]
                 for score in scores:
@@ -209,7 +204,7 @@ class Dispatcher:
         return None
 
     async def _attempt(
-        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, wiki: str, refreshed: bool
+        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, wiki: str
     ) -> dict[int, Score] | _Retry:
         """One try: the scores, or what went wrong if it may be tried again."""
         if (refused := self._held_back(spec, rev_ids, wiki)) is not None:
@@ -241,6 +236,9 @@ class Dispatcher:
                 self._drained.set()
         self.answered = True
         status = reply.status
+        refresher = self._refresher
+        if refresher is not None and status != 401:
+            refresher.accepted(generation)
         stats.requests_by_outcome[str(status)] += 1
         stats.record_latency(spec.column, reply.latency)
         if self._on_latency is not None:
@@ -254,21 +252,21 @@ class Dispatcher:
             return _RATE_LIMITED
         if status >= 500:
             return self._server_error(rev_ids, reply)
-        if status == 401 and self._refresher is not None and not refreshed:
-            token = await self._refresher.refresh(generation)
+        if status == 401 and refresher is not None and refresher.may_refresh(generation):
+            token = await refresher.refresh(generation)
             if token is not None:
                 self._client.set_token(token)
                 log.info(
                     "401: the token expired or was revoked; a new one came from %s "
                     "(a tier change takes effect only with a newly issued token)",
-                    self._refresher.credentials.token_url,
+                    refresher.credentials.token_url,
                 )
             return _REFRESHED
         if status == 401:
             raise AuthenticationError(
                 url=self._client.endpoint.url(spec.name),
                 token_sent=self._client.has_token,
-                refreshed=refreshed,
+                refreshed=refresher is not None and refresher.generation > 0,
                 bearer_challenge=is_bearer_challenge(reply.www_authenticate),
             )
         if status == 404:

@@ -1,0 +1,215 @@
+"""Inputs beyond one file: JSON lines, standard input, several files, a directory of
+Parquet files and a glob, read as one input with rows numbered across them."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch import Budget, Endpoint, InputError, score_file
+from lwbatch.io.inputs import ManySource, expand, open_inputs
+from lwbatch.io.jsonl_source import JsonlSource
+from lwbatch.results import InvalidRow, Revision
+from tests.conftest import EmulatorFactory, emulated_p_true, write_parquet
+
+
+def items_of(source: object) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    for batch in source.batches():  # type: ignore[attr-defined]
+        for item in batch:
+            if isinstance(item, Revision):
+                out.append((item.rev_id, item.wiki.dbname, item.page_id))
+            else:
+                assert isinstance(item, InvalidRow)
+                out.append((item.row, str(item)))
+    return out
+
+
+def test_json_lines_are_read_like_csv_text(tmp_path: Path) -> None:
+    path = tmp_path / "revs.jsonl"
+    lines = [
+        '{"rev_id": 1, "lang": "de", "page_id": 10, "comment": "kept aside"}',
+        '{"rev_id": "2", "lang": "en"}',
+        "",  # blank lines are skipped
+        '{"rev_id": 3.0, "lang": null, "page_id": "30"}',
+        '{"rev_id": "x", "lang": "en"}',
+        "not json",
+        '{"rev_id": [4], "lang": "en"}',
+        '{"rev_id": 5, "lang": "qq"}',
+        '{"lang": "en"}',
+    ]
+    path.write_text("\n".join(lines))  # no newline at the end
+    source = JsonlSource(path, batch_rows=3)
+    assert (source.key_layout.wiki_column, source.has_page_id) == ("lang", True)
+    assert items_of(source) == [
+        (1, "dewiki", 10),
+        (2, "enwiki", None),
+        (3, "enwiki", 30),
+        (4, "row 4: rev_id 'x' is not an integer"),
+        (5, "row 5: rev_id '(a line that is not a JSON object)' is not an integer"),
+        (6, "row 6: rev_id '[4]' is not an integer"),
+        (7, "row 7: lang 'qq' is not the language code of a Wikipedia"),
+        (8, "row 8: rev_id is null"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\n\n", "has no JSON lines"),
+        (
+            b"[1, 2]\n",
+            'line 1 is not a JSON object; give one object per line, such as {"rev_id": 123}',
+        ),
+        (
+            b'{"revision": 1}\n',
+            "no column 'rev_id' (columns: 'revision'); name the id column with --id-column",
+        ),
+    ],
+)
+def test_unusable_json_lines_are_refused_in_one_line(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    from lwbatch.cli import main
+
+    path = tmp_path / "revs.jsonl"
+    path.write_bytes(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "lwbatch", "plan", str(path), "-m", "enwiki-damaging"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"},
+    )
+    assert (result.returncode, result.stderr) == (2, f"lwbatch: error: {path}: {message}\n")
+    del main
+
+
+def test_compressed_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "revs.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(b'{"rev_id": %d}\n' % r for r in range(1, 2001))))
+    assert [i[0] for i in items_of(open_inputs([path], batch_rows=500))] == list(range(1, 2001))
+
+
+def test_several_files_are_one_input_numbered_across_them(tmp_path: Path) -> None:
+    a = write_parquet(tmp_path / "a.parquet", {"rev_id": pa.array([1, 2, None], pa.int64())})
+    b = tmp_path / "b.csv"
+    b.write_text("rev_id\n3\nzz\n1\n")
+    source = open_inputs([a, b])
+    assert isinstance(source, ManySource) and source.total_rows is None
+    assert source.name == f"{a} (+1 more)"
+    assert items_of(source) == [
+        (1, "enwiki", None),
+        (2, "enwiki", None),
+        (3, f"row 3: rev_id is null ({a}, row 3)"),
+        (3, "enwiki", None),
+        (5, f"row 5: rev_id 'zz' is not an integer ({b}, row 2)"),
+        (1, "enwiki", None),
+    ]
+    assert [f["path"] for f in source.fingerprint()["files"]] == [str(a), str(b)]
+    c = write_parquet(tmp_path / "c.parquet", {"rev_id": [1], "lang": ["de"]})
+    with pytest.raises(InputError) as info:
+        open_inputs([a, c])
+    assert str(info.value) == (
+        f"{c}: its wiki column is 'lang' but {a}'s is absent; give inputs with the same columns"
+    )
+
+
+def test_a_directory_and_a_glob_expand_sorted(tmp_path: Path) -> None:
+    folder = tmp_path / "part"
+    folder.mkdir()
+    for name in ("part-2.parquet", "part-1.parquet", "_SUCCESS", ".part-3.parquet.crc"):
+        (folder / name).write_bytes(b"x")
+    assert expand([folder]) == [folder / "part-1.parquet", folder / "part-2.parquet"]
+    assert expand([str(folder / "part-*.parquet"), "-"]) == [
+        folder / "part-1.parquet",
+        folder / "part-2.parquet",
+        "-",
+    ]
+    with pytest.raises(InputError) as info:
+        expand([str(tmp_path / "none-*.parquet")])
+    assert str(info.value) == f"{tmp_path / 'none-*.parquet'}: no file matches this pattern"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError) as info:
+        expand([tmp_path / "empty"])
+    assert str(info.value) == f"{tmp_path / 'empty'}: is a directory without Parquet files"
+
+
+def test_an_ores_score_revisions_pipe_end_to_end(tmp_path: Path, emulator: EmulatorFactory) -> None:
+    # ores score_revisions https://ores.wikimedia.org agent enwiki damaging < revs.jsonl
+    lines = b"".join(b'{"rev_id": %d}\n' % r for r in (11, 12, 11, 13))
+    out = tmp_path / "scores.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
+    with emulator() as (emu, base_url):
+        args = [sys.executable, "-m", "lwbatch", "score", "-", "-o", str(out)]
+        args += ["-m", "enwiki-damaging", "--base-url", base_url, "-q"]
+        first = subprocess.run(args, input=lines, capture_output=True, env=env)
+        assert first.returncode == 0, first.stderr
+        sent = emu.stats.requests
+        # The same lines again resume from the finished output's journal-less state:
+        # a finished JSONL output is refused rather than paid for again.
+        again = subprocess.run(args, input=lines, capture_output=True, env=env)
+        assert again.returncode == 2
+        assert b"already exists" in again.stderr
+        assert emu.stats.requests == sent == 3
+    got = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    expected = {}
+    for rev in (11, 12, 13):
+        p = emulated_p_true("enwiki-damaging", rev)
+        expected[rev] = {
+            "damaging": {
+                "score": {
+                    "prediction": p > 0.5,
+                    "probability": {"false": round(1 - p, 4), "true": p},
+                }
+            }
+        }
+    assert {d["rev_id"]: d["score"] for d in got} == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]  # no spool left
+
+
+def test_standard_input_is_sniffed_and_resumes_like_a_file(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    out = tmp_path / "scores.parquet"
+    env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
+    with emulator(missing=frozenset({22})) as (emu, base_url):
+        args = [sys.executable, "-m", "lwbatch", "score", "-", "-o", str(out), "-q"]
+        args += ["-m", "enwiki-damaging", "--base-url", base_url]
+        done = subprocess.run(args, input=b"rev_id\n21\n22\n", capture_output=True, env=env)
+        assert done.returncode == 0, done.stderr
+        # Rerunning the same standard input finds the finished output: nothing is sent.
+        done = subprocess.run(args, input=b"rev_id\n21\n22\n", capture_output=True, env=env)
+        assert done.returncode == 0, done.stderr
+        assert emu.stats.requests == 2
+        # Other data on standard input is another input.
+        done = subprocess.run(args, input=b"rev_id\n23\n", capture_output=True, env=env)
+        assert done.returncode == 2
+        assert done.stderr.decode().startswith(
+            f"lwbatch: error: {out} belongs to a run of another input"
+        )
+        empty = subprocess.run(args, input=b"", capture_output=True, env=env)
+        assert empty.stderr == b"lwbatch: error: -: standard input is empty\n"
+    assert sorted(pq.read_table(out).column("rev_id").to_pylist()) == [21, 22]
+
+
+def test_the_library_takes_a_list_of_inputs(tmp_path: Path, emulator: EmulatorFactory) -> None:
+    a = write_parquet(tmp_path / "a.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+    b = tmp_path / "b.jsonl"
+    b.write_bytes(b'{"rev_id": 2}\n{"rev_id": 3}\n')
+    with emulator() as (_, base_url):
+        report = score_file(
+            [a, b],
+            tmp_path / "o.parquet",
+            models=["enwiki-damaging"],
+            endpoint=Endpoint(base_url=base_url),
+            budget=Budget.unlimited(),
+        )
+    assert (report.rows_read, report.distinct_revisions, report.duplicate_rows) == (4, 3, 1)
