@@ -190,14 +190,17 @@ class SqliteScoreCache:
         if row is None:
             return None
         version, prediction, probability, error, message = row
-        return Score(
-            prediction=None if prediction is None else orjson.loads(prediction),
-            probability=None if probability is None else orjson.loads(probability),
-            # An error answer carries no version; a score, the version it was kept under.
-            model_version=None if error is not None else version or None,
-            error=None if error is None else ErrorType(error),
-            error_message=message,
-        )
+        try:
+            return Score(
+                prediction=None if prediction is None else orjson.loads(prediction),
+                probability=None if probability is None else orjson.loads(probability),
+                # An error answer carries no version; a score, the version it was kept under.
+                model_version=None if error is not None else version or None,
+                error=None if error is None else ErrorType(error),
+                error_message=message,
+            )
+        except ValueError as exc:  # JSON or an error type another program wrote
+            raise self._damaged(model, f"{wiki} {rev_id}", exc) from None
 
     def put(self, model: str, answers: Sequence[tuple[str, int, Score]]) -> None:
         now = time.time()
@@ -303,9 +306,19 @@ class SqliteScoreCache:
             with self._read_lock:
                 cursor = self._reader.execute(query + " ORDER BY model, wiki, rev_id")
                 while rows := cursor.fetchmany(rows_per_batch):
-                    yield pa.record_batch(_columns(rows), schema=EXPORT_SCHEMA)
+                    try:
+                        columns = _columns(rows)
+                    except (ValueError, TypeError, AttributeError) as exc:
+                        raise self._damaged(rows[0][0], "exported rows", exc) from None
+                    yield pa.record_batch(columns, schema=EXPORT_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot read it ({exc})") from None
+
+    def _damaged(self, model: str, where: str, exc: Exception) -> InputError:
+        return self._error(
+            f"a damaged entry of {model} ({where}: {exc}); prune that model's entries "
+            "(`lwbatch cache prune --model`) or give another cache"
+        )
 
     def _writable(self) -> sqlite3.Connection:
         if self._writer is None:

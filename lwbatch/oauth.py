@@ -68,12 +68,16 @@ class Credentials:
             raise UsageError(f"`credentials` {path}: every value must be a string")
         if token_url is not None:
             values["token_url"] = token_url
-        return cls(
-            client_id=values.get("client_id", ""),
-            client_secret=values.get("client_secret", ""),
-            refresh_token=values.get("refresh_token"),
-            token_url=values.get("token_url", DEFAULT_TOKEN_URL),
-        )
+        try:
+            return cls(
+                client_id=values.get("client_id", ""),
+                client_secret=values.get("client_secret", ""),
+                refresh_token=values.get("refresh_token"),
+                token_url=values.get("token_url", DEFAULT_TOKEN_URL),
+            )
+        except UsageError as exc:
+            said = str(exc).removeprefix("`credentials` ")
+            raise UsageError(f"`credentials` {path}: {said}") from None
 
     def _form(self) -> dict[str, str]:
         form = {"client_id": self.client_id, "client_secret": self.client_secret}

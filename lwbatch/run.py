@@ -128,6 +128,8 @@ async def score_file_async(
         input, specs, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
     )
     layout = source.key_layout
+    if isinstance(cache, str | Path):
+        _check_cache_path(Path(cache), [*_paths_of(source), str(output)])
     owned = SqliteScoreCache(cache) if isinstance(cache, str | Path) else None
     try:
         sink = (
@@ -404,6 +406,15 @@ def plan_file(
     finally:
         if owned is not None:
             owned.close()
+
+
+def _check_cache_path(cache: Path, files: Sequence[str]) -> None:
+    """A cache file that is also the input or the output would destroy one of them."""
+    for named in files:
+        if cache.resolve() == Path(named).resolve():
+            raise UsageError(
+                f"`cache` {cache} is also the input or the output; give the cache a file of its own"
+            )
 
 
 def _paths_of(source: Source) -> list[str]:

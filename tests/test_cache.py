@@ -459,3 +459,51 @@ def test_a_run_that_grows_is_refused_then_restarts_asking_only_the_rest(
         err = capsys.readouterr().err
     assert "the whole input: 20 answers cached, 20 requests: " in err
     assert pq.read_table(out).num_rows == 20
+
+
+def test_a_damaged_value_is_one_line_not_an_internal_error(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    path = tmp_path / "c.db"
+    cache = SqliteScoreCache(path)
+    cache.put("enwiki-damaging", [("enwiki", 1, scored(0.7, "0.5.1"))])
+    cache.close()
+    with sqlite3.connect(path) as db:  # valid SQLite, a value that is not JSON
+        db.execute("UPDATE answers SET probability = '{\"true\": 0.7x}'")
+    inp = revisions(tmp_path, [1])
+    with emulator() as (emu, base_url):
+        code = main(
+            ["score", str(inp), "-o", str(tmp_path / "o.parquet"), "-m", "enwiki-damaging"]
+            + ["--cache", str(path), "--base-url", base_url, "-q"]
+        )
+        assert emu.stats.requests == 0
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"lwbatch: error: {path}: a damaged entry of enwiki-damaging (enwiki 1: ")
+    assert err.endswith(
+        "prune that model's entries (`lwbatch cache prune --model`) or give another cache\n"
+    )
+    assert main(["cache", "export", str(path), "-o", str(tmp_path / "e.parquet")]) == 2
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def test_the_cache_may_not_be_the_output_or_the_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = revisions(tmp_path, [1])
+    out = tmp_path / "o.parquet"
+    for cache in (out, inp):
+        code = main(
+            ["score", str(inp), "-o", str(out), "-m", "enwiki-damaging", "--cache", str(cache)]
+            + ["--base-url", "http://127.0.0.1:9"]
+        )
+        assert code == 2
+        assert capsys.readouterr().err == (
+            f"lwbatch: error: --cache {cache} is also the input or the output; give the cache "
+            "a file of its own\n"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]

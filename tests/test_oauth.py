@@ -171,7 +171,7 @@ def test_a_token_endpoint_outage_mid_run_is_waited_out(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('client_id = "a"\n', "`credentials` need a client_id and a client_secret"),
+        ('client_id = "a"\n', "need a client_id and a client_secret"),
         ('client_id = "a"\nsecret = "b"\n', "unknown key 'secret'"),
         ("client_id = \n", "not TOML"),
         ('client_id = "a"\nclient_secret = 5\n', "every value must be a string"),
@@ -217,3 +217,45 @@ def test_tokens_expiring_under_many_requests_in_flight_are_each_replaced(
     assert ok == 1500
     assert issued >= 15  # 1,500 answers at 100 per token, and the 401s spend uses too
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 1500
+
+
+def test_half_given_credentials_name_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lwbatch.cli import main
+
+    monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
+    monkeypatch.delenv("LIFTWING_CLIENT_SECRET", raising=False)
+    monkeypatch.setenv("LIFTWING_CLIENT_ID", "c0ffee")
+    assert main(score(tmp_path, "http://127.0.0.1:9")) == 2
+    assert capsys.readouterr().err == (
+        "lwbatch: error: LIFTWING_CLIENT_ID is set but LIFTWING_CLIENT_SECRET is not: set "
+        "both, or neither\n"
+    )
+    monkeypatch.delenv("LIFTWING_CLIENT_ID")
+    path = tmp_path / "c.toml"
+    path.write_text('client_id = "a"\n')
+    assert main(score(tmp_path, "http://127.0.0.1:9", "--credentials", str(path))) == 2
+    assert capsys.readouterr().err == (
+        f"lwbatch: error: --credentials {path}: need a client_id and a client_secret\n"
+    )
+
+
+def test_the_emulator_command_serves_a_token_endpoint(tmp_path: Path) -> None:
+    from lwbatch.testing.emulator import spawned
+
+    with spawned("--oauth-client", "me:s3cret", "--token-uses", "2") as base_url:
+        creds = Credentials(
+            client_id="me", client_secret="s3cret", token_url=f"{base_url}/oauth2/access_token"
+        )
+        token = creds.fetch()
+        import httpx
+
+        url = f"{base_url}/v1/models/enwiki-damaging:predict"
+        statuses = [
+            httpx.post(
+                url, json={"rev_id": 1}, headers={"Authorization": token.header()}
+            ).status_code
+            for _ in range(3)
+        ]
+    assert statuses == [200, 200, 401]

@@ -298,6 +298,8 @@ def test_moments_are_said_relative_to_now() -> None:
     later = datetime(2026, 1, 13, 15, 0, tzinfo=UTC)
     assert _when(later, now, past="") == "2026-01-13 15:00:00 UTC (in 3 d 3 h)"
     assert _when(None, now, past="") == "-"
+    soon = datetime(2026, 1, 10, 12, 1, 5, tzinfo=UTC)
+    assert _when(soon, now, past="") == "2026-01-10 12:01:05 UTC (in 1 m 05 s)"
 
 
 def test_score_warns_when_the_token_has_expired(

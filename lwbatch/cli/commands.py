@@ -410,6 +410,13 @@ def _credentials(path: Path | None, token_url: str | None) -> Credentials | None
         if token_url is not None:
             raise UsageError("--token-url needs --credentials (or LIFTWING_CLIENT_ID/SECRET)")
         return None
+    if not client_id or not secret:
+        given, missing = (
+            ("LIFTWING_CLIENT_ID", "LIFTWING_CLIENT_SECRET")
+            if client_id
+            else ("LIFTWING_CLIENT_SECRET", "LIFTWING_CLIENT_ID")
+        )
+        raise UsageError(f"{given} is set but {missing} is not: set both, or neither")
     return Credentials(
         client_id=client_id,
         client_secret=secret,
@@ -472,7 +479,7 @@ def cache_stats(path: Path) -> None:
     stale = sum(e.stale for e in entries)
     lines.append(
         f"{path}: {total:,} entries in use, {stale:,} of older versions, "
-        f"{path.stat().st_size / 1e6:.1f} MB"
+        f"{_size_with_wal(path) / 1e6:.1f} MB"
     )
     click.echo("\n".join(lines))
 
@@ -628,13 +635,32 @@ def token(token_file: Path | None) -> None:
     click.echo("\n".join(lines))
 
 
+def _size_with_wal(path: Path) -> int:
+    """The cache's bytes on disk, its write-ahead log included."""
+    parts = (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+    return sum(p.stat().st_size for p in parts if p.exists())
+
+
+def _client_pair(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    client, sep, secret = value.partition(":")
+    if not sep or not client or not secret:
+        raise UsageError("--oauth-client: give ID:SECRET, both not empty")
+    return client, secret
+
+
 def _when(moment: datetime | None, now: datetime, *, past: str, future: str = "in") -> str:
     if moment is None:
         return "-"
     seconds = int((moment - now).total_seconds())
     span = abs(seconds)
-    length = f"{span // 86400} d {span % 86400 // 3600} h" if span >= 86400 else ""
-    length = length or f"{span // 3600} h {span % 3600 // 60:02d} m"
+    if span >= 86400:
+        length = f"{span // 86400} d {span % 86400 // 3600} h"
+    elif span >= 3600:
+        length = f"{span // 3600} h {span % 3600 // 60:02d} m"
+    else:
+        length = f"{span // 60} m {span % 60:02d} s"
     said = f"{past} {length} ago".lstrip() if seconds < 0 else f"{future} {length}"
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({said})"
 
@@ -680,6 +706,25 @@ def _when(moment: datetime | None, now: datetime, *, past: str, future: str = "i
     metavar="SECONDS",
     help="Emulated 503s carry Retry-After: SECONDS (default: no header).",
 )
+@click.option(
+    "--require-token",
+    metavar="TOKEN",
+    help="Answer 401 to requests without this bearer token (or one it issued).",
+)
+@click.option(
+    "--oauth-client",
+    metavar="ID:SECRET",
+    help="Serve an OAuth2 token endpoint at /oauth2/access_token for this client "
+    "(client credentials grant); its tokens expire after --token-uses requests.",
+)
+@click.option("--refresh-token", help="Also take the refresh token grant with this token.")
+@click.option(
+    "--token-uses",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="Requests each issued token serves before it expires (401).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def emulate(
     host: str,
@@ -693,6 +738,10 @@ def emulate(
     unsupported: tuple[str, ...],
     budget: str | None,
     retry_after_503: int | None,
+    require_token: str | None,
+    oauth_client: str | None,
+    refresh_token: str | None,
+    token_uses: int,
     seed: int,
 ) -> None:
     """Serve a local Lift Wing emulator (deterministic scores) until Ctrl-C.
@@ -703,6 +752,12 @@ def emulate(
           --unsupported readability:vo,zh-yue --retry-after-503 5
       lwbatch score revs.parquet -o out.parquet -m enwiki-damaging \\
           --base-url http://127.0.0.1:8080
+    \b
+    OAuth2 tokens that expire every 500 requests:
+      lwbatch emulate --oauth-client me:s3cret --token-uses 500
+      LIFTWING_CLIENT_ID=me LIFTWING_CLIENT_SECRET=s3cret lwbatch score ... \\
+          --base-url http://127.0.0.1:8080 \\
+          --token-url http://127.0.0.1:8080/oauth2/access_token
     """
     # The emulator is an aiohttp web application, and aiohttp serves on asyncio only.
     import asyncio
@@ -727,6 +782,10 @@ def emulate(
         retry_after_503=retry_after_503,
         track_pairs=False,
         seed=seed,
+        token=require_token,
+        oauth_client=_client_pair(oauth_client),
+        refresh_token=refresh_token,
+        token_uses=_positive("--token-uses", token_uses),
     )
 
     async def main() -> None:

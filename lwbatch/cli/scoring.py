@@ -183,7 +183,7 @@ class _SignalWatcher:
                 self.received.append(signum)
                 log.warning(
                     "%s: finishing %d requests in flight (up to %gs), then saving progress; "
-                    "press Ctrl-C again to quit at once",
+                    "a second signal (Ctrl-C) quits at once",
                     signal.Signals(signum).name,
                     scorer.in_flight,
                     self.grace,
