@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch import Budget, Endpoint, InputError, score_file
+from lwbatch.errors import RestartNeeded
 from lwbatch.io.inputs import ManySource, expand, open_inputs
 from lwbatch.io.jsonl_source import JsonlSource
 from lwbatch.results import InvalidRow, Revision
@@ -192,8 +193,10 @@ def test_standard_input_is_sniffed_and_resumes_like_a_file(
         # Other data on standard input is another input.
         done = subprocess.run(args, input=b"rev_id\n23\n", capture_output=True, env=env)
         assert done.returncode == 2
-        assert done.stderr.decode().startswith(
-            f"lwbatch: error: {out} belongs to a run of another input"
+        assert done.stderr.decode() == (
+            f"lwbatch: error: {out} belongs to a run with another input file (- (13 bytes) "
+            "instead of - (10 bytes)); rerun it as it was, choose another output, or pass "
+            "--restart to replace it\n"
         )
         empty = subprocess.run(args, input=b"", capture_output=True, env=env)
         assert empty.stderr == b"lwbatch: error: -: standard input is empty\n"
@@ -213,3 +216,11 @@ def test_the_library_takes_a_list_of_inputs(tmp_path: Path, emulator: EmulatorFa
             budget=Budget.unlimited(),
         )
     assert (report.rows_read, report.distinct_revisions, report.duplicate_rows) == (4, 3, 1)
+    # The files are the input: one more file is another input.
+    c = write_parquet(tmp_path / "c.parquet", {"rev_id": pa.array([9], pa.int64())})
+    with pytest.raises(RestartNeeded) as info:
+        score_file([a, b, c], tmp_path / "o.parquet", models=["enwiki-damaging"])
+    assert str(info.value).startswith(
+        f"{tmp_path / 'o.parquet'} belongs to a run with another input file (2 files: {a}, "
+        f"{b} instead of 3 files: {a}, {b}, {c}); "
+    )

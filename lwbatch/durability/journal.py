@@ -514,6 +514,10 @@ def _write_segment(path: Path, table: pa.Table) -> None:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, dict) and isinstance(value.get("files"), list):
+        names = [str(f.get("path")) for f in value["files"][:3] if isinstance(f, dict)]
+        more = ", ..." if len(value["files"]) > 3 else ""
+        return f"{len(value['files'])} files: {', '.join(names)}{more}"
     if isinstance(value, dict) and "path" in value:
         return f"{value['path']} ({value['size']:,} bytes)"
     if isinstance(value, list):
