@@ -317,7 +317,7 @@ class SqliteScoreCache:
     def _damaged(self, model: str, where: str, exc: Exception) -> InputError:
         return self._error(
             f"a damaged entry of {model} ({where}: {exc}); prune that model's entries "
-            "(`lwbatch cache prune --model`) or give another cache"
+            "from the cache, or give another cache"
         )
 
     def _writable(self) -> sqlite3.Connection:

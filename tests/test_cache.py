@@ -482,9 +482,7 @@ def test_a_damaged_value_is_one_line_not_an_internal_error(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"lwbatch: error: {path}: a damaged entry of enwiki-damaging (enwiki 1: ")
-    assert err.endswith(
-        "prune that model's entries (`lwbatch cache prune --model`) or give another cache\n"
-    )
+    assert err.endswith("prune that model's entries from the cache, or give another cache\n")
     assert main(["cache", "export", str(path), "-o", str(tmp_path / "e.parquet")]) == 2
     assert not (tmp_path / "e.parquet").exists()
 
