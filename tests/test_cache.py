@@ -192,7 +192,7 @@ def test_a_lookup_never_waits_for_a_write_held_up_by_another_process(
 
     import lwbatch.cache
 
-    monkeypatch.setattr(lwbatch.cache, "_BUSY_S", 2.0)
+    monkeypatch.setattr(lwbatch.cache, "_BUSY_S", 0.5)
     path = tmp_path / "c.db"
     cache = SqliteScoreCache(path)
     cache.put("enwiki-damaging", [("enwiki", 1, scored(0.7, "0.5.1"))])

@@ -4,6 +4,7 @@ Parquet files and a glob, read as one input with rows numbered across them."""
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import subprocess
 import sys
@@ -77,20 +78,14 @@ def test_json_lines_are_read_like_csv_text(tmp_path: Path) -> None:
     ],
 )
 def test_unusable_json_lines_are_refused_in_one_line(
-    tmp_path: Path, content: bytes, message: str
+    tmp_path: Path, content: bytes, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from lwbatch.cli import main
 
     path = tmp_path / "revs.jsonl"
     path.write_bytes(content)
-    result = subprocess.run(
-        [sys.executable, "-m", "lwbatch", "plan", str(path), "-m", "enwiki-damaging"],
-        capture_output=True,
-        text=True,
-        env={k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"},
-    )
-    assert (result.returncode, result.stderr) == (2, f"lwbatch: error: {path}: {message}\n")
-    del main
+    assert main(["plan", str(path), "-m", "enwiki-damaging"]) == 2
+    assert capsys.readouterr().err == f"lwbatch: error: {path}: {message}\n"
 
 
 def test_compressed_json_lines(tmp_path: Path) -> None:
@@ -153,13 +148,7 @@ def test_an_ores_score_revisions_pipe_end_to_end(tmp_path: Path, emulator: Emula
         args += ["-m", "enwiki-damaging", "--base-url", base_url, "-q"]
         first = subprocess.run(args, input=lines, capture_output=True, env=env)
         assert first.returncode == 0, first.stderr
-        sent = emu.stats.requests
-        # The same lines again resume from the finished output's journal-less state:
-        # a finished JSONL output is refused rather than paid for again.
-        again = subprocess.run(args, input=lines, capture_output=True, env=env)
-        assert again.returncode == 2
-        assert b"already exists" in again.stderr
-        assert emu.stats.requests == sent == 3
+        assert emu.stats.requests == 3
     got = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     expected = {}
     for rev in (11, 12, 13):
@@ -177,30 +166,42 @@ def test_an_ores_score_revisions_pipe_end_to_end(tmp_path: Path, emulator: Emula
 
 
 def test_standard_input_is_sniffed_and_resumes_like_a_file(
-    tmp_path: Path, emulator: EmulatorFactory
+    tmp_path: Path,
+    emulator: EmulatorFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from lwbatch.cli import main
+
+    def fed(data: bytes) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        code = main(args)
+        return code, capsys.readouterr().err
+
+    monkeypatch.delenv("LIFTWING_TOKEN", raising=False)
     out = tmp_path / "scores.parquet"
-    env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
     with emulator(missing=frozenset({22})) as (emu, base_url):
-        args = [sys.executable, "-m", "lwbatch", "score", "-", "-o", str(out), "-q"]
-        args += ["-m", "enwiki-damaging", "--base-url", base_url]
-        done = subprocess.run(args, input=b"rev_id\n21\n22\n", capture_output=True, env=env)
-        assert done.returncode == 0, done.stderr
+        args = ["score", "-", "-o", str(out), "-q", "-m", "enwiki-damaging"]
+        args += ["--base-url", base_url]
+        assert fed(b"rev_id\n21\n22\n") == (0, "")
         # Rerunning the same standard input finds the finished output: nothing is sent.
-        done = subprocess.run(args, input=b"rev_id\n21\n22\n", capture_output=True, env=env)
-        assert done.returncode == 0, done.stderr
+        assert fed(b"rev_id\n21\n22\n") == (0, "")
         assert emu.stats.requests == 2
         # Other data on standard input is another input.
-        done = subprocess.run(args, input=b"rev_id\n23\n", capture_output=True, env=env)
-        assert done.returncode == 2
-        assert done.stderr.decode() == (
+        assert fed(b"rev_id\n23\n") == (
+            2,
             f"lwbatch: error: {out} belongs to a run with another input file (- (13 bytes) "
             "instead of - (10 bytes)); rerun it as it was, choose another output, or pass "
-            "--restart to replace it\n"
+            "--restart to replace it\n",
         )
-        empty = subprocess.run(args, input=b"", capture_output=True, env=env)
-        assert empty.stderr == b"lwbatch: error: -: standard input is empty\n"
+        assert fed(b"") == (2, "lwbatch: error: -: standard input is empty\n")
+        # JSON lines, told by their first character.
+        jsonl = tmp_path / "j.parquet"
+        args[3] = str(jsonl)
+        assert fed(b'  {"rev_id": 24}\n') == (0, "")
     assert sorted(pq.read_table(out).column("rev_id").to_pylist()) == [21, 22]
+    assert pq.read_table(jsonl).column("rev_id").to_pylist() == [24]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.parquet", "scores.parquet"]
 
 
 def test_the_library_takes_a_list_of_inputs(tmp_path: Path, emulator: EmulatorFactory) -> None:
