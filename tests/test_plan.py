@@ -157,9 +157,11 @@ def test_plan_and_score_take_the_budget_the_credentials_token_gives(
         assert code == 0, out
         budget = json.loads(out)["budget"]
         assert (budget["requests"], budget["source"]) == (5000, "token")
+        # One revision: at 5,000 an hour a second request would wait 0.7 s.
+        one = write_parquet(tmp_path / "one.parquet", {"rev_id": pa.array([1], pa.int64())})
         report = tmp_path / "r.json"
         code = main(
-            ["score", str(inp), "-o", str(tmp_path / "o.parquet"), "-m", "enwiki-damaging"]
+            ["score", str(one), "-o", str(tmp_path / "o.parquet"), "-m", "enwiki-damaging"]
             + ["--base-url", base_url, "--token-url", url, "--report", str(report), "-q"]
         )
         assert code == 0, capsys.readouterr().err
@@ -169,7 +171,7 @@ def test_plan_and_score_take_the_budget_the_credentials_token_gives(
 
         creds = Credentials(client_id="c0ffee", client_secret="s3cret-value", token_url=url)
         run = score_file(
-            inp,
+            one,
             tmp_path / "p.parquet",
             models=["enwiki-damaging"],
             endpoint=Endpoint(base_url=base_url),
