@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
+import subprocess
+import time
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
@@ -87,6 +90,19 @@ def revs_parquet(tmp_path: Path) -> Path:
     return write_parquet(
         tmp_path / "revs.parquet", {"rev_id": pa.array(ids, pa.int64()), "lang": langs}
     )
+
+
+def kill_after_requests(args: list[str], env: dict[str, str], emu: Emulator, count: int) -> None:
+    """Run `args`, SIGKILL it once the emulator has seen `count` requests, wait for it."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while emu.stats.requests < count:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)  # polling the emulator's count, not waiting a fixed time
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
 
 
 def max_in_window(times: list[float], period: float) -> int:

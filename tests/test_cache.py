@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from lwbatch import Budget, Endpoint, ErrorType, InputError, Score, plan_file, score_file
 from lwbatch.cache import SqliteScoreCache
 from lwbatch.testing.emulator import Latency
-from tests.conftest import EmulatorFactory, emulated_p_true, write_parquet
+from tests.conftest import EmulatorFactory, emulated_p_true, kill_after_requests, write_parquet
 
 MODELS = ["enwiki-damaging", "revertrisk-language-agnostic"]
 
@@ -414,15 +413,7 @@ def test_a_run_killed_mid_way_leaves_the_cache_usable(
     env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
     with emulator(latency=Latency("uniform", 0.005, 0.02)) as (emu, base_url):
         args += ["--base-url", base_url, "--concurrency", "8"]
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while emu.stats.requests < 150:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.005)
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.wait(timeout=30)
+        kill_after_requests(args, env, emu, 150)
         kept = {e.model: e.trusted for e in SqliteScoreCache(cache).models()}["enwiki-damaging"]
         before = emu.stats.requests
         assert 0 < kept <= before

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Score, ScoredRow
 from lwbatch.testing.emulator import Latency
-from tests.conftest import EmulatorFactory, emulated_p_true, write_parquet
+from tests.conftest import EmulatorFactory, emulated_p_true, kill_after_requests, write_parquet
 
 NOT_FOUND_RR = "Could not make prediction for revision {} (en). Reason: revision_missing"
 TEXT_DELETED = (
@@ -242,15 +240,7 @@ def test_a_run_killed_mid_way_resumes_into_the_same_text_output(
     env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
     with emulator(latency=Latency("uniform", 0.005, 0.02)) as (emu, base_url):
         args += ["--base-url", base_url]
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while emu.stats.requests < 40:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.005)
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.wait(timeout=30)
+        kill_after_requests(args, env, emu, 40)
         assert not out.exists()
         before = emu.stats.requests
         done = subprocess.run(args, env=env, capture_output=True, text=True)
