@@ -49,12 +49,14 @@ class RestartNeeded(UsageError):
 
 
 class UnknownModelError(UsageError):
-    def __init__(self, name: str, *, known: str) -> None:
+    def __init__(self, name: str, *, known: str, close: str | None = None) -> None:
+        guess = f" (did you mean {close!r}?)" if close else ""
         super().__init__(
-            f"unknown model {name!r}; Lift Wing models are {known} (WIKI is a database "
-            "name such as enwiki, or {wiki} for each row's own wiki); see configs/models.toml"
+            f"unknown model {name!r}{guess}; Lift Wing models are {known} (WIKI is a "
+            "database name such as enwiki, or {wiki} for each row's own wiki)"
         )
         self.name = name
+        self.close = close
 
 
 class InputError(LWBatchError):

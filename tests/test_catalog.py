@@ -120,7 +120,6 @@ def test_revscoring_spec_knows_wiki_and_kind() -> None:
         "enwiki-damaging:predict",
         "enwiki-itemquality",
         "revertrisk",
-        "EnWiki-damaging",
         "enwiki-damaging\r\nHost: evil",
         "",
         "en-damaging",
@@ -129,6 +128,68 @@ def test_revscoring_spec_knows_wiki_and_kind() -> None:
 def test_names_outside_every_family_are_refused(name: str) -> None:
     with pytest.raises(UnknownModelError, match="unknown model"):
         default_catalog().resolve(name)
+
+
+def test_names_are_matched_as_the_service_writes_them_lowercase() -> None:
+    catalog = default_catalog()
+    assert catalog.resolve("EnWiki-Damaging").name == "enwiki-damaging"
+    assert catalog.resolve("{WIKI}-GoodFaith").name == "{wiki}-goodfaith"
+    assert catalog.resolve("Readability").name == "readability"
+    # An uppercase name that is no model stays refused, as itself.
+    with pytest.raises(UnknownModelError) as info:
+        catalog.resolve("EnWiki-Nothing")
+    assert info.value.name == "EnWiki-Nothing"
+
+
+@pytest.mark.parametrize(
+    ("name", "close"),
+    [
+        ("enwiki-damageing", "enwiki-damaging"),
+        ("dewiki-goodfaih", "dewiki-goodfaith"),
+        ("revertrisk-language-agnostik", "revertrisk-language-agnostic"),
+        ("readabilty", "readability"),
+        ("damaging", "{wiki}-damaging"),  # ORES named models by kind within a wiki
+        ("wikidatawiki-itemqualty", "wikidatawiki-itemquality"),
+        ("totally-unrelated", None),
+    ],
+)
+def test_an_unknown_name_says_which_one_was_meant(name: str, close: str | None) -> None:
+    with pytest.raises(UnknownModelError) as info:
+        default_catalog().resolve(name)
+    assert info.value.close == close
+    said = str(info.value)
+    assert said.startswith(
+        f"unknown model {name!r}" + (f" (did you mean {close!r}?)" if close else "") + "; "
+    )
+    assert "configs/" not in said
+
+
+def test_lwbatch_models_lists_every_family(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from lwbatch.cli import main
+
+    assert main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == len(default_catalog().families)
+    by_names = {r["names"]: r for r in rows}
+    assert by_names["WIKI-damaging|goodfaith|reverted"] == {
+        "family": "revscoring-editquality",
+        "names": "WIKI-damaging|goodfaith|reverted",
+        "payload": ["rev_id"],
+        "batch": 1,
+        "prediction": "bool",
+        "probability": True,
+        "experimental": False,
+    }
+    assert by_names["revertrisk-language-agnostic"]["batch"] == 20
+    assert by_names["outlink-topic-model"]["payload"] == ["lang", "page_id", "revision_id"]
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split() == ["names", "payload", "batch", "prediction"]
+    assert "revertrisk-language-agnostic      rev_id, lang                    20  bool" in text
+    assert main(["score", "x.parquet", "-o", "y.parquet", "-m", "enwiki-damageing"]) == 2
+    assert capsys.readouterr().err.endswith("; `lwbatch models` lists them\n")
 
 
 def test_model_lists_split_on_commas_and_dedupe() -> None:

@@ -32,9 +32,9 @@ from lwbatch.config import (
     Tier,
     Token,
 )
-from lwbatch.errors import LWBatchError, UsageError
+from lwbatch.errors import LWBatchError, UnknownModelError, UsageError
 from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
-from lwbatch.protocol.catalog import split_model_names
+from lwbatch.protocol.catalog import default_catalog, split_model_names
 from lwbatch.seams import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -361,6 +361,7 @@ def score(
         raise UsageError("give INPUT, the file(s) of rev_ids to score (- for standard input)")
     if output is None:
         raise UsageError("give --output, the file to write (*.parquet, *.jsonl or *.json)")
+    default_catalog().resolve_all(common["models"])  # a misspelt model before the input
     with _inputs(input_paths, Path(output).parent, input_format, common) as source:
         score_and_report(
             source,
@@ -448,6 +449,47 @@ def _positive(flag: str, value: int) -> int:
     if value < 1:
         raise UsageError(f"{flag} must be >= 1, got {value}")
     return value
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per family, one per line.")
+def models(as_json: bool) -> None:
+    """The model families lwbatch can score, with their names, request payloads, batch
+    sizes and answers. Which wikis a model is deployed on is Lift Wing's to say: an
+    undeployed one answers 404 and its column gets model_not_deployed."""
+    from lwbatch.protocol.catalog import names_of
+
+    rows = [
+        {
+            "family": f.name,
+            "names": names_of(f),
+            "payload": list(f.payload),
+            "batch": f.max_batch,
+            "prediction": f.prediction,
+            "probability": f.answer != "outlink",
+            "experimental": f.experimental,
+        }
+        for f in default_catalog().families
+    ]
+    if as_json:
+        click.echo("\n".join(orjson.dumps(row).decode() for row in rows))
+        return
+    width = max(len(str(r["names"])) for r in rows)
+    lines = [f"{'names':<{width}}  {'payload':<28} {'batch':>5}  prediction"]
+    for r in rows:
+        payload = ", ".join(r["payload"])  # type: ignore[arg-type]
+        note = "  (experimental: --internal or --base-url only)" if r["experimental"] else ""
+        lines.append(
+            f"{r['names']:<{width}}  {payload:<28} {r['batch']:>5}  {r['prediction']}{note}"
+        )
+    lines += [
+        "",
+        "WIKI is a database name: enwiki, dewiki, zh_yuewiki, enwiktionary, ...",
+        "{wiki}-KIND (any WIKI-KIND above) scores each row with its own wiki's model.",
+        "Out of scope (keyed by a title or a text, not a revision): article-country, "
+        "langid, article-descriptions, edit-check, llm-*.",
+    ]
+    click.echo("\n".join(lines))
 
 
 @cli.group()
@@ -572,6 +614,7 @@ def plan(
     with the same flags and environment."""
     from lwbatch.run import plan_file
 
+    default_catalog().resolve_all(split_model_names(models))
     common = {"id_column": id_column, "lang": lang, "wiki_column": wiki_column}
     with _inputs(input_paths, Path(tempfile.gettempdir()), input_format, common) as source:
         planned = plan_file(
@@ -991,7 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("lwbatch: interrupted", err=True)
         return 130
     except LWBatchError as exc:
-        click.echo(f"lwbatch: error: {for_cli(str(exc))}", err=True)
+        hint = "; `lwbatch models` lists them" if isinstance(exc, UnknownModelError) else ""
+        click.echo(f"lwbatch: error: {for_cli(str(exc))}{hint}", err=True)
         return exc.exit_code
     except Exception as exc:  # a bug: say so in one line; the traceback is opt-in
         if os.environ.get("LWBATCH_DEBUG"):

@@ -7,6 +7,7 @@ is a template: one output column, each row scored by the model of its own wiki.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ PayloadField = Literal["rev_id", "revision_id", "lang", "page_id"]
 WikiScope = Literal["named", "wikipedia", "wikidata"]
 
 TEMPLATE = "{wiki}"
+_WIKI_LIKE = re.compile(r"[a-z][a-z0-9_]*(?:wiki|wikibooks|wikiquote|wiktionary)")
 _ANSWERS: frozenset[str] = frozenset({"revscoring", "revertrisk", "score", "outlink"})
 _PREDICTIONS: frozenset[str] = frozenset({"bool", "string", "list", "double"})
 _FIELDS: frozenset[str] = frozenset({"rev_id", "revision_id", "lang", "page_id"})
@@ -185,7 +187,10 @@ class Catalog:
         return cls([_family(entry) for entry in data.get("family", [])])
 
     def resolve(self, name: str) -> ModelSpec:
-        """The spec for one model name, or :class:`UnknownModelError`."""
+        """The spec for one model name, or :class:`UnknownModelError`. Lift Wing's names
+        are lowercase: ``EnWiki-Damaging`` is ``enwiki-damaging``."""
+        if name != name.lower() and self._fits_any(name.lower()):
+            name = name.lower()
         if name.startswith(TEMPLATE):
             return self._template(name)
         for family in self.families:
@@ -201,25 +206,44 @@ class Catalog:
                 wiki=groups.get("wiki"),
                 kind=kind,
             )
-        raise UnknownModelError(name, known=self.describe())
+        raise UnknownModelError(name, known=self.describe(), close=self.closest(name))
+
+    def _fits_any(self, name: str) -> bool:
+        return name.startswith(TEMPLATE) or self._fits(name)
+
+    def closest(self, name: str) -> str | None:
+        """The accepted name most like `name` (a misspelt kind or model), if any is."""
+        lowered = name.lower()
+        wiki, _, rest = lowered.partition("-")
+        if not _WIKI_LIKE.fullmatch(wiki):
+            wiki = TEMPLATE
+        candidates: list[str] = []
+        for family in self.families:
+            source = family.pattern.pattern
+            kinds = re.search(r"\(\?P<kind>([^)]*)\)", source)
+            fixed = re.search(r"\(\?P<wiki>([a-z]+)\)", source)
+            if kinds is None:
+                candidates.append(source)
+                continue
+            for kind in kinds.group(1).split("|"):
+                candidates.append(f"{fixed.group(1) if fixed else wiki}-{kind}")
+        found = difflib.get_close_matches(lowered, candidates, n=1, cutoff=0.75)
+        if found and found[0] != lowered:
+            return found[0]
+        # A kind alone, as ORES named models inside a wiki ("damaging").
+        kinds_only = difflib.get_close_matches(
+            lowered, [c.partition("-")[2] for c in candidates if "-" in c], n=1, cutoff=0.9
+        )
+        if kinds_only and rest == "":
+            return f"{TEMPLATE}-{kinds_only[0]}"
+        return None
 
     def _fits(self, name: str) -> bool:
         return any(family.pattern.fullmatch(name) for family in self.families)
 
     def describe(self) -> str:
         """The model names the catalogue accepts, as a reader would write them."""
-        names: list[str] = []
-        for family in self.families:
-            source = family.pattern.pattern
-            kinds = re.search(r"\(\?P<kind>([^)]*)\)", source)
-            wiki = re.search(r"\(\?P<wiki>([a-z]+)\)", source)
-            if kinds is None:
-                names.append(source)
-            elif wiki is not None:
-                names.append(f"{wiki.group(1)}-{kinds.group(1)}")
-            else:
-                names.append(f"WIKI-{kinds.group(1)}")
-        return ", ".join(names)
+        return ", ".join(names_of(family) for family in self.families)
 
     def _template(self, name: str) -> ModelSpec:
         # A wiki every generic revscoring pattern accepts stands in to find the family.
@@ -247,6 +271,18 @@ class Catalog:
         if not specs:
             raise UsageError("no model given: name at least one with `models`")
         return list(specs.values())
+
+
+def names_of(family: Family) -> str:
+    """The names a family accepts, as a reader would write them (WIKI-damaging|...)."""
+    source = family.pattern.pattern
+    kinds = re.search(r"\(\?P<kind>([^)]*)\)", source)
+    wiki = re.search(r"\(\?P<wiki>([a-z]+)\)", source)
+    if kinds is None:
+        return source
+    if wiki is not None:
+        return f"{wiki.group(1)}-{kinds.group(1)}"
+    return f"WIKI-{kinds.group(1)}"
 
 
 def split_model_names(values: Iterable[str]) -> list[str]:
