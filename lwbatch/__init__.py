@@ -33,6 +33,7 @@ from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.run import plan_file, score_file, score_file_async
 from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
+from lwbatch.tables import flatten, score, score_async
 from lwbatch.tokens import BudgetChoice, TokenClaims, choose_budget
 from lwbatch.wikis import Wiki, wikis
 
@@ -82,10 +83,13 @@ __all__ = [
     "__version__",
     "choose_budget",
     "default_catalog",
+    "flatten",
     "open_sink",
     "open_source",
     "output_schema",
     "plan_file",
+    "score",
+    "score_async",
     "score_file",
     "score_file_async",
     "wikis",
