@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from lwbatch.keys import RowKey
 from lwbatch.wikis import Wiki, wikis
@@ -62,6 +62,7 @@ class Revision:
     wiki: Wiki
     key_wiki: str | None = None
     page_id: int | None = None
+    kept: tuple[Any, ...] = ()  # the values of the input columns carried to the output
 
     def __post_init__(self) -> None:
         if not isinstance(self.wiki, Wiki):
@@ -91,6 +92,7 @@ class InvalidRow:
     rev_id: int | None  # the value, where it fits int64 (0 and negatives do)
     reason: str
     wiki: str | None = None  # the raw wiki value, when the input has a wiki column
+    kept: tuple[Any, ...] = ()  # as Revision.kept
 
     def __str__(self) -> str:
         return self.reason if self.row is None else f"row {self.row}: {self.reason}"
@@ -103,6 +105,7 @@ class ScoredRow:
     key: RowKey | None  # None for an input row without a usable key
     scores: dict[str, Score]
     invalid: InvalidRow | None = None
+    kept: tuple[Any, ...] = ()  # the input columns carried to the output
 
     @property
     def rev_id(self) -> int | None:

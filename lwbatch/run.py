@@ -20,6 +20,7 @@ from typing import ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 import httpx
+import pyarrow as pa
 
 from lwbatch.cache import SqliteScoreCache
 from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, RetryPolicy, Tier, Token
@@ -91,6 +92,7 @@ async def score_file_async(
     cache: ScoreCache | Path | str | None = None,
     credentials: Credentials | None = None,
     format: str | None = None,
+    keep_columns: Sequence[str] | str | None = None,
 ) -> RunReport:
     """Score every rev_id of `input` with `models` into `output`; the run's report.
 
@@ -98,7 +100,9 @@ async def score_file_async(
     a list of these (read as one input), or any :class:`~lwbatch.seams.Source`; `output`
     a path (or any :class:`~lwbatch.seams.Sink`) written in `format`: ``parquet`` (one
     row per key, a struct per model), ``jsonl`` (ORES' score_revisions lines) or
-    ``ores-json`` (ORES v3 documents); by default the path's suffix chooses. Rows are keyed by
+    ``ores-json`` (ORES v3 documents); by default the path's suffix chooses.
+    `keep_columns` (names, or ``"all"``) carries input columns to the output, with the
+    first row's values where a key repeats. Rows are keyed by
     (wiki, rev_id) when the input names each row's wiki: a ``lang`` column of language
     codes, or `wiki_column`, a column of database names (``enwiki``); otherwise every
     row is of the Wikipedia of `lang`. The output appears only
@@ -125,9 +129,16 @@ async def score_file_async(
     # `en`, ` en` and `enwiki` are one run's `lang`: the manifest keeps the code.
     lang = wikipedia(lang).lang
     source = open_for(
-        input, specs, id_column=id_column, lang=lang, wiki_column=wiki_column, batch_rows=batch_rows
+        input,
+        specs,
+        id_column=id_column,
+        lang=lang,
+        wiki_column=wiki_column,
+        batch_rows=batch_rows,
+        keep_columns=keep_columns,
     )
     layout = source.key_layout
+    kept: list[pa.Field] = list(getattr(source, "kept_fields", ()))
     if isinstance(cache, str | Path):
         _check_cache_path(Path(cache), [*_paths_of(source), str(output)])
     owned = SqliteScoreCache(cache) if isinstance(cache, str | Path) else None
@@ -137,7 +148,7 @@ async def score_file_async(
             if isinstance(output, Sink)
             else open_sink(output, input=_paths_of(source), format=format, specs=specs, lang=lang)
         )
-        buffer = RowBuffer(specs, layout)
+        buffer = RowBuffer(specs, layout, kept)
         sink.open(buffer.schema)
         store: Journal | None
         if isinstance(journal, Journal):
@@ -159,6 +170,8 @@ async def score_file_async(
                     "id_column": id_column,
                     "lang": lang,
                     "wiki_column": layout.wiki_column,
+                    # None, not [], without kept columns: journals from before agree.
+                    "keep_columns": [f.name for f in kept] or None,
                 },
             )
 
@@ -330,6 +343,7 @@ def open_for(
     lang: str,
     wiki_column: str | None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    keep_columns: Sequence[str] | str | None = None,
 ) -> Source:
     """The source of `input`, checked against the models it is for (as `score` and
     `plan` both need it)."""
@@ -342,8 +356,16 @@ def open_for(
             lang=lang,
             wiki_column=wiki_column,
             batch_rows=batch_rows,
+            keep_columns=keep_columns,
         )
     )
+    taken = {"rev_id", source.key_layout.wiki_column, *(s.name for s in specs)}
+    for field in getattr(source, "kept_fields", ()):
+        if field.name in taken:
+            raise UsageError(
+                f"`keep_columns` {field.name!r}: the output has a column of that name "
+                "already (a key or a model); rename it in the input"
+            )
     if isinstance(source, FileSource | ManySource) and not source.has_page_id:
         for spec in specs:
             if spec.needs_page_id:

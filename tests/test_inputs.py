@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lwbatch import Budget, Endpoint, InputError, score_file
+from lwbatch import Budget, Endpoint, InputError, UsageError, score_file
 from lwbatch.errors import RestartNeeded
 from lwbatch.io.inputs import ManySource, expand, open_inputs
 from lwbatch.io.jsonl_source import JsonlSource
@@ -225,3 +225,109 @@ def test_the_library_takes_a_list_of_inputs(tmp_path: Path, emulator: EmulatorFa
         f"{tmp_path / 'o.parquet'} belongs to a run with another input file (2 files: {a}, "
         f"{b} instead of 3 files: {a}, {b}, {c}); "
     )
+
+
+def test_kept_columns_carry_the_first_rows_values_to_the_output(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {
+            "lang": ["en", "de", "en", "en"],
+            "rev_id": pa.array([1, 1, 1, None], pa.int64()),
+            "title": pa.array(["A", "B", "A again", "C"]).dictionary_encode(),
+            "size": pa.array([10, 20, 30, 40], pa.int32()),
+            "other": ["x", "y", "z", "w"],
+        },
+    )
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        args = ["score", str(inp), "-o", str(out), "-m", "{wiki}-damaging", "-q"]
+        args += ["--base-url", base_url, "--keep-columns", "title,size"]
+        assert main(args) == 0
+        table = pq.read_table(out)
+        capsys.readouterr()
+        # A finished output with kept columns is adopted by a rerun: nothing asked again.
+        assert main(args) == 0
+        assert emu.stats.requests == 2
+        capsys.readouterr()
+        assert main([*args[:-1], "title"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"lwbatch: error: {out} belongs to a run with another --keep-columns (title, size "
+        "instead of title); "
+    )
+    assert table.column_names == ["lang", "rev_id", "title", "size", "{wiki}-damaging"]
+    assert table.schema.field("title").type == pa.string()
+    assert table.schema.field("size").type == pa.int32()
+    rows = sorted(
+        (r["lang"], r["rev_id"] or 0, r["title"], r["size"], r["{wiki}-damaging"]["error"])
+        for r in table.to_pylist()
+    )
+    assert rows == [
+        ("de", 1, "B", 20, None),
+        ("en", 0, "C", 40, "invalid_input"),
+        ("en", 1, "A", 10, None),  # the first of the key's two rows
+    ]
+
+
+def test_json_lines_keep_every_field_as_it_was(tmp_path: Path, emulator: EmulatorFactory) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(
+        b'{"rev_id": 5, "meta": {"tags": ["a", "b"], "n": 1.5}, "user": "X", "flag": true}\n'
+        b'{"rev_id": 6, "user": null}\n'
+    )
+    with emulator() as (_, base_url):
+        options: dict[str, object] = {
+            "models": ["enwiki-damaging"],
+            "endpoint": Endpoint(base_url=base_url),
+            "budget": Budget.unlimited(),
+            "keep_columns": "all",
+        }
+        score_file(inp, tmp_path / "o.jsonl", **options)  # type: ignore[arg-type]
+        score_file(inp, tmp_path / "o.parquet", **options)  # type: ignore[arg-type]
+    lines = sorted(
+        (orjson.loads(x) for x in (tmp_path / "o.jsonl").read_bytes().splitlines()),
+        key=lambda d: d["rev_id"],
+    )
+    assert [{k: v for k, v in d.items() if k != "score"} for d in lines] == [
+        {"rev_id": 5, "meta": {"tags": ["a", "b"], "n": 1.5}, "user": "X", "flag": True},
+        {"rev_id": 6, "meta": None, "user": None, "flag": None},
+    ]
+    assert list(lines[0]) == ["rev_id", "meta", "user", "flag", "score"]
+    # In Parquet the values are the JSON text they were.
+    assert pq.read_table(tmp_path / "o.parquet").sort_by("rev_id").column("meta").to_pylist() == [
+        '{"tags":["a","b"],"n":1.5}',
+        None,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keep", "error", "message"),
+    [
+        (
+            ["nope"],
+            InputError,
+            "{inp}: no column 'nope' for `keep_columns` (columns: 'rev_id', 'lang', "
+            "'enwiki-damaging')",
+        ),
+        (["lang"], UsageError, "`keep_columns` 'lang' is a key column: the output has it already"),
+        (
+            ["enwiki-damaging"],
+            UsageError,
+            "`keep_columns` 'enwiki-damaging': the output has a column of that name already "
+            "(a key or a model); rename it in the input",
+        ),
+    ],
+)
+def test_columns_that_cannot_be_kept_are_refused(
+    tmp_path: Path, keep: list[str], error: type[Exception], message: str
+) -> None:
+    inp = write_parquet(
+        tmp_path / "in.parquet", {"rev_id": [1], "lang": ["en"], "enwiki-damaging": [0]}
+    )
+    with pytest.raises(error) as info:
+        score_file(inp, tmp_path / "o.parquet", models=["enwiki-damaging"], keep_columns=keep)
+    assert str(info.value) == message.format(inp=inp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]

@@ -133,6 +133,12 @@ def _run_options(func: F) -> F:
     "lines) or *.json (ORES v3 documents); --format for another name.",
 )
 @click.option(
+    "--keep-columns",
+    metavar="A,B|all",
+    help="Carry these input columns (or all) to the output beside the key; where a key "
+    "repeats, the first row's values.",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["parquet", "jsonl", "ores-json"]),
@@ -221,6 +227,7 @@ def _run_options(func: F) -> F:
 def score(
     input_paths: tuple[str, ...],
     output: str | None,
+    keep_columns: str | None,
     output_format: str | None,
     models: tuple[str, ...],
     id_column: str,
@@ -339,6 +346,8 @@ def score(
             )
         if (output is None) == (output_table is None):
             raise UsageError("give --output or --output-table (one of them)")
+        if keep_columns is not None:
+            raise UsageError("--keep-columns is for the local engine")
         if output_format not in (None, "parquet"):
             raise UsageError(
                 f"--format {output_format} is for the local engine: a Spark job writes Parquet"
@@ -362,7 +371,8 @@ def score(
     if output is None:
         raise UsageError("give --output, the file to write (*.parquet, *.jsonl or *.json)")
     default_catalog().resolve_all(common["models"])  # a misspelt model before the input
-    with _inputs(input_paths, Path(output).parent, input_format, common) as source:
+    keep = _keep(keep_columns)
+    with _inputs(input_paths, Path(output).parent, input_format, common, keep) as source:
         score_and_report(
             source,
             Path(output),
@@ -377,7 +387,11 @@ def score(
 
 @contextmanager
 def _inputs(
-    paths: tuple[str, ...], spool_beside: Path, input_format: str | None, common: dict[str, Any]
+    paths: tuple[str, ...],
+    spool_beside: Path,
+    input_format: str | None,
+    common: dict[str, Any],
+    keep: list[str] | str | None = None,
 ) -> Iterator[Source]:
     """The one source of every INPUT; standard input is spooled to a hidden folder
     beside the output (it can be large), removed at the end."""
@@ -398,8 +412,20 @@ def _inputs(
             input_format=input_format,
             stdin=sys.stdin.buffer,
             spool_dir=spool_dir,
+            keep_columns=keep,
             **options,
         )
+
+
+def _keep(value: str | None) -> list[str] | str | None:
+    if value is None:
+        return None
+    if value.strip() == "all":
+        return "all"
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--keep-columns: give column names (a,b) or all")
+    return names
 
 
 def _credentials(path: Path | None, token_url: str | None) -> Credentials | None:

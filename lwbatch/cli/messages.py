@@ -25,6 +25,7 @@ FLAGS: dict[str, str] = {
     "grace": "--grace",
     "hang_rate": "--hang-rate",
     "id_col": "--id-column",
+    "keep_columns": "--keep-columns",
     "id_column": "--id-column",
     "lang": "--lang",
     "latency": "--latency",

@@ -218,6 +218,7 @@ class FileJournal:
             ("id_column", "`id_column`"),
             ("lang", "`lang`"),
             ("wiki_column", "`wiki_column`"),
+            ("keep_columns", "`keep_columns`"),
             ("models", "model list"),
         ):
             if previous.get(key) != self.manifest.get(key):

@@ -578,7 +578,7 @@ class Scorer:
             if row.remaining == 0:
                 del self._open[row.key]
                 scored = {s.name: row.scores[s.name] for s in self.specs}
-                await self._emit(ScoredRow(row.key, scored))
+                await self._emit(ScoredRow(row.key, scored, kept=row.revision.kept))
                 self._admission.release()
         if fresh and not sum(stats.scored.values()) and self._nothing_deployed():
             raise NoModelDeployedError(models=list(self.models))
@@ -592,7 +592,9 @@ class Scorer:
         for spec in self.specs:
             self.stats.errors[(spec.name, ErrorType.INVALID_INPUT.value)] += 1
         failed = Score.failed(ErrorType.INVALID_INPUT, message)
-        await self._emit(ScoredRow(None, {s.name: failed for s in self.specs}, item))
+        await self._emit(
+            ScoredRow(None, {s.name: failed for s in self.specs}, item, kept=item.kept)
+        )
 
     async def _emit(self, row: ScoredRow) -> None:
         self.rows_emitted += 1

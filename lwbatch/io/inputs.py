@@ -39,7 +39,14 @@ class ManySource:
                     f"{_said(first.key_layout)}; give inputs with the same columns",
                     path=other.name,
                 )
+            if other.kept_fields != first.kept_fields:
+                raise InputError(
+                    f"the columns kept ({_fields(other)}) differ from {first.name}'s "
+                    f"({_fields(first)}); give inputs with the same columns",
+                    path=other.name,
+                )
         self.has_page_id = all(s.has_page_id for s in self.sources)
+        self.kept_fields = first.kept_fields
 
     @property
     def name(self) -> str:
@@ -76,6 +83,10 @@ def _renumbered(item: Item, offset: int, name: str) -> Item:
     return InvalidRow(
         item.row + offset, item.rev_id, f"{item.reason} ({name}, row {item.row})", item.wiki
     )
+
+
+def _fields(source: FileSource) -> str:
+    return ", ".join(f"{f.name} {f.type}" for f in source.kept_fields) or "none"
 
 
 def _said(layout: KeyLayout) -> str:
@@ -140,6 +151,7 @@ def open_inputs(
     input_format: str | None = None,
     stdin: BinaryIO | None = None,
     spool_dir: Path | None = None,
+    keep_columns: Sequence[str] | str | None = None,
 ) -> FileSource | ManySource:
     """One source for every input named; ``-`` reads `stdin` (spooled into
     `spool_dir`). `input_format` (parquet, csv, tsv, jsonl) overrides the file names."""
@@ -155,6 +167,7 @@ def open_inputs(
         "lang": lang,
         "wiki_column": wiki_column,
         "batch_rows": batch_rows,
+        "keep_columns": keep_columns,
     }
     sources = []
     for path in paths:

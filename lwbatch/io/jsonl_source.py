@@ -17,7 +17,10 @@ import orjson
 import pyarrow as pa
 
 from lwbatch.errors import InputError
-from lwbatch.io.sources import FileSource
+from lwbatch.io.sources import Arrays, FileSource
+
+# Field metadata of a kept column whose values are JSON text (read from JSON lines).
+JSON_TEXT = b"lwbatch.json"
 
 _CHUNK = 1 << 20
 _NOT_AN_OBJECT = object()  # the id of a line that is not a JSON object
@@ -40,6 +43,11 @@ class JsonlSource(FileSource):
         names = list(first)
         self._check_column(names, None)
         self._find_columns(names)
+        # Kept values travel as JSON text, marked so that a JSON output writes them back
+        # as the values they were.
+        self.kept_fields = [
+            pa.field(n, pa.string(), metadata={JSON_TEXT: b"1"}) for n in self._kept_names(names)
+        ]
 
     def _lines(self) -> Iterator[bytes]:
         try:
@@ -63,35 +71,46 @@ class JsonlSource(FileSource):
             except orjson.JSONDecodeError:
                 yield _NOT_AN_OBJECT
 
-    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
+    def _arrays(self) -> Iterator[Arrays]:
         id_column, wiki_column = self.id_column, self._wiki_source
+        kept_names = [f.name for f in self.kept_fields]
         ids: list[str | None] = []
         wikis: list[str | None] = []
         pages: list[str | None] = []
+        kept: list[list[str | None]] = [[] for _ in kept_names]
         for record in self._records():
             if not isinstance(record, dict):
                 ids.append("(a line that is not a JSON object)")
                 wikis.append(None)
                 pages.append(None)
+                for column in kept:
+                    column.append(None)
             else:
                 ids.append(_text(record.get(id_column)))
-                if wiki_column is not None:
-                    wikis.append(_text(record.get(wiki_column)))
-                if self.has_page_id:
-                    pages.append(_text(record.get("page_id")))
+                wikis.append(_text(record.get(wiki_column)) if wiki_column else None)
+                pages.append(_text(record.get("page_id")) if self.has_page_id else None)
+                for name, column in zip(kept_names, kept, strict=True):
+                    column.append(
+                        None if name not in record else orjson.dumps(record[name]).decode()
+                    )
             if len(ids) >= self.batch_rows:
-                yield self._batch(ids, wikis, pages)
-                ids, wikis, pages = [], [], []
+                yield self._batch(ids, wikis, pages, kept)
+                ids, wikis, pages, kept = [], [], [], [[] for _ in kept_names]
         if ids:
-            yield self._batch(ids, wikis, pages)
+            yield self._batch(ids, wikis, pages, kept)
 
     def _batch(
-        self, ids: list[str | None], wikis: list[str | None], pages: list[str | None]
-    ) -> tuple[pa.Array, pa.Array | None, pa.Array | None]:
+        self,
+        ids: list[str | None],
+        wikis: list[str | None],
+        pages: list[str | None],
+        kept: list[list[str | None]],
+    ) -> Arrays:
         return (
             pa.array(ids, pa.string()),
             pa.array(wikis, pa.string()) if self._wiki_source is not None else None,
             pa.array(pages, pa.string()) if self.has_page_id else None,
+            [pa.array(column, pa.string()) for column in kept],
         )
 
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 from lwbatch.durability.atomic import temporary_name
 from lwbatch.errors import OutputError
 from lwbatch.io.destination import TextFile, check_destination
+from lwbatch.io.jsonl_source import JSON_TEXT
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import ErrorType
 from lwbatch.wikis import wikipedia, wikis
@@ -66,6 +67,8 @@ class _OresSink:
         self._names = ores_names(specs)
         self._default_wiki = wikipedia(lang).dbname
         self._keys: list[str] = []
+        self._wiki_column: str | None = None
+        self._json_text: set[str] = set()
         self._rows = 0
 
     @property
@@ -81,7 +84,13 @@ class _OresSink:
         missing = sorted(set(self._names) - set(schema.names))
         if missing:
             raise OutputError(f"the rows lack the column {missing[0]!r}", path=self.path)
+        # Key columns up to rev_id, then the kept input columns; JSON text read from
+        # JSON lines goes back out as the values it was.
         self._keys = [n for n in schema.names if n not in self._names]
+        self._wiki_column = schema.names[0] if schema.names.index("rev_id") == 1 else None
+        self._json_text = {
+            f.name for f in schema if f.metadata and f.metadata.get(JSON_TEXT) is not None
+        }
         self._rows = 0
 
     def _records(self, rows: pa.Table) -> Iterator[dict[str, Any]]:
@@ -93,8 +102,9 @@ class _OresSink:
 
 
 class JsonlSink(_OresSink):
-    """One line per key: the key columns, then ``"score": {model: {"score"|"error"}}``,
-    as ORES' `score_revisions` tool appended to each input line."""
+    """One line per key: the key columns and kept input columns, then
+    ``"score": {model: {"score"|"error"}}``, as ORES' `score_revisions` tool appended
+    to each input line."""
 
     def __init__(self, path: Path | str, *, specs: Sequence[ModelSpec], lang: str = "en") -> None:
         super().__init__(path, specs=specs, lang=lang)
@@ -103,7 +113,12 @@ class JsonlSink(_OresSink):
     def write(self, rows: pa.Table) -> None:
         lines = bytearray()
         for record in self._records(rows):
-            line = {key: record[key] for key in self._keys}
+            line = {
+                key: orjson.Fragment(record[key])
+                if key in self._json_text and record[key] is not None
+                else record[key]
+                for key in self._keys
+            }
             line["score"] = {
                 short: ores_score(record[column]) for column, short in self._names.items()
             }
@@ -120,6 +135,7 @@ class JsonlSink(_OresSink):
 class OresJsonSink(_OresSink):
     """One JSON object holding an ORES v3 document per wiki:
     ``{wiki: {"models": {name: {"version"}}, "scores": {rev_id: {name: ...}}}}``.
+    ORES v3 has no place for other columns: kept input columns are not written.
 
     Each wiki's scores go to a temporary file of their own as they come, so memory does
     not grow with the output; commit joins them. An invalid row is kept under its raw
@@ -135,7 +151,7 @@ class OresJsonSink(_OresSink):
         self._unkeyed = 0
 
     def _wiki(self, record: Mapping[str, Any]) -> str:
-        value = record[self._keys[0]] if len(self._keys) > 1 else None
+        value = record[self._wiki_column] if self._wiki_column is not None else None
         if not value:
             return self._default_wiki
         return wikis().from_key(value).dbname

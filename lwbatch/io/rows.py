@@ -1,6 +1,7 @@
 """Merged rows as Arrow: the layout every sink receives and the journal keeps.
 
-One row per key: the key columns (lwbatch/keys.py), then one struct column per model,
+One row per key: the key columns (lwbatch/keys.py), the input columns kept
+(`keep_columns`, the first row's values of a key), then one struct column per model,
 named exactly as the model was named (``{wiki}-damaging`` too): prediction, probability,
 model_version, error, error_message.
 """
@@ -37,19 +38,27 @@ def score_type(spec: ModelSpec) -> pa.StructType:
     )
 
 
-def output_schema(specs: Sequence[ModelSpec], layout: KeyLayout | None = None) -> pa.Schema:
-    """The key columns, then one struct column per model."""
+def output_schema(
+    specs: Sequence[ModelSpec], layout: KeyLayout | None = None, kept: Sequence[pa.Field] = ()
+) -> pa.Schema:
+    """The key columns, the kept input columns, then one struct column per model."""
     keys = (layout or KeyLayout()).fields
-    return pa.schema([*keys, *(pa.field(s.name, score_type(s)) for s in specs)])
+    return pa.schema([*keys, *kept, *(pa.field(s.name, score_type(s)) for s in specs)])
 
 
 class RowBuffer:
     """Collects merged rows column by column and hands them out as one table."""
 
-    def __init__(self, specs: Sequence[ModelSpec], layout: KeyLayout | None = None) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        layout: KeyLayout | None = None,
+        kept: Sequence[pa.Field] = (),
+    ) -> None:
         self.specs = list(specs)
         self.layout = layout or KeyLayout()
-        self.schema = output_schema(self.specs, self.layout)
+        self.kept = list(kept)
+        self.schema = output_schema(self.specs, self.layout, self.kept)
         self._types = [score_type(s) for s in self.specs]
         self._reset()
 
@@ -57,6 +66,7 @@ class RowBuffer:
         self._rev_ids: list[int | None] = []
         self._wikis: list[str | None] = []
         self.invalid_rows: list[int] = []
+        self._kept_values: list[list[Any]] = [[] for _ in self.kept]
         self._columns: dict[str, list[list[Any]]] = {
             s.name: [[], [], [], [], []] for s in self.specs
         }
@@ -70,6 +80,10 @@ class RowBuffer:
         self._wikis.append(row.wiki)
         if row.row is not None:
             self.invalid_rows.append(row.row)
+        if self.kept:
+            values = row.kept or (None,) * len(self.kept)
+            for column, value in zip(self._kept_values, values, strict=True):
+                column.append(value)
         for name, (pred, prob, version, error, message) in self._columns.items():
             score = row.scores[name]
             pred.append(score.prediction)
@@ -83,6 +97,8 @@ class RowBuffer:
         arrays: list[pa.Array] = [pa.array(self._rev_ids, pa.int64())]
         if self.layout.wiki_column is not None:
             arrays.insert(0, pa.array(self._wikis, pa.string()))
+        for field, values in zip(self.kept, self._kept_values, strict=True):
+            arrays.append(pa.array(values, field.type))
         for spec, struct_type in zip(self.specs, self._types, strict=True):
             children = [
                 pa.array(values, struct_type.field(i).type)

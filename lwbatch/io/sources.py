@@ -15,7 +15,7 @@ import csv
 import hashlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ _CSV = {".csv": ",", ".tsv": "\t"}
 _JSONL = (".jsonl", ".ndjson")
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 _FINGERPRINT_BYTES = 1 << 20
+KEEP_ALL = "all"
+# What a source's _arrays yields per batch: ids, wikis, page ids, kept columns.
+Arrays = tuple[pa.Array, pa.Array | None, pa.Array | None, list[pa.Array]]
 
 
 class FileSource:
@@ -57,8 +60,12 @@ class FileSource:
         wiki_column: str | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         label: str | None = None,
+        keep_columns: Sequence[str] | str | None = None,
     ) -> None:
         self.path = Path(path)
+        # Input columns carried to the output: names, or "all" (every non-key column).
+        self.keep_columns = keep_columns
+        self.kept_fields: list[pa.Field] = []
         # How messages and the resume fingerprint name the input ("-" for stdin spooled
         # to a temporary file); the path itself by default.
         self.label = label
@@ -107,16 +114,46 @@ class FileSource:
     def _open(self) -> None:
         raise NotImplementedError
 
-    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
+    def _arrays(self) -> Iterator[Arrays]:
         raise NotImplementedError
 
     def _columns(self) -> list[str]:
-        """The columns read, in the order _arrays yields them."""
-        return [
+        """The columns read, in the order _arrays yields them (each once)."""
+        columns = [
             self.id_column,
             *([self._wiki_source] if self._wiki_source is not None else []),
             *([PAGE_ID_COLUMN] if self.has_page_id else []),
         ]
+        return columns + [f.name for f in self.kept_fields if f.name not in columns]
+
+    def _kept_names(self, names: list[str]) -> list[str]:
+        """The input columns `keep_columns` names, checked against the file's."""
+        keys = {self.id_column, self._wiki_source}
+        if self.keep_columns is None:
+            return []
+        if self.keep_columns == KEEP_ALL:
+            return [n for n in names if n not in keys]
+        wanted = [self.keep_columns] if isinstance(self.keep_columns, str) else self.keep_columns
+        for name in wanted:
+            if name in keys:
+                raise UsageError(
+                    f"`keep_columns` {name!r} is a key column: the output has it already"
+                )
+            if name not in names:
+                raise InputError(
+                    f"no column {name!r} for `keep_columns` "
+                    f"(columns: {', '.join(map(repr, names[:10]))})",
+                    path=self.name,
+                )
+        return list(dict.fromkeys(wanted))
+
+    def _split(self, batch: pa.RecordBatch) -> Arrays:
+        """A batch read with :meth:`_columns` -> what :meth:`_arrays` yields."""
+        # By name: a reader may give the columns in the file's order, not the one asked.
+        wikis_ = batch.column(self._wiki_source) if self._wiki_source is not None else None
+        pages = batch.column(PAGE_ID_COLUMN) if self.has_page_id else None
+        kept = [batch.column(f.name) for f in self.kept_fields]
+        return batch.column(self.id_column), wikis_, pages, kept
 
     def _find_columns(self, names: list[str]) -> None:
         if self.wiki_column is not None:
@@ -166,8 +203,8 @@ class FileSource:
         )
         row = 1
         try:
-            for ids, wiki_values, page_ids in self._arrays():
-                yield reader.convert(ids, wiki_values, page_ids, row)
+            for ids, wiki_values, page_ids, kept in self._arrays():
+                yield reader.convert(ids, wiki_values, page_ids, row, kept)
                 row += len(ids)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(
@@ -207,11 +244,14 @@ class RowReader:
         wiki_values: pa.Array | None,
         page_ids: pa.Array | None,
         first: int | None,
+        kept: Sequence[pa.Array] = (),
     ) -> list[Item]:
         """Items for one batch of rows; `first` is the first row's number in the input
-        (None where positions mean nothing to the user: a Spark partition's rows)."""
+        (None where positions mean nothing to the user: a Spark partition's rows).
+        `kept`: the columns carried to the output, in order."""
         kind = ids.type
         values = ids.to_pylist()
+        kept_rows = list(zip(*(k.to_pylist() for k in kept), strict=True)) if kept else None
         wiki_list = wiki_values.to_pylist() if wiki_values is not None else None
         page_list = _page_ids(page_ids) if page_ids is not None else None
         out: list[Item] = []
@@ -227,19 +267,21 @@ class RowReader:
         for i, value in enumerate(values):
             rev_id, reason = parse(value)
             raw_wiki = wiki_list[i] if wiki_list is not None else None
+            carried = kept_rows[i] if kept_rows is not None else ()
             if reason is not None:
                 where = None if first is None else first + i
-                append(InvalidRow(where, rev_id, f"{self.id_column} {reason}", raw_wiki))
+                append(InvalidRow(where, rev_id, f"{self.id_column} {reason}", raw_wiki, carried))
                 continue
             page_id = page_list[i] if page_list is not None else None
             if wiki_list is None:
-                append(Revision(rev_id, default, "", page_id))  # type: ignore[arg-type]
+                append(Revision(rev_id, default, "", page_id, carried))  # type: ignore[arg-type]
                 continue
             found = self._wiki(raw_wiki)
             if isinstance(found, str):
-                append(InvalidRow(None if first is None else first + i, rev_id, found, raw_wiki))
+                where = None if first is None else first + i
+                append(InvalidRow(where, rev_id, found, raw_wiki, carried))
             else:
-                append(Revision(rev_id, found[0], found[1], page_id))  # type: ignore[arg-type]
+                append(Revision(rev_id, found[0], found[1], page_id, carried))  # type: ignore[arg-type]
         return out
 
     def _wiki(self, value: object) -> tuple[Wiki, str] | str:
@@ -292,12 +334,13 @@ class ParquetSource(FileSource):
         if pf.metadata.num_rows == 0:
             raise InputError("has no rows", path=self.name)
         self._total_rows = pf.metadata.num_rows
+        self.kept_fields = [_plain(schema.field(name)) for name in self._kept_names(schema.names)]
 
-    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
+    def _arrays(self) -> Iterator[Arrays]:
         pf = pq.ParquetFile(self.path)
         columns = self._columns()
         for batch in pf.iter_batches(batch_size=self.batch_rows, columns=columns):
-            yield _split(batch, self._wiki_source is not None, self.has_page_id)
+            yield self._split(batch)
 
 
 class CsvSource(FileSource):
@@ -313,6 +356,7 @@ class CsvSource(FileSource):
         names = self._header()
         self._check_column(names, None)
         self._find_columns(names)
+        self.kept_fields = [pa.field(n, pa.string()) for n in self._kept_names(names)]
         if next(self._arrays(), None) is None:
             raise InputError("has a header but no rows", path=self.name)
 
@@ -329,7 +373,7 @@ class CsvSource(FileSource):
             raise InputError("is empty (no header line)", path=self.name)
         return names
 
-    def _arrays(self) -> Iterator[tuple[pa.Array, pa.Array | None, pa.Array | None]]:
+    def _arrays(self) -> Iterator[Arrays]:
         columns = self._columns()
         try:
             reader = pacsv.open_csv(
@@ -349,7 +393,7 @@ class CsvSource(FileSource):
             )
             for batch in reader:
                 if batch.num_rows:
-                    yield _split(batch, self._wiki_source is not None, self.has_page_id)
+                    yield self._split(batch)
         except pa.ArrowException as exc:
             raise InputError(
                 f"cannot parse it as CSV ({_first_line(exc)})", path=self.name
@@ -365,6 +409,7 @@ def open_source(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     format: str | None = None,
     label: str | None = None,
+    keep_columns: Sequence[str] | str | None = None,
 ) -> FileSource:
     """The source for `path`, in `format` (parquet, csv, tsv, jsonl) or else chosen by
     its extension; raises InputError if unusable. `label` names it in messages."""
@@ -381,6 +426,7 @@ def open_source(
         "wiki_column": wiki_column,
         "batch_rows": batch_rows,
         "label": label,
+        "keep_columns": keep_columns,
     }
     if kind in _PARQUET:
         return ParquetSource(path, **options)
@@ -396,11 +442,11 @@ def open_source(
     )
 
 
-def _split(batch: pa.RecordBatch, wiki: bool, page: bool) -> tuple[Any, Any, Any]:
-    ids = batch.column(0)
-    wikis_ = batch.column(1) if wiki else None
-    pages = batch.column(1 + wiki) if page else None
-    return ids, wikis_, pages
+def _plain(field: pa.Field) -> pa.Field:
+    """A kept column's field as the output holds it: dictionary-encoded text decoded."""
+    if pa.types.is_dictionary(field.type):
+        return pa.field(field.name, field.type.value_type)
+    return pa.field(field.name, field.type)
 
 
 def _is_text(kind: pa.DataType) -> bool:
