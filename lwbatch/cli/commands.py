@@ -133,6 +133,18 @@ def _run_options(func: F) -> F:
     "lines) or *.json (ORES v3 documents); --format for another name.",
 )
 @click.option(
+    "--log-json",
+    is_flag=True,
+    help="For schedulers: progress, log lines and the final summary as JSON lines on stderr.",
+)
+@click.option(
+    "--progress-every",
+    type=float,
+    metavar="SECONDS",
+    help="Seconds between progress lines when stderr is not a terminal (default 60; "
+    "5 with --log-json).",
+)
+@click.option(
     "--keep-columns",
     metavar="A,B|all",
     help="Carry these input columns (or all) to the output beside the key; where a key "
@@ -227,6 +239,8 @@ def _run_options(func: F) -> F:
 def score(
     input_paths: tuple[str, ...],
     output: str | None,
+    log_json: bool,
+    progress_every: float | None,
     keep_columns: str | None,
     output_format: str | None,
     models: tuple[str, ...],
@@ -279,6 +293,13 @@ def score(
     """
     if quiet:
         logging.getLogger("lwbatch").setLevel(logging.WARNING)
+    if log_json:
+        from lwbatch.cli.live import JsonLogFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLogFormatter())
+    if progress_every is not None and not progress_every > 0:
+        raise UsageError(f"--progress-every must be > 0, got {progress_every}")
     if internal and base_url:
         raise UsageError("--internal and --base-url exclude each other; give one")
     endpoint = (
@@ -346,8 +367,10 @@ def score(
             )
         if (output is None) == (output_table is None):
             raise UsageError("give --output or --output-table (one of them)")
-        if keep_columns is not None:
-            raise UsageError("--keep-columns is for the local engine")
+        if keep_columns is not None or log_json or progress_every is not None:
+            raise UsageError(
+                "--keep-columns, --log-json and --progress-every are for the local engine"
+            )
         if output_format not in (None, "parquet"):
             raise UsageError(
                 f"--format {output_format} is for the local engine: a Spark job writes Parquet"
@@ -376,6 +399,8 @@ def score(
         score_and_report(
             source,
             Path(output),
+            log_json=log_json,
+            progress_every=progress_every,
             format=output_format,
             retry_failed=retry_failed,
             grace=grace,

@@ -18,6 +18,7 @@ import anyio
 import click
 import orjson
 
+from lwbatch.cli.live import EVERY_JSON, EVERY_NON_TTY, LiveView
 from lwbatch.cli.messages import for_cli
 from lwbatch.config import Token
 from lwbatch.durability.atomic import write_atomic
@@ -25,7 +26,7 @@ from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import Interrupted, OutputError, UsageError, primary_error
 from lwbatch.io.inputs import ManySource
 from lwbatch.io.sources import FileSource
-from lwbatch.plan import Planner
+from lwbatch.plan import Plan, Planner
 from lwbatch.seams import Source
 from lwbatch.tokens import TokenClaims
 
@@ -47,6 +48,8 @@ def score_and_report(
     quiet: bool,
     grace: float = DEFAULT_GRACE,
     warn_no_contact: bool = False,
+    log_json: bool = False,
+    progress_every: float | None = None,
     **options: Any,
 ) -> None:
     """Run `lwbatch.score_file_async` with the CLI's process-wide settings.
@@ -63,14 +66,21 @@ def score_and_report(
     bar = tqdm(
         unit="rev",
         desc="scoring",
-        disable=quiet or not sys.stderr.isatty(),
+        disable=quiet or log_json or not sys.stderr.isatty(),
         file=sys.stderr,
         dynamic_ncols=True,
         mininterval=0.5,
     )
+    view = LiveView(
+        bar=bar,
+        log_json=log_json,
+        every=progress_every or (EVERY_JSON if log_json else EVERY_NON_TTY),
+    )
     received: list[int] = []
     try:
-        report = anyio.run(_run, input_path, output, options, bar, warn_no_contact, grace, received)
+        report = anyio.run(
+            _run, input_path, output, options, view, warn_no_contact, grace, received
+        )
     except Interrupted as exc:
         signum = received[0] if received else signal.SIGINT
         exc.exit_code = 128 + signum
@@ -81,17 +91,18 @@ def score_and_report(
         ) from None
     finally:
         bar.close()
-    if not quiet:
+    if not quiet and not log_json:
         click.echo(for_cli(report.render()), err=True)
+    view.finish(report)
     if report_path is not None:
         write_json(report_path, report.to_dict())
 
 
-def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bool) -> None:
+def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bool) -> Plan | None:
     """Log what the whole input costs (the line `lwbatch plan` ends with), and warn when
     the token expires before the run would end (unless credentials will replace it)."""
     if not isinstance(source, FileSource | ManySource):
-        return  # another Source may not be readable twice
+        return None  # another Source may not be readable twice
     planner = Planner(
         scorer.specs, scorer.default_wiki.lang, scorer.budget_choice, cache=scorer.cache
     )
@@ -99,8 +110,13 @@ def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bo
         planner.add(items)
     planned = planner.finish()
     if not planned.distinct:
-        return  # the run stops at once and says why
+        return planned  # the run stops at once and says why
     log.info("the whole input: %s", planned.estimate())
+    _warn_expiry(scorer, planned, token, refreshed)
+    return planned
+
+
+def _warn_expiry(scorer: Scorer, planned: Plan, token: Token | None, refreshed: bool) -> None:
     claims = TokenClaims.of(token) if token is not None and not refreshed else None
     if claims is None or claims.expires is None:
         return
@@ -125,7 +141,7 @@ async def _run(
     input_path: Path | Source,
     output: Path,
     options: dict[str, Any],
-    bar: Any,
+    view: LiveView,
     warn_no_contact: bool,
     grace: float,
     received: list[int],
@@ -140,22 +156,26 @@ async def _run(
                 # Warn only once everything was accepted, so a usage error stays one line.
                 if warn_no_contact:
                     log.warning(NO_CONTACT)
-                _estimate(
+                view.attach(scorer, source.total_rows)
+                planned = _estimate(
                     source, scorer, options.get("token"), options.get("credentials") is not None
                 )
+                if planned is not None:
+                    view.set_total(planned.rows)  # CSV and JSON lines: known only now
+                tg.start_soon(view.run)
                 # Until now Ctrl-C interrupts at once (nothing to save); from here on,
                 # it stops the run gracefully.
                 signals = stack.enter_context(
                     anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
                 )
                 tg.start_soon(watcher.watch, signals, scorer)
-                bar.reset(total=source.total_rows)
 
             report = await score_file_async(
                 input_path,
                 output,
                 gc_control=True,
-                progress=bar.update,
+                progress=view.advance,
+                on_send=view.on_send,
                 on_start=started,
                 **options,
             )

@@ -62,6 +62,10 @@ class RunStats:
         histogram.add(seconds)
 
 
+# A run shorter than this is all start-up burst: its rate says nothing of the budget's.
+SHORTEST_COMPARED = 10.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunReport:
     """What a finished run did, for humans (`render`) and machines (`to_dict`)."""
@@ -160,7 +164,9 @@ class RunReport:
         data["request_rate"] = round(self.request_rate, 3)
         data["budget_rate"] = self.budget_rate if self.limited else None
         data["budget_utilisation"] = (
-            round(self.request_rate / self.budget_rate, 4) if self.limited else None
+            round(self.request_rate / self.budget_rate, 4)
+            if self.limited and self.elapsed_seconds >= SHORTEST_COMPARED
+            else None
         )
         return data
 
@@ -191,7 +197,12 @@ class RunReport:
             + ", ".join(f"{k}: {v:,}" for k, v in self.requests_by_outcome.items()),
             f"elapsed             {self.elapsed_seconds:>10.1f} s",
             f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget} "
-            f"({self.budget_rate:.2f}/s, {100 * self.request_rate / self.budget_rate:.1f}% used)"
+            + (
+                f"({self.budget_rate:.2f}/s, "
+                f"{100 * self.request_rate / self.budget_rate:.1f}% used)"
+                if self.elapsed_seconds >= SHORTEST_COMPARED
+                else "(too short a run to compare with its rate)"
+            )
             if self.limited
             else f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}",
             *(
