@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeAlias
 
@@ -37,6 +37,11 @@ class Score:
     model_version: str | None = None
     error: ErrorType | None = None
     error_message: str | None = None
+    # How this run got the answer: the last request's latency, and the requests it took
+    # (retries included). None where no request was made (cached, resumed, refused up
+    # front). Not part of the answer: two equal answers may have taken different paths.
+    latency_ms: float | None = field(default=None, compare=False)
+    attempts: int | None = field(default=None, compare=False)
 
     @classmethod
     def failed(cls, error: ErrorType, message: str) -> Score:

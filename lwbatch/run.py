@@ -38,7 +38,7 @@ from lwbatch.errors import (
 )
 from lwbatch.io.inputs import ManySource, open_inputs
 from lwbatch.io.rows import RowBuffer
-from lwbatch.io.sinks import open_sink
+from lwbatch.io.sinks import for_rows, open_sink
 from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource
 from lwbatch.oauth import Credentials
 from lwbatch.plan import Plan, Planner
@@ -148,7 +148,9 @@ async def score_file_async(
             if isinstance(output, Sink)
             else open_sink(output, input=_paths_of(source), format=format, specs=specs, lang=lang)
         )
-        buffer = RowBuffer(specs, layout, kept)
+        buffer = RowBuffer(specs, layout, kept, detail=True)
+        readable = sink.read_back if isinstance(sink, ReadableSink) else None
+        sink = for_rows(sink)
         sink.open(buffer.schema)
         store: Journal | None
         if isinstance(journal, Journal):
@@ -215,8 +217,8 @@ async def score_file_async(
                     restart=restart,
                     retry_failed=retry_failed,
                     ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
-                    previous=sink.read_back
-                    if isinstance(sink, ReadableSink)
+                    previous=readable
+                    if readable is not None
                     else None
                     if isinstance(output, Sink)
                     else partial(_unreadable, Path(output)),

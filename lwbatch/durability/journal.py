@@ -70,6 +70,8 @@ def encode_answer(model: str, key: RowKey, score: Score) -> bytes:
                 score.model_version,
                 error,
                 score.error_message,
+                score.latency_ms,
+                score.attempts,
             ]
         )
         + b"\n"
@@ -79,11 +81,24 @@ def encode_answer(model: str, key: RowKey, score: Score) -> bytes:
 def decode_answer(line: bytes) -> tuple[str, RowKey, Score] | None:
     """None for a torn or foreign line (the tail of a write cut by a crash)."""
     try:
-        model, key, prediction, probability, version, error, message = orjson.loads(line)
+        values = orjson.loads(line)
+        # Lines of an lwbatch before latency and attempts were kept have seven values.
+        model, key, prediction, probability, version, error, message = values[:7]
+        latency, attempts = values[7:9] if len(values) == 9 else (None, None)
+        if len(values) not in (7, 9):
+            return None
         return (
             model,
             key_from_json(key),
-            Score(prediction, probability, version, ErrorType(error) if error else None, message),
+            Score(
+                prediction,
+                probability,
+                version,
+                ErrorType(error) if error else None,
+                message,
+                latency_ms=latency,
+                attempts=attempts,
+            ),
         )
     except (orjson.JSONDecodeError, ValueError, TypeError):
         return None
@@ -505,6 +520,8 @@ def _score_from_cell(cell: dict[str, Any]) -> Score:
         cell["model_version"],
         ErrorType(error) if error else None,
         cell["error_message"],
+        latency_ms=cell.get("latency_ms"),
+        attempts=cell.get("attempts"),
     )
 
 

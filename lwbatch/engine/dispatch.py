@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 
@@ -62,6 +62,22 @@ class _Retry:
 
 _RATE_LIMITED = _Retry(ErrorType.RATE_LIMITED, "HTTP 429")
 # A 401 after which the token was replaced: send again, once.
+class _Tally:
+    """The requests one job has sent so far, and the last one's latency."""
+
+    __slots__ = ("seconds", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.seconds: float | None = None
+
+    def stamp(self, score: Score) -> Score:
+        if not self.sent:
+            return score  # refused before any request left
+        latency = None if self.seconds is None else round(self.seconds * 1000, 1)
+        return replace(score, latency_ms=latency, attempts=self.sent)
+
+
 _REFRESHED = _Retry(ErrorType.TRANSIENT_ERROR, "HTTP 401, token refreshed")
 
 
@@ -121,12 +137,13 @@ class Dispatcher:
         payload = build_payload(spec, revisions)
         policy = self._policy
         transient = rate_limited = 0
+        tally = _Tally()
         while True:
-            outcome = await self._attempt(spec, rev_ids, payload, wiki)
+            outcome = await self._attempt(spec, rev_ids, payload, wiki, tally)
             if outcome is _REFRESHED:
                 continue  # sent again with the new token
             if not isinstance(outcome, _Retry):
-                scores = [outcome[rev_id] for rev_id in rev_ids]
+                scores = [tally.stamp(outcome[rev_id]) for rev_id in rev_ids]
                 for score in scores:
                     if score.error is ErrorType.UNSUPPORTED_WIKI:
                         self.unsupported.setdefault((spec.name, wiki), score.error_message or "")
@@ -145,7 +162,7 @@ class Dispatcher:
                         await self._sleep(self._backoff(transient))
                     continue
                 message = outcome.message(transient)
-            return [Score.failed(outcome.error, message)] * len(rev_ids)
+            return [tally.stamp(Score.failed(outcome.error, message))] * len(rev_ids)
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter (Brooker, "Exponential Backoff And
@@ -204,7 +221,7 @@ class Dispatcher:
         return None
 
     async def _attempt(
-        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, wiki: str
+        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, wiki: str, tally: _Tally
     ) -> dict[int, Score] | _Retry:
         """One try: the scores, or what went wrong if it may be tried again."""
         if (refused := self._held_back(spec, rev_ids, wiki)) is not None:
@@ -216,6 +233,7 @@ class Dispatcher:
             return refused
         stats = self._stats
         stats.requests_sent += 1
+        tally.sent += 1
         self.in_flight += 1
         if self.in_flight > stats.peak_in_flight:
             stats.peak_in_flight = self.in_flight
@@ -225,6 +243,7 @@ class Dispatcher:
         try:
             reply = await self._client.post(spec, payload)
         except TransportFailure as exc:
+            tally.seconds = exc.elapsed
             if self._on_latency is not None:
                 self._on_latency(exc.elapsed)
             stats.requests_by_outcome[exc.kind] += 1
@@ -235,6 +254,7 @@ class Dispatcher:
             if self.stopping and not self.in_flight:
                 self._drained.set()
         self.answered = True
+        tally.seconds = reply.latency
         status = reply.status
         refresher = self._refresher
         if refresher is not None and status != 401:

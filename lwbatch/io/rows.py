@@ -25,8 +25,13 @@ _PREDICTION_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def score_type(spec: ModelSpec) -> pa.StructType:
-    """The struct of one model's column."""
+# How each answer was got: in the rows the journal keeps and the formats that ask for
+# them (`long`), not in the merged Parquet output.
+DETAIL = (pa.field("latency_ms", pa.float64()), pa.field("attempts", pa.int32()))
+
+
+def score_type(spec: ModelSpec, *, detail: bool = False) -> pa.StructType:
+    """The struct of one model's column (with `detail`, latency_ms and attempts too)."""
     return pa.struct(
         [
             pa.field("prediction", _PREDICTION_TYPES[spec.family.prediction]),
@@ -34,16 +39,43 @@ def score_type(spec: ModelSpec) -> pa.StructType:
             pa.field("model_version", pa.string()),
             pa.field("error", pa.string()),
             pa.field("error_message", pa.string()),
+            *(DETAIL if detail else ()),
         ]
     )
 
 
 def output_schema(
-    specs: Sequence[ModelSpec], layout: KeyLayout | None = None, kept: Sequence[pa.Field] = ()
+    specs: Sequence[ModelSpec],
+    layout: KeyLayout | None = None,
+    kept: Sequence[pa.Field] = (),
+    *,
+    detail: bool = False,
 ) -> pa.Schema:
     """The key columns, the kept input columns, then one struct column per model."""
     keys = (layout or KeyLayout()).fields
-    return pa.schema([*keys, *kept, *(pa.field(s.name, score_type(s)) for s in specs)])
+    models = [pa.field(s.name, score_type(s, detail=detail)) for s in specs]
+    return pa.schema([*keys, *kept, *models])
+
+
+def without_detail(table: pa.Table) -> pa.Table:
+    """Merged rows without latency_ms and attempts (the merged Parquet layout)."""
+    drop = {f.name for f in DETAIL}
+    columns = []
+    fields = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_struct(field.type) and drop & {f.name for f in field.type}:
+            keep = [f for f in field.type if f.name not in drop]
+            chunks = [
+                pa.StructArray.from_arrays(
+                    [chunk.field(f.name) for f in keep], fields=keep, mask=chunk.is_null()
+                )
+                for chunk in column.chunks
+            ]
+            column = pa.chunked_array(chunks, pa.struct(keep))
+            field = field.with_type(pa.struct(keep))  # keeps the field's metadata
+        columns.append(column)
+        fields.append(field)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, table.schema.metadata))
 
 
 class RowBuffer:
@@ -54,12 +86,15 @@ class RowBuffer:
         specs: Sequence[ModelSpec],
         layout: KeyLayout | None = None,
         kept: Sequence[pa.Field] = (),
+        *,
+        detail: bool = False,
     ) -> None:
         self.specs = list(specs)
         self.layout = layout or KeyLayout()
         self.kept = list(kept)
-        self.schema = output_schema(self.specs, self.layout, self.kept)
-        self._types = [score_type(s) for s in self.specs]
+        self.detail = detail
+        self.schema = output_schema(self.specs, self.layout, self.kept, detail=detail)
+        self._types = [score_type(s, detail=detail) for s in self.specs]
         self._reset()
 
     def _reset(self) -> None:
@@ -67,8 +102,9 @@ class RowBuffer:
         self._wikis: list[str | None] = []
         self.invalid_rows: list[int] = []
         self._kept_values: list[list[Any]] = [[] for _ in self.kept]
+        fields = 7 if self.detail else 5
         self._columns: dict[str, list[list[Any]]] = {
-            s.name: [[], [], [], [], []] for s in self.specs
+            s.name: [[] for _ in range(fields)] for s in self.specs
         }
 
     def __len__(self) -> int:
@@ -84,13 +120,16 @@ class RowBuffer:
             values = row.kept or (None,) * len(self.kept)
             for column, value in zip(self._kept_values, values, strict=True):
                 column.append(value)
-        for name, (pred, prob, version, error, message) in self._columns.items():
+        for name, columns in self._columns.items():
             score = row.scores[name]
-            pred.append(score.prediction)
-            prob.append(score.probability)
-            version.append(score.model_version)
-            error.append(None if score.error is None else score.error.value)
-            message.append(score.error_message)
+            columns[0].append(score.prediction)
+            columns[1].append(score.probability)
+            columns[2].append(score.model_version)
+            columns[3].append(None if score.error is None else score.error.value)
+            columns[4].append(score.error_message)
+            if self.detail:
+                columns[5].append(score.latency_ms)
+                columns[6].append(score.attempts)
 
     def take(self) -> tuple[pa.Table, list[int]]:
         """The buffered rows as a table, and the input row numbers of invalid ones."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+import pyarrow as pa
 
 from lwbatch.errors import UsageError
 from lwbatch.io.ores_sinks import JsonlSink, OresJsonSink
 from lwbatch.io.parquet_sink import ParquetSink
+from lwbatch.io.rows import without_detail
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.seams import Sink
 
@@ -22,6 +25,40 @@ FORMATS: dict[str, tuple[_Factory, tuple[str, ...]]] = {
     ),
     "ores-json": (lambda path, specs, lang: OresJsonSink(path, specs=specs, lang=lang), (".json",)),
 }
+
+
+class WithoutDetail:
+    """A :class:`Sink` seen through the merged layout: latency_ms and attempts, which the
+    journal keeps, are left out of what it is given (unless it asks for them with a
+    true `detailed` attribute)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+    @property
+    def rows_written(self) -> int:
+        return self.sink.rows_written
+
+    def open(self, schema: pa.Schema) -> None:
+        self.sink.open(without_detail(schema.empty_table()).schema)
+
+    def write(self, rows: pa.Table) -> None:
+        self.sink.write(without_detail(rows))
+
+    def commit(self, metadata: Mapping[str, bytes]) -> None:
+        self.sink.commit(metadata)
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
+def for_rows(sink: Sink) -> Sink:
+    """`sink` as the run writes to it: detailed rows only where it asks for them."""
+    return sink if getattr(sink, "detailed", False) else WithoutDetail(sink)
 
 
 def format_of(output: Path | str, format: str | None = None) -> str:
@@ -61,4 +98,4 @@ def open_sink(
     return factory(path, specs, lang)
 
 
-__all__ = ["FORMATS", "format_of", "open_sink"]
+__all__ = ["FORMATS", "WithoutDetail", "for_rows", "format_of", "open_sink"]
