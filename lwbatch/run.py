@@ -99,7 +99,8 @@ async def score_file_async(
     `input` is a Parquet, CSV or JSON-lines path, a directory of Parquet files, a glob,
     a list of these (read as one input), or any :class:`~lwbatch.seams.Source`; `output`
     a path (or any :class:`~lwbatch.seams.Sink`) written in `format`: ``parquet`` (one
-    row per key, a struct per model), ``jsonl`` (ORES' score_revisions lines) or
+    row per key, a struct per model), ``long`` (Parquet, one row per key and model, with
+    each answer's latency and attempts), ``jsonl`` (ORES' score_revisions lines) or
     ``ores-json`` (ORES v3 documents); by default the path's suffix chooses.
     `keep_columns` (names, or ``"all"``) carries input columns to the output, with the
     first row's values where a key repeats. Rows are keyed by

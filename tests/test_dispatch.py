@@ -200,6 +200,18 @@ async def test_429s_and_transient_failures_are_counted_apart(fake_clock: FakeClo
     assert [s for s in run.slept if s] == [random.Random(7).uniform(0.0, 0.5)]
     assert score_.error is ErrorType.TRANSIENT_ERROR
     assert score_.error_message == "HTTP 503 after 2 attempt(s): busy"
+    assert score_.attempts == 4  # every request the answer took, 429s included
+
+
+async def test_an_answer_carries_its_attempts_and_last_latency(fake_clock: FakeClock) -> None:
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        return httpx.Response(503, text="busy") if n == 1 else ok(request)
+
+    script = Script(answer, fake_clock)
+    async with Recorded(script, fake_clock, retry=RetryPolicy(max_attempts=3)) as run:
+        score_ = await run.send(5)
+    assert score_.ok and score_.attempts == 2
+    assert score_.latency_ms is not None and score_.latency_ms >= 0
 
 
 async def test_a_429_without_retry_after_waits_the_gateways_60_seconds(

@@ -228,7 +228,7 @@ def test_format_flag_wins_over_the_suffix_and_a_finished_text_output_is_not_paid
         score_file(inp, tmp_path / "x.xml", models=["enwiki-damaging"])
 
 
-@pytest.mark.parametrize("name", ["scores.jsonl", "scores.json"])
+@pytest.mark.parametrize("name", ["scores.jsonl", "scores.json", "long.parquet"])
 def test_a_run_killed_mid_way_resumes_into_the_same_text_output(
     tmp_path: Path, emulator: EmulatorFactory, name: str
 ) -> None:
@@ -237,6 +237,7 @@ def test_a_run_killed_mid_way_resumes_into_the_same_text_output(
     out = tmp_path / name
     args = [sys.executable, "-m", "lwbatch", "score", str(inp), "-o", str(out), "-q"]
     args += ["-m", "enwiki-damaging", "--rate", "2000/s", "--concurrency", "8"]
+    args += ["--format", "long"] if name == "long.parquet" else []
     env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
     with emulator(latency=Latency("uniform", 0.005, 0.02)) as (emu, base_url):
         args += ["--base-url", base_url]
@@ -248,7 +249,21 @@ def test_a_run_killed_mid_way_resumes_into_the_same_text_output(
         # Answers journaled before the kill are not asked again: the rerun asks the rest
         # and at most the 8 in flight and a few received but not yet journaled.
         assert emu.stats.requests - before <= 120 - before + 8 + 8
-    if name.endswith(".jsonl"):
+    if name == "long.parquet":
+        table = pq.read_table(out)
+        assert table.num_rows == len(ids) and set(table.column("attempts").to_pylist()) == {1}
+        got = {
+            r["rev_id"]: {
+                "damaging": {
+                    "score": {
+                        "prediction": r["prediction"] == "true",
+                        "probability": dict(r["probability"]),
+                    }
+                }
+            }
+            for r in table.to_pylist()
+        }
+    elif name.endswith(".jsonl"):
         got = {d["rev_id"]: d["score"] for d in map(orjson.loads, out.read_bytes().splitlines())}
     else:
         got = {int(k): v for k, v in orjson.loads(out.read_bytes())["enwiki"]["scores"].items()}
@@ -267,3 +282,62 @@ def test_the_parquet_output_is_unchanged(tmp_path: Path, emulator: EmulatorFacto
             budget=Budget.unlimited(),
         )
     assert pq.read_table(tmp_path / "o.parquet").column_names == ["rev_id", "enwiki-damaging"]
+
+
+def test_the_long_format_has_one_row_per_key_and_model_with_latency_and_attempts(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {
+            "rev_id": pa.array([1, 2, 1, None], pa.int64()),
+            "wiki_db": ["enwiki", "dewiki", "dewiki", "enwiki"],
+            "note": ["a", "b", "c", "d"],
+        },
+    )
+    out = tmp_path / "long.parquet"
+    with emulator(missing=frozenset({2})) as (_, base_url):
+        score_file(
+            inp,
+            out,
+            models=["{wiki}-damaging", "revertrisk-language-agnostic"],
+            wiki_column="wiki_db",
+            endpoint=Endpoint(base_url=base_url),
+            budget=Budget.unlimited(),
+            format="long",
+            keep_columns=["note"],
+        )
+    table = pq.read_table(out)
+    assert table.column_names == [
+        "wiki_db", "rev_id", "note", "model", "model_version", "prediction", "probability",
+        "error", "error_message", "latency_ms", "attempts",
+    ]  # fmt: skip
+    assert table.schema.field("prediction").type == pa.string()
+    rows = sorted(table.to_pylist(), key=lambda r: (r["wiki_db"], r["rev_id"] or 0, r["model"]))
+    assert [(r["wiki_db"], r["rev_id"], r["note"], r["model"]) for r in rows] == [
+        ("dewiki", 1, "c", "dewiki-damaging"),
+        ("dewiki", 1, "c", "revertrisk-language-agnostic"),
+        ("dewiki", 2, "b", "dewiki-damaging"),
+        ("dewiki", 2, "b", "revertrisk-language-agnostic"),
+        ("enwiki", None, "d", "enwiki-damaging"),
+        ("enwiki", None, "d", "revertrisk-language-agnostic"),
+        ("enwiki", 1, "a", "enwiki-damaging"),
+        ("enwiki", 1, "a", "revertrisk-language-agnostic"),
+    ]
+    p = emulated_p_true("enwiki-damaging", 1)
+    en = rows[6]
+    assert (en["prediction"], en["model_version"], en["error"]) == (
+        "true" if p > 0.5 else "false",
+        "0.5.1",
+        None,
+    )
+    assert en["probability"] == [("false", round(1 - p, 4)), ("true", p)]
+    assert en["attempts"] == 1 and en["latency_ms"] is not None and en["latency_ms"] >= 0
+    gone = rows[2]
+    assert (gone["error"], gone["prediction"], gone["attempts"]) == ("not_found", None, 1)
+    invalid = rows[4]
+    assert (invalid["error"], invalid["attempts"], invalid["latency_ms"]) == (
+        "invalid_input",
+        None,
+        None,
+    )

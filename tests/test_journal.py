@@ -361,3 +361,22 @@ async def test_a_journal_of_the_rev_id_keyed_format_is_refused_for_an_input_with
         "score it afresh, or choose another output"
     )
     assert journal_dir(out).is_dir()  # the earlier run's answers are not thrown away
+
+
+def test_answer_lines_keep_latency_and_attempts_and_old_lines_still_read() -> None:
+    from lwbatch.durability.journal import decode_answer, encode_answer
+    from lwbatch.keys import RowKey
+    from lwbatch.results import Score
+
+    score = Score(True, {"true": 0.9}, "0.5.1", latency_ms=12.5, attempts=3)
+    line = encode_answer("enwiki-damaging", RowKey("", 7), score)
+    decoded = decode_answer(line.rstrip(b"\n"))
+    assert decoded is not None
+    model, key, again = decoded
+    assert (model, key, again, again.latency_ms, again.attempts) == (
+        "enwiki-damaging", RowKey("", 7), score, 12.5, 3,
+    )  # fmt: skip
+    old = b'["enwiki-damaging",[7],true,{"true":0.9},"0.5.1",null,null]'
+    decoded = decode_answer(old)
+    assert decoded is not None and decoded[2] == score and decoded[2].attempts is None
+    assert decode_answer(b'["enwiki-damaging",[7],true,{"true":0.9},"0.5.1",null]') is None

@@ -149,11 +149,11 @@ def test_another_name_is_refused_naming_output(tmp_path: Path, name: str) -> Non
         open_sink(tmp_path / name)
     assert str(info.value) == (
         f"`output` {tmp_path / name}: name the file *.parquet, *.jsonl or *.json, or give "
-        "`format` (parquet, jsonl, ores-json)"
+        "`format` (parquet, long, jsonl, ores-json)"
     )
     with pytest.raises(UsageError) as info:
         open_sink(tmp_path / name, format="xml")
-    assert str(info.value) == "`format` 'xml': give one of parquet, jsonl, ores-json"
+    assert str(info.value) == "`format` 'xml': give one of parquet, long, jsonl, ores-json"
 
 
 def test_the_input_file_is_refused_as_output_however_it_is_spelled(tmp_path: Path) -> None:

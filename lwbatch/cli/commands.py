@@ -153,8 +153,9 @@ def _run_options(func: F) -> F:
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["parquet", "jsonl", "ores-json"]),
-    help="Output format (default: by the output's suffix).",
+    type=click.Choice(["parquet", "long", "jsonl", "ores-json"]),
+    help="Output format (default: by the output's suffix): long is tidy Parquet, one row "
+    "per (revision, model).",
 )
 @_input_options
 @click.option(

@@ -61,6 +61,8 @@ class _Retry:
 
 
 _RATE_LIMITED = _Retry(ErrorType.RATE_LIMITED, "HTTP 429")
+
+
 # A 401 after which the token was replaced: send again, once.
 class _Tally:
     """The requests one job has sent so far, and the last one's latency."""

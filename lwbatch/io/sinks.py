@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from lwbatch.errors import UsageError
+from lwbatch.io.long_sink import LongSink
 from lwbatch.io.ores_sinks import JsonlSink, OresJsonSink
 from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.io.rows import without_detail
@@ -19,6 +20,7 @@ _Factory = Callable[[Path, Sequence[ModelSpec], str], Sink]
 # A new format: its Sink here, under its name and the suffixes that choose it.
 FORMATS: dict[str, tuple[_Factory, tuple[str, ...]]] = {
     "parquet": (lambda path, specs, lang: ParquetSink(path), (".parquet", ".pq")),
+    "long": (lambda path, specs, lang: LongSink(path, specs=specs, lang=lang), ()),
     "jsonl": (
         lambda path, specs, lang: JsonlSink(path, specs=specs, lang=lang),
         (".jsonl", ".ndjson"),
