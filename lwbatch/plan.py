@@ -61,8 +61,9 @@ class Plan:
             else f"{_duration(self.hours(own))} at this run's budget {own.describe()}"
         )
         cached = sum(self.cached.values())
-        kept = f"{cached:,} answers cached, " if cached else ""
-        return f"{kept}{self.total_requests:,} requests: {tiers}; {mine}"
+        kept = f"{cached:,} answer{'s' * (cached != 1)} cached, " if cached else ""
+        total = self.total_requests
+        return f"{kept}{total:,} request{'s' * (total != 1)}: {tiers}; {mine}"
 
     def to_dict(self) -> dict[str, Any]:
         own = self.budget.budget

@@ -326,9 +326,9 @@ async def score_file_async(
         report = scorer.report(output=sink.name)
         if stats.invalid_rows:
             log.warning(
-                "%s rows of %s cannot be sent (first: %s); they are in the output with error "
+                "%s of %s cannot be sent (first: %s); they are in the output with error "
                 "invalid_input",
-                f"{stats.invalid_rows:,}",
+                f"{stats.invalid_rows:,} row" + "s" * (stats.invalid_rows != 1),
                 source.name,
                 stats.first_invalid,
             )
@@ -350,6 +350,11 @@ def open_for(
 ) -> Source:
     """The source of `input`, checked against the models it is for (as `score` and
     `plan` both need it)."""
+    if isinstance(input, Source) and keep_columns is not None:
+        raise UsageError(
+            "`keep_columns` is for inputs given as paths: a Source object chooses its own "
+            "kept columns (FileSource's `keep_columns`)"
+        )
     source = (
         input
         if isinstance(input, Source)

@@ -108,7 +108,12 @@ async def score_async(
         path = Path(folder) / "revisions.parquet"
         pq.write_table(table, path)
         source = open_source(
-            path, id_column=id_column, lang=lang, wiki_column=wiki_column, label=_LABEL
+            path,
+            id_column=id_column,
+            lang=lang,
+            wiki_column=wiki_column,
+            label=_LABEL,
+            keep_columns=options.pop("keep_columns", None),
         )
         await score_file_async(
             source,

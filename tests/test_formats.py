@@ -149,7 +149,7 @@ def test_ores_json_keeps_one_document_per_wiki_and_invalid_rows(tmp_path: Path) 
                 },
             },
         },
-        "xx": {
+        "invalid_input": {
             "models": {},
             "scores": {"invalid-1": {"damaging": invalid, "revertrisk-language-agnostic": invalid}},
         },
@@ -199,28 +199,61 @@ def test_model_names_are_ores_kinds_only_where_unique() -> None:
     }
 
 
-def test_format_flag_wins_over_the_suffix_and_a_finished_text_output_is_not_paid_again(
+def test_a_finished_text_output_is_read_back_from_its_hidden_copy(
     tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch import RetryPolicy
+    from lwbatch.cli import main
+
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 41), pa.int64())})
+    out = tmp_path / "scores.jsonl"
+    copy = tmp_path / ".scores.jsonl.lwbatch.parquet"
+
+    def failed() -> int:
+        lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+        assert sorted(d["rev_id"] for d in lines) == list(range(1, 41))
+        return sum("error" in d["score"]["damaging"] for d in lines)
+
+    with emulator(error_rate=0.5, seed=3) as (emu, base_url):
+        options: dict[str, Any] = {
+            "models": ["enwiki-damaging"],
+            "endpoint": Endpoint(base_url=base_url),
+            "budget": Budget.unlimited(),
+            "retry": RetryPolicy(max_attempts=1),
+        }
+        score_file(inp, out, **options)
+        first, sent = failed(), emu.stats.requests
+        assert first > 0 and copy.is_file()
+        # The rerun asks again only what failed transiently.
+        score_file(inp, out, **options)
+        assert emu.stats.requests - sent == first
+        assert failed() < first
+    # Without its copy, a finished output is refused rather than paid for again.
+    copy.unlink()
+    args = ["score", str(inp), "-o", str(out), "-m", "enwiki-damaging", "-q"]
+    assert main([*args, "--base-url", "http://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err == (
+        f"lwbatch: error: {out} already exists without the hidden copy lwbatch keeps beside "
+        f"it ({copy.name}) to resume from; pass --restart to score again, or choose another "
+        "output\n"
+    )
+
+
+def test_the_format_flag_and_the_name_must_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from lwbatch.cli import main
 
     inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
-    out = tmp_path / "scores.txt"
-    with emulator() as (emu, base_url):
-        args = ["score", str(inp), "-o", str(out), "-m", "enwiki-damaging", "-q"]
-        args += ["--base-url", base_url, "--format", "jsonl"]
-        assert main(args) == 0
-        assert [orjson.loads(x)["rev_id"] for x in out.read_bytes().splitlines()] == [1, 2]
-        assert main(args) == 2
-        assert capsys.readouterr().err == (
-            f"lwbatch: error: {out} already exists, and a finished output in this format "
-            "cannot be read back to resume from; pass --restart to score again, or choose "
-            "another output\n"
-        )
-        assert emu.stats.requests == 2
-        assert main([*args, "--restart"]) == 0
-        assert emu.stats.requests == 4
-    assert main([*args[:-2], "--format", "ores-json", "--engine", "spark"]) == 2
+    args = ["score", str(inp), "-m", "enwiki-damaging", "--base-url", "http://127.0.0.1:9"]
+    assert main([*args, "-o", str(tmp_path / "s.parquet"), "--format", "jsonl"]) == 2
+    assert capsys.readouterr().err == (
+        f"lwbatch: error: --output {tmp_path / 's.parquet'} is named as parquet but --format "
+        "is jsonl; name it *.jsonl or *.ndjson, or give another --format\n"
+    )
+    assert (
+        main([*args, "-o", str(tmp_path / "s"), "--format", "ores-json", "--engine", "spark"]) == 2
+    )
     assert capsys.readouterr().err.endswith(
         "--format ores-json is for the local engine: a Spark job writes Parquet\n"
     )
@@ -268,7 +301,11 @@ def test_a_run_killed_mid_way_resumes_into_the_same_text_output(
     else:
         got = {int(k): v for k, v in orjson.loads(out.read_bytes())["enwiki"]["scores"].items()}
     assert got == {rev: {"damaging": binary("enwiki-damaging", rev)} for rev in ids}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".{name}.lwbatch.parquet",  # the hidden copy a rerun reads back
+        "in.parquet",
+        name,
+    ]
 
 
 def test_the_parquet_output_is_unchanged(tmp_path: Path, emulator: EmulatorFactory) -> None:
@@ -341,3 +378,59 @@ def test_the_long_format_has_one_row_per_key_and_model_with_latency_and_attempts
         None,
         None,
     )
+
+
+def test_ores_json_keeps_invalid_rows_apart_whatever_their_wiki_says(tmp_path: Path) -> None:
+    specs = default_catalog().resolve_all(["{wiki}-damaging"])
+    buffer = RowBuffer(specs, KeyLayout("wiki_db"))
+    bad = Score.failed(ErrorType.INVALID_INPUT, "row 1: wiki_db 'a/b' is not a wiki")
+    for n, wiki in enumerate(["a/b", "../x", "a/b", *(f"w{i}" for i in range(300))]):
+        invalid = InvalidRow(row=n + 1, rev_id=0, reason="bad", wiki=wiki)
+        buffer.add(ScoredRow(None, {"{wiki}-damaging": bad}, invalid))
+    table = buffer.take()[0]
+    sink = OresJsonSink(tmp_path / "o.json", specs=specs)
+    sink.open(table.schema)
+    sink.write(table)
+    sink.commit({})
+    document = orjson.loads((tmp_path / "o.json").read_bytes())
+    assert list(document) == ["invalid_input"]
+    assert sorted(document["invalid_input"]["scores"], key=lambda k: int(k[8:])) == [
+        f"invalid-{n}" for n in range(1, 304)
+    ]  # every row, none under a shared rev_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.json"]
+
+
+def test_a_kept_score_column_would_be_overwritten_in_jsonl(tmp_path: Path) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(b'{"rev_id": 1, "score": {"damaging": 1}}\n')
+    with pytest.raises(UsageError) as info:
+        score_file(inp, tmp_path / "o.jsonl", models=["enwiki-damaging"], keep_columns="all")
+    assert str(info.value) == (
+        "`keep_columns` 'score': each jsonl line's scores go there; leave that column out "
+        "or rename it"
+    )
+
+
+def test_leftovers_of_a_killed_run_are_swept_by_the_next(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1], pa.int64())})
+    dead = 2**22 + 12345  # above any pid this machine hands out
+    spool = tmp_path / f".o.json.stdin.{dead}.tmp"
+    spool.mkdir()
+    (spool / "stdin").write_bytes(b"rev_id\n1\n")
+    for name in (f".o.json.part0.{dead}.tmp", f".o.json.copy.{dead}.tmp", f".o.json.{dead}.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    with emulator() as (_, base_url):
+        score_file(
+            inp,
+            tmp_path / "o.json",
+            models=["enwiki-damaging"],
+            endpoint=Endpoint(base_url=base_url),
+            budget=Budget.unlimited(),
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".o.json.lwbatch.parquet",
+        "in.parquet",
+        "o.json",
+    ]

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import lwbatch
 from lwbatch import Budget, Endpoint, InputError, UsageError, score_file
 from lwbatch.errors import RestartNeeded
 from lwbatch.io.inputs import ManySource, expand, open_inputs
@@ -56,7 +57,7 @@ def test_json_lines_are_read_like_csv_text(tmp_path: Path) -> None:
         (2, "enwiki", None),
         (3, "enwiki", 30),
         (4, "row 4: rev_id 'x' is not an integer"),
-        (5, "row 5: rev_id '(a line that is not a JSON object)' is not an integer"),
+        (5, "row 5: the line is not a JSON object"),
         (6, "row 6: rev_id '[4]' is not an integer"),
         (7, "row 7: lang 'qq' is not the language code of a Wikipedia"),
         (8, "row 8: rev_id is null"),
@@ -162,7 +163,11 @@ def test_an_ores_score_revisions_pipe_end_to_end(tmp_path: Path, emulator: Emula
             }
         }
     assert {d["rev_id"]: d["score"] for d in got} == expected
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]  # no spool left
+    # No spooled input left, only the output and its hidden copy.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".scores.jsonl.lwbatch.parquet",
+        "scores.jsonl",
+    ]
 
 
 def test_standard_input_is_sniffed_and_resumes_like_a_file(
@@ -331,3 +336,49 @@ def test_columns_that_cannot_be_kept_are_refused(
         score_file(inp, tmp_path / "o.parquet", models=["enwiki-damaging"], keep_columns=keep)
     assert str(info.value) == message.format(inp=inp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_several_inputs_must_keep_the_same_columns_and_all_have_page_ids(
+    tmp_path: Path,
+) -> None:
+    a = write_parquet(tmp_path / "a.parquet", {"rev_id": [1], "t": ["x"], "page_id": [5]})
+    b = write_parquet(tmp_path / "b.parquet", {"rev_id": [2], "t": [3]})
+    with pytest.raises(InputError) as info:
+        open_inputs([a, b], keep_columns=["t"])
+    assert str(info.value) == (
+        f"{b}: the columns kept (t int64) differ from {a}'s (t string); give inputs with "
+        "the same columns"
+    )
+    many = open_inputs([a, b])
+    assert isinstance(many, ManySource) and many.has_page_id is False
+    with pytest.raises(InputError) as info:
+        score_file([a, b], tmp_path / "o.parquet", models=["outlink-topic-model"])
+    assert "outlink-topic-model needs a page_id column" in str(info.value)
+    with pytest.raises(UsageError) as info:
+        open_inputs(["-", "-"], stdin=io.BytesIO(b"rev_id\n1\n"), spool_dir=tmp_path)
+    assert str(info.value) == "`input` names standard input (-) more than once"
+
+
+def test_invalid_rows_of_a_later_file_keep_their_values_and_the_api_keeps_columns(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    a = write_parquet(tmp_path / "a.parquet", {"rev_id": [1], "t": ["first"]})
+    b = write_parquet(tmp_path / "b.parquet", {"rev_id": [-4], "t": ["second"]})
+    items = items_of(open_inputs([a, b], keep_columns=["t"]))
+    assert items[1] == (2, f"row 2: rev_id -4 is not a positive integer ({b}, row 1)")
+    kept = [i.kept for bt in open_inputs([a, b], keep_columns=["t"]).batches() for i in bt]
+    assert kept == [("first",), ("second",)]
+    with emulator() as (_, base_url):
+        table = lwbatch.score(
+            pa.table({"rev_id": [3], "note": ["n"]}),
+            models=["enwiki-damaging"],
+            endpoint=Endpoint(base_url=base_url),
+            budget=Budget.unlimited(),
+            keep_columns=["note"],
+        )
+    assert table.column_names == ["rev_id", "note", "enwiki-damaging"]
+    assert table.column("note").to_pylist() == ["n"]
+    with pytest.raises(UsageError):
+        score_file(
+            open_inputs([a]), tmp_path / "o.parquet", models=["enwiki-damaging"], keep_columns=["t"]
+        )

@@ -162,3 +162,18 @@ def test_progress_every_must_be_positive(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["score", "x.csv", "-o", "y.parquet", "-m", "enwiki-damaging"]
                 + ["--progress-every", "0"]) == 2  # fmt: skip
     assert capsys.readouterr().err == "lwbatch: error: --progress-every must be > 0, got 0.0\n"
+
+
+def test_with_log_json_errors_are_json_lines_too(capsys: pytest.CaptureFixture[str]) -> None:
+    from lwbatch.cli import main
+
+    code = main(["score", "x.csv", "-o", "y.parquet", "-m", "enwiki-damageing", "--log-json"])
+    err = capsys.readouterr().err
+    assert code == 2
+    event = json.loads(err)
+    assert (event["event"], event["kind"], event["exit_code"]) == ("error", "error", 2)
+    assert event["message"].startswith(
+        "unknown model 'enwiki-damageing' (did you mean 'enwiki-damaging'?)"
+    )
+    assert main(["score", "--log-json", "--no-such-flag"]) == 2
+    assert "--no-such-flag" in json.loads(capsys.readouterr().err)["message"]  # click's words

@@ -516,7 +516,7 @@ def test_the_cli_names_flags_in_the_rows_it_could_not_send(
         "row 1: lang 'wikidatawiki' is the database name of a wiki that is not a Wikipedia; "
         "name a column of database names with --wiki-column"
     )
-    assert f"lwbatch: WARNING: 1 rows of {inp} cannot be sent (first: {why})" in err
+    assert f"lwbatch: WARNING: 1 row of {inp} cannot be sent (first: {why})" in err
     assert f"invalid rows               1   first: {why}" in err
 
 

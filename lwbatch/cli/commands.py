@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -396,7 +397,7 @@ def score(
         raise UsageError("give --output, the file to write (*.parquet, *.jsonl or *.json)")
     default_catalog().resolve_all(common["models"])  # a misspelt model before the input
     keep = _keep(keep_columns)
-    with _inputs(input_paths, Path(output).parent, input_format, common, keep) as source:
+    with _inputs(input_paths, Path(output), input_format, common, keep) as source:
         score_and_report(
             source,
             Path(output),
@@ -414,25 +415,27 @@ def score(
 @contextmanager
 def _inputs(
     paths: tuple[str, ...],
-    spool_beside: Path,
+    output: Path | None,
     input_format: str | None,
     common: dict[str, Any],
     keep: list[str] | str | None = None,
 ) -> Iterator[Source]:
-    """The one source of every INPUT; standard input is spooled to a hidden folder
-    beside the output (it can be large), removed at the end."""
+    """The one source of every INPUT. Standard input is spooled to a hidden folder beside
+    the output (it can be large), named so that the next run on that output sweeps it
+    away if this one is killed; removed at the end. Without an output (plan), to the
+    system's temporary folder."""
     from lwbatch.io.inputs import STDIN, open_inputs
 
     options = {k: common[k] for k in ("id_column", "lang", "wiki_column")}
     with ExitStack() as stack:
         spool_dir = None
         if STDIN in paths:
-            where = spool_beside if spool_beside.is_dir() else None
-            spool_dir = Path(
-                stack.enter_context(
-                    tempfile.TemporaryDirectory(prefix=".lwbatch-stdin-", dir=where)
-                )
-            )
+            if output is not None and output.parent.is_dir():
+                spool_dir = output.with_name(f".{output.name}.stdin.{os.getpid()}.tmp")
+                spool_dir.mkdir(exist_ok=True)
+                stack.callback(shutil.rmtree, spool_dir, True)
+            else:
+                spool_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         yield open_inputs(
             paths,
             input_format=input_format,
@@ -668,7 +671,7 @@ def plan(
 
     default_catalog().resolve_all(split_model_names(models))
     common = {"id_column": id_column, "lang": lang, "wiki_column": wiki_column}
-    with _inputs(input_paths, Path(tempfile.gettempdir()), input_format, common) as source:
+    with _inputs(input_paths, None, input_format, common) as source:
         planned = plan_file(
             source,
             models=split_model_names(models),
@@ -1072,32 +1075,36 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_CliFormatter("lwbatch: %(levelname)s: %(message)s"))
     logging.getLogger("lwbatch").setLevel(logging.INFO)
+    # With --log-json even the last word is a JSON line, for the scheduler reading stderr.
+    as_json = "--log-json" in (sys.argv[1:] if argv is None else argv)
+
+    def say(kind: str, message: str, code: int) -> int:
+        if as_json:
+            event = {"event": "error", "kind": kind, "message": message, "exit_code": code}
+            click.echo(orjson.dumps(event).decode(), err=True)
+        else:
+            click.echo(f"lwbatch: {kind}: {message}" if kind else f"lwbatch: {message}", err=True)
+        return code
+
     try:
         cli.main(args=argv, prog_name="lwbatch", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"lwbatch: error: {exc.format_message()}", err=True)
-        return 2
-    except click.Abort:
-        click.echo("lwbatch: interrupted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("lwbatch: interrupted", err=True)
-        return 130
+        return say("error", exc.format_message(), 2)
+    except (click.Abort, KeyboardInterrupt):
+        return say("", "interrupted", 130)
     except LWBatchError as exc:
         hint = "; `lwbatch models` lists them" if isinstance(exc, UnknownModelError) else ""
-        click.echo(f"lwbatch: error: {for_cli(str(exc))}{hint}", err=True)
-        return exc.exit_code
+        return say("error", f"{for_cli(str(exc))}{hint}", exc.exit_code)
     except Exception as exc:  # a bug: say so in one line; the traceback is opt-in
         if os.environ.get("LWBATCH_DEBUG"):
             raise
-        click.echo(
-            f"lwbatch: internal error: {type(exc).__name__}: {exc} "
-            "(set LWBATCH_DEBUG=1 for the traceback)",
-            err=True,
+        return say(
+            "internal error",
+            f"{type(exc).__name__}: {exc} (set LWBATCH_DEBUG=1 for the traceback)",
+            1,
         )
-        return 1
     return 0
 
 

@@ -99,7 +99,9 @@ class LiveView:
                     "per_second": round(answered / elapsed, 2),
                 }
                 errors += failed
-        rate = self.done / elapsed
+        # Rows resumed from an earlier run come at once: the rate is of the others.
+        resumed = stats.rows_resumed if stats is not None else 0
+        rate = (self.done - resumed) / elapsed
         left = None if self.total is None else max(self.total - self.done, 0)
         return {
             "event": "progress",

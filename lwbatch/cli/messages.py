@@ -27,6 +27,7 @@ FLAGS: dict[str, str] = {
     "id_col": "--id-column",
     "keep_columns": "--keep-columns",
     "id_column": "--id-column",
+    "input_format": "--input-format",
     "lang": "--lang",
     "latency": "--latency",
     "models": "-m/--model",

@@ -203,10 +203,11 @@ class _SignalWatcher:
                 self.received.append(signum)
                 log.warning(
                     "%s: finishing %d requests in flight (up to %gs), then saving progress; "
-                    "a second signal (Ctrl-C) quits at once",
+                    "a second %s (or Ctrl-C) quits at once",
                     signal.Signals(signum).name,
                     scorer.in_flight,
                     self.grace,
+                    signal.Signals(signum).name,
                 )
                 stopping.start_soon(scorer.stop, self.grace)
 

@@ -53,12 +53,18 @@ class OutputLock:
         # Only the lock holder may: another run's temporary files are live. Names are
         # matched exactly (glob characters escaped, a pid between the dots), so the
         # files of `out.parquet.v2.parquet` are not this output's.
+        # Temporary files and folders are `.NAME[.PART].PID.tmp` (output, format parts,
+        # the hidden copy, spooled standard input); this process's own are live.
         parent, name = self.output.parent, self.output.name
-        temporary = re.compile(rf"\.{re.escape(name)}\.[0-9]+\.tmp")
+        temporary = re.compile(rf"\.{re.escape(name)}(?:\.[\w-]+)*\.([0-9]+)\.tmp")
         retired = re.compile(rf"\.{re.escape(name)}\.lwbatch\.done-[0-9]+")
         for path in parent.glob(f".{glob.escape(name)}.*"):
-            if temporary.fullmatch(path.name):
-                path.unlink(missing_ok=True)
+            found = temporary.fullmatch(path.name)
+            if found and int(found.group(1)) != os.getpid():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
             elif retired.fullmatch(path.name):
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -22,18 +22,24 @@ def check_destination(path: Path, example: str) -> None:
 
 
 class TextFile:
-    """Bytes appended to a temporary file; :meth:`publish` moves it to `path`."""
+    """Bytes appended to a temporary file; :meth:`publish` moves it to `path`. With
+    `keep_open=False` the file is closed after each write (for sinks with many)."""
 
-    def __init__(self, path: Path, temp: Path | None = None) -> None:
+    def __init__(self, path: Path, temp: Path | None = None, *, keep_open: bool = True) -> None:
         self.path = path
         self.temp = temp or temporary_name(path)
+        self._keep_open = keep_open
+        self._started = False
         self._fh: BinaryIO | None = None
 
     def write(self, data: bytes) -> None:
         try:
             if self._fh is None:
-                self._fh = open(self.temp, "wb")
+                self._fh = open(self.temp, "ab" if self._started else "wb")
+                self._started = True
             self._fh.write(data)
+            if not self._keep_open:
+                self.close()
         except OSError as exc:
             self.discard()
             raise OutputError(f"cannot be written ({describe(exc)})", path=self.path) from None

@@ -81,7 +81,11 @@ def _renumbered(item: Item, offset: int, name: str) -> Item:
     if not isinstance(item, InvalidRow) or item.row is None:
         return item
     return InvalidRow(
-        item.row + offset, item.rev_id, f"{item.reason} ({name}, row {item.row})", item.wiki
+        item.row + offset,
+        item.rev_id,
+        f"{item.reason} ({name}, row {item.row})",
+        item.wiki,
+        item.kept,
     )
 
 

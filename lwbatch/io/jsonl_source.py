@@ -18,12 +18,17 @@ import pyarrow as pa
 
 from lwbatch.errors import InputError
 from lwbatch.io.sources import Arrays, FileSource
+from lwbatch.results import InvalidRow
+from lwbatch.seams import Item
 
 # Field metadata of a kept column whose values are JSON text (read from JSON lines).
 JSON_TEXT = b"lwbatch.json"
 
 _CHUNK = 1 << 20
-_NOT_AN_OBJECT = object()  # the id of a line that is not a JSON object
+_NOT_AN_OBJECT = object()  # what a line that is not a JSON object reads as
+# The id text such a line gets, so that the row checks make it an invalid row; its
+# reason is then said plainly.
+_NOT_AN_OBJECT_ID = "\x00not a JSON object"
 
 
 class JsonlSource(FileSource):
@@ -71,6 +76,10 @@ class JsonlSource(FileSource):
             except orjson.JSONDecodeError:
                 yield _NOT_AN_OBJECT
 
+    def batches(self) -> Iterator[list[Item]]:
+        for batch in super().batches():
+            yield [_plainly(item) for item in batch]
+
     def _arrays(self) -> Iterator[Arrays]:
         id_column, wiki_column = self.id_column, self._wiki_source
         kept_names = [f.name for f in self.kept_fields]
@@ -80,7 +89,7 @@ class JsonlSource(FileSource):
         kept: list[list[str | None]] = [[] for _ in kept_names]
         for record in self._records():
             if not isinstance(record, dict):
-                ids.append("(a line that is not a JSON object)")
+                ids.append(_NOT_AN_OBJECT_ID)
                 wikis.append(None)
                 pages.append(None)
                 for column in kept:
@@ -112,6 +121,12 @@ class JsonlSource(FileSource):
             pa.array(pages, pa.string()) if self.has_page_id else None,
             [pa.array(column, pa.string()) for column in kept],
         )
+
+
+def _plainly(item: Item) -> Item:
+    if isinstance(item, InvalidRow) and repr(_NOT_AN_OBJECT_ID)[:10] in item.reason:
+        return InvalidRow(item.row, None, "the line is not a JSON object", item.wiki, item.kept)
+    return item
 
 
 def _text(value: Any) -> str | None:

@@ -70,7 +70,6 @@ class LongSink:
 
     def _long(self, rows: pa.Table, column: str) -> pa.Table:
         answers = rows.column(column).combine_chunks()
-        n = rows.num_rows
         return pa.Table.from_arrays(
             [
                 *(rows.column(name) for name in self._front),
@@ -80,8 +79,8 @@ class LongSink:
                 answers.field("probability"),
                 answers.field("error"),
                 answers.field("error_message"),
-                answers.field("latency_ms") if n else pa.array([], pa.float64()),
-                answers.field("attempts") if n else pa.array([], pa.int32()),
+                _detail(answers, "latency_ms", pa.float64()),
+                _detail(answers, "attempts", pa.int32()),
             ],
             names=[*self._front, *(f.name for f in _ANSWER)],
         )
@@ -106,6 +105,13 @@ class LongSink:
 
     def __repr__(self) -> str:
         return f"<LongSink {self._out.path}>"
+
+
+def _detail(answers: pa.StructArray, name: str, kind: pa.DataType) -> pa.Array:
+    # Rows adopted from a finished output, or kept by an older lwbatch, have none.
+    if answers.type.get_field_index(name) < 0:
+        return pa.nulls(len(answers), kind)
+    return answers.field(name)
 
 
 def _as_text(prediction: pa.Array) -> pa.Array:

@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 
 from lwbatch.durability.atomic import temporary_name
-from lwbatch.errors import OutputError
+from lwbatch.errors import OutputError, UsageError
 from lwbatch.io.destination import TextFile, check_destination
 from lwbatch.io.jsonl_source import JSON_TEXT
 from lwbatch.protocol.catalog import ModelSpec
@@ -25,6 +25,8 @@ from lwbatch.results import ErrorType
 from lwbatch.wikis import wikipedia, wikis
 
 # What ORES called the errors lwbatch has a counterpart for; a name in the message wins.
+# The document of the rows that could not be sent (no usable rev_id or wiki).
+INVALID = "invalid_input"
 _ORES_TYPES: dict[str, tuple[str, ...]] = {
     ErrorType.NOT_FOUND: ("RevisionNotFound", "PageNotFound"),
     ErrorType.DELETED: ("TextDeleted", "CommentDeleted", "UserDeleted"),
@@ -87,6 +89,11 @@ class _OresSink:
         # Key columns up to rev_id, then the kept input columns; JSON text read from
         # JSON lines goes back out as the values it was.
         self._keys = [n for n in schema.names if n not in self._names]
+        if "score" in self._keys and isinstance(self, JsonlSink):
+            raise UsageError(
+                "`keep_columns` 'score': each jsonl line's scores go there; leave that "
+                "column out or rename it"
+            )
         self._wiki_column = schema.names[0] if schema.names.index("rev_id") == 1 else None
         self._json_text = {
             f.name for f in schema if f.metadata and f.metadata.get(JSON_TEXT) is not None
@@ -138,8 +145,8 @@ class OresJsonSink(_OresSink):
     ORES v3 has no place for other columns: kept input columns are not written.
 
     Each wiki's scores go to a temporary file of their own as they come, so memory does
-    not grow with the output; commit joins them. An invalid row is kept under its raw
-    rev_id, or ``"invalid-N"`` when it has none.
+    not grow with the output; commit joins them. Invalid rows go in a document of their
+    own, ``"invalid_input"``, under ``"invalid-N"`` (N counting them).
     """
 
     example = "scores.json"
@@ -154,14 +161,19 @@ class OresJsonSink(_OresSink):
         value = record[self._wiki_column] if self._wiki_column is not None else None
         if not value:
             return self._default_wiki
-        return wikis().from_key(value).dbname
+        wiki = wikis().from_key(value)
+        # A value that names no wiki is an invalid row's: kept together, not as a wiki.
+        return wiki.dbname if wiki.known else INVALID
 
     def write(self, rows: pa.Table) -> None:
         chunks: dict[str, bytearray] = {}
+        first = next(iter(self._names))
         for record in self._records(rows):
-            wiki = self._wiki(record)
             rev_id = record["rev_id"]
-            if rev_id is None:
+            invalid = record[first]["error"] == "invalid_input"
+            wiki = INVALID if invalid else self._wiki(record)
+            if invalid:
+                # Numbered: two invalid rows may share a raw rev_id (0, -1) or have none.
                 self._unkeyed += 1
                 rev_id = f"invalid-{self._unkeyed}"
             versions = self._versions.setdefault(wiki, {})
@@ -179,9 +191,10 @@ class OresJsonSink(_OresSink):
         for wiki, chunk in chunks.items():
             part = self._parts.get(wiki)
             if part is None:
-                part = self._parts[wiki] = TextFile(
-                    self.path, temporary_name(self.path.with_name(f"{self.path.name}.{wiki}"))
-                )
+                # Named by number, not by the wiki; closed between writes (a part per wiki).
+                number = len(self._parts)
+                temp = temporary_name(self.path.with_name(f"{self.path.name}.part{number}"))
+                part = self._parts[wiki] = TextFile(self.path, temp, keep_open=False)
             part.write(bytes(chunk))
 
     def commit(self, metadata: Mapping[str, bytes]) -> None:

@@ -21,9 +21,9 @@ from lwbatch.io.destination import check_destination
 class ParquetSink:
     """Writes each table it is given as row groups of one zstd-compressed Parquet file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, temp: Path | None = None) -> None:
         self.path = Path(path)
-        self._temp = temporary_name(self.path)
+        self._temp = temp or temporary_name(self.path)
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self._rows = 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 
-from lwbatch.errors import UsageError
+from lwbatch.errors import RestartNeeded, UsageError
 from lwbatch.io.long_sink import LongSink
 from lwbatch.io.ores_sinks import JsonlSink, OresJsonSink
 from lwbatch.io.parquet_sink import ParquetSink
@@ -20,12 +21,18 @@ _Factory = Callable[[Path, Sequence[ModelSpec], str], Sink]
 # A new format: its Sink here, under its name and the suffixes that choose it.
 FORMATS: dict[str, tuple[_Factory, tuple[str, ...]]] = {
     "parquet": (lambda path, specs, lang: ParquetSink(path), (".parquet", ".pq")),
-    "long": (lambda path, specs, lang: LongSink(path, specs=specs, lang=lang), ()),
+    "long": (
+        lambda path, specs, lang: Recorded(LongSink(path, specs=specs, lang=lang), path),
+        (),
+    ),
     "jsonl": (
-        lambda path, specs, lang: JsonlSink(path, specs=specs, lang=lang),
+        lambda path, specs, lang: Recorded(JsonlSink(path, specs=specs, lang=lang), path),
         (".jsonl", ".ndjson"),
     ),
-    "ores-json": (lambda path, specs, lang: OresJsonSink(path, specs=specs, lang=lang), (".json",)),
+    "ores-json": (
+        lambda path, specs, lang: Recorded(OresJsonSink(path, specs=specs, lang=lang), path),
+        (".json",),
+    ),
 }
 
 
@@ -46,7 +53,7 @@ class WithoutDetail:
         return self.sink.rows_written
 
     def open(self, schema: pa.Schema) -> None:
-        self.sink.open(without_detail(schema.empty_table()).schema)
+        self.sink.open(_merged(schema))
 
     def write(self, rows: pa.Table) -> None:
         self.sink.write(without_detail(rows))
@@ -58,6 +65,66 @@ class WithoutDetail:
         self.sink.abort()
 
 
+class Recorded:
+    """A sink for a format that cannot be read back (JSON, `long`), with a hidden Parquet
+    copy of its merged rows beside it (``.NAME.lwbatch.parquet``), committed first. A
+    rerun of a finished output reads the copy back, as it reads a Parquet output: it
+    asks again only what failed transiently, instead of refusing or paying for all."""
+
+    detailed = True  # gives each sink the layout it asks for
+
+    def __init__(self, sink: Sink, path: Path) -> None:
+        self.sink = sink
+        self.path = path
+        copy = path.with_name(f".{path.name}.lwbatch.parquet")
+        self.copy = ParquetSink(copy, temp=path.with_name(f".{path.name}.copy.{os.getpid()}.tmp"))
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+    @property
+    def rows_written(self) -> int:
+        return self.sink.rows_written
+
+    def open(self, schema: pa.Schema) -> None:
+        self.sink.open(schema if getattr(self.sink, "detailed", False) else _merged(schema))
+        self.copy.open(_merged(schema))
+
+    def write(self, rows: pa.Table) -> None:
+        self.sink.write(rows if getattr(self.sink, "detailed", False) else without_detail(rows))
+        self.copy.write(without_detail(rows))
+
+    def commit(self, metadata: Mapping[str, bytes]) -> None:
+        # The copy first: a crash between the two leaves the old output with a copy that
+        # is newer, which a rerun adopts and writes out again.
+        self.copy.commit(metadata)
+        self.sink.commit(metadata)
+
+    def abort(self) -> None:
+        self.sink.abort()
+        self.copy.abort()
+
+    def read_back(self) -> tuple[dict[str, bytes], Iterator[pa.Table]] | None:
+        if not self.path.exists():
+            return None
+        found = self.copy.read_back()
+        if found is None:
+            raise RestartNeeded(
+                f"{self.path} already exists without the hidden copy lwbatch keeps beside "
+                f"it ({self.copy.path.name}) to resume from; pass `restart=True` to score "
+                "again, or choose another output"
+            )
+        return found
+
+    def __repr__(self) -> str:
+        return f"<Recorded {self.sink!r}>"
+
+
+def _merged(schema: pa.Schema) -> pa.Schema:
+    return without_detail(schema.empty_table()).schema
+
+
 def for_rows(sink: Sink) -> Sink:
     """`sink` as the run writes to it: detailed rows only where it asks for them."""
     return sink if getattr(sink, "detailed", False) else WithoutDetail(sink)
@@ -66,12 +133,19 @@ def for_rows(sink: Sink) -> Sink:
 def format_of(output: Path | str, format: str | None = None) -> str:
     """The format `format` names, else the one `output`'s suffix chooses."""
     path = Path(output)
+    suffix = path.suffix.lower()
+    found = next((name for name, (_, suffixes) in FORMATS.items() if suffix in suffixes), None)
     if format is not None:
         if format not in FORMATS:
             raise UsageError(f"`format` {format!r}: give one of {', '.join(FORMATS)}")
+        # A name that says another format would mislead whoever opens the file.
+        if found is not None and found != format and {found, format} != {"parquet", "long"}:
+            wanted = " or ".join(f"*{x}" for x in FORMATS[format][1]) or "another name"
+            raise UsageError(
+                f"`output` {path} is named as {found} but `format` is {format}; name it "
+                f"{wanted}, or give another `format`"
+            )
         return format
-    suffix = path.suffix.lower()
-    found = next((name for name, (_, suffixes) in FORMATS.items() if suffix in suffixes), None)
     if found is None:
         raise UsageError(
             f"`output` {path}: name the file *.parquet, *.jsonl or *.json, or give `format` "
@@ -100,4 +174,4 @@ def open_sink(
     return factory(path, specs, lang)
 
 
-__all__ = ["FORMATS", "WithoutDetail", "for_rows", "format_of", "open_sink"]
+__all__ = ["FORMATS", "Recorded", "WithoutDetail", "for_rows", "format_of", "open_sink"]

@@ -437,7 +437,7 @@ def open_source(
     _check_file(path, label)  # a missing file is reported as such, whatever its name
     raise InputError(
         f"unknown file type {kind or '(no extension)'!r}; use .parquet, .csv, .tsv or "
-        ".jsonl (optionally .gz)",
+        ".jsonl (optionally .gz), or give `input_format`",
         path=label if label is not None else path,
     )
 

@@ -230,6 +230,10 @@ class Catalog:
         found = difflib.get_close_matches(lowered, candidates, n=1, cutoff=0.75)
         if found and found[0] != lowered:
             return found[0]
+        # The start of a name ("revertrisk"): its first family, as the catalogue orders them.
+        started = [c for c in candidates if c.startswith(f"{lowered}-")]
+        if started:
+            return started[0]
         # A kind alone, as ORES named models inside a wiki ("damaging").
         kinds_only = difflib.get_close_matches(
             lowered, [c.partition("-")[2] for c in candidates if "-" in c], n=1, cutoff=0.9
