@@ -382,3 +382,19 @@ def test_invalid_rows_of_a_later_file_keep_their_values_and_the_api_keeps_column
         score_file(
             open_inputs([a]), tmp_path / "o.parquet", models=["enwiki-damaging"], keep_columns=["t"]
         )
+
+
+def test_a_spark_style_directory_is_one_input(tmp_path: Path, emulator: EmulatorFactory) -> None:
+    from lwbatch.cli import main
+
+    folder = tmp_path / "revisions"
+    folder.mkdir()
+    write_parquet(folder / "part-00001.parquet", {"rev_id": pa.array([3, 4], pa.int64())})
+    write_parquet(folder / "part-00000.parquet", {"rev_id": pa.array([1, 2, 3], pa.int64())})
+    (folder / "_SUCCESS").write_bytes(b"")
+    out = tmp_path / "o.parquet"
+    with emulator() as (emu, base_url):
+        args = ["score", str(folder), "-o", str(out), "-m", "enwiki-damaging", "-q"]
+        assert main([*args, "--base-url", base_url, "--rate", "unlimited"]) == 0
+        assert emu.stats.requests == 4
+    assert sorted(pq.read_table(out).column("rev_id").to_pylist()) == [1, 2, 3, 4]
