@@ -53,10 +53,13 @@ class OutputLock:
         # Only the lock holder may: another run's temporary files are live. Names are
         # matched exactly (glob characters escaped, a pid between the dots), so the
         # files of `out.parquet.v2.parquet` are not this output's.
-        # Temporary files and folders are `.NAME[.PART].PID.tmp` (output, format parts,
-        # the hidden copy, spooled standard input); this process's own are live.
+        # Temporary files and folders are `.NAME[.PART].PID.tmp` (the output, ores-json
+        # parts, the hidden copy, spooled standard input); this process's own are live.
         parent, name = self.output.parent, self.output.name
-        temporary = re.compile(rf"\.{re.escape(name)}(?:\.[\w-]+)*\.([0-9]+)\.tmp")
+        # Only these parts: `.out.parquet.v2.parquet.PID.tmp` is another output's.
+        temporary = re.compile(
+            rf"\.{re.escape(name)}(?:\.part[0-9]+|\.copy|\.stdin)?\.([0-9]+)\.tmp"
+        )
         retired = re.compile(rf"\.{re.escape(name)}\.lwbatch\.done-[0-9]+")
         for path in parent.glob(f".{glob.escape(name)}.*"):
             found = temporary.fullmatch(path.name)
