@@ -40,7 +40,7 @@ from tests.conftest import rev
 
 settings.register_profile(
     "ci",
-    max_examples=100,
+    max_examples=50,
     deadline=None,
     derandomize=True,
     # A failure is reported as found, unshrunk (shrinking takes minutes), with the blob

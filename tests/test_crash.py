@@ -134,7 +134,7 @@ def test_killed_at_given_moments_the_run_resumes_to_the_clean_result(
     out = tmp_path / "out.parquet"
     # The run needs 2,000+ requests (2 revscoring models x 1,001, plus batches); each
     # SIGKILL lands once the emulator has received the next of these totals.
-    kill_at = [150, 650, 1150, 1650]
+    kill_at = [150, 750, 1350]
     args = command(inp, out, "", "--rate", "2000/s", "--concurrency", "16")
     with emulator(latency=Latency("uniform", 0.005, 0.03)) as (emu, base_url):
         args[args.index("--base-url") + 1] = base_url
@@ -169,13 +169,13 @@ def test_killed_at_given_moments_the_run_resumes_to_the_clean_result(
 def test_a_signal_stops_gracefully_and_the_rerun_finishes(
     tmp_path: Path, emulator: EmulatorFactory, signum: int, code: int
 ) -> None:
-    inp = revisions(tmp_path, 400)
+    inp = revisions(tmp_path, 250)
     clean = clean_run(tmp_path, inp, emulator)
     out = tmp_path / "out.parquet"
     with emulator(latency=Latency("uniform", 0.01, 0.05)) as (emu, base_url):
         args = command(inp, out, base_url, "--rate", "1500/s", "--concurrency", "16")
         with start(args, capture=True) as proc:
-            assert wait_for_requests(emu, 100, proc)
+            assert wait_for_requests(emu, 60, proc)
             proc.send_signal(signum)
             _, err = proc.communicate(timeout=30)
         assert proc.returncode == code, err
