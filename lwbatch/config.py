@@ -19,6 +19,7 @@ from lwbatch.errors import UsageError
 
 EXTERNAL_BASE_URL = "https://api.wikimedia.org/service/lw/inference"
 INTERNAL_BASE_URL = "https://inference.discovery.wmnet:30443"
+STAGING_BASE_URL = "https://inference-staging.svc.codfw.wmnet:30443"
 # The gateway route times out after 30 s; wait a little longer so its 504 reaches us.
 DEFAULT_TIMEOUT = 35.0
 
@@ -262,8 +263,10 @@ class Endpoint:
         return cls()
 
     @classmethod
-    def internal(cls) -> Endpoint:
-        return cls(base_url=INTERNAL_BASE_URL, host_header=True)
+    def internal(cls, *, staging: bool = False) -> Endpoint:
+        """Lift Wing's internal endpoint (production, or `staging`), which routes each
+        request by its `Host: {model}.{namespace}.wikimedia.org` header."""
+        return cls(base_url=STAGING_BASE_URL if staging else INTERNAL_BASE_URL, host_header=True)
 
     @property
     def is_external_gateway(self) -> bool:

@@ -194,7 +194,19 @@ def _run_options(func: F) -> F:
 @click.option(
     "--internal", is_flag=True, help="Use the internal endpoint (inference.discovery.wmnet)."
 )
+@click.option(
+    "--internal-staging",
+    is_flag=True,
+    help="Use the internal staging endpoint (inference-staging.svc.codfw.wmnet), routed "
+    "by the Host header as --internal is.",
+)
 @click.option("--base-url", help="Another endpoint: a proxy, staging, or `lwbatch emulate`.")
+@click.option(
+    "--host-routing",
+    is_flag=True,
+    help="With --base-url: send each request with Host: MODEL.NAMESPACE.wikimedia.org, "
+    "as the internal endpoints route them (a proxy in front of them, or the emulator).",
+)
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (staging only).")
 @click.option(
     "--restart",
@@ -257,7 +269,9 @@ def score(
     tier: str | None,
     rate: str | None,
     internal: bool,
+    internal_staging: bool,
     base_url: str | None,
+    host_routing: bool,
     insecure: bool,
     restart: bool,
     retry_failed: bool,
@@ -302,12 +316,19 @@ def score(
             handler.setFormatter(JsonLogFormatter())
     if progress_every is not None and not progress_every > 0:
         raise UsageError(f"--progress-every must be > 0, got {progress_every}")
-    if internal and base_url:
-        raise UsageError("--internal and --base-url exclude each other; give one")
+    if sum(map(bool, (internal, internal_staging, base_url))) > 1:
+        raise UsageError(
+            "--internal, --internal-staging and --base-url exclude each other; give one"
+        )
+    if host_routing and not base_url:
+        raise UsageError(
+            "--host-routing is for --base-url (--internal and --internal-staging route by "
+            "Host already)"
+        )
     endpoint = (
-        Endpoint.internal()
-        if internal
-        else Endpoint(base_url=base_url)
+        Endpoint.internal(staging=internal_staging)
+        if internal or internal_staging
+        else Endpoint(base_url=base_url, host_header=host_routing)
         if base_url
         else Endpoint.external()
     )
@@ -805,6 +826,12 @@ def _when(moment: datetime | None, now: datetime, *, past: str, future: str = "i
     help="Emulated 503s carry Retry-After: SECONDS (default: no header).",
 )
 @click.option(
+    "--require-host",
+    is_flag=True,
+    help="Route by the Host header as the internal endpoints do: 404 unless it is "
+    "MODEL.NAMESPACE.wikimedia.org.",
+)
+@click.option(
     "--require-token",
     metavar="TOKEN",
     help="Answer 401 to requests without this bearer token (or one it issued).",
@@ -836,6 +863,7 @@ def emulate(
     unsupported: tuple[str, ...],
     budget: str | None,
     retry_after_503: int | None,
+    require_host: bool,
     require_token: str | None,
     oauth_client: str | None,
     refresh_token: str | None,
@@ -881,6 +909,7 @@ def emulate(
         track_pairs=False,
         seed=seed,
         token=require_token,
+        require_host=require_host,
         oauth_client=_client_pair(oauth_client),
         refresh_token=refresh_token,
         token_uses=_positive("--token-uses", token_uses),

@@ -154,6 +154,9 @@ class EmulatorConfig:
     # Tokens issued are JWTs with these claims (unsigned), as the gateway's are; else
     # opaque strings. Token requests numbered (from 1) first..last answer 503.
     token_claims: Mapping[str, Any] | None = None
+    # Route as the internal endpoints do: a request whose Host is not
+    # MODEL.NAMESPACE.wikimedia.org finds no server (404).
+    require_host: bool = False
     token_outage: tuple[int, int] | None = None
     track_pairs: bool = True  # count answers per (model, wiki, rev_id) for tests
     seed: int = 0
@@ -203,6 +206,7 @@ class EmulatorStats:
     answered: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     arrivals: array[float] = field(default_factory=lambda: array("d"))
     tokens_issued: int = 0  # by the OAuth2 token endpoint
+    misrouted: int = 0  # requests whose Host named no model server (require_host)
 
     def to_dict(self) -> dict[str, Any]:
         repeated = sum(1 for n in self.answered.values() if n > 1)
@@ -214,6 +218,8 @@ class EmulatorStats:
             "by_model": dict(self.by_model),
             "pairs_answered": len(self.answered),
             "pairs_answered_twice": repeated,
+            "tokens_issued": self.tokens_issued,
+            "misrouted": self.misrouted,
         }
 
 
@@ -372,6 +378,9 @@ class Emulator:
         model = target.removesuffix(":predict")
         self.stats.by_model[model] += 1
         spec = self._spec(model)
+        if cfg.require_host and (spec is None or request.host != spec.host):
+            self.stats.misrouted += 1
+            return _json(404, {"httpCode": 404, "httpReason": "no route for this Host"})
         if not target.endswith(":predict") or spec is None or model in cfg.undeployed:
             return _json(404, {"httpCode": 404, "httpReason": "Not Found"})
         try:
