@@ -7,10 +7,12 @@ is sent again. Tokens live in memory only; nothing here writes or logs one.
 
 from __future__ import annotations
 
-import time
+import asyncio
 import tomllib
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -90,21 +92,14 @@ class Credentials:
         """A new access token (blocking); asks again after each of `waits` (seconds;
         default :data:`WAITS`) while the endpoint fails in a way that passes (5xx, 429,
         no connection)."""
-        waits = WAITS if waits is None else waits
-        reason = ""
-        for wait in [*waits, None]:
-            try:
-                with httpx.Client(timeout=_TIMEOUT, verify=verify) as client:
-                    outcome = self._token(client.post(self.token_url, data=self._form()))
-            except httpx.TransportError as exc:
-                outcome = type(exc).__name__
-            if isinstance(outcome, Token):
-                return outcome
-            reason = outcome
-            if wait is None:
-                break
-            time.sleep(wait)
-        raise self._unreachable(reason, len(waits) + 1)
+        call = partial(self.fetch_async, verify=verify, waits=waits)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(call())
+        # Called from inside a running loop (a notebook): on a thread of its own.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, call()).result()
 
     async def fetch_async(
         self,

@@ -229,6 +229,7 @@ def test_a_finished_text_output_is_read_back_from_its_hidden_copy(
         assert failed() < first
     # Without its copy, a finished output is refused rather than paid for again.
     copy.unlink()
+    capsys.readouterr()  # what the library runs above logged
     args = ["score", str(inp), "-o", str(out), "-m", "enwiki-damaging", "-q"]
     assert main([*args, "--base-url", "http://127.0.0.1:9"]) == 2
     assert capsys.readouterr().err == (

@@ -36,10 +36,8 @@ FORMATS: dict[str, tuple[_Factory, tuple[str, ...]]] = {
 }
 
 
-class WithoutDetail:
-    """A :class:`Sink` seen through the merged layout: latency_ms and attempts, which the
-    journal keeps, are left out of what it is given (unless it asks for them with a
-    true `detailed` attribute)."""
+class _Wrapping:
+    """A sink in front of another: its name and row count are the other's."""
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
@@ -51,6 +49,12 @@ class WithoutDetail:
     @property
     def rows_written(self) -> int:
         return self.sink.rows_written
+
+
+class WithoutDetail(_Wrapping):
+    """A :class:`Sink` seen through the merged layout: latency_ms and attempts, which the
+    journal keeps, are left out of what it is given (unless it asks for them with a
+    true `detailed` attribute)."""
 
     def open(self, schema: pa.Schema) -> None:
         self.sink.open(_merged(schema))
@@ -65,7 +69,7 @@ class WithoutDetail:
         self.sink.abort()
 
 
-class Recorded:
+class Recorded(_Wrapping):
     """A sink for a format that cannot be read back (JSON, `long`), with a hidden Parquet
     copy of its merged rows beside it (``.NAME.lwbatch.parquet``), committed first. A
     rerun of a finished output reads the copy back, as it reads a Parquet output: it
@@ -74,18 +78,10 @@ class Recorded:
     detailed = True  # gives each sink the layout it asks for
 
     def __init__(self, sink: Sink, path: Path) -> None:
-        self.sink = sink
+        super().__init__(sink)
         self.path = path
         copy = path.with_name(f".{path.name}.lwbatch.parquet")
         self.copy = ParquetSink(copy, temp=path.with_name(f".{path.name}.copy.{os.getpid()}.tmp"))
-
-    @property
-    def name(self) -> str:
-        return self.sink.name
-
-    @property
-    def rows_written(self) -> int:
-        return self.sink.rows_written
 
     def open(self, schema: pa.Schema) -> None:
         self.sink.open(schema if getattr(self.sink, "detailed", False) else _merged(schema))
