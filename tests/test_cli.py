@@ -519,7 +519,7 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
         one_row_csv,
         ["--internal"],
         2,
-        "--internal and --base-url exclude each other",
+        "--internal, --internal-staging and --base-url exclude each other",
     ),
     (
         "model with a path",
@@ -622,7 +622,7 @@ def test_unwritable_output_aborts_with_exit_1_before_any_request(
         and err.strip()
         == f"lwbatch: error: {tmp_path / 'no' / 'o.parquet'}: its directory does not exist"
     )
-    assert code2 == 2 and "--internal and --base-url exclude each other" in err2
+    assert code2 == 2 and "--internal, --internal-staging and --base-url exclude each other" in err2
     assert emu.stats.requests == 0
 
 
