@@ -82,6 +82,15 @@ def test_the_end_says_what_to_do_next() -> None:
         "it): lower --rate, or check --tier against your token (`lwbatch token`)",
     ]
     assert next_steps(report(RunStats(), 30.0)) == []
+    one = RunStats()
+    one.errors[("enwiki-damaging", "transient_error")] = 1
+    one.requests_by_outcome["429"] = 1
+    assert next_steps(report(one, 30.0)) == [
+        "1 transient failure (5xx, timeouts, 429s past the retries): run the same command "
+        "again to retry it",
+        "1 request was answered 429 (over the gateway's budget, and each counted against "
+        "it): lower --rate, or check --tier against your token (`lwbatch token`)",
+    ]
 
 
 def test_a_short_run_is_not_compared_with_an_hourly_rate() -> None:

@@ -178,8 +178,9 @@ def next_steps(report: RunReport) -> list[str]:
     transient = errors.get("transient_error", 0) + errors.get("rate_limited", 0)
     if transient:
         out.append(
-            f"{transient:,} transient failures (5xx, timeouts, 429s past the retries): run "
-            "the same command again to retry them"
+            f"{transient:,} transient failure{'s' * (transient != 1)} (5xx, timeouts, 429s "
+            "past the retries): run the same command again to retry "
+            + ("them" if transient != 1 else "it")
         )
     undeployed = [
         model for model, kinds in report.errors_per_model.items() if kinds.get("model_not_deployed")
@@ -192,9 +193,9 @@ def next_steps(report: RunReport) -> list[str]:
     too_many = report.requests_by_outcome.get("429", 0)
     if too_many:
         out.append(
-            f"{too_many:,} requests were answered 429 (over the gateway's budget, and each "
-            "counted against it): lower --rate, or check --tier against your token "
-            "(`lwbatch token`)"
+            f"{too_many:,} request{'s were' if too_many != 1 else ' was'} answered 429 (over "
+            "the gateway's budget, and each counted against it): lower --rate, or check "
+            "--tier against your token (`lwbatch token`)"
         )
     return out
 
