@@ -488,3 +488,24 @@ def test_answers_that_hold_for_a_whole_wiki_come_back_from_the_log_and_the_segme
         ("{wiki}-damaging", "frwiki", ErrorType.MODEL_NOT_DEPLOYED),
         ("readability", "frwiki", ErrorType.UNSUPPORTED_WIKI),
     }
+
+
+def test_the_sweep_leaves_a_live_runs_file_whose_name_looks_like_a_part(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # Output `x.jsonl.copy` names its temporary file as output `x.jsonl` names its
+    # hidden copy's: while its process lives, the file is not x.jsonl's to sweep.
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                          stdin=subprocess.PIPE) as other:  # fmt: skip
+        live = tmp_path / f".x.jsonl.copy.{other.pid}.tmp"
+        dead = tmp_path / f".x.jsonl.part1.{2**22 + 7}.tmp"  # above any pid handed out
+        live.write_bytes(b"another run's rows")
+        dead.write_bytes(b"stale")
+        lock = OutputLock(tmp_path / "x.jsonl")
+        lock.acquire()
+        lock.release()
+        assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+        other.stdin.close()  # type: ignore[union-attr]
+    assert os.getpid() != other.pid

@@ -57,13 +57,18 @@ class OutputLock:
         # parts, the hidden copy, spooled standard input); this process's own are live.
         parent, name = self.output.parent, self.output.name
         # Only these parts: `.out.parquet.v2.parquet.PID.tmp` is another output's.
-        temporary = re.compile(
-            rf"\.{re.escape(name)}(?:\.part[0-9]+|\.copy|\.stdin)?\.([0-9]+)\.tmp"
-        )
+        temporary = re.compile(rf"\.{re.escape(name)}(\.part[0-9]+|\.copy|\.stdin)?\.([0-9]+)\.tmp")
         retired = re.compile(rf"\.{re.escape(name)}\.lwbatch\.done-[0-9]+")
         for path in parent.glob(f".{glob.escape(name)}.*"):
             found = temporary.fullmatch(path.name)
-            if found and int(found.group(1)) != os.getpid():
+            # A part's name is also what output `NAME.copy` (or .stdin, .partN) calls its
+            # own temporary file, under its own lock: those go only once their process
+            # is gone.
+            if (
+                found
+                and int(found.group(2)) != os.getpid()
+                and not (found.group(1) and _alive(int(found.group(2))))
+            ):
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
@@ -78,3 +83,14 @@ class OutputLock:
                 self.path.unlink(missing_ok=True)
             finally:
                 os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # another user's
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
