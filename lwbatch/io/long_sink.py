@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lwbatch.io.parquet_sink import ParquetSink
+from lwbatch.io.rows import wiki_column_of
 from lwbatch.protocol.catalog import TEMPLATE, ModelSpec
 from lwbatch.wikis import wikipedia, wikis
 
@@ -57,7 +58,7 @@ class LongSink:
 
     def open(self, schema: pa.Schema) -> None:
         self._front = [n for n in schema.names if n not in self._columns]
-        self._wiki_column = schema.names[0] if schema.names.index("rev_id") == 1 else None
+        self._wiki_column = wiki_column_of(schema)
         fields = [schema.field(n) for n in self._front]
         self._out.open(pa.schema([*fields, *_ANSWER]))
         self._rows = 0

@@ -20,6 +20,7 @@ from lwbatch.durability.atomic import temporary_name
 from lwbatch.errors import OutputError, UsageError
 from lwbatch.io.destination import TextFile, check_destination
 from lwbatch.io.jsonl_source import JSON_TEXT
+from lwbatch.io.rows import wiki_column_of
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import ErrorType
 from lwbatch.wikis import wikipedia, wikis
@@ -89,12 +90,7 @@ class _OresSink:
         # Key columns up to rev_id, then the kept input columns; JSON text read from
         # JSON lines goes back out as the values it was.
         self._keys = [n for n in schema.names if n not in self._names]
-        if "score" in self._keys and isinstance(self, JsonlSink):
-            raise UsageError(
-                "`keep_columns` 'score': each jsonl line's scores go there; leave that "
-                "column out or rename it"
-            )
-        self._wiki_column = schema.names[0] if schema.names.index("rev_id") == 1 else None
+        self._wiki_column = wiki_column_of(schema)
         self._json_text = {
             f.name for f in schema if f.metadata and f.metadata.get(JSON_TEXT) is not None
         }
@@ -116,6 +112,14 @@ class JsonlSink(_OresSink):
     def __init__(self, path: Path | str, *, specs: Sequence[ModelSpec], lang: str = "en") -> None:
         super().__init__(path, specs=specs, lang=lang)
         self._file = TextFile(self.path)
+
+    def open(self, schema: pa.Schema) -> None:
+        super().open(schema)
+        if "score" in self._keys:
+            raise UsageError(
+                "`keep_columns` 'score': each jsonl line's scores go there; leave that "
+                "column out or rename it"
+            )
 
     def write(self, rows: pa.Table) -> None:
         lines = bytearray()

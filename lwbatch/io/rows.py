@@ -57,6 +57,11 @@ def output_schema(
     return pa.schema([*keys, *kept, *models])
 
 
+def wiki_column_of(schema: pa.Schema) -> str | None:
+    """The merged layout's wiki key column: the one before rev_id, if any."""
+    return schema.names[0] if schema.names.index("rev_id") == 1 else None
+
+
 def without_detail(table: pa.Table) -> pa.Table:
     """Merged rows without latency_ms and attempts (the merged Parquet layout)."""
     drop = {f.name for f in DETAIL}
