@@ -18,17 +18,24 @@ A 429 from the server pauses the whole limiter (every worker) until Retry-After.
 
 from __future__ import annotations
 
+import math
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableSequence, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
 from lwbatch.config import Budget, Rate
 from lwbatch.pacing.gc_pauses import collect_if_due
 
+if TYPE_CHECKING:
+    from lwbatch.pacing.shared import SharedLedger, Sharing
+
 Clock = Callable[[], float]
+Doubles = MutableSequence[float]
 # Grant-to-socket time is ~1 ms on loopback (p99 6-9 ms with 350 in flight, measured).
 STALL_LOOKBACK = 0.05
 Sleep = Callable[[float], Awaitable[None]]
@@ -43,47 +50,70 @@ class LimiterStatistics:
 
 
 _RESIDUE = 1e-9  # seconds
+# A window's cells: the ring's next slot, the latest stamp, whether a full round was seen.
+_NEXT, _LAST, _WARM = 0, 1, 2
+# The limiter's own cells: the theoretical arrival time, and a 429's pause.
+_TAT, _PAUSED = 0, 1
+_UNSHARED = nullcontext()
+# Longest sleep of a waiter on a shared budget: others take its silence for absence.
+HEARTBEAT = 0.5
 
 
 class _Window:
     """The grant times of the last N requests, to enforce N per sliding period.
 
     Stamps never go backwards and are never earlier than the real grant times, so
-    the guarantee only gets stricter.
+    the guarantee only gets stricter. The ring and the cells (next slot, last stamp,
+    warm) are plain arrays, or views of a file that processes share
+    (lwbatch/pacing/shared.py).
     """
 
-    __slots__ = ("_period", "_ring", "_next", "_last", "_cold", "_warm")
+    __slots__ = ("_period", "_ring", "_cells", "_cold")
 
-    def __init__(self, rate: Rate, margin: float, cold_start: float) -> None:
+    def __init__(
+        self,
+        rate: Rate,
+        margin: float,
+        cold_start: float,
+        *,
+        ring: Doubles | None = None,
+        cells: Doubles | None = None,
+    ) -> None:
         # The margin absorbs send/receive jitter so a server counting arrivals in its
         # own window rarely sees N+1 (see Budget.margin).
         self._period = rate.period + margin
-        self._ring = array("d", [float("-inf")]) * rate.requests
-        self._next = 0
-        self._last = float("-inf")
+        self._ring: Doubles = array("d", [-math.inf]) * rate.requests if ring is None else ring
+        self._cells: Doubles = array("d", [0.0, -math.inf, 0.0]) if cells is None else cells
         self._cold = cold_start
-        self._warm = False
 
     def free_at(self) -> float:
-        return self._ring[self._next] + self._period
+        return self._ring[int(self._cells[_NEXT])] + self._period
+
+    def _append(self, stamp: float) -> None:
+        ring, cells = self._ring, self._cells
+        slot = int(cells[_NEXT])
+        ring[slot] = stamp
+        slot = (slot + 1) % len(ring)
+        cells[_NEXT] = slot
+        if slot == 0:
+            cells[_WARM] = 1.0
 
     def seed(self, when: float) -> None:
-        self._last = max(self._last, when)
-        self._ring[self._next] = when
-        self._next = (self._next + 1) % len(self._ring)
-        self._warm = True
+        self._cells[_LAST] = max(self._cells[_LAST], when)
+        self._append(when)
+        self._cells[_WARM] = 1.0
 
     def stall(self, since: float, delay: float) -> None:
         """Grants stamped at or after `since` may leave `delay` later: restamp them."""
         ring = self._ring
-        slot = self._next
+        slot = int(self._cells[_NEXT])
         for _ in range(len(ring)):
             slot = (slot - 1) % len(ring)
             if ring[slot] < since:
                 break
             ring[slot] += delay
-        if self._last >= since:
-            self._last += delay
+        if self._cells[_LAST] >= since:
+            self._cells[_LAST] += delay
 
     def record(self, now: float) -> None:
         # The first window's requests open new connections: stamp them `cold` later so
@@ -91,18 +121,25 @@ class _Window:
         # never bursts after idle time, and a catch-up burst respaced here would shift
         # every later grant by its lateness for good (measured: 95% of a saturated
         # 400/s window instead of 99%).
-        self._last = max(now + (0.0 if self._warm else self._cold), self._last)
-        self._ring[self._next] = self._last
-        self._next = (self._next + 1) % len(self._ring)
-        if self._next == 0:
-            self._warm = True
+        cells = self._cells
+        cells[_LAST] = max(now + (0.0 if cells[_WARM] else self._cold), cells[_LAST])
+        self._append(cells[_LAST])
+
+    def stamps(self) -> list[float]:
+        """The grant times held, oldest first."""
+        slot = int(self._cells[_NEXT])
+        ring = self._ring
+        return [t for t in (*ring[slot:], *ring[:slot]) if t != -math.inf]
 
 
 class BudgetLimiter:
     """Grants one request at a time within a :class:`Budget`; the default Limiter seam.
 
     `clock` and `sleep` are injectable so tests run hours of budget in milliseconds.
-    Waiters are served first come, first served.
+    Waiters are served first come, first served. With a `ledger`
+    (:meth:`SharedLedger.open <lwbatch.pacing.shared.SharedLedger.open>`) the pacing
+    and the windows are those of every limiter of the same identity on this machine,
+    and their grants take turns; :meth:`close` leaves the ledger.
     """
 
     def __init__(
@@ -113,6 +150,7 @@ class BudgetLimiter:
         sleep: Sleep = anyio.sleep,
         on_grant: Callable[[float], None] | None = None,
         loopback: bool = False,
+        ledger: SharedLedger | None = None,
     ) -> None:
         self._budget = budget
         self._clock = clock
@@ -121,9 +159,16 @@ class BudgetLimiter:
         self._tolerance = max(budget.tolerance, self._interval)
         self._unlimited = budget.is_unlimited
         cold = budget.cold_start_for(loopback=loopback)
-        self._windows = [_Window(w, budget.margin_for(w), cold) for w in budget.windows]
-        self._tat = float("-inf")
-        self._paused_until = float("-inf")
+        if ledger is None:
+            self._cells: Doubles = array("d", [-math.inf, -math.inf])
+            self._windows = [_Window(w, budget.margin_for(w), cold) for w in budget.windows]
+        else:
+            self._cells = ledger.limiter_cells()
+            self._windows = [
+                _Window(w, budget.margin_for(w), cold, ring=ring, cells=cells)
+                for w, (ring, cells) in zip(budget.windows, ledger.window_views(), strict=True)
+            ]
+        self._ledger = ledger
         self._lock = anyio.Lock(fast_acquire=True)
         self._granted = 0
         self._waiting = 0
@@ -136,8 +181,8 @@ class BudgetLimiter:
     def ready_at(self) -> float:
         """The earliest time the next request may leave."""
         return max(
-            self._tat - self._tolerance,
-            self._paused_until,
+            self._cells[_TAT] - self._tolerance,
+            self._cells[_PAUSED],
             *(w.free_at() for w in self._windows),
         )
 
@@ -150,42 +195,61 @@ class BudgetLimiter:
             # No budget to keep: only a 429's pause holds requests back. Skipping the
             # lock here saves a few microseconds per request when CPU is the limit.
             now = self._clock()
-            if now >= self._paused_until:
+            if now >= self._cells[_PAUSED]:
                 self._granted += 1
                 for watcher in self._watchers:
                     watcher(now)
                 return
+        ledger = self._ledger
         self._waiting += 1
         try:
             async with self._lock:
                 while True:
-                    now = self._clock()
-                    ready = self.ready_at()
-                    if ready <= now:
-                        break
-                    # Never a sleep shorter than the residue of float rounding: a clock
-                    # that stands still while tasks run (virtual time) would wake at
-                    # once, see the same residue, and spin.
-                    await self._sleep(max(ready - now, _RESIDUE))
-                if self._tat >= now:
-                    self._tat += self._interval
-                else:
-                    # Idle (or later than the tolerance): no lateness to catch up, so
-                    # no burst either; the tolerance is kept for later wake-ups.
-                    self._tat = now + self._tolerance + self._interval
-                for window in self._windows:
-                    window.record(now)
-                self._granted += 1
+                    with ledger or _UNSHARED:
+                        now = self._clock()
+                        ready = self.ready_at()
+                        if ready <= now and (ledger is None or ledger.my_turn(now, ready)):
+                            self._grant(now)
+                            break
+                        if ledger is not None:
+                            ledger.wanting(now)
+                    if ready > now:
+                        # Never a sleep shorter than the residue of float rounding: a clock
+                        # that stands still while tasks run (virtual time) would wake at
+                        # once, see the same residue, and spin.
+                        wait = max(ready - now, _RESIDUE)
+                        # A sharing waiter wakes now and then to show it still waits.
+                        await self._sleep(wait if ledger is None else min(wait, HEARTBEAT))
+                    else:
+                        assert ledger is not None
+                        # Another limiter's turn: it has `grace` s to take the slot.
+                        await self._sleep(ledger.grace)
                 for watcher in self._watchers:
                     watcher(now)
         finally:
             self._waiting -= 1
+            if ledger is not None and not self._waiting:
+                ledger.idle()
+
+    def _grant(self, now: float) -> None:
+        if self._cells[_TAT] >= now:
+            self._cells[_TAT] += self._interval
+        else:
+            # Idle (or later than the tolerance): no lateness to catch up, so
+            # no burst either; the tolerance is kept for later wake-ups.
+            self._cells[_TAT] = now + self._tolerance + self._interval
+        for window in self._windows:
+            window.record(now)
+        self._granted += 1
+        if self._ledger is not None:
+            self._ledger.granted(now, more=self._waiting > 1)
 
     def _stalled(self, started: float, pause: float) -> None:
         # Grants of the last STALL_LOOKBACK s may still have been on their way to the
         # socket when the loop stopped; the server then saw them `pause` later.
-        for window in self._windows:
-            window.stall(started - STALL_LOOKBACK, pause)
+        with self._ledger or _UNSHARED:
+            for window in self._windows:
+                window.stall(started - STALL_LOOKBACK, pause)
 
     def watch(self, callback: Callable[[float], None]) -> Callable[[], None]:
         """Call `callback(t)` with the clock time of every grant, until unwatched."""
@@ -193,24 +257,41 @@ class BudgetLimiter:
         return lambda: self._watchers.remove(callback)
 
     def restore(self, grants: Sequence[float]) -> None:
-        """Count requests an earlier process sent (clock times, oldest first)."""
+        """Count requests an earlier process sent (clock times, oldest first).
+
+        A shared limiter ignores them: its ledger already holds every request any
+        process of its identity sent, the earlier ones included.
+        """
+        if self._ledger is not None:
+            return
         for when in grants:
             for window in self._windows:
                 window.seed(when)
-            self._tat = max(self._tat, when + self._interval)
+            self._cells[_TAT] = max(self._cells[_TAT], when + self._interval)
 
     def pause(self, seconds: float) -> None:
-        """Hold every request for `seconds` (a 429's Retry-After)."""
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        """Hold every request for `seconds` (a 429's Retry-After); shared limiters all."""
+        with self._ledger or _UNSHARED:
+            self._cells[_PAUSED] = max(self._cells[_PAUSED], self._clock() + seconds)
 
     def statistics(self) -> LimiterStatistics:
         return LimiterStatistics(
             granted=self._granted,
             waiting=self._waiting,
-            paused_until=self._paused_until,
+            paused_until=self._cells[_PAUSED],
             rate=self._budget.rate,
         )
 
+    def sharing(self) -> Sharing | None:
+        """Who else drew from the budget while this limiter did (None: not shared)."""
+        return None if self._ledger is None else self._ledger.sharing()
+
+    def close(self) -> None:
+        """Leave the shared ledger (nothing to do for a limiter of its own)."""
+        if self._ledger is not None:
+            self._ledger.close()
+
     def __repr__(self) -> str:
         state = f"granted={self._granted} waiting={self._waiting}"
-        return f"<BudgetLimiter {self._budget.describe()} {state}>"
+        shared = " shared" if self._ledger is not None else ""
+        return f"<BudgetLimiter {self._budget.describe()}{shared} {state}>"

@@ -1,0 +1,580 @@
+"""One request budget for every lwbatch process of an identity on this machine.
+
+The gateway counts requests per token (or per IP when anonymous), not per run: two runs
+pacing themselves to the full budget send twice the budget together. So the limiter's
+state (its theoretical arrival time, each window's ring of grant times, a 429's pause)
+lives in a file named after the identity's hash, mapped into every process that uses
+it and changed only under an exclusive ``flock``: the limits of one process then hold
+for all of them, exactly, bursts and all.
+
+A file under ``flock`` rather than SQLite: a grant costs one lock, a few reads and a
+write (2 us here) instead of a transaction (60 us); see benchmarks/shared_budget.py.
+Grants are taken one at a time when a request leaves, so a killed process holds no
+capacity back: what it sent counts, as it does at the gateway, and nothing else.
+
+Fairness: each sharing limiter has a member slot (pid, whether it waits, when it last
+got a grant). A free slot goes to the waiting member served least recently; the others
+wait `grace` for it to take it, then take it themselves, so a slow or stopped member
+costs at most `grace` per grant. Members whose process is gone, or that have not shown
+they still wait for a few heartbeats, are passed over.
+
+Times are those of the limiter's clock: time.monotonic, one clock for every process of
+a boot. The file keeps the boot's id and the wall-clock time of the clock's zero, and
+moves its times onto a new boot's clock, so the budget of the hour before a reboot
+still counts after it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import math
+import mmap
+import os
+import secrets
+import time
+from array import array
+from collections.abc import Callable, MutableSequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import cast
+
+from lwbatch.config import Budget, Endpoint, Rate, Token
+from lwbatch.errors import UsageError
+
+log = logging.getLogger("lwbatch")
+
+Doubles = MutableSequence[float]
+
+_MAGIC = float(0x6C77_6275_6467)  # "lwbudg"
+_VERSION = 1.0
+# Header cells.
+_H = 16
+H_MAGIC, H_VERSION, H_WINDOWS, H_TAT, H_PAUSED, H_BOOT, H_EPOCH, H_TOTAL, H_TOLERANCE = range(9)
+H_SLOTS = 9  # member slots ever used (scans stop there)
+# Per window: its rate and margin, then the cells _Window keeps (next, last, warm).
+_W = 8
+W_REQUESTS, W_PERIOD, W_MARGIN, W_CELLS = 0, 1, 2, 3
+# Per member.
+MEMBERS = 64
+_M = 8
+M_PID, M_NONCE, M_SEEN, M_WAITING, M_LAST, M_GRANTED = range(6)
+
+# A waiting member silent for this long is passed over (see limiter.HEARTBEAT).
+STALE = 2.0
+# How long a member's liveness check is trusted.
+_RECHECK = 0.5
+_SYNC_EVERY = 2.0  # seconds between msyncs, as the journal's fsyncs
+
+# Nonces of this process' open ledgers: a member with this pid and another nonce is a
+# leftover of an earlier process that had the same pid.
+_OPEN: set[float] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class Sharing:
+    """What sharing the budget looked like for one limiter, from joining to leaving."""
+
+    path: Path
+    others: int  # other limiters (processes) seen drawing from the budget
+    granted: int  # requests this limiter sent
+    total: int  # requests every limiter of the identity sent meanwhile
+
+    @property
+    def share(self) -> float | None:
+        """This limiter's part of the requests sent while it was there."""
+        return self.granted / self.total if self.total else None
+
+
+def default_state_dir() -> Path:
+    """``$LWBATCH_STATE_DIR``, else ``$XDG_CACHE_HOME/lwbatch``, else ``~/.cache/lwbatch``."""
+    if explicit := os.environ.get("LWBATCH_STATE_DIR"):
+        return Path(explicit)
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache) if cache and os.path.isabs(cache) else Path.home() / ".cache"
+    return base / "lwbatch"
+
+
+def identity(endpoint: Endpoint, token: Token | None, client_id: str | None = None) -> str:
+    """The hash that names whose budget a run draws from.
+
+    The gateway counts per client when the token says which (a JWT's `aud`, with its
+    `sub`), so every token of one client shares; else per token; anonymous runs share
+    per base URL. Only the hash is ever stored.
+    """
+    from lwbatch.tokens import TokenClaims
+
+    who = "anonymous"
+    if token is not None:
+        claims = TokenClaims.of(token)
+        if claims is not None and claims.client_id:
+            who = f"client {claims.client_id} user {claims.subject or ''}"
+        elif client_id:
+            who = f"client {client_id} user "
+        else:
+            who = "token " + token.reveal()
+    elif client_id:
+        who = f"client {client_id} user "
+    return hashlib.sha256(f"{endpoint.base_url}\n{who}".encode()).hexdigest()
+
+
+def _layout(budget: Budget) -> tuple[int, int]:
+    """(cells before the rings, cells in all)."""
+    rings = _H + _W * len(budget.windows) + _M * MEMBERS
+    return rings, rings + sum(w.requests for w in budget.windows)
+
+
+def _boot_id() -> float:
+    """This boot's id as a float (52 bits), or 0 where the system does not say."""
+    try:
+        text = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return 0.0
+    return float(int(text.replace("-", "")[:13], 16))
+
+
+def _alive(pid: float, nonce: float) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return nonce in _OPEN
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+class SharedLedger:
+    """The file a limiter shares with the others of its identity; a context manager
+    that holds the file's lock. Open with :meth:`open`, hand to
+    :class:`~lwbatch.BudgetLimiter` as `ledger`, and close when done."""
+
+    def __init__(
+        self, fd: int, path: Path, mm: mmap.mmap, budget: Budget, clock: Callable[[], float]
+    ) -> None:
+        self.path = path
+        self._fd = fd
+        self._mm = mm
+        self._clock = clock
+        self._base = memoryview(mm).cast("d")
+        self._views: list[memoryview[float]] = []
+        cells = cast(Doubles, self._base)
+        self._cells = cells
+        self._members_at = _H + _W * len(budget.windows)
+        interval = 1.0 / budget.rate
+        # Long enough for a woken member to take its turn, short enough that a member
+        # that does not costs little.
+        self.grace = min(max(interval, 0.002), 0.05)
+        self._windows = budget.windows
+        self._nonce = float(secrets.randbits(52))
+        self._me = -1
+        self._granted = 0
+        self._total0 = 0.0
+        self._total1: float | None = None
+        self._others: set[tuple[float, float]] = set()
+        self._scanned = -math.inf
+        self._synced = clock()
+        self._checked: dict[int, tuple[float, float, bool]] = {}
+        self._depth = 0
+
+    # -- opening ---------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        budget: Budget,
+        identity: str,
+        *,
+        state_dir: Path | str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> SharedLedger:
+        """Join the ledger of `identity` (see :func:`identity`) under `state_dir`
+        (default: :func:`default_state_dir`), creating it for `budget` if need be.
+
+        `clock` must be one clock for every process that shares (time.monotonic);
+        tests pass one fake clock to several ledgers of one process.
+        """
+        if budget.is_unlimited:
+            raise ValueError("an unlimited budget has nothing to share")
+        directory = Path(state_dir) if state_dir is not None else default_state_dir()
+        path = directory / f"budget-{identity[:32]}.lwb"
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"`state_dir` {directory}: cannot create it ({exc.strerror or exc})"
+            ) from None
+        for _ in range(10):
+            fd = _open_locked(path)
+            try:
+                mm = _map(fd, path, budget, clock)
+            except BaseException:
+                os.close(fd)
+                raise
+            if mm is None:  # replaced by a new file: open that one
+                os.close(fd)
+                continue
+            ledger = cls(fd, path, mm, budget, clock)
+            try:
+                ledger._join()
+            except BaseException:
+                ledger._release()
+                raise
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            return ledger
+        raise UsageError(f"`state_dir` {directory}: {path.name} keeps being replaced")
+
+    def _join(self) -> None:
+        cells, now = self._cells, self._clock()
+        free = -1
+        for slot in range(MEMBERS):
+            at = self._members_at + slot * _M
+            if not _alive(cells[at + M_PID], cells[at + M_NONCE]):
+                free = slot
+                break
+        if free < 0:
+            raise UsageError(
+                f"{MEMBERS} lwbatch runs already share the budget in {self.path}; "
+                "wait for one to end, or give this one `share_budget=False`"
+            )
+        at = self._members_at + free * _M
+        cells[at : at + _M] = array("d", [os.getpid(), self._nonce, now, 0.0, 0.0, 0.0, 0, 0])
+        cells[H_SLOTS] = max(cells[H_SLOTS], free + 1)
+        self._me = at
+        self._total0 = cells[H_TOTAL]
+        _OPEN.add(self._nonce)
+        self._scan(now)
+
+    # -- the lock --------------------------------------------------------------------
+    def __enter__(self) -> SharedLedger:
+        if not self._depth:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._depth += 1
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._depth -= 1
+        if not self._depth:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    # -- what the limiter keeps here -------------------------------------------------
+    def limiter_cells(self) -> Doubles:
+        """The limiter's theoretical arrival time and pause."""
+        return self._view(H_TAT, H_PAUSED + 1)
+
+    def window_views(self) -> list[tuple[Doubles, Doubles]]:
+        """Per window of the budget, its ring of grant times and its cells."""
+        views = []
+        ring_at = self._members_at + _M * MEMBERS
+        for index, window in enumerate(self._windows):
+            at = _H + index * _W + W_CELLS
+            views.append((self._view(ring_at, ring_at + window.requests), self._view(at, at + 3)))
+            ring_at += window.requests
+        return views
+
+    def _view(self, start: int, stop: int) -> Doubles:
+        view = self._base[start:stop]
+        self._views.append(view)
+        return cast(Doubles, view)
+
+    # -- taking turns (called with the lock held) --------------------------------------
+    def my_turn(self, now: float, ready: float) -> bool:
+        """Whether this member takes the slot free since `ready`."""
+        if now - ready >= self.grace:
+            return True
+        cells, me = self._cells, self._me
+        mine = cells[me + M_LAST]
+        for slot in range(int(cells[H_SLOTS])):
+            at = self._members_at + slot * _M
+            if (
+                at != me
+                and cells[at + M_WAITING]
+                and cells[at + M_LAST] < mine
+                and now - cells[at + M_SEEN] < STALE
+                and self._live(slot, cells[at + M_PID], cells[at + M_NONCE], now)
+            ):
+                return False
+        return True
+
+    def wanting(self, now: float) -> None:
+        self._cells[self._me + M_WAITING] = 1.0
+        self._cells[self._me + M_SEEN] = now
+
+    def granted(self, now: float, *, more: bool) -> None:
+        cells, me = self._cells, self._me
+        cells[me + M_LAST] = now
+        cells[me + M_SEEN] = now
+        cells[me + M_GRANTED] += 1
+        cells[me + M_WAITING] = 1.0 if more else 0.0
+        cells[H_TOTAL] += 1
+        self._granted += 1
+        if now - self._scanned >= 1.0:
+            self._scan(now)
+        if now - self._synced >= _SYNC_EVERY:
+            self._synced = now
+            self._mm.flush()
+
+    def idle(self) -> None:
+        if self._cells[self._me + M_WAITING]:  # a read without the lock: only this member writes it
+            with self:
+                self._cells[self._me + M_WAITING] = 0.0
+
+    def _live(self, slot: int, pid: float, nonce: float, now: float) -> bool:
+        seen = self._checked.get(slot)
+        if seen is None or seen[0] != nonce or now - seen[1] >= _RECHECK:
+            seen = (nonce, now, _alive(pid, nonce))
+            self._checked[slot] = seen
+        return seen[2]
+
+    def _scan(self, now: float) -> None:
+        """Note the other members alive now, for :meth:`sharing`."""
+        self._scanned = now
+        cells = self._cells
+        for slot in range(int(cells[H_SLOTS])):
+            at = self._members_at + slot * _M
+            pid, nonce = cells[at + M_PID], cells[at + M_NONCE]
+            if at != self._me and pid and self._live(slot, pid, nonce, now):
+                self._others.add((pid, nonce))
+
+    # -- leaving -----------------------------------------------------------------------
+    def sharing(self) -> Sharing:
+        total = self._total1 if self._total1 is not None else self._cells[H_TOTAL]
+        return Sharing(
+            path=self.path,
+            others=len(self._others),
+            granted=self._granted,
+            total=int(total - self._total0),
+        )
+
+    def close(self) -> None:
+        """Leave the ledger: this member's slot is freed; its grants keep counting."""
+        if self._me < 0:
+            return
+        with self:
+            self._scan(self._clock())
+            self._total1 = self._cells[H_TOTAL]
+            self._cells[self._me : self._me + _M] = array("d", [0.0] * _M)
+            self._mm.flush()
+        self._me = -1
+        self._release()
+
+    def _release(self) -> None:
+        _OPEN.discard(self._nonce)
+        for view in self._views:
+            view.release()
+        self._base.release()
+        self._mm.close()
+        os.close(self._fd)
+
+    def __repr__(self) -> str:
+        return f"<SharedLedger {self.path}>"
+
+
+# -- the file ----------------------------------------------------------------------------
+def _open_locked(path: Path) -> int:
+    """An fd of the file now at `path`, under the exclusive lock."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise UsageError(
+                f"`state_dir` {path.parent}: cannot open {path.name} ({exc.strerror or exc})"
+            ) from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # replaced while we waited for the lock
+
+
+def _map(fd: int, path: Path, budget: Budget, clock: Callable[[], float]) -> mmap.mmap | None:
+    """The file mapped, made ready for `budget`; None when it was replaced instead."""
+    rings_at, size = _layout(budget)
+    length = os.fstat(fd).st_size
+    if length == 0:
+        os.ftruncate(fd, 8 * size)
+        mm = mmap.mmap(fd, 8 * size)
+        with memoryview(mm).cast("d") as fresh:
+            _initialise(cast(Doubles, fresh), budget, clock, [], -math.inf, -math.inf)
+        return mm
+    mm = mmap.mmap(fd, length)
+    with memoryview(mm).cast("d") as view:
+        cells = cast(Doubles, view)
+        problem = _damage(cells, length)
+        if problem:
+            log.warning(
+                "budget ledger %s was %s; starting a new one (requests other runs sent "
+                "in the last window are not counted)",
+                path,
+                problem,
+            )
+            stamps: list[float] = []
+            tat = paused = -math.inf
+        else:
+            _move_to_this_boot(cells, clock)
+            if _same_budget(cells, budget):
+                return mm
+            mine = budget.describe()
+            theirs = _described(cells)
+            for pid in _live_pids(cells):
+                raise UsageError(
+                    f"another lwbatch run (pid {pid}) shares this identity's request budget "
+                    f"at {theirs}, and this run asks for {mine}: give it the same `budget`, "
+                    "or `share_budget=False` to keep a budget of its own (the gateway "
+                    "counts both)"
+                )
+            stamps = _stamps(cells)
+            tat, paused = cells[H_TAT], cells[H_PAUSED]
+    mm.close()
+    _replace(path, budget, clock, stamps, tat, paused)
+    return None
+
+
+def _damage(cells: Doubles, length: int) -> str:
+    if length % 8 or length < 8 * _H or cells[H_MAGIC] != _MAGIC:
+        return "not a budget ledger"
+    if cells[H_VERSION] != _VERSION:
+        return f"of another lwbatch's format ({cells[H_VERSION]:g})"
+    windows = int(cells[H_WINDOWS])
+    needed = _H + _W * windows + _M * MEMBERS
+    if not 0 < windows <= 8 or length < 8 * needed:
+        return "damaged"
+    requests = sum(cells[_H + i * _W + W_REQUESTS] for i in range(windows))
+    if length != 8 * (needed + requests):
+        return "damaged"
+    return ""
+
+
+def _same_budget(cells: Doubles, budget: Budget) -> bool:
+    ours = [(float(w.requests), w.period, budget.margin_for(w)) for w in budget.windows]
+    theirs = [
+        tuple(cells[_H + i * _W + cell] for cell in (W_REQUESTS, W_PERIOD, W_MARGIN))
+        for i in range(int(cells[H_WINDOWS]))
+    ]
+    return ours == theirs and cells[H_TOLERANCE] == budget.tolerance
+
+
+def _described(cells: Doubles) -> str:
+    return Budget(
+        windows=tuple(
+            Rate(int(cells[_H + i * _W + W_REQUESTS]), cells[_H + i * _W + W_PERIOD])
+            for i in range(int(cells[H_WINDOWS]))
+        )
+    ).describe()
+
+
+def _live_pids(cells: Doubles) -> list[int]:
+    members_at = _H + _W * int(cells[H_WINDOWS])
+    found = []
+    for slot in range(int(cells[H_SLOTS])):
+        at = members_at + slot * _M
+        if _alive(cells[at + M_PID], cells[at + M_NONCE]):
+            found.append(int(cells[at + M_PID]))
+    return found
+
+
+def _stamps(cells: Doubles) -> list[float]:
+    """Every grant time the file holds, oldest first (the longest ring has them all)."""
+    windows = int(cells[H_WINDOWS])
+    ring_at = _H + _W * windows + _M * MEMBERS
+    best: list[float] = []
+    for i in range(windows):
+        at = _H + i * _W
+        requests = int(cells[at + W_REQUESTS])
+        if requests > len(best):
+            ring = cells[ring_at : ring_at + requests]
+            slot = int(cells[at + W_CELLS])
+            best = [t for t in (*ring[slot:], *ring[:slot]) if t != -math.inf]
+        ring_at += requests
+    return best
+
+
+def _move_to_this_boot(cells: Doubles, clock: Callable[[], float]) -> None:
+    """After a reboot the clock starts again: move every time onto the new clock."""
+    boot, epoch = _boot_id(), time.time() - clock()
+    if (boot and cells[H_BOOT] == boot) or (not boot and _plausible(cells, clock)):
+        return
+    shift = cells[H_EPOCH] - epoch
+    log.info("budget ledger: moving its times onto this boot's clock (%+.0f s)", shift)
+    members_at = _H + _W * int(cells[H_WINDOWS])
+    for at in (H_TAT, H_PAUSED):
+        cells[at] += shift
+    for i in range(int(cells[H_WINDOWS])):
+        cells[_H + i * _W + W_CELLS + 1] += shift
+    for at in range(members_at + _M * MEMBERS, len(cells)):
+        cells[at] += shift
+    cells[members_at : members_at + _M * MEMBERS] = array("d", [0.0] * (_M * MEMBERS))
+    cells[H_SLOTS] = 0
+    cells[H_BOOT], cells[H_EPOCH] = boot, epoch
+
+
+def _plausible(cells: Doubles, clock: Callable[[], float]) -> bool:
+    """No time from the future: without a boot id, the sign of a reboot."""
+    latest = max(
+        (cells[_H + i * _W + W_CELLS + 1] for i in range(int(cells[H_WINDOWS]))),
+        default=-math.inf,
+    )
+    return latest <= clock() + 60.0
+
+
+def _initialise(
+    cells: Doubles,
+    budget: Budget,
+    clock: Callable[[], float],
+    stamps: list[float],
+    tat: float,
+    paused: float,
+) -> None:
+    rings_at, _size = _layout(budget)
+    cells[H_MAGIC], cells[H_VERSION], cells[H_WINDOWS] = _MAGIC, _VERSION, len(budget.windows)
+    cells[H_TAT], cells[H_PAUSED] = tat, paused
+    cells[H_BOOT], cells[H_EPOCH] = _boot_id(), time.time() - clock()
+    cells[H_TOTAL], cells[H_TOLERANCE], cells[H_SLOTS] = 0.0, budget.tolerance, 0.0
+    ring_at = rings_at
+    for i, window in enumerate(budget.windows):
+        at = _H + i * _W
+        kept = stamps[-window.requests :] if stamps else []
+        cells[at + W_REQUESTS], cells[at + W_PERIOD] = window.requests, window.period
+        cells[at + W_MARGIN] = budget.margin_for(window)
+        ring = array("d", [-math.inf]) * window.requests
+        ring[: len(kept)] = array("d", kept)
+        cells[ring_at : ring_at + window.requests] = ring
+        cells[at + W_CELLS] = len(kept) % window.requests  # next
+        cells[at + W_CELLS + 1] = kept[-1] if kept else -math.inf  # last
+        cells[at + W_CELLS + 2] = 1.0 if kept else 0.0  # warm
+        ring_at += window.requests
+
+
+def _replace(
+    path: Path,
+    budget: Budget,
+    clock: Callable[[], float],
+    stamps: list[float],
+    tat: float,
+    paused: float,
+) -> None:
+    """A new file for `budget` carrying `stamps`, renamed over `path`: a process that
+    still maps the old one never sees it shrink under it."""
+    _rings_at, size = _layout(budget)
+    cells = array("d", [0.0]) * size
+    _initialise(cells, budget, clock, stamps, tat, paused)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(cells.tobytes())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
