@@ -41,6 +41,7 @@ from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import for_rows, open_sink
 from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource
 from lwbatch.oauth import Credentials
+from lwbatch.pacing.shared import SharedLedger, identity
 from lwbatch.plan import Plan, Planner
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import InvalidRow, Revision
@@ -93,6 +94,8 @@ async def score_file_async(
     credentials: Credentials | None = None,
     format: str | None = None,
     keep_columns: Sequence[str] | str | None = None,
+    share_budget: bool = True,
+    state_dir: Path | str | None = None,
 ) -> RunReport:
     """Score every rev_id of `input` with `models` into `output`; the run's report.
 
@@ -120,6 +123,14 @@ async def score_file_async(
     and a new one when the gateway answers 401. The engine's arguments are those of
     :class:`~lwbatch.Scorer`.
 
+    `share_budget`: every run of one identity (client or token; anonymous: base URL)
+    on this machine draws from one budget, kept in a file under `state_dir` (default:
+    ``$LWBATCH_STATE_DIR``, else ``$XDG_CACHE_HOME/lwbatch``, else ``~/.cache/lwbatch``),
+    so that runs side by side never send more than the gateway allows one identity.
+    ``False`` keeps this run's budget to itself: risky, since the gateway counts both.
+    An unlimited budget, a `limiter` of the caller's or an injected `clock` shares
+    nothing.
+
     `on_start(source, scorer)` is called once the input, output and journal are
     accepted and before any request leaves: an async caller may keep the scorer and
     ``await scorer.stop(grace)`` from another task (the CLI does on SIGINT/SIGTERM);
@@ -143,6 +154,7 @@ async def score_file_async(
     if isinstance(cache, str | Path):
         _check_cache_path(Path(cache), [*_paths_of(source), str(output)])
     owned = SqliteScoreCache(cache) if isinstance(cache, str | Path) else None
+    shared: SharedLedger | None = None
     try:
         sink = (
             output
@@ -186,6 +198,16 @@ async def score_file_async(
 
         if credentials is not None and token is None:
             token = await credentials.fetch_async(verify=verify)
+        if share_budget and limiter is None and clock is time.monotonic:
+            oauth = credentials is not None
+            chosen = choose_budget(budget=budget, tier=tier, token=token, oauth=oauth)
+            if not chosen.budget.is_unlimited:
+                who = identity(
+                    endpoint or Endpoint.external(),
+                    token,
+                    credentials.client_id if credentials is not None else None,
+                )
+                shared = SharedLedger.open(chosen.budget, who, state_dir=state_dir)
         scorer = Scorer(
             [s.name for s in specs],
             catalog=catalog,
@@ -210,6 +232,7 @@ async def score_file_async(
             on_answer=store.record_answers if store is not None else None,
             cache=owned if owned is not None else cache if isinstance(cache, ScoreCache) else None,
             credentials=credentials,
+            ledger=shared,
         )
         state = None
         if store is not None:
@@ -334,6 +357,8 @@ async def score_file_async(
             )
         return report
     finally:
+        if shared is not None:
+            shared.close()
         if owned is not None:
             owned.close()
 

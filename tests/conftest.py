@@ -46,6 +46,15 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Shared budgets of a test (and of the processes it starts) live in a folder of
+    its own, never in the user's cache."""
+    folder = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("LWBATCH_STATE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def gc_enabled() -> Iterator[None]:
     """Automatic garbage collection on for the test, as it was afterwards."""

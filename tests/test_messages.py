@@ -97,6 +97,9 @@ CLI_WORDS = re.compile(r"(?<![\w-])--[a-z{]|LIFTWING_TOKEN|LWBATCH_[A-Z]")
 ALLOWED = {
     # Not a message: the emulator starts `lwbatch emulate` in a process of its own.
     ("testing/emulator.py", "--port"),
+    # Not a message: where shared budgets live, read as XDG_CACHE_HOME is, so that the
+    # CLI and a notebook's lwbatch.score find the same ledger.
+    ("pacing/shared.py", "LWBATCH_STATE_DIR"),
 }
 
 

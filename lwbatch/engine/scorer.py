@@ -51,6 +51,7 @@ from lwbatch.oauth import Credentials, TokenRefresher
 from lwbatch.pacing import gc_pauses
 from lwbatch.pacing.concurrency import Concurrency
 from lwbatch.pacing.limiter import BudgetLimiter
+from lwbatch.pacing.shared import SharedLedger
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
@@ -94,7 +95,10 @@ class Scorer:
     endpoint, token, contact, timeout, verify, transport: where and how requests go
     (the public gateway by default; `transport` replaces the HTTP stack in tests).
     tier, budget: the request budget (the tier's, by default); or `limiter`, any
-    :class:`~lwbatch.seams.Limiter` (a share of a budget several processes split).
+    :class:`~lwbatch.seams.Limiter` (a share of a budget several processes split); or
+    `ledger`, the budget every process of this identity on the machine draws from
+    (:meth:`SharedLedger.open <lwbatch.pacing.shared.SharedLedger.open>`, for the same
+    budget; the caller closes it).
     cache: answers kept by earlier runs (:class:`~lwbatch.seams.ScoreCache`); fresh final
     answers are added. credentials: OAuth2 credentials that get a token when there is
     none and a new one after a 401 (the request is then sent once more).
@@ -139,7 +143,10 @@ class Scorer:
         on_answer: Callable[[str, list[tuple[RowKey, Score]]], None] | None = None,
         cache: ScoreCache | None = None,
         credentials: Credentials | None = None,
+        ledger: SharedLedger | None = None,
     ) -> None:
+        if ledger is not None and limiter is not None:
+            raise UsageError("give a `limiter` or a `ledger` to share, not both")
         if limiter is not None and (budget is not None or tier is not None):
             raise UsageError("`limiter` carries its own budget; give `budget`/`tier` or `limiter`")
         if gc_control and limiter is not None and not isinstance(limiter, BudgetLimiter):
@@ -193,7 +200,11 @@ class Scorer:
         )
         # An injected limiter is, for example, this process' share of a job-wide budget.
         self.limiter: Limiter = limiter or BudgetLimiter(
-            self.budget, clock=clock, sleep=sleep, loopback=self._client.endpoint.is_loopback
+            self.budget,
+            clock=clock,
+            sleep=sleep,
+            loopback=self._client.endpoint.is_loopback,
+            ledger=ledger,
         )
         # `on_send(t)` sees the clock time of every attempt as it leaves (the ledger).
         self._on_send = on_send
@@ -333,6 +344,7 @@ class Scorer:
 
     def report(self, *, output: str | None = None) -> RunReport:
         end = self._finished or time.monotonic()
+        sharing = self.limiter.sharing() if isinstance(self.limiter, BudgetLimiter) else None
         return RunReport.from_stats(
             self.stats,
             models=self.models,
@@ -343,6 +355,7 @@ class Scorer:
             output=output,
             budget_source=self.budget_choice.source,
             budget_reason=self.budget_choice.reason,
+            sharing=sharing,
         )
 
     async def _chunks(self, revisions: Iterable[int | Item]) -> AsyncIterator[Sequence[Item]]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lwbatch.pacing.shared import Sharing
 
 
 class LatencyHistogram:
@@ -95,6 +98,10 @@ class RunReport:
     budget_source: str = ""
     budget_reason: str = ""
     cached_per_model: dict[str, int] = field(default_factory=dict)
+    # A budget shared with the other runs of this identity on the machine: how many
+    # were seen, and this run's part of the requests sent while it ran (None: not shared).
+    shared_with: int | None = None
+    budget_share: float | None = None
 
     @classmethod
     def from_stats(
@@ -109,6 +116,7 @@ class RunReport:
         output: str | None = None,
         budget_source: str = "",
         budget_reason: str = "",
+        sharing: Sharing | None = None,
     ) -> RunReport:
         per_model: dict[str, dict[str, int]] = {m: {} for m in models}
         by_type: Counter[str] = Counter()
@@ -146,6 +154,8 @@ class RunReport:
             output=output,
             budget_source=budget_source,
             budget_reason=budget_reason,
+            shared_with=None if sharing is None else sharing.others,
+            budget_share=None if sharing is None else _round(sharing.share),
             cached_per_model={m: stats.cached[m] for m in models if stats.cached[m]},
         )
 
@@ -174,6 +184,15 @@ class RunReport:
         if not self.peak_in_flight or not self.limit_at_peak:
             return ""
         return f"limit {self.limit_at_peak:,} when the peak was reached"
+
+    def _shared(self) -> str:
+        others = self.shared_with or 0
+        share = (
+            f"this run sent {100 * self.budget_share:.1f}% of their requests"
+            if others and self.budget_share is not None
+            else "this run had the budget to itself"
+        )
+        return f"budget shared with  {others:>10,}   other run{'s' * (others != 1)}; {share}"
 
     def render(self) -> str:
         """The human summary printed at the end of a run."""
@@ -210,6 +229,7 @@ class RunReport:
                 if self.budget_reason
                 else []
             ),
+            *([self._shared()] if self.shared_with is not None else []),
             f"in flight (peak)    {self.peak_in_flight:>10,}   {self._peak_limit()}",
             f"concurrency         {'':>10}   {self.concurrency} (at the end)",
             "",
