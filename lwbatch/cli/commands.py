@@ -209,6 +209,19 @@ def _run_options(func: F) -> F:
 )
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (staging only).")
 @click.option(
+    "--no-shared-budget",
+    is_flag=True,
+    help="Keep this run's budget to itself instead of sharing one with every lwbatch run "
+    "of the same token (or anonymous endpoint) on this machine. Risky: the gateway "
+    "counts their requests together.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where shared budgets are kept (default: $LWBATCH_STATE_DIR, else "
+    "$XDG_CACHE_HOME/lwbatch, else ~/.cache/lwbatch).",
+)
+@click.option(
     "--restart",
     is_flag=True,
     help="Discard the progress of an interrupted run (and replace a finished output).",
@@ -273,6 +286,8 @@ def score(
     base_url: str | None,
     host_routing: bool,
     insecure: bool,
+    no_shared_budget: bool,
+    state_dir: Path | None,
     restart: bool,
     retry_failed: bool,
     cache: Path | None,
@@ -394,6 +409,11 @@ def score(
             raise UsageError(
                 "--keep-columns, --log-json and --progress-every are for the local engine"
             )
+        if no_shared_budget or state_dir is not None:
+            raise UsageError(
+                "--no-shared-budget and --state-dir are for the local engine: a Spark job "
+                "splits its budget between its task slots and shares it with no other run"
+            )
         if output_format not in (None, "parquet"):
             raise UsageError(
                 f"--format {output_format} is for the local engine: a Spark job writes Parquet"
@@ -418,6 +438,11 @@ def score(
         raise UsageError("give --output, the file to write (*.parquet, *.jsonl or *.json)")
     default_catalog().resolve_all(common["models"])  # a misspelt model before the input
     keep = _keep(keep_columns)
+    if no_shared_budget and not (common["budget"] and common["budget"].is_unlimited):
+        log.warning(
+            "--no-shared-budget: other lwbatch runs of this identity are not counted; "
+            "together they may send more than the gateway allows and get 429s"
+        )
     with _inputs(input_paths, Path(output), input_format, common, keep) as source:
         score_and_report(
             source,
@@ -429,6 +454,8 @@ def score(
             grace=grace,
             cache=cache,
             credentials=oauth,
+            share_budget=not no_shared_budget,
+            state_dir=state_dir,
             **{**common, "token": token or (oauth.fetch(verify=not insecure) if oauth else None)},
         )
 

@@ -34,6 +34,8 @@ FLAGS: dict[str, str] = {
     "output": "--output",
     "rate": "--rate",
     "slots": "--slots",
+    "share_budget=False": "--no-shared-budget",
+    "state_dir": "--state-dir",
     "reset_rate": "--reset-rate",
     "restart=True": "--restart",
     "retry_failed=False": "--no-retry-failed",

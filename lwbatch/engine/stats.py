@@ -188,7 +188,7 @@ class RunReport:
     def _shared(self) -> str:
         others = self.shared_with or 0
         share = (
-            f"this run sent {100 * self.budget_share:.1f}% of their requests"
+            f"this run sent {100 * self.budget_share:.1f}% of all requests while it ran"
             if others and self.budget_share is not None
             else "this run had the budget to itself"
         )

@@ -55,8 +55,6 @@ _NEXT, _LAST, _WARM = 0, 1, 2
 # The limiter's own cells: the theoretical arrival time, and a 429's pause.
 _TAT, _PAUSED = 0, 1
 _UNSHARED = nullcontext()
-# Longest sleep of a waiter on a shared budget: others take its silence for absence.
-HEARTBEAT = 0.5
 
 
 class _Window:
@@ -217,9 +215,7 @@ class BudgetLimiter:
                         # Never a sleep shorter than the residue of float rounding: a clock
                         # that stands still while tasks run (virtual time) would wake at
                         # once, see the same residue, and spin.
-                        wait = max(ready - now, _RESIDUE)
-                        # A sharing waiter wakes now and then to show it still waits.
-                        await self._sleep(wait if ledger is None else min(wait, HEARTBEAT))
+                        await self._sleep(max(ready - now, _RESIDUE))
                     else:
                         assert ledger is not None
                         # Another limiter's turn: it has `grace` s to take the slot.

@@ -14,9 +14,9 @@ capacity back: what it sent counts, as it does at the gateway, and nothing else.
 
 Fairness: each sharing limiter has a member slot (pid, whether it waits, when it last
 got a grant). A free slot goes to the waiting member served least recently; the others
-wait `grace` for it to take it, then take it themselves, so a slow or stopped member
-costs at most `grace` per grant. Members whose process is gone, or that have not shown
-they still wait for a few heartbeats, are passed over.
+wait `grace` for it to take it, then take it themselves: a slow, stopped or killed
+member delays a grant by `grace` at most, and costs no rate (the pacing's tolerance
+catches the delay up). Members whose process is gone are passed over at once.
 
 Times are those of the limiter's clock: time.monotonic, one clock for every process of
 a boot. The file keeps the boot's id and the wall-clock time of the clock's zero, and
@@ -60,10 +60,8 @@ W_REQUESTS, W_PERIOD, W_MARGIN, W_CELLS = 0, 1, 2, 3
 # Per member.
 MEMBERS = 64
 _M = 8
-M_PID, M_NONCE, M_SEEN, M_WAITING, M_LAST, M_GRANTED = range(6)
+M_PID, M_NONCE, M_JOINED, M_WAITING, M_LAST, M_GRANTED = range(6)
 
-# A waiting member silent for this long is passed over (see limiter.HEARTBEAT).
-STALE = 2.0
 # How long a member's liveness check is trusted.
 _RECHECK = 0.5
 _SYNC_EVERY = 2.0  # seconds between msyncs, as the journal's fsyncs
@@ -300,7 +298,6 @@ class SharedLedger:
                 at != me
                 and cells[at + M_WAITING]
                 and cells[at + M_LAST] < mine
-                and now - cells[at + M_SEEN] < STALE
                 and self._live(slot, cells[at + M_PID], cells[at + M_NONCE], now)
             ):
                 return False
@@ -308,12 +305,10 @@ class SharedLedger:
 
     def wanting(self, now: float) -> None:
         self._cells[self._me + M_WAITING] = 1.0
-        self._cells[self._me + M_SEEN] = now
 
     def granted(self, now: float, *, more: bool) -> None:
         cells, me = self._cells, self._me
         cells[me + M_LAST] = now
-        cells[me + M_SEEN] = now
         cells[me + M_GRANTED] += 1
         cells[me + M_WAITING] = 1.0 if more else 0.0
         cells[H_TOTAL] += 1
@@ -411,9 +406,12 @@ def _map(fd: int, path: Path, budget: Budget, clock: Callable[[], float]) -> mma
             _initialise(cast(Doubles, fresh), budget, clock, [], -math.inf, -math.inf)
         return mm
     mm = mmap.mmap(fd, length)
-    with memoryview(mm).cast("d") as view:
+    refusal: UsageError | None = None
+    with memoryview(mm)[: length - length % 8].cast("d") as view:
         cells = cast(Doubles, view)
         problem = _damage(cells, length)
+        stamps: list[float] = []
+        tat = paused = -math.inf
         if problem:
             log.warning(
                 "budget ledger %s was %s; starting a new one (requests other runs sent "
@@ -421,24 +419,25 @@ def _map(fd: int, path: Path, budget: Budget, clock: Callable[[], float]) -> mma
                 path,
                 problem,
             )
-            stamps: list[float] = []
-            tat = paused = -math.inf
         else:
             _move_to_this_boot(cells, clock)
             if _same_budget(cells, budget):
                 return mm
-            mine = budget.describe()
-            theirs = _described(cells)
-            for pid in _live_pids(cells):
-                raise UsageError(
-                    f"another lwbatch run (pid {pid}) shares this identity's request budget "
-                    f"at {theirs}, and this run asks for {mine}: give it the same `budget`, "
-                    "or `share_budget=False` to keep a budget of its own (the gateway "
-                    "counts both)"
+            live = _live_pids(cells)
+            if live:
+                refusal = UsageError(
+                    f"another lwbatch run (pid {live[0]}) shares this identity's request "
+                    f"budget at {_described(cells)}, and this run asks for "
+                    f"{budget.describe()}: give it the same `budget`, or `share_budget=False` "
+                    "to keep a budget of its own (the gateway counts both)"
                 )
-            stamps = _stamps(cells)
-            tat, paused = cells[H_TAT], cells[H_PAUSED]
+            else:
+                stamps = _stamps(cells)
+                tat, paused = cells[H_TAT], cells[H_PAUSED]
+    # The map holds a duplicate of the fd, and with it the lock: close it first.
     mm.close()
+    if refusal is not None:
+        raise refusal
     _replace(path, budget, clock, stamps, tat, paused)
     return None
 

@@ -67,10 +67,11 @@ import httpx
 import orjson
 from aiohttp import web
 
-from lwbatch.config import Rate
+from lwbatch.config import Rate, Token
 from lwbatch.errors import LWBatchError, UsageError
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.testing.answers import Instance, Problem, Reply, read_request, reply
+from lwbatch.tokens import TokenClaims
 
 # Languages the emulated readability does not serve, beside anything that is no
 # Wikipedia host. The real list is the model's `supported_wikis` (~100 languages); one
@@ -134,7 +135,9 @@ class EmulatorConfig:
     retry_after_503: int | None = None
     reset_rate: float = 0.0  # share of requests whose connection is cut
     hang_rate: float = 0.0  # share of requests never answered
-    budget: Rate | None = None  # the gateway's sliding window; over it: 429
+    # The gateway's sliding window per caller (a client's tokens, another token, or
+    # anonymous), as the gateway counts; over it: 429.
+    budget: Rate | None = None
     storm_after: int | None = None  # after this many requests, 429 for storm_seconds
     storm_seconds: float = 1.0
     # When set, the gateway takes only this bearer token, and no anonymous callers.
@@ -233,7 +236,7 @@ class Emulator:
         self.catalog = catalog or default_catalog()
         self.stats = EmulatorStats()
         self._rng = random.Random(self.config.seed)
-        self._window: deque[float] = deque()
+        self._windows: dict[str, deque[float]] = {}
         self._storm_until: float | None = None
         self._specs: dict[str, ModelSpec | None] = {}
         self.app = web.Application()
@@ -324,13 +327,28 @@ class Emulator:
         if self._storm_until is not None and now < self._storm_until:
             return _too_many(self._storm_until - now)
         if cfg.budget is not None:
-            window = self._window
+            window = self._windows.setdefault(self._caller(request), deque())
             while window and window[0] <= now - cfg.budget.period:
                 window.popleft()
             if len(window) >= cfg.budget.requests:
                 return _too_many(window[0] + cfg.budget.period - now)
             window.append(now)
         return None
+
+    def _caller(self, request: web.Request) -> str:
+        """Whose budget a request counts against: its client, its token, or anonymous."""
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not sent:
+            return "anonymous"
+        if sent in self._issued:
+            return "client"
+        try:
+            claims = TokenClaims.of(Token(sent))
+        except UsageError:
+            claims = None
+        if claims is not None and claims.client_id:
+            return f"client {claims.client_id} {claims.subject}"
+        return f"token {sent}"
 
     async def _issue_token(self, request: web.Request) -> web.Response:
         """An OAuth2 token endpoint (RFC 6749): client_credentials and refresh_token."""

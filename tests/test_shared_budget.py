@@ -1,0 +1,377 @@
+"""One budget per identity: limiters that share a ledger file (in one process here, on
+virtual time; tests/test_shared_processes.py runs real processes against the emulator)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import anyio
+import looptime
+import pytest
+
+from lwbatch import Budget, BudgetLimiter, Endpoint, Rate, Token, UsageError
+from lwbatch.pacing import shared
+from lwbatch.pacing.shared import SharedLedger, default_state_dir, identity
+from tests.conftest import FakeClock, max_in_window
+
+BUDGET = Budget.from_rate(Rate(300, 3.0))  # 100/s
+
+
+def in_virtual_time(main: Callable[[], Awaitable[None]]) -> None:
+    """Run `main` on a loop whose clock jumps ahead whenever every task waits."""
+    loop_factory = partial(looptime.new_event_loop, noop_cycles=2, resolution=1e-9)
+    anyio.run(main, backend_options={"loop_factory": loop_factory})
+
+
+def limiter(state: Path, who: str = "me", *, late: float = 0.0) -> BudgetLimiter:
+    """A limiter sharing `who`'s budget on the loop's (virtual) clock; `late`: each
+    wake-up of its process comes that much late (a busier process)."""
+    clock = asyncio.get_running_loop().time
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds + late)
+
+    ledger = SharedLedger.open(BUDGET, who, state_dir=state, clock=clock)
+    return BudgetLimiter(BUDGET, clock=clock, sleep=sleep, ledger=ledger)
+
+
+async def draw(
+    limiter: BudgetLimiter, until: float, times: list[float], *, every: float = 0.0
+) -> None:
+    """Acquire with 4 workers until `until` (virtual s); `every`: a worker's pause after
+    each grant (a run that wants less)."""
+    loop = asyncio.get_running_loop()
+
+    async def worker() -> None:
+        while loop.time() < until:
+            await limiter.acquire()
+            times.append(loop.time())
+            if every:
+                await asyncio.sleep(every)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(4):
+            group.create_task(worker())
+
+
+def test_three_runs_share_one_budget_fairly_even_when_some_wake_late(tmp_path: Path) -> None:
+    grants: list[list[float]] = [[], [], []]
+
+    async def main() -> None:
+        lanes = [limiter(tmp_path, late=late) for late in (0.0, 0.001, 0.002)]
+        start = asyncio.get_running_loop().time()
+        async with asyncio.TaskGroup() as group:
+            for lane, times in zip(lanes, grants, strict=True):
+                group.create_task(draw(lane, start + 60.0, times))
+        assert [lane.sharing().others for lane in lanes] == [2, 2, 2]  # type: ignore[union-attr]
+        for lane in lanes:
+            lane.close()
+
+    in_virtual_time(main)
+    every = sorted(t for times in grants for t in times)
+    assert max_in_window(every, 3.0) <= 300
+    assert len(every) >= 0.95 * 60 * 100
+    # Fair within 10%: the run that wakes first does not take the others' turns.
+    for times in grants:
+        assert abs(len(times) / len(every) - 1 / 3) <= 0.1 / 3, [len(t) for t in grants]
+
+
+def test_a_run_that_wants_little_gets_it_and_the_other_takes_the_rest(tmp_path: Path) -> None:
+    light: list[float] = []
+    heavy: list[float] = []
+
+    async def main() -> None:
+        a, b = limiter(tmp_path), limiter(tmp_path)
+        start = asyncio.get_running_loop().time()
+        async with asyncio.TaskGroup() as group:
+            # 4 workers each pausing 0.2 s: at most 20/s.
+            group.create_task(draw(a, start + 30.0, light, every=0.2))
+            group.create_task(draw(b, start + 30.0, heavy))
+        a.close()
+        b.close()
+
+    in_virtual_time(main)
+    assert 0.95 * 30 * 20 <= len(light) <= 30 * 20 + 4
+    assert len(light) + len(heavy) >= 0.95 * 30 * 100
+    assert max_in_window(sorted(light + heavy), 3.0) <= 300
+
+
+def test_when_a_run_ends_the_other_gets_the_whole_budget_at_once(tmp_path: Path) -> None:
+    first: list[float] = []
+    second: list[float] = []
+
+    async def main() -> None:
+        a, b = limiter(tmp_path), limiter(tmp_path)
+        start = asyncio.get_running_loop().time()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(draw(a, start + 10.0, first))
+            group.create_task(draw(b, start + 20.0, second))
+        a.close()
+        assert b.sharing() == shared.Sharing(
+            path=tmp_path / "budget-me.lwb",
+            others=1,
+            granted=len(second),
+            total=len(first + second),
+        )
+        b.close()
+
+    in_virtual_time(main)
+    assert abs(len(first) - sum(t < first[-1] for t in second)) <= 0.1 * len(first)
+    alone = [t for t in second if t > first[-1] + 0.1]
+    assert len(alone) >= 0.95 * (second[-1] - first[-1]) * 100
+    assert max_in_window(sorted(first + second), 3.0) <= 300
+
+
+def test_runs_of_different_identities_each_get_the_whole_budget(tmp_path: Path) -> None:
+    grants: list[list[float]] = [[], []]
+
+    async def main() -> None:
+        lanes = [limiter(tmp_path, who="alice"), limiter(tmp_path, who="bob")]
+        start = asyncio.get_running_loop().time()
+        async with asyncio.TaskGroup() as group:
+            for lane, times in zip(lanes, grants, strict=True):
+                group.create_task(draw(lane, start + 9.0, times))
+        assert [lane.sharing().others for lane in lanes] == [0, 0]  # type: ignore[union-attr]
+        for lane in lanes:
+            lane.close()
+
+    in_virtual_time(main)
+    assert [len(times) >= 0.95 * 900 for times in grants] == [True, True]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["budget-alice.lwb", "budget-bob.lwb"]
+
+
+def test_a_restarted_run_counts_what_the_run_before_it_sent(tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    async def main() -> tuple[list[float], float]:
+        ledger = SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock)
+        before = BudgetLimiter(BUDGET, clock=clock, sleep=clock.sleep, ledger=ledger)
+        sent = []
+        for _ in range(300):
+            await before.acquire()
+            sent.append(clock())
+        # The process dies here (its ledger is never closed); another one starts.
+        again = SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock)
+        after = BudgetLimiter(BUDGET, clock=clock, sleep=clock.sleep, ledger=again)
+        await after.acquire()
+        return sent, clock()
+
+    sent, next_grant = asyncio.run(main())
+    # The whole window was used: the next request waits for the first one's window to end.
+    assert next_grant >= sent[0] + 3.0
+
+
+def test_a_429_pauses_every_run_of_the_identity(tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    async def main() -> None:
+        a = BudgetLimiter(
+            BUDGET,
+            clock=clock,
+            sleep=clock.sleep,
+            ledger=SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock),
+        )
+        b = BudgetLimiter(
+            BUDGET,
+            clock=clock,
+            sleep=clock.sleep,
+            ledger=SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock),
+        )
+        await a.acquire()
+        paused_at = clock()
+        a.pause(30.0)
+        await b.acquire()
+        assert clock() >= paused_at + 30.0
+
+    asyncio.run(main())
+
+
+def test_another_budget_for_the_same_identity_is_refused_while_a_run_uses_it(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    first = SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock)
+    other = Budget.from_rate(Rate(100, 3.0))
+    with pytest.raises(UsageError) as refused:
+        SharedLedger.open(other, "me", state_dir=tmp_path, clock=clock)
+    assert str(refused.value) == (
+        f"another lwbatch run (pid {__import__('os').getpid()}) shares this identity's request "
+        "budget at 300/3s, and this run asks for 100/3s: give it the same `budget`, or "
+        "`share_budget=False` to keep a budget of its own (the gateway counts both)"
+    )
+    limiter = BudgetLimiter(BUDGET, clock=clock, sleep=clock.sleep, ledger=first)
+
+    async def main() -> float:
+        for _ in range(100):
+            await limiter.acquire()
+        started = clock()
+        first.close()
+        # Nobody uses the old budget any more: the new one takes over, with its grants.
+        ledger = SharedLedger.open(other, "me", state_dir=tmp_path, clock=clock)
+        after = BudgetLimiter(other, clock=clock, sleep=clock.sleep, ledger=ledger)
+        await after.acquire()
+        ledger.close()
+        return clock() - started
+
+    waited = asyncio.run(main())
+    assert waited >= 3.0 - 1.0  # the 100 grants of the last ~1 s fill the new window
+
+
+def test_a_damaged_ledger_is_replaced_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "budget-me.lwb"
+    path.write_bytes(b"not a ledger at all")
+    with caplog.at_level(logging.WARNING, logger="lwbatch"):
+        ledger = SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=FakeClock())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"budget ledger {path} was not a budget ledger; starting a new one (requests other "
+        "runs sent in the last window are not counted)"
+    ]
+    assert path.stat().st_size == 8 * (16 + 8 + 64 * 8 + 300)
+    ledger.close()
+
+
+def test_after_a_reboot_the_grants_of_the_last_window_still_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = FakeClock()  # uptime 1000 s
+    ledger = SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=before)
+    limiter = BudgetLimiter(BUDGET, clock=before, sleep=before.sleep, ledger=ledger)
+
+    async def fill() -> None:
+        for _ in range(300):
+            await limiter.acquire()
+
+    asyncio.run(fill())
+    ledger.close()
+    # A reboot a moment later: a new boot id, and a clock that starts again near 0.
+    monkeypatch.setattr(shared, "_boot_id", lambda: 12345.0)
+    after = FakeClock()
+    after.now = 5.0
+    ledger = SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=after)
+    limiter = BudgetLimiter(BUDGET, clock=after, sleep=after.sleep, ledger=ledger)
+    asyncio.run(limiter.acquire())
+    ledger.close()
+    # The window that was full ends ~3 s after the reboot (by the wall clock), not at
+    # once and not at uptime 1003.
+    assert 5.0 + 3.0 - 0.5 <= after.now <= 5.0 + 3.0 + 0.5
+
+
+def test_identity_is_a_hash_of_the_client_or_token_or_anonymous_endpoint() -> None:
+    public = Endpoint.external()
+    emulator = Endpoint(base_url="http://127.0.0.1:8080")
+
+    def jwt(claims: str) -> Token:
+        import base64
+
+        body = base64.urlsafe_b64encode(claims.encode()).rstrip(b"=").decode()
+        return Token(f"eyJhbGciOiJub25lIn0.{body}.sig")
+
+    one = jwt('{"aud": "app1", "sub": "42", "jti": "a"}')
+    same_client = jwt('{"aud": "app1", "sub": "42", "jti": "b"}')
+    other_client = jwt('{"aud": "app2", "sub": "42", "jti": "a"}')
+    assert identity(public, one) == identity(public, same_client)
+    assert identity(public, one) != identity(public, other_client)
+    assert identity(public, Token("plain-1")) != identity(public, Token("plain-2"))
+    assert identity(public, None) != identity(emulator, None)
+    assert identity(public, Token("plain-1")) != identity(public, None)
+    # Credentials without a JWT: the client they belong to.
+    assert identity(public, Token("opaque-1"), "app1") == identity(
+        public, Token("opaque-2"), "app1"
+    )
+    assert len(identity(public, one)) == 64 and "app1" not in identity(public, one)
+
+
+def test_the_ledger_holds_no_token(tmp_path: Path) -> None:
+    secret = Token("s3cret-token-value")
+    who = identity(Endpoint.external(), secret)
+    ledger = SharedLedger.open(BUDGET, who, state_dir=tmp_path, clock=FakeClock())
+    ledger.close()
+    (path,) = tmp_path.iterdir()
+    assert path.name == f"budget-{who[:32]}.lwb"
+    assert b"s3cret" not in path.read_bytes()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_state_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LWBATCH_STATE_DIR", "/srv/lwbatch-state")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/srv/cache")
+    assert default_state_dir() == Path("/srv/lwbatch-state")
+    monkeypatch.delenv("LWBATCH_STATE_DIR")
+    assert default_state_dir() == Path("/srv/cache/lwbatch")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the spec: absolute only
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert default_state_dir() == Path("/home/someone/.cache/lwbatch")
+
+
+def test_a_state_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError) as refused:
+        SharedLedger.open(BUDGET, "me", state_dir=blocker / "state")
+    assert (
+        str(refused.value) == f"`state_dir` {blocker / 'state'}: cannot create it (Not a directory)"
+    )
+
+
+def test_an_unlimited_budget_is_never_shared(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothing to share"):
+        SharedLedger.open(Budget.unlimited(), "me", state_dir=tmp_path)
+    assert math.isinf(Budget.unlimited().rate)
+
+
+def test_a_run_that_stops_waking_up_costs_the_others_no_rate(
+    tmp_path: Path,
+) -> None:
+    others: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def never(_seconds: float) -> None:
+            await asyncio.Event().wait()  # a process stopped (SIGSTOP) or killed mid-wait
+
+        frozen = BudgetLimiter(
+            BUDGET,
+            clock=loop.time,
+            sleep=never,
+            ledger=SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=loop.time),
+        )
+        alive = limiter(tmp_path)
+        start = loop.time()
+        async with asyncio.TaskGroup() as group:
+            await frozen.acquire()  # it got a grant, then waits for the next and never wakes
+            stuck = group.create_task(frozen.acquire())
+            await draw(alive, start + 13.0, others)
+            stuck.cancel()
+
+    in_virtual_time(main)
+    assert len(others) >= 0.95 * 100 * 13
+
+
+def test_a_run_whose_waiter_gives_up_leaves_the_budget_to_the_others_at_once(
+    tmp_path: Path,
+) -> None:
+    others: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        quitter, alive = limiter(tmp_path), limiter(tmp_path)
+        start = loop.time()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(draw(alive, start + 2.0, others))
+            with anyio.move_on_after(0.5):  # a run stopped: its waiters are cancelled
+                while True:
+                    await quitter.acquire()
+        quitter.close()
+        alive.close()
+
+    in_virtual_time(main)
+    start = others[0]
+    assert sum(start + 0.6 <= t < start + 2.0 for t in others) >= 0.95 * 100 * 1.4
