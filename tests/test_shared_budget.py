@@ -159,7 +159,10 @@ def test_a_restarted_run_counts_what_the_run_before_it_sent(tmp_path: Path) -> N
         again = SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock)
         after = BudgetLimiter(BUDGET, clock=clock, sleep=clock.sleep, ledger=again)
         await after.acquire()
-        return sent, clock()
+        waited = clock()
+        ledger.close()
+        again.close()
+        return sent, waited
 
     sent, next_grant = asyncio.run(main())
     # The whole window was used: the next request waits for the first one's window to end.
@@ -187,6 +190,8 @@ def test_a_429_pauses_every_run_of_the_identity(tmp_path: Path) -> None:
         a.pause(30.0)
         await b.acquire()
         assert clock() >= paused_at + 30.0
+        a.close()
+        b.close()
 
     asyncio.run(main())
 
@@ -350,6 +355,8 @@ def test_a_run_that_stops_waking_up_costs_the_others_no_rate(
             stuck = group.create_task(frozen.acquire())
             await draw(alive, start + 13.0, others)
             stuck.cancel()
+        frozen.close()
+        alive.close()
 
     in_virtual_time(main)
     assert len(others) >= 0.95 * 100 * 13

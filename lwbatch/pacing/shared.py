@@ -33,6 +33,7 @@ import math
 import mmap
 import os
 import secrets
+import threading
 import time
 from array import array
 from collections.abc import Callable, MutableSequence
@@ -176,7 +177,10 @@ class SharedLedger:
         self._total1: float | None = None
         self._others: set[tuple[float, float]] = set()
         self._scanned = -math.inf
-        self._synced = clock()
+        # msync can take a second when the disk is busy: never under the lock, never
+        # on the event loop.
+        self._stop_sync = threading.Event()
+        self._syncer: threading.Thread | None = None
         self._checked: dict[int, tuple[float, float, bool]] = {}
         self._depth = 0
 
@@ -247,6 +251,14 @@ class SharedLedger:
         self._total0 = cells[H_TOTAL]
         _OPEN.add(self._nonce)
         self._scan(now)
+        self._syncer = threading.Thread(target=self._sync, name="lwbatch-ledger-sync", daemon=True)
+        self._syncer.start()
+
+    def _sync(self) -> None:
+        """Write the grants to disk every few seconds, so that a crash of the machine
+        loses only those; msync needs no lock (each page is written whole)."""
+        while not self._stop_sync.wait(_SYNC_EVERY):
+            self._mm.flush()
 
     # -- the lock --------------------------------------------------------------------
     def __enter__(self) -> SharedLedger:
@@ -315,9 +327,6 @@ class SharedLedger:
         self._granted += 1
         if now - self._scanned >= 1.0:
             self._scan(now)
-        if now - self._synced >= _SYNC_EVERY:
-            self._synced = now
-            self._mm.flush()
 
     def idle(self) -> None:
         if self._cells[self._me + M_WAITING]:  # a read without the lock: only this member writes it
@@ -359,8 +368,11 @@ class SharedLedger:
             self._scan(self._clock())
             self._total1 = self._cells[H_TOTAL]
             self._cells[self._me : self._me + _M] = array("d", [0.0] * _M)
-            self._mm.flush()
         self._me = -1
+        self._stop_sync.set()
+        if self._syncer is not None:
+            self._syncer.join()
+        self._mm.flush()
         self._release()
 
     def _release(self) -> None:
