@@ -50,9 +50,14 @@ def test_compression_shrinks_the_hourly_window_and_keeps_the_rate() -> None:
         (["--concurrency", "0"], "--concurrency must be >= 1, got 0"),
         (["--chart", "/no/such/dir/c.png"], "--chart /no/such/dir/c.png: no such directory"),
         (["--latency", "soon"], "--latency 'soon'"),
+        (["--processes", "0"], "--processes must be >= 1, got 0"),
+        (
+            ["--processes", "2", "--base-url", "http://127.0.0.1:9"],
+            "--processes runs against a fresh emulator: leave out --base-url",
+        ),
     ],
     ids=["real-host", "real-no-rate", "real-rate-too-high", "unlimited", "seconds", "conc",
-         "chart-dir", "latency"],
+         "chart-dir", "latency", "processes", "processes-url"],
 )  # fmt: skip
 def test_bad_bench_options_fail_before_any_request(
     capsys: pytest.CaptureFixture[str], args: list[str], message: str
@@ -85,3 +90,24 @@ def test_bench_holds_the_budget_and_draws_the_chart(
     assert data["requests"] == sum(data["per_second"])
     assert f"requests sent       {data['requests']:>10,}   rejected with 429: 0" in err
     assert f"chart: {chart}" in err
+
+
+def test_bench_processes_share_one_budget_and_show_each_ones_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    figures = tmp_path / "together.json"
+    code, err = run(
+        capsys,
+        "--rate", "200/1s", "--seconds", "3", "--latency", "0.01", "-m", "enwiki-damaging",
+        "--processes", "2", "--no-chart", "--json", str(figures),
+    )  # fmt: skip
+    assert code == 0, err
+    data = orjson.loads(figures.read_bytes())
+    assert (data["processes"], data["shared"], data["budget"]) == (2, True, "200/1s")
+    assert data["rejected_429"] <= 1
+    ((window,),) = [data["busiest_windows"]]
+    assert window["window"] == "200/1s" and window["most"] <= 200 == window["allowed"]
+    assert data["share_of_budget"] >= 0.9
+    assert [0.4 <= p["share"] <= 0.6 for p in data["per_process"]] == [True, True]
+    assert sum(p["requests"] for p in data["per_process"]) == data["requests"]
+    assert "processes                    2   sharing one budget" in err

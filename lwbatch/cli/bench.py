@@ -22,6 +22,7 @@ from lwbatch.config import Budget, Endpoint, Rate, Tier, Token
 from lwbatch.engine.scorer import Scorer
 from lwbatch.engine.stats import RunReport, format_seconds
 from lwbatch.errors import UsageError
+from lwbatch.pacing.shared import SharedLedger, identity
 
 DEFAULT_MODELS = ("enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic")
 SAMPLE_EVERY = 0.25
@@ -48,6 +49,8 @@ class BenchResult:
     in_flight: list[tuple[float, int, int]]  # (time, in flight, limit)
     report: RunReport
     rejected: int  # answered 429 by the server (or the emulator's gateway)
+    cpu_seconds: float = 0.0  # this process' CPU time (user + system) while it ran
+    started: float = 0.0  # time.monotonic() at the start: one clock for the machine
 
     @property
     def requests(self) -> int:
@@ -73,7 +76,12 @@ class BenchResult:
         samples = [n for _, n, _ in self.in_flight]
         return round(sum(samples) / len(samples), 1) if samples else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def cpu_per_request(self) -> float:
+        """Seconds of this process' CPU per request sent."""
+        return self.cpu_seconds / self.requests if self.requests else 0.0
+
+    def to_dict(self, *, sent: bool = False) -> dict[str, Any]:
         return {
             "benchmark": "lwbatch bench",
             "budget": self.budget,
@@ -88,6 +96,11 @@ class BenchResult:
             "concurrency": self.report.concurrency,
             "latency_seconds": self.report.latency_seconds,
             "per_second": self.per_second(),
+            "cpu_ms_per_request": round(1000 * self.cpu_per_request, 4),
+            "shared_with": self.report.shared_with,
+            "budget_share": self.report.budget_share,
+            "started_monotonic": self.started,
+            **({"sent": self.sent} if sent else {}),
         }
 
     def render(self) -> str:
@@ -100,6 +113,19 @@ class BenchResult:
             f"in flight           mean {self.in_flight_mean:,}, "
             f"peak {self.report.peak_in_flight:,} (limit {self.report.limit_at_peak:,} then); "
             f"at the end {self.report.concurrency}",
+            f"CPU per request     {1000 * self.cpu_per_request:>10.3f} ms   (this process)",
+            "budget              "
+            + (
+                f"shared with {self.report.shared_with} other process"
+                + "es" * (self.report.shared_with != 1)
+                + (
+                    f"; this one sent {self.report.budget_share:.1%}"
+                    if self.report.budget_share is not None
+                    else ""
+                )
+                if self.report.shared_with is not None
+                else "not shared"
+            ),
             "",
             f"{'model':<32} {'p50':>7} {'p95':>7} {'p99':>7}",
         ]
@@ -120,10 +146,34 @@ async def run_bench(
     token: Token | None = None,
     contact: str | None = None,
     concurrency: int | None = None,
+    share: bool = True,
+    state_dir: Path | None = None,
 ) -> BenchResult:
-    """Score synthetic revisions for `seconds`; every send time and in-flight sample."""
+    """Score synthetic revisions for `seconds`; every send time and in-flight sample.
+    `share`: draw from the budget shared by every process of this identity (as
+    `lwbatch score` does), in `state_dir`."""
     if budget.is_unlimited:
         raise UsageError("lwbatch bench measures against a budget; give --tier or --rate N/PERIOD")
+    ledger = (
+        SharedLedger.open(budget, identity(endpoint, token), state_dir=state_dir) if share else None
+    )
+    try:
+        return await _bench(endpoint, budget, seconds, models, token, contact, concurrency, ledger)
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+async def _bench(
+    endpoint: Endpoint,
+    budget: Budget,
+    seconds: float,
+    models: Sequence[str],
+    token: Token | None,
+    contact: str | None,
+    concurrency: int | None,
+    ledger: SharedLedger | None,
+) -> BenchResult:
     sent: list[float] = []
     samples: list[tuple[float, int, int]] = []
     scorer = Scorer(
@@ -135,6 +185,7 @@ async def run_bench(
         concurrency=concurrency,
         gc_control=True,  # as `lwbatch score` runs
         on_send=sent.append,
+        ledger=ledger,
     )
 
     async def sample() -> None:
@@ -146,6 +197,7 @@ async def run_bench(
     revisions = range(1, int(budget.rate * seconds * 2) + 1000)
     async with scorer:
         started = time.monotonic()
+        cpu = time.process_time()
         async with anyio.create_task_group() as tg:
             tg.start_soon(sample)
             with anyio.move_on_after(seconds):
@@ -153,6 +205,7 @@ async def run_bench(
                     pass
             tg.cancel_scope.cancel()
         await scorer.stop(grace=0)
+        cpu = time.process_time() - cpu
     times = [t - started for t in sent if t - started < seconds]
     report = scorer.report()
     return BenchResult(
@@ -163,6 +216,8 @@ async def run_bench(
         in_flight=samples,
         report=report,
         rejected=report.requests_by_outcome.get("429", 0),
+        cpu_seconds=cpu,
+        started=started,
     )
 
 

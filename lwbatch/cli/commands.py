@@ -1025,6 +1025,21 @@ def demo(output: Path, quiet: bool) -> None:
     "of at most 1/s).",
 )
 @click.option("--contact", envvar="LWBATCH_CONTACT", help="Your e-mail or URL for the User-Agent.")
+@click.option(
+    "--processes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Run this many benchmark processes at once against one emulator, sharing the "
+    "budget as concurrent `lwbatch score` runs do; shows each one's share.",
+)
+@click.option(
+    "--no-shared-budget",
+    is_flag=True,
+    help="Each process keeps a budget of its own (to compare: together they go over it).",
+)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), hidden=True)
+@click.option("--sent-times", is_flag=True, hidden=True)  # for --processes: each send time
 def bench(
     tier: str,
     compress: float,
@@ -1039,12 +1054,19 @@ def bench(
     base_url: str | None,
     real_endpoint: bool,
     contact: str | None,
+    processes: int,
+    no_shared_budget: bool,
+    state_dir: Path | None,
+    sent_times: bool,
 ) -> None:
     """Measure throughput against a tier's budget (time-compressed) on the emulator.
 
     \b
     Example:
       lwbatch bench --tier authenticated --seconds 60
+    \b
+    Three runs of one identity side by side, sharing its budget:
+      lwbatch bench --rate 300/3s --seconds 20 --processes 3
     """
     import anyio
 
@@ -1080,9 +1102,11 @@ def bench(
     names = list(models) or list(DEFAULT_MODELS)
     token = _token(None) if endpoint is not None else None
     where = base_url or f"the emulator (latency {latency})"
+    if _positive("--processes", processes) > 1 and endpoint is not None:
+        raise UsageError("--processes runs against a fresh emulator: leave out --base-url")
     log.info("bench: budget %s for %g s against %s", budget.describe(), seconds, where)
 
-    def measure(target: Endpoint) -> Any:
+    def measure(target: Endpoint, folder: Path | None) -> Any:
         return anyio.run(
             partial(
                 run_bench,
@@ -1093,15 +1117,42 @@ def bench(
                 token=token,
                 contact=contact,
                 concurrency=concurrency,
+                share=not no_shared_budget,
+                state_dir=folder,
             )
         )
 
+    if processes > 1:
+        _bench_processes(
+            processes,
+            budget,
+            chart=None if no_chart else chart,
+            json_path=json_path,
+            latency=latency,
+            shared=not no_shared_budget,
+            # What each process is told: the same budget, run and models.
+            child=[
+                *(["--rate", rate] if rate else ["--tier", tier, "--compress", f"{compress!r}"]),
+                *(arg for name in names for arg in ("-m", name)),
+                "--seconds",
+                repr(seconds),
+                *(["--concurrency", str(concurrency)] if concurrency else []),
+                *(["--no-shared-budget"] if no_shared_budget else []),
+                "--no-chart",
+                "--sent-times",
+            ],
+        )
+        return
     if endpoint is not None:
-        result = measure(endpoint)
+        result = measure(endpoint, state_dir)
     else:
         gateway = str(budget.windows[0])
-        with spawned("--latency", latency, "--budget", gateway) as url:
-            result = measure(Endpoint(base_url=url))
+        # A fresh emulator is a new identity: its ledger goes with it.
+        with (
+            spawned("--latency", latency, "--budget", gateway) as url,
+            tempfile.TemporaryDirectory(prefix="lwbatch-bench-") as folder,
+        ):
+            result = measure(Endpoint(base_url=url), Path(folder))
     click.echo(result.render(), err=True)
     if not no_chart:
         what = (
@@ -1113,7 +1164,37 @@ def bench(
         draw_chart(result, chart, title=title)
         click.echo(f"\nchart: {chart}", err=True)
     if json_path is not None:
-        write_json(json_path, result.to_dict())
+        write_json(json_path, result.to_dict(sent=sent_times))
+
+
+def _bench_processes(
+    processes: int,
+    budget: Budget,
+    *,
+    chart: Path | None,
+    json_path: Path | None,
+    latency: str,
+    shared: bool,
+    child: list[str],
+) -> None:
+    from lwbatch.cli.bench_processes import draw_together, run_processes
+    from lwbatch.testing.emulator import spawned
+
+    gateway = str(budget.windows[0])
+    with (
+        spawned("--latency", latency, "--budget", gateway) as url,
+        tempfile.TemporaryDirectory(prefix="lwbatch-bench-") as folder,
+    ):
+        args = [*child, "--base-url", url, "--state-dir", folder]
+        together = run_processes(processes, args, budget, shared=shared)
+    click.echo(together.render(), err=True)
+    if chart is not None:
+        how = "one shared budget" if shared else "a budget each"
+        title = f"lwbatch bench: {processes} processes, {how} ({budget.describe()})"
+        draw_together(together, chart, title=title)
+        click.echo(f"\nchart: {chart}", err=True)
+    if json_path is not None:
+        write_json(json_path, together.to_dict())
 
 
 class _CliFormatter(logging.Formatter):
