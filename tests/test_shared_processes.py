@@ -14,8 +14,11 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pytest
 
-from lwbatch.config import Rate
+from lwbatch.cli import main
+from lwbatch.config import Budget, Endpoint, Rate
+from lwbatch.pacing.shared import SharedLedger, identity
 from lwbatch.testing.emulator import Emulator
 from tests.conftest import EmulatorFactory, max_in_window, write_parquet
 
@@ -126,3 +129,41 @@ def test_other_tokens_do_not_share_and_no_shared_budget_is_todays_behaviour(
         # 429s (a shared budget gets one at most).
         assert emu.stats.by_status["429"] >= 2
     assert [report(one)["shared_with"], report(two)["shared_with"]] == [None, None]
+
+
+def test_another_rate_for_a_budget_in_use_is_refused_before_any_request(
+    emulator: EmulatorFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp, out, _ = job(tmp_path, "late", 10, 1_000)
+    with emulator() as (emu, url):
+        running = SharedLedger.open(
+            Budget.from_rate(Rate(300, 1.0)), identity(Endpoint(base_url=url), None)
+        )
+        try:
+            code = main(["score", str(inp), "-o", str(out), "-m", "enwiki-damaging",
+                         "--base-url", url, "--rate", "100/1s", "-q"])  # fmt: skip
+        finally:
+            running.close()
+        assert emu.stats.requests == 0
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"lwbatch: error: another lwbatch run (pid {os.getpid()}) shares this identity's "
+        "request budget at 300/1s, and this run asks for 100/1s: give it the same --rate, "
+        "or --no-shared-budget to keep a budget of its own (the gateway counts both)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.parquet"]
+
+
+def test_a_state_dir_that_is_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp, out, _ = job(tmp_path, "run", 10, 1_000)
+    blocker = tmp_path / "state"
+    blocker.write_text("")
+    code = main(["score", str(inp), "-o", str(out), "-m", "enwiki-damaging", "--rate", "10/s",
+                 "--base-url", "http://127.0.0.1:9", "--state-dir", str(blocker)])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"lwbatch: error: Invalid value for '--state-dir': Directory '{blocker}' is a file.\n"
+    )
+    assert not out.exists()

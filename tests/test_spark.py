@@ -203,6 +203,11 @@ def test_the_cli_reads_and_writes_tables(
             "--retry-failed/--no-retry-failed is for the local engine: a Spark job keeps no "
             "journal to resume from, and Spark itself stops its tasks",
         ),
+        (
+            ["in.parquet", "-o", "x", "--no-shared-budget"],
+            "--no-shared-budget and --state-dir are for the local engine: a Spark job splits "
+            "its budget between its task slots and shares it with no other run",
+        ),
         (["in.csv", "-o", "x"], "in.csv: --engine spark reads Parquet"),
         (["in.parquet", "-o", "in.parquet", "--restart"], "--output in.parquet is the input"),
         (["in.parquet", "-o", "no/such/dir/out"], "--output no/such/dir/out: its directory"),
