@@ -28,12 +28,17 @@ def in_virtual_time(main: Callable[[], Awaitable[None]]) -> None:
     anyio.run(main, backend_options={"loop_factory": loop_factory})
 
 
-def limiter(state: Path, who: str = "me", *, late: float = 0.0) -> BudgetLimiter:
+def limiter(
+    state: Path, who: str = "me", *, late: float = 0.0, sleeps: list[float] | None = None
+) -> BudgetLimiter:
     """A limiter sharing `who`'s budget on the loop's (virtual) clock; `late`: each
-    wake-up of its process comes that much late (a busier process)."""
+    wake-up of its process comes that much late (a busier process); `sleeps` gets
+    every sleep it asks for (each wake-up costs CPU)."""
     clock = asyncio.get_running_loop().time
 
     async def sleep(seconds: float) -> None:
+        if sleeps is not None:
+            sleeps.append(seconds)
         await asyncio.sleep(seconds + late)
 
     ledger = SharedLedger.open(BUDGET, who, state_dir=state, clock=clock)
@@ -61,9 +66,13 @@ async def draw(
 
 def test_three_runs_share_one_budget_fairly_even_when_some_wake_late(tmp_path: Path) -> None:
     grants: list[list[float]] = [[], [], []]
+    sleeps: list[list[float]] = [[], [], []]
 
     async def main() -> None:
-        lanes = [limiter(tmp_path, late=late) for late in (0.0, 0.001, 0.002)]
+        lanes = [
+            limiter(tmp_path, late=late, sleeps=asked)
+            for late, asked in zip((0.0, 0.001, 0.002), sleeps, strict=True)
+        ]
         start = asyncio.get_running_loop().time()
         async with asyncio.TaskGroup() as group:
             for lane, times in zip(lanes, grants, strict=True):
@@ -79,6 +88,10 @@ def test_three_runs_share_one_budget_fairly_even_when_some_wake_late(tmp_path: P
     # Fair within 10%: the run that wakes first does not take the others' turns.
     for times in grants:
         assert abs(len(times) / len(every) - 1 / 3) <= 0.1 / 3, [len(t) for t in grants]
+    # Taking turns costs no wake-ups: each one sleeps until its own turn, about once
+    # per grant (a wake-up on every other one's turn would be 3 per grant).
+    for times, asked in zip(grants, sleeps, strict=True):
+        assert len(asked) <= 1.3 * len(times)
 
 
 def test_a_run_that_wants_little_gets_it_and_the_other_takes_the_rest(tmp_path: Path) -> None:

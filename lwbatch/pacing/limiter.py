@@ -206,20 +206,19 @@ class BudgetLimiter:
                     with ledger or _UNSHARED:
                         now = self._clock()
                         ready = self.ready_at()
-                        if ready <= now and (ledger is None or ledger.my_turn(now, ready)):
+                        # Sharing: the waiting limiters served less recently go first.
+                        ahead = 0 if ledger is None else ledger.ahead(now, ready)
+                        if ready <= now and not ahead:
                             self._grant(now)
                             break
                         if ledger is not None:
                             ledger.wanting(now)
-                    if ready > now:
-                        # Never a sleep shorter than the residue of float rounding: a clock
-                        # that stands still while tasks run (virtual time) would wake at
-                        # once, see the same residue, and spin.
-                        await self._sleep(max(ready - now, _RESIDUE))
-                    else:
-                        assert ledger is not None
-                        # Another limiter's turn: it has `grace` s to take the slot.
-                        await self._sleep(ledger.grace)
+                    # Each limiter ahead has `grace` s to take its slot. Never a sleep
+                    # shorter than the residue of float rounding: a clock that stands
+                    # still while tasks run (virtual time) would wake at once, see the
+                    # same residue, and spin.
+                    wait = max(ready - now, 0.0) + (ahead * ledger.grace if ledger else 0.0)
+                    await self._sleep(max(wait, _RESIDUE))
                 for watcher in self._watchers:
                     watcher(now)
         finally:

@@ -298,12 +298,14 @@ class SharedLedger:
         return cast(Doubles, view)
 
     # -- taking turns (called with the lock held) --------------------------------------
-    def my_turn(self, now: float, ready: float) -> bool:
-        """Whether this member takes the slot free since `ready`."""
+    def ahead(self, now: float, ready: float) -> int:
+        """How many waiting members take the slot free since `ready`, and those after
+        it, before this one: 0 when it is this member's turn."""
         if now - ready >= self.grace:
-            return True
+            return 0
         cells, me = self._cells, self._me
         mine = cells[me + M_LAST]
+        found = 0
         for slot in range(int(cells[H_SLOTS])):
             at = self._members_at + slot * _M
             if (
@@ -312,8 +314,8 @@ class SharedLedger:
                 and cells[at + M_LAST] < mine
                 and self._live(slot, cells[at + M_PID], cells[at + M_NONCE], now)
             ):
-                return False
-        return True
+                found += 1
+        return found
 
     def wanting(self, now: float) -> None:
         self._cells[self._me + M_WAITING] = 1.0
