@@ -207,7 +207,10 @@ async def score_file_async(
                     token,
                     credentials.client_id if credentials is not None else None,
                 )
-                shared = SharedLedger.open(chosen.budget, who, state_dir=state_dir)
+                # A lock another process holds, or a file made: never on the loop.
+                shared = await anyio.to_thread.run_sync(
+                    partial(SharedLedger.open, chosen.budget, who, state_dir=state_dir)
+                )
         scorer = Scorer(
             [s.name for s in specs],
             catalog=catalog,
@@ -358,7 +361,8 @@ async def score_file_async(
         return report
     finally:
         if shared is not None:
-            shared.close()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shared.close)
         if owned is not None:
             owned.close()
 

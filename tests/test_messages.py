@@ -100,6 +100,7 @@ ALLOWED = {
     # Not a message: where shared budgets live, read as XDG_CACHE_HOME is, so that the
     # CLI and a notebook's lwbatch.score find the same ledger.
     ("pacing/shared.py", "LWBATCH_STATE_DIR"),
+    ("pacing/shared.py", "LWBATCH_STATE_DIR {}"),
 }
 
 

@@ -1,5 +1,5 @@
 """Concurrent `lwbatch score` processes against an emulated gateway that counts each
-caller's requests in a sliding window (300/1s: the tier budgets, compressed)."""
+caller's requests in a sliding window (300/3s: the tier budgets, compressed)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from lwbatch.pacing.shared import SharedLedger, identity
 from lwbatch.testing.emulator import Emulator
 from tests.conftest import EmulatorFactory, max_in_window, write_parquet
 
-RATE = "300/1s"
-PER_SECOND = 300
+RATE = "300/3s"
+BUDGET = Rate(300, 3.0)
+PER_SECOND = 100
 
 
 def job(tmp_path: Path, name: str, revisions: int, first: int) -> tuple[Path, Path, Path]:
@@ -70,29 +71,29 @@ def used(emu: Emulator) -> float:
 def test_two_runs_with_one_token_share_its_budget_half_and_half(
     emulator: EmulatorFactory, tmp_path: Path
 ) -> None:
-    with emulator(budget=Rate(PER_SECOND, 1.0)) as (emu, url):
-        big, small = job(tmp_path, "big", 900, 1_000), job(tmp_path, "small", 450, 5_000)
+    with emulator(budget=BUDGET) as (emu, url):
+        big, small = job(tmp_path, "big", 500, 1_000), job(tmp_path, "small", 200, 5_000)
         procs = [start(big, url, "tok-1")]
-        wait_for(emu, 100)  # the small run starts and ends while the big one runs
+        wait_for(emu, 50)  # the small run starts and ends while the big one runs
         procs.append(start(small, url, "tok-1"))
         for proc in procs:
             finish(proc)
         assert emu.stats.by_status["429"] <= 1
-        assert max_in_window(list(emu.stats.arrivals), 1.0) <= PER_SECOND + 1
+        assert max_in_window(list(emu.stats.arrivals), 3.0) <= 301
         assert used(emu) >= 0.95
     # While both ran each got half; then the big one had the budget to itself.
     assert [report(big)["shared_with"], report(small)["shared_with"]] == [1, 1]
     assert 0.45 <= report(small)["budget_share"] <= 0.55
-    assert report(big)["requests_sent"] == 900
+    assert report(big)["requests_sent"] == 500
 
 
 def test_three_runs_share_and_when_one_is_killed_the_others_take_its_part(
     emulator: EmulatorFactory, tmp_path: Path
 ) -> None:
-    with emulator(budget=Rate(PER_SECOND, 1.0)) as (emu, url):
-        jobs = [job(tmp_path, f"run{i}", 600, 10_000 * (i + 1)) for i in range(3)]
+    with emulator(budget=BUDGET) as (emu, url):
+        jobs = [job(tmp_path, f"run{i}", 250, 10_000 * (i + 1)) for i in range(3)]
         procs = [start(files, url, "tok-1") for files in jobs]
-        wait_for(emu, 500)
+        wait_for(emu, 250)
         procs[0].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         for proc in procs[1:]:
@@ -100,7 +101,7 @@ def test_three_runs_share_and_when_one_is_killed_the_others_take_its_part(
         procs[0].communicate(timeout=60)
         times = list(emu.stats.arrivals)
         assert emu.stats.by_status["429"] <= 1
-        assert max_in_window(times, 1.0) <= PER_SECOND + 1
+        assert max_in_window(times, 3.0) <= 301
         assert used(emu) >= 0.95
     # The killed run's capacity is not lost: the second after it, the budget is used.
     after = bisect_left(times, killed_at + 1.5) - bisect_left(times, killed_at + 0.5)
@@ -111,17 +112,17 @@ def test_three_runs_share_and_when_one_is_killed_the_others_take_its_part(
 def test_other_tokens_do_not_share_and_no_shared_budget_is_todays_behaviour(
     emulator: EmulatorFactory, tmp_path: Path
 ) -> None:
-    with emulator(budget=Rate(PER_SECOND, 1.0)) as (emu, url):
-        mine, yours = job(tmp_path, "mine", 450, 1_000), job(tmp_path, "yours", 450, 5_000)
+    with emulator(budget=BUDGET) as (emu, url):
+        mine, yours = job(tmp_path, "mine", 200, 1_000), job(tmp_path, "yours", 200, 5_000)
         for proc in [start(mine, url, "tok-1"), start(yours, url, "tok-2")]:
             finish(proc)
         assert emu.stats.by_status["429"] == 0
         # Each token's own budget, both used at once (one shared would be 1.0).
-        assert used(emu) >= 1.5
+        assert used(emu) >= 1.3
     assert [report(mine)["shared_with"], report(yours)["shared_with"]] == [0, 0]
 
-    with emulator(budget=Rate(PER_SECOND, 1.0)) as (emu, url):
-        one, two = job(tmp_path, "one", 450, 1_000), job(tmp_path, "two", 450, 5_000)
+    with emulator(budget=BUDGET) as (emu, url):
+        one, two = job(tmp_path, "one", 300, 1_000), job(tmp_path, "two", 300, 5_000)
         flag = "--no-shared-budget"
         for proc in [start(one, url, "tok-1", flag), start(two, url, "tok-1", flag)]:
             finish(proc)
@@ -164,6 +165,12 @@ def test_a_state_dir_that_is_a_file_is_one_line(
                  "--base-url", "http://127.0.0.1:9", "--state-dir", str(blocker)])  # fmt: skip
     assert code == 2
     assert capsys.readouterr().err == (
-        f"lwbatch: error: Invalid value for '--state-dir': Directory '{blocker}' is a file.\n"
+        f"lwbatch: error: --state-dir {blocker}: is a file, not a directory\n"
     )
     assert not out.exists()
+    empty = main(["score", str(inp), "-o", str(out), "-m", "enwiki-damaging", "--rate", "10/s",
+                  "--base-url", "http://127.0.0.1:9", "--state-dir", ""])  # fmt: skip
+    assert empty == 2
+    assert capsys.readouterr().err == (
+        "lwbatch: error: --state-dir is empty: give a directory, or leave it out\n"
+    )

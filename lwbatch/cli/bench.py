@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -155,13 +156,18 @@ async def run_bench(
     if budget.is_unlimited:
         raise UsageError("lwbatch bench measures against a budget; give --tier or --rate N/PERIOD")
     ledger = (
-        SharedLedger.open(budget, identity(endpoint, token), state_dir=state_dir) if share else None
+        await anyio.to_thread.run_sync(
+            partial(SharedLedger.open, budget, identity(endpoint, token), state_dir=state_dir)
+        )
+        if share
+        else None
     )
     try:
         return await _bench(endpoint, budget, seconds, models, token, contact, concurrency, ledger)
     finally:
         if ledger is not None:
-            ledger.close()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(ledger.close)
 
 
 async def _bench(

@@ -4,6 +4,7 @@ budget of its own, as two runs did before budgets were shared)."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import tempfile
@@ -148,7 +149,7 @@ def draw_together(together: Together, path: Path, *, title: str) -> None:
     import matplotlib.pyplot as plt
 
     begin = min((min(s) for s in together.sent if s), default=0.0)
-    seconds = max(int(together.seconds), 1)
+    seconds = max(math.ceil(together.seconds), 1)
     counts = []
     for sent in together.sent:
         row = [0] * seconds
@@ -171,8 +172,9 @@ def draw_together(together: Together, path: Path, *, title: str) -> None:
     )
     axis.set_xlabel("seconds (while every process ran)")
     axis.set_ylabel("requests / s")
+    axis.set_ylim(0, together.budget.rate * 1.4)
     axis.set_title(title)
-    axis.legend(loc="lower right")
+    axis.legend(loc="upper center", ncol=len(counts) + 1, fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -217,7 +217,6 @@ def _run_options(func: F) -> F:
 )
 @click.option(
     "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
     help="Where shared budgets are kept (default: $LWBATCH_STATE_DIR, else "
     "$XDG_CACHE_HOME/lwbatch, else ~/.cache/lwbatch).",
 )
@@ -287,7 +286,7 @@ def score(
     host_routing: bool,
     insecure: bool,
     no_shared_budget: bool,
-    state_dir: Path | None,
+    state_dir: str | None,
     restart: bool,
     retry_failed: bool,
     cache: Path | None,
@@ -455,7 +454,7 @@ def score(
             cache=cache,
             credentials=oauth,
             share_budget=not no_shared_budget,
-            state_dir=state_dir,
+            state_dir=None if no_shared_budget else _state_dir(state_dir),
             **{**common, "token": token or (oauth.fetch(verify=not insecure) if oauth else None)},
         )
 
@@ -546,6 +545,12 @@ def _budget(rate: str | None, endpoint: Endpoint) -> Budget | None:
             "(use --tier or N/PERIOD); unlimited is for --internal or --base-url"
         )
     return budget
+
+
+def _state_dir(value: str | None) -> Path | None:
+    if value is not None and not value.strip():
+        raise UsageError("--state-dir is empty: give a directory, or leave it out")
+    return None if value is None else Path(value)
 
 
 def _positive(flag: str, value: int) -> int:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from lwbatch.config import Budget, Rate
+from lwbatch.errors import UsageError
 from lwbatch.pacing.gc_pauses import collect_if_due
 
 if TYPE_CHECKING:
@@ -51,22 +52,26 @@ class LimiterStatistics:
 
 _RESIDUE = 1e-9  # seconds
 # A window's cells: the ring's next slot, the latest stamp, whether a full round was seen.
-_NEXT, _LAST, _WARM = 0, 1, 2
+_NEXT, _LAST = 0, 1
 # The limiter's own cells: the theoretical arrival time, and a 429's pause.
 _TAT, _PAUSED = 0, 1
 _UNSHARED = nullcontext()
+# How far a window's stamp of a grant may be from the grant's time as another record
+# of it (a run's journal) has it: clocks read microseconds apart, and a stamp moved on
+# by a cold start or a collection's pause.
+_SAME, _LATER = 0.001, 0.2
 
 
 class _Window:
     """The grant times of the last N requests, to enforce N per sliding period.
 
     Stamps never go backwards and are never earlier than the real grant times, so
-    the guarantee only gets stricter. The ring and the cells (next slot, last stamp,
-    warm) are plain arrays, or views of a file that processes share
+    the guarantee only gets stricter. The ring and the cells (next slot, last stamp)
+    are plain arrays, or views of a file that processes share
     (lwbatch/pacing/shared.py).
     """
 
-    __slots__ = ("_period", "_ring", "_cells", "_cold")
+    __slots__ = ("_period", "_ring", "_cells", "_cold", "_fresh")
 
     def __init__(
         self,
@@ -81,8 +86,11 @@ class _Window:
         # own window rarely sees N+1 (see Budget.margin).
         self._period = rate.period + margin
         self._ring: Doubles = array("d", [-math.inf]) * rate.requests if ring is None else ring
-        self._cells: Doubles = array("d", [0.0, -math.inf, 0.0]) if cells is None else cells
+        self._cells: Doubles = array("d", [0.0, -math.inf]) if cells is None else cells
         self._cold = cold_start
+        # This limiter's grants still to stamp `cold` later: its process' connections
+        # are new, whatever the others sharing the window did.
+        self._fresh = rate.requests
 
     def free_at(self) -> float:
         return self._ring[int(self._cells[_NEXT])] + self._period
@@ -91,15 +99,12 @@ class _Window:
         ring, cells = self._ring, self._cells
         slot = int(cells[_NEXT])
         ring[slot] = stamp
-        slot = (slot + 1) % len(ring)
-        cells[_NEXT] = slot
-        if slot == 0:
-            cells[_WARM] = 1.0
+        cells[_NEXT] = (slot + 1) % len(ring)
 
     def seed(self, when: float) -> None:
         self._cells[_LAST] = max(self._cells[_LAST], when)
         self._append(when)
-        self._cells[_WARM] = 1.0
+        self._fresh = 0
 
     def stall(self, since: float, delay: float) -> None:
         """Grants stamped at or after `since` may leave `delay` later: restamp them."""
@@ -120,8 +125,23 @@ class _Window:
         # every later grant by its lateness for good (measured: 95% of a saturated
         # 400/s window instead of 99%).
         cells = self._cells
-        cells[_LAST] = max(now + (0.0 if cells[_WARM] else self._cold), cells[_LAST])
+        cells[_LAST] = max(now + (self._cold if self._fresh else 0.0), cells[_LAST])
+        self._fresh = max(self._fresh - 1, 0)
         self._append(cells[_LAST])
+
+    @property
+    def size(self) -> int:
+        return len(self._ring)
+
+    def rebuild(self, stamps: list[float]) -> None:
+        """Hold the last N of `stamps` (sorted) instead."""
+        ring, kept = self._ring, stamps[-len(self._ring) :]
+        for slot in range(len(ring)):
+            ring[slot] = kept[slot] if slot < len(kept) else -math.inf
+        self._cells[_NEXT] = len(kept) % len(ring)
+        if kept:
+            self._cells[_LAST] = max(self._cells[_LAST], kept[-1])
+            self._fresh = 0
 
     def stamps(self) -> list[float]:
         """The grant times held, oldest first."""
@@ -157,6 +177,11 @@ class BudgetLimiter:
         self._tolerance = max(budget.tolerance, self._interval)
         self._unlimited = budget.is_unlimited
         cold = budget.cold_start_for(loopback=loopback)
+        if ledger is not None and ledger.budget != budget:
+            raise UsageError(
+                f"`ledger` keeps the budget {ledger.budget.describe()}, not "
+                f"{budget.describe()}: open it for the budget it is to keep"
+            )
         if ledger is None:
             self._cells: Doubles = array("d", [-math.inf, -math.inf])
             self._windows = [_Window(w, budget.margin_for(w), cold) for w in budget.windows]
@@ -203,21 +228,27 @@ class BudgetLimiter:
         try:
             async with self._lock:
                 while True:
-                    with ledger or _UNSHARED:
+                    if ledger is not None:
+                        await ledger.lock(self._sleep)
+                    try:
                         now = self._clock()
                         ready = self.ready_at()
                         # Sharing: the waiting limiters served less recently go first.
                         ahead = 0 if ledger is None else ledger.ahead(now, ready)
-                        if ready <= now and not ahead:
+                        granted = ready <= now and not ahead
+                        if granted:
                             self._grant(now)
-                            break
-                        if ledger is not None:
+                        elif ledger is not None:
                             ledger.wanting(now)
-                    # Each limiter ahead has `grace` s to take its slot. Never a sleep
-                    # shorter than the residue of float rounding: a clock that stands
-                    # still while tasks run (virtual time) would wake at once, see the
-                    # same residue, and spin.
-                    wait = max(ready - now, 0.0) + (ahead * ledger.grace if ledger else 0.0)
+                    finally:
+                        if ledger is not None:
+                            ledger.unlock()
+                    if granted:
+                        break
+                    # Never a sleep shorter than the residue of float rounding: a clock
+                    # that stands still while tasks run (virtual time) would wake at
+                    # once, see the same residue, and spin.
+                    wait = ready - now if ledger is None else ledger.turn_wait(now, ready, ahead)
                     await self._sleep(max(wait, _RESIDUE))
                 for watcher in self._watchers:
                     watcher(now)
@@ -254,15 +285,35 @@ class BudgetLimiter:
     def restore(self, grants: Sequence[float]) -> None:
         """Count requests an earlier process sent (clock times, oldest first).
 
-        A shared limiter ignores them: its ledger already holds every request any
-        process of its identity sent, the earlier ones included.
+        A shared limiter adds only those its ledger does not hold already (a ledger
+        holds every request sent while its runs shared it; not those of a run that
+        kept its budget to itself, or of one before the ledger was replaced).
         """
         if self._ledger is not None:
+            with self._ledger:
+                self._merge(grants)
             return
         for when in grants:
             for window in self._windows:
                 window.seed(when)
             self._cells[_TAT] = max(self._cells[_TAT], when + self._interval)
+
+    def _merge(self, grants: Sequence[float]) -> None:
+        held = max(self._windows, key=lambda w: w.size).stamps()
+        # A stamp is its grant's time, or later (the first window's cold start, a
+        # collection's pause), never earlier.
+        fresh, at = [], 0
+        for when in sorted(grants):
+            while at < len(held) and held[at] < when - _SAME:
+                at += 1
+            if at < len(held) and held[at] <= when + _LATER:
+                at += 1
+            else:
+                fresh.append(when)
+        if fresh:
+            for window in self._windows:
+                window.rebuild(sorted([*window.stamps(), *fresh]))
+            self._cells[_TAT] = max(self._cells[_TAT], fresh[-1] + self._interval)
 
     def pause(self, seconds: float) -> None:
         """Hold every request for `seconds` (a 429's Retry-After); shared limiters all."""

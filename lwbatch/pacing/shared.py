@@ -36,7 +36,7 @@ import secrets
 import threading
 import time
 from array import array
-from collections.abc import Callable, MutableSequence
+from collections.abc import Awaitable, Callable, MutableSequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -55,17 +55,20 @@ _VERSION = 1.0
 _H = 16
 H_MAGIC, H_VERSION, H_WINDOWS, H_TAT, H_PAUSED, H_BOOT, H_EPOCH, H_TOTAL, H_TOLERANCE = range(9)
 H_SLOTS = 9  # member slots ever used (scans stop there)
-# Per window: its rate and margin, then the cells _Window keeps (next, last, warm).
+# Per window: its rate and margin, then the cells _Window keeps (next slot, last stamp).
 _W = 8
 W_REQUESTS, W_PERIOD, W_MARGIN, W_CELLS = 0, 1, 2, 3
 # Per member.
 MEMBERS = 64
 _M = 8
-M_PID, M_NONCE, M_JOINED, M_WAITING, M_LAST, M_GRANTED = range(6)
+# pid, a random nonce, the process' start time (so a reused pid is told apart), whether
+# it waits for a grant, the time of its last one, how many it got.
+M_PID, M_NONCE, M_STARTED, M_WAITING, M_LAST, M_GRANTED = range(6)
 
 # How long a member's liveness check is trusted.
 _RECHECK = 0.5
 _SYNC_EVERY = 2.0  # seconds between msyncs, as the journal's fsyncs
+_LOCK_RETRY = 0.0005  # seconds between tries of a lock another process holds
 
 # Nonces of this process' open ledgers: a member with this pid and another nonce is a
 # leftover of an earlier process that had the same pid.
@@ -134,7 +137,7 @@ def _boot_id() -> float:
     return float(int(text.replace("-", "")[:13], 16))
 
 
-def _alive(pid: float, nonce: float) -> bool:
+def _alive(pid: float, nonce: float, started: float) -> bool:
     if pid <= 0:
         return False
     if pid == os.getpid():
@@ -145,7 +148,22 @@ def _alive(pid: float, nonce: float) -> bool:
         return False
     except OSError:  # another user's process: alive
         return True
-    return True
+    # A process that ended but was not waited for yet (a zombie) or a new one with
+    # the same pid, where the system says so.
+    return _started(int(pid)) == started
+
+
+def _started(pid: float) -> float:
+    """When process `pid` started (clock ticks since boot), from /proc; -1 for a
+    process that has ended (a zombie), 0 where the system does not say."""
+    try:
+        text = Path(f"/proc/{int(pid)}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rfind(")") + 2 :].split()
+    if fields[0] == "Z":
+        return -1.0
+    return float(fields[19])
 
 
 class SharedLedger:
@@ -165,10 +183,12 @@ class SharedLedger:
         cells = cast(Doubles, self._base)
         self._cells = cells
         self._members_at = _H + _W * len(budget.windows)
-        interval = 1.0 / budget.rate
-        # Long enough for a woken member to take its turn, short enough that a member
-        # that does not costs little.
-        self.grace = min(max(interval, 0.002), 0.05)
+        self.budget = budget
+        self.interval = 1.0 / budget.rate
+        # How long the member whose turn it is has to take a free slot before anyone
+        # may: long enough for a busy machine's late wake-ups, and short of the
+        # pacing's tolerance, which catches the delay up (so it costs no rate).
+        self.grace = min(0.05, budget.tolerance / 2)
         self._windows = budget.windows
         self._nonce = float(secrets.randbits(52))
         self._me = -1
@@ -183,6 +203,7 @@ class SharedLedger:
         self._syncer: threading.Thread | None = None
         self._checked: dict[int, tuple[float, float, bool]] = {}
         self._depth = 0
+        self._closed = False
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
@@ -204,14 +225,23 @@ class SharedLedger:
             raise ValueError("an unlimited budget has nothing to share")
         directory = Path(state_dir) if state_dir is not None else default_state_dir()
         path = directory / f"budget-{identity[:32]}.lwb"
+        where = (
+            f"`state_dir` {directory}"
+            if state_dir is not None
+            else f"LWBATCH_STATE_DIR {directory}"
+            if os.environ.get("LWBATCH_STATE_DIR")
+            else f"the cache directory {directory} (from XDG_CACHE_HOME, or the home directory)"
+        )
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:
+            raise UsageError(f"{where}: is a file, not a directory") from None
+        except NotADirectoryError:
+            raise UsageError(f"{where}: a part of the path is a file, not a directory") from None
         except OSError as exc:
-            raise UsageError(
-                f"`state_dir` {directory}: cannot create it ({exc.strerror or exc})"
-            ) from None
+            raise UsageError(f"{where}: cannot create it ({exc.strerror or exc})") from None
         for _ in range(10):
-            fd = _open_locked(path)
+            fd = _open_locked(path, where)
             try:
                 mm = _map(fd, path, budget, clock)
             except BaseException:
@@ -224,19 +254,21 @@ class SharedLedger:
             try:
                 ledger._join()
             except BaseException:
-                ledger._release()
+                # The map holds a duplicate of the fd, and with it the lock.
+                ledger._base.release()
+                mm.close()
+                os.close(fd)
                 raise
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
             return ledger
-        raise UsageError(f"`state_dir` {directory}: {path.name} keeps being replaced")
+        raise UsageError(f"{where}: {path.name} keeps being replaced")
 
     def _join(self) -> None:
         cells, now = self._cells, self._clock()
         free = -1
         for slot in range(MEMBERS):
             at = self._members_at + slot * _M
-            if not _alive(cells[at + M_PID], cells[at + M_NONCE]):
+            if not _alive(cells[at + M_PID], cells[at + M_NONCE], cells[at + M_STARTED]):
                 free = slot
                 break
         if free < 0:
@@ -245,7 +277,8 @@ class SharedLedger:
                 "wait for one to end, or give this one `share_budget=False`"
             )
         at = self._members_at + free * _M
-        cells[at : at + _M] = array("d", [os.getpid(), self._nonce, now, 0.0, 0.0, 0.0, 0, 0])
+        started = _started(os.getpid())
+        cells[at : at + _M] = array("d", [os.getpid(), self._nonce, started, 0, 0, 0, 0, 0])
         cells[H_SLOTS] = max(cells[H_SLOTS], free + 1)
         self._me = at
         self._total0 = cells[H_TOTAL]
@@ -262,10 +295,29 @@ class SharedLedger:
 
     # -- the lock --------------------------------------------------------------------
     def __enter__(self) -> SharedLedger:
+        if self._closed:
+            raise RuntimeError(f"the budget ledger {self.path} is closed")
         if not self._depth:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         self._depth += 1
         return self
+
+    async def lock(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Take the lock without blocking the event loop: another process holds it for
+        microseconds, unless it was stopped (Ctrl-Z) right then."""
+        if self._closed:
+            raise RuntimeError(f"the budget ledger {self.path} is closed")
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await sleep(_LOCK_RETRY)
+        self._depth = 1
+
+    def unlock(self) -> None:
+        self._depth = 0
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def __exit__(
         self,
@@ -288,7 +340,7 @@ class SharedLedger:
         ring_at = self._members_at + _M * MEMBERS
         for index, window in enumerate(self._windows):
             at = _H + index * _W + W_CELLS
-            views.append((self._view(ring_at, ring_at + window.requests), self._view(at, at + 3)))
+            views.append((self._view(ring_at, ring_at + window.requests), self._view(at, at + 2)))
             ring_at += window.requests
         return views
 
@@ -312,10 +364,18 @@ class SharedLedger:
                 at != me
                 and cells[at + M_WAITING]
                 and cells[at + M_LAST] < mine
-                and self._live(slot, cells[at + M_PID], cells[at + M_NONCE], now)
+                and self._live(slot, now)
             ):
                 found += 1
         return found
+
+    def turn_wait(self, now: float, ready: float, ahead: int) -> float:
+        """How long to sleep with `ahead` members before this one: until its turn (a
+        slot per interval for each), or until the slot is anyone's, if sooner."""
+        free_in = max(ready - now, 0.0)
+        if not ahead:
+            return free_in
+        return min(free_in + ahead * self.interval, ready + self.grace - now)
 
     def wanting(self, now: float) -> None:
         self._cells[self._me + M_WAITING] = 1.0
@@ -331,14 +391,17 @@ class SharedLedger:
             self._scan(now)
 
     def idle(self) -> None:
-        if self._cells[self._me + M_WAITING]:  # a read without the lock: only this member writes it
+        # Read without the lock: only this member writes its cells.
+        if not self._closed and self._cells[self._me + M_WAITING]:
             with self:
                 self._cells[self._me + M_WAITING] = 0.0
 
-    def _live(self, slot: int, pid: float, nonce: float, now: float) -> bool:
+    def _live(self, slot: int, now: float) -> bool:
+        at = self._members_at + slot * _M
+        pid, nonce = self._cells[at + M_PID], self._cells[at + M_NONCE]
         seen = self._checked.get(slot)
         if seen is None or seen[0] != nonce or now - seen[1] >= _RECHECK:
-            seen = (nonce, now, _alive(pid, nonce))
+            seen = (nonce, now, _alive(pid, nonce, self._cells[at + M_STARTED]))
             self._checked[slot] = seen
         return seen[2]
 
@@ -349,7 +412,7 @@ class SharedLedger:
         for slot in range(int(cells[H_SLOTS])):
             at = self._members_at + slot * _M
             pid, nonce = cells[at + M_PID], cells[at + M_NONCE]
-            if at != self._me and pid and self._live(slot, pid, nonce, now):
+            if at != self._me and pid and self._live(slot, now):
                 self._others.add((pid, nonce))
 
     # -- leaving -----------------------------------------------------------------------
@@ -363,26 +426,22 @@ class SharedLedger:
         )
 
     def close(self) -> None:
-        """Leave the ledger: this member's slot is freed; its grants keep counting."""
-        if self._me < 0:
+        """Leave the ledger: this member's slot is freed; its grants keep counting.
+        The limiter can still be read (its statistics), but grants no more."""
+        if self._closed:
             return
         with self:
             self._scan(self._clock())
             self._total1 = self._cells[H_TOTAL]
             self._cells[self._me : self._me + _M] = array("d", [0.0] * _M)
-        self._me = -1
+        self._closed = True
+        _OPEN.discard(self._nonce)
         self._stop_sync.set()
         if self._syncer is not None:
             self._syncer.join()
         self._mm.flush()
-        self._release()
-
-    def _release(self) -> None:
-        _OPEN.discard(self._nonce)
-        for view in self._views:
-            view.release()
-        self._base.release()
-        self._mm.close()
+        # The map stays until the limiter's views of it go (closing it under them
+        # would fail); this fd goes now. Neither holds the lock any more.
         os.close(self._fd)
 
     def __repr__(self) -> str:
@@ -390,15 +449,13 @@ class SharedLedger:
 
 
 # -- the file ----------------------------------------------------------------------------
-def _open_locked(path: Path) -> int:
+def _open_locked(path: Path, where: str) -> int:
     """An fd of the file now at `path`, under the exclusive lock."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise UsageError(
-                f"`state_dir` {path.parent}: cannot open {path.name} ({exc.strerror or exc})"
-            ) from None
+            raise UsageError(f"{where}: cannot open {path.name} ({exc.strerror or exc})") from None
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -494,7 +551,7 @@ def _live_pids(cells: Doubles) -> list[int]:
     found = []
     for slot in range(int(cells[H_SLOTS])):
         at = members_at + slot * _M
-        if _alive(cells[at + M_PID], cells[at + M_NONCE]):
+        if _alive(cells[at + M_PID], cells[at + M_NONCE], cells[at + M_STARTED]):
             found.append(int(cells[at + M_PID]))
     return found
 
@@ -567,7 +624,6 @@ def _initialise(
         cells[ring_at : ring_at + window.requests] = ring
         cells[at + W_CELLS] = len(kept) % window.requests  # next
         cells[at + W_CELLS + 1] = kept[-1] if kept else -math.inf  # last
-        cells[at + W_CELLS + 2] = 1.0 if kept else 0.0  # warm
         ring_at += window.requests
 
 
