@@ -122,7 +122,7 @@ def test_other_tokens_do_not_share_and_no_shared_budget_is_todays_behaviour(
     assert [report(mine)["shared_with"], report(yours)["shared_with"]] == [0, 0]
 
     with emulator(budget=BUDGET) as (emu, url):
-        one, two = job(tmp_path, "one", 300, 1_000), job(tmp_path, "two", 300, 5_000)
+        one, two = job(tmp_path, "one", 250, 1_000), job(tmp_path, "two", 250, 5_000)
         flag = "--no-shared-budget"
         for proc in [start(one, url, "tok-1", flag), start(two, url, "tok-1", flag)]:
             finish(proc)

@@ -17,6 +17,9 @@ import pytest
 from lwbatch import Budget, Endpoint, Rate, score_file
 from tests.conftest import EmulatorFactory, max_in_window, write_parquet
 
+# One SparkSession: the Spark tests share a worker when the suite runs in parallel.
+pytestmark = pytest.mark.xdist_group("spark")
+
 pyspark = pytest.importorskip("pyspark")
 pytest.importorskip("pandas")
 
