@@ -474,7 +474,7 @@ def _map(fd: int, path: Path, budget: Budget, clock: Callable[[], float]) -> mma
         os.ftruncate(fd, 8 * size)
         mm = mmap.mmap(fd, 8 * size)
         with memoryview(mm).cast("d") as fresh:
-            _initialise(cast(Doubles, fresh), budget, clock, [], -math.inf, -math.inf)
+            fresh[:] = _content(budget, clock)
         return mm
     mm = mmap.mmap(fd, length)
     refusal: UsageError | None = None
@@ -509,7 +509,7 @@ def _map(fd: int, path: Path, budget: Budget, clock: Callable[[], float]) -> mma
     mm.close()
     if refusal is not None:
         raise refusal
-    _replace(path, budget, clock, stamps, tat, paused)
+    _replace(path, _content(budget, clock, stamps, tat, paused))
     return None
 
 
@@ -600,15 +600,16 @@ def _plausible(cells: Doubles, clock: Callable[[], float]) -> bool:
     return latest <= clock() + 60.0
 
 
-def _initialise(
-    cells: Doubles,
+def _content(
     budget: Budget,
     clock: Callable[[], float],
-    stamps: list[float],
-    tat: float,
-    paused: float,
-) -> None:
-    rings_at, _size = _layout(budget)
+    stamps: list[float] | None = None,
+    tat: float = -math.inf,
+    paused: float = -math.inf,
+) -> array[float]:
+    """A new ledger for `budget`, carrying `stamps` and the pacing of an old one."""
+    rings_at, size = _layout(budget)
+    cells = array("d", [0.0]) * size
     cells[H_MAGIC], cells[H_VERSION], cells[H_WINDOWS] = _MAGIC, _VERSION, len(budget.windows)
     cells[H_TAT], cells[H_PAUSED] = tat, paused
     cells[H_BOOT], cells[H_EPOCH] = _boot_id(), time.time() - clock()
@@ -625,21 +626,12 @@ def _initialise(
         cells[at + W_CELLS] = len(kept) % window.requests  # next
         cells[at + W_CELLS + 1] = kept[-1] if kept else -math.inf  # last
         ring_at += window.requests
+    return cells
 
 
-def _replace(
-    path: Path,
-    budget: Budget,
-    clock: Callable[[], float],
-    stamps: list[float],
-    tat: float,
-    paused: float,
-) -> None:
-    """A new file for `budget` carrying `stamps`, renamed over `path`: a process that
-    still maps the old one never sees it shrink under it."""
-    _rings_at, size = _layout(budget)
-    cells = array("d", [0.0]) * size
-    _initialise(cells, budget, clock, stamps, tat, paused)
+def _replace(path: Path, cells: array[float]) -> None:
+    """`cells` as a new file renamed over `path`: a process that still maps the old
+    one never sees it shrink under it."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:
         handle.write(cells.tobytes())
