@@ -1,7 +1,9 @@
 """What sharing one budget between processes costs, and what it gives.
 
 1. The limiter alone: CPU per grant, with a budget of its own and with the shared
-   ledger (one flock round trip and a few reads of the mapped file per grant).
+   ledger (one flock round trip and a few reads of the mapped file per grant); then
+   two processes at 50/s each for 10 s, each with a budget of its own (150/3s) or
+   taking turns on one shared budget (300/3s): the turns' cost per grant.
 2. One process, with and without the shared ledger, at the enterprise tier's rate
    (55.6/s, its hour compressed 360x) and at 400/s (1200/3s): throughput and the CPU
    per request of the whole client (run-to-run noise here is about 10%).
@@ -54,6 +56,44 @@ def grant_cost(*, share: bool, grants: int = 200_000) -> float:
                 ledger.close()
 
 
+def turns_child(state: str, shared: bool) -> None:
+    """One of two processes granting for 10 s; prints its CPU per grant (us)."""
+    budget = Budget.from_rate(Rate(300, 3.0) if shared else Rate(150, 3.0))
+
+    async def grant_for(seconds: float) -> None:
+        ledger = SharedLedger.open(budget, "benchmark", state_dir=state) if shared else None
+        limiter = BudgetLimiter(budget, ledger=ledger)
+        end, granted = time.monotonic() + seconds, [0]
+        started = time.process_time()
+
+        async def worker() -> None:
+            while time.monotonic() < end:
+                await limiter.acquire()
+                granted[0] += 1
+
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(worker)
+        print((time.process_time() - started) / granted[0] * 1e6, flush=True)
+        if ledger is not None:
+            ledger.close()
+
+    anyio.run(grant_for, 10.0)
+
+
+def turns_cost(*, shared: bool) -> list[float]:
+    with tempfile.TemporaryDirectory() as state:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--turns-child", state, "1" if shared else "0"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        return [float(proc.communicate()[0]) for proc in procs]
+
+
 def one_process(budget: Budget, seconds: float, *, share: bool) -> BenchResult:
     gateway = str(budget.windows[0])
     with (
@@ -87,10 +127,19 @@ def processes(count: int, rate: str, seconds: float, *, share: bool) -> dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--turns-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.turns_child:
+        turns_child(args.turns_child[0], args.turns_child[1] == "1")
+        return
 
     grant = {"own": grant_cost(share=False), "shared": grant_cost(share=True)}
     print(f"limiter CPU per grant: {grant['own']:.2f} us own, {grant['shared']:.2f} us shared")
+    turns = {"own": turns_cost(shared=False), "shared": turns_cost(shared=True)}
+    print(
+        "two processes at 50/s, limiter CPU per grant: "
+        + ", ".join(f"{k} {' / '.join(f'{v:.0f}' for v in vs)} us" for k, vs in turns.items())
+    )
     print()
     single = []
     print(f"{'budget':<24} {'ledger':<7} {'achieved/s':>10} {'of budget':>9} {'CPU/request':>12}")
@@ -135,6 +184,10 @@ def main() -> None:
             {
                 "benchmark": "shared_budget",
                 "seconds": args.seconds,
+                "grant_cpu_us": {k: round(v, 2) for k, v in grant.items()},
+                "two_processes_grant_cpu_us": {
+                    k: [round(v, 1) for v in vs] for k, vs in turns.items()
+                },
                 "single": single,
                 "together": together,
             }
