@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial, wraps
 from pathlib import Path
@@ -192,7 +193,8 @@ async def score_file_async(
 
         def sent(now: float) -> None:
             if store is not None:
-                store.record_grant(time.time())
+                # Negative: a grant the shared budget's file holds (see _to_restore).
+                store.record_grant(-time.time() if shared is not None else time.time())
             if on_send is not None:
                 on_send(now)
 
@@ -258,6 +260,8 @@ async def score_file_async(
                 raise UsageError(
                     f"{exc}; with `restart=True` the answers `cache` holds are not asked again"
                 ) from None
+            if state.ledger:
+                state.ledger = _to_restore(state.ledger, store, shared=shared is not None)
             if state.resumed:
                 log.info(
                     "resuming: %s rows done earlier, %s revisions with some answers%s",
@@ -362,9 +366,36 @@ async def score_file_async(
     finally:
         if shared is not None:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(shared.close)
+                try:
+                    await anyio.to_thread.run_sync(shared.close)
+                except OSError as exc:  # never in place of the run's own outcome
+                    log.warning("budget ledger %s: %s", shared.path, exc)
         if owned is not None:
             owned.close()
+
+
+def _to_restore(ledger: list[float], store: Journal, *, shared: bool) -> list[float]:
+    """The grants of earlier runs of this output (wall-clock times) to count again.
+
+    The journal keeps a grant as its time, or as minus its time when the shared
+    budget's file holds it. Sharing, only the others count again (a run that kept
+    its budget to itself, or one before the file was replaced); they are then
+    recorded as held, so that a later resume does not add them twice. Not sharing,
+    all of them count.
+    """
+    held = Counter(-t for t in ledger if t < 0)
+    lacking = []
+    for t in ledger:
+        if t > 0:
+            if held[t]:
+                held[t] -= 1
+            else:
+                lacking.append(t)
+    if shared:
+        for t in lacking:
+            store.record_grant(-t)
+        return lacking
+    return sorted([*(t for t in ledger if t > 0), *held.elements()])
 
 
 def open_for(

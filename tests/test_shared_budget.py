@@ -20,6 +20,7 @@ import pytest
 from lwbatch import Budget, BudgetLimiter, Endpoint, Rate, Token, UsageError
 from lwbatch.pacing import shared
 from lwbatch.pacing.shared import SharedLedger, default_state_dir, identity
+from lwbatch.run import _to_restore
 from tests.conftest import FakeClock, max_in_window
 
 BUDGET = Budget.from_rate(Rate(300, 3.0))  # 100/s
@@ -448,9 +449,7 @@ def test_a_run_whose_waiter_gives_up_leaves_the_budget_to_the_others_at_once(
     assert sum(t >= stopped[0] for t in sleeps) <= 1.3 * len(after)
 
 
-def test_grants_the_ledger_lacks_are_added_on_resume_and_those_it_has_are_not(
-    tmp_path: Path,
-) -> None:
+def test_grants_the_ledger_lacks_are_added_to_it_on_resume(tmp_path: Path) -> None:
     clock = FakeClock()
 
     async def main() -> None:
@@ -471,17 +470,36 @@ def test_grants_the_ledger_lacks_are_added_on_resume_and_those_it_has_are_not(
             sleep=clock.sleep,
             ledger=SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock),
         )
-        ready = again.ready_at()
-        again.restore(sent)  # the journal's record of the same grants: no change
-        assert again.ready_at() == ready
-        # The journal's grants of another run of the output, with its own budget, in
-        # the same seconds: the ledger lacks them, and the window is full with them.
-        elsewhere = [t + 0.004 for t in sent]
-        again.restore(sorted(sent + elsewhere))
+        # Another run of the output kept its budget to itself and sent 150 in the
+        # same seconds: with them the window is full.
+        again.restore([t + 0.004 for t in sent])
         assert again.ready_at() >= sent[0] + 3.0
         again.close()
 
     asyncio.run(main())
+
+
+class Grants:
+    """A journal's grant records, as run.py keeps them."""
+
+    def __init__(self) -> None:
+        self.recorded: list[float] = []
+
+    def record_grant(self, wall_time: float) -> None:
+        self.recorded.append(wall_time)
+
+
+def test_a_resume_counts_each_earlier_grant_once_whether_it_shares_or_not() -> None:
+    # 10.0 and 11.0 were sent sharing (the budget's file holds them); 12.0 and 13.0
+    # with a budget of their own; 13.0 was added to the file by an earlier resume.
+    ledger = [-10.0, -11.0, 12.0, 13.0, -13.0]
+    journal = Grants()
+    assert _to_restore(ledger, journal, shared=True) == [12.0]  # type: ignore[arg-type]
+    assert journal.recorded == [-12.0]  # held from now on: the next resume adds nothing
+    assert _to_restore([*ledger, *journal.recorded], journal, shared=True) == []  # type: ignore[arg-type]
+    unshared = Grants()
+    assert _to_restore(ledger, unshared, shared=False) == [10.0, 11.0, 12.0, 13.0]  # type: ignore[arg-type]
+    assert unshared.recorded == []
 
 
 def test_a_ledger_of_another_budget_or_closed_is_refused_in_words(tmp_path: Path) -> None:

@@ -454,7 +454,7 @@ def score(
             cache=cache,
             credentials=oauth,
             share_budget=not no_shared_budget,
-            state_dir=None if no_shared_budget else _state_dir(state_dir),
+            state_dir=None if no_shared_budget else state_dir,
             **{**common, "token": token or (oauth.fetch(verify=not insecure) if oauth else None)},
         )
 
@@ -545,12 +545,6 @@ def _budget(rate: str | None, endpoint: Endpoint) -> Budget | None:
             "(use --tier or N/PERIOD); unlimited is for --internal or --base-url"
         )
     return budget
-
-
-def _state_dir(value: str | None) -> Path | None:
-    if value is not None and not value.strip():
-        raise UsageError("--state-dir is empty: give a directory, or leave it out")
-    return None if value is None else Path(value)
 
 
 def _positive(flag: str, value: int) -> int:

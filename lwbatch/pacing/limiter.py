@@ -56,10 +56,6 @@ _NEXT, _LAST = 0, 1
 # The limiter's own cells: the theoretical arrival time, and a 429's pause.
 _TAT, _PAUSED = 0, 1
 _UNSHARED = nullcontext()
-# How far a window's stamp of a grant may be from the grant's time as another record
-# of it (a run's journal) has it: clocks read microseconds apart, and a stamp moved on
-# by a cold start or a collection's pause.
-_SAME, _LATER = 0.001, 0.2
 
 
 class _Window:
@@ -141,7 +137,6 @@ class _Window:
         self._cells[_NEXT] = len(kept) % len(ring)
         if kept:
             self._cells[_LAST] = max(self._cells[_LAST], kept[-1])
-            self._fresh = 0
 
     def stamps(self) -> list[float]:
         """The grant times held, oldest first."""
@@ -273,6 +268,8 @@ class BudgetLimiter:
     def _stalled(self, started: float, pause: float) -> None:
         # Grants of the last STALL_LOOKBACK s may still have been on their way to the
         # socket when the loop stopped; the server then saw them `pause` later.
+        if self._ledger is not None and self._ledger.closed:
+            return
         with self._ledger or _UNSHARED:
             for window in self._windows:
                 window.stall(started - STALL_LOOKBACK, pause)
@@ -285,9 +282,9 @@ class BudgetLimiter:
     def restore(self, grants: Sequence[float]) -> None:
         """Count requests an earlier process sent (clock times, oldest first).
 
-        A shared limiter adds only those its ledger does not hold already (a ledger
-        holds every request sent while its runs shared it; not those of a run that
-        kept its budget to itself, or of one before the ledger was replaced).
+        A shared limiter adds them to its ledger: give it only those the ledger does
+        not hold (it holds every request sent while runs shared it; not those of a
+        run that kept its budget to itself, or of one before it was replaced).
         """
         if self._ledger is not None:
             with self._ledger:
@@ -299,17 +296,7 @@ class BudgetLimiter:
             self._cells[_TAT] = max(self._cells[_TAT], when + self._interval)
 
     def _merge(self, grants: Sequence[float]) -> None:
-        held = max(self._windows, key=lambda w: w.size).stamps()
-        # A stamp is its grant's time, or later (the first window's cold start, a
-        # collection's pause), never earlier.
-        fresh, at = [], 0
-        for when in sorted(grants):
-            while at < len(held) and held[at] < when - _SAME:
-                at += 1
-            if at < len(held) and held[at] <= when + _LATER:
-                at += 1
-            else:
-                fresh.append(when)
+        fresh = sorted(grants)
         if fresh:
             for window in self._windows:
                 window.rebuild(sorted([*window.stamps(), *fresh]))
@@ -317,6 +304,8 @@ class BudgetLimiter:
 
     def pause(self, seconds: float) -> None:
         """Hold every request for `seconds` (a 429's Retry-After); shared limiters all."""
+        if self._ledger is not None and self._ledger.closed:
+            return  # a late answer after the run: nothing left to hold
         with self._ledger or _UNSHARED:
             self._cells[_PAUSED] = max(self._cells[_PAUSED], self._clock() + seconds)
 

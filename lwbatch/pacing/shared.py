@@ -223,6 +223,8 @@ class SharedLedger:
         """
         if budget.is_unlimited:
             raise ValueError("an unlimited budget has nothing to share")
+        if state_dir is not None and not str(state_dir).strip():
+            raise UsageError("`state_dir` is empty: give a directory, or leave it out")
         directory = Path(state_dir) if state_dir is not None else default_state_dir()
         path = directory / f"budget-{identity[:32]}.lwb"
         where = (
@@ -305,15 +307,19 @@ class SharedLedger:
     async def lock(self, sleep: Callable[[float], Awaitable[None]]) -> None:
         """Take the lock without blocking the event loop: another process holds it for
         microseconds, unless it was stopped (Ctrl-Z) right then."""
-        if self._closed:
-            raise RuntimeError(f"the budget ledger {self.path} is closed")
         while True:
+            if self._closed:
+                raise RuntimeError(f"the budget ledger {self.path} is closed")
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 await sleep(_LOCK_RETRY)
         self._depth = 1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def unlock(self) -> None:
         self._depth = 0
