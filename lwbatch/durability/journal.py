@@ -8,7 +8,8 @@ Beside the output `scores.parquet` lives a hidden directory `.scores.parquet.lwb
                          input row numbers of its invalid rows
     answers-000001.log   one JSON line per (model, key) answer, appended as each
                          arrives; rotated at every segment so it holds only open rows
-    ledger.f64           wall-clock times of the budget's recent requests
+    ledger.f64           wall-clock times of the budget's recent requests (minus the
+                         time: one the shared budget's file holds; see run._to_restore)
 
 The segments are the journal's own storage, whatever the output format: at the end
 they are folded, in order, into the run's :class:`~lwbatch.seams.Sink`, which commits
