@@ -378,8 +378,8 @@ def test_a_default_state_dir_that_cannot_be_made_names_where_it_came_from(
     with pytest.raises(UsageError) as refused:
         SharedLedger.open(BUDGET, "me")
     assert str(refused.value) == (
-        f"the cache directory {blocker / 'lwbatch'} (from XDG_CACHE_HOME, or the home "
-        "directory): a part of the path is a file, not a directory"
+        f"the cache directory {blocker / 'lwbatch'} (from XDG_CACHE_HOME): a part of the "
+        "path is a file, not a directory"
     )
 
 

@@ -197,7 +197,7 @@ class SharedLedger:
         self._total1: float | None = None
         self._others: set[tuple[float, float]] = set()
         self._scanned = -math.inf
-        # msync can take a second when the disk is busy: never under the lock, never
+        # Syncing can take a second when the disk is busy: never under the lock, never
         # on the event loop.
         self._stop_sync = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -232,7 +232,9 @@ class SharedLedger:
             if state_dir is not None
             else f"LWBATCH_STATE_DIR {directory}"
             if os.environ.get("LWBATCH_STATE_DIR")
-            else f"the cache directory {directory} (from XDG_CACHE_HOME, or the home directory)"
+            else f"the cache directory {directory} (from XDG_CACHE_HOME)"
+            if os.environ.get("XDG_CACHE_HOME", "").startswith("/")
+            else f"the cache directory {directory} (under the home directory)"
         )
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -291,9 +293,11 @@ class SharedLedger:
 
     def _sync(self) -> None:
         """Write the grants to disk every few seconds, so that a crash of the machine
-        loses only those; msync needs no lock (each page is written whole)."""
+        loses only those. fsync writes the map's dirty pages too, and unlike
+        mmap.flush it lets go of the GIL while the disk works; no lock is needed (each
+        page is written whole)."""
         while not self._stop_sync.wait(_SYNC_EVERY):
-            self._mm.flush()
+            os.fsync(self._fd)
 
     # -- the lock --------------------------------------------------------------------
     def __enter__(self) -> SharedLedger:
@@ -445,7 +449,7 @@ class SharedLedger:
         self._stop_sync.set()
         if self._syncer is not None:
             self._syncer.join()
-        self._mm.flush()
+        os.fsync(self._fd)
         # The map stays until the limiter's views of it go (closing it under them
         # would fail); this fd goes now. Neither holds the lock any more.
         os.close(self._fd)
