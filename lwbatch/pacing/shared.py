@@ -33,7 +33,6 @@ import math
 import mmap
 import os
 import secrets
-import threading
 import time
 from array import array
 from collections.abc import Awaitable, Callable, MutableSequence
@@ -67,7 +66,6 @@ M_PID, M_NONCE, M_STARTED, M_WAITING, M_LAST, M_GRANTED = range(6)
 
 # How long a member's liveness check is trusted.
 _RECHECK = 0.5
-_SYNC_EVERY = 2.0  # seconds between msyncs, as the journal's fsyncs
 _LOCK_RETRY = 0.0005  # seconds between tries of a lock another process holds
 
 # Nonces of this process' open ledgers: a member with this pid and another nonce is a
@@ -197,10 +195,6 @@ class SharedLedger:
         self._total1: float | None = None
         self._others: set[tuple[float, float]] = set()
         self._scanned = -math.inf
-        # Syncing can take a second when the disk is busy: never under the lock, never
-        # on the event loop.
-        self._stop_sync = threading.Event()
-        self._syncer: threading.Thread | None = None
         self._checked: dict[int, tuple[float, float, bool]] = {}
         self._depth = 0
         self._closed = False
@@ -288,16 +282,6 @@ class SharedLedger:
         self._total0 = cells[H_TOTAL]
         _OPEN.add(self._nonce)
         self._scan(now)
-        self._syncer = threading.Thread(target=self._sync, name="lwbatch-ledger-sync", daemon=True)
-        self._syncer.start()
-
-    def _sync(self) -> None:
-        """Write the grants to disk every few seconds, so that a crash of the machine
-        loses only those. fsync writes the map's dirty pages too, and unlike
-        mmap.flush it lets go of the GIL while the disk works; no lock is needed (each
-        page is written whole)."""
-        while not self._stop_sync.wait(_SYNC_EVERY):
-            os.fsync(self._fd)
 
     # -- the lock --------------------------------------------------------------------
     def __enter__(self) -> SharedLedger:
@@ -446,9 +430,9 @@ class SharedLedger:
             self._cells[self._me : self._me + _M] = array("d", [0.0] * _M)
         self._closed = True
         _OPEN.discard(self._nonce)
-        self._stop_sync.set()
-        if self._syncer is not None:
-            self._syncer.join()
+        # The kernel writes the map back within half a minute anyway; a thread that
+        # synced it every few seconds took the GIL from the event loop at times, and
+        # a lone run at 300/1s got an occasional 429 from it.
         os.fsync(self._fd)
         # The map stays until the limiter's views of it go (closing it under them
         # would fail); this fd goes now. Neither holds the lock any more.
