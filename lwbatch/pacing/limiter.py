@@ -140,9 +140,12 @@ class _Window:
 
     def stamps(self) -> list[float]:
         """The grant times held, oldest first."""
-        slot = int(self._cells[_NEXT])
-        ring = self._ring
-        return [t for t in (*ring[slot:], *ring[:slot]) if t != -math.inf]
+        return ring_stamps(self._ring, int(self._cells[_NEXT]))
+
+
+def ring_stamps(ring: Sequence[float], next_slot: int) -> list[float]:
+    """The grant times a window's ring holds, oldest first (`next_slot`: the oldest)."""
+    return [t for t in (*ring[next_slot:], *ring[:next_slot]) if t != -math.inf]
 
 
 class BudgetLimiter:
@@ -234,7 +237,7 @@ class BudgetLimiter:
                         if granted:
                             self._grant(now)
                         elif ledger is not None:
-                            ledger.wanting(now)
+                            ledger.wanting()
                     finally:
                         if ledger is not None:
                             ledger.unlock()

@@ -35,7 +35,7 @@ import os
 import secrets
 import time
 from array import array
-from collections.abc import Awaitable, Callable, MutableSequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,10 +43,10 @@ from typing import cast
 
 from lwbatch.config import Budget, Endpoint, Rate, Token
 from lwbatch.errors import UsageError
+from lwbatch.pacing.limiter import Doubles, ring_stamps
 
 log = logging.getLogger("lwbatch")
 
-Doubles = MutableSequence[float]
 
 _MAGIC = float(0x6C77_6275_6467)  # "lwbudg"
 _VERSION = 1.0
@@ -106,24 +106,36 @@ def identity(endpoint: Endpoint, token: Token | None, client_id: str | None = No
     """
     from lwbatch.tokens import TokenClaims
 
-    who = "anonymous"
-    if token is not None:
-        claims = TokenClaims.of(token)
-        if claims is not None and claims.client_id:
-            who = f"client {claims.client_id} user {claims.subject or ''}"
-        elif client_id:
-            who = f"client {client_id} user "
-        else:
-            who = "token " + token.reveal()
+    claims = TokenClaims.of(token) if token is not None else None
+    if claims is not None and claims.client_id:
+        who = f"client {claims.client_id} user {claims.subject or ''}"
     elif client_id:
         who = f"client {client_id} user "
+    elif token is not None:
+        who = "token " + token.reveal()
+    else:
+        who = "anonymous"
     return hashlib.sha256(f"{endpoint.base_url}\n{who}".encode()).hexdigest()
+
+
+def _members_at(windows: int) -> int:
+    """Where the member slots start, after the header and `windows` windows' cells."""
+    return _H + _W * windows
+
+
+def _rings_at(windows: int) -> int:
+    return _members_at(windows) + _M * MEMBERS
 
 
 def _layout(budget: Budget) -> tuple[int, int]:
     """(cells before the rings, cells in all)."""
-    rings = _H + _W * len(budget.windows) + _M * MEMBERS
+    rings = _rings_at(len(budget.windows))
     return rings, rings + sum(w.requests for w in budget.windows)
+
+
+def _member_alive(cells: Doubles, at: int) -> bool:
+    """Whether the process of the member slot at `at` still runs."""
+    return _alive(cells[at + M_PID], cells[at + M_NONCE], cells[at + M_STARTED])
 
 
 def _boot_id() -> float:
@@ -180,14 +192,13 @@ class SharedLedger:
         self._views: list[memoryview[float]] = []
         cells = cast(Doubles, self._base)
         self._cells = cells
-        self._members_at = _H + _W * len(budget.windows)
+        self._members_at = _members_at(len(budget.windows))
         self.budget = budget
         self.interval = 1.0 / budget.rate
         # How long the member whose turn it is has to take a free slot before anyone
         # may: long enough for a busy machine's late wake-ups, and short of the
         # pacing's tolerance, which catches the delay up (so it costs no rate).
         self.grace = min(0.05, budget.tolerance / 2)
-        self._windows = budget.windows
         self._nonce = float(secrets.randbits(52))
         self._me = -1
         self._granted = 0
@@ -266,7 +277,7 @@ class SharedLedger:
         free = -1
         for slot in range(MEMBERS):
             at = self._members_at + slot * _M
-            if not _alive(cells[at + M_PID], cells[at + M_NONCE], cells[at + M_STARTED]):
+            if not _member_alive(cells, at):
                 free = slot
                 break
         if free < 0:
@@ -331,8 +342,8 @@ class SharedLedger:
     def window_views(self) -> list[tuple[Doubles, Doubles]]:
         """Per window of the budget, its ring of grant times and its cells."""
         views = []
-        ring_at = self._members_at + _M * MEMBERS
-        for index, window in enumerate(self._windows):
+        ring_at = _rings_at(len(self.budget.windows))
+        for index, window in enumerate(self.budget.windows):
             at = _H + index * _W + W_CELLS
             views.append((self._view(ring_at, ring_at + window.requests), self._view(at, at + 2)))
             ring_at += window.requests
@@ -371,7 +382,7 @@ class SharedLedger:
             return free_in
         return min(free_in + ahead * self.interval, ready + self.grace - now)
 
-    def wanting(self, now: float) -> None:
+    def wanting(self) -> None:
         self._cells[self._me + M_WAITING] = 1.0
 
     def granted(self, now: float, *, more: bool) -> None:
@@ -392,10 +403,10 @@ class SharedLedger:
 
     def _live(self, slot: int, now: float) -> bool:
         at = self._members_at + slot * _M
-        pid, nonce = self._cells[at + M_PID], self._cells[at + M_NONCE]
+        nonce = self._cells[at + M_NONCE]
         seen = self._checked.get(slot)
         if seen is None or seen[0] != nonce or now - seen[1] >= _RECHECK:
-            seen = (nonce, now, _alive(pid, nonce, self._cells[at + M_STARTED]))
+            seen = (nonce, now, _member_alive(self._cells, at))
             self._checked[slot] = seen
         return seen[2]
 
@@ -513,7 +524,7 @@ def _damage(cells: Doubles, length: int) -> str:
     if cells[H_VERSION] != _VERSION:
         return f"of another lwbatch's format ({cells[H_VERSION]:g})"
     windows = int(cells[H_WINDOWS])
-    needed = _H + _W * windows + _M * MEMBERS
+    needed = _rings_at(windows)
     if not 0 < windows <= 8 or length < 8 * needed:
         return "damaged"
     requests = sum(cells[_H + i * _W + W_REQUESTS] for i in range(windows))
@@ -541,27 +552,21 @@ def _described(cells: Doubles) -> str:
 
 
 def _live_pids(cells: Doubles) -> list[int]:
-    members_at = _H + _W * int(cells[H_WINDOWS])
-    found = []
-    for slot in range(int(cells[H_SLOTS])):
-        at = members_at + slot * _M
-        if _alive(cells[at + M_PID], cells[at + M_NONCE], cells[at + M_STARTED]):
-            found.append(int(cells[at + M_PID]))
-    return found
+    members_at = _members_at(int(cells[H_WINDOWS]))
+    slots = (members_at + slot * _M for slot in range(int(cells[H_SLOTS])))
+    return [int(cells[at + M_PID]) for at in slots if _member_alive(cells, at)]
 
 
 def _stamps(cells: Doubles) -> list[float]:
     """Every grant time the file holds, oldest first (the longest ring has them all)."""
     windows = int(cells[H_WINDOWS])
-    ring_at = _H + _W * windows + _M * MEMBERS
+    ring_at = _rings_at(windows)
     best: list[float] = []
     for i in range(windows):
         at = _H + i * _W
         requests = int(cells[at + W_REQUESTS])
         if requests > len(best):
-            ring = cells[ring_at : ring_at + requests]
-            slot = int(cells[at + W_CELLS])
-            best = [t for t in (*ring[slot:], *ring[:slot]) if t != -math.inf]
+            best = ring_stamps(cells[ring_at : ring_at + requests], int(cells[at + W_CELLS]))
         ring_at += requests
     return best
 
@@ -573,7 +578,7 @@ def _move_to_this_boot(cells: Doubles, clock: Callable[[], float]) -> None:
         return
     shift = cells[H_EPOCH] - epoch
     log.info("budget ledger: moving its times onto this boot's clock (%+.0f s)", shift)
-    members_at = _H + _W * int(cells[H_WINDOWS])
+    members_at = _members_at(int(cells[H_WINDOWS]))
     for at in (H_TAT, H_PAUSED):
         cells[at] += shift
     for i in range(int(cells[H_WINDOWS])):
