@@ -209,10 +209,7 @@ async def score_file_async(
                     token,
                     credentials.client_id if credentials is not None else None,
                 )
-                # A lock another process holds, or a file made: never on the loop.
-                shared = await anyio.to_thread.run_sync(
-                    partial(SharedLedger.open, chosen.budget, who, state_dir=state_dir)
-                )
+                shared = await SharedLedger.open_async(chosen.budget, who, state_dir=state_dir)
         scorer = Scorer(
             [s.name for s in specs],
             catalog=catalog,
@@ -365,11 +362,7 @@ async def score_file_async(
         return report
     finally:
         if shared is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await anyio.to_thread.run_sync(shared.close)
-                except OSError as exc:  # never in place of the run's own outcome
-                    log.warning("budget ledger %s: %s", shared.path, exc)
+            await shared.aclose()
         if owned is not None:
             owned.close()
 

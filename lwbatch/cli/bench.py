@@ -13,7 +13,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +155,7 @@ async def run_bench(
     if budget.is_unlimited:
         raise UsageError("lwbatch bench measures against a budget; give --tier or --rate N/PERIOD")
     ledger = (
-        await anyio.to_thread.run_sync(
-            partial(SharedLedger.open, budget, identity(endpoint, token), state_dir=state_dir)
-        )
+        await SharedLedger.open_async(budget, identity(endpoint, token), state_dir=state_dir)
         if share
         else None
     )
@@ -166,8 +163,7 @@ async def run_bench(
         return await _bench(endpoint, budget, seconds, models, token, contact, concurrency, ledger)
     finally:
         if ledger is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(ledger.close)
+            await ledger.aclose()
 
 
 async def _bench(

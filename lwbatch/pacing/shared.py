@@ -37,9 +37,13 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import cast
+
+import anyio
+import anyio.to_thread
 
 from lwbatch.config import Budget, Endpoint, Rate, Token
 from lwbatch.errors import UsageError
@@ -271,6 +275,25 @@ class SharedLedger:
             fcntl.flock(fd, fcntl.LOCK_UN)
             return ledger
         raise UsageError(f"{where}: {path.name} keeps being replaced")
+
+    @classmethod
+    async def open_async(
+        cls, budget: Budget, identity: str, *, state_dir: Path | str | None = None
+    ) -> SharedLedger:
+        """:meth:`open` in a worker thread: it may wait for another process' lock, or
+        make a file, never on the event loop."""
+        return await anyio.to_thread.run_sync(
+            partial(cls.open, budget, identity, state_dir=state_dir)
+        )
+
+    async def aclose(self) -> None:
+        """:meth:`close` in a worker thread, shielded (it runs in clean-up); a failure
+        to write the file is a warning, never in place of the run's own outcome."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(self.close)
+            except OSError as exc:
+                log.warning("budget ledger %s: %s", self.path, exc)
 
     def _join(self) -> None:
         cells, now = self._cells, self._clock()
