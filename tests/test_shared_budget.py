@@ -52,6 +52,12 @@ def limiter(
     return BudgetLimiter(BUDGET, clock=clock, sleep=sleep, ledger=ledger)
 
 
+def on_fake_clock(state: Path, clock: FakeClock) -> BudgetLimiter:
+    """A limiter sharing "me"'s budget in `state`, on `clock`."""
+    ledger = SharedLedger.open(BUDGET, "me", state_dir=state, clock=clock)
+    return BudgetLimiter(BUDGET, clock=clock, sleep=clock.sleep, ledger=ledger)
+
+
 async def draw(
     limiter: BudgetLimiter, until: float, times: list[float], *, every: float = 0.0
 ) -> None:
@@ -209,18 +215,8 @@ def test_a_429_pauses_every_run_of_the_identity(tmp_path: Path) -> None:
     clock = FakeClock()
 
     async def main() -> None:
-        a = BudgetLimiter(
-            BUDGET,
-            clock=clock,
-            sleep=clock.sleep,
-            ledger=SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock),
-        )
-        b = BudgetLimiter(
-            BUDGET,
-            clock=clock,
-            sleep=clock.sleep,
-            ledger=SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock),
-        )
+        a = on_fake_clock(tmp_path, clock)
+        b = on_fake_clock(tmp_path, clock)
         await a.acquire()
         paused_at = clock()
         a.pause(30.0)
@@ -453,23 +449,13 @@ def test_grants_the_ledger_lacks_are_added_to_it_on_resume(tmp_path: Path) -> No
     clock = FakeClock()
 
     async def main() -> None:
-        first = BudgetLimiter(
-            BUDGET,
-            clock=clock,
-            sleep=clock.sleep,
-            ledger=SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock),
-        )
+        first = on_fake_clock(tmp_path, clock)
         sent = []
         for _ in range(150):
             await first.acquire()
             sent.append(clock())
         first.close()
-        again = BudgetLimiter(
-            BUDGET,
-            clock=clock,
-            sleep=clock.sleep,
-            ledger=SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=clock),
-        )
+        again = on_fake_clock(tmp_path, clock)
         # Another run of the output kept its budget to itself and sent 150 in the
         # same seconds: with them the window is full.
         again.restore([t + 0.004 for t in sent])
