@@ -186,10 +186,30 @@ class RetryPolicy:
     default_retry_after: float = 60.0
     # Connection failures in a row, before the endpoint ever answered, that end the run.
     unreachable_after: int = 10
+    # Distinct revisions of one (model, wiki) whose retries all ended on the same 500
+    # body, with nothing scored in between, after which the rest of that (model, wiki)
+    # is not sent this run (lwbatch/engine/faults.py).
+    server_fault_after: int = 3
+    # Failed batches of one (model, wiki) split in halves to find the revision that
+    # fails them (revertrisk answers 500 for a whole batch when one fetch fails).
+    max_splits: int = 64
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.max_rate_limited < 1 or self.unreachable_after < 1:
-            raise ValueError("max_attempts, max_rate_limited and unreachable_after must be >= 1")
+        if (
+            min(
+                self.max_attempts,
+                self.max_rate_limited,
+                self.unreachable_after,
+                self.server_fault_after,
+            )
+            < 1
+        ):
+            raise ValueError(
+                "max_attempts, max_rate_limited, unreachable_after and server_fault_after "
+                "must be >= 1"
+            )
+        if self.max_splits < 0:
+            raise ValueError("max_splits must be >= 0")
         if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
             raise ValueError("need 0 <= backoff_base <= backoff_max")
 

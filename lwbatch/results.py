@@ -17,13 +17,20 @@ class ErrorType(StrEnum):
     answer is which is lwbatch/protocol/answers.py's business."""
 
     NOT_FOUND = "not_found"  # the server cannot find or fetch the revision (400, 422, 500)
-    DELETED = "deleted"  # its text, comment or user was deleted
+    DELETED = "deleted"  # its text, comment or user was deleted or suppressed
     MODEL_NOT_DEPLOYED = "model_not_deployed"  # 404 for the model
     UNSUPPORTED_WIKI = "unsupported_wiki"  # the model does not serve this row's wiki/language
-    UNSCORABLE = "unscorable"  # 422 for another reason, a batch item not scored, or no page_id
+    # The revision exists but the model cannot score it: not wikitext, no text, its
+    # parent missing, a knowledge_integrity code other than a missing revision, a row
+    # without what the model needs.
+    UNSCORABLE = "unscorable"
     BAD_REQUEST = "bad_request"  # any other 4xx
     BAD_RESPONSE = "bad_response"  # 2xx whose body is not the model's answer shape
     TRANSIENT_ERROR = "transient_error"  # 5xx/timeout/connection error, retries exhausted
+    # The (model, wiki) failed the same way for several revisions in a row with nothing
+    # scored in between (a server-side fault, not a fact about the revision): the rest
+    # of it is not sent this run, and a rerun asks again.
+    SERVER_ERROR = "server_error"
     RATE_LIMITED = "rate_limited"  # 429 more times than the retry policy allows
     INVALID_INPUT = "invalid_input"  # the row has no usable rev_id or wiki; never sent
 
@@ -42,10 +49,13 @@ class Score:
     # front). Not part of the answer: two equal answers may have taken different paths.
     latency_ms: float | None = field(default=None, compare=False)
     attempts: int | None = field(default=None, compare=False)
+    # False for a final answer that a score cache must not keep: read from a body whose
+    # meaning is a guess (a hidden user), final for this run only.
+    cacheable: bool = field(default=True, compare=False)
 
     @classmethod
-    def failed(cls, error: ErrorType, message: str) -> Score:
-        return cls(error=error, error_message=message)
+    def failed(cls, error: ErrorType, message: str, *, cacheable: bool = True) -> Score:
+        return cls(error=error, error_message=message, cacheable=cacheable)
 
     @property
     def ok(self) -> bool:

@@ -3,13 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from lwbatch.protocol.answers import (
-    classify_client_error,
-    classify_server_error,
-    error_message,
-    is_bearer_challenge,
-    parse_answer,
-)
+from lwbatch.protocol.answers import is_bearer_challenge, parse_answer
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, Score
 
@@ -210,7 +204,7 @@ def test_a_revscoring_200_without_a_score_is_a_bad_response() -> None:
     }
 
 
-def test_batch_errors_of_a_missing_revision_are_not_found() -> None:
+def test_batch_errors_are_labelled_by_their_code() -> None:
     answer = {
         "predictions": [],
         "errors": [
@@ -226,7 +220,8 @@ def test_batch_errors_of_a_missing_revision_are_not_found() -> None:
             "Could not make prediction for revision 1 (en). Reason: revision_missing",
         ),
         2: Score.failed(
-            ErrorType.NOT_FOUND,
+            ErrorType.UNSCORABLE,
+            "parent revision missing: "
             "Could not make prediction for revision 2 (en). Reason: parent_revision_missing",
         ),
         3: Score.failed(
@@ -234,198 +229,6 @@ def test_batch_errors_of_a_missing_revision_are_not_found() -> None:
             "Could not make prediction for revision 3 (en). Reason: other_reason",
         ),
     }
-
-
-# Each rule against the body it was written for and against near misses that must
-# keep their status's default meaning.
-@pytest.mark.parametrize(
-    ("status", "message", "error"),
-    [
-        # revscoring
-        (
-            400,
-            "The MW API does not have any info related to the rev-id provided as input "
-            "(123), therefore it is not possible to extract features properly.",
-            ErrorType.NOT_FOUND,
-        ),
-        (400, "Missing resource for rev-id 123: TextDeleted: Text deleted (x)", ErrorType.DELETED),
-        (
-            400,
-            "Missing resource for rev-id 123: CommentDeleted: Comment deleted (x)",
-            ErrorType.DELETED,
-        ),
-        (400, "Missing resource for rev-id 123: UserDeleted: User deleted (x)", ErrorType.DELETED),
-        (
-            400,
-            "Missing resource for rev-id 123: RevisionNotFound: Could not find revision (x:123)",
-            ErrorType.NOT_FOUND,
-        ),
-        (
-            400,
-            "Missing resource for rev-id 123: PageNotFound: Could not find page (x:9)",
-            ErrorType.NOT_FOUND,
-        ),
-        (
-            400,
-            "Missing resource for rev-id 123: UserNotFound: Could not find user account (x:'A')",
-            ErrorType.UNSCORABLE,
-        ),
-        # Only the kind right after "rev-id N: " counts, not a word further on.
-        (
-            400,
-            "Missing resource for rev-id 123: UserNotFound: TextDeleted",
-            ErrorType.UNSCORABLE,
-        ),
-        (
-            400,
-            "Generic error while extracting features for rev-id 1: TextDeleted",
-            ErrorType.BAD_REQUEST,
-        ),
-        (400, 'Expected "rev_id" to be an integer.', ErrorType.BAD_REQUEST),
-        # readability
-        (400, "Unsupported lang: xx.", ErrorType.UNSUPPORTED_WIKI),
-        (
-            400,
-            "The necessary features cannot be obtained from the MediaWiki API. This could be "
-            "because the data does not exist or has been deleted.",
-            ErrorType.NOT_FOUND,
-        ),
-        (400, "The parameter lang is required.", ErrorType.BAD_REQUEST),
-        # revertrisk
-        (
-            400,
-            "lang 'xx' does not exist in the canonical Wikipedia language list.",
-            ErrorType.UNSUPPORTED_WIKI,
-        ),
-        (
-            400,
-            "Language field should not have a 'wiki' suffix, i.e. use 'en', not 'enwiki'",
-            ErrorType.BAD_REQUEST,
-        ),
-        (
-            422,
-            "Could not make prediction for revision 123 (en). Reason: revision_missing",
-            ErrorType.NOT_FOUND,
-        ),
-        (
-            422,
-            "Could not make prediction for revision 123 (en). Reason: parent_revision_missing",
-            ErrorType.NOT_FOUND,
-        ),
-        (
-            422,
-            "Could not make prediction for revision 123 (en). Reason: other_reason",
-            ErrorType.UNSCORABLE,
-        ),
-        # The reason is one code, the whole of what follows "Reason: ".
-        (
-            422,
-            "Could not make prediction for revision 123 (en). Reason: revision_missing_x",
-            ErrorType.UNSCORABLE,
-        ),
-        (
-            422,
-            "Could not make prediction for revision 123 (en). Reason: revision_missing or not",
-            ErrorType.UNSCORABLE,
-        ),
-        # reference-need / reference-risk
-        (
-            400,
-            "Could not make prediction for revision 143077740 (pt). Reason: revision_missing",
-            ErrorType.NOT_FOUND,
-        ),
-        (
-            400,
-            "Could not make prediction for revision 41642294 (pt). Reason: parent_revision_missing",
-            ErrorType.NOT_FOUND,
-        ),
-        # outlink-topic-model
-        (
-            400,
-            "Cannot fetch revision 5 on en.wikipedia.org: MediaWiki API error 'nosuchrevid'.",
-            ErrorType.NOT_FOUND,
-        ),
-        (
-            400,
-            "Cannot fetch revision 5 on en.wikipedia.org: MediaWiki API error 'permissiondenied'.",
-            ErrorType.DELETED,
-        ),
-        (
-            400,
-            "Cannot fetch revision 5 on en.wikipedia.org: MediaWiki API error 'invalidtitle'.",
-            ErrorType.BAD_REQUEST,
-        ),
-        # revertrisk-wikidata
-        (
-            400,
-            "Invalid rev_id: 0. The rev_id must be a positive integer.",
-            ErrorType.BAD_REQUEST,
-        ),
-        # Rules are per status: a 400 body under another 4xx is just that 4xx.
-        (403, "Unsupported lang: xx.", ErrorType.BAD_REQUEST),
-        (422, "Unsupported lang: xx.", ErrorType.UNSCORABLE),
-        (403, "Forbidden", ErrorType.BAD_REQUEST),
-    ],
-)
-def test_terminal_client_errors(status: int, message: str, error: ErrorType) -> None:
-    assert classify_client_error(status, message) is error
-
-
-@pytest.mark.parametrize(
-    ("status", "message", "error"),
-    [
-        (
-            500,
-            "Error in preprocess for rev_id 7. Reason: Failed to fetch revision content in "
-            "_get_revision_content for rev_id 7. Reason: 'pages'",
-            ErrorType.NOT_FOUND,
-        ),
-        (
-            500,
-            "Fetching html failed for the article revision with id: 7. Reason: Not Found",
-            ErrorType.NOT_FOUND,
-        ),
-        (
-            500,
-            "Fetching html failed for the article revision with id: 7. Reason: Service Unavailable",
-            None,
-        ),
-        # The reason is the whole of what follows "Reason: ".
-        (
-            500,
-            "Fetching html failed for the article revision with id: 7. Reason: Not Found yet",
-            None,
-        ),
-        (
-            500,
-            "Error in preprocess for rev_id 7. Reason: Failed to fetch revision content in "
-            "_get_revision_content for rev_id 7. Reason: Cannot connect to host",
-            None,
-        ),
-        (
-            500,
-            "An error happened while fetching info for revision from the MediaWiki API, "
-            "please contact the ML-Team if the issue persists.",
-            None,
-        ),
-        (
-            500,
-            "An error happened while fetching feature values from the MediaWiki API, "
-            "please contact the ML-Team if the issue persists.",
-            None,
-        ),
-        # Only kserve's 500 says this; a gateway's 503 is an outage whatever it carries.
-        (
-            503,
-            "Fetching html failed for the article revision with id: 7. Reason: Not Found",
-            None,
-        ),
-    ],
-)
-def test_server_errors_final_or_transient(
-    status: int, message: str, error: ErrorType | None
-) -> None:
-    assert classify_server_error(status, message) is error
 
 
 @pytest.mark.parametrize(
@@ -443,10 +246,3 @@ def test_server_errors_final_or_transient(
 )
 def test_bearer_challenge(header: str | None, bearer: bool) -> None:
     assert is_bearer_challenge(header) is bearer
-
-
-def test_error_message_reads_error_detail_or_text() -> None:
-    assert error_message(body({"error": "boom"})) == "boom"
-    assert error_message(body({"detail": "nope"})) == "nope"
-    assert error_message(body({"httpCode": 404, "httpReason": "Not Found"})) == "Not Found"
-    assert error_message(b"  Unauthorized \n") == "Unauthorized"

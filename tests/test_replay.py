@@ -116,8 +116,9 @@ def test_revertrisk_batch_with_errors() -> None:
             prediction=None,
             probability=None,
             model_version=None,
-            error=ErrorType.NOT_FOUND,
-            error_message="Could not make prediction for revision 123456791 (en). "
+            error=ErrorType.UNSCORABLE,
+            error_message="parent revision missing: "
+            "Could not make prediction for revision 123456791 (en). "
             "Reason: parent_revision_missing",
         ),
         123456792: Score(
@@ -240,7 +241,74 @@ FINAL = [
         ),
         ErrorType.NOT_FOUND,
         "Fetching html failed for the article revision with id: 2000000001. Reason: Not Found",
-        id="articlequality-500-not-found",
+        id="articlequality-500-not-found-unprefixed",
+    ),
+    pytest.param(
+        "articlequality",
+        500,
+        error(
+            "error",
+            "[404] Fetching html failed for the article revision with id: 7. Reason: Not Found",
+        ),
+        ErrorType.NOT_FOUND,
+        "[404] Fetching html failed for the article revision with id: 7. Reason: Not Found",
+        id="articlequality-500-upstream-404",
+    ),
+    pytest.param(
+        "articlequality",
+        500,
+        error(
+            "error",
+            "[403] Fetching html failed for the article revision with id: 7. Reason: Forbidden",
+        ),
+        ErrorType.DELETED,
+        "[403] Fetching html failed for the article revision with id: 7. Reason: Forbidden",
+        id="articlequality-500-upstream-403",
+    ),
+    pytest.param(
+        "articlequality",
+        500,
+        error(
+            "error",
+            "[400] Fetching html failed for the article revision with id: 7. Reason: Bad Request",
+        ),
+        ErrorType.UNSCORABLE,
+        "[400] Fetching html failed for the article revision with id: 7. Reason: Bad Request",
+        id="articlequality-500-upstream-400",
+    ),
+    pytest.param(
+        "articlequality",
+        500,
+        error("error", "Article with language en and revid 7 has errors when preprocessing"),
+        ErrorType.UNSCORABLE,
+        "Article with language en and revid 7 has errors when preprocessing",
+        id="articlequality-500-empty-article",
+    ),
+    pytest.param(
+        "revertrisk-wikidata",
+        500,
+        error(
+            "error",
+            "Error in preprocess for rev_id 7. Reason: Failed to fetch revision content in "
+            "_get_revision_content for rev_id 6. Reason: 'pages'",
+        ),
+        ErrorType.UNSCORABLE,
+        "parent revision 6 not found: Error in preprocess for rev_id 7. Reason: Failed to "
+        "fetch revision content in _get_revision_content for rev_id 6. Reason: 'pages'",
+        id="revertrisk-wikidata-500-parent-pages",
+    ),
+    pytest.param(
+        "revertrisk-wikidata",
+        500,
+        error(
+            "error",
+            "Error in preprocess for rev_id 7. Reason: Failed to fetch metadata features in "
+            "_fetch_metadata_features for rev_id 7. Reason: 'user'",
+        ),
+        ErrorType.UNSCORABLE,
+        "Error in preprocess for rev_id 7. Reason: Failed to fetch metadata features in "
+        "_fetch_metadata_features for rev_id 7. Reason: 'user'",
+        id="revertrisk-wikidata-500-hidden-user",
     ),
     pytest.param(
         "readability",
@@ -286,9 +354,38 @@ FINAL = [
             "error",
             "Could not make prediction for revision 41642294 (pt). Reason: parent_revision_missing",
         ),
-        ErrorType.NOT_FOUND,
+        ErrorType.UNSCORABLE,
+        "parent revision missing: "
         "Could not make prediction for revision 41642294 (pt). Reason: parent_revision_missing",
         id="reference-risk-400-parent-missing",
+    ),
+    pytest.param(
+        "reference-need",
+        400,
+        error(
+            "error",
+            "Could not make prediction for revision 7 (pt). Reason: {'batchcomplete': True, "
+            "'query': {'badrevids': {'7': {'revid': 7, 'missing': True}}}}",
+        ),
+        ErrorType.NOT_FOUND,
+        "Could not make prediction for revision 7 (pt). Reason: {'batchcomplete': True, "
+        "'query': {'badrevids': {'7': {'revid': 7, 'missing': True}}}}",
+        id="reference-need-400-mediawiki-badrevids",
+    ),
+    pytest.param(
+        "reference-risk",
+        400,
+        error(
+            "error",
+            "Could not make prediction for revision 7 (pt). Reason: {'batchcomplete': True, "
+            "'query': {'pages': {'9': {'pageid': 9, 'revisions': [{'revid': 7, "
+            "'texthidden': True}]}}}}",
+        ),
+        ErrorType.DELETED,
+        "Could not make prediction for revision 7 (pt). Reason: {'batchcomplete': True, "
+        "'query': {'pages': {'9': {'pageid': 9, 'revisions': [{'revid': 7, "
+        "'texthidden': True}]}}}}",
+        id="reference-risk-400-mediawiki-texthidden",
     ),
     pytest.param(
         "revertrisk-language-agnostic",
@@ -305,9 +402,21 @@ FINAL = [
             "detail",
             "Could not make prediction for revision 7 (en). Reason: parent_revision_missing",
         ),
-        ErrorType.NOT_FOUND,
+        ErrorType.UNSCORABLE,
+        "parent revision missing: "
         "Could not make prediction for revision 7 (en). Reason: parent_revision_missing",
         id="revertrisk-422-parent-missing",
+    ),
+    pytest.param(
+        "revertrisk-language-agnostic",
+        422,
+        error(
+            "detail",
+            "Could not make prediction for revision 7 (en). Reason: revision_info_deleted",
+        ),
+        ErrorType.DELETED,
+        "Could not make prediction for revision 7 (en). Reason: revision_info_deleted",
+        id="revertrisk-422-revision-info-deleted",
     ),
     pytest.param(
         "revertrisk-language-agnostic",
@@ -342,10 +451,52 @@ FINAL = [
     pytest.param(
         "enwiki-damaging",
         400,
-        error("error", "Missing resource for rev-id 7: TextDeleted: Text deleted (revision.text)"),
+        error(
+            "error",
+            "Missing resource for rev-id 7: TextDeleted: Text deleted (datasource.revision.text)",
+        ),
         ErrorType.DELETED,
-        "Missing resource for rev-id 7: TextDeleted: Text deleted (revision.text)",
+        "Missing resource for rev-id 7: TextDeleted: Text deleted (datasource.revision.text)",
         id="revscoring-400-text-deleted",
+    ),
+    pytest.param(
+        "enwiki-damaging",
+        400,
+        error(
+            "error",
+            "Missing resource for rev-id 7: TextDeleted: Text deleted "
+            "(datasource.revision.parent.text)",
+        ),
+        ErrorType.UNSCORABLE,
+        "parent revision deleted: Missing resource for rev-id 7: TextDeleted: Text deleted "
+        "(datasource.revision.parent.text)",
+        id="revscoring-400-parent-text-deleted",
+    ),
+    pytest.param(
+        "enwiki-goodfaith",
+        400,
+        error(
+            "error",
+            "Missing resource for rev-id 7: RevisionNotFound: Could not find revision "
+            "({revision.parent}:6)",
+        ),
+        ErrorType.UNSCORABLE,
+        "parent revision 6 not found: Missing resource for rev-id 7: RevisionNotFound: "
+        "Could not find revision ({revision.parent}:6)",
+        id="revscoring-400-parent-not-found",
+    ),
+    pytest.param(
+        "wikidatawiki-itemquality",
+        400,
+        error(
+            "error",
+            "Unexpected content type for rev-id 7: UnexpectedContentType: Expected content of "
+            "type JSON, but the following can't be parsed (max 50 chars showed): {{Infobox",
+        ),
+        ErrorType.UNSCORABLE,
+        "Unexpected content type for rev-id 7: UnexpectedContentType: Expected content of "
+        "type JSON, but the following can't be parsed (max 50 chars showed): {{Infobox",
+        id="revscoring-400-unexpected-content-type",
     ),
     pytest.param(
         "enwiki-damaging",
@@ -471,6 +622,19 @@ TRANSIENT = [
         "contact the ML-Team if the issue persists.",
         id="revscoring-mw-api",
     ),
+    pytest.param(
+        "articlequality",
+        "[503] Fetching html failed for the article revision with id: 7. Reason: Service "
+        "Unavailable",
+        id="articlequality-upstream-503",
+    ),
+    pytest.param(
+        "articlequality",
+        "[429] Fetching html failed for the article revision with id: 7. Reason: Too Many "
+        "Requests",
+        id="articlequality-upstream-429",
+    ),
+    pytest.param("articlequality", "KeyError : 'ann'", id="articlequality-keyerror"),
 ]
 
 

@@ -7,6 +7,11 @@ waits, not just the one that was told. Terminal answers (a 500 that says the rev
 cannot be found among them) become scores; only 401 ends the run, unless a
 :class:`~lwbatch.oauth.TokenRefresher` can replace the token: then the request is sent
 once more with the new one.
+
+A batch that used up its retries on a 5xx while other batches of its (model, wiki)
+are answered is split in halves, one attempt per piece, down to the revision that
+fails it; a (model, wiki) that keeps failing the same way is given up on
+(lwbatch/engine/faults.py).
 """
 
 from __future__ import annotations
@@ -19,19 +24,14 @@ from dataclasses import dataclass, replace
 import anyio
 
 from lwbatch.config import RetryPolicy
+from lwbatch.engine.faults import Pair, ServerFaults
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
 from lwbatch.oauth import TokenRefresher
-from lwbatch.protocol.answers import (
-    all_failed,
-    classify_client_error,
-    classify_server_error,
-    error_message,
-    is_bearer_challenge,
-    parse_answer,
-)
+from lwbatch.protocol.answers import is_bearer_challenge, parse_answer
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.protocol.client import LiftWingClient, Reply, TransportFailure
+from lwbatch.protocol.failures import MAX_MESSAGE, all_failed, error_text, read_error
 from lwbatch.protocol.payloads import build_payload, parse_retry_after, read_retry_after
 from lwbatch.results import ErrorType, Revision, Score
 from lwbatch.seams import Limiter
@@ -54,6 +54,7 @@ class _Retry:
     detail: str | None = None
     # The limiter was paused (Retry-After): that wait holds this worker too.
     paused: bool = False
+    status: int | None = None  # the HTTP status of an answer, None without one
 
     def message(self, attempts: int) -> str:
         text = f"{self.cause} after {attempts} attempt(s)"
@@ -69,8 +70,8 @@ class _Tally:
 
     __slots__ = ("seconds", "sent")
 
-    def __init__(self) -> None:
-        self.sent = 0
+    def __init__(self, sent: int = 0) -> None:
+        self.sent = sent
         self.seconds: float | None = None
 
     def stamp(self, score: Score) -> Score:
@@ -119,6 +120,7 @@ class Dispatcher:
         self._unreachable = 0  # connection failures in a row before any answer
         self._unreachable_reason = ""
         self._drained = anyio.Event()
+        self.faults = ServerFaults(after=retry.server_fault_after, max_splits=retry.max_splits)
 
     def stop(self) -> None:
         """Send nothing more; requests already in flight may finish."""
@@ -133,13 +135,23 @@ class Dispatcher:
     async def send(self, spec: ModelSpec, revisions: Sequence[Revision]) -> list[Score]:
         """A score per revision, in their order; retries until each answer is final or
         the policy gives up. Rev_ids key the answer only inside this one request."""
+        tally = _Tally()
+        scores, failure = await self._try(spec, revisions, self._policy.max_attempts, tally)
+        if failure is not None:
+            return await self._after(spec, revisions, scores, failure, tally)
+        return scores
+
+    async def _try(
+        self, spec: ModelSpec, revisions: Sequence[Revision], attempts: int, tally: _Tally
+    ) -> tuple[list[Score], _Retry | None]:
+        """Scores for `revisions` within `attempts` transient failures; the last failure
+        too when they were used up."""
         rev_ids = [r.rev_id for r in revisions]
         # A job holds revisions of one wiki (batches are grouped by it).
         wiki = revisions[0].wiki.dbname
         payload = build_payload(spec, revisions)
         policy = self._policy
         transient = rate_limited = 0
-        tally = _Tally()
         while True:
             outcome = await self._attempt(spec, rev_ids, payload, wiki, tally)
             if outcome is _REFRESHED:
@@ -149,7 +161,7 @@ class Dispatcher:
                 for score in scores:
                     if score.error is ErrorType.UNSUPPORTED_WIKI:
                         self.unsupported.setdefault((spec.name, wiki), score.error_message or "")
-                return scores
+                return scores, None
             if outcome.error is ErrorType.RATE_LIMITED:
                 # No backoff of its own: the limiter's pause (Retry-After) already holds
                 # every worker, this one included.
@@ -157,14 +169,44 @@ class Dispatcher:
                 if rate_limited < policy.max_rate_limited:
                     continue
                 message = f"{outcome.cause} {rate_limited} times in a row"
-            else:
-                transient += 1
-                if transient < policy.max_attempts:
-                    if not outcome.paused:
-                        await self._sleep(self._backoff(transient))
-                    continue
-                message = outcome.message(transient)
-            return [tally.stamp(Score.failed(outcome.error, message))] * len(rev_ids)
+                return [tally.stamp(Score.failed(outcome.error, message))] * len(rev_ids), None
+            transient += 1
+            if transient < attempts:
+                if not outcome.paused:
+                    await self._sleep(self._backoff(transient))
+                continue
+            failed = Score.failed(outcome.error, outcome.message(transient)[:MAX_MESSAGE])
+            return [tally.stamp(failed)] * len(rev_ids), outcome
+
+    async def _after(
+        self,
+        spec: ModelSpec,
+        revisions: Sequence[Revision],
+        scores: list[Score],
+        failure: _Retry,
+        tally: _Tally,
+    ) -> list[Score]:
+        """A job whose retries were used up: split a batch to find the revision that
+        fails it, else count the failure towards giving up on its (model, wiki)."""
+        pair = (spec.name, revisions[0].wiki.dbname)
+        status = failure.status
+        if status is None or status < 500:
+            return scores
+        if len(revisions) > 1 and self.faults.may_split(pair):
+            half = len(revisions) // 2
+            found: list[Score] = []
+            for piece in (revisions[:half], revisions[half:]):
+                # One attempt per piece: the batch has had its retries.
+                piece_tally = _Tally(tally.sent)
+                piece_scores, piece_failure = await self._try(spec, piece, 1, piece_tally)
+                if piece_failure is not None:
+                    piece_scores = await self._after(
+                        spec, piece, piece_scores, piece_failure, piece_tally
+                    )
+                found.extend(piece_scores)
+            return found
+        self.faults.failed(pair, status, failure.detail or "", (r.rev_id for r in revisions))
+        return scores
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter (Brooker, "Exponential Backoff And
@@ -208,10 +250,14 @@ class Dispatcher:
     def _refused(self, spec: ModelSpec, rev_ids: list[int], wiki: str) -> dict[int, Score] | None:
         if spec.name in self.undeployed:
             return _undeployed(spec, rev_ids)
-        message = self.unsupported.get((spec.name, wiki))
+        pair: Pair = (spec.name, wiki)
+        message = self.unsupported.get(pair)
         if message is not None:
             said = message or f"{spec.name} answered that it does not serve {wiki}"
             return {r: Score.failed(ErrorType.UNSUPPORTED_WIKI, said) for r in rev_ids}
+        given_up = self.faults.given_up(pair)
+        if given_up is not None:
+            return dict.fromkeys(rev_ids, given_up)
         return None
 
     def _held_back(self, spec: ModelSpec, rev_ids: list[int], wiki: str) -> dict[int, Score] | None:
@@ -266,14 +312,13 @@ class Dispatcher:
         if self._on_latency is not None:
             self._on_latency(reply.latency)
         if 200 <= status < 300:
+            self.faults.answered((spec.name, wiki))
             return parse_answer(spec, rev_ids, reply.body)
         if status == 429:
             self._limiter.pause(
                 parse_retry_after(reply.retry_after, default=self._policy.default_retry_after)
             )
             return _RATE_LIMITED
-        if status >= 500:
-            return self._server_error(rev_ids, reply)
         if status == 401 and refresher is not None and refresher.may_refresh(generation):
             token = await refresher.refresh(generation)
             if token is not None:
@@ -294,32 +339,24 @@ class Dispatcher:
         if status == 404:
             self.undeployed.add(spec.name)
             return _undeployed(spec, rev_ids)
-        message = error_message(reply.body)
+        text = error_text(reply.body)
         if status < 400:  # 1xx/3xx: nothing a model server should answer
-            return {
-                r: Score.failed(ErrorType.BAD_RESPONSE, f"HTTP {status}: {message}")
-                for r in rev_ids
-            }
-        if (
-            status == 422
-            and (each := all_failed(reply.body)) is not None
-            and set(each) >= set(rev_ids)
-        ):
+            failed = Score.failed(ErrorType.BAD_RESPONSE, f"HTTP {status}: {text[:MAX_MESSAGE]}")
+            return dict.fromkeys(rev_ids, failed)
+        if status == 422 and (each := all_failed(text)) is not None and set(each) >= set(rev_ids):
             return each
-        error = classify_client_error(status, message)
-        return {rev_id: Score.failed(error, message) for rev_id in rev_ids}
-
-    def _server_error(self, rev_ids: list[int], reply: Reply) -> dict[int, Score] | _Retry:
-        """A 5xx: a final answer, or a retry (the limiter paused if a 503 said how long)."""
-        message = error_message(reply.body)
-        final = classify_server_error(reply.status, message)
+        final = read_error(status, text, rev_ids)
         if final is not None:
-            return {rev_id: Score.failed(final, message) for rev_id in rev_ids}
+            return dict.fromkeys(rev_ids, final)
+        return self._retry(reply, text)
+
+    def _retry(self, reply: Reply, text: str) -> _Retry:
+        """An answer worth another try (the limiter paused if a 503 said how long)."""
         cause = f"HTTP {reply.status}"
         if reply.status == 503 and (seconds := read_retry_after(reply.retry_after)) is not None:
             self._limiter.pause(seconds)
-            return _Retry(ErrorType.TRANSIENT_ERROR, cause, message, paused=True)
-        return _Retry(ErrorType.TRANSIENT_ERROR, cause, message)
+            return _Retry(ErrorType.TRANSIENT_ERROR, cause, text, paused=True, status=503)
+        return _Retry(ErrorType.TRANSIENT_ERROR, cause, text, status=reply.status)
 
 
 def _undeployed(spec: ModelSpec, rev_ids: list[int]) -> dict[int, Score]:

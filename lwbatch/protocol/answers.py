@@ -1,7 +1,7 @@
-"""Lift Wing answers -> :class:`Score` values.
+"""Lift Wing's 2xx answers -> :class:`Score` values.
 
-Every family's response shape is parsed here, and every error body that is a final
-answer is mapped to an :class:`ErrorType`. Nothing here does I/O.
+Every family's response shape is parsed here; what an error body means is
+lwbatch/protocol/failures.py's business. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -13,69 +13,10 @@ from typing import Any
 import orjson
 
 from lwbatch.protocol.catalog import ModelSpec
+from lwbatch.protocol.failures import MAX_MESSAGE, batch_item_score
 from lwbatch.results import ErrorType, Prediction, Score
 
 _BATCH_ERROR_REV = re.compile(r"revision (\d+)")
-_MAX_MESSAGE = 300
-
-# Each rule below matches the bodies of named model servers (inference-services),
-# quoted in its comment; a body no rule matches keeps its status's default meaning.
-
-# 500s: kserve turns an InferenceError into 500 {"error": ...}, so a revision that
-# cannot be fetched looks like an outage; retrying it only spends budget.
-_SERVER_NOT_FOUND = (
-    # revertrisk-wikidata, MediaWiki's answer has no `pages` (no such revision):
-    # "Error in preprocess for rev_id N. Reason: Failed to fetch revision content in
-    # _get_revision_content for rev_id N. Reason: 'pages'"
-    re.compile(
-        r"Failed to fetch revision content in _get_revision_content for rev_id \d+\. "
-        r"Reason: 'pages'$"
-    ),
-    # articlequality, the REST API answered 404:
-    # "Fetching html failed for the article revision with id: N. Reason: Not Found"
-    re.compile(r"^Fetching html failed for the article revision with id: \d+\. Reason: Not Found$"),
-)
-
-# 400s that are final for every revision of that (model, language).
-_UNSUPPORTED_LANG = (
-    # readability (and other servers' check_supported_wikis): "Unsupported lang: xx."
-    re.compile(r"^Unsupported lang: "),
-    # revertrisk: "lang 'xx' does not exist in the canonical Wikipedia language list."
-    re.compile(r"^lang '[^']*' does not exist in the canonical Wikipedia language list\.$"),
-)
-# revscoring 400: "The MW API does not have any info related to the rev-id provided as
-# input (N), ..." (badrevids: unknown revision or deleted page)
-_NO_INFO = "The MW API does not have any info related to the rev-id"
-# readability 400: "The necessary features cannot be obtained from the MediaWiki API.
-# This could be because the data does not exist or has been deleted."
-_NO_FEATURES = "The necessary features cannot be obtained from the MediaWiki API."
-# revscoring 400: "Missing resource for rev-id N: KIND: ..." (KIND: a revscoring
-# MissingResource class); any other kind is unscorable.
-_MISSING_RESOURCE = re.compile(r"^Missing resource for rev-id \d+: (\w+)")
-_MISSING_RESOURCE_KINDS = {
-    "TextDeleted": ErrorType.DELETED,
-    "CommentDeleted": ErrorType.DELETED,
-    "UserDeleted": ErrorType.DELETED,
-    "RevisionNotFound": ErrorType.NOT_FOUND,
-    "PageNotFound": ErrorType.NOT_FOUND,
-}
-# outlink-topic-model 400: "Cannot fetch revision N on xx.wikipedia.org: MediaWiki API
-# error 'CODE'." (other codes, e.g. invalidtitle, stay bad_request)
-_MW_API_ERROR = re.compile(r"^Cannot fetch revision \d+ on \S+: MediaWiki API error '(\w+)'\.$")
-_MW_API_CODES = {"nosuchrevid": ErrorType.NOT_FOUND, "permissiondenied": ErrorType.DELETED}
-# reference-need/risk (400), revertrisk (422, and each item of a batch's `errors`):
-# "Could not make prediction for revision N (xx). Reason: CODE"
-_NO_PREDICTION = re.compile(
-    r"^Could not make prediction for revision \d+ \([^)]*\)\. Reason: (\w+)$"
-)
-_MISSING_REVISION_CODES = frozenset({"revision_missing", "parent_revision_missing"})
-# revertrisk's batch server when every revision of a request fails (422, even for one):
-# "Could not make prediction for revisions dict_keys([(N, 'xx'), ...]). Reason: ['CODE', ...]"
-_ALL_FAILED = re.compile(
-    r"^Could not make prediction for revisions dict_keys\(\[(.*)\]\)\. Reason: \[(.*)\]$"
-)
-_ALL_FAILED_REVISION = re.compile(r"\((\d+), '[^']*'\)")
-_ALL_FAILED_CODE = re.compile(r"'(\w+)'")
 # RFC 9110 11.6.1: challenges are comma-separated, each starting with its scheme.
 _BEARER_CHALLENGE = re.compile(r"(?:^|,)\s*Bearer(?:\s|,|$)", re.IGNORECASE)
 
@@ -84,82 +25,9 @@ class BadAnswer(Exception):
     """A 2xx body that is not the model's answer shape (internal to this module)."""
 
 
-def error_message(body: bytes) -> str:
-    """The human message of an error body: its `error` or `detail`, else its text."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode("utf-8", "replace").strip()[:_MAX_MESSAGE]
-    if isinstance(data, dict):
-        for key in ("error", "detail", "httpReason", "message"):
-            value = data.get(key)
-            if value:
-                text = value if isinstance(value, str) else orjson.dumps(value).decode()
-                return text[:_MAX_MESSAGE]
-    return orjson.dumps(data).decode()[:_MAX_MESSAGE]
-
-
-def classify_server_error(status: int, message: str) -> ErrorType | None:
-    """A 5xx that is a final answer -> its error type; None: transient, retry it."""
-    if status == 500 and any(rule.search(message) for rule in _SERVER_NOT_FOUND):
-        return ErrorType.NOT_FOUND
-    return None
-
-
-def classify_client_error(status: int, message: str) -> ErrorType:
-    """Terminal 4xx (not 401/404/429, which the dispatcher handles) -> error type."""
-    if status == 422:
-        return _missing_revision(message) or ErrorType.UNSCORABLE
-    if status != 400:
-        return ErrorType.BAD_REQUEST
-    if any(rule.search(message) for rule in _UNSUPPORTED_LANG):
-        return ErrorType.UNSUPPORTED_WIKI
-    if message.startswith((_NO_INFO, _NO_FEATURES)):
-        return ErrorType.NOT_FOUND
-    if match := _MISSING_RESOURCE.match(message):
-        return _MISSING_RESOURCE_KINDS.get(match[1], ErrorType.UNSCORABLE)
-    if (match := _MW_API_ERROR.match(message)) and match[1] in _MW_API_CODES:
-        return _MW_API_CODES[match[1]]
-    return _missing_revision(message) or ErrorType.BAD_REQUEST
-
-
-def all_failed(body: bytes) -> dict[int, Score] | None:
-    """A score per revision of a batch server's "every revision failed" 422, read from
-    the whole body (the message is longer than the one a score keeps), or None."""
-    message = _full_message(body)
-    match = _ALL_FAILED.match(message) if message else None
-    if match is None:
-        return None
-    revisions = [int(rev) for rev in _ALL_FAILED_REVISION.findall(match[1])]
-    codes = _ALL_FAILED_CODE.findall(match[2])
-    if not revisions or len(revisions) != len(codes):
-        return None
-    return {
-        rev: Score.failed(
-            ErrorType.NOT_FOUND if code in _MISSING_REVISION_CODES else ErrorType.UNSCORABLE,
-            f"Could not make prediction for revision {rev}. Reason: {code}",
-        )
-        for rev, code in zip(revisions, codes, strict=True)
-    }
-
-
-def _full_message(body: bytes) -> str | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    detail = data.get("detail") if isinstance(data, dict) else None
-    return detail if isinstance(detail, str) else None
-
-
 def is_bearer_challenge(www_authenticate: str | None) -> bool:
     """Whether a WWW-Authenticate header asks for a bearer token."""
     return www_authenticate is not None and bool(_BEARER_CHALLENGE.search(www_authenticate))
-
-
-def _missing_revision(message: str) -> ErrorType | None:
-    match = _NO_PREDICTION.match(message)
-    return ErrorType.NOT_FOUND if match and match[1] in _MISSING_REVISION_CODES else None
 
 
 def parse_answer(spec: ModelSpec, rev_ids: Sequence[int], body: bytes) -> dict[int, Score]:
@@ -179,21 +47,25 @@ def parse_answer(spec: ModelSpec, rev_ids: Sequence[int], body: bytes) -> dict[i
 def _describe(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"missing key {exc}"
-    return str(exc)[:_MAX_MESSAGE]
+    return str(exc)[:MAX_MESSAGE]
 
 
 def _parse_batch(
     spec: ModelSpec, rev_ids: Sequence[int], data: Mapping[str, Any]
 ) -> dict[int, Score]:
     found: dict[int, Score] = {}
+    failures = list(data.get("errors") or ())
     for item in data["predictions"]:
+        if isinstance(item, str):
+            # An older batch server (207) put its error strings among the predictions.
+            failures.append(item)
+            continue
         rev_id = int(item["revision_id"])
         found[rev_id] = _parse_one(spec, rev_id, item)
-    for message in data.get("errors") or ():
+    for message in failures:
         match = _BATCH_ERROR_REV.search(str(message))
         if match:
-            error = _missing_revision(str(message)) or ErrorType.UNSCORABLE
-            found.setdefault(int(match.group(1)), Score.failed(error, str(message)))
+            found.setdefault(int(match.group(1)), batch_item_score(str(message)))
     missing = Score.failed(
         ErrorType.BAD_RESPONSE, f"{spec.name} left this revision out of its batch answer"
     )
