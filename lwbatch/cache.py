@@ -3,8 +3,9 @@
 SQLite because several lwbatch processes (and readers such as `lwbatch cache stats`)
 may share one cache: WAL lets readers go on while one writer commits, a committed
 answer survives a crash of the process, and a keyed lookup costs microseconds. Only
-final answers are kept (scores, not_found, deleted), keyed by (model, model version,
-wiki, rev_id). Each model has one trusted version: the one its latest fresh answer
+final answers are kept, keyed by (model, model version, wiki, rev_id): scores and
+`unscorable` under the version that gave them, `not_found` and `deleted` (facts about
+the revision) under none. Each model has one trusted version: the one its latest fresh answer
 carried, kept in the file so that every process sharing it agrees. When Lift Wing
 serves a new version, the first fresh answer that says so makes the older entries of
 that model (only) untrusted.
@@ -49,7 +50,10 @@ def _used(model: str) -> str:
 
 
 # Answers that do not change on asking again; anything else is asked again next time.
+# These are facts about the revision, kept whichever version said them.
 FINAL_ERRORS = frozenset({ErrorType.NOT_FOUND, ErrorType.DELETED})
+# Final for a model version: another version may score the revision.
+VERSIONED_ERRORS = frozenset({ErrorType.UNSCORABLE})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -207,7 +211,8 @@ class SqliteScoreCache:
         kept = [
             (wiki, rev_id, score)
             for wiki, rev_id, score in answers
-            if score.error is None or score.error in FINAL_ERRORS
+            if score.cacheable
+            and (score.error is None or score.error in FINAL_ERRORS | VERSIONED_ERRORS)
         ]
         if not kept:
             return
@@ -231,6 +236,8 @@ class SqliteScoreCache:
                     [
                         _row(model, trusted, wiki, rev_id, score, now)
                         for wiki, rev_id, score in kept
+                        # Before any answer named a version, there is none to keep it under.
+                        if trusted or score.error not in VERSIONED_ERRORS
                     ],
                 )
         except sqlite3.DatabaseError as exc:
@@ -332,9 +339,14 @@ class SqliteScoreCache:
 def _row(
     model: str, trusted: str, wiki: str, rev_id: int, score: Score, now: float
 ) -> tuple[Any, ...]:
-    # A final error is a fact about the revision, whichever version said it: kept under
-    # no version, it stays in use when the model's version changes.
-    version = "" if score.error is not None else score.model_version or trusted
+    # A fact about the revision, whichever version said it, is kept under no version: it
+    # stays in use when the model's version changes. The rest, under the version.
+    if score.error in FINAL_ERRORS:
+        version = ""
+    elif score.error is not None:
+        version = trusted
+    else:
+        version = score.model_version or trusted
     return (
         model,
         version,
@@ -415,4 +427,11 @@ def open_cache(cache: Path | str | None) -> SqliteScoreCache | None:
     return None if cache is None else SqliteScoreCache(cache)
 
 
-__all__ = ["EXPORT_SCHEMA", "FINAL_ERRORS", "ModelEntries", "SqliteScoreCache", "open_cache"]
+__all__ = [
+    "EXPORT_SCHEMA",
+    "FINAL_ERRORS",
+    "VERSIONED_ERRORS",
+    "ModelEntries",
+    "SqliteScoreCache",
+    "open_cache",
+]

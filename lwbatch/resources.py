@@ -26,6 +26,14 @@ def wikis_path() -> Path:
     return _package() / "data" / "wikis.tsv"
 
 
+def coverage_path(name: str) -> Path:
+    """One model server's list of the wikis it scores (lwbatch/protocol/coverage.py)."""
+    path = _package() / "data" / "coverage" / f"{name}.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no coverage list {name!r} in the lwbatch installation")
+    return path
+
+
 def sample_path() -> Path:
     """The demo's sample input (enwiki/dewiki/frwiki rev_ids, duplicates, unknown ids)."""
     return _package() / "data" / SAMPLE_NAME

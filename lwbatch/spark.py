@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -40,7 +40,7 @@ from lwbatch.errors import UsageError, primary_error
 from lwbatch.io.rows import RowBuffer, output_schema
 from lwbatch.io.sources import PAGE_ID_COLUMN, RowReader
 from lwbatch.keys import KeyLayout
-from lwbatch.protocol.catalog import default_catalog
+from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.tokens import choose_budget
 from lwbatch.wikis import Wiki, wikipedia, wikis
 
@@ -68,6 +68,7 @@ def score(
     timeout: float = DEFAULT_TIMEOUT,
     verify: bool = True,
     counters: Counters | None = None,
+    catalog: Catalog | None = None,
 ) -> DataFrame:
     """`df` scored with `models`: the key columns, then one struct column per model,
     exactly the Parquet layout of `lwbatch score`.
@@ -81,7 +82,8 @@ def score(
     requested once. Rows are keyed by (wiki, rev_id) when `wiki_col` (database names)
     or `lang_col` (language codes) is given, else by rev_id. Write or persist the
     result once: each evaluation scores again. `counters` (:func:`counters`) add up
-    what the tasks did, once an action ran.
+    what the tasks did, once an action ran. `catalog`: another model catalogue, e.g.
+    ``default_catalog().without_coverage()`` to send wikis outside a model's own list.
     """
     if rate is not None and tier is not None:
         raise UsageError("give `rate` or `tier`, not both")
@@ -102,7 +104,8 @@ def score(
             "spark.speculation is true: a speculative copy of a task scores its partition "
             "again, paying every request twice; set spark.speculation=false for this job"
         )
-    specs = default_catalog().resolve_all(models)
+    catalog = catalog or default_catalog()
+    specs = catalog.resolve_all(models)
     budget = (
         rate
         if isinstance(rate, Budget)
@@ -160,6 +163,7 @@ def score(
         lang=lang,
         page_id=keep_page,
         counters=counters,
+        catalog=catalog,
     )
     return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, layout)))
 
@@ -224,6 +228,7 @@ class _Task:
     lang: str
     page_id: bool
     counters: Counters | None
+    catalog: Catalog = field(default_factory=default_catalog)
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         context = TaskContext.get()
@@ -310,6 +315,7 @@ class _Task:
             timeout=self.timeout,
             verify=self.verify,
             lang=self.lang,
+            catalog=self.catalog,
         )
         buffer = RowBuffer(scorer.specs, KeyLayout(self.wiki_source))
 

@@ -229,6 +229,39 @@ def test_batch_errors_are_labelled_by_their_code() -> None:
             "Could not make prediction for revision 3 (en). Reason: other_reason",
         ),
     }
+    # A sentence of another shape that names the revision is kept as it is.
+    answer = {"predictions": [], "errors": ["revision 4 could not be scored"]}
+    scores = parse_answer(spec("revertrisk-language-agnostic"), [4], body(answer))
+    assert scores == {4: Score.failed(ErrorType.UNSCORABLE, "revision 4 could not be scored")}
+
+
+def test_error_strings_among_the_predictions_of_an_older_server() -> None:
+    # An older batch server answered 207 with its error strings inside `predictions`.
+    answer = {
+        "predictions": [
+            {
+                "model_name": "revertrisk-language-agnostic",
+                "model_version": "3",
+                "wiki_db": "enwiki",
+                "revision_id": 1,
+                "output": {"prediction": True, "probabilities": {"true": 0.9, "false": 0.1}},
+            },
+            "Could not make prediction for revision 2 (en). Reason: revision_missing",
+            "Could not make prediction for revision 3 (en). Reason: revision_info_deleted",
+        ]
+    }
+    scores = parse_answer(spec("revertrisk-language-agnostic"), [1, 2, 3], body(answer))
+    assert scores == {
+        1: Score(prediction=True, probability={"true": 0.9, "false": 0.1}, model_version="3"),
+        2: Score.failed(
+            ErrorType.NOT_FOUND,
+            "Could not make prediction for revision 2 (en). Reason: revision_missing",
+        ),
+        3: Score.failed(
+            ErrorType.DELETED,
+            "Could not make prediction for revision 3 (en). Reason: revision_info_deleted",
+        ),
+    }
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,9 @@ def test_only_final_answers_are_kept(tmp_path: Path) -> None:
             ("enwiki", 4, Score.failed(ErrorType.TRANSIENT_ERROR, "503 after 5 attempts")),
             ("enwiki", 5, Score.failed(ErrorType.RATE_LIMITED, "429")),
             ("enwiki", 6, Score.failed(ErrorType.UNSCORABLE, "422")),
+            ("enwiki", 7, Score.failed(ErrorType.SERVER_ERROR, "500 KeyError for 3 in a row")),
+            ("enwiki", 8, Score.failed(ErrorType.UNSCORABLE, "'user'", cacheable=False)),
+            ("enwiki", 9, Score.failed(ErrorType.BAD_REQUEST, "400")),
         ],
     )
     assert cache.get("enwiki-damaging", "enwiki", 1) == scored(0.7, "0.5.1")
@@ -103,7 +106,10 @@ def test_only_final_answers_are_kept(tmp_path: Path) -> None:
         error=ErrorType.NOT_FOUND, error_message="RevisionNotFound: 2"
     )
     assert cache.get("enwiki-damaging", "enwiki", 3) is not None
-    assert [cache.get("enwiki-damaging", "enwiki", r) for r in (4, 5, 6)] == [None] * 3
+    assert cache.get("enwiki-damaging", "enwiki", 6) == Score(
+        error=ErrorType.UNSCORABLE, error_message="422"
+    )
+    assert [cache.get("enwiki-damaging", "enwiki", r) for r in (4, 5, 7, 8, 9)] == [None] * 5
     assert cache.get("enwiki-damaging", "dewiki", 1) is None  # keyed by wiki too
     cache.close()
 
@@ -181,6 +187,23 @@ def test_final_errors_stay_in_use_across_versions_and_before_the_first_one(
     ]
     assert cache.prune() == 2
     assert sum(b.num_rows for b in cache.export()) == 4
+    cache.close()
+
+
+def test_unscorable_is_kept_under_the_version_that_said_it(tmp_path: Path) -> None:
+    cache = SqliteScoreCache(tmp_path / "c.db")
+    unscorable = Score.failed(ErrorType.UNSCORABLE, "Unexpected content type for rev-id 1")
+    # No version is known yet: nothing to keep it under.
+    cache.put("enwiki-damaging", [("enwiki", 1, unscorable)])
+    assert cache.get("enwiki-damaging", "enwiki", 1) is None
+    cache.put("enwiki-damaging", [("enwiki", 2, scored(0.3, "0.5.1")), ("enwiki", 1, unscorable)])
+    assert cache.get("enwiki-damaging", "enwiki", 1) == unscorable
+    # Another version may score it: the first answer of 0.6.0 retires it with the scores.
+    cache.put("enwiki-damaging", [("enwiki", 3, scored(0.8, "0.6.0"))])
+    assert cache.get("enwiki-damaging", "enwiki", 1) is None
+    assert [(e.model, e.version, e.trusted, e.stale) for e in cache.models()] == [
+        ("enwiki-damaging", "0.6.0", 1, 2)
+    ]
     cache.close()
 
 

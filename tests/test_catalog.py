@@ -181,15 +181,45 @@ def test_lwbatch_models_lists_every_family(capsys: pytest.CaptureFixture[str]) -
         "prediction": "bool",
         "probability": True,
         "experimental": False,
+        "coverage": None,
     }
     assert by_names["revertrisk-language-agnostic"]["batch"] == 20
+    assert by_names["articlequality"]["coverage"] == {
+        "name": "articlequality",
+        "count": 333,
+        "repo": "wikimedia/machinelearning-liftwing-inference-services",
+        "path": "src/models/articlequality/data/feature_values.tsv",
+        "commit": "67a4ca9725209ee4077511f73261bb059a493ea7",
+        "date": "2024-08-01",
+    }
+    assert by_names["revertrisk-multilingual"]["coverage"]["count"] == 342
     assert by_names["outlink-topic-model"]["payload"] == ["lang", "page_id", "revision_id"]
     assert main(["models"]) == 0
     text = capsys.readouterr().out
-    assert text.splitlines()[0].split() == ["names", "payload", "batch", "prediction"]
-    assert "revertrisk-language-agnostic      rev_id, lang                    20  bool" in text
+    assert text.splitlines()[0].split() == ["names", "payload", "batch", "prediction", "wikis"]
+    assert (
+        "revertrisk-language-agnostic      rev_id, lang                    20  bool        "
+        "342 listed" in text
+    )
+    assert "src/models/articlequality/data/feature_values.tsv at 67a4ca972520 (2024-08-01)" in text
     assert main(["score", "x.parquet", "-o", "y.parquet", "-m", "enwiki-damageing"]) == 2
     assert capsys.readouterr().err.endswith("; `lwbatch models` lists them\n")
+
+
+def test_lwbatch_models_name_lists_its_wikis(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from lwbatch.cli import main
+
+    assert main(["models", "articlequality", "--json"]) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    wikis_listed = row["coverage"]["wikis"]
+    assert len(wikis_listed) == 333 and "enwiki" in wikis_listed and "annwiki" not in wikis_listed
+    assert main(["models", "revertrisk-language-agnostic"]) == 0
+    text = capsys.readouterr().out
+    assert "abwiki acewiki" in text and " bolwiki " not in text
+    assert "8e5412476a2b (2025-07-23)" in text
+    assert main(["models", "enwiki-damageing"]) == 2
 
 
 def test_model_lists_split_on_commas_and_dedupe() -> None:

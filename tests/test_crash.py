@@ -90,7 +90,11 @@ def read_until(proc: subprocess.Popen[str], text: str) -> str:
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
-    return sorted(pq.read_table(path).to_pylist(), key=lambda r: (r["rev_id"] is None, r["rev_id"]))
+    # The input repeats rev_ids across wikis: sort by the whole key, (lang, rev_id).
+    return sorted(
+        pq.read_table(path).to_pylist(),
+        key=lambda r: (r["rev_id"] is None, r["rev_id"] or 0, r.get("lang") or ""),
+    )
 
 
 def emulator_key(model: str, lang: str, rev_id: int) -> tuple[str, str, int]:

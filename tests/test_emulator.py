@@ -12,7 +12,13 @@ import pytest
 from lwbatch.config import Rate
 from lwbatch.errors import UsageError
 from lwbatch.testing.answers import unit
-from lwbatch.testing.emulator import EmulatorConfig, Latency, parse_unsupported, spawned
+from lwbatch.testing.emulator import (
+    EmulatorConfig,
+    Latency,
+    parse_problems,
+    parse_unsupported,
+    spawned,
+)
 from tests.conftest import EmulatorFactory, emulated_p_true, emulated_unit
 
 
@@ -505,7 +511,7 @@ PER_WIKI: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("reference-need", "yue", "zh_yuewiki", "yuewiki", ("reference_need_score",)),
     ("reference-need", "zh-yue", "zh_yuewiki", "zh-yuewiki", ("reference_need_score",)),
     ("reference-risk", "be-x-old", "be_x_oldwiki", "be-x-oldwiki", ("reference_risk_score",)),
-    ("articlequality", "zh-yue", "zh_yuewiki", "zh-yuewiki", ("score",)),
+    ("articlequality", "de", "dewiki", "dewiki", ("score",)),
     ("readability", "de", "dewiki", "dewiki", ("output", "score")),
 ]
 
@@ -598,6 +604,8 @@ def test_answers_are_counted_per_model_wiki_and_revision(emulator: EmulatorFacto
         post(base_url, "enwiki-damaging", {"rev_id": 5})
         post(base_url, "enwiki-damaging", {"rev_id": MISSING})  # final: counted
         post(base_url, "revertrisk-wikidata", {"rev_id": 5})
+        post(base_url, "articlequality", {"rev_id": 5, "lang": "fr"})
+        # 500 KeyError: zh_yuewiki is in the feature table as zh_yue, not zh-yue.
         post(base_url, "articlequality", {"rev_id": 5, "lang": "zh-yue"})
         post(base_url, rr, {"rev_id": 5, "lang": "enwiki"})  # refused before any revision
         post(base_url, "readability", {"rev_id": 5, "lang": "vo"})  # likewise
@@ -609,7 +617,7 @@ def test_answers_are_counted_per_model_wiki_and_revision(emulator: EmulatorFacto
         ("enwiki-damaging", "enwiki", 5): 1,
         ("enwiki-damaging", "enwiki", MISSING): 1,
         ("revertrisk-wikidata", "wikidatawiki", 5): 1,
-        ("articlequality", "zh_yuewiki", 5): 1,
+        ("articlequality", "frwiki", 5): 1,
     }
     assert (stats["pairs_answered"], stats["pairs_answered_twice"]) == (7, 1)
 
@@ -831,9 +839,28 @@ MISSING_ANSWERS: list[tuple[str, str, dict[str, Any], str, int, dict[str, Any]]]
         "enwiki",
         500,
         {
-            "error": f"Fetching html failed for the article revision with id: {GONE}. "
+            "error": f"[404] Fetching html failed for the article revision with id: {GONE}. "
             "Reason: Not Found"
         },
+    ),
+    (
+        "articlequality",
+        "deleted",
+        {"rev_id": 55, "lang": "en"},
+        "enwiki",
+        500,
+        {
+            "error": "[403] Fetching html failed for the article revision with id: 55. "
+            "Reason: Forbidden"
+        },
+    ),
+    (
+        "revertrisk-multilingual",
+        "deleted",
+        {"rev_id": 55, "lang": "en"},
+        "enwiki",
+        422,
+        {"detail": "Could not make prediction for revision 55 (en). Reason: revision_info_deleted"},
     ),
     (
         "readability",
@@ -852,15 +879,23 @@ MISSING_ANSWERS: list[tuple[str, str, dict[str, Any], str, int, dict[str, Any]]]
         {"rev_id": GONE, "lang": "pt"},
         "ptwiki",
         400,
-        {"error": f"Could not make prediction for revision {GONE} (pt). Reason: revision_missing"},
+        {
+            "error": f"Could not make prediction for revision {GONE} (pt). Reason: "
+            f"{{'batchcomplete': True, 'query': {{'badrevids': {{'{GONE}': {{'revid': {GONE}, "
+            "'missing': True}}}}"
+        },
     ),
     (
         "reference-risk",
-        "missing",
-        {"rev_id": GONE, "lang": "pt"},
+        "deleted",
+        {"rev_id": 55, "lang": "pt"},
         "ptwiki",
         400,
-        {"error": f"Could not make prediction for revision {GONE} (pt). Reason: revision_missing"},
+        {
+            "error": "Could not make prediction for revision 55 (pt). Reason: "
+            "{'batchcomplete': True, 'query': {'pages': {'9': {'pageid': 9, 'revisions': "
+            "[{'revid': 55, 'texthidden': True}]}}}}"
+        },
     ),
     (
         "outlink-topic-model",
@@ -892,7 +927,7 @@ MISSING_ANSWERS: list[tuple[str, str, dict[str, Any], str, int, dict[str, Any]]]
         400,
         {
             "error": "Missing resource for rev-id 55: TextDeleted: "
-            "Text deleted (the revision text was suppressed)"
+            "Text deleted (datasource.revision.text)"
         },
     ),
     (
@@ -1033,3 +1068,202 @@ def test_emulate_takes_unsupported_languages_and_503_pacing() -> None:
     assert (refused.status_code, refused.json()) == (400, {"error": "Unsupported lang: de."})
     unavailable = [r for r in faults if r.status_code == 503]
     assert unavailable and all(r.headers["retry-after"] == "9" for r in unavailable)
+
+
+# -- revisions with other problems (the servers' newest answers) --------------------------
+FETCH_FAILURE = (
+    "An error happened while fetching info for revision from the MediaWiki API, please "
+    "contact the ML-Team if the issue persists."
+)
+# (model, problem of revision 55, payload, status, body, a final answer?)
+PROBLEM_ANSWERS: list[tuple[str, str, dict[str, Any], int, dict[str, Any], bool]] = [
+    (
+        "enwiki-damaging",
+        "parent_missing",
+        {"rev_id": 55},
+        400,
+        {
+            "error": "Missing resource for rev-id 55: RevisionNotFound: Could not find revision "
+            "({revision.parent}:54)"
+        },
+        True,
+    ),
+    (
+        "enwiki-goodfaith",
+        "hidden_user",
+        {"rev_id": 55},
+        400,
+        {"error": "Missing resource for rev-id 55: UserDeleted: User deleted ({revision.user})"},
+        True,
+    ),
+    (
+        "wikidatawiki-itemquality",
+        "not_wikitext",
+        {"rev_id": 55},
+        400,
+        {
+            "error": "Unexpected content type for rev-id 55: UnexpectedContentType: Expected "
+            "content of type JSON, but the following can't be parsed (max 50 chars showed): "
+            "{{Infobox person"
+        },
+        True,
+    ),
+    (
+        "enwiki-damaging",
+        "generic",
+        {"rev_id": 55},
+        400,
+        {
+            "error": "Generic error while extracting features for rev-id 55: "
+            "ConnectionResetError: [Errno 104] Connection reset by peer"
+        },
+        False,
+    ),
+    (
+        "revertrisk-multilingual",
+        "parent_missing",
+        {"rev_id": 55, "lang": "en"},
+        422,
+        {
+            "detail": "Could not make prediction for revision 55 (en). "
+            "Reason: parent_revision_missing"
+        },
+        True,
+    ),
+    (
+        "revertrisk-multilingual",
+        "poison",
+        {"rev_id": 55, "lang": "en"},
+        500,
+        {"error": FETCH_FAILURE},
+        False,
+    ),
+    (
+        "revertrisk-wikidata",
+        "parent_missing",
+        {"rev_id": 55},
+        500,
+        {
+            "error": "Error in preprocess for rev_id 55. Reason: Failed to fetch revision content "
+            "in _get_revision_content for rev_id 54. Reason: 'pages'"
+        },
+        True,
+    ),
+    (
+        "revertrisk-wikidata",
+        "hidden_user",
+        {"rev_id": 55},
+        500,
+        {
+            "error": "Error in preprocess for rev_id 55. Reason: Failed to fetch metadata features "
+            "in _fetch_metadata_features for rev_id 55. Reason: 'user'"
+        },
+        True,
+    ),
+    (
+        "articlequality",
+        "empty",
+        {"rev_id": 55, "lang": "en"},
+        500,
+        {"error": "Article with language en and revid 55 has errors when preprocessing"},
+        True,
+    ),
+    (
+        "reference-need",
+        "parent_missing",
+        {"rev_id": 55, "lang": "pt"},
+        400,
+        {
+            "error": "Could not make prediction for revision 55 (pt). Reason: {'batchcomplete': "
+            "True, 'query': {'badrevids': {'54': {'revid': 54, 'missing': True}}}}"
+        },
+        True,
+    ),
+    # Servers that do not notice a problem score the revision.
+    ("readability", "parent_missing", {"rev_id": 55, "lang": "en"}, 200, {}, True),
+    ("enwiki-damaging", "empty", {"rev_id": 55}, 200, {}, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "problem", "payload", "status", "body", "final"),
+    PROBLEM_ANSWERS,
+    ids=[f"{c[0]}-{c[1]}" for c in PROBLEM_ANSWERS],
+)
+def test_problems_are_answered_as_each_server_does(
+    emulator: EmulatorFactory,
+    model: str,
+    problem: str,
+    payload: dict[str, Any],
+    status: int,
+    body: dict[str, Any],
+    final: bool,
+) -> None:
+    with emulator(problems={55: problem}) as (emu, base_url):
+        response = post(base_url, model, payload)
+    assert response.status_code == status
+    if status != 200:
+        assert response.json() == body
+    assert len(emu.stats.answered) == (1 if final else 0)
+
+
+def test_a_poison_revision_fails_its_whole_batch(emulator: EmulatorFactory) -> None:
+    rr = "revertrisk-language-agnostic"
+    batch = {"instances": [{"rev_id": r, "lang": "en"} for r in (1, 2, 55, 3)]}
+    with emulator(problems={55: "poison", 2: "deleted", 3: "parent_missing"}) as (emu, url):
+        poisoned = post(url, rr, batch)
+        assert (poisoned.status_code, poisoned.json()) == (500, {"error": FETCH_FAILURE})
+        assert not emu.stats.answered
+        batch["instances"].pop(2)
+        answered = post(url, rr, batch).json()
+    assert [p["revision_id"] for p in answered["predictions"]] == [1]
+    assert answered["errors"] == [
+        "Could not make prediction for revision 2 (en). Reason: revision_info_deleted",
+        "Could not make prediction for revision 3 (en). Reason: parent_revision_missing",
+    ]
+
+
+def test_articlequality_answers_keyerror_for_a_wiki_outside_its_feature_table(
+    emulator: EmulatorFactory,
+) -> None:
+    # annwiki and bolwiki are open Wikipedias its feature table lacks; zh_yuewiki is in
+    # it as "zh_yue", while the host it fetches, and so the key it reads, is "zh-yue".
+    with emulator() as (emu, base_url):
+        for lang in ("ann", "bol", "zh-yue"):
+            response = post(base_url, "articlequality", {"rev_id": 1, "lang": lang})
+            assert (response.status_code, response.json()) == (
+                500,
+                {"error": f"KeyError : '{lang}'"},
+            )
+        assert not emu.stats.answered
+        assert post(base_url, "articlequality", {"rev_id": 1, "lang": "ab"}).status_code == 200
+
+
+def test_revertrisk_refuses_wikipedias_newer_than_its_list(emulator: EmulatorFactory) -> None:
+    # lwbatch's wiki list knows bolwiki; revertrisk's own copy (July 2025) does not.
+    with emulator() as (_, base_url):
+        response = post(base_url, "revertrisk-multilingual", {"rev_id": 1, "lang": "bol"})
+        assert (response.status_code, response.json()) == (
+            400,
+            {"detail": "lang 'bol' does not exist in the canonical Wikipedia language list."},
+        )
+        closed = post(base_url, "revertrisk-multilingual", {"rev_id": 1, "lang": "aa"})
+        assert closed.status_code == 400
+
+
+def test_a_model_of_a_wiki_that_does_not_exist_is_not_found(emulator: EmulatorFactory) -> None:
+    with emulator() as (emu, base_url):
+        response = post(base_url, "xxwiki-damaging", {"rev_id": 1})
+        assert (response.status_code, response.json()) == (
+            404,
+            {"httpCode": 404, "httpReason": "Not Found"},
+        )
+        assert post(base_url, "eswikibooks-damaging", {"rev_id": 1}).status_code == 200
+    assert dict(emu.stats.by_status) == {"404": 1, "200": 1}
+
+
+def test_problem_options_are_checked() -> None:
+    assert parse_problems(["poison:1,2", "deleted:3"]) == {1: "poison", 2: "poison", 3: "deleted"}
+    for bad in ("poison", "rotten:1", "poison:x", "poison:"):
+        with pytest.raises(UsageError, match="`problem`"):
+            parse_problems([bad])

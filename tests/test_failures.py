@@ -190,6 +190,7 @@ def kind(status: int, message: str, asked: tuple[int, ...] = (123,)) -> ErrorTyp
         (500, "[429] Fetching html failed for the article revision with id: 1. Reason: Too", None),
         (500, "[503] Fetching html failed for the article revision with id: 1. Reason: Svc", None),
         (500, "[502] Fetching html failed for the article revision with id: 1. Reason: Bad", None),
+        (500, "[500] Fetching html failed for the article revision with id: 1. Reason: Int", None),
         # ... and without it (older images)
         (
             500,
@@ -272,6 +273,15 @@ def test_each_rule(status: int, message: str, error: ErrorType | None) -> None:
             "parent revision 6 not found: Error in preprocess for rev_id 7. Reason: Failed to "
             "fetch revision content in _get_revision_content for rev_id 6. Reason: 'pages'",
         ),
+        # Without the server's own "rev_id N" the request's revisions tell.
+        (
+            500,
+            "Failed to fetch revision content in _get_revision_content for rev_id 6. "
+            "Reason: 'pages'",
+            (7,),
+            "parent revision 6 not found: Failed to fetch revision content in "
+            "_get_revision_content for rev_id 6. Reason: 'pages'",
+        ),
         (
             422,
             "Could not make prediction for revision 7 (en). Reason: parent_revision_missing",
@@ -294,6 +304,11 @@ def test_answers_about_the_parent_are_unscorable_not_the_revisions_own(
     status: int, message: str, asked: tuple[int, ...], expected: str
 ) -> None:
     assert read_error(status, message, asked) == Score.failed(ErrorType.UNSCORABLE, expected)
+
+
+def test_a_fetch_failure_named_for_the_revision_asked_is_not_found() -> None:
+    text = "Failed to fetch revision content in _get_revision_content for rev_id 6. Reason: 'pages'"
+    assert read_error(500, text, (6,)) == Score.failed(NOT_FOUND, text)
 
 
 def test_a_guess_is_final_for_the_run_but_never_cached() -> None:
@@ -333,6 +348,14 @@ def test_every_revision_failed_gets_each_code_read() -> None:
         4: Score.failed(UNSCORABLE, "Could not make prediction for revision 4. Reason: unexpected"),
     }
     assert all_failed("Could not make prediction for revisions dict_keys([(1, 'en')]).") is None
+    # A reason per revision, or the body is not read.
+    assert (
+        all_failed(
+            "Could not make prediction for revisions dict_keys([(1, 'en'), (2, 'en')]). "
+            "Reason: ['revision_missing']"
+        )
+        is None
+    )
 
 
 def test_a_long_message_is_read_whole_and_kept_short() -> None:
@@ -355,3 +378,7 @@ def test_error_message_reads_error_detail_or_text() -> None:
     assert error_message(orjson.dumps({"detail": "nope"})) == "nope"
     assert error_message(orjson.dumps({"httpCode": 404, "httpReason": "Not Found"})) == "Not Found"
     assert error_message(b"  Unauthorized \n") == "Unauthorized"
+    assert error_message(orjson.dumps({"message": "gateway says"})) == "gateway says"
+    assert error_message(orjson.dumps({"error": {"code": 7}})) == '{"code":7}'
+    assert error_message(orjson.dumps([1, 2])) == "[1,2]"
+    assert error_message(b"\xff oops") == "\ufffd oops"

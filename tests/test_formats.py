@@ -24,7 +24,7 @@ from tests.conftest import EmulatorFactory, emulated_p_true, kill_after_requests
 
 NOT_FOUND_RR = "Could not make prediction for revision {} (en). Reason: revision_missing"
 TEXT_DELETED = (
-    "Missing resource for rev-id 4: TextDeleted: Text deleted (the revision text was suppressed)"
+    "Missing resource for rev-id 4: TextDeleted: Text deleted (datasource.revision.text)"
 )
 
 

@@ -630,8 +630,7 @@ TRANSIENT = [
     ),
     pytest.param(
         "articlequality",
-        "[429] Fetching html failed for the article revision with id: 7. Reason: Too Many "
-        "Requests",
+        "[429] Fetching html failed for the article revision with id: 7. Reason: Too Many Requests",
         id="articlequality-upstream-429",
     ),
     pytest.param("articlequality", "KeyError : 'ann'", id="articlequality-keyerror"),

@@ -163,6 +163,37 @@ def test_outlink_topic_model_is_sent_the_host_the_page_and_the_revision() -> Non
             "articlequality cannot score zh_yuewiki: its server looks the wiki up as "
             "'zh_yue' but fetches zh-yue.wikipedia.org",
         ),
+        # Outside the server's own list (lwbatch/data/coverage/), read at a commit.
+        (
+            "articlequality",
+            "annwiki",
+            "articlequality does not score annwiki: it is not in the server's list (333 wikis "
+            "(src/models/articlequality/data/feature_values.tsv at 67a4ca9725, 2024-08-01))",
+        ),
+        (
+            "articlequality",
+            "bolwiki",
+            "articlequality does not score bolwiki: it is not in the server's list (333 wikis "
+            "(src/models/articlequality/data/feature_values.tsv at 67a4ca9725, 2024-08-01))",
+        ),
+        (
+            "revertrisk-multilingual",
+            "tokwiki",
+            "revertrisk-multilingual does not score tokwiki: it is not in the server's list "
+            "(342 wikis (src/models/revert_risk_model/data/wikis.tsv at 8e5412476a, "
+            "2025-07-23))",
+        ),
+        (
+            "revertrisk-language-agnostic",
+            "aawiki",
+            "revertrisk-language-agnostic does not score closed wikis, and aawiki is closed "
+            "(the server's list: 342 wikis (src/models/revert_risk_model/data/wikis.tsv at "
+            "8e5412476a, 2025-07-23))",
+        ),
+        # Closed, and in articlequality's feature table: its server scores it.
+        ("articlequality", "chowiki", None),
+        # No list: any Wikipedia the server can reach.
+        ("readability", "annwiki", None),
         ("revertrisk-language-agnostic", "zh_yuewiki", None),  # yue is rewritten to zh-yue
         ("revertrisk-language-agnostic", "alswiki", None),  # gsw is rewritten to als
         ("articlequality", "alswiki", None),  # host als, database name als
@@ -174,3 +205,31 @@ def test_a_model_refuses_the_wikis_its_server_cannot_reach(
 ) -> None:
     spec = default_catalog().resolve(model)
     assert spec.refuses(wikis().from_dbname(dbname)) == reason
+
+
+def test_a_catalogue_without_coverage_sends_every_wiki_the_server_can_reach() -> None:
+    open_catalog = default_catalog().without_coverage()
+    for model, dbname in (("articlequality", "annwiki"), ("revertrisk-multilingual", "aawiki")):
+        assert open_catalog.resolve(model).refuses(wikis().from_dbname(dbname)) is None
+    # What the server cannot reach stays refused.
+    assert open_catalog.resolve("articlequality").refuses(wikis().from_dbname("zh_yuewiki"))
+    # The default catalogue is untouched.
+    assert default_catalog().resolve("articlequality").refuses(wikis().from_dbname("annwiki"))
+
+
+# The nine Wikipedias newer than the servers' mid-2025 lists, and the three whose
+# canonical code is neither their database name nor their host.
+@pytest.mark.parametrize(
+    ("dbname", "code", "host"),
+    [
+        *((f"{c}wiki", c, c) for c in ("bol", "isv", "kai", "kaj", "mag", "nup", "ppl", "rki")),
+        ("tokwiki", "tok", "tok"),
+        ("zh_yuewiki", "yue", "zh-yue"),
+        ("alswiki", "gsw", "als"),
+        ("zh_min_nanwiki", "nan", "zh-min-nan"),
+    ],
+)
+def test_the_shipped_list_knows_the_newest_wikipedias(dbname: str, code: str, host: str) -> None:
+    wiki = wikis().from_dbname(dbname)
+    assert (wiki.is_wikipedia, wiki.open) == (True, True)
+    assert (wiki.lang_for("code"), wiki.lang_for("host")) == (code, host)

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from lwbatch.config import (
 )
 from lwbatch.errors import LWBatchError, UnknownModelError, UsageError
 from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
-from lwbatch.protocol.catalog import default_catalog, split_model_names
+from lwbatch.protocol.catalog import Catalog, Family, default_catalog, split_model_names
 from lwbatch.seams import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,6 +82,13 @@ def _input_options(func: F) -> F:
                 help="Column of wiki database names (enwiki, zh_yuewiki) as in the data lake; "
                 "rows are then keyed by (wiki, rev_id). A `lang` column of language codes is "
                 "read without this flag.",
+            ),
+            click.option(
+                "--ignore-coverage",
+                is_flag=True,
+                help="Send rows of wikis outside a model's own list of wikis (`lwbatch "
+                "models`) instead of refusing them as unsupported_wiki: for a deployment "
+                "newer than lwbatch's copy of the list.",
             ),
         ]
     ):
@@ -274,6 +282,7 @@ def score(
     lang: str,
     input_format: str | None,
     wiki_column: str | None,
+    ignore_coverage: bool,
     contact: str | None,
     token_file: Path | None,
     credentials: Path | None,
@@ -371,6 +380,7 @@ def score(
         "quiet": quiet,
         "verify": not insecure,
         "warn_no_contact": endpoint.is_external_gateway and not contact,
+        "catalog": _catalog(ignore_coverage),
     }
     if engine == "spark":
         from lwbatch.cli.spark_run import score_on_spark
@@ -547,6 +557,11 @@ def _budget(rate: str | None, endpoint: Endpoint) -> Budget | None:
     return budget
 
 
+def _catalog(ignore_coverage: bool) -> Catalog:
+    catalog = default_catalog()
+    return catalog.without_coverage() if ignore_coverage else catalog
+
+
 def _positive(flag: str, value: int) -> int:
     if value < 1:
         raise UsageError(f"{flag} must be >= 1, got {value}")
@@ -554,44 +569,88 @@ def _positive(flag: str, value: int) -> int:
 
 
 @cli.command()
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per family, one per line.")
-def models(as_json: bool) -> None:
+def models(name: str | None, as_json: bool) -> None:
     """The model families lwbatch can score, with their names, request payloads, batch
-    sizes and answers. Which wikis a model is deployed on is Lift Wing's to say: an
-    undeployed one answers 404 and its column gets model_not_deployed."""
+    sizes, answers and, where the model's server lists them, its wikis.
+
+    NAME (a model, e.g. articlequality) shows that family alone, with every wiki of its
+    list. Rows of a wiki outside the list are refused up front (unsupported_wiki);
+    `--ignore-coverage` on score and plan sends them anyway. Which wikis a revscoring
+    model is deployed on is Lift Wing's to say: an undeployed one answers 404 and its
+    column gets model_not_deployed.
+
+    \b
+    Example:
+      lwbatch models articlequality
+    """
     from lwbatch.protocol.catalog import names_of
 
-    rows = [
-        {
-            "family": f.name,
-            "names": names_of(f),
-            "payload": list(f.payload),
-            "batch": f.max_batch,
-            "prediction": f.prediction,
-            "probability": f.answer != "outlink",
-            "experimental": f.experimental,
-        }
-        for f in default_catalog().families
-    ]
+    catalog = default_catalog()
+    families = catalog.families
+    if name is not None:
+        family = catalog.resolve(name).family
+        families = tuple(f for f in families if f is family)
+    rows = [_family_row(f, names_of(f), wikis=name is not None) for f in families]
     if as_json:
         click.echo("\n".join(orjson.dumps(row).decode() for row in rows))
         return
     width = max(len(str(r["names"])) for r in rows)
-    lines = [f"{'names':<{width}}  {'payload':<28} {'batch':>5}  prediction"]
+    lines = [f"{'names':<{width}}  {'payload':<28} {'batch':>5}  {'prediction':<10}  wikis"]
     for r in rows:
         payload = ", ".join(r["payload"])  # type: ignore[arg-type]
         note = "  (experimental: --internal or --base-url only)" if r["experimental"] else ""
+        coverage = r["coverage"]
+        listed = f"{coverage['count']} listed" if coverage else "-"  # type: ignore[index]
         lines.append(
-            f"{r['names']:<{width}}  {payload:<28} {r['batch']:>5}  {r['prediction']}{note}"
+            f"{r['names']:<{width}}  {payload:<28} {r['batch']:>5}  "
+            f"{r['prediction']:<10}  {listed}{note}"
         )
-    lines += [
-        "",
-        "WIKI is a database name: enwiki, dewiki, zh_yuewiki, enwiktionary, ...",
-        "{wiki}-KIND (any WIKI-KIND above) scores each row with its own wiki's model.",
-        "Out of scope (keyed by a title or a text, not a revision): article-country, "
-        "langid, article-descriptions, edit-check, llm-*.",
-    ]
+    lines.append("")
+    for kept in sorted({f.coverage for f in families if f.coverage}, key=lambda c: c.name):
+        users = ", ".join(names_of(f) for f in families if f.coverage is kept)
+        said = (
+            f"{users}: {len(kept.wikis)} wikis, {kept.what}; read from {kept.repo} "
+            f"{kept.path} at {kept.commit[:12]} ({kept.date})"
+        )
+        lines.append(textwrap.fill(said, width=100, subsequent_indent="  ", break_on_hyphens=False))
+        if name is not None:
+            lines.append(textwrap.fill(" ".join(sorted(kept.wikis)), width=100))
+    if name is None:
+        lines += [
+            "WIKI is a database name: enwiki, dewiki, zh_yuewiki, enwiktionary, ...",
+            "{wiki}-KIND (any WIKI-KIND above) scores each row with its own wiki's model.",
+            "Out of scope (keyed by a title or a text, not a revision): article-country, "
+            "langid, article-descriptions, edit-check, llm-*.",
+        ]
     click.echo("\n".join(lines))
+
+
+def _family_row(family: Family, names: str, *, wikis: bool) -> dict[str, object]:
+    coverage = family.coverage
+    described: dict[str, object] | None = None
+    if coverage is not None:
+        described = {
+            "name": coverage.name,
+            "count": len(coverage.wikis),
+            "repo": coverage.repo,
+            "path": coverage.path,
+            "commit": coverage.commit,
+            "date": coverage.date,
+        }
+        if wikis:
+            described["wikis"] = sorted(coverage.wikis)
+    return {
+        "family": family.name,
+        "names": names,
+        "payload": list(family.payload),
+        "batch": family.max_batch,
+        "prediction": family.prediction,
+        "probability": family.answer != "outlink",
+        "experimental": family.experimental,
+        "coverage": described,
+    }
 
 
 @cli.group()
@@ -703,6 +762,7 @@ def plan(
     lang: str,
     input_format: str | None,
     wiki_column: str | None,
+    ignore_coverage: bool,
     token_file: Path | None,
     credentials: Path | None,
     token_url: str | None,
@@ -730,6 +790,7 @@ def plan(
             token=_token(token_file),
             credentials=_credentials(credentials, token_url),
             cache=cache,
+            catalog=_catalog(ignore_coverage),
         )
     if as_json:
         click.echo(orjson.dumps(planned.to_dict()).decode())
@@ -836,6 +897,15 @@ def _when(moment: datetime | None, now: datetime, *, past: str, future: str = "i
     help="Larger rev_ids are unknown revisions.",
 )
 @click.option(
+    "--problem",
+    "problems",
+    multiple=True,
+    metavar="KIND:REV,REV",
+    help="Revisions with a problem, answered as each server answers them (repeatable): "
+    "missing, deleted, parent_missing, hidden_user, poison (fails its whole revertrisk "
+    "batch), empty, not_wikitext, generic.",
+)
+@click.option(
     "--unsupported",
     multiple=True,
     metavar="MODEL:LANG,LANG",
@@ -886,6 +956,7 @@ def emulate(
     hang_rate: float,
     undeployed: tuple[str, ...],
     max_rev_id: int,
+    problems: tuple[str, ...],
     unsupported: tuple[str, ...],
     budget: str | None,
     retry_after_503: int | None,
@@ -918,6 +989,7 @@ def emulate(
         Emulator,
         EmulatorConfig,
         Latency,
+        parse_problems,
         parse_unsupported,
         serve,
     )
@@ -929,6 +1001,7 @@ def emulate(
         hang_rate=hang_rate,
         undeployed=frozenset(split_model_names(undeployed)),
         max_rev_id=max_rev_id,
+        problems=parse_problems(problems),
         unsupported=parse_unsupported(unsupported),
         budget=Rate.parse(budget) if budget else None,
         retry_after_503=retry_after_503,

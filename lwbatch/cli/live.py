@@ -182,6 +182,15 @@ def next_steps(report: RunReport) -> list[str]:
             "past the retries): run the same command again to retry "
             + ("them" if transient != 1 else "it")
         )
+    faults = errors.get("server_error", 0)
+    if faults:
+        out.append(
+            f"{faults:,} answer{'s' * (faults != 1)} not asked after a model failed the same "
+            "way for one wiki again and again (server_error; the message names the answer): "
+            "run the same command again to ask "
+            + ("them" if faults != 1 else "it")
+            + " once the model is fixed"
+        )
     undeployed = [
         model for model, kinds in report.errors_per_model.items() if kinds.get("model_not_deployed")
     ]

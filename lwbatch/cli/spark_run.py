@@ -24,6 +24,7 @@ from lwbatch.cli.scoring import NO_CONTACT, write_json
 from lwbatch.config import Budget, Endpoint, Tier, Token
 from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
+from lwbatch.protocol.catalog import Catalog
 from lwbatch.tokens import choose_budget
 
 log = logging.getLogger("lwbatch")
@@ -55,6 +56,7 @@ def score_on_spark(
     restart: bool,
     report_path: Path | None,
     quiet: bool,
+    catalog: Catalog,
 ) -> None:
     try:
         from py4j.protocol import Py4JError  # type: ignore[import-untyped]
@@ -131,6 +133,7 @@ def score_on_spark(
             timeout=timeout,
             verify=verify,
             counters=counted,
+            catalog=catalog,
         )
         if warn_no_contact:
             log.warning(NO_CONTACT)

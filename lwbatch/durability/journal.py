@@ -49,7 +49,15 @@ from lwbatch.seams import Sink
 
 # 2: keys are (wiki, rev_id) where the input names a wiki (answer lines [wiki, rev_id]).
 FORMAT_VERSION = 2
-RETRYABLE = frozenset({ErrorType.TRANSIENT_ERROR.value, ErrorType.RATE_LIMITED.value})
+# Answers a rerun asks again (unless told not to): failures of the service, not answers
+# about the revision.
+RETRYABLE = frozenset(
+    {
+        ErrorType.TRANSIENT_ERROR.value,
+        ErrorType.RATE_LIMITED.value,
+        ErrorType.SERVER_ERROR.value,
+    }
+)
 MANIFEST_KEY = "lwbatch"
 INVALID_ROWS_KEY = "lwbatch.invalid_rows"
 _SYNC_EVERY = 2.0  # seconds between fsyncs of the answer log and the ledger

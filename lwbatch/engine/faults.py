@@ -79,8 +79,7 @@ class ServerFaults:
             self._bodies.move_to_end(body)
         spread.add(pair)
         if len(spread) > 1:
-            self._streaks.pop(pair, None)  # an outage of something pairs share
-            return
+            return  # an outage of something pairs share
         streak = self._streaks.get(pair)
         if streak is None or streak.body != body:
             streak = self._streaks[pair] = _Streak(body)

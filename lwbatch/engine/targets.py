@@ -39,7 +39,10 @@ class Targets:
             spec = concrete
         elif item.key_wiki != "" and (reason := spec.refuses(wiki)) is not None:
             # Only rows that name their wiki are checked: without a wiki column, the
-            # input is of whichever wiki the models name.
+            # input is of whichever wiki the models name...
+            return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
+        elif spec.needs_lang and (reason := spec.uncovered(wiki)) is not None:
+            # ... but a model sent `lang` scores that Wikipedia, which its list may lack.
             return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
         if spec.needs_page_id and item.page_id is None:
             # Not invalid_input: that marks rows no model could take (and a resume tells

@@ -11,12 +11,13 @@ import difflib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from lwbatch.errors import UnknownModelError, UsageError
+from lwbatch.protocol.coverage import Coverage, load_coverage
 from lwbatch.resources import catalogue_path
 from lwbatch.wikis import LangForm, Wiki
 
@@ -55,6 +56,8 @@ class Family:
     # Served only in Lift Wing's experimental namespace, which the API gateway does not
     # route: reachable on the internal endpoints (or a proxy), not the public one.
     experimental: bool = False
+    # The wikis its server scores, from the server's own data; None: not known here.
+    coverage: Coverage | None = None
 
     def __post_init__(self) -> None:
         if self.answer not in _ANSWERS:
@@ -162,7 +165,22 @@ class ModelSpec:
                 f"{self.name} cannot score {wiki.dbname}: its server looks the wiki up as "
                 f"{wiki.dbname.replace('wiki', '')!r} but fetches {host}.wikipedia.org"
             )
-        return None
+        return self.uncovered(wiki)
+
+    def uncovered(self, wiki: Wiki) -> str | None:
+        """Why `wiki` is outside the wikis this model's server lists, or None."""
+        coverage = self.family.coverage
+        if coverage is None or coverage.serves(wiki.dbname):
+            return None
+        if wiki.known and not wiki.open:
+            return (
+                f"{self.name} does not score closed wikis, and {wiki.dbname} is closed "
+                f"(the server's list: {coverage.describe()})"
+            )
+        return (
+            f"{self.name} does not score {wiki.dbname}: it is not in the server's list "
+            f"({coverage.describe()})"
+        )
 
     @property
     def max_batch(self) -> int:
@@ -185,6 +203,11 @@ class Catalog:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
         return cls([_family(entry) for entry in data.get("family", [])])
+
+    def without_coverage(self) -> Catalog:
+        """This catalogue with no coverage lists: every wiki is sent, as before a list
+        was known (deployments change faster than lwbatch's copy)."""
+        return Catalog([replace(family, coverage=None) for family in self.families])
 
     def resolve(self, name: str) -> ModelSpec:
         """The spec for one model name, or :class:`UnknownModelError`. Lift Wing's names
@@ -311,6 +334,7 @@ def _family(entry: Mapping[str, Any]) -> Family:
             lang_form=entry.get("lang_form", "code"),
             host_is_dbname=bool(entry.get("host_is_dbname", False)),
             experimental=bool(entry.get("experimental", False)),
+            coverage=load_coverage(str(entry["coverage"])) if "coverage" in entry else None,
             wikis=entry.get(
                 "wikis", "named" if entry.get("answer") == "revscoring" else "wikipedia"
             ),

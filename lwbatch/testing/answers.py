@@ -17,9 +17,38 @@ from functools import cache
 from typing import Any, Literal, TypeGuard
 
 from lwbatch.protocol.catalog import ModelSpec
+from lwbatch.protocol.coverage import load_coverage
 from lwbatch.wikis import SERVER_HOST_REWRITE, wikis
 
-Problem = Literal["missing", "deleted"]
+# What can be wrong with a revision, as MediaWiki would tell a model server:
+#   missing       no such revision (or its page is deleted)
+#   deleted       its text (and user) suppressed
+#   parent_missing  it exists, its parent does not (reported for page creations)
+#   hidden_user   its user is hidden
+#   poison        fetching it raises (revertrisk then fails the whole request)
+#   empty         its article has no text (articlequality)
+#   not_wikitext  its content is not what the model parses (revscoring)
+#   generic       feature extraction raises every time (revscoring's catch-all)
+Problem = Literal[
+    "missing",
+    "deleted",
+    "parent_missing",
+    "hidden_user",
+    "poison",
+    "empty",
+    "not_wikitext",
+    "generic",
+]
+PROBLEMS: tuple[Problem, ...] = (
+    "missing",
+    "deleted",
+    "parent_missing",
+    "hidden_user",
+    "poison",
+    "empty",
+    "not_wikitext",
+    "generic",
+)
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -48,6 +77,10 @@ class Reply:
 
     status: int
     body: Any
+    # False for a failure that says nothing about the revisions asked (a fetch that
+    # raised, a wiki missing from a table, a catch-all): the emulator's `answered`
+    # counts final answers only.
+    final: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +102,16 @@ def _hosts() -> dict[str, str]:
 
 @cache
 def _canonical_codes() -> frozenset[str]:
-    """The codes the revertrisk servers accept: open Wikipedias in the canonical list."""
-    return frozenset(w.lang for w in wikis() if w.is_wikipedia and w.open)
+    """The codes the revertrisk servers accept: the open Wikipedias of their own copy of
+    the canonical list (July 2025), shipped as lwbatch's coverage list "revertrisk"."""
+    table = wikis().by_dbname
+    return frozenset(table[db].lang for db in load_coverage("revertrisk").wikis if db in table)
+
+
+@cache
+def _feature_table() -> frozenset[str]:
+    """articlequality's feature table, keyed as its server keys it: wiki_db less "wiki"."""
+    return frozenset(db.replace("wiki", "") for db in load_coverage("articlequality").wikis)
 
 
 def wiki_for(spec: ModelSpec, lang: str) -> str | None:
@@ -94,8 +135,8 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _error(status: int, key: str, message: str) -> Reply:
-    return Reply(status, {key: message})
+def _error(status: int, key: str, message: str, *, final: bool = True) -> Reply:
+    return Reply(status, {key: message}, final)
 
 
 def _py(value: Any) -> str:
@@ -368,38 +409,35 @@ def reply(
         return _revertrisk_batch(spec, instances, batched=batched, problem=problem)
     instance = instances[0]
     found = problem(instance.rev_id)
-    if found is None:
-        return Reply(200, answer(spec, instance))
-    return missing(spec, instance, found)
+    refused = None if found is None else trouble(spec, instance, found)
+    if refused is not None:
+        return refused
+    if spec.family.name == "articlequality" and instance.lang not in _feature_table():
+        # normalize_features() indexes the feature table by the lang sent; kserve's
+        # generic handler prints the exception's type.
+        return _error(500, "error", f"KeyError : {instance.lang!r}", final=False)
+    return Reply(200, answer(spec, instance))
 
 
-def missing(spec: ModelSpec, instance: Instance, problem: Problem) -> Reply:
-    """What spec's server answers for a revision it cannot fetch.
-
-    Only revscoring and outlink-topic-model tell a deleted revision from a missing one;
-    the others answer both alike.
-    """
-    rev_id, lang = instance.rev_id, instance.lang
+def trouble(spec: ModelSpec, instance: Instance, problem: Problem) -> Reply | None:
+    """What spec's server answers for a revision with `problem`, or None where the
+    server does not notice it and scores the revision."""
     family = spec.family.name
+    if spec.family.answer == "revscoring":
+        return _revscoring_trouble(instance.rev_id, problem)
     if spec.family.answer == "revertrisk" and spec.needs_lang:
-        reason = (
-            f"Could not make prediction for revision {rev_id} ({lang}). Reason: revision_missing"
-        )
-        return _error(422, "detail", reason)
+        if problem == "poison":
+            return _error(500, "error", FETCH_FAILURE, final=False)
+        code = _KI_CODES.get(problem)
+        if code is None:
+            return None
+        reason = f"Could not make prediction for revision {instance.rev_id} ({instance.lang})."
+        return _error(422, "detail", f"{reason} Reason: {code}")
     if spec.family.answer == "revertrisk":
-        return _error(
-            500,
-            "error",
-            f"Error in preprocess for rev_id {rev_id}. Reason: Failed to fetch revision "
-            f"content in _get_revision_content for rev_id {rev_id}. Reason: 'pages'",
-        )
+        return _wikidata_trouble(instance.rev_id, problem)
     if family == "articlequality":
-        return _error(
-            500,
-            "error",
-            f"Fetching html failed for the article revision with id: {rev_id}. Reason: Not Found",
-        )
-    if family == "readability":
+        return _articlequality_trouble(instance, problem)
+    if family == "readability" and problem in ("missing", "deleted"):
         return _error(
             400,
             "detail",
@@ -407,32 +445,124 @@ def missing(spec: ModelSpec, instance: Instance, problem: Problem) -> Reply:
             "because the data does not exist or has been deleted.",
         )
     if family.startswith("reference-"):
-        reason = (
-            f"Could not make prediction for revision {rev_id} ({lang}). Reason: revision_missing"
-        )
-        return _error(400, "error", reason)
-    if spec.family.answer == "outlink":
+        return _reference_trouble(instance, problem)
+    if spec.family.answer == "outlink" and problem in ("missing", "deleted"):
         code = "permissiondenied" if problem == "deleted" else "nosuchrevid"
         return _error(
             400,
             "detail",
-            f"Cannot fetch revision {rev_id} on {lang}.wikipedia.org: "
+            f"Cannot fetch revision {instance.rev_id} on {instance.lang}.wikipedia.org: "
             f"MediaWiki API error '{code}'.",
         )
-    if problem == "deleted":
+    return None
+
+
+# revertrisk's servers when fetching a revision raised (base_model.py, batch_model.py).
+FETCH_FAILURE = (
+    "An error happened while fetching info for revision from the MediaWiki API, please "
+    "contact the ML-Team if the issue persists."
+)
+# knowledge_integrity's error codes, as revertrisk prints them ("Reason: CODE").
+_KI_CODES: dict[str, str] = {
+    "missing": "revision_missing",
+    "deleted": "revision_info_deleted",
+    "parent_missing": "parent_revision_missing",
+}
+
+
+def _revscoring_trouble(rev_id: int, problem: Problem) -> Reply | None:
+    """extractor_utils.py: badrevids, then fetch_features' InvalidInput around
+    revscoring's exceptions, whose text names the data source (revscoring/errors.py)."""
+    where = f"Missing resource for rev-id {rev_id}:"
+    if problem == "missing":
         return _error(
             400,
             "error",
-            f"Missing resource for rev-id {rev_id}: TextDeleted: "
-            "Text deleted (the revision text was suppressed)",
+            f"The MW API does not have any info related to the rev-id provided as input "
+            f"({rev_id}), therefore it is not possible to extract features properly. One "
+            "possible cause is the deletion of the page related to the revision id. Please "
+            "contact the ML-Team if you need more info.",
         )
+    texts = {
+        "deleted": f"{where} TextDeleted: Text deleted (datasource.revision.text)",
+        "hidden_user": f"{where} UserDeleted: User deleted ({{revision.user}})",
+        "parent_missing": f"{where} RevisionNotFound: Could not find revision "
+        f"({{revision.parent}}:{rev_id - 1})",
+        "not_wikitext": f"Unexpected content type for rev-id {rev_id}: UnexpectedContentType: "
+        "Expected content of type JSON, but the following can't be parsed (max 50 chars "
+        "showed): {{Infobox person",
+        "generic": f"Generic error while extracting features for rev-id {rev_id}: "
+        "ConnectionResetError: [Errno 104] Connection reset by peer",
+    }
+    text = texts.get(problem)
+    return None if text is None else _error(400, "error", text, final=problem != "generic")
+
+
+def _wikidata_trouble(rev_id: int, problem: Problem) -> Reply | None:
+    """revertrisk-wikidata's preprocess: revision content, then its parent's, then the
+    metadata (which reads revision["user"]), any exception a 500."""
+    fetched = {"missing": rev_id, "parent_missing": rev_id - 1}.get(problem)
+    if fetched is not None:
+        reason = (
+            f"Failed to fetch revision content in _get_revision_content for rev_id {fetched}. "
+            "Reason: 'pages'"
+        )
+    elif problem in ("deleted", "hidden_user"):
+        reason = (
+            f"Failed to fetch metadata features in _fetch_metadata_features for rev_id "
+            f"{rev_id}. Reason: 'user'"
+        )
+    else:
+        return None
+    return _error(500, "error", f"Error in preprocess for rev_id {rev_id}. Reason: {reason}")
+
+
+def _articlequality_trouble(instance: Instance, problem: Problem) -> Reply | None:
+    """get_article_html: the REST API's status first ([404] / [403], Wikimedia's kserve
+    fork); an article with no text fails its preprocessing."""
+    rev_id = instance.rev_id
+    upstream = {"missing": ("404", "Not Found"), "deleted": ("403", "Forbidden")}.get(problem)
+    if upstream is not None:
+        status, reason = upstream
+        return _error(
+            500,
+            "error",
+            f"[{status}] Fetching html failed for the article revision with id: {rev_id}. "
+            f"Reason: {reason}",
+        )
+    if problem == "empty":
+        return _error(
+            500,
+            "error",
+            f"Article with language {instance.lang} and revid {rev_id} has errors when "
+            "preprocessing",
+        )
+    return None
+
+
+def _reference_trouble(instance: Instance, problem: Problem) -> Reply | None:
+    """reference-need/-risk print knowledge_integrity's Error.response_body, MediaWiki's
+    answer, as Python prints a dict (since Feb 2025)."""
+    rev_id = instance.rev_id
+    body: dict[str, Any]
+    if problem in ("missing", "parent_missing"):
+        named = rev_id if problem == "missing" else rev_id - 1
+        body = {
+            "batchcomplete": True,
+            "query": {"badrevids": {str(named): {"revid": named, "missing": True}}},
+        }
+    elif problem == "deleted":
+        revision = {"revid": rev_id, "texthidden": True}
+        page = {"pageid": 9, "revisions": [revision]}
+        body = {"batchcomplete": True, "query": {"pages": {"9": page}}}
+    elif problem == "poison":
+        return _error(500, "error", FETCH_FAILURE, final=False)
+    else:
+        return None
     return _error(
         400,
         "error",
-        f"The MW API does not have any info related to the rev-id provided as input "
-        f"({rev_id}), therefore it is not possible to extract features properly. One possible "
-        "cause is the deletion of the page related to the revision id. Please contact the "
-        "ML-Team if you need more info.",
+        f"Could not make prediction for revision {rev_id} ({instance.lang}). Reason: {body}",
     )
 
 
@@ -445,23 +575,28 @@ def _revertrisk_batch(
 ) -> Reply:
     """revertrisk-language-agnostic's server, for `instances` and a single request alike.
 
+    It fetches every revision first: one whose fetch raises fails the whole request.
     It keys revisions by (rev_id, lang) in a dict, so a repeated rev_id is answered once.
     """
     unique = list({i.rev_id: i for i in instances}.values())
-    failed = [i for i in unique if problem(i.rev_id) is not None]
+    found = {i.rev_id: problem(i.rev_id) for i in unique}
+    if "poison" in found.values():
+        return _error(500, "error", FETCH_FAILURE, final=False)
+    codes = {rev: _KI_CODES[p] for rev, p in found.items() if p is not None and p in _KI_CODES}
+    failed = [i for i in unique if i.rev_id in codes]
     if len(failed) == len(unique):
         keys = ", ".join(f"({i.rev_id}, {i.lang!r})" for i in unique)
-        reasons = str(["revision_missing"] * len(unique))
+        reasons = str([codes[i.rev_id] for i in unique])
         return _error(
             422,
             "detail",
             f"Could not make prediction for revisions dict_keys([{keys}]). Reason: {reasons}",
         )
-    predictions = [answer(spec, i) for i in unique if problem(i.rev_id) is None]
+    predictions = [answer(spec, i) for i in unique if i.rev_id not in codes]
     if failed:
         errors = [
             f"Could not make prediction for revision {i.rev_id} ({i.lang}). "
-            "Reason: revision_missing"
+            f"Reason: {codes[i.rev_id]}"
             for i in failed
         ]
         return Reply(200, {"predictions": predictions, "errors": errors})
@@ -471,14 +606,16 @@ def _revertrisk_batch(
 
 
 __all__ = [
+    "FETCH_FAILURE",
+    "PROBLEMS",
     "Instance",
     "Problem",
     "Reply",
     "answer",
-    "missing",
     "read_request",
     "reply",
     "score_key",
+    "trouble",
     "unit",
     "wiki_for",
 ]

@@ -37,8 +37,11 @@ server's rules): a ``wiki`` suffix, a code not in the canonical list, a language
 readability does not serve (`unsupported`), or a host that is no Wikipedia's. `wiki_db`
 is ``lang + "wiki"`` as sent, as the servers build it (``yue`` answers ``yuewiki``).
 
-Faults are injected on request: latency distributions, unknown and deleted revisions
-(answered as each server answers them), undeployed models (404), 5xx, connection
+Faults are injected on request: latency distributions, revisions with a problem
+(missing, deleted, a missing parent, a hidden user, one whose fetch raises and fails
+its whole revertrisk batch, ...: answered as each server answers them,
+lwbatch/testing/answers.py), articlequality's 500 KeyError for a wiki outside its
+feature table, undeployed models and models of wikis that do not exist (404), 5xx, connection
 resets, hung requests, a gateway that refuses anonymous callers or a wrong token (401
 with a Bearer challenge), and a gateway budget that answers 429 with Retry-After.
 """
@@ -70,8 +73,9 @@ from aiohttp import web
 from lwbatch.config import Rate, Token
 from lwbatch.errors import LWBatchError, UsageError
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
-from lwbatch.testing.answers import Instance, Problem, Reply, read_request, reply
+from lwbatch.testing.answers import PROBLEMS, Instance, Problem, Reply, read_request, reply
 from lwbatch.tokens import TokenClaims
+from lwbatch.wikis import wikis
 
 # Languages the emulated readability does not serve, beside anything that is no
 # Wikipedia host. The real list is the model's `supported_wikis` (~100 languages); one
@@ -125,6 +129,8 @@ class EmulatorConfig:
     max_rev_id: int = 2_000_000_000  # larger rev_ids are unknown revisions
     missing: frozenset[int] = frozenset()
     deleted: frozenset[int] = frozenset()
+    # rev_id -> what is wrong with it (every wiki's revision of that id)
+    problems: Mapping[int, Problem] = field(default_factory=dict)
     undeployed: frozenset[str] = frozenset()  # model names that answer 404
     # model -> languages it does not serve (only readability's server refuses them)
     unsupported: Mapping[str, frozenset[str]] = field(default_factory=lambda: DEFAULT_UNSUPPORTED)
@@ -176,6 +182,25 @@ class EmulatorConfig:
                 f"`unsupported` names {', '.join(others)}: of the emulated servers only "
                 f"{', '.join(sorted(_REFUSING))} refuse languages they do not serve"
             )
+
+
+def parse_problems(values: Iterable[str]) -> Mapping[int, Problem]:
+    """`poison:12,15` (one kind per value) -> {12: "poison", 15: "poison"}."""
+    out: dict[int, Problem] = {}
+    for text in values:
+        kind, sep, revs = text.partition(":")
+        found = next((p for p in PROBLEMS if p == kind.strip()), None)
+        try:
+            ids = [int(part) for part in revs.split(",") if part.strip()]
+        except ValueError:
+            ids = []
+        if not sep or found is None or not ids:
+            raise UsageError(
+                f"`problem` {text!r}: write KIND:REV_ID,REV_ID with KIND one of "
+                f"{', '.join(PROBLEMS)}"
+            )
+        out.update(dict.fromkeys(ids, found))
+    return MappingProxyType(out)
 
 
 def parse_unsupported(values: Iterable[str]) -> Mapping[str, frozenset[str]]:
@@ -282,7 +307,7 @@ class Emulator:
             return "missing"
         if rev_id in self.config.deleted:
             return "deleted"
-        return None
+        return self.config.problems.get(rev_id)
 
     # -- HTTP ------------------------------------------------------------------------
     async def _stats(self, request: web.Request) -> web.Response:
@@ -399,7 +424,14 @@ class Emulator:
         if cfg.require_host and (spec is None or request.host != spec.host):
             self.stats.misrouted += 1
             return _json(404, {"httpCode": 404, "httpReason": "no route for this Host"})
-        if not target.endswith(":predict") or spec is None or model in cfg.undeployed:
+        if (
+            not target.endswith(":predict")
+            or spec is None
+            or model in cfg.undeployed
+            or (spec.family.answer == "revscoring" and spec.wiki not in wikis().by_dbname)
+        ):
+            # The gateway routes WIKI-KIND for any WIKI; no server answers for a wiki
+            # that does not exist.
             return _json(404, {"httpCode": 404, "httpReason": "Not Found"})
         try:
             data = orjson.loads(await request.read())
@@ -424,8 +456,9 @@ class Emulator:
         roll -= cfg.reset_rate
         if roll < cfg.error_rate:
             return self._fault(self._rng.choice(cfg.error_statuses))
-        self._count(spec, instances)
         answer = reply(spec, instances, batched="instances" in data, problem=self._problem)
+        if answer.final:
+            self._count(spec, instances)
         return _json(answer.status, answer.body)
 
     def _fault(self, status: int) -> web.Response:
