@@ -151,10 +151,8 @@ class Planner:
                 target = self._targets.of(spec, item)
                 if isinstance(target, Score):
                     plan.answered_without_request[spec.name] += 1
-                elif (
-                    target.cacheable
-                    and self._cache is not None
-                    and self._cache.get(target.name, item.wiki.dbname, item.rev_id)
+                elif self._cache is not None and self._cache.get(
+                    target.name, item.wiki.dbname, item.rev_id
                 ):
                     plan.cached[spec.name] += 1
                 elif spec.max_batch > 1:

@@ -69,7 +69,7 @@ class Revision:
     `wiki` is the revision's wiki (``wikis().from_dbname("dewiki")``). The key is
     (`key_wiki`, rev_id): by default the wiki's database name; a source passes the
     value its wiki column writes (``de`` for a ``lang`` column), or ``""`` when the
-    input names no wiki (every row of one wiki). `page_id` is needed by models that take
+    input names no wiki (every row of one wiki). `page_id` or `page_title` is needed by
     the page beside the revision (outlink-topic-model).
     """
 
@@ -78,6 +78,7 @@ class Revision:
     key_wiki: str | None = None
     page_id: int | None = None
     kept: tuple[Any, ...] = ()  # the values of the input columns carried to the output
+    page_title: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.wiki, Wiki):

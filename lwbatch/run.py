@@ -427,12 +427,12 @@ def open_for(
                 f"`keep_columns` {field.name!r}: the output has a column of that name "
                 "already (a key or a model); rename it in the input"
             )
-    if isinstance(source, FileSource | ManySource) and not source.has_page_id:
+    if isinstance(source, FileSource | ManySource) and source.page_column is None:
         for spec in specs:
-            if spec.needs_page_id:
+            if spec.needs_page:
                 raise InputError(
-                    f"{spec.name} needs a page_id column beside the rev_id (its server "
-                    "takes the page with the revision)",
+                    f"{spec.name} needs a page_id or page_title column beside the rev_id "
+                    "(its server takes the page with the revision)",
                     path=source.name,
                 )
     if source.key_layout.wiki_column is None:

@@ -38,7 +38,7 @@ from lwbatch.engine.stats import RunStats
 from lwbatch.engine.targets import warn_if_models_disagree
 from lwbatch.errors import UsageError, primary_error
 from lwbatch.io.rows import RowBuffer, output_schema
-from lwbatch.io.sources import PAGE_ID_COLUMN, RowReader
+from lwbatch.io.sources import RowReader, page_column_of
 from lwbatch.keys import KeyLayout
 from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.tokens import choose_budget
@@ -122,12 +122,13 @@ def score(
                 f"`{param}` {column!r}: the input has no such column "
                 f"(columns: {', '.join(df.columns)})"
             )
-    if PAGE_ID_COLUMN not in df.columns:
-        needing = [s.name for s in specs if s.needs_page_id]
+    page_column = page_column_of([c for c in df.columns if c != wiki_source], id_col)
+    if page_column is None:
+        needing = [s.name for s in specs if s.needs_page]
         if needing:
             raise UsageError(
-                f"{needing[0]} needs a page_id column beside the rev_id (its server takes "
-                "the page with the revision)"
+                f"{needing[0]} needs a page_id or page_title column beside the rev_id (its "
+                "server takes the page with the revision)"
             )
     default = wikipedia(lang)  # a bad `lang` fails here, not in every task
     if wiki_source is None:
@@ -140,8 +141,11 @@ def score(
         _describe_shares(budget, slots),
     )
     layout = KeyLayout(wiki_source)
-    keep_page = PAGE_ID_COLUMN in df.columns and PAGE_ID_COLUMN not in (id_col, wiki_source)
-    columns = [id_col, *([wiki_source] if wiki_source else []), *(["page_id"] if keep_page else [])]
+    columns = [
+        id_col,
+        *([wiki_source] if wiki_source else []),
+        *([page_column] if page_column else []),
+    ]
     wiki_form = "dbname" if wiki_col is not None else "lang"
     keys = _partition_keys(df, id_col, wiki_source, wiki_form, default)
     # Exactly `slots` partitions, one share each: a slot that runs two of them one
@@ -161,7 +165,7 @@ def score(
         wiki_source=wiki_source,
         wiki_form=wiki_form,
         lang=lang,
-        page_id=keep_page,
+        page_column=page_column,
         counters=counters,
         catalog=catalog,
     )
@@ -226,7 +230,7 @@ class _Task:
     wiki_source: str | None
     wiki_form: str
     lang: str
-    page_id: bool
+    page_column: str | None
     counters: Counters | None
     catalog: Catalog = field(default_factory=default_catalog)
 
@@ -296,12 +300,13 @@ class _Task:
             default_wiki=default,
             wiki_column=self.wiki_source,
             wiki_form=self.wiki_form,
+            page_column=self.page_column,
         )
 
         async def items() -> Any:
             while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
                 wikis_ = batch.column(1) if self.wiki_source else None
-                pages = batch.column(batch.num_columns - 1) if self.page_id else None
+                pages = batch.column(batch.num_columns - 1) if self.page_column else None
                 # Row numbers within a partition mean nothing to the user: none.
                 yield reader.convert(batch.column(0), wikis_, pages, None)
 

@@ -349,7 +349,7 @@ def test_a_cache_that_fails_to_write_warns_and_the_run_goes_on(
     ]
 
 
-def test_template_columns_are_cached_by_each_rows_model_and_page_id_models_not_at_all(
+def test_template_columns_are_cached_by_each_rows_model_and_page_models_by_revision(
     tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
     inp = write_parquet(
@@ -374,12 +374,15 @@ def test_template_columns_are_cached_by_each_rows_model_and_page_id_models_not_a
         )
         again = {m: n - first.get(m, 0) for m, n in emu.stats.by_model.items()}
     assert first == {"enwiki-damaging": 2, "dewiki-damaging": 2, "outlink-topic-model": 4}
-    assert again == {"enwiki-damaging": 0, "dewiki-damaging": 0, "outlink-topic-model": 4}
-    assert second.cached_per_model == {"{wiki}-damaging": 4}
+    # outlink-topic-model is sent revision_id and answers for that revision (it parses
+    # the page at oldid): its answers are kept by (wiki, rev_id) too.
+    assert again == {"enwiki-damaging": 0, "dewiki-damaging": 0, "outlink-topic-model": 0}
+    assert second.cached_per_model == {"{wiki}-damaging": 4, "outlink-topic-model": 4}
     assert sorted_rows(tmp_path / "b.parquet") == sorted_rows(tmp_path / "a.parquet")
     assert [e.model for e in SqliteScoreCache(tmp_path / "c.db").models()] == [
         "dewiki-damaging",
         "enwiki-damaging",
+        "outlink-topic-model",
     ]
 
 

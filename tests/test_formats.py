@@ -23,9 +23,7 @@ from lwbatch.testing.emulator import Latency
 from tests.conftest import EmulatorFactory, emulated_p_true, kill_after_requests, write_parquet
 
 NOT_FOUND_RR = "Could not make prediction for revision {} (en). Reason: revision_missing"
-TEXT_DELETED = (
-    "Missing resource for rev-id 4: TextDeleted: Text deleted (datasource.revision.text)"
-)
+TEXT_DELETED = "Missing resource for rev-id 4: TextDeleted: Text deleted (datasource.revision.text)"
 
 
 def binary(model: str, rev_id: int) -> dict[str, Any]:

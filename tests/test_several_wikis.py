@@ -217,7 +217,7 @@ async def test_outlink_topic_model_needs_the_page_id(fake_clock: FakeClock) -> N
     assert script.requests == []
     assert row.scores["outlink-topic-model"] == Score.failed(
         ErrorType.UNSCORABLE,
-        "outlink-topic-model needs the revision's page_id, and this row has none",
+        "outlink-topic-model needs the revision's page_id or page_title, and this row has neither",
     )
 
 
@@ -395,8 +395,8 @@ def test_outlink_without_a_page_id_column_is_refused_before_any_request(
     code = main([*args, "--base-url", "http://unused.invalid"])
     assert code == 2
     assert capsys.readouterr().err == (
-        f"lwbatch: error: {inp}: outlink-topic-model needs a page_id column beside the rev_id "
-        "(its server takes the page with the revision)\n"
+        f"lwbatch: error: {inp}: outlink-topic-model needs a page_id or page_title column "
+        "beside the rev_id (its server takes the page with the revision)\n"
     )
     assert not out.exists()
 

@@ -398,7 +398,7 @@ def _task(base_url: str, model: str = "enwiki-damaging") -> Any:
         wiki_source=None,
         wiki_form="lang",
         lang="en",
-        page_id=False,
+        page_column=None,
         counters=None,
     )
 
@@ -487,7 +487,7 @@ def test_a_dataframe_is_checked_before_any_job(
     assert str(info.value) == "`slots` must be >= 1, got 0"
     with pytest.raises(UsageError) as info:
         score(df, models=["outlink-topic-model"], rate="10/s")
-    assert str(info.value).startswith("outlink-topic-model needs a page_id column")
+    assert str(info.value).startswith("outlink-topic-model needs a page_id or page_title column")
     with pytest.raises(UsageError) as info:
         score(df, models=["enwiki-damaging"], rate="10/s", slots=11)
     assert str(info.value).startswith("`slots` 11: the budget's window 10/1s allows fewer")

@@ -134,12 +134,23 @@ def test_each_model_is_sent_the_language_value_its_server_reads(model: str, sent
 
 def test_outlink_topic_model_is_sent_the_host_the_page_and_the_revision() -> None:
     spec = default_catalog().resolve("outlink-topic-model")
-    revision = Revision(77, wikis().from_dbname("zh_yuewiki"), "zh_yuewiki", page_id=5)
+    wiki = wikis().from_dbname("zh_yuewiki")
+    revision = Revision(77, wiki, "zh_yuewiki", page_id=5)
     assert orjson.loads(build_payload(spec, [revision])) == {
         "lang": "zh-yue",
         "page_id": 5,
         "revision_id": 77,
     }
+    # The page by title where the row has no page_id; never both (the server refuses).
+    titled = Revision(77, wiki, "zh_yuewiki", page_title="Hong Kong")
+    assert orjson.loads(build_payload(spec, [titled])) == {
+        "lang": "zh-yue",
+        "page_title": "Hong Kong",
+        "revision_id": 77,
+    }
+    both = Revision(77, wiki, "zh_yuewiki", page_id=5, page_title="Hong Kong")
+    assert orjson.loads(build_payload(spec, [both]))["page_id"] == 5
+    assert "page_title" not in orjson.loads(build_payload(spec, [both]))
 
 
 @pytest.mark.parametrize(

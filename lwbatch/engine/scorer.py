@@ -498,7 +498,7 @@ class Scorer:
                     if isinstance(target, Score):
                         await self._resolve(column, [row], [target])
                         continue
-                    if self._cache is not None and target.cacheable:
+                    if self._cache is not None:
                         kept = self._cache.get(target.name, item.wiki.dbname, item.rev_id)
                         if kept is not None:
                             stats.cached[column] += 1
@@ -543,7 +543,7 @@ class Scorer:
                 scores = await self._dispatcher.send(job.spec, [row.revision for row in job.rows])
             except Stopped:
                 return
-            if self._cache is not None and job.spec.cacheable:
+            if self._cache is not None:
                 await self._keep(job, scores)
             await self._resolve(job.column, job.rows, scores)
             if self._closing:

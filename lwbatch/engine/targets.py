@@ -44,12 +44,12 @@ class Targets:
         elif spec.needs_lang and (reason := spec.uncovered(wiki)) is not None:
             # ... but a model sent `lang` scores that Wikipedia, which its list may lack.
             return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
-        if spec.needs_page_id and item.page_id is None:
+        if spec.needs_page and item.page_id is None and item.page_title is None:
             # Not invalid_input: that marks rows no model could take (and a resume tells
             # invalid rows by it), while this row is fine for the other models.
             return Score.failed(
                 ErrorType.UNSCORABLE,
-                f"{spec.name} needs the revision's page_id, and this row has none",
+                f"{spec.name} needs the revision's page_id or page_title, and this row has neither",
             )
         return spec
 

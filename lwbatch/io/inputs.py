@@ -45,7 +45,8 @@ class ManySource:
                     f"({_fields(first)}); give inputs with the same columns",
                     path=other.name,
                 )
-        self.has_page_id = all(s.has_page_id for s in self.sources)
+        columns = {s.page_column for s in self.sources}
+        self.page_column = columns.pop() if len(columns) == 1 else None
         self.kept_fields = first.kept_fields
 
     @property

@@ -97,7 +97,8 @@ class JsonlSource(FileSource):
             else:
                 ids.append(_text(record.get(id_column)))
                 wikis.append(_text(record.get(wiki_column)) if wiki_column else None)
-                pages.append(_text(record.get("page_id")) if self.has_page_id else None)
+                page = self.page_column
+                pages.append(_text(record.get(page)) if page is not None else None)
                 for name, column in zip(kept_names, kept, strict=True):
                     column.append(
                         None if name not in record else orjson.dumps(record[name]).decode()
@@ -118,7 +119,7 @@ class JsonlSource(FileSource):
         return (
             pa.array(ids, pa.string()),
             pa.array(wikis, pa.string()) if self._wiki_source is not None else None,
-            pa.array(pages, pa.string()) if self.has_page_id else None,
+            pa.array(pages, pa.string()) if self.page_column is not None else None,
             [pa.array(column, pa.string()) for column in kept],
         )
 

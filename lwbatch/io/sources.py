@@ -33,6 +33,9 @@ INT64_MAX = 2**63 - 1
 DEFAULT_BATCH_ROWS = 65_536
 LANG_COLUMN = "lang"
 PAGE_ID_COLUMN = "page_id"
+# outlink-topic-model takes the page by id or by title: rows give one or the other.
+PAGE_TITLE_COLUMN = "page_title"
+PAGE_COLUMNS = (PAGE_ID_COLUMN, PAGE_TITLE_COLUMN)
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 # pandas writes an integer column with nulls as floats: "12.0" in a CSV.
 _INTEGRAL_FLOAT_TEXT = re.compile(r"([+-]?[0-9]+)\.0*")
@@ -42,7 +45,7 @@ _JSONL = (".jsonl", ".ndjson")
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 _FINGERPRINT_BYTES = 1 << 20
 KEEP_ALL = "all"
-# What a source's _arrays yields per batch: ids, wikis, page ids, kept columns.
+# What a source's _arrays yields per batch: ids, wikis, pages, kept columns.
 Arrays = tuple[pa.Array, pa.Array | None, pa.Array | None, list[pa.Array]]
 
 
@@ -81,7 +84,8 @@ class FileSource:
         # The column that names each row's wiki, and how: "lang" or "dbname".
         self._wiki_source: str | None = None
         self._wiki_form = "dbname" if wiki_column is not None else "lang"
-        self.has_page_id = False
+        # The column naming each row's page (page_id, else page_title), if any.
+        self.page_column: str | None = None
         self._total_rows: int | None = None
         _check_file(self.path, self.name)
         self._open()
@@ -122,7 +126,7 @@ class FileSource:
         columns = [
             self.id_column,
             *([self._wiki_source] if self._wiki_source is not None else []),
-            *([PAGE_ID_COLUMN] if self.has_page_id else []),
+            *([self.page_column] if self.page_column is not None else []),
         ]
         return columns + [f.name for f in self.kept_fields if f.name not in columns]
 
@@ -151,7 +155,7 @@ class FileSource:
         """A batch read with :meth:`_columns` -> what :meth:`_arrays` yields."""
         # By name: a reader may give the columns in the file's order, not the one asked.
         wikis_ = batch.column(self._wiki_source) if self._wiki_source is not None else None
-        pages = batch.column(PAGE_ID_COLUMN) if self.has_page_id else None
+        pages = batch.column(self.page_column) if self.page_column is not None else None
         kept = [batch.column(f.name) for f in self.kept_fields]
         return batch.column(self.id_column), wikis_, pages, kept
 
@@ -166,7 +170,7 @@ class FileSource:
             self._wiki_source = self.wiki_column
         elif LANG_COLUMN in names:
             self._wiki_source = LANG_COLUMN
-        self.has_page_id = PAGE_ID_COLUMN in names and PAGE_ID_COLUMN != self.id_column
+        self.page_column = page_column_of(names, self.id_column)
 
     def _check_column(self, names: list[str], schema: pa.Schema | None) -> None:
         if self.id_column not in names:
@@ -200,6 +204,7 @@ class FileSource:
             default_wiki=self.default_wiki,
             wiki_column=self._wiki_source,
             wiki_form=self._wiki_form,
+            page_column=self.page_column,
         )
         row = 1
         try:
@@ -230,8 +235,10 @@ class RowReader:
         default_wiki: Wiki,
         wiki_column: str | None = None,
         wiki_form: str = "lang",
+        page_column: str | None = PAGE_ID_COLUMN,
     ) -> None:
         self.id_column = id_column
+        self._by_title = page_column == PAGE_TITLE_COLUMN
         self.default_wiki = default_wiki
         self._wiki_source = wiki_column
         self._wiki_form = wiki_form
@@ -242,7 +249,7 @@ class RowReader:
         self,
         ids: pa.Array,
         wiki_values: pa.Array | None,
-        page_ids: pa.Array | None,
+        pages: pa.Array | None,
         first: int | None,
         kept: Sequence[pa.Array] = (),
     ) -> list[Item]:
@@ -253,7 +260,9 @@ class RowReader:
         values = ids.to_pylist()
         kept_rows = list(zip(*(k.to_pylist() for k in kept), strict=True)) if kept else None
         wiki_list = wiki_values.to_pylist() if wiki_values is not None else None
-        page_list = _page_ids(page_ids) if page_ids is not None else None
+        page_list: list[Any] | None = None
+        if pages is not None:
+            page_list = _page_titles(pages) if self._by_title else _page_ids(pages)
         out: list[Item] = []
         append = out.append
         parse = (
@@ -272,16 +281,17 @@ class RowReader:
                 where = None if first is None else first + i
                 append(InvalidRow(where, rev_id, f"{self.id_column} {reason}", raw_wiki, carried))
                 continue
-            page_id = page_list[i] if page_list is not None else None
+            page = page_list[i] if page_list is not None else None
+            page_id, title = (None, page) if self._by_title else (page, None)
             if wiki_list is None:
-                append(Revision(rev_id, default, "", page_id, carried))  # type: ignore[arg-type]
+                append(Revision(rev_id, default, "", page_id, carried, title))  # type: ignore[arg-type]
                 continue
             found = self._wiki(raw_wiki)
             if isinstance(found, str):
                 where = None if first is None else first + i
                 append(InvalidRow(where, rev_id, found, raw_wiki, carried))
             else:
-                append(Revision(rev_id, found[0], found[1], page_id, carried))  # type: ignore[arg-type]
+                append(Revision(rev_id, found[0], found[1], page_id, carried, title))  # type: ignore[arg-type]
         return out
 
     def _wiki(self, value: object) -> tuple[Wiki, str] | str:
@@ -456,6 +466,20 @@ def _is_text(kind: pa.DataType) -> bool:
         or pa.types.is_dictionary(kind)
         or pa.types.is_null(kind)
     )
+
+
+def page_column_of(names: Sequence[str], id_column: str) -> str | None:
+    """The column that names each row's page: page_id where there is one, else page_title."""
+    return next((c for c in PAGE_COLUMNS if c in names and c != id_column), None)
+
+
+def _page_titles(array: pa.Array) -> list[str | None]:
+    # A title is text; an empty one is absent, as a missing page_id is.
+    out: list[str | None] = []
+    for value in array.to_pylist():
+        text = value.strip() if isinstance(value, str) else None if value is None else str(value)
+        out.append(text or None)
+    return out
 
 
 def _page_ids(array: pa.Array) -> list[int | None]:

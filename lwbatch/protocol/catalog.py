@@ -107,14 +107,9 @@ class ModelSpec:
         return "lang" in self.family.payload
 
     @property
-    def needs_page_id(self) -> bool:
+    def needs_page(self) -> bool:
+        """Whether the server needs the revision's page too (its page_id or title)."""
         return "page_id" in self.family.payload
-
-    @property
-    def cacheable(self) -> bool:
-        """Whether a score cache, keyed by (wiki, rev_id), may keep its answers: not
-        when they also depend on the row's page_id."""
-        return not self.needs_page_id
 
     @property
     def is_template(self) -> bool:

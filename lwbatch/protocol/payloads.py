@@ -41,7 +41,11 @@ def _instance(fields: Sequence[str], form: LangForm, revision: Revision) -> dict
         if name == "lang":
             out[name] = revision.wiki.lang_for(form)
         elif name == "page_id":
-            out[name] = revision.page_id
+            # The page by id, else by title: the server takes exactly one of them.
+            if revision.page_id is not None or revision.page_title is None:
+                out[name] = revision.page_id
+            else:
+                out["page_title"] = revision.page_title
         else:  # rev_id, or revision_id where the server reads that name
             out[name] = revision.rev_id
     return out
