@@ -11,13 +11,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+import anyio
 import httpx
 import orjson
 import pytest
 
 from lwbatch import Budget, Endpoint, RetryPolicy
 from lwbatch.engine.dispatch import Dispatcher
-from lwbatch.engine.faults import ServerFaults
+from lwbatch.engine.faults import PROBE_AGAIN, ServerFaults
 from lwbatch.engine.stats import RunStats
 from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.protocol.catalog import default_catalog
@@ -77,6 +78,7 @@ class Harness:
             retry=retry,
             sleep=clock.sleep,
             rng=random.Random(1),
+            clock=clock,
         )
 
     async def send(self, model: str, revisions: list[Revision]) -> list[Score]:
@@ -123,16 +125,16 @@ async def test_a_poison_revision_is_found_and_only_it_fails(fake_clock: FakeCloc
     )
     # Counted from the batch's first attempt: 3 + 4 pieces it was in.
     assert scores[0].attempts == 7
-    # Depth first: a failing piece is split before its sibling is sent.
+    # Both halves are tried before a failing one is split again.
     assert [sorted(sent_revs(r)) for _, r in harness.script.requests[4:]] == [
         list(range(101, 111)),
+        list(range(111, 121)),
         list(range(101, 106)),
+        list(range(106, 111)),
         [101, 102],
+        [103, 104, 105],
         [101],
         [102],
-        [103, 104, 105],
-        list(range(106, 111)),
-        list(range(111, 121)),
     ]
 
 
@@ -148,13 +150,57 @@ async def test_two_poison_revisions_in_one_batch(fake_clock: FakeClock) -> None:
     assert harness.requests == 1 + 2 + 2 + 2 * (2 + 2 + 2)
 
 
-async def test_no_split_while_the_model_answers_nothing(fake_clock: FakeClock) -> None:
-    # An outage: no batch of this (model, wiki) was answered, so splitting would only
-    # multiply the failing requests.
-    harness = Harness(fake_clock, poisoned_by(*range(101, 121)), RetryPolicy(max_attempts=3))
+async def test_every_batch_poisoned_and_nothing_answered_yet(fake_clock: FakeClock) -> None:
+    # Nothing of en was answered: the first failed batch probes with its two halves, one
+    # of which answers, and from then on failed batches are split.
+    harness = Harness(fake_clock, poisoned_by(7, 27), RetryPolicy(max_attempts=2))
+    first = await harness.send(RR, en(*range(1, 21)))
+    second = await harness.send(RR, en(*range(21, 41)))
+    assert [r for r, s in zip(range(1, 41), first + second, strict=True) if not s.ok] == [7, 27]
+    # Per batch 2 attempts, then 20 -> 10 + 10, 10 -> 5 + 5, 5 -> 2 + 3, 2 -> 1 + 1.
+    assert harness.requests == 2 * (2 + 8)
+
+
+async def test_an_outage_is_probed_once_not_split(fake_clock: FakeClock) -> None:
+    # Nothing answers: the probe's two halves fail too, and for PROBE_AGAIN seconds no
+    # other failed batch of that (model, wiki) is split.
+    harness = Harness(fake_clock, poisoned_by(*range(1, 200)), RetryPolicy(max_attempts=3))
     scores = await harness.send(RR, en(*range(101, 121)))
-    assert harness.requests == 3
+    assert harness.requests == 3 + 2
     assert {s.error for s in scores} == {ErrorType.TRANSIENT_ERROR}
+    await harness.send(RR, en(*range(121, 141)))
+    assert harness.requests == 3 + 2 + 3
+    fake_clock.now += PROBE_AGAIN
+    await harness.send(RR, en(*range(141, 161)))
+    assert harness.requests == 3 + 2 + 3 + 3 + 2  # probed again
+    # Another wiki is probed on its own.
+    await harness.send(RR, [Revision.in_lang(r, "de") for r in range(1, 21)])
+    assert harness.requests == 3 + 2 + 3 + 3 + 2 + 3 + 2
+
+
+async def test_failed_batches_wait_for_the_probe(fake_clock: FakeClock) -> None:
+    # Three poisoned batches fail at once: one probes, the others wait for it and are
+    # split once it shows that the model answers.
+    harness = Harness(fake_clock, poisoned_by(5, 25, 45), RetryPolicy(max_attempts=1))
+    results: dict[int, list[Score]] = {}
+
+    async def send(start: int) -> None:
+        results[start] = await harness.dispatcher.send(
+            default_catalog().resolve(RR), en(*range(start, start + 20))
+        )
+
+    async with harness.client, anyio.create_task_group() as group:
+        for start in (1, 21, 41):
+            group.start_soon(send, start)
+    failed = [
+        rev
+        for start in (1, 21, 41)
+        for rev, score in zip(range(start, start + 20), results[start], strict=True)
+        if not score.ok
+    ]
+    assert failed == [5, 25, 45]
+    # Each: 1 attempt, then [1-10] [11-20], [1-5] [6-10], [1,2] [3-5], [3] [4,5], [4] [5].
+    assert harness.requests == 3 * (1 + 10)
 
 
 async def test_splits_are_capped_per_model_and_wiki(fake_clock: FakeClock) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -99,6 +100,7 @@ class Dispatcher:
         limit: Callable[[], int] | None = None,
         rng: random.Random | None = None,
         refresher: TokenRefresher | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._refresher = refresher
@@ -120,7 +122,9 @@ class Dispatcher:
         self._unreachable = 0  # connection failures in a row before any answer
         self._unreachable_reason = ""
         self._drained = anyio.Event()
-        self.faults = ServerFaults(after=retry.server_fault_after, max_splits=retry.max_splits)
+        self.faults = ServerFaults(
+            after=retry.server_fault_after, max_splits=retry.max_splits, clock=clock
+        )
 
     def stop(self) -> None:
         """Send nothing more; requests already in flight may finish."""
@@ -192,21 +196,39 @@ class Dispatcher:
         status = failure.status
         if status is None or status < 500:
             return scores
-        if len(revisions) > 1 and self.faults.may_split(pair):
-            half = len(revisions) // 2
-            found: list[Score] = []
-            for piece in (revisions[:half], revisions[half:]):
-                # One attempt per piece: the batch has had its retries.
-                piece_tally = _Tally(tally.sent)
-                piece_scores, piece_failure = await self._try(spec, piece, 1, piece_tally)
-                if piece_failure is not None:
-                    piece_scores = await self._after(
-                        spec, piece, piece_scores, piece_failure, piece_tally
-                    )
-                found.extend(piece_scores)
-            return found
+        if len(revisions) > 1:
+            allowed = await self.faults.may_split(pair)
+            if allowed is None:  # the probe: split once, to see whether any half answers
+                try:
+                    return await self._split(spec, revisions, tally, pair)
+                finally:
+                    self.faults.probed(pair)
+            if allowed:
+                return await self._split(spec, revisions, tally, pair)
         self.faults.failed(pair, status, failure.detail or "", (r.rev_id for r in revisions))
         return scores
+
+    async def _split(
+        self, spec: ModelSpec, revisions: Sequence[Revision], tally: _Tally, pair: Pair
+    ) -> list[Score]:
+        """Halves, one attempt each (the batch has had its retries); a failing half is
+        split again while the (model, wiki) answers others."""
+        half = len(revisions) // 2
+        tried = []
+        for piece in (revisions[:half], revisions[half:]):
+            piece_tally = _Tally(tally.sent)
+            tried.append((piece, piece_tally, *await self._try(spec, piece, 1, piece_tally)))
+        found: list[Score] = []
+        for piece, piece_tally, piece_scores, piece_failure in tried:
+            if piece_failure is not None:
+                status = piece_failure.status or 0
+                if len(piece) > 1 and status >= 500 and self.faults.may_split_again(pair):
+                    piece_scores = await self._split(spec, piece, piece_tally, pair)
+                elif status >= 500:
+                    revs = (r.rev_id for r in piece)
+                    self.faults.failed(pair, status, piece_failure.detail or "", revs)
+            found.extend(piece_scores)
+        return found
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter (Brooker, "Exponential Backoff And

@@ -1,4 +1,5 @@
-"""Server-side faults of one (model, wiki): the safety net for what no list foresees.
+"""Server-side faults of one (model, wiki): the safety net for what no list foresees,
+and when a failed batch may be split to find the revision that fails it.
 
 A model server that fails every revision of a wiki the same way (articlequality's
 500 ``KeyError : 'ann'`` for a wiki missing from its feature table) would otherwise cost
@@ -10,12 +11,22 @@ A real outage is told apart by its spread: a body also seen failing for another
 (model, wiki) is an outage of something they share (MediaWiki, the cluster), and is
 retried as ever. 502/503/504 come from the gateway and never count, nor does the body of
 revertrisk's batch fetch failure, which splitting a batch handles.
+
+Splitting: revertrisk answers 500 for a whole batch when fetching any one of its
+revisions raises. A failed batch is split while its (model, wiki) answers other
+requests. Before anything of it was answered, the first failed batch probes: it is split
+once (two requests), and the other failed batches wait for what that shows. If neither
+half is answered it is an outage: nothing of that (model, wiki) is split for
+`PROBE_AGAIN` seconds, unless an answer comes first.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import anyio
 
 from lwbatch.protocol.failures import is_fetch_failure
 from lwbatch.results import ErrorType, Score
@@ -24,6 +35,8 @@ Pair = tuple[str, str]  # (model, wiki database name)
 
 # Bodies remembered to tell an outage (one body on several pairs) from a fault of one.
 _BODIES = 256
+# After a probe found an outage, seconds before another failed batch may probe again.
+PROBE_AGAIN = 60.0
 
 
 class _Streak:
@@ -38,10 +51,15 @@ class ServerFaults:
     """Per (model, wiki): 2xx answers seen, the current streak of one failing body, the
     pairs given up on, and the batch splits still allowed."""
 
-    def __init__(self, *, after: int, max_splits: int) -> None:
+    def __init__(
+        self, *, after: int, max_splits: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.after = after
         self._max_splits = max_splits
+        self._clock = clock
         self._answered: set[Pair] = set()
+        self._probing: dict[Pair, anyio.Event] = {}
+        self._outage_until: dict[Pair, float] = {}
         self._streaks: dict[Pair, _Streak] = {}
         self._given_up: dict[Pair, str] = {}
         self._splits: dict[Pair, int] = {}
@@ -51,15 +69,38 @@ class ServerFaults:
         """A 2xx for this (model, wiki): it works, whatever failed before."""
         self._answered.add(pair)
         self._streaks.pop(pair, None)
+        self._outage_until.pop(pair, None)
 
-    def has_answered(self, pair: Pair) -> bool:
-        return pair in self._answered
+    async def may_split(self, pair: Pair) -> bool | None:
+        """Whether a batch of `pair` that used up its retries may be split: True, False,
+        or None to split it as the probe (then call :meth:`probed` once its halves are
+        tried). Waits while another batch of `pair` probes."""
+        while pair not in self._answered:
+            probe = self._probing.get(pair)
+            if probe is None:
+                if self._clock() < self._outage_until.get(pair, 0.0):
+                    return False
+                if not self._take_split(pair):
+                    return False
+                self._probing[pair] = anyio.Event()
+                return None
+            await probe.wait()
+        return self._take_split(pair)
 
-    def may_split(self, pair: Pair) -> bool:
-        """Whether a failed batch of `pair` may be split: only while other batches of it
-        succeed (not in an outage), and at most `max_splits` batches per pair."""
+    def may_split_again(self, pair: Pair) -> bool:
+        """Whether a failed piece of a split batch may be split further: only once the
+        pair has answered something (else its failures are an outage's)."""
+        return pair in self._answered and self._take_split(pair)
+
+    def probed(self, pair: Pair) -> None:
+        """The probe's halves were tried; unanswered, they show an outage."""
         if pair not in self._answered:
-            return False
+            self._outage_until[pair] = self._clock() + PROBE_AGAIN
+        probe = self._probing.pop(pair, None)
+        if probe is not None:
+            probe.set()
+
+    def _take_split(self, pair: Pair) -> bool:
         used = self._splits.get(pair, 0)
         if used >= self._max_splits:
             return False
@@ -101,4 +142,4 @@ class ServerFaults:
         return Score.failed(ErrorType.SERVER_ERROR, message, cacheable=False)
 
 
-__all__ = ["Pair", "ServerFaults"]
+__all__ = ["PROBE_AGAIN", "Pair", "ServerFaults"]

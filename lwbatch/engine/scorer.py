@@ -221,6 +221,7 @@ class Scorer:
             # Workers that shrink away finish their request first, so the cap in force
             # is the larger of the limit and the workers still alive.
             limit=lambda: max(self.concurrency.limit, self._workers),
+            clock=clock,
         )
         self._tg: TaskGroup | None = None
         self._started: float | None = None
