@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 import anyio
+import anyio.lowlevel
 import httpx
 import orjson
 import pytest
@@ -66,15 +67,17 @@ class Harness:
         clock: FakeClock,
         answer: Callable[[httpx.Request], httpx.Response],
         retry: RetryPolicy,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.script = Script(lambda request, _n: answer(request), clock)
         self.client = LiftWingClient(
-            Endpoint(base_url=BASE), transport=self.script.transport, clock=clock
+            Endpoint(base_url=BASE), transport=transport or self.script.transport, clock=clock
         )
+        self.stats = RunStats()
         self.dispatcher = Dispatcher(
             self.client,
             BudgetLimiter(Budget.unlimited(), clock=clock, sleep=clock.sleep),
-            RunStats(),
+            self.stats,
             retry=retry,
             sleep=clock.sleep,
             rng=random.Random(1),
@@ -88,6 +91,10 @@ class Harness:
     @property
     def requests(self) -> int:
         return len(self.script.requests)
+
+    @property
+    def requests_sent(self) -> int:
+        return self.stats.requests_sent
 
 
 def en(*rev_ids: int) -> list[Revision]:
@@ -201,6 +208,63 @@ async def test_failed_batches_wait_for_the_probe(fake_clock: FakeClock) -> None:
     assert failed == [5, 25, 45]
     # Each: 1 attempt, then [1-10] [11-20], [1-5] [6-10], [1,2] [3-5], [3] [4,5], [4] [5].
     assert harness.requests == 3 * (1 + 10)
+
+
+async def test_an_outage_is_probed_once_by_batches_failing_at_once(fake_clock: FakeClock) -> None:
+    # Three batches fail together in an outage: one probes (2 requests), the others wait
+    # for its verdict and are not split.
+    async def answer(request: httpx.Request) -> httpx.Response:
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()  # let the other requests interleave
+        return fail(500, FETCH_FAILURE)
+
+    harness = Harness(
+        fake_clock,
+        lambda request: fail(500, FETCH_FAILURE),
+        RetryPolicy(max_attempts=2),
+        transport=httpx.MockTransport(answer),
+    )
+    spec = default_catalog().resolve(RR)
+
+    async def send(start: int) -> None:
+        await harness.dispatcher.send(spec, en(*range(start, start + 20)))
+
+    async with harness.client, anyio.create_task_group() as group:
+        for start in (1, 21, 41):
+            group.start_soon(send, start)
+    assert harness.requests_sent == 3 * 2 + 2
+
+
+async def test_no_probe_when_no_split_is_allowed(fake_clock: FakeClock) -> None:
+    harness = Harness(fake_clock, poisoned_by(5), RetryPolicy(max_attempts=2, max_splits=0))
+    scores = await harness.send(RR, en(*range(1, 21)))
+    assert harness.requests == 2
+    assert {s.error for s in scores} == {ErrorType.TRANSIENT_ERROR}
+
+
+async def test_a_batch_of_two_is_split_too(fake_clock: FakeClock) -> None:
+    harness = Harness(fake_clock, poisoned_by(101), RetryPolicy(max_attempts=2))
+    await harness.send(RR, en(1, 2))
+    scores = await harness.send(RR, en(101, 102))
+    assert [s.ok for s in scores] == [False, True]
+    assert harness.requests == 1 + 2 + 2
+
+
+async def test_the_pieces_of_a_split_count_towards_giving_up(fake_clock: FakeClock) -> None:
+    # A batch model that fails every request of a wiki with one body once it has
+    # answered one: the pieces' failures count, and the wiki is given up on.
+    def answer(request: httpx.Request) -> httpx.Response:
+        if sent_revs(request) == [1, 2]:
+            return httpx.Response(200, json={"predictions": [rr_item(1), rr_item(2)]})
+        return fail(500, "RuntimeError : model crashed")
+
+    harness = Harness(fake_clock, answer, RetryPolicy(max_attempts=1, server_fault_after=3))
+    await harness.send(RR, en(1, 2))
+    scores = await harness.send(RR, en(*range(101, 121)))
+    labels = {s.error for s in scores}
+    assert labels == {ErrorType.TRANSIENT_ERROR, ErrorType.SERVER_ERROR}
+    # Not the 1 + 38 of splitting all the way down to every single revision.
+    assert harness.requests < 1 + 1 + 38
 
 
 async def test_splits_are_capped_per_model_and_wiki(fake_clock: FakeClock) -> None:

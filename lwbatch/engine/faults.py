@@ -69,7 +69,6 @@ class ServerFaults:
         """A 2xx for this (model, wiki): it works, whatever failed before."""
         self._answered.add(pair)
         self._streaks.pop(pair, None)
-        self._outage_until.pop(pair, None)
 
     async def may_split(self, pair: Pair) -> bool | None:
         """Whether a batch of `pair` that used up its retries may be split: True, False,
@@ -96,9 +95,7 @@ class ServerFaults:
         """The probe's halves were tried; unanswered, they show an outage."""
         if pair not in self._answered:
             self._outage_until[pair] = self._clock() + PROBE_AGAIN
-        probe = self._probing.pop(pair, None)
-        if probe is not None:
-            probe.set()
+        self._probing.pop(pair).set()
 
     def _take_split(self, pair: Pair) -> bool:
         used = self._splits.get(pair, 0)
