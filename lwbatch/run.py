@@ -427,7 +427,7 @@ def open_for(
                 f"`keep_columns` {field.name!r}: the output has a column of that name "
                 "already (a key or a model); rename it in the input"
             )
-    if isinstance(source, FileSource | ManySource) and source.page_column is None:
+    if isinstance(source, FileSource | ManySource) and not source.page_columns:
         for spec in specs:
             if spec.needs_page:
                 raise InputError(

@@ -38,7 +38,7 @@ from lwbatch.engine.stats import RunStats
 from lwbatch.engine.targets import warn_if_models_disagree
 from lwbatch.errors import UsageError, primary_error
 from lwbatch.io.rows import RowBuffer, output_schema
-from lwbatch.io.sources import RowReader, page_column_of
+from lwbatch.io.sources import RowReader, page_columns_of
 from lwbatch.keys import KeyLayout
 from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.tokens import choose_budget
@@ -122,8 +122,8 @@ def score(
                 f"`{param}` {column!r}: the input has no such column "
                 f"(columns: {', '.join(df.columns)})"
             )
-    page_column = page_column_of([c for c in df.columns if c != wiki_source], id_col)
-    if page_column is None:
+    page_columns = page_columns_of([c for c in df.columns if c != wiki_source], id_col)
+    if not page_columns:
         needing = [s.name for s in specs if s.needs_page]
         if needing:
             raise UsageError(
@@ -144,7 +144,7 @@ def score(
     columns = [
         id_col,
         *([wiki_source] if wiki_source else []),
-        *([page_column] if page_column else []),
+        *page_columns,
     ]
     wiki_form = "dbname" if wiki_col is not None else "lang"
     keys = _partition_keys(df, id_col, wiki_source, wiki_form, default)
@@ -165,7 +165,7 @@ def score(
         wiki_source=wiki_source,
         wiki_form=wiki_form,
         lang=lang,
-        page_column=page_column,
+        page_columns=page_columns,
         counters=counters,
         catalog=catalog,
     )
@@ -230,7 +230,7 @@ class _Task:
     wiki_source: str | None
     wiki_form: str
     lang: str
-    page_column: str | None
+    page_columns: tuple[str, ...]
     counters: Counters | None
     catalog: Catalog = field(default_factory=default_catalog)
 
@@ -300,13 +300,14 @@ class _Task:
             default_wiki=default,
             wiki_column=self.wiki_source,
             wiki_form=self.wiki_form,
-            page_column=self.page_column,
+            page_columns=self.page_columns,
         )
 
         async def items() -> Any:
             while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
                 wikis_ = batch.column(1) if self.wiki_source else None
-                pages = batch.column(batch.num_columns - 1) if self.page_column else None
+                first_page = batch.num_columns - len(self.page_columns)
+                pages = [batch.column(first_page + i) for i in range(len(self.page_columns))]
                 # Row numbers within a partition mean nothing to the user: none.
                 yield reader.convert(batch.column(0), wikis_, pages, None)
 

@@ -51,7 +51,7 @@ def test_json_lines_are_read_like_csv_text(tmp_path: Path) -> None:
     ]
     path.write_text("\n".join(lines))  # no newline at the end
     source = JsonlSource(path, batch_rows=3)
-    assert (source.key_layout.wiki_column, source.page_column) == ("lang", "page_id")
+    assert (source.key_layout.wiki_column, source.page_columns) == ("lang", ("page_id",))
     assert items_of(source) == [
         (1, "dewiki", 10),
         (2, "enwiki", None),
@@ -350,7 +350,7 @@ def test_several_inputs_must_keep_the_same_columns_and_all_have_page_ids(
         "the same columns"
     )
     many = open_inputs([a, b])
-    assert isinstance(many, ManySource) and many.page_column is None
+    assert isinstance(many, ManySource) and many.page_columns == ()
     with pytest.raises(InputError) as info:
         score_file([a, b], tmp_path / "o.parquet", models=["outlink-topic-model"])
     assert "outlink-topic-model needs a page_id or page_title column" in str(info.value)
@@ -404,7 +404,12 @@ def test_outlink_takes_the_page_by_title_where_the_input_has_no_page_id(
     tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
     inp = tmp_path / "in.csv"
-    inp.write_text("rev_id,lang,page_title\n11,en,Albert Einstein\n12,de,\n13,fr,Paris\n")
+    # A data-lake export may hold both columns, with some page_ids missing: the title
+    # stands in for those rows.
+    inp.write_text(
+        "rev_id,lang,page_id,page_title\n11,en,,Albert Einstein\n12,de,,\n13,fr,,Paris\n"
+        "14,en,400,Ignored Title\n"
+    )
     with emulator() as (emu, base_url):
         report = score_file(
             inp,
@@ -414,17 +419,18 @@ def test_outlink_takes_the_page_by_title_where_the_input_has_no_page_id(
             budget=Budget.unlimited(),
         )
         answered = set(emu.stats.answered)
-    assert report.requests_sent == 2
+    assert report.requests_sent == 3
     # The emulator keys outlink answers by the revision sent (revision_id).
     assert answered == {
         ("outlink-topic-model", "enwiki", 11),
         ("outlink-topic-model", "frwiki", 13),
+        ("outlink-topic-model", "enwiki", 14),
     }
     cells = {
         row["rev_id"]: row["outlink-topic-model"]
         for row in pq.read_table(tmp_path / "out.parquet").to_pylist()
     }
-    assert cells[11]["error"] is None and cells[13]["error"] is None
+    assert cells[11]["error"] is None and cells[13]["error"] is None and cells[14]["error"] is None
     assert (cells[12]["error"], cells[12]["error_message"]) == (
         "unscorable",
         "outlink-topic-model needs the revision's page_id or page_title, and this row has neither",

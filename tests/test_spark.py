@@ -398,7 +398,7 @@ def _task(base_url: str, model: str = "enwiki-damaging") -> Any:
         wiki_source=None,
         wiki_form="lang",
         lang="en",
-        page_column=None,
+        page_columns=(),
         counters=None,
     )
 

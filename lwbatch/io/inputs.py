@@ -45,8 +45,10 @@ class ManySource:
                     f"({_fields(first)}); give inputs with the same columns",
                     path=other.name,
                 )
-        columns = {s.page_column for s in self.sources}
-        self.page_column = columns.pop() if len(columns) == 1 else None
+        # The page columns every input has (a row can only be read by those).
+        self.page_columns = tuple(
+            c for c in first.page_columns if all(c in s.page_columns for s in self.sources)
+        )
         self.kept_fields = first.kept_fields
 
     @property

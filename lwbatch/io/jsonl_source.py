@@ -85,27 +85,29 @@ class JsonlSource(FileSource):
         kept_names = [f.name for f in self.kept_fields]
         ids: list[str | None] = []
         wikis: list[str | None] = []
-        pages: list[str | None] = []
+        pages: list[list[str | None]] = [[] for _ in self.page_columns]
         kept: list[list[str | None]] = [[] for _ in kept_names]
         for record in self._records():
             if not isinstance(record, dict):
                 ids.append(_NOT_AN_OBJECT_ID)
                 wikis.append(None)
-                pages.append(None)
+                for column in pages:
+                    column.append(None)
                 for column in kept:
                     column.append(None)
             else:
                 ids.append(_text(record.get(id_column)))
                 wikis.append(_text(record.get(wiki_column)) if wiki_column else None)
-                page = self.page_column
-                pages.append(_text(record.get(page)) if page is not None else None)
+                for name, column in zip(self.page_columns, pages, strict=True):
+                    column.append(_text(record.get(name)))
                 for name, column in zip(kept_names, kept, strict=True):
                     column.append(
                         None if name not in record else orjson.dumps(record[name]).decode()
                     )
             if len(ids) >= self.batch_rows:
                 yield self._batch(ids, wikis, pages, kept)
-                ids, wikis, pages, kept = [], [], [], [[] for _ in kept_names]
+                ids, wikis, kept = [], [], [[] for _ in kept_names]
+                pages = [[] for _ in self.page_columns]
         if ids:
             yield self._batch(ids, wikis, pages, kept)
 
@@ -113,13 +115,13 @@ class JsonlSource(FileSource):
         self,
         ids: list[str | None],
         wikis: list[str | None],
-        pages: list[str | None],
+        pages: list[list[str | None]],
         kept: list[list[str | None]],
     ) -> Arrays:
         return (
             pa.array(ids, pa.string()),
             pa.array(wikis, pa.string()) if self._wiki_source is not None else None,
-            pa.array(pages, pa.string()) if self.page_column is not None else None,
+            [pa.array(column, pa.string()) for column in pages],
             [pa.array(column, pa.string()) for column in kept],
         )
 

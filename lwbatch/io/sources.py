@@ -45,8 +45,8 @@ _JSONL = (".jsonl", ".ndjson")
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 _FINGERPRINT_BYTES = 1 << 20
 KEEP_ALL = "all"
-# What a source's _arrays yields per batch: ids, wikis, pages, kept columns.
-Arrays = tuple[pa.Array, pa.Array | None, pa.Array | None, list[pa.Array]]
+# What a source's _arrays yields per batch: ids, wikis, page columns, kept columns.
+Arrays = tuple[pa.Array, pa.Array | None, list[pa.Array], list[pa.Array]]
 
 
 class FileSource:
@@ -84,8 +84,8 @@ class FileSource:
         # The column that names each row's wiki, and how: "lang" or "dbname".
         self._wiki_source: str | None = None
         self._wiki_form = "dbname" if wiki_column is not None else "lang"
-        # The column naming each row's page (page_id, else page_title), if any.
-        self.page_column: str | None = None
+        # The columns naming each row's page: page_id and/or page_title, in that order.
+        self.page_columns: tuple[str, ...] = ()
         self._total_rows: int | None = None
         _check_file(self.path, self.name)
         self._open()
@@ -126,7 +126,7 @@ class FileSource:
         columns = [
             self.id_column,
             *([self._wiki_source] if self._wiki_source is not None else []),
-            *([self.page_column] if self.page_column is not None else []),
+            *self.page_columns,
         ]
         return columns + [f.name for f in self.kept_fields if f.name not in columns]
 
@@ -155,7 +155,7 @@ class FileSource:
         """A batch read with :meth:`_columns` -> what :meth:`_arrays` yields."""
         # By name: a reader may give the columns in the file's order, not the one asked.
         wikis_ = batch.column(self._wiki_source) if self._wiki_source is not None else None
-        pages = batch.column(self.page_column) if self.page_column is not None else None
+        pages = [batch.column(name) for name in self.page_columns]
         kept = [batch.column(f.name) for f in self.kept_fields]
         return batch.column(self.id_column), wikis_, pages, kept
 
@@ -170,7 +170,7 @@ class FileSource:
             self._wiki_source = self.wiki_column
         elif LANG_COLUMN in names:
             self._wiki_source = LANG_COLUMN
-        self.page_column = page_column_of(names, self.id_column)
+        self.page_columns = page_columns_of(names, self.id_column)
 
     def _check_column(self, names: list[str], schema: pa.Schema | None) -> None:
         if self.id_column not in names:
@@ -204,12 +204,12 @@ class FileSource:
             default_wiki=self.default_wiki,
             wiki_column=self._wiki_source,
             wiki_form=self._wiki_form,
-            page_column=self.page_column,
+            page_columns=self.page_columns,
         )
         row = 1
         try:
-            for ids, wiki_values, page_ids, kept in self._arrays():
-                yield reader.convert(ids, wiki_values, page_ids, row, kept)
+            for ids, wiki_values, pages, kept in self._arrays():
+                yield reader.convert(ids, wiki_values, pages, row, kept)
                 row += len(ids)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(
@@ -235,10 +235,10 @@ class RowReader:
         default_wiki: Wiki,
         wiki_column: str | None = None,
         wiki_form: str = "lang",
-        page_column: str | None = PAGE_ID_COLUMN,
+        page_columns: Sequence[str] = (),
     ) -> None:
         self.id_column = id_column
-        self._by_title = page_column == PAGE_TITLE_COLUMN
+        self._page_columns = tuple(page_columns)
         self.default_wiki = default_wiki
         self._wiki_source = wiki_column
         self._wiki_form = wiki_form
@@ -249,7 +249,7 @@ class RowReader:
         self,
         ids: pa.Array,
         wiki_values: pa.Array | None,
-        pages: pa.Array | None,
+        pages: Sequence[pa.Array],
         first: int | None,
         kept: Sequence[pa.Array] = (),
     ) -> list[Item]:
@@ -260,9 +260,15 @@ class RowReader:
         values = ids.to_pylist()
         kept_rows = list(zip(*(k.to_pylist() for k in kept), strict=True)) if kept else None
         wiki_list = wiki_values.to_pylist() if wiki_values is not None else None
-        page_list: list[Any] | None = None
-        if pages is not None:
-            page_list = _page_titles(pages) if self._by_title else _page_ids(pages)
+        # A row's page by id, else by title (a data-lake export may hold both, with
+        # some ids missing).
+        page_ids: list[int | None] | None = None
+        titles: list[str | None] | None = None
+        for name, array in zip(self._page_columns, pages, strict=True):
+            if name == PAGE_ID_COLUMN:
+                page_ids = _page_ids(array)
+            else:
+                titles = _page_titles(array)
         out: list[Item] = []
         append = out.append
         parse = (
@@ -281,8 +287,8 @@ class RowReader:
                 where = None if first is None else first + i
                 append(InvalidRow(where, rev_id, f"{self.id_column} {reason}", raw_wiki, carried))
                 continue
-            page = page_list[i] if page_list is not None else None
-            page_id, title = (None, page) if self._by_title else (page, None)
+            page_id = page_ids[i] if page_ids is not None else None
+            title = titles[i] if titles is not None and page_id is None else None
             if wiki_list is None:
                 append(Revision(rev_id, default, "", page_id, carried, title))  # type: ignore[arg-type]
                 continue
@@ -468,9 +474,9 @@ def _is_text(kind: pa.DataType) -> bool:
     )
 
 
-def page_column_of(names: Sequence[str], id_column: str) -> str | None:
-    """The column that names each row's page: page_id where there is one, else page_title."""
-    return next((c for c in PAGE_COLUMNS if c in names and c != id_column), None)
+def page_columns_of(names: Sequence[str], id_column: str) -> tuple[str, ...]:
+    """The columns that name each row's page (page_id, page_title), those there are."""
+    return tuple(c for c in PAGE_COLUMNS if c in names and c != id_column)
 
 
 def _page_titles(array: pa.Array) -> list[str | None]:
