@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from lwbatch.config import RetryPolicy
-from lwbatch.engine.faults import Pair, ServerFaults
+from lwbatch.engine.faults import BatchSplits, FailingWikis, Pair
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
 from lwbatch.oauth import TokenRefresher
@@ -83,6 +83,25 @@ class _Tally:
 
 
 _REFRESHED = _Retry(ErrorType.TRANSIENT_ERROR, "HTTP 401, token refreshed")
+_NOT_SENT = "not sent: the run stopped while its batch was being split"
+
+
+class _Split:
+    """One batch being split: its model, (model, wiki), first attempt, and the failure
+    its revisions keep where they are not sent; when `probing`, a failing piece is split
+    though the pair answered nothing (to find out whether it answers anything)."""
+
+    __slots__ = ("spec", "pair", "since", "failed", "size", "probing")
+
+    def __init__(
+        self, spec: ModelSpec, pair: Pair, since: float, failed: Score, size: int, *, probing: bool
+    ) -> None:
+        self.spec = spec
+        self.pair = pair
+        self.since = since
+        self.failed = failed
+        self.size = size
+        self.probing = probing
 
 
 class Dispatcher:
@@ -122,9 +141,8 @@ class Dispatcher:
         self._unreachable = 0  # connection failures in a row before any answer
         self._unreachable_reason = ""
         self._drained = anyio.Event()
-        self.faults = ServerFaults(
-            after=retry.server_fault_after, max_splits=retry.max_splits, clock=clock
-        )
+        self.failing = FailingWikis(after=retry.server_fault_after, clock=clock)
+        self.splits = BatchSplits(max_splits=retry.max_splits, clock=clock)
 
     def stop(self) -> None:
         """Send nothing more; requests already in flight may finish."""
@@ -140,13 +158,23 @@ class Dispatcher:
         """A score per revision, in their order; retries until each answer is final or
         the policy gives up. Rev_ids key the answer only inside this one request."""
         tally = _Tally()
-        scores, failure = await self._try(spec, revisions, self._policy.max_attempts, tally)
+        since = self.splits.now()
+        # One job now and then tries a (model, wiki) given up on again.
+        revisit = self.failing.revisit((spec.name, revisions[0].wiki.dbname))
+        attempts = self._policy.max_attempts
+        scores, failure = await self._try(spec, revisions, attempts, tally, revisit=revisit)
         if failure is not None:
-            return await self._after(spec, revisions, scores, failure, tally)
+            return await self._after(spec, revisions, scores, failure, tally, since)
         return scores
 
     async def _try(
-        self, spec: ModelSpec, revisions: Sequence[Revision], attempts: int, tally: _Tally
+        self,
+        spec: ModelSpec,
+        revisions: Sequence[Revision],
+        attempts: int,
+        tally: _Tally,
+        *,
+        revisit: bool = False,
     ) -> tuple[list[Score], _Retry | None]:
         """Scores for `revisions` within `attempts` transient failures; the last failure
         too when they were used up."""
@@ -157,7 +185,7 @@ class Dispatcher:
         policy = self._policy
         transient = rate_limited = 0
         while True:
-            outcome = await self._attempt(spec, rev_ids, payload, wiki, tally)
+            outcome = await self._attempt(spec, rev_ids, payload, wiki, tally, revisit)
             if outcome is _REFRESHED:
                 continue  # sent again with the new token
             if not isinstance(outcome, _Retry):
@@ -189,46 +217,81 @@ class Dispatcher:
         scores: list[Score],
         failure: _Retry,
         tally: _Tally,
+        since: float,
     ) -> list[Score]:
-        """A job whose retries were used up: split a batch to find the revision that
-        fails it, else count the failure towards giving up on its (model, wiki)."""
+        """A job whose retries were used up (the first attempt at `since`): split a batch
+        to find the revision that fails it, else count it towards giving up on its
+        (model, wiki)."""
         pair = (spec.name, revisions[0].wiki.dbname)
-        status = failure.status
-        if status is None or status < 500:
-            return scores
-        if len(revisions) > 1:
-            allowed = await self.faults.may_split(pair)
-            if allowed is None:  # the probe: split once, to see whether any half answers
+        status = failure.status or 0
+        if status == 500 and len(revisions) > 1:
+            allowed = await self.splits.may_split(pair, since)
+            if allowed is not False:
+                split = _Split(
+                    spec, pair, since, scores[0], len(revisions), probing=allowed is None
+                )
                 try:
-                    return await self._split(spec, revisions, tally, pair)
+                    return await self._split(split, revisions, tally)
                 finally:
-                    self.faults.probed(pair)
-            if allowed:
-                return await self._split(spec, revisions, tally, pair)
-        self.faults.failed(pair, status, failure.detail or "", (r.rev_id for r in revisions))
+                    if split.probing:
+                        self.splits.probed(pair, since)
+        self.failing.failed(pair, status, failure.detail or "")
         return scores
 
     async def _split(
-        self, spec: ModelSpec, revisions: Sequence[Revision], tally: _Tally, pair: Pair
+        self, split: _Split, revisions: Sequence[Revision], tally: _Tally
     ) -> list[Score]:
-        """Halves, one attempt each (the batch has had its retries); a failing half is
-        split again while the (model, wiki) answers others."""
+        """Halves, one attempt each (the batch has had its retries). A failing half is
+        split again while the (model, wiki) answers others. A probe goes down the first
+        failing half alone; where that met no answer at all (an outage), the other half
+        is not sent and keeps the batch's failure."""
         half = len(revisions) // 2
-        tried = []
-        for piece in (revisions[:half], revisions[half:]):
-            piece_tally = _Tally(tally.sent)
-            tried.append((piece, piece_tally, *await self._try(spec, piece, 1, piece_tally)))
         found: list[Score] = []
-        for piece, piece_tally, piece_scores, piece_failure in tried:
-            if piece_failure is not None:
-                status = piece_failure.status or 0
-                if len(piece) > 1 and status >= 500 and self.faults.may_split_again(pair):
-                    piece_scores = await self._split(spec, piece, piece_tally, pair)
-                elif status >= 500:
-                    revs = (r.rev_id for r in piece)
-                    self.faults.failed(pair, status, piece_failure.detail or "", revs)
-            found.extend(piece_scores)
+        paid = descended = False
+        for piece in (revisions[:half], revisions[half:]):
+            if descended and not self.splits.answered_since(split.pair, split.since):
+                found += [split.failed] * len(piece)
+                continue
+            piece_tally = _Tally(tally.sent)
+            try:
+                scores, failure = await self._try(split.spec, piece, 1, piece_tally)
+                if failure is not None:
+                    scores, descended = await self._failed_piece(
+                        split, piece, scores, failure, piece_tally
+                    )
+            except Stopped:
+                if not paid:
+                    raise
+                # The run is stopping: what was answered is kept, the rest asked again.
+                scores = [Score.failed(ErrorType.TRANSIENT_ERROR, _NOT_SENT)] * len(piece)
+            paid = True
+            found += scores
         return found
+
+    async def _failed_piece(
+        self,
+        split: _Split,
+        piece: Sequence[Revision],
+        scores: list[Score],
+        failure: _Retry,
+        tally: _Tally,
+    ) -> tuple[list[Score], bool]:
+        """A piece's scores after its one attempt failed, and whether a probe went down
+        into it."""
+        status = failure.status or 0
+        if status == 500 and len(piece) > 1:
+            if self.splits.answered_since(split.pair, split.since):
+                return await self._split(split, piece, tally), False
+            if split.probing:
+                return await self._split(split, piece, tally), True
+        self.failing.failed(split.pair, status, failure.detail or "")
+        if len(piece) == 1 and status >= 500:
+            message = (
+                f"HTTP {status} when sent alone, after its batch of {split.size} failed: "
+                f"{failure.detail or ''}"
+            )[:MAX_MESSAGE]
+            return [replace(scores[0], error_message=message)], False
+        return scores, False
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter (Brooker, "Exponential Backoff And
@@ -266,10 +329,15 @@ class Dispatcher:
     def held_back(self, spec: ModelSpec, revisions: Sequence[Revision]) -> list[Score] | None:
         """The answers, sent for nothing, to a job the model already refused, else None."""
         rev_ids = [r.rev_id for r in revisions]
-        found = self._refused(spec, rev_ids, revisions[0].wiki.dbname)
+        wiki = revisions[0].wiki.dbname
+        # A (model, wiki) given up on that is due to be tried again: the job goes.
+        revisit = self.failing.due((spec.name, wiki))
+        found = self._refused(spec, rev_ids, wiki, revisit=revisit)
         return None if found is None else [found[r] for r in rev_ids]
 
-    def _refused(self, spec: ModelSpec, rev_ids: list[int], wiki: str) -> dict[int, Score] | None:
+    def _refused(
+        self, spec: ModelSpec, rev_ids: list[int], wiki: str, *, revisit: bool = False
+    ) -> dict[int, Score] | None:
         if spec.name in self.undeployed:
             return _undeployed(spec, rev_ids)
         pair: Pair = (spec.name, wiki)
@@ -277,29 +345,37 @@ class Dispatcher:
         if message is not None:
             said = message or f"{spec.name} answered that it does not serve {wiki}"
             return {r: Score.failed(ErrorType.UNSUPPORTED_WIKI, said) for r in rev_ids}
-        given_up = self.faults.given_up(pair)
+        given_up = None if revisit else self.failing.refusal(pair)
         if given_up is not None:
             return dict.fromkeys(rev_ids, given_up)
         return None
 
-    def _held_back(self, spec: ModelSpec, rev_ids: list[int], wiki: str) -> dict[int, Score] | None:
+    def _held_back(
+        self, spec: ModelSpec, rev_ids: list[int], wiki: str, revisit: bool
+    ) -> dict[int, Score] | None:
         """The answer for a job that must not be sent, or None if it may go."""
-        if (refused := self._refused(spec, rev_ids, wiki)) is not None:
+        if (refused := self._refused(spec, rev_ids, wiki, revisit=revisit)) is not None:
             return refused
         if self.stopping:
             raise Stopped
         return None
 
     async def _attempt(
-        self, spec: ModelSpec, rev_ids: list[int], payload: bytes, wiki: str, tally: _Tally
+        self,
+        spec: ModelSpec,
+        rev_ids: list[int],
+        payload: bytes,
+        wiki: str,
+        tally: _Tally,
+        revisit: bool,
     ) -> dict[int, Score] | _Retry:
         """One try: the scores, or what went wrong if it may be tried again."""
-        if (refused := self._held_back(spec, rev_ids, wiki)) is not None:
+        if (refused := self._held_back(spec, rev_ids, wiki, revisit)) is not None:
             return refused
         await self._limiter.acquire()
         # A 404 for this model, a refusal of this wiki, a stop or giving up on the
         # endpoint may have come while this job waited for the budget: then nothing leaves.
-        if (refused := self._held_back(spec, rev_ids, wiki)) is not None:
+        if (refused := self._held_back(spec, rev_ids, wiki, revisit)) is not None:
             return refused
         stats = self._stats
         stats.requests_sent += 1
@@ -333,8 +409,10 @@ class Dispatcher:
         stats.record_latency(spec.column, reply.latency)
         if self._on_latency is not None:
             self._on_latency(reply.latency)
+        pair = (spec.name, wiki)
         if 200 <= status < 300:
-            self.faults.answered((spec.name, wiki))
+            self.failing.answered(pair)
+            self.splits.final(pair)
             return parse_answer(spec, rev_ids, reply.body)
         if status == 429:
             self._limiter.pause(
@@ -366,9 +444,11 @@ class Dispatcher:
             failed = Score.failed(ErrorType.BAD_RESPONSE, f"HTTP {status}: {text[:MAX_MESSAGE]}")
             return dict.fromkeys(rev_ids, failed)
         if status == 422 and (each := all_failed(text)) is not None and set(each) >= set(rev_ids):
+            self.splits.final(pair)
             return each
         final = read_error(status, text, rev_ids)
         if final is not None:
+            self.splits.final(pair)
             return dict.fromkeys(rev_ids, final)
         return self._retry(reply, text)
 
