@@ -264,7 +264,9 @@ async def score_file_async(
                     "resuming: %s rows done earlier, %s revisions with some answers%s",
                     f"{state.rows_done:,}",
                     f"{len(state.partial):,}",
-                    f", {state.retried:,} transient failures to ask again" if state.retried else "",
+                    f", {state.retried:,} failures of the service to ask again"
+                    if state.retried
+                    else "",
                 )
 
         def flush() -> None:

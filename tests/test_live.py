@@ -93,6 +93,20 @@ def test_the_end_says_what_to_do_next() -> None:
     ]
 
 
+def test_the_end_says_a_model_failing_a_wiki_is_asked_again() -> None:
+    stats = RunStats()
+    stats.errors[("articlequality", "server_error")] = 47
+    assert next_steps(report(stats, 30.0)) == [
+        "47 answers not asked after a model failed the same way for one wiki again and "
+        "again (server_error; the message names the answer): run the same command again to "
+        "ask them once the model is fixed"
+    ]
+    one = RunStats()
+    one.errors[("articlequality", "server_error")] = 1
+    assert next_steps(report(one, 30.0))[0].startswith("1 answer not asked after")
+    assert next_steps(report(one, 30.0))[0].endswith("to ask it once the model is fixed")
+
+
 def test_a_short_run_is_not_compared_with_an_hourly_rate() -> None:
     stats = RunStats()
     stats.requests_sent = 2

@@ -13,8 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from lwbatch import Budget, Endpoint, RetryPolicy, score_file
+from lwbatch.errors import Interrupted
 from lwbatch.protocol.catalog import default_catalog
 from tests.conftest import EmulatorFactory, write_parquet
 
@@ -176,3 +178,66 @@ def test_articlequality_missing_revisions_cost_one_request_each(
         # Final: a rerun of the finished output asks nothing.
         rerun = run(inp, out, base_url, models=["articlequality"])
         assert rerun.requests_sent == 0 and emu.stats.requests == 10
+
+
+def test_ignore_coverage_on_the_command_line(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: Any
+) -> None:
+    from lwbatch.cli import main
+
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {"rev_id": pa.array(range(1, 5), pa.int64()), "lang": ["ann", "ann", "en", "en"]},
+    )
+    assert main(["plan", str(inp), "-m", "articlequality", "--json"]) == 0
+    assert '"answered_without_request":{"articlequality":2}' in capsys.readouterr().out
+    assert main(["plan", str(inp), "-m", "articlequality", "--ignore-coverage", "--json"]) == 0
+    assert '"requests":{"articlequality":4}' in capsys.readouterr().out
+    with emulator() as (emu, base_url):
+        args = ["-m", "articlequality", "--base-url", base_url, "--rate", "unlimited", "-q"]
+        out = tmp_path / "out.parquet"
+        assert main(["score", str(inp), "-o", str(out), *args, "--ignore-coverage"]) == 0
+        # Sent: the server's own answer for annwiki (its KeyError, retried).
+        assert emu.stats.by_status["500"] == 2 * 5 and emu.stats.by_status["200"] == 2
+
+
+async def test_a_rerun_with_coverage_ignored_sends_what_the_list_refused(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    from tests.conftest import score_until
+
+    # An interrupted run refused annwiki from the list; the rerun ignores the list: the
+    # annwiki rows it has still to do are sent, not refused in the server's name.
+    rows = 60
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {
+            "rev_id": pa.array(range(1, rows + 1), pa.int64()),
+            "lang": ["en", "ann"] * (rows // 2),
+        },
+    )
+    out = tmp_path / "out.parquet"
+    options: dict[str, Any] = {
+        "models": ["articlequality"],
+        "budget": Budget.unlimited(),
+        "concurrency": 1,
+        "max_open": 4,
+        "batch_rows": 4,
+    }
+    with emulator() as (emu, base_url):
+        with pytest.raises(Interrupted):
+            await score_until(inp, out, base_url, stop_after=10, **options)
+        assert emu.stats.by_status["500"] == 0
+        await score_until(
+            inp,
+            out,
+            base_url,
+            catalog=default_catalog().without_coverage(),
+            retry=FAST,
+            **options,
+        )
+        sent_to_ann = emu.stats.by_status["500"]
+    got = cells(out, "articlequality")
+    messages = {c["error_message"] for (lang, _), c in got.items() if lang == "ann"}
+    assert not any("answered that it does not serve" in (m or "") for m in messages)
+    assert sent_to_ann > 0

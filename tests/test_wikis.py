@@ -197,8 +197,8 @@ def test_outlink_topic_model_is_sent_the_host_the_page_and_the_revision() -> Non
         (
             "revertrisk-language-agnostic",
             "aawiki",
-            "revertrisk-language-agnostic does not score closed wikis, and aawiki is closed "
-            "(the server's list: 342 wikis (src/models/revert_risk_model/data/wikis.tsv at "
+            "revertrisk-language-agnostic does not score aawiki: it is closed, and not in the "
+            "server's list (342 wikis (src/models/revert_risk_model/data/wikis.tsv at "
             "8e5412476a, 2025-07-23))",
         ),
         # Closed, and in articlequality's feature table: its server scores it.

@@ -36,7 +36,8 @@ from lwbatch.config import (
 )
 from lwbatch.errors import LWBatchError, UnknownModelError, UsageError
 from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
-from lwbatch.protocol.catalog import Catalog, Family, default_catalog, split_model_names
+from lwbatch.protocol.catalog import Catalog, Family, ModelSpec, default_catalog, split_model_names
+from lwbatch.protocol.coverage import Coverage
 from lwbatch.seams import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -237,7 +238,7 @@ def _run_options(func: F) -> F:
     "--retry-failed/--no-retry-failed",
     default=True,
     show_default=True,
-    help="On resume, ask again what failed transiently (5xx, time-outs) last time.",
+    help="On resume, ask again what the service failed last time (5xx, time-outs, server_error).",
 )
 @click.option(
     "--cache",
@@ -599,7 +600,8 @@ def models(name: str | None, as_json: bool) -> None:
     width = max(len(str(r["names"])) for r in rows)
     lines = [f"{'names':<{width}}  {'payload':<28} {'batch':>5}  {'prediction':<10}  wikis"]
     for r in rows:
-        payload = ", ".join(r["payload"])  # type: ignore[arg-type]
+        # The page goes by id or by title (outlink-topic-model).
+        payload = ", ".join(r["payload"]).replace("page_id", "page_id|page_title")  # type: ignore[arg-type]
         note = "  (experimental: --internal or --base-url only)" if r["experimental"] else ""
         coverage = r["coverage"]
         listed = f"{coverage['count']} listed" if coverage else "-"  # type: ignore[index]
@@ -616,7 +618,7 @@ def models(name: str | None, as_json: bool) -> None:
         )
         lines.append(textwrap.fill(said, width=100, subsequent_indent="  ", break_on_hyphens=False))
         if name is not None:
-            lines.append(textwrap.fill(" ".join(sorted(kept.wikis)), width=100))
+            lines += _listed_wikis(catalog.resolve(name), kept)
     if name is None:
         lines += [
             "WIKI is a database name: enwiki, dewiki, zh_yuewiki, enwiktionary, ...",
@@ -625,6 +627,21 @@ def models(name: str | None, as_json: bool) -> None:
             "langid, article-descriptions, edit-check, llm-*.",
         ]
     click.echo("\n".join(lines))
+
+
+def _listed_wikis(spec: ModelSpec, listed: Coverage) -> list[str]:
+    """A list's wikis, and those of them lwbatch refuses all the same (the server's code
+    cannot reach them: its lookup or its host rewrite misses them)."""
+    from lwbatch.wikis import wikis
+
+    table = wikis()
+    refused = {db: spec.refuses(table.from_dbname(db)) for db in sorted(listed.wikis)}
+    lines = [textwrap.fill(" ".join(db for db, why in refused.items() if why is None), width=100)]
+    unreachable = [f"{db}: {why}" for db, why in refused.items() if why is not None]
+    if unreachable:
+        lines.append(f"listed, but refused all the same ({len(unreachable)}):")
+        lines += [f"  {reason}" for reason in unreachable]
+    return lines
 
 
 def _family_row(family: Family, names: str, *, wikis: bool) -> dict[str, object]:

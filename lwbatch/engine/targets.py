@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from lwbatch.engine.dispatch import Dispatcher
 from lwbatch.engine.resume import ResumeState
-from lwbatch.protocol.catalog import ModelSpec
+from lwbatch.errors import LWBatchError
+from lwbatch.protocol.catalog import ModelSpec, default_catalog
 from lwbatch.results import ErrorType, Revision, Score
 from lwbatch.wikis import Wiki, wikipedia, wikis
 
@@ -67,8 +68,10 @@ class Targets:
                 spec = concrete
             if error is ErrorType.MODEL_NOT_DEPLOYED:
                 dispatcher.undeployed.add(spec.name)
-            else:
-                # The earlier run's words are in its rows; these rows say it anew.
+            elif _listed(spec, wiki) is None:
+                # The server said so (a wiki outside a model's list is refused by this
+                # run's own catalogue, or sent when it has no list). The earlier run's
+                # words are in its rows; these rows say it anew.
                 dispatcher.unsupported.setdefault((spec.name, wiki.dbname), "")
 
     def _concrete_for(self, template: ModelSpec, wiki: str) -> ModelSpec | None:
@@ -76,6 +79,15 @@ class Targets:
         if found not in self._concrete:
             self._concrete[found] = template.for_wiki(wiki)
         return self._concrete[found]
+
+
+def _listed(spec: ModelSpec, wiki: Wiki) -> str | None:
+    """Why the shipped list of `spec`'s model leaves `wiki` out, or None."""
+    try:
+        shipped = default_catalog().resolve(spec.name)
+    except LWBatchError:  # a model of another catalogue
+        return None
+    return shipped.uncovered(wiki)
 
 
 def warn_if_models_disagree(specs: Sequence[ModelSpec], lang: str, name: str) -> None:

@@ -169,8 +169,8 @@ class ModelSpec:
             return None
         if wiki.known and not wiki.open:
             return (
-                f"{self.name} does not score closed wikis, and {wiki.dbname} is closed "
-                f"(the server's list: {coverage.describe()})"
+                f"{self.name} does not score {wiki.dbname}: it is closed, and not in the "
+                f"server's list ({coverage.describe()})"
             )
         return (
             f"{self.name} does not score {wiki.dbname}: it is not in the server's list "

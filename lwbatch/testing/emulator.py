@@ -189,17 +189,20 @@ def parse_problems(values: Iterable[str]) -> Mapping[int, Problem]:
     out: dict[int, Problem] = {}
     for text in values:
         kind, sep, revs = text.partition(":")
-        found = next((p for p in PROBLEMS if p == kind.strip()), None)
-        try:
-            ids = [int(part) for part in revs.split(",") if part.strip()]
-        except ValueError:
-            ids = []
-        if not sep or found is None or not ids:
+        found = next((p for p in PROBLEMS if p == kind), None)
+        parts = revs.split(",")
+        if not sep or found is None or not all(p.isdigit() and int(p) > 0 for p in parts):
             raise UsageError(
-                f"`problem` {text!r}: write KIND:REV_ID,REV_ID with KIND one of "
-                f"{', '.join(PROBLEMS)}"
+                f"`problem` {text!r}: write KIND:REV_ID,REV_ID (positive integers) with KIND "
+                f"one of {', '.join(PROBLEMS)}"
             )
-        out.update(dict.fromkeys(ids, found))
+        for rev_id in map(int, parts):
+            if out.get(rev_id, found) != found:
+                raise UsageError(
+                    f"`problem` {text!r}: revision {rev_id} is {out[rev_id]} already; a "
+                    "revision has one problem"
+                )
+            out[rev_id] = found
     return MappingProxyType(out)
 
 
