@@ -30,6 +30,7 @@ from _common import emulator_process, emulator_stats, max_in_window
 from aiolimiter import AsyncLimiter
 
 from lwbatch import Budget, Endpoint, Rate, score_file_async
+from lwbatch.settings import Connection, Hooks, Pacing
 
 
 def share(times: list[float], rate: Rate, seconds: float) -> float:
@@ -93,11 +94,10 @@ def main() -> None:
                     inp,
                     Path(tmp) / "out.parquet",
                     models=["enwiki-damaging"],
-                    endpoint=Endpoint(base_url=base_url),
-                    budget=Budget.from_rate(rate),
-                    concurrency=args.concurrency,
-                    on_send=sent.append,
-                    gc_control=True,  # as `lwbatch score` runs
+                    rate=Budget.from_rate(rate),
+                    connection=Connection(endpoint=Endpoint(base_url=base_url)),
+                    pacing=Pacing(concurrency=args.concurrency, gc_control=True),
+                    hooks=Hooks(on_send=sent.append),
                 )
             )
             stats = emulator_stats(base_url, arrivals=True)

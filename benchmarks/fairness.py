@@ -24,6 +24,7 @@ from _common import emulator_process
 
 from lwbatch import Budget, Endpoint, Rate, RowKey, Scorer
 from lwbatch.results import Score
+from lwbatch.settings import Connection, Hooks, Pacing
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
 
@@ -36,14 +37,14 @@ async def score_until(
 
     def on_answer(model: str, scores: list[tuple[RowKey, Score]]) -> None:
         if time.monotonic() <= deadline:
-            answered[model].update(rev for rev, score in scores if score.error is None)
+            answered[model].update(key.rev_id for key, score in scores if score.error is None)
 
     async with Scorer(
         models,
-        endpoint=Endpoint(base_url=url),
-        budget=budget,
-        on_answer=on_answer,
-        gc_control=True,  # as `lwbatch score` runs
+        rate=budget,
+        connection=Connection(endpoint=Endpoint(base_url=url)),
+        hooks=Hooks(on_answer=on_answer),
+        pacing=Pacing(gc_control=True),
     ) as scorer:
         with anyio.move_on_after(max(deadline - time.monotonic(), 0)):
             async for _row in scorer.score(revisions):

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from _common import emulator_process, emulator_stats
 
 from lwbatch import Budget, Endpoint, score_file_async
+from lwbatch.settings import Connection
 
 # Each row's own wiki's damaging and goodfaith models (one per wiki, behind one column).
 MODELS = ["revertrisk-language-agnostic", "{wiki}-damaging", "{wiki}-goodfaith"]
@@ -76,8 +77,8 @@ def main() -> None:
                 inp,
                 Path(tmp) / "out.parquet",
                 models=MODELS,
-                endpoint=Endpoint(base_url=url),
-                budget=Budget.unlimited(),
+                rate=Budget.unlimited(),
+                connection=Connection(endpoint=Endpoint(base_url=url)),
             )
         )
         by_model = columns(emulator_stats(url)["by_model"])

@@ -33,6 +33,7 @@ from _common import emulator_process
 from lwbatch import Budget, BudgetLimiter, Endpoint, Rate, Tier
 from lwbatch.cli.bench import BenchResult, compressed, run_bench
 from lwbatch.pacing.shared import SharedLedger
+from lwbatch.settings import Connection, Pacing
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith"]
 
@@ -102,12 +103,11 @@ def one_process(budget: Budget, seconds: float, *, share: bool) -> BenchResult:
     ):
         return anyio.run(
             lambda: run_bench(
-                endpoint=Endpoint(base_url=url),
                 budget=budget,
                 seconds=seconds,
                 models=MODELS,
-                share=share,
-                state_dir=Path(state),
+                connection=Connection(endpoint=Endpoint(base_url=url)),
+                pacing=Pacing(share=share, state_dir=Path(state) if share else None),
             )
         )
 

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from _common import emulator_process, emulator_stats, max_in_window
 
 from lwbatch import Budget, Endpoint, Rate, score_file
+from lwbatch.settings import Connection
 
 MODELS = ["{wiki}-damaging"]
 
@@ -69,8 +70,8 @@ def local_run(inp: Path, out: Path, rate: Rate, latency: str) -> dict[str, Any]:
             models=MODELS,
             wiki_column="wiki_db",
             id_column="revision_id",
-            endpoint=Endpoint(base_url=url),
-            budget=Budget.from_rate(rate),
+            rate=Budget.from_rate(rate),
+            connection=Connection(endpoint=Endpoint(base_url=url)),
         )
         result = {"seconds": time.perf_counter() - started, **measured(url, rate)}
     return result
@@ -101,10 +102,10 @@ def spark_run(inp: Path, out: Path, rate: Rate, latency: str, slots: int) -> dic
                 session.read.parquet(str(inp)),
                 models=MODELS,
                 rate=Budget.from_rate(rate),
-                wiki_col="wiki_db",
-                id_col="revision_id",
+                wiki_column="wiki_db",
+                id_column="revision_id",
                 slots=slots,
-                endpoint=Endpoint(base_url=url),
+                connection=Connection(endpoint=Endpoint(base_url=url)),
             )
             scored.write.parquet(str(out))
             result = {

@@ -22,10 +22,11 @@ from lwbatch.errors import (
     UnreachableError,
     UsageError,
 )
+from lwbatch.io.inputs import open_source
 from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.io.rows import output_schema
 from lwbatch.io.sinks import open_sink
-from lwbatch.io.sources import CsvSource, ParquetSource, open_source
+from lwbatch.io.sources import CsvSource, ParquetSource
 from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.plan import Plan
@@ -33,6 +34,7 @@ from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.run import plan_file, score_file, score_file_async
 from lwbatch.seams import Journal, Limiter, ReadableSink, Sink, Source
+from lwbatch.settings import Connection, Files, Hooks, Pacing
 from lwbatch.tables import flatten, score, score_async
 from lwbatch.tokens import BudgetChoice, TokenClaims, choose_budget
 from lwbatch.wikis import Wiki, wikis
@@ -43,10 +45,13 @@ __all__ = [
     "BudgetChoice",
     "BudgetLimiter",
     "Catalog",
+    "Connection",
     "CsvSource",
     "Endpoint",
     "ErrorType",
     "FileJournal",
+    "Files",
+    "Hooks",
     "IncompleteRunError",
     "InputError",
     "Interrupted",
@@ -58,6 +63,7 @@ __all__ = [
     "ModelSpec",
     "NoModelDeployedError",
     "OutputError",
+    "Pacing",
     "ParquetSink",
     "ParquetSource",
     "Plan",

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -32,16 +32,17 @@ from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from lwbatch.config import DEFAULT_TIMEOUT, Budget, Endpoint, Tier, Token
+from lwbatch.compat import accepts_old_keywords
+from lwbatch.config import Budget, Tier
 from lwbatch.engine.scorer import Scorer
 from lwbatch.engine.stats import RunStats
 from lwbatch.engine.targets import warn_if_models_disagree
 from lwbatch.errors import UsageError, primary_error
+from lwbatch.identity import Identity
+from lwbatch.io.columns import Columns
+from lwbatch.io.row_reader import RowReader
 from lwbatch.io.rows import RowBuffer, output_schema
-from lwbatch.io.sources import RowReader, page_columns_of
-from lwbatch.keys import KeyLayout
-from lwbatch.protocol.catalog import Catalog, default_catalog
-from lwbatch.tokens import choose_budget
+from lwbatch.settings import Connection, Pacing, read_rate, read_tier
 from lwbatch.wikis import Wiki, wikipedia, wikis
 
 log = logging.getLogger("lwbatch")
@@ -50,50 +51,41 @@ _AHEAD = 4
 _ROWS_PER_BATCH = 8192
 
 
+@accepts_old_keywords("connection", "pacing")
 def score(
     df: DataFrame,
     *,
     models: Sequence[str],
     rate: str | Budget | None = None,
-    tier: Tier | None = None,
-    id_col: str = "rev_id",
-    lang_col: str | None = None,
-    wiki_col: str | None = None,
+    tier: Tier | str | None = None,
+    id_column: str = "rev_id",
+    wiki_column: str | None = None,
     lang: str = "en",
     slots: int | None = None,
-    endpoint: Endpoint | None = None,
-    token: Token | None = None,
-    contact: str | None = None,
-    concurrency: int | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    verify: bool = True,
+    connection: Connection | None = None,
+    pacing: Pacing | None = None,
     counters: Counters | None = None,
-    catalog: Catalog | None = None,
 ) -> DataFrame:
     """`df` scored with `models`: the key columns, then one struct column per model,
     exactly the Parquet layout of `lwbatch score`.
 
     The budget is `rate` (N/PERIOD, or a :class:`~lwbatch.Budget`) or the `tier`'s
     (default: what the token says, as for the command; anonymous without one) for the
-    whole job. The rows are
-    repartitioned by their key into `slots` partitions (default: the context's default
-    parallelism, the task slots that run at once), each with its share of the budget:
-    the shares add up to the budget however the tasks are scheduled, and each key is
-    requested once. Rows are keyed by (wiki, rev_id) when `wiki_col` (database names)
-    or `lang_col` (language codes) is given, else by rev_id. Write or persist the
-    result once: each evaluation scores again. `counters` (:func:`counters`) add up
-    what the tasks did, once an action ran. `catalog`: another model catalogue, e.g.
-    ``default_catalog().without_coverage()`` to send wikis outside a model's own list.
+    whole job. The rows are repartitioned by their key into `slots` partitions (default:
+    the context's default parallelism, the task slots that run at once), each with its
+    share of the budget: the shares add up to the budget however the tasks are
+    scheduled, and each key is requested once. Rows are keyed by (wiki, rev_id) as for a
+    file: `wiki_column` (database names), else a ``wiki_db`` or ``lang`` column; else by
+    rev_id. `connection` as for :func:`lwbatch.score_file`; of `pacing`, the
+    concurrency and retries (a Spark job splits its budget between its slots and shares
+    it with no other run). Write or persist the result once: each evaluation scores
+    again. `counters` (:func:`counters`) add up what the tasks did, once an action ran.
     """
-    if rate is not None and tier is not None:
-        raise UsageError("give `rate` or `tier`, not both")
-    if wiki_col is not None and lang_col is not None:
-        raise UsageError("give `wiki_col` (database names) or `lang_col` (codes), not both")
-    wiki_source = wiki_col or lang_col
-    if wiki_source is not None and wiki_source == id_col:
+    connection, pacing = connection or Connection(), pacing or Pacing(share=False)
+    if pacing.limiter is not None or pacing.state_dir is not None:
         raise UsageError(
-            f"`id_col` {id_col!r} is also the wiki column (`wiki_col`, or a `lang` column); "
-            "give two columns"
+            "`limiter` and `state_dir` are for the local engine: a Spark job splits its "
+            "budget between its task slots"
         )
     if slots is not None and slots < 1:
         raise UsageError(f"`slots` must be >= 1, got {slots}")
@@ -104,34 +96,28 @@ def score(
             "spark.speculation is true: a speculative copy of a task scores its partition "
             "again, paying every request twice; set spark.speculation=false for this job"
         )
-    catalog = catalog or default_catalog()
-    specs = catalog.resolve_all(models)
-    budget = (
-        rate
-        if isinstance(rate, Budget)
-        else Budget.parse(rate)
-        if rate is not None
-        else choose_budget(tier=tier, token=token).budget
+    specs = connection.models().resolve_all(models)
+    columns = Columns.decide(
+        df.columns,
+        id_column=id_column,
+        wiki_column=wiki_column,
+        keep_columns=None,
+        where="the DataFrame",
     )
+    if not columns.pages and any(s.needs_page for s in specs):
+        needing = next(s.name for s in specs if s.needs_page)
+        raise UsageError(
+            f"{needing} needs a page_id or page_title column beside the rev_id (its "
+            "server takes the page with the revision)"
+        )
+    budget = Identity.resolve_sync(
+        connection, Pacing(share=False), budget=read_rate(rate), tier=read_tier(tier)
+    ).budget
     slots = slots or spark.sparkContext.defaultParallelism
     if not budget.is_unlimited:
         budget.share(slots)  # refuses a window smaller than the slots, before any task
-    for param, column in (("id_col", id_col), ("wiki_col", wiki_col), ("lang_col", lang_col)):
-        if column is not None and column not in df.columns:
-            raise UsageError(
-                f"`{param}` {column!r}: the input has no such column "
-                f"(columns: {', '.join(df.columns)})"
-            )
-    page_columns = page_columns_of([c for c in df.columns if c != wiki_source], id_col)
-    if not page_columns:
-        needing = [s.name for s in specs if s.needs_page]
-        if needing:
-            raise UsageError(
-                f"{needing[0]} needs a page_id or page_title column beside the rev_id (its "
-                "server takes the page with the revision)"
-            )
     default = wikipedia(lang)  # a bad `lang` fails here, not in every task
-    if wiki_source is None:
+    if columns.wiki is None:
         warn_if_models_disagree(specs, lang, "the DataFrame")
     log.info(
         "spark: budget %s for the job over %d task slots, per task %s "
@@ -140,36 +126,21 @@ def score(
         slots,
         _describe_shares(budget, slots),
     )
-    layout = KeyLayout(wiki_source)
-    columns = [
-        id_col,
-        *([wiki_source] if wiki_source else []),
-        *page_columns,
-    ]
-    wiki_form = "dbname" if wiki_col is not None else "lang"
-    keys = _partition_keys(df, id_col, wiki_source, wiki_form, default)
+    keys = _partition_keys(df, columns, default)
     # Exactly `slots` partitions, one share each: a slot that runs two of them one
     # after the other would start the second with a fresh share and go over its own.
-    prepared = df.select(*columns).repartition(slots, *keys)
+    prepared = df.select(*columns.read()).repartition(slots, *keys)
     task = _Task(
         models=tuple(models),
         budget=budget,
         slots=slots,
-        endpoint=endpoint,
-        token=token,
-        contact=contact,
-        concurrency=concurrency,
-        timeout=timeout,
-        verify=verify,
-        id_col=id_col,
-        wiki_source=wiki_source,
-        wiki_form=wiki_form,
+        connection=replace(connection, transport=None),
+        pacing=replace(pacing, share=False),
+        columns=columns,
         lang=lang,
-        page_columns=page_columns,
         counters=counters,
-        catalog=catalog,
     )
-    return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, layout)))
+    return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, columns.layout)))
 
 
 def _describe_shares(budget: Budget, slots: int) -> str:
@@ -181,9 +152,7 @@ def _describe_shares(budget: Budget, slots: int) -> str:
     return f"{first.describe()} or {last.describe()}"
 
 
-def _partition_keys(
-    df: DataFrame, id_col: str, wiki_source: str | None, wiki_form: str, default: Wiki
-) -> list[Column]:
+def _partition_keys(df: DataFrame, columns: Columns, default: Wiki) -> list[Column]:
     """Columns equal for every spelling of one key (" 2", "002" and "2.0" are rev_id 2;
     an empty language cell is `lang`'s Wikipedia; "de" and "dewiki" are one wiki), so
     rows of one key meet in one partition. Values that name no key may land anywhere:
@@ -191,13 +160,13 @@ def _partition_keys(
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType
 
-    ident = df[id_col]
-    if isinstance(df.schema[id_col].dataType, StringType):
+    ident = df[columns.id_column]
+    if isinstance(df.schema[columns.id_column].dataType, StringType):
         ident = _strip(ident).try_cast("double")
-    if wiki_source is None:
+    if columns.wiki is None:
         return [ident]
-    wiki = _strip(df[wiki_source])
-    if wiki_form == "lang":
+    wiki = _strip(df[columns.wiki])
+    if columns.wiki_form == "lang":
         codes = wikis().by_lang
         to_dbname = F.create_map(*(F.lit(x) for c, w in codes.items() for x in (c, w.dbname)))
         wiki = F.coalesce(F.nullif(wiki, F.lit("")), F.lit(default.dbname))
@@ -220,19 +189,11 @@ class _Task:
     models: tuple[str, ...]
     budget: Budget  # the job's; each partition takes its share
     slots: int
-    endpoint: Endpoint | None
-    token: Token | None
-    contact: str | None
-    concurrency: int | None
-    timeout: float
-    verify: bool
-    id_col: str
-    wiki_source: str | None
-    wiki_form: str
+    connection: Connection
+    pacing: Pacing
+    columns: Columns
     lang: str
-    page_columns: tuple[str, ...]
     counters: Counters | None
-    catalog: Catalog = field(default_factory=default_catalog)
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         context = TaskContext.get()
@@ -294,36 +255,24 @@ class _Task:
         ready: queue.Queue[Any],
         closed: threading.Event,
     ) -> None:
-        default = wikipedia(self.lang)
-        reader = RowReader(
-            id_column=self.id_col,
-            default_wiki=default,
-            wiki_column=self.wiki_source,
-            wiki_form=self.wiki_form,
-            page_columns=self.page_columns,
-        )
+        columns = self.columns
+        reader = RowReader(columns, wikipedia(self.lang))
 
         async def items() -> Any:
             while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
-                wikis_ = batch.column(1) if self.wiki_source else None
-                first_page = batch.num_columns - len(self.page_columns)
-                pages = [batch.column(first_page + i) for i in range(len(self.page_columns))]
+                wikis_ = batch.column(columns.wiki) if columns.wiki is not None else None
+                pages = [batch.column(name) for name in columns.pages]
                 # Row numbers within a partition mean nothing to the user: none.
-                yield reader.convert(batch.column(0), wikis_, pages, None)
+                yield reader.convert(batch.column(columns.id_column), wikis_, pages, None)
 
         scorer = Scorer(
             list(self.models),
-            endpoint=self.endpoint,
-            token=self.token,
-            contact=self.contact,
-            budget=share,
-            concurrency=self.concurrency,
-            timeout=self.timeout,
-            verify=self.verify,
+            rate=share,
             lang=self.lang,
-            catalog=self.catalog,
+            connection=self.connection,
+            pacing=self.pacing,
         )
-        buffer = RowBuffer(scorer.specs, KeyLayout(self.wiki_source))
+        buffer = RowBuffer(scorer.specs, columns.layout)
 
         async def hand_over() -> None:
             table, _ = buffer.take()
@@ -344,7 +293,8 @@ class _Task:
         async with anyio.create_task_group() as watch:
             watch.start_soon(stop_when_closed, watch.cancel_scope)
             async with scorer:
-                async for row in scorer.score(items()):
+                rows = scorer.score(items())
+                async for row in rows:
                     buffer.add(row)
                     if len(buffer) >= threshold:
                         await hand_over()
@@ -355,7 +305,7 @@ class _Task:
         if len(buffer):
             await hand_over()
         if self.counters is not None:
-            self.counters.add(scorer.stats)
+            self.counters.add(rows.stats)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,27 +2,29 @@
 out, and :func:`flatten` for a flat pandas DataFrame.
 
 A thin layer over the engine: the same checks, budget, retries and merged rows as
-:func:`lwbatch.score_file`, without a journal (a small job is asked again in full if
-it is interrupted; use :func:`~lwbatch.score_file` with a file for anything large).
+:func:`lwbatch.score_file` (the same :class:`~lwbatch.job.Job`, reading the table in
+memory), without a journal (a small job is asked again in full if it is interrupted;
+use :func:`~lwbatch.score_file` with a file for anything large).
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from lwbatch.compat import accepts_old_keywords
+from lwbatch.config import Budget, Tier
 from lwbatch.errors import UsageError
-from lwbatch.io.sources import open_source
-from lwbatch.run import score_file_async
+from lwbatch.io.table_source import TableSource
+from lwbatch.job import Job
+from lwbatch.settings import Connection, Files, Hooks, Pacing, RunSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +70,7 @@ class TableSink:
 def _as_table(revisions: Any, id_column: str) -> pa.Table:
     if isinstance(revisions, pa.Table):
         return revisions
-    if type(revisions).__name__ == "DataFrame" and hasattr(revisions, "columns"):
+    if _is_dataframe(revisions):
         return pa.Table.from_pandas(revisions, preserve_index=False)
     if isinstance(revisions, str | bytes) or not isinstance(revisions, Iterable):
         raise UsageError(
@@ -87,65 +89,88 @@ def _as_table(revisions: Any, id_column: str) -> pa.Table:
     return pa.table({id_column: ids})
 
 
+def _is_dataframe(value: object) -> bool:
+    # pandas is imported only by the caller that has one.
+    return type(value).__name__ == "DataFrame" and hasattr(value, "columns")
+
+
+@accepts_old_keywords("connection", "pacing", "files", "hooks")
 async def score_async(
     revisions: Iterable[int] | pa.Table | pd.DataFrame,
     *,
     models: Sequence[str],
+    rate: str | Budget | None = None,
+    tier: Tier | str | None = None,
     id_column: str = "rev_id",
-    lang: str = "en",
     wiki_column: str | None = None,
-    **options: Any,
-) -> pa.Table:
+    lang: str = "en",
+    connection: Connection | None = None,
+    pacing: Pacing | None = None,
+    files: Files | None = None,
+    hooks: Hooks | None = None,
+    with_report: bool = False,
+) -> Any:
     """The awaitable form of :func:`score`, with the same arguments."""
-    table = _as_table(revisions, id_column)
-    if table.num_rows == 0:
-        raise UsageError("`revisions` is empty: give at least one rev_id")
-    for name in ("journal", "restart", "retry_failed", "format", "on_start"):
-        if name in options:
-            raise UsageError(f"`{name}` is for score_file: lwbatch.score keeps no journal")
+    files = files or Files()
+    if files.restart or not files.retry_failed or files.format is not None:
+        raise UsageError(
+            "`restart`, `retry_failed` and `format` are for score_file: lwbatch.score keeps "
+            "no journal and returns a table"
+        )
+    if files.journal is not True and files.journal is not False:
+        raise UsageError("`journal` is for score_file: lwbatch.score keeps no journal")
+    settings = RunSettings.of(
+        models,
+        rate=rate,
+        tier=tier,
+        id_column=id_column,
+        wiki_column=wiki_column,
+        lang=lang,
+        connection=connection or Connection(),
+        pacing=pacing or Pacing(),
+        files=replace(files, journal=False, keep_columns=None),
+        hooks=hooks or Hooks(),
+    )
+    source = TableSource(
+        _as_table(revisions, id_column),
+        id_column=id_column,
+        lang=lang,
+        wiki_column=wiki_column,
+        keep_columns=files.keep_columns,
+        label=_LABEL,
+        batch_rows=files.batch_rows,
+    )
     sink = TableSink()
-    with tempfile.TemporaryDirectory(prefix="lwbatch-") as folder:
-        path = Path(folder) / "revisions.parquet"
-        pq.write_table(table, path)
-        source = open_source(
-            path,
-            id_column=id_column,
-            lang=lang,
-            wiki_column=wiki_column,
-            label=_LABEL,
-            keep_columns=options.pop("keep_columns", None),
-        )
-        await score_file_async(
-            source,
-            sink,
-            models=models,
-            id_column=id_column,
-            lang=lang,
-            wiki_column=wiki_column,
-            journal=False,
-            **options,
-        )
+    report = await Job(source, sink, settings).run()
     assert sink.table is not None
-    return sink.table
+    return (sink.table, report) if with_report else sink.table
 
 
+@accepts_old_keywords("connection", "pacing", "files", "hooks")
 def score(
     revisions: Iterable[int] | pa.Table | pd.DataFrame,
     *,
     models: Sequence[str],
+    rate: str | Budget | None = None,
+    tier: Tier | str | None = None,
     id_column: str = "rev_id",
-    lang: str = "en",
     wiki_column: str | None = None,
-    **options: Any,
-) -> pa.Table:
-    """Score `revisions` with `models`; the merged rows as an Arrow table.
+    lang: str = "en",
+    connection: Connection | None = None,
+    pacing: Pacing | None = None,
+    files: Files | None = None,
+    hooks: Hooks | None = None,
+    with_report: bool = False,
+) -> Any:
+    """Score `revisions` with `models`; the merged rows as an Arrow table (and the run's
+    :class:`~lwbatch.RunReport` beside it, as ``(table, report)``, with `with_report`).
 
     `revisions` is a list of rev_ids, or a pyarrow Table or pandas DataFrame with an
-    `id_column` (and, for several wikis, a ``lang`` column or `wiki_column`). Other
-    arguments are those of :func:`lwbatch.score_file` (`endpoint`, `token`, `tier`,
-    `budget`, `cache`, ...). One row per distinct key, in no particular order
-    (``.sort_by("rev_id")`` for one). Works in a notebook whose event loop is running:
-    the run then has a thread of its own.
+    `id_column` (and, for several wikis, a ``lang`` or ``wiki_db`` column, or
+    `wiki_column`). The other arguments are those of :func:`lwbatch.score_file`; no
+    journal is kept, and ``files`` may name a `cache` and `keep_columns`. One row per
+    distinct key, in no particular order (``.sort_by("rev_id")`` for one). Works in a
+    notebook whose event loop is running: the run then has a thread of its own.
 
     >>> table = lwbatch.score([123, 456], models=["enwiki-damaging"])
     >>> lwbatch.flatten(table)  # a flat pandas DataFrame
@@ -154,10 +179,16 @@ def score(
         score_async,
         revisions,
         models=models,
+        rate=rate,
+        tier=tier,
         id_column=id_column,
-        lang=lang,
         wiki_column=wiki_column,
-        **options,
+        lang=lang,
+        connection=connection,
+        pacing=pacing,
+        files=files,
+        hooks=hooks,
+        with_report=with_report,
     )
     try:
         asyncio.get_running_loop()
@@ -168,8 +199,9 @@ def score(
         return pool.submit(asyncio.run, call()).result()
 
 
-def flatten(table: pa.Table) -> pd.DataFrame:
-    """The merged rows as a flat pandas DataFrame: the key columns, then for each model
+def flatten(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """The merged rows (a table, or a pandas DataFrame of them, as ``to_pandas()`` gives)
+    as a flat pandas DataFrame: the key columns, then for each model
     ``MODEL.prediction``, one ``MODEL.LABEL`` column per probability label
     (``enwiki-damaging.true``), ``MODEL.model_version``, ``MODEL.error`` and
     ``MODEL.error_message``. ``rev_id`` stays an integer column (pandas' nullable
@@ -178,6 +210,13 @@ def flatten(table: pa.Table) -> pd.DataFrame:
         import pandas as pd
     except ImportError:
         raise UsageError("flatten needs pandas: pip install pandas") from None
+    if _is_dataframe(table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    if not isinstance(table, pa.Table):
+        raise UsageError(
+            "flatten takes the rows lwbatch.score returns (a pyarrow Table) or a pandas "
+            f"DataFrame of them, not {type(table).__name__}"
+        )
     columns: dict[str, pa.ChunkedArray] = {}
     for field in table.schema:
         column = table.column(field.name)

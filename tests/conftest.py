@@ -11,6 +11,7 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 from lwbatch import Endpoint, RunReport, Scorer, Source, score_file_async
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import Revision
+from lwbatch.settings import Connection, Hooks
 from lwbatch.testing.emulator import Emulator, EmulatorConfig, running
 
 EmulatorFactory = Callable[..., AbstractContextManager[tuple[Emulator, str]]]
@@ -183,27 +185,43 @@ class Script:
 
 # -- a library run that a Ctrl-C stops ----------------------------------------------------
 async def score_until(
-    inp: Path, out: Path, base_url: str, *, stop_after: int | None = None, **options: Any
+    inp: Path,
+    out: Path,
+    base_url: str,
+    *,
+    stop_after: int | None = None,
+    connection: Connection | None = None,
+    hooks: Hooks | None = None,
+    **options: Any,
 ) -> RunReport:
-    """score_file_async against `base_url`, stopped (as by Ctrl-C, with a 5 s grace) once
-    `stop_after` rows are out; the rest of `options` go to score_file_async."""
+    """score_file_async against `base_url` (with the rest of `connection`), stopped (as by
+    Ctrl-C, with a 5 s grace) once `stop_after` rows are out; `hooks` are called too, and
+    the rest of `options` go to score_file_async."""
     scorers: list[Scorer] = []
     stoppers: list[asyncio.Task[None]] = []
 
-    def started(_source: Source, scorer: Scorer) -> None:
-        scorers.append(scorer)
+    given = hooks or Hooks()
 
-    def progress(_n: int) -> None:
+    def started(source: Source, scorer: Scorer) -> None:
+        scorers.append(scorer)
+        if given.on_start is not None:
+            given.on_start(source, scorer)
+
+    def progress(n: int) -> None:
         scorer = scorers[0]
         if stop_after is not None and scorer.rows_emitted >= stop_after and not stoppers:
             stoppers.append(asyncio.get_running_loop().create_task(scorer.stop(5.0)))
+        if given.progress is not None:
+            given.progress(n)
 
+    endpoint = Endpoint(base_url=base_url)
     return await score_file_async(
         inp,
         out,
-        endpoint=Endpoint(base_url=base_url),
-        on_start=started,
-        progress=progress,
+        connection=replace(connection, endpoint=endpoint)
+        if connection
+        else Connection(endpoint=endpoint),
+        hooks=replace(given, on_start=started, progress=progress),
         **options,
     )
 

@@ -35,6 +35,7 @@ from lwbatch.engine.resume import WIKI_WIDE, ResumeState
 from lwbatch.keys import RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
+from lwbatch.settings import Connection, Hooks, Pacing
 from lwbatch.testing.emulator import Emulator
 from tests.conftest import rev
 
@@ -207,16 +208,20 @@ async def one_run(case: Case, service: Service, resume: ResumeState | None) -> R
 
     scorer = Scorer(
         case.models,
-        endpoint=Endpoint(base_url="http://127.0.0.1:9"),
-        transport=httpx.MockTransport(service.handle),
-        budget=Budget.from_rate(Rate(case.budget, 1.0)),
-        concurrency=case.concurrency,
-        max_open=case.max_open,
-        linger=case.linger,
-        retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05),
-        catalog=catalog_with_batch(case.max_batch),
-        clock=asyncio.get_running_loop().time,
-        on_answer=record,
+        rate=Budget.from_rate(Rate(case.budget, 1.0)),
+        connection=Connection(
+            endpoint=Endpoint(base_url="http://127.0.0.1:9"),
+            transport=httpx.MockTransport(service.handle),
+            catalog=catalog_with_batch(case.max_batch),
+        ),
+        pacing=Pacing(
+            concurrency=case.concurrency,
+            max_open=case.max_open,
+            linger=case.linger,
+            retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05),
+            clock=asyncio.get_running_loop().time,
+        ),
+        hooks=Hooks(on_answer=record),
     )
     rows: list[ScoredRow] = []
     async with scorer:

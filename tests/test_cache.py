@@ -15,6 +15,7 @@ import pytest
 
 from lwbatch import Budget, Endpoint, ErrorType, InputError, Score, plan_file, score_file
 from lwbatch.cache import SqliteScoreCache
+from lwbatch.settings import Connection, Files
 from lwbatch.testing.emulator import Latency
 from tests.conftest import EmulatorFactory, emulated_p_true, kill_after_requests, write_parquet
 
@@ -45,9 +46,9 @@ def test_a_rerun_with_the_cache_sends_nothing_and_writes_the_same_rows(
     with emulator(missing=frozenset({3})) as (emu, base_url):
         options = {
             "models": MODELS,
-            "endpoint": Endpoint(base_url=base_url),
-            "budget": Budget.unlimited(),
-            "cache": cache,
+            "rate": Budget.unlimited(),
+            "connection": Connection(endpoint=Endpoint(base_url=base_url)),
+            "files": Files(cache=cache),
         }
         first = score_file(inp, tmp_path / "a.parquet", **options)
         sent = emu.stats.requests
@@ -69,9 +70,9 @@ def test_a_rerun_with_the_cache_sends_nothing_and_writes_the_same_rows(
     # A grown input with one more model: only what the cache lacks is asked.
     grown = revisions(tmp_path, list(range(1, 51)), "grown.parquet")
     with emulator() as (emu, base_url):
-        options["endpoint"] = Endpoint(base_url=base_url)
+        options["connection"] = Connection(endpoint=Endpoint(base_url=base_url))
         options["models"] = [*MODELS, "enwiki-goodfaith"]
-        assert plan_file(grown, models=options["models"], cache=cache).requests == {
+        assert plan_file(grown, models=options["models"], files=Files(cache=cache)).requests == {
             "enwiki-damaging": 10,
             "revertrisk-language-agnostic": 1,
             "enwiki-goodfaith": 50,
@@ -336,9 +337,9 @@ def test_a_cache_that_fails_to_write_warns_and_the_run_goes_on(
             inp,
             tmp_path / "out.parquet",
             models=["enwiki-damaging"],
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
-            cache=full,
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            files=Files(cache=full),
         )
     assert (report.requests_sent, full.puts) == (5, 5)
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 5
@@ -363,14 +364,22 @@ def test_template_columns_are_cached_by_each_rows_model_and_page_models_by_revis
     options = {
         "models": ["{wiki}-damaging", "outlink-topic-model"],
         "wiki_column": "wiki_db",
-        "budget": Budget.unlimited(),
-        "cache": tmp_path / "c.db",
+        "rate": Budget.unlimited(),
+        "files": Files(cache=tmp_path / "c.db"),
     }
     with emulator() as (emu, base_url):
-        score_file(inp, tmp_path / "a.parquet", endpoint=Endpoint(base_url=base_url), **options)
+        score_file(
+            inp,
+            tmp_path / "a.parquet",
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            **options,
+        )
         first = dict(emu.stats.by_model)
         second = score_file(
-            inp, tmp_path / "b.parquet", endpoint=Endpoint(base_url=base_url), **options
+            inp,
+            tmp_path / "b.parquet",
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            **options,
         )
         again = {m: n - first.get(m, 0) for m, n in emu.stats.by_model.items()}
     assert first == {"enwiki-damaging": 2, "dewiki-damaging": 2, "outlink-topic-model": 4}

@@ -237,7 +237,7 @@ def test_no_model_is_a_usage_error() -> None:
 
 
 def test_an_experimental_model_is_refused_on_the_public_gateway_only(tmp_path: Path) -> None:
-    from lwbatch import Endpoint, Scorer
+    from lwbatch import Connection, Endpoint, Scorer
     from lwbatch.resources import catalogue_path
 
     text = catalogue_path().read_text()
@@ -249,7 +249,8 @@ def test_an_experimental_model_is_refused_on_the_public_gateway_only(tmp_path: P
     catalog = Catalog.from_toml(tmp_path / "models.toml")
 
     async def scorer(models: list[str], **options: Any) -> None:
-        Scorer(models, **options)  # the checks happen when it is built, before any request
+        # The checks happen when it is built, before any request.
+        Scorer(models, connection=Connection(**options))
 
     with pytest.raises(UsageError) as info:
         anyio.run(partial(scorer, ["readability", "enwiki-damaging"], catalog=catalog))

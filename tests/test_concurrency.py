@@ -12,6 +12,7 @@ import pytest
 from lwbatch import Budget, Endpoint, Rate, Scorer
 from lwbatch.pacing.concurrency import Concurrency
 from lwbatch.pacing.limiter import BudgetLimiter
+from lwbatch.settings import Connection, Pacing
 from tests.conftest import FakeClock, ok
 
 BASE = "http://127.0.0.1:9"
@@ -87,14 +88,14 @@ class Gauge:
         return ok(request)
 
 
-async def run(gauge: Gauge, clock: FakeClock, revisions: int, **options: object) -> Scorer:
+async def run(gauge: Gauge, clock: FakeClock, revisions: int, *, concurrency: int) -> Scorer:
     async with Scorer(
         ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=httpx.MockTransport(gauge.handle),
-        clock=clock,
-        sleep=clock.sleep,
-        **options,  # type: ignore[arg-type]
+        rate=Budget.from_rate(Rate(10_000, 1.0)),
+        connection=Connection(
+            endpoint=Endpoint(base_url=BASE), transport=httpx.MockTransport(gauge.handle)
+        ),
+        pacing=Pacing(concurrency=concurrency, clock=clock, sleep=clock.sleep),
     ) as scorer:
         rows = [row async for row in scorer.score(range(1, revisions + 1))]
     assert len(rows) == revisions
@@ -103,9 +104,7 @@ async def run(gauge: Gauge, clock: FakeClock, revisions: int, **options: object)
 
 async def test_fixed_concurrency_caps_requests_in_flight(fake_clock: FakeClock) -> None:
     gauge = Gauge(fake_clock, 0.0)
-    scorer = await run(
-        gauge, fake_clock, 300, concurrency=4, budget=Budget.from_rate(Rate(10_000, 1.0))
-    )
+    scorer = await run(gauge, fake_clock, 300, concurrency=4)
     assert max(gauge.at_arrival) == 4
     assert scorer.stats.peak_in_flight == 4
 
@@ -132,11 +131,11 @@ async def pool_sizes(
 def damaging_scorer(answer: Handler, clock: FakeClock, rate: Rate) -> Scorer:
     return Scorer(
         ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=httpx.MockTransport(answer),
-        budget=Budget.from_rate(rate),
-        clock=clock,
-        sleep=clock.sleep,
+        rate=Budget.from_rate(rate),
+        connection=Connection(
+            endpoint=Endpoint(base_url=BASE), transport=httpx.MockTransport(answer)
+        ),
+        pacing=Pacing(clock=clock, sleep=clock.sleep),
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from lwbatch import Budget, Endpoint, score_file
 from lwbatch.durability.journal import decode_answer, journal_dir
+from lwbatch.settings import Connection
 from lwbatch.testing.emulator import Emulator, Latency
 from tests.conftest import EmulatorFactory, write_parquet
 
@@ -125,7 +126,11 @@ def clean_run(tmp_path: Path, inp: Path, emulator: EmulatorFactory) -> list[dict
     out = tmp_path / "clean.parquet"
     with emulator() as (_, base_url):
         score_file(
-            inp, out, models=MODELS, endpoint=Endpoint(base_url=base_url), budget=Budget.unlimited()
+            inp,
+            out,
+            models=MODELS,
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
     return rows(out)
 

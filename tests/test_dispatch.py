@@ -6,6 +6,7 @@ import asyncio
 import gc
 import random
 import socket
+from dataclasses import replace
 
 import httpx
 import orjson
@@ -28,6 +29,7 @@ from lwbatch.protocol.catalog import default_catalog
 from lwbatch.protocol.client import LiftWingClient
 from lwbatch.protocol.payloads import build_payload, parse_retry_after
 from lwbatch.results import ErrorType, Revision, Score, ScoredRow
+from lwbatch.settings import Connection, Pacing
 from tests.conftest import FakeClock, Script, ok
 
 BASE = "http://127.0.0.1:9"
@@ -38,13 +40,21 @@ async def score(
     revs: list[int],
     script: Script,
     clock: FakeClock,
-    **options: object,
+    *,
+    connection: Connection | None = None,
+    pacing: Pacing | None = None,
+    rate: Budget | None = None,
 ) -> list[ScoredRow]:
-    options.setdefault("budget", Budget.from_rate(Rate(1000, 1.0)))
-    options.setdefault("endpoint", Endpoint(base_url=BASE))
+    connection = replace(
+        connection or Connection(endpoint=Endpoint(base_url=BASE)), transport=script.transport
+    )
+    pacing = replace(pacing or Pacing(), clock=clock, sleep=clock.sleep)
     async with Scorer(
-        models, transport=script.transport, clock=clock, sleep=clock.sleep, **options
-    ) as scorer:  # type: ignore[arg-type]
+        models,
+        rate=rate or Budget.from_rate(Rate(1000, 1.0)),
+        connection=connection,
+        pacing=pacing,
+    ) as scorer:
         rows = [row async for row in scorer.score(revs)]
     return sorted(rows, key=lambda r: r.rev_id or 0)
 
@@ -54,12 +64,13 @@ async def test_headers_user_agent_and_bearer_token(fake_clock: FakeClock) -> Non
     route = router.post(f"{BASE}/v1/models/enwiki-damaging:predict").mock(side_effect=ok)
     async with Scorer(
         ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        token=Token("s3cret-token"),
-        contact="me@example.org",
-        transport=httpx.MockTransport(router.async_handler),
-        clock=fake_clock,
-        sleep=fake_clock.sleep,
+        connection=Connection(
+            endpoint=Endpoint(base_url=BASE),
+            token=Token("s3cret-token"),
+            contact="me@example.org",
+            transport=httpx.MockTransport(router.async_handler),
+        ),
+        pacing=Pacing(clock=fake_clock, sleep=fake_clock.sleep),
     ) as scorer:
         rows = [row async for row in scorer.score([42])]
     request = route.calls.last.request
@@ -81,7 +92,9 @@ async def test_internal_endpoint_sends_host_header(fake_clock: FakeClock) -> Non
         [7],
         script,
         fake_clock,
-        endpoint=Endpoint(base_url="https://inference.discovery.wmnet:30443", host_header=True),
+        connection=Connection(
+            endpoint=Endpoint(base_url="https://inference.discovery.wmnet:30443", host_header=True)
+        ),
     )
     hosts = sorted(r.headers["host"] for _, r in script.requests)
     assert hosts == [
@@ -122,7 +135,6 @@ class Recorded:
         self.dispatcher = Dispatcher(
             self.client,
             self.limiter,
-            self.stats,
             retry=retry,
             sleep=self.sleep,
             rng=random.Random(seed),
@@ -141,7 +153,7 @@ class Recorded:
 
     async def send(self, rev_id: int, model: str = "enwiki-damaging") -> Score:
         spec = default_catalog().resolve(model)
-        (score,) = await self.dispatcher.send(spec, [Revision.in_lang(rev_id, "en")])
+        (score,) = await self.dispatcher.send(spec, [Revision.in_lang(rev_id, "en")], self.stats)
         return score
 
 
@@ -313,7 +325,11 @@ async def test_no_reference_cycles_per_job(fake_clock: FakeClock) -> None:
 async def test_retries_are_bounded_then_transient_error(fake_clock: FakeClock) -> None:
     script = Script(lambda r, n: httpx.Response(500, json={"error": "MW API down"}), fake_clock)
     rows = await score(
-        ["enwiki-damaging"], [5], script, fake_clock, retry=RetryPolicy(max_attempts=4)
+        ["enwiki-damaging"],
+        [5],
+        script,
+        fake_clock,
+        pacing=Pacing(retry=RetryPolicy(max_attempts=4)),
     )
     score_ = rows[0].scores["enwiki-damaging"]
     assert score_.error is ErrorType.TRANSIENT_ERROR
@@ -332,11 +348,9 @@ async def test_timeouts_and_resets_are_transient(fake_clock: FakeClock) -> None:
     script = Script(answer, fake_clock)
     async with Scorer(
         ["enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=script.transport,
-        clock=fake_clock,
-        sleep=fake_clock.sleep,
-        budget=Budget.from_rate(Rate(1000, 1.0)),
+        rate=Budget.from_rate(Rate(1000, 1.0)),
+        connection=Connection(endpoint=Endpoint(base_url=BASE), transport=script.transport),
+        pacing=Pacing(clock=fake_clock, sleep=fake_clock.sleep),
     ) as scorer:
         rows = [row async for row in scorer.score([5])]
     assert rows[0].scores["enwiki-damaging"].ok
@@ -350,7 +364,9 @@ async def test_429_pauses_the_whole_pool_for_retry_after(fake_clock: FakeClock) 
         return ok(request)
 
     script = Script(answer, fake_clock)
-    rows = await score(["enwiki-damaging"], list(range(1, 21)), script, fake_clock, concurrency=8)
+    rows = await score(
+        ["enwiki-damaging"], list(range(1, 21)), script, fake_clock, pacing=Pacing(concurrency=8)
+    )
     assert all(r.scores["enwiki-damaging"].ok for r in rows)
     assert len(script.requests) == 21  # 20 revisions + the one retried after the 429
     limited_at = script.requests[2][0]
@@ -365,7 +381,9 @@ async def test_503_retry_after_pauses_the_whole_pool(fake_clock: FakeClock) -> N
         return ok(request)
 
     script = Script(answer, fake_clock)
-    rows = await score(["enwiki-damaging"], list(range(1, 21)), script, fake_clock, concurrency=8)
+    rows = await score(
+        ["enwiki-damaging"], list(range(1, 21)), script, fake_clock, pacing=Pacing(concurrency=8)
+    )
     assert all(r.scores["enwiki-damaging"].ok for r in rows)
     assert len(script.requests) == 21
     limited_at = script.requests[2][0]
@@ -376,7 +394,11 @@ async def test_401_aborts_the_run_without_showing_the_token(fake_clock: FakeCloc
     script = Script(lambda r, n: httpx.Response(401, text="Unauthorized"), fake_clock)
     with pytest.raises(AuthenticationError) as info:
         await score(
-            ["enwiki-damaging"], [1, 2, 3], script, fake_clock, token=Token("tok-SECRET-123")
+            ["enwiki-damaging"],
+            [1, 2, 3],
+            script,
+            fake_clock,
+            connection=Connection(endpoint=Endpoint(base_url=BASE), token=Token("tok-SECRET-123")),
         )
     assert str(info.value) == (
         f"401 Unauthorized from {BASE}/v1/models/enwiki-damaging:predict: the token is invalid "
@@ -405,7 +427,13 @@ async def test_a_bearer_challenge_to_a_run_without_a_token_says_a_token_is_neede
 async def test_a_bearer_challenge_to_a_token_says_the_token_is_bad(fake_clock: FakeClock) -> None:
     script = Script(lambda r, n: httpx.Response(401, headers=CHALLENGE), fake_clock)
     with pytest.raises(AuthenticationError) as info:
-        await score(["enwiki-damaging"], [1], script, fake_clock, token=Token("tok-SECRET-9"))
+        await score(
+            ["enwiki-damaging"],
+            [1],
+            script,
+            fake_clock,
+            connection=Connection(endpoint=Endpoint(base_url=BASE), token=Token("tok-SECRET-9")),
+        )
     assert "the token is invalid or expired" in str(info.value)
     assert "tok-SECRET-9" not in str(info.value) and "tok-SECRET-9" not in repr(info.value)
 
@@ -439,7 +467,7 @@ async def test_404_marks_the_model_undeployed_and_stops_sending_to_it(
         list(range(1, 51)),
         script,
         fake_clock,
-        concurrency=1,
+        pacing=Pacing(concurrency=1),
     )
     assert len(rows) == 50
     assert all(r.scores["svwiki-reverted"].error is ErrorType.MODEL_NOT_DEPLOYED for r in rows)
@@ -469,12 +497,11 @@ async def test_after_a_404_jobs_waiting_for_the_budget_send_nothing(
     answered: list[bool] = []
     async with Scorer(
         ["svwiki-reverted", "enwiki-damaging"],
-        endpoint=Endpoint(base_url=BASE),
-        transport=httpx.MockTransport(answer),
-        budget=Budget.from_rate(Rate(20, 1.0)),
-        concurrency=32,
-        clock=fake_clock,
-        sleep=fake_clock.sleep,
+        rate=Budget.from_rate(Rate(20, 1.0)),
+        connection=Connection(
+            endpoint=Endpoint(base_url=BASE), transport=httpx.MockTransport(answer)
+        ),
+        pacing=Pacing(concurrency=32, clock=fake_clock, sleep=fake_clock.sleep),
     ) as scorer:
         rows = [row async for row in scorer.score(range(1, 41))]
     assert len(rows) == 40
@@ -496,7 +523,13 @@ async def test_an_endpoint_that_never_answers_aborts_after_ten_failed_connection
 ) -> None:
     script = Script(refused, fake_clock)
     with pytest.raises(UnreachableError) as info:
-        await score(["enwiki-damaging"], list(range(1, 200)), script, fake_clock, concurrency=4)
+        await score(
+            ["enwiki-damaging"],
+            list(range(1, 200)),
+            script,
+            fake_clock,
+            pacing=Pacing(concurrency=4),
+        )
     assert str(info.value) == (
         "cannot reach http://127.0.0.1:9: [Errno 111] Connection refused (10 attempts in a row, "
         "none answered); check the base URL and the network"
@@ -520,7 +553,9 @@ async def test_an_outage_after_the_endpoint_answered_is_retried_not_aborted(
         return ok(request) if n == 1 else refused(request, n)
 
     script = Script(answer, fake_clock)
-    rows = await score(["enwiki-damaging"], [1, 2, 3, 4, 5], script, fake_clock, concurrency=1)
+    rows = await score(
+        ["enwiki-damaging"], [1, 2, 3, 4, 5], script, fake_clock, pacing=Pacing(concurrency=1)
+    )
     assert [r.scores["enwiki-damaging"].error for r in rows] == [None] + 4 * [
         ErrorType.TRANSIENT_ERROR
     ]
@@ -533,7 +568,9 @@ async def test_timeouts_before_any_answer_are_not_unreachable(fake_clock: FakeCl
         raise httpx.ReadTimeout("slow", request=request)
 
     script = Script(answer, fake_clock)
-    rows = await score(["enwiki-damaging"], [1, 2, 3], script, fake_clock, concurrency=1)
+    rows = await score(
+        ["enwiki-damaging"], [1, 2, 3], script, fake_clock, pacing=Pacing(concurrency=1)
+    )
     assert [r.scores["enwiki-damaging"].error for r in rows] == 3 * [ErrorType.TRANSIENT_ERROR]
     assert len(script.requests) == 15
 
@@ -550,9 +587,11 @@ async def test_a_closed_port_is_reported_as_connection_refused() -> None:
     ):
         async with Scorer(
             ["enwiki-damaging"],
-            endpoint=Endpoint(base_url=f"http://127.0.0.1:{port}"),
-            budget=Budget.unlimited(),
-            retry=RetryPolicy(backoff_base=0.0, backoff_max=0.0, unreachable_after=3),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=f"http://127.0.0.1:{port}")),
+            pacing=Pacing(
+                retry=RetryPolicy(backoff_base=0.0, backoff_max=0.0, unreachable_after=3)
+            ),
         ) as scorer:
             _ = [row async for row in scorer.score([1, 2, 3])]
 
@@ -560,7 +599,13 @@ async def test_a_closed_port_is_reported_as_connection_refused() -> None:
 async def test_all_models_undeployed_aborts(fake_clock: FakeClock) -> None:
     script = Script(lambda r, n: httpx.Response(404), fake_clock)
     with pytest.raises(NoModelDeployedError, match="svwiki-reverted"):
-        await score(["svwiki-reverted"], list(range(1, 100)), script, fake_clock, concurrency=2)
+        await score(
+            ["svwiki-reverted"],
+            list(range(1, 100)),
+            script,
+            fake_clock,
+            pacing=Pacing(concurrency=2),
+        )
     assert len(script.requests) <= 2
 
 
@@ -604,9 +649,11 @@ def test_token_is_refused_over_plain_http_to_a_remote_host() -> None:
     with pytest.raises(UsageError, match="refusing to send the token over plain http"):
         Scorer(
             ["enwiki-damaging"],
-            endpoint=Endpoint(base_url="http://liftwing.invalid"),
-            token=Token("abc"),
-            transport=transport,
+            connection=Connection(
+                endpoint=Endpoint(base_url="http://liftwing.invalid"),
+                token=Token("abc"),
+                transport=transport,
+            ),
         )
     assert calls == []
 
@@ -672,12 +719,13 @@ async def test_a_token_that_worked_may_be_refreshed_again_within_one_job(
         creds = Credentials(client_id="c", client_secret="s", token_url=f"{BASE}/token")
         async with Scorer(
             ["enwiki-damaging"],
-            endpoint=Endpoint(base_url=BASE),
-            budget=Budget.unlimited(),
-            credentials=creds,
-            transport=httpx.MockTransport(router.async_handler),
-            clock=fake_clock,
-            sleep=fake_clock.sleep,
+            rate=Budget.unlimited(),
+            connection=Connection(
+                endpoint=Endpoint(base_url=BASE),
+                credentials=creds,
+                transport=httpx.MockTransport(router.async_handler),
+            ),
+            pacing=Pacing(clock=fake_clock, sleep=fake_clock.sleep),
         ) as scorer:
             rows = [row async for row in scorer.score([42])]
     assert rows[0].scores["enwiki-damaging"].ok

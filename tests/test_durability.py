@@ -33,6 +33,7 @@ from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, Score, ScoredRow
 from lwbatch.run import score_file_async
 from lwbatch.seams import Source
+from lwbatch.settings import Connection, Files, Hooks, Pacing
 from tests.conftest import EmulatorFactory, write_parquet
 
 MODEL = "enwiki-damaging"
@@ -46,11 +47,17 @@ def revisions(tmp_path: Path, count: int) -> Path:
     return write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(ids, pa.int64())})
 
 
-async def run(inp: Path, out: Path, base_url: str, **options: Any) -> Any:
-    options.setdefault("budget", Budget.from_rate(Rate(5000, 1.0)))
-    options.setdefault("concurrency", 16)
+async def run(
+    inp: Path, out: Path, base_url: str, *, pacing: Pacing | None = None, **options: Any
+) -> Any:
     return await score_file_async(
-        inp, out, models=[MODEL], endpoint=Endpoint(base_url=base_url), **options
+        inp,
+        out,
+        models=[MODEL],
+        rate=Budget.from_rate(Rate(5000, 1.0)),
+        connection=Connection(endpoint=Endpoint(base_url=base_url)),
+        pacing=pacing or Pacing(concurrency=16),
+        **options,
     )
 
 
@@ -119,7 +126,7 @@ async def test_a_run_whose_on_start_raises_leaves_no_lock_behind(
 
     with emulator() as (emu, base_url):
         with pytest.raises(RuntimeError, match="^the caller refuses$"):
-            await run(inp, out, base_url, on_start=refuse)
+            await run(inp, out, base_url, hooks=Hooks(on_start=refuse))
         assert emu.stats.requests == 0
         assert names(tmp_path) == ["in.parquet"]  # no lock file, no journal
         report = await run(inp, out, base_url)
@@ -189,7 +196,7 @@ async def test_taking_the_lock_sweeps_this_outputs_leftovers_and_nothing_else(
         seen.append(names(tmp_path))
 
     with emulator() as (_, base_url):
-        await run(inp, out, base_url, on_start=started)
+        await run(inp, out, base_url, hooks=Hooks(on_start=started))
     other_names = sorted(p.name for p in others)
     # Swept when the run took the lock, before any request.
     assert seen == [
@@ -251,7 +258,7 @@ async def test_an_adoption_cut_short_is_done_again_asking_only_transient_failure
     out = tmp_path / "out.parquet"
     once = RetryPolicy(max_attempts=1)
     with emulator(error_rate=0.3, error_statuses=(503,), seed=5) as (_, base_url):
-        await run(inp, out, base_url, retry=once)
+        await run(inp, out, base_url, pacing=Pacing(retry=once))
     first = errors_by_rev(out)
     transient = {rev for rev, error in first.items() if error == "transient_error"}
     assert 0 < len(transient) < 40  # some rows to adopt, some to ask again
@@ -333,7 +340,7 @@ async def test_a_journal_disk_error_is_one_output_error_naming_the_journal(
 
     with emulator() as (_, base_url):
         with pytest.raises(OutputError) as info:
-            await run(inp, out, base_url, on_start=started)
+            await run(inp, out, base_url, hooks=Hooks(on_start=started))
         assert type(info.value) is OutputError
         assert str(info.value) == (
             f"{out}: cannot {doing} its journal .out.parquet.lwbatch ({NO_SPACE})"
@@ -418,7 +425,11 @@ async def test_a_run_leaves_signal_handlers_and_gc_as_it_found_them(
     (gc.enable if gc_enabled else gc.disable)()
     with emulator() as (_, base_url):
         report = await run(
-            inp, tmp_path / "out.parquet", base_url, progress=progress, gc_control=gc_control
+            inp,
+            tmp_path / "out.parquet",
+            base_url,
+            hooks=Hooks(progress=progress),
+            pacing=Pacing(gc_control=gc_control),
         )
     after = gc.isenabled()
     assert report.rows_written == 22
@@ -442,7 +453,13 @@ async def test_a_run_without_a_journal_holds_the_output_lock_too(
         refused.append(str(info.value))
 
     with emulator() as (_, base_url):
-        report = await run(inp, out, base_url, journal=False, on_start=journaled_run_starts)
+        report = await run(
+            inp,
+            out,
+            base_url,
+            files=Files(journal=False),
+            hooks=Hooks(on_start=journaled_run_starts),
+        )
     assert refused == [
         f"another lwbatch run is writing {out}; wait for it to finish, or choose another output"
     ]

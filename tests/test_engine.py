@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import orjson
 import pytest
 
 from lwbatch import Budget, Endpoint, InvalidRow, Rate, Scorer
-from lwbatch.durability.journal import ResumeState
+from lwbatch.engine.pipeline import check_every_row_out
 from lwbatch.errors import IncompleteRunError
-from lwbatch.results import ErrorType, ScoredRow
+from lwbatch.results import ErrorType
+from lwbatch.settings import Connection, Hooks, Pacing
 from tests.conftest import FakeClock, Script, ok, rev
 
 BASE = "http://127.0.0.1:9"
 
 
-def scorer(models: list[str], script: Script, clock: FakeClock, **options: object) -> Scorer:
-    options.setdefault("budget", Budget.from_rate(Rate(10_000, 1.0)))
+def scorer(
+    models: list[str],
+    script: Script,
+    clock: FakeClock,
+    *,
+    rate: Budget | None = None,
+    lang: str = "en",
+    hooks: Hooks | None = None,
+    concurrency: int | None = None,
+    max_open: int | None = None,
+) -> Scorer:
     return Scorer(
         models,
-        endpoint=Endpoint(base_url=BASE),
-        transport=script.transport,
-        clock=clock,
-        sleep=clock.sleep,
-        **options,
-    )  # type: ignore[arg-type]
+        rate=rate or Budget.from_rate(Rate(10_000, 1.0)),
+        lang=lang,
+        connection=Connection(endpoint=Endpoint(base_url=BASE), transport=script.transport),
+        pacing=Pacing(concurrency=concurrency, max_open=max_open, clock=clock, sleep=clock.sleep),
+        hooks=hooks,
+    )
 
 
 def payloads(script: Script, model: str) -> list[object]:
@@ -103,13 +111,14 @@ async def test_open_rows_are_bounded_by_max_open(fake_clock: FakeClock) -> None:
     open_rows: list[int] = []
 
     def answer(request: httpx.Request, n: int) -> httpx.Response:
-        open_rows.append(s.rows_admitted - s.rows_emitted)
+        open_rows.append(rows.rows_admitted - rows.rows_emitted)
         return ok(request)
 
     script = Script(answer, fake_clock)
     async with scorer(["enwiki-damaging"], script, fake_clock, concurrency=4, max_open=8) as s:
-        async for _row in s.score(range(1, 2001)):
-            open_rows.append(s.rows_admitted - s.rows_emitted)
+        rows = s.score(range(1, 2001))
+        async for _row in rows:
+            open_rows.append(rows.rows_admitted - rows.rows_emitted)
     # Reached, never passed: the bound is what holds the producer back.
     assert max(open_rows) == 8
     assert s.rows_emitted == 2000
@@ -123,42 +132,15 @@ async def test_a_consumer_that_stops_early_stops_the_pipeline(fake_clock: FakeCl
     assert len(script.requests) < 100
 
 
-async def test_a_row_that_never_comes_out_fails_the_run_instead_of_passing_silently(
-    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Break the engine on purpose: the row of revision 3 is dropped on its way out.
-    emit = Scorer._emit
-
-    async def lossy(self: Scorer, row: ScoredRow) -> None:
-        if row.rev_id != 3:
-            await emit(self, row)
-
-    monkeypatch.setattr(Scorer, "_emit", lossy)
-    script = Script(lambda r, n: ok(r), fake_clock)
-    rows: list[ScoredRow] = []
-    with pytest.raises(IncompleteRunError) as info:
-        async with scorer(["enwiki-damaging"], script, fake_clock) as s:
-            rows.extend([row async for row in s.score([1, 2, 3, 4, 5, 0])])
-    assert str(info.value) == "1 of 6 rows are missing from the output"
-    assert sorted(r.rev_id for r in rows if r.rev_id is not None) == [0, 1, 2, 4, 5]
-
-
-async def test_requests_of_an_earlier_run_in_the_ledger_hold_back_the_first_grants(
-    fake_clock: FakeClock,
-) -> None:
-    # An earlier process sent a whole window's budget (40 per 2 s) 0.5 s ago, by the
-    # wall clock; this run may send its first request only when that window has passed.
-    script = Script(lambda r, n: ok(r), fake_clock)
-    sent: list[float] = []
-    start = fake_clock()
-    budget = Budget.from_rate(Rate(40, 2.0))
-    async with scorer(
-        ["enwiki-damaging"], script, fake_clock, budget=budget, on_send=sent.append
-    ) as s:
-        # Stamped just before score() reads the wall clock: no real time passes between.
-        state = ResumeState(ledger=[time.time() - 0.5] * 40)
-        rows = [row async for row in s.score([1, 2, 3], resume=state)]
-    assert len(rows) == 3
-    # The rest of that window (1.5 s) plus at most the budget's margin (<= 0.1 s):
-    # earlier, the ledger was ignored; later, its times were misplaced on this clock.
-    assert 1.5 - 0.01 <= sent[0] - start <= 1.5 + 0.1
+def test_a_row_that_never_comes_out_fails_the_run_instead_of_passing_silently() -> None:
+    check_every_row_out(admitted=6, emitted=6, still_open=0)
+    with pytest.raises(IncompleteRunError) as dropped:
+        check_every_row_out(admitted=6, emitted=5, still_open=0)
+    assert str(dropped.value) == "1 of 6 rows are missing from the output"
+    # A row still open never came out, whatever the count says.
+    with pytest.raises(IncompleteRunError) as stuck:
+        check_every_row_out(admitted=6, emitted=6, still_open=2)
+    assert str(stuck.value) == "2 of 6 rows are missing from the output"
+    with pytest.raises(IncompleteRunError) as extra:
+        check_every_row_out(admitted=6, emitted=7, still_open=0)
+    assert (extra.value.written, extra.value.expected) == (7, 6)

@@ -77,7 +77,6 @@ class Harness:
         self.dispatcher = Dispatcher(
             self.client,
             BudgetLimiter(Budget.unlimited(), clock=clock, sleep=clock.sleep),
-            self.stats,
             retry=retry,
             sleep=clock.sleep,
             rng=random.Random(1),
@@ -86,7 +85,9 @@ class Harness:
 
     async def send(self, model: str, revisions: list[Revision]) -> list[Score]:
         async with self.client:
-            return await self.dispatcher.send(default_catalog().resolve(model), revisions)
+            return await self.dispatcher.send(
+                default_catalog().resolve(model), revisions, self.stats
+            )
 
     @property
     def requests(self) -> int:
@@ -165,7 +166,9 @@ async def test_a_batch_failing_while_others_are_answered_is_split_without_a_prob
     results: dict[int, list[Score]] = {}
 
     async def send(start: int) -> None:
-        results[start] = await harness.dispatcher.send(spec, en(*range(start, start + 20)))
+        results[start] = await harness.dispatcher.send(
+            spec, en(*range(start, start + 20)), harness.stats
+        )
 
     async with harness.client, anyio.create_task_group() as group:
         group.start_soon(send, 101)
@@ -247,7 +250,7 @@ async def test_an_outage_is_probed_once_by_batches_failing_at_once(fake_clock: F
     spec = default_catalog().resolve(RR)
 
     async def send(start: int) -> None:
-        await harness.dispatcher.send(spec, en(*range(start, start + 20)))
+        await harness.dispatcher.send(spec, en(*range(start, start + 20)), harness.stats)
 
     async with harness.client, anyio.create_task_group() as group:
         for start in (1, 21, 41):
@@ -272,7 +275,9 @@ async def test_failed_batches_wait_for_the_probe_and_then_split(fake_clock: Fake
     spec = default_catalog().resolve(RR)
 
     async def send(start: int) -> None:
-        results[start] = await harness.dispatcher.send(spec, en(*range(start, start + 20)))
+        results[start] = await harness.dispatcher.send(
+            spec, en(*range(start, start + 20)), harness.stats
+        )
 
     async with harness.client, anyio.create_task_group() as group:
         for start in (1, 21, 41):
@@ -309,7 +314,9 @@ async def test_a_probe_cancelled_does_not_hold_the_others(fake_clock: FakeClock)
     probing = anyio.CancelScope()
 
     async def send(start: int) -> None:
-        results[start] = await harness.dispatcher.send(spec, en(*range(start, start + 20)))
+        results[start] = await harness.dispatcher.send(
+            spec, en(*range(start, start + 20)), harness.stats
+        )
 
     async def probe() -> None:
         with probing:

@@ -19,6 +19,7 @@ from lwbatch.io.rows import RowBuffer
 from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Score, ScoredRow
+from lwbatch.settings import Connection, Files, Pacing
 from lwbatch.testing.emulator import Latency
 from tests.conftest import EmulatorFactory, emulated_p_true, kill_after_requests, write_parquet
 
@@ -39,8 +40,8 @@ def test_an_ores_v3_document_and_score_revisions_lines_end_to_end(
     with emulator(deleted=frozenset({4})) as (_, base_url):
         options: dict[str, Any] = {
             "models": models,
-            "endpoint": Endpoint(base_url=base_url),
-            "budget": Budget.unlimited(),
+            "rate": Budget.unlimited(),
+            "connection": Connection(endpoint=Endpoint(base_url=base_url)),
         }
         score_file(inp, tmp_path / "scores.json", **options)
         score_file(inp, tmp_path / "scores.jsonl", **options)
@@ -214,9 +215,9 @@ def test_a_finished_text_output_is_read_back_from_its_hidden_copy(
     with emulator(error_rate=0.5, seed=3) as (emu, base_url):
         options: dict[str, Any] = {
             "models": ["enwiki-damaging"],
-            "endpoint": Endpoint(base_url=base_url),
-            "budget": Budget.unlimited(),
-            "retry": RetryPolicy(max_attempts=1),
+            "rate": Budget.unlimited(),
+            "connection": Connection(endpoint=Endpoint(base_url=base_url)),
+            "pacing": Pacing(retry=RetryPolicy(max_attempts=1)),
         }
         score_file(inp, out, **options)
         first, sent = failed(), emu.stats.requests
@@ -314,8 +315,8 @@ def test_the_parquet_output_is_unchanged(tmp_path: Path, emulator: EmulatorFacto
             inp,
             tmp_path / "o.parquet",
             models=["enwiki-damaging"],
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
     assert pq.read_table(tmp_path / "o.parquet").column_names == ["rev_id", "enwiki-damaging"]
 
@@ -338,10 +339,9 @@ def test_the_long_format_has_one_row_per_key_and_model_with_latency_and_attempts
             out,
             models=["{wiki}-damaging", "revertrisk-language-agnostic"],
             wiki_column="wiki_db",
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
-            format="long",
-            keep_columns=["note"],
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            files=Files(format="long", keep_columns=["note"]),
         )
     table = pq.read_table(out)
     assert table.column_names == [
@@ -403,7 +403,9 @@ def test_a_kept_score_column_would_be_overwritten_in_jsonl(tmp_path: Path) -> No
     inp = tmp_path / "in.jsonl"
     inp.write_bytes(b'{"rev_id": 1, "score": {"damaging": 1}}\n')
     with pytest.raises(UsageError) as info:
-        score_file(inp, tmp_path / "o.jsonl", models=["enwiki-damaging"], keep_columns="all")
+        score_file(
+            inp, tmp_path / "o.jsonl", models=["enwiki-damaging"], files=Files(keep_columns="all")
+        )
     assert str(info.value) == (
         "`keep_columns` 'score': each jsonl line's scores go there; leave that column out "
         "or rename it"
@@ -425,8 +427,8 @@ def test_leftovers_of_a_killed_run_are_swept_by_the_next(
             inp,
             tmp_path / "o.json",
             models=["enwiki-damaging"],
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".o.json.lwbatch.parquet",

@@ -21,6 +21,7 @@ from lwbatch.errors import RestartNeeded
 from lwbatch.io.inputs import ManySource, expand, open_inputs
 from lwbatch.io.jsonl_source import JsonlSource
 from lwbatch.results import InvalidRow, Revision
+from lwbatch.settings import Connection, Files
 from tests.conftest import EmulatorFactory, emulated_p_true, write_parquet
 
 
@@ -218,8 +219,8 @@ def test_the_library_takes_a_list_of_inputs(tmp_path: Path, emulator: EmulatorFa
             [a, b],
             tmp_path / "o.parquet",
             models=["enwiki-damaging"],
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
     assert (report.rows_read, report.distinct_revisions, report.duplicate_rows) == (4, 3, 1)
     # The files are the input: one more file is another input.
@@ -286,9 +287,9 @@ def test_json_lines_keep_every_field_as_it_was(tmp_path: Path, emulator: Emulato
     with emulator() as (_, base_url):
         options: dict[str, object] = {
             "models": ["enwiki-damaging"],
-            "endpoint": Endpoint(base_url=base_url),
-            "budget": Budget.unlimited(),
-            "keep_columns": "all",
+            "rate": Budget.unlimited(),
+            "connection": Connection(endpoint=Endpoint(base_url=base_url)),
+            "files": Files(keep_columns="all"),
         }
         score_file(inp, tmp_path / "o.jsonl", **options)  # type: ignore[arg-type]
         score_file(inp, tmp_path / "o.parquet", **options)  # type: ignore[arg-type]
@@ -333,7 +334,9 @@ def test_columns_that_cannot_be_kept_are_refused(
         tmp_path / "in.parquet", {"rev_id": [1], "lang": ["en"], "enwiki-damaging": [0]}
     )
     with pytest.raises(error) as info:
-        score_file(inp, tmp_path / "o.parquet", models=["enwiki-damaging"], keep_columns=keep)
+        score_file(
+            inp, tmp_path / "o.parquet", models=["enwiki-damaging"], files=Files(keep_columns=keep)
+        )
     assert str(info.value) == message.format(inp=inp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
 
@@ -372,15 +375,18 @@ def test_invalid_rows_of_a_later_file_keep_their_values_and_the_api_keeps_column
         table = lwbatch.score(
             pa.table({"rev_id": [3], "note": ["n"]}),
             models=["enwiki-damaging"],
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
-            keep_columns=["note"],
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            files=Files(keep_columns=["note"]),
         )
     assert table.column_names == ["rev_id", "note", "enwiki-damaging"]
     assert table.column("note").to_pylist() == ["n"]
     with pytest.raises(UsageError):
         score_file(
-            open_inputs([a]), tmp_path / "o.parquet", models=["enwiki-damaging"], keep_columns=["t"]
+            open_inputs([a]),
+            tmp_path / "o.parquet",
+            models=["enwiki-damaging"],
+            files=Files(keep_columns=["t"]),
         )
 
 
@@ -415,8 +421,8 @@ def test_outlink_takes_the_page_by_title_where_the_input_has_no_page_id(
             inp,
             tmp_path / "out.parquet",
             models=["outlink-topic-model"],
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
         answered = set(emu.stats.answered)
     assert report.requests_sent == 3

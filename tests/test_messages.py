@@ -14,7 +14,7 @@ from lwbatch.cli.commands import cli
 from lwbatch.cli.messages import FLAGS, for_cli
 from lwbatch.config import Budget, Endpoint, Token
 from lwbatch.errors import AuthenticationError, InputError, UsageError
-from lwbatch.io.sources import open_source
+from lwbatch.io.inputs import open_source
 from lwbatch.protocol.catalog import default_catalog
 
 

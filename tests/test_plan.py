@@ -11,6 +11,7 @@ import pytest
 
 from lwbatch import Budget, Endpoint, Rate, Tier, plan_file, score_file
 from lwbatch.plan import Plan
+from lwbatch.settings import Connection
 from lwbatch.tokens import choose_budget
 from tests.conftest import EmulatorFactory, write_parquet
 
@@ -28,7 +29,7 @@ def small(tmp_path: Path) -> Path:
 
 
 def test_a_plan_counts_rows_keys_and_requests(tmp_path: Path) -> None:
-    planned = plan_file(small(tmp_path), models=MODELS, budget=Budget.from_rate(Rate(100, 1.0)))
+    planned = plan_file(small(tmp_path), models=MODELS, rate=Budget.from_rate(Rate(100, 1.0)))
     # enwiki-damaging: the three enwiki revisions; de and fr are not its wiki.
     # revertrisk: one batch per wiki (en, de, fr).
     assert planned.to_dict() == {
@@ -93,8 +94,8 @@ def test_the_plan_is_what_score_sends(
             inp,
             tmp_path / "out.parquet",
             models=models,
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
         by_model = dict(emu.stats.by_model)
     assert planned.total_requests == report.requests_sent == emu.stats.requests
@@ -174,8 +175,7 @@ def test_plan_and_score_take_the_budget_the_credentials_token_gives(
             one,
             tmp_path / "p.parquet",
             models=["enwiki-damaging"],
-            endpoint=Endpoint(base_url=base_url),
-            credentials=creds,
+            connection=Connection(endpoint=Endpoint(base_url=base_url), credentials=creds),
         )
         assert run.budget_source == "token"
         issued = emu.stats.tokens_issued

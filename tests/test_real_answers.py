@@ -8,6 +8,7 @@ Every expected label and request count is worked out here by hand from the input
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from lwbatch import Budget, Endpoint, RetryPolicy, score_file
 from lwbatch.errors import Interrupted
 from lwbatch.protocol.catalog import default_catalog
+from lwbatch.settings import Connection, Files, Pacing
 from tests.conftest import EmulatorFactory, write_parquet
 
 RR = "revertrisk-language-agnostic"
@@ -29,14 +31,23 @@ def cells(path: Path, model: str) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["lang"], r["rev_id"]): r[model] for r in pq.read_table(path).to_pylist()}
 
 
-def run(inp: Path, out: Path, base_url: str, **options: Any) -> Any:
-    settings: dict[str, Any] = {
-        "endpoint": Endpoint(base_url=base_url),
-        "budget": Budget.unlimited(),
-        "retry": FAST,
+def run(
+    inp: Path,
+    out: Path,
+    base_url: str,
+    *,
+    connection: Connection | None = None,
+    pacing: Pacing | None = None,
+    **options: Any,
+) -> Any:
+    return score_file(
+        inp,
+        out,
+        rate=Budget.unlimited(),
+        connection=replace(connection or Connection(), endpoint=Endpoint(base_url=base_url)),
+        pacing=replace(pacing or Pacing(), retry=FAST),
         **options,
-    }
-    return score_file(inp, out, **settings)
+    )
 
 
 def test_revertrisk_with_missing_suppressed_and_a_poison_revision_per_batch(
@@ -55,10 +66,14 @@ def test_revertrisk_with_missing_suppressed_and_a_poison_revision_per_batch(
         **{r: "poison" for r in revs if r % 20 == 7},
     }
     with emulator(problems=problems) as (emu, base_url):
-        report = run(inp, tmp_path / "a.parquet", base_url, models=[RR], cache=tmp_path / "c")
+        report = run(
+            inp, tmp_path / "a.parquet", base_url, models=[RR], files=Files(cache=tmp_path / "c")
+        )
         first = emu.stats.requests
         statuses = dict(emu.stats.by_status)
-        rerun = run(inp, tmp_path / "b.parquet", base_url, models=[RR], cache=tmp_path / "c")
+        rerun = run(
+            inp, tmp_path / "b.parquet", base_url, models=[RR], files=Files(cache=tmp_path / "c")
+        )
         second = emu.stats.requests - first
     got = cells(tmp_path / "a.parquet", RR)
     labels = Counter(cell["error"] for cell in got.values())
@@ -119,9 +134,9 @@ def test_the_safety_net_alone_gives_up_on_a_failing_wiki(
     out = tmp_path / "out.parquet"
     options: dict[str, Any] = {
         "models": ["articlequality"],
-        "catalog": default_catalog().without_coverage(),
-        "concurrency": 4,
-        "cache": tmp_path / "c",
+        "connection": Connection(catalog=default_catalog().without_coverage()),
+        "pacing": Pacing(concurrency=4),
+        "files": Files(cache=tmp_path / "c"),
     }
     with emulator() as (emu, base_url):
         report = run(inp, out, base_url, **options)
@@ -219,10 +234,9 @@ async def test_a_rerun_with_coverage_ignored_sends_what_the_list_refused(
     out = tmp_path / "out.parquet"
     options: dict[str, Any] = {
         "models": ["articlequality"],
-        "budget": Budget.unlimited(),
-        "concurrency": 1,
-        "max_open": 4,
-        "batch_rows": 4,
+        "rate": Budget.unlimited(),
+        "pacing": Pacing(concurrency=1, max_open=4),
+        "files": Files(batch_rows=4),
     }
     with emulator() as (emu, base_url):
         with pytest.raises(Interrupted):
@@ -232,9 +246,8 @@ async def test_a_rerun_with_coverage_ignored_sends_what_the_list_refused(
             inp,
             out,
             base_url,
-            catalog=default_catalog().without_coverage(),
-            retry=FAST,
-            **options,
+            connection=Connection(catalog=default_catalog().without_coverage()),
+            **{**options, "pacing": Pacing(concurrency=1, max_open=4, retry=FAST)},
         )
         sent_to_ann = emu.stats.by_status["500"]
     got = cells(out, "articlequality")

@@ -198,7 +198,6 @@ class Replay:
         self.dispatcher = Dispatcher(
             self.client,
             self.limiter,
-            RunStats(),
             retry=RetryPolicy(max_attempts=3),
             sleep=self.sleep,
             rng=random.Random(5),
@@ -210,7 +209,7 @@ class Replay:
 
     async def send(self, model: str, revisions: list[Revision]) -> list[Score]:
         async with self.client:
-            return await self.dispatcher.send(spec(model), revisions)
+            return await self.dispatcher.send(spec(model), revisions, RunStats())
 
 
 def error(key: str, message: str) -> bytes:

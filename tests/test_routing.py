@@ -11,6 +11,7 @@ import pytest
 
 from lwbatch import Budget, Endpoint, score_file
 from lwbatch.config import INTERNAL_BASE_URL, STAGING_BASE_URL
+from lwbatch.settings import Connection
 from tests.conftest import EmulatorFactory, write_parquet
 
 
@@ -36,8 +37,8 @@ def test_host_routing_against_an_emulator_that_requires_it(
             inp,
             tmp_path / "routed.parquet",
             models=models,
-            endpoint=Endpoint(base_url=base_url, host_header=True),
-            budget=Budget.unlimited(),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url, host_header=True)),
         )
         assert (emu.stats.misrouted, emu.stats.by_status["200"]) == (0, 3)
         # Without the Host header the emulator finds no server: every model is a 404.

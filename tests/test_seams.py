@@ -27,6 +27,7 @@ from lwbatch import (
 )
 from lwbatch.keys import KeyLayout
 from lwbatch.run import score_file_async
+from lwbatch.settings import Connection, Files, Hooks, Pacing
 from lwbatch.wikis import wikis
 from tests.conftest import EmulatorFactory, rev
 
@@ -133,9 +134,9 @@ async def test_a_scorer_sends_every_attempt_through_an_injected_limiter(
     with emulator() as (emu, base_url):
         async with Scorer(
             ["enwiki-damaging", "enwiki-goodfaith"],
-            endpoint=Endpoint(base_url=base_url),
-            limiter=limiter,
-            on_send=sent.append,
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            pacing=Pacing(limiter=limiter),
+            hooks=Hooks(on_send=sent.append),
         ) as scorer:
             rows = [row async for row in scorer.score([11, 12, 13])]
     assert sorted(row.rev_id for row in rows if row.rev_id is not None) == [11, 12, 13]
@@ -174,9 +175,9 @@ async def test_any_source_and_sink_work_and_the_journal_folds_into_the_sink(
             source,
             sink,
             models=models,
-            endpoint=Endpoint(base_url=base_url),
-            budget=FAST,
-            journal=journal,
+            rate=FAST,
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            files=Files(journal=journal),
         )
     assert sink.committed is not None
     # Revision 21 of dewiki is not a duplicate of enwiki's 21.
@@ -201,7 +202,9 @@ async def test_a_scorer_leaves_the_garbage_collector_alone_unless_asked(
     with emulator() as (_, base_url):
         for control in (False, True):
             async with Scorer(
-                ["enwiki-damaging"], endpoint=Endpoint(base_url=base_url), gc_control=control
+                ["enwiki-damaging"],
+                connection=Connection(endpoint=Endpoint(base_url=base_url)),
+                pacing=Pacing(gc_control=control),
             ) as scorer:
                 async for _row in scorer.score([31]):
                     seen.append(gc.isenabled())
@@ -219,14 +222,16 @@ async def test_a_sink_object_needs_its_journal_given_or_none(tmp_path: Path) -> 
 
 def test_a_limiter_and_a_budget_exclude_each_other() -> None:
     with pytest.raises(UsageError, match="`limiter` carries its own budget"):
-        Scorer(["enwiki-damaging"], limiter=CountingLimiter(), budget=FAST)
+        Scorer(["enwiki-damaging"], rate=FAST, pacing=Pacing(limiter=CountingLimiter()))
     with pytest.raises(UsageError, match="`gc_control` needs lwbatch's own BudgetLimiter"):
-        Scorer(["enwiki-damaging"], limiter=CountingLimiter(), gc_control=True)
+        Scorer(["enwiki-damaging"], pacing=Pacing(limiter=CountingLimiter(), gc_control=True))
 
 
 async def test_a_scorer_never_opened_leaves_an_injected_limiter_unwatched() -> None:
     # A run refused before it starts (output locked, another model list) builds its
     # Scorer but never opens it: the shared limiter must not keep calling its ledger.
     limiter = CountingLimiter()
-    Scorer(["enwiki-damaging"], limiter=limiter, on_send=lambda _t: None)
+    Scorer(
+        ["enwiki-damaging"], pacing=Pacing(limiter=limiter), hooks=Hooks(on_send=lambda _t: None)
+    )
     assert limiter._watchers == []

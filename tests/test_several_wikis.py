@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lwbatch.errors import Interrupted, NoModelDeployedError, UsageError
 from lwbatch.keys import RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, Score
+from lwbatch.settings import Connection, Pacing
 from lwbatch.testing.emulator import Latency
 from lwbatch.wikis import wikis
 from tests.conftest import (
@@ -34,7 +36,7 @@ FAST = Budget.from_rate(Rate(5000, 1.0))
 
 
 async def run(inp: Path, out: Path, base_url: str, **options: Any) -> Any:
-    options.setdefault("budget", FAST)
+    options.setdefault("rate", FAST)
     return await score_until(inp, out, base_url, **options)
 
 
@@ -64,7 +66,7 @@ async def test_a_404_for_one_wiki_stops_that_wiki_only_and_a_rerun_does_not_ask_
         "models": ["{wiki}-damaging"],
         "wiki_column": "wiki_db",
         "id_column": "revision_id",
-        "concurrency": 1,
+        "pacing": Pacing(concurrency=1),
     }
     with emulator(undeployed=frozenset({"dewiki-damaging"})) as (emu, base_url):
         with pytest.raises(Interrupted):
@@ -90,15 +92,22 @@ async def test_a_404_for_one_wiki_stops_that_wiki_only_and_a_rerun_does_not_ask_
     assert report.rows_written == 180
 
 
-def script_scorer(models: list[str], script: Script, clock: FakeClock, **options: Any) -> Scorer:
+def script_scorer(
+    models: list[str],
+    script: Script,
+    clock: FakeClock,
+    *,
+    lang: str = "en",
+    pacing: Pacing | None = None,
+) -> Scorer:
     return Scorer(
         models,
-        endpoint=Endpoint(base_url="http://127.0.0.1:9"),
-        transport=script.transport,
-        budget=FAST,
-        clock=clock,
-        sleep=clock.sleep,
-        **options,
+        rate=FAST,
+        lang=lang,
+        connection=Connection(
+            endpoint=Endpoint(base_url="http://127.0.0.1:9"), transport=script.transport
+        ),
+        pacing=replace(pacing or Pacing(), clock=clock, sleep=clock.sleep),
     )
 
 
@@ -137,7 +146,7 @@ async def test_a_model_that_cannot_score_a_rows_wiki_answers_without_a_request(
         "{wiki}-articlequality",
     ]
     script = Script(lambda r, n: ok(r), fake_clock)
-    async with script_scorer(models, script, fake_clock, linger=0.01) as scorer:
+    async with script_scorer(models, script, fake_clock, pacing=Pacing(linger=0.01)) as scorer:
         rows = {row.key: row.scores async for row in scorer.score(items)}
     errors = {
         (key.wiki, model): (score.error.value if score.error else None, score.error_message)
@@ -351,7 +360,7 @@ async def test_an_unsupported_language_costs_only_the_requests_in_flight_when_it
     out = tmp_path / "out.parquet"
     in_flight = 4
     with emulator(latency=Latency("fixed", 0.02)) as (emu, base_url):
-        await run(inp, out, base_url, models=["readability"], concurrency=in_flight)
+        await run(inp, out, base_url, models=["readability"], pacing=Pacing(concurrency=in_flight))
         refused = emu.stats.by_status["400"]
     # At most the requests already on the wire when the first refusal came back.
     assert 1 <= refused <= in_flight
@@ -380,7 +389,7 @@ async def test_two_revisions_of_one_id_on_two_wikis_stay_two_rows_in_a_scorer(
     en, de = wikis().from_dbname("enwiki"), wikis().from_dbname("dewiki")
     script = Script(lambda r, n: ok(r), fake_clock)
     model = "revertrisk-language-agnostic"
-    async with script_scorer([model], script, fake_clock, linger=0.01) as scorer:
+    async with script_scorer([model], script, fake_clock, pacing=Pacing(linger=0.01)) as scorer:
         rows = [row async for row in scorer.score([Revision(7, en), Revision(7, de)])]
     assert sorted(row.key for row in rows) == [RowKey("dewiki", 7), RowKey("enwiki", 7)]  # type: ignore[type-var]
     assert len(script.requests) == 2  # one batch per language
@@ -465,7 +474,7 @@ async def test_a_template_whose_every_wiki_answers_404_aborts_the_run(
                 models=["{wiki}-damaging"],
                 wiki_column="wiki_db",
                 id_column="revision_id",
-                concurrency=2,
+                pacing=Pacing(concurrency=2),
             )
         # One 404 per wiki's model, and the ones already on the wire.
         assert emu.stats.by_status == {"404": emu.stats.requests}
@@ -482,7 +491,7 @@ async def test_a_rerun_does_not_ask_again_for_a_language_the_model_refused(
         {"rev_id": pa.array(range(1, 81), pa.int64()), "lang": langs},
     )
     out = tmp_path / "out.parquet"
-    options: dict[str, Any] = {"models": ["readability"], "concurrency": 1}
+    options: dict[str, Any] = {"models": ["readability"], "pacing": Pacing(concurrency=1)}
     with emulator(latency=Latency("fixed", 0.005)) as (emu, base_url):
         with pytest.raises(Interrupted):
             await run(inp, out, base_url, stop_after=10, **options)

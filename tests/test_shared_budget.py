@@ -18,9 +18,9 @@ import looptime
 import pytest
 
 from lwbatch import Budget, BudgetLimiter, Endpoint, Rate, Token, UsageError
+from lwbatch.durability.grants import GrantTimes
 from lwbatch.pacing import shared
 from lwbatch.pacing.shared import SharedLedger, default_state_dir, identity
-from lwbatch.run import _to_restore
 from tests.conftest import FakeClock, max_in_window
 
 BUDGET = Budget.from_rate(Rate(300, 3.0))  # 100/s
@@ -466,7 +466,7 @@ def test_grants_the_ledger_lacks_are_added_to_it_on_resume(tmp_path: Path) -> No
 
 
 class Grants:
-    """A journal's grant records, as run.py keeps them."""
+    """A journal's grant records."""
 
     def __init__(self) -> None:
         self.recorded: list[float] = []
@@ -480,12 +480,22 @@ def test_a_resume_counts_each_earlier_grant_once_whether_it_shares_or_not() -> N
     # with a budget of their own; 13.0 was added to the file by an earlier resume.
     ledger = [-10.0, -11.0, 12.0, 13.0, -13.0]
     journal = Grants()
-    assert _to_restore(ledger, journal, shared=True) == [12.0]  # type: ignore[arg-type]
+    # The process' clock reads 500 when the wall clock reads 100.
+    grants = GrantTimes(journal, shared=True, clock=lambda: 500.0, wall=lambda: 100.0)  # type: ignore[arg-type]
+    assert grants.to_restore(ledger) == [412.0]
     assert journal.recorded == [-12.0]  # held from now on: the next resume adds nothing
-    assert _to_restore([*ledger, *journal.recorded], journal, shared=True) == []  # type: ignore[arg-type]
+    assert grants.to_restore([*ledger, *journal.recorded]) == []
     unshared = Grants()
-    assert _to_restore(ledger, unshared, shared=False) == [10.0, 11.0, 12.0, 13.0]  # type: ignore[arg-type]
+    alone = GrantTimes(unshared, shared=False, clock=lambda: 100.0, wall=lambda: 100.0)  # type: ignore[arg-type]
+    assert alone.to_restore(ledger) == [10.0, 11.0, 12.0, 13.0]
     assert unshared.recorded == []
+
+
+def test_a_grant_is_recorded_at_its_wall_time_signed_by_sharing() -> None:
+    for sharing, expected in ((True, [-1700.5]), (False, [1700.5])):
+        journal = Grants()
+        GrantTimes(journal, shared=sharing, clock=lambda: 3.0, wall=lambda: 1700.5).record(3.0)  # type: ignore[arg-type]
+        assert journal.recorded == expected
 
 
 def test_a_ledger_of_another_budget_or_closed_is_refused_in_words(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from lwbatch.errors import InputError, UsageError
-from lwbatch.io.sources import CsvSource, ParquetSource, open_source
+from lwbatch.io.inputs import open_source
+from lwbatch.io.sources import CsvSource, ParquetSource
 from lwbatch.keys import KeyLayout, RowKey
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Source

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch import Budget, Endpoint, Rate, score_file
+from lwbatch.settings import Connection, Pacing
 from tests.conftest import EmulatorFactory, max_in_window, write_parquet
 
 # One SparkSession: the Spark tests share a worker when the suite runs in parallel.
@@ -75,8 +76,8 @@ def test_a_dataframe_scores_as_the_local_engine_inside_one_job_wide_budget(
             models=MODELS,
             wiki_column="wiki_db",
             id_column="revision_id",
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.from_rate(Rate(5000, 1.0)),
+            rate=Budget.from_rate(Rate(5000, 1.0)),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
     local = pq.read_table(tmp_path / "local.parquet")
 
@@ -87,9 +88,9 @@ def test_a_dataframe_scores_as_the_local_engine_inside_one_job_wide_budget(
             df,
             models=MODELS,
             rate="100/1s",
-            wiki_col="wiki_db",
-            id_col="revision_id",
-            endpoint=Endpoint(base_url=base_url),
+            wiki_column="wiki_db",
+            id_column="revision_id",
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
         result = scored.toArrow()
         arrivals = sorted(emu.stats.arrivals)
@@ -271,7 +272,7 @@ def test_many_input_partitions_become_one_per_slot_and_the_shares_add_up_to_the_
             models=["enwiki-damaging"],
             rate="41/1s",
             slots=2,
-            endpoint=Endpoint(base_url=base_url),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
         assert scored.rdd.getNumPartitions() == 2
         rows = scored.toArrow().to_pylist()
@@ -313,10 +314,9 @@ def test_each_spelling_of_one_key_is_requested_once(spark: Any, emulator: Emulat
             score(
                 df,
                 models=["revertrisk-language-agnostic"],
-                lang_col="lang",
                 rate="100/1s",
                 slots=2,
-                endpoint=Endpoint(base_url=base_url),
+                connection=Connection(endpoint=Endpoint(base_url=base_url)),
             )
             .toArrow()
             .to_pylist()
@@ -382,23 +382,19 @@ def test_without_a_rate_the_tier_is_the_jobs_budget(
 
 
 def _task(base_url: str, model: str = "enwiki-damaging") -> Any:
+    from lwbatch.io.columns import Columns
     from lwbatch.spark import _Task
 
     return _Task(
         models=(model,),
         budget=Budget.unlimited(),
         slots=1,
-        endpoint=Endpoint(base_url=base_url),
-        token=None,
-        contact=None,
-        concurrency=4,
-        timeout=5.0,
-        verify=True,
-        id_col="rev_id",
-        wiki_source=None,
-        wiki_form="lang",
+        connection=Connection(endpoint=Endpoint(base_url=base_url), timeout=5.0),
+        pacing=Pacing(concurrency=4, share=False),
+        columns=Columns.decide(
+            ["rev_id"], id_column="rev_id", wiki_column=None, keep_columns=None, where="x"
+        ),
         lang="en",
-        page_columns=(),
         counters=None,
     )
 
@@ -466,21 +462,20 @@ def test_a_failed_job_is_told_in_one_line(kind: str, text: str, message: str, co
 def test_a_dataframe_is_checked_before_any_job(
     spark: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from lwbatch.errors import UsageError
+    from lwbatch.errors import InputError, UsageError
     from lwbatch.spark import score
 
     df = spark.createDataFrame([(1, "en")], ["rev_id", "lang"])
     with pytest.raises(UsageError) as info:
-        score(df, models=["enwiki-damaging"], rate="10/s", lang_col="rev_id")
+        score(df, models=["enwiki-damaging"], rate="10/s", wiki_column="rev_id")
     assert str(info.value) == (
-        "`id_col` 'rev_id' is also the wiki column (`wiki_col`, or a `lang` column); give "
-        "two columns"
+        "`wiki_column` 'rev_id' is the name of the id column; give the column that holds "
+        "each row's wiki"
     )
-    with pytest.raises(UsageError) as info:
-        score(df, models=["enwiki-damaging"], rate="10/s", wiki_col="wiki_db")
-    assert (
-        str(info.value)
-        == "`wiki_col` 'wiki_db': the input has no such column (columns: rev_id, lang)"
+    with pytest.raises(InputError) as info:
+        score(df, models=["enwiki-damaging"], rate="10/s", wiki_column="wiki_db")
+    assert str(info.value) == (
+        "the DataFrame: no column 'wiki_db' for `wiki_column` (columns: 'rev_id', 'lang')"
     )
     with pytest.raises(UsageError) as info:
         score(df, models=["enwiki-damaging"], rate="10/s", slots=0)
@@ -493,6 +488,11 @@ def test_a_dataframe_is_checked_before_any_job(
     assert str(info.value).startswith("`slots` 11: the budget's window 10/1s allows fewer")
     caplog.set_level("INFO", "lwbatch")
     score(df, models=["enwiki-damaging", "dewiki-goodfaith"], rate="10/s", slots=3)
+    # Its `lang` column names each row's wiki: no warning.
+    assert [r.getMessage()[:27] for r in caplog.records] == ["spark: budget 10/1s for the"]
+    caplog.clear()
+    ids_only = spark.createDataFrame([(1,)], ["rev_id"])
+    score(ids_only, models=["enwiki-damaging", "dewiki-goodfaith"], rate="10/s", slots=3)
     assert [r.getMessage() for r in caplog.records] == [
         "the DataFrame names no wiki per row, and the models take each rev_id as a revision "
         "of another wiki (enwiki for enwiki-damaging, dewiki for dewiki-goodfaith): if the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pytest
 
 import lwbatch
 from lwbatch import Budget, Endpoint, UsageError
+from lwbatch.settings import Connection, Files
 from tests.conftest import EmulatorFactory, emulated_p_true
 
 
@@ -29,8 +31,8 @@ def test_rev_ids_in_a_table_out(emulator: EmulatorFactory) -> None:
         table = lwbatch.score(
             [7, 8, 7],
             models=["enwiki-damaging"],
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
         assert emu.stats.requests == 2
     assert table.sort_by("rev_id").to_pylist() == [
@@ -42,7 +44,10 @@ def test_rev_ids_in_a_table_out(emulator: EmulatorFactory) -> None:
 async def test_inside_a_running_event_loop_as_in_jupyter(emulator: EmulatorFactory) -> None:
     asyncio.get_running_loop()  # this test runs inside one
     with emulator() as (_, base_url):
-        options = {"endpoint": Endpoint(base_url=base_url), "budget": Budget.unlimited()}
+        options: dict[str, Any] = {
+            "connection": Connection(endpoint=Endpoint(base_url=base_url)),
+            "rate": Budget.unlimited(),
+        }
         table = lwbatch.score([9], models=["enwiki-damaging"], **options)
         awaited = await lwbatch.score_async([9], models=["enwiki-damaging"], **options)
     assert (
@@ -60,8 +65,8 @@ def test_a_dataframe_of_several_wikis_flattens_with_integer_rev_ids(
             models=["{wiki}-damaging"],
             id_column="revision_id",
             wiki_column="wiki_db",
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.unlimited(),
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
         )
     flat = lwbatch.flatten(table.sort_by([("wiki_db", "ascending"), ("rev_id", "ascending")]))
     assert list(flat.columns) == [
@@ -122,7 +127,17 @@ def test_a_dataframe_of_several_wikis_flattens_with_integer_rev_ids(
             "`revisions` must be rev_ids (a list of integers), a pyarrow Table or a pandas "
             "DataFrame",
         ),
-        ([1], {"journal": True}, "`journal` is for score_file: lwbatch.score keeps no journal"),
+        (
+            [1],
+            {"files": Files(restart=True)},
+            "`restart`, `retry_failed` and `format` are for score_file: lwbatch.score keeps no "
+            "journal and returns a table",
+        ),
+        (
+            [1],
+            {"files": Files(journal=object())},  # type: ignore[arg-type]
+            "`journal` is for score_file: lwbatch.score keeps no journal",
+        ),
         (
             pa.table({"id": [1]}),
             {},

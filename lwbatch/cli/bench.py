@@ -12,17 +12,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from lwbatch.config import Budget, Endpoint, Rate, Tier, Token
+from lwbatch.config import Budget, Rate, Tier
 from lwbatch.engine.scorer import Scorer
 from lwbatch.engine.stats import RunReport, format_seconds
 from lwbatch.errors import UsageError
-from lwbatch.pacing.shared import SharedLedger, identity
+from lwbatch.identity import Identity
+from lwbatch.pacing.shared import SharedLedger
+from lwbatch.settings import Connection, Hooks, Pacing
 
 DEFAULT_MODELS = ("enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic")
 SAMPLE_EVERY = 0.25
@@ -139,55 +141,46 @@ class BenchResult:
 
 async def run_bench(
     *,
-    endpoint: Endpoint,
     budget: Budget,
     seconds: float,
     models: Sequence[str] = DEFAULT_MODELS,
-    token: Token | None = None,
-    contact: str | None = None,
-    concurrency: int | None = None,
-    share: bool = True,
-    state_dir: Path | None = None,
+    connection: Connection,
+    pacing: Pacing,
 ) -> BenchResult:
     """Score synthetic revisions for `seconds`; every send time and in-flight sample.
-    `share`: draw from the budget shared by every process of this identity (as
-    `lwbatch score` does), in `state_dir`."""
+    With ``pacing.share``, draw from the budget shared by every process of this
+    identity (as `lwbatch score` does)."""
     if budget.is_unlimited:
         raise UsageError("lwbatch bench measures against a budget; give --tier or --rate N/PERIOD")
-    ledger = (
-        await SharedLedger.open_async(budget, identity(endpoint, token), state_dir=state_dir)
-        if share
-        else None
-    )
+    # As `lwbatch score` runs: one identity, the collector timed.
+    pacing = replace(pacing, gc_control=True)
+    identity = await Identity.resolve(connection, pacing, budget=budget)
+    ledger = await identity.open_ledger(pacing)
     try:
-        return await _bench(endpoint, budget, seconds, models, token, contact, concurrency, ledger)
+        return await _bench(identity, seconds, models, connection, pacing, ledger)
     finally:
         if ledger is not None:
             await ledger.aclose()
 
 
 async def _bench(
-    endpoint: Endpoint,
-    budget: Budget,
+    identity: Identity,
     seconds: float,
     models: Sequence[str],
-    token: Token | None,
-    contact: str | None,
-    concurrency: int | None,
+    connection: Connection,
+    pacing: Pacing,
     ledger: SharedLedger | None,
 ) -> BenchResult:
     sent: list[float] = []
     samples: list[tuple[float, int, int]] = []
+    budget = identity.budget
     scorer = Scorer(
         models,
-        endpoint=endpoint,
-        budget=budget,
-        token=token,
-        contact=contact,
-        concurrency=concurrency,
-        gc_control=True,  # as `lwbatch score` runs
-        on_send=sent.append,
+        connection=connection,
+        pacing=pacing,
+        identity=identity,
         ledger=ledger,
+        hooks=Hooks(on_send=sent.append),
     )
 
     async def sample() -> None:
@@ -203,13 +196,14 @@ async def _bench(
         async with anyio.create_task_group() as tg:
             tg.start_soon(sample)
             with anyio.move_on_after(seconds):
-                async for _row in scorer.score(revisions):
+                rows = scorer.score(revisions)
+                async for _row in rows:
                     pass
             tg.cancel_scope.cancel()
         await scorer.stop(grace=0)
         cpu = time.process_time() - cpu
     times = [t - started for t in sent if t - started < seconds]
-    report = scorer.report()
+    report = scorer.report(call=rows)
     return BenchResult(
         budget=budget.describe(),
         budget_rate=budget.rate,

@@ -39,6 +39,7 @@ from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
 from lwbatch.protocol.catalog import Catalog, Family, ModelSpec, default_catalog, split_model_names
 from lwbatch.protocol.coverage import Coverage
 from lwbatch.seams import Source
+from lwbatch.settings import Connection, Files, Pacing, RunSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("lwbatch")
@@ -453,20 +454,41 @@ def score(
             "--no-shared-budget: other lwbatch runs of this identity are not counted; "
             "together they may send more than the gateway allows and get 429s"
         )
+    settings = RunSettings.of(
+        common["models"],
+        rate=common["budget"],
+        tier=common["tier"],
+        id_column=id_column,
+        wiki_column=wiki_column,
+        lang=lang,
+        connection=Connection(
+            endpoint=endpoint,
+            token=token,
+            credentials=oauth,
+            contact=contact,
+            timeout=timeout,
+            verify=not insecure,
+            catalog=common["catalog"],
+        ),
+        pacing=Pacing(
+            concurrency=common["concurrency"],
+            share=not no_shared_budget,
+            state_dir=state_dir,
+            gc_control=True,
+        ),
+        files=Files(format=output_format, restart=restart, retry_failed=retry_failed, cache=cache),
+    )
     with _inputs(input_paths, Path(output), input_format, common, keep) as source:
         score_and_report(
             source,
             Path(output),
+            settings,
+            report_path=report_path,
+            quiet=quiet,
             log_json=log_json,
             progress_every=progress_every,
-            format=output_format,
-            retry_failed=retry_failed,
             grace=grace,
-            cache=cache,
-            credentials=oauth,
-            share_budget=not no_shared_budget,
-            state_dir=None if no_shared_budget else state_dir,
-            **{**common, "token": token or (oauth.fetch(verify=not insecure) if oauth else None)},
+            warn_no_contact=common["warn_no_contact"],
         )
 
 
@@ -799,15 +821,17 @@ def plan(
         planned = plan_file(
             source,
             models=split_model_names(models),
+            rate=rate,
+            tier=tier,
             id_column=id_column,
             lang=lang,
             wiki_column=wiki_column,
-            budget=Budget.parse(rate) if rate else None,
-            tier=Tier(tier) if tier else None,
-            token=_token(token_file),
-            credentials=_credentials(credentials, token_url),
-            cache=cache,
-            catalog=_catalog(ignore_coverage),
+            connection=Connection(
+                token=_token(token_file),
+                credentials=_credentials(credentials, token_url),
+                catalog=_catalog(ignore_coverage),
+            ),
+            files=Files(cache=cache),
         )
     if as_json:
         click.echo(orjson.dumps(planned.to_dict()).decode())
@@ -1199,15 +1223,15 @@ def bench(
         return anyio.run(
             partial(
                 run_bench,
-                endpoint=target,
                 budget=budget,
                 seconds=seconds,
                 models=names,
-                token=token,
-                contact=contact,
-                concurrency=concurrency,
-                share=not no_shared_budget,
-                state_dir=folder,
+                connection=Connection(endpoint=target, token=token, contact=contact),
+                pacing=Pacing(
+                    concurrency=concurrency,
+                    share=not no_shared_budget,
+                    state_dir=folder if not no_shared_budget else None,
+                ),
             )
         )
 

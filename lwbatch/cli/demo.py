@@ -9,8 +9,9 @@ import click
 import pyarrow.parquet as pq
 
 from lwbatch.cli.scoring import score_and_report
-from lwbatch.config import Budget, Endpoint, Rate
+from lwbatch.config import Endpoint
 from lwbatch.resources import sample_path
+from lwbatch.settings import Connection, Files, Pacing, RunSettings
 from lwbatch.testing.emulator import EmulatorConfig, Latency, running
 
 # Each row's own wiki's damaging and goodfaith models, and revertrisk for every wiki.
@@ -27,17 +28,14 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
             ", ".join(DEMO_MODELS),
             base_url,
         )
-        score_and_report(
-            sample,
-            output,
-            models=list(DEMO_MODELS),
-            endpoint=Endpoint(base_url=base_url),
-            budget=Budget.from_rate(Rate(2000, 1.0)),
-            concurrency=64,
-            restart=True,
-            report_path=None,
-            quiet=quiet,
+        settings = RunSettings.of(
+            DEMO_MODELS,
+            rate="2000/s",
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            pacing=Pacing(concurrency=64, gc_control=True),
+            files=Files(restart=True),
         )
+        score_and_report(sample, output, settings, report_path=None, quiet=quiet)
     if not quiet:
         table = pq.read_table(output)
         click.echo(f"\n{output} holds {table.num_rows:,} rows; the first three:", err=True)

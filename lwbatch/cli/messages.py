@@ -35,6 +35,7 @@ FLAGS: dict[str, str] = {
     "rate": "--rate",
     "slots": "--slots",
     "share_budget=False": "--no-shared-budget",
+    "share=False": "--no-shared-budget",
     "state_dir": "--state-dir",
     "reset_rate": "--reset-rate",
     "restart=True": "--restart",

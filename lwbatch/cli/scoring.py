@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import Interrupted, OutputError, UsageError, primary_error
 from lwbatch.io.inputs import ManySource
 from lwbatch.io.sources import FileSource
+from lwbatch.job import Job
 from lwbatch.plan import Plan, Planner
 from lwbatch.seams import Source
+from lwbatch.settings import Hooks, RunSettings
 from lwbatch.tokens import TokenClaims
 
 log = logging.getLogger("lwbatch")
@@ -43,6 +46,7 @@ NO_CONTACT = (
 def score_and_report(
     input_path: Path | Source,
     output: Path,
+    settings: RunSettings,
     *,
     report_path: Path | None,
     quiet: bool,
@@ -50,9 +54,8 @@ def score_and_report(
     warn_no_contact: bool = False,
     log_json: bool = False,
     progress_every: float | None = None,
-    **options: Any,
 ) -> None:
-    """Run `lwbatch.score_file_async` with the CLI's process-wide settings.
+    """Run a :class:`~lwbatch.job.Job` with the CLI's process-wide settings.
 
     SIGINT/SIGTERM: stop taking work, let requests in flight finish for up to `grace`
     seconds, save progress and exit 130/143. A second signal exits at once (every
@@ -79,7 +82,7 @@ def score_and_report(
     received: list[int] = []
     try:
         report = anyio.run(
-            _run, input_path, output, options, view, warn_no_contact, grace, received
+            _run, input_path, output, settings, view, warn_no_contact, grace, received
         )
     except Interrupted as exc:
         signum = received[0] if received else signal.SIGINT
@@ -140,14 +143,12 @@ def _warn_expiry(scorer: Scorer, planned: Plan, token: Token | None, refreshed: 
 async def _run(
     input_path: Path | Source,
     output: Path,
-    options: dict[str, Any],
+    settings: RunSettings,
     view: LiveView,
     warn_no_contact: bool,
     grace: float,
     received: list[int],
 ) -> Any:
-    from lwbatch.run import score_file_async
-
     watcher = _SignalWatcher(grace, received)
     try:
         async with anyio.create_task_group() as tg, AsyncExitStack() as stack:
@@ -157,8 +158,9 @@ async def _run(
                 if warn_no_contact:
                     log.warning(NO_CONTACT)
                 view.attach(scorer, source.total_rows)
+                connection = settings.connection
                 planned = _estimate(
-                    source, scorer, options.get("token"), options.get("credentials") is not None
+                    source, scorer, connection.token, connection.credentials is not None
                 )
                 if planned is not None:
                     view.set_total(planned.rows)  # CSV and JSON lines: known only now
@@ -170,15 +172,9 @@ async def _run(
                 )
                 tg.start_soon(watcher.watch, signals, scorer)
 
-            report = await score_file_async(
-                input_path,
-                output,
-                gc_control=True,
-                progress=view.advance,
-                on_send=view.on_send,
-                on_start=started,
-                **options,
-            )
+            hooks = Hooks(progress=view.advance, on_send=view.on_send, on_start=started)
+            job = Job(input_path, output, replace(settings, hooks=hooks))
+            report = await job.run()
             tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise primary_error(group) from None

@@ -25,6 +25,7 @@ from lwbatch.config import Budget, Endpoint, Tier, Token
 from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
 from lwbatch.protocol.catalog import Catalog
+from lwbatch.settings import Connection, Pacing
 from lwbatch.tokens import choose_budget
 
 log = logging.getLogger("lwbatch")
@@ -114,26 +115,26 @@ def score_on_spark(
         except (PySparkException, Py4JError) as exc:
             where = f"--input-table {input_table}" if input_table else (input_path or "")
             raise InputError(_first_line(exc), path=where) from None
-        lang_col = "lang" if wiki_column is None and "lang" in df.columns else None
         counted = lwspark.counters(session)
         started = time.monotonic()
         scored = lwspark.score(
             df,
             models=models,
             rate=budget,
-            id_col=id_column,
-            lang_col=lang_col,
-            wiki_col=wiki_column,
+            id_column=id_column,
+            wiki_column=wiki_column,
             lang=lang,
             slots=slots,
-            endpoint=endpoint,
-            token=token,
-            contact=contact,
-            concurrency=concurrency,
-            timeout=timeout,
-            verify=verify,
+            connection=Connection(
+                endpoint=endpoint,
+                token=token,
+                contact=contact,
+                timeout=timeout,
+                verify=verify,
+                catalog=catalog,
+            ),
+            pacing=Pacing(share=False, concurrency=concurrency),
             counters=counted,
-            catalog=catalog,
         )
         if warn_no_contact:
             log.warning(NO_CONTACT)

@@ -8,10 +8,10 @@ cannot be found among them) become scores; only 401 ends the run, unless a
 :class:`~lwbatch.oauth.TokenRefresher` can replace the token: then the request is sent
 once more with the new one.
 
-A batch that used up its retries on a 5xx while other batches of its (model, wiki)
-are answered is split in halves, one attempt per piece, down to the revision that
-fails it; a (model, wiki) that keeps failing the same way is given up on
-(lwbatch/engine/faults.py).
+A batch that used up its retries on a 500 is split to find the revision that fails it
+(lwbatch/engine/splitting.py); a (model, wiki) that keeps failing the same way is given
+up on (lwbatch/engine/faults.py). One dispatcher serves every `score()` call of a
+Scorer: each call counts its own requests in the :class:`RunStats` it passes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 import anyio
 
 from lwbatch.config import RetryPolicy
-from lwbatch.engine.faults import BatchSplits, FailingWikis, Pair
+from lwbatch.engine.faults import BatchSplits, FailingWikis
+from lwbatch.engine.splitting import Splitter
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
 from lwbatch.oauth import TokenRefresher
@@ -63,45 +64,43 @@ class _Retry:
 
 
 _RATE_LIMITED = _Retry(ErrorType.RATE_LIMITED, "HTTP 429")
-
-
 # A 401 after which the token was replaced: send again, once.
-class _Tally:
-    """The requests one job has sent so far, and the last one's latency."""
+_REFRESHED = _Retry(ErrorType.TRANSIENT_ERROR, "HTTP 401, token refreshed")
 
-    __slots__ = ("seconds", "sent")
 
-    def __init__(self, sent: int = 0) -> None:
-        self.sent = sent
-        self.seconds: float | None = None
+class _Call:
+    """One job's requests: what is sent, for whom, and how many went so far."""
+
+    __slots__ = ("spec", "rev_ids", "wiki", "payload", "stats", "revisit", "sent", "seconds")
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        revisions: Sequence[Revision],
+        stats: RunStats,
+        *,
+        revisit: bool = False,
+        sent: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.rev_ids = [r.rev_id for r in revisions]
+        # A job holds revisions of one wiki (batches are grouped by it).
+        self.wiki = revisions[0].wiki.dbname
+        self.payload = build_payload(spec, revisions)
+        self.stats = stats
+        self.revisit = revisit  # a (model, wiki) given up on, tried again
+        self.sent = sent  # requests these revisions were in
+        self.seconds: float | None = None  # the last one's latency
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.spec.name, self.wiki)
 
     def stamp(self, score: Score) -> Score:
         if not self.sent:
             return score  # refused before any request left
         latency = None if self.seconds is None else round(self.seconds * 1000, 1)
         return replace(score, latency_ms=latency, attempts=self.sent)
-
-
-_REFRESHED = _Retry(ErrorType.TRANSIENT_ERROR, "HTTP 401, token refreshed")
-_NOT_SENT = "not sent: the run stopped while its batch was being split"
-
-
-class _Split:
-    """One batch being split: its model, (model, wiki), first attempt, and the failure
-    its revisions keep where they are not sent; when `probing`, a failing piece is split
-    though the pair answered nothing (to find out whether it answers anything)."""
-
-    __slots__ = ("spec", "pair", "since", "failed", "size", "probing")
-
-    def __init__(
-        self, spec: ModelSpec, pair: Pair, since: float, failed: Score, size: int, *, probing: bool
-    ) -> None:
-        self.spec = spec
-        self.pair = pair
-        self.since = since
-        self.failed = failed
-        self.size = size
-        self.probing = probing
 
 
 class Dispatcher:
@@ -111,7 +110,6 @@ class Dispatcher:
         self,
         client: LiftWingClient,
         limiter: Limiter,
-        stats: RunStats,
         *,
         retry: RetryPolicy,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -127,7 +125,6 @@ class Dispatcher:
         self._limit = limit
         self._on_latency = on_latency
         self._limiter = limiter
-        self._stats = stats
         self._policy = retry
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
@@ -143,6 +140,7 @@ class Dispatcher:
         self._drained = anyio.Event()
         self.failing = FailingWikis(after=retry.server_fault_after, clock=clock)
         self.splits = BatchSplits(max_splits=retry.max_splits, clock=clock)
+        self._splitter = Splitter(self.failing, self.splits, Stopped)
 
     def stop(self) -> None:
         """Send nothing more; requests already in flight may finish."""
@@ -154,45 +152,43 @@ class Dispatcher:
         """Wait until no request is in flight (after :meth:`stop`)."""
         await self._drained.wait()
 
-    async def send(self, spec: ModelSpec, revisions: Sequence[Revision]) -> list[Score]:
+    async def send(
+        self, spec: ModelSpec, revisions: Sequence[Revision], stats: RunStats
+    ) -> list[Score]:
         """A score per revision, in their order; retries until each answer is final or
         the policy gives up. Rev_ids key the answer only inside this one request."""
-        tally = _Tally()
         since = self.splits.now()
         # One job now and then tries a (model, wiki) given up on again.
         revisit = self.failing.revisit((spec.name, revisions[0].wiki.dbname))
-        attempts = self._policy.max_attempts
-        scores, failure = await self._try(spec, revisions, attempts, tally, revisit=revisit)
-        if failure is not None:
-            return await self._after(spec, revisions, scores, failure, tally, since)
-        return scores
+        call = _Call(spec, revisions, stats, revisit=revisit)
+        scores, failure = await self._try(call, self._policy.max_attempts)
+        if failure is None:
+            return scores
 
-    async def _try(
-        self,
-        spec: ModelSpec,
-        revisions: Sequence[Revision],
-        attempts: int,
-        tally: _Tally,
-        *,
-        revisit: bool = False,
-    ) -> tuple[list[Score], _Retry | None]:
-        """Scores for `revisions` within `attempts` transient failures; the last failure
-        too when they were used up."""
-        rev_ids = [r.rev_id for r in revisions]
-        # A job holds revisions of one wiki (batches are grouped by it).
-        wiki = revisions[0].wiki.dbname
-        payload = build_payload(spec, revisions)
+        async def try_once(
+            piece: Sequence[Revision], sent: int
+        ) -> tuple[list[Score], _Retry | None]:
+            return await self._try(_Call(spec, piece, stats, sent=sent), 1)
+
+        return await self._splitter.after_retries(
+            spec, revisions, scores, failure, since, try_once, call.sent
+        )
+
+    async def _try(self, call: _Call, attempts: int) -> tuple[list[Score], _Retry | None]:
+        """Scores for the call's revisions within `attempts` transient failures; the last
+        failure too when they were used up."""
         policy = self._policy
         transient = rate_limited = 0
+        n = len(call.rev_ids)
         while True:
-            outcome = await self._attempt(spec, rev_ids, payload, wiki, tally, revisit)
+            outcome = await self._attempt(call)
             if outcome is _REFRESHED:
                 continue  # sent again with the new token
             if not isinstance(outcome, _Retry):
-                scores = [tally.stamp(outcome[rev_id]) for rev_id in rev_ids]
+                scores = [call.stamp(outcome[rev_id]) for rev_id in call.rev_ids]
                 for score in scores:
                     if score.error is ErrorType.UNSUPPORTED_WIKI:
-                        self.unsupported.setdefault((spec.name, wiki), score.error_message or "")
+                        self.unsupported.setdefault(call.pair, score.error_message or "")
                 return scores, None
             if outcome.error is ErrorType.RATE_LIMITED:
                 # No backoff of its own: the limiter's pause (Retry-After) already holds
@@ -201,97 +197,14 @@ class Dispatcher:
                 if rate_limited < policy.max_rate_limited:
                     continue
                 message = f"{outcome.cause} {rate_limited} times in a row"
-                return [tally.stamp(Score.failed(outcome.error, message))] * len(rev_ids), None
+                return [call.stamp(Score.failed(outcome.error, message))] * n, None
             transient += 1
             if transient < attempts:
                 if not outcome.paused:
                     await self._sleep(self._backoff(transient))
                 continue
             failed = Score.failed(outcome.error, outcome.message(transient)[:MAX_MESSAGE])
-            return [tally.stamp(failed)] * len(rev_ids), outcome
-
-    async def _after(
-        self,
-        spec: ModelSpec,
-        revisions: Sequence[Revision],
-        scores: list[Score],
-        failure: _Retry,
-        tally: _Tally,
-        since: float,
-    ) -> list[Score]:
-        """A job whose retries were used up (the first attempt at `since`): split a batch
-        to find the revision that fails it, else count it towards giving up on its
-        (model, wiki)."""
-        pair = (spec.name, revisions[0].wiki.dbname)
-        status = failure.status or 0
-        if status == 500 and len(revisions) > 1:
-            allowed = await self.splits.may_split(pair, since)
-            if allowed is not False:
-                split = _Split(
-                    spec, pair, since, scores[0], len(revisions), probing=allowed is None
-                )
-                try:
-                    return await self._split(split, revisions, tally)
-                finally:
-                    if split.probing:
-                        self.splits.probed(pair, since)
-        self.failing.failed(pair, status, failure.detail or "")
-        return scores
-
-    async def _split(
-        self, split: _Split, revisions: Sequence[Revision], tally: _Tally
-    ) -> list[Score]:
-        """Halves, one attempt each (the batch has had its retries). A failing half is
-        split again while the (model, wiki) answers others. A probe goes down the first
-        failing half alone; where that met no answer at all (an outage), the other half
-        is not sent and keeps the batch's failure."""
-        half = len(revisions) // 2
-        found: list[Score] = []
-        paid = descended = False
-        for piece in (revisions[:half], revisions[half:]):
-            if descended and not self.splits.answered_since(split.pair, split.since):
-                found += [split.failed] * len(piece)
-                continue
-            piece_tally = _Tally(tally.sent)
-            try:
-                scores, failure = await self._try(split.spec, piece, 1, piece_tally)
-                if failure is not None:
-                    scores, descended = await self._failed_piece(
-                        split, piece, scores, failure, piece_tally
-                    )
-            except Stopped:
-                if not paid:
-                    raise
-                # The run is stopping: what was answered is kept, the rest asked again.
-                scores = [Score.failed(ErrorType.TRANSIENT_ERROR, _NOT_SENT)] * len(piece)
-            paid = True
-            found += scores
-        return found
-
-    async def _failed_piece(
-        self,
-        split: _Split,
-        piece: Sequence[Revision],
-        scores: list[Score],
-        failure: _Retry,
-        tally: _Tally,
-    ) -> tuple[list[Score], bool]:
-        """A piece's scores after its one attempt failed, and whether a probe went down
-        into it."""
-        status = failure.status or 0
-        if status == 500 and len(piece) > 1:
-            if self.splits.answered_since(split.pair, split.since):
-                return await self._split(split, piece, tally), False
-            if split.probing:
-                return await self._split(split, piece, tally), True
-        self.failing.failed(split.pair, status, failure.detail or "")
-        if len(piece) == 1 and status >= 500:
-            message = (
-                f"HTTP {status} when sent alone, after its batch of {split.size} failed: "
-                f"{failure.detail or ''}"
-            )[:MAX_MESSAGE]
-            return [replace(scores[0], error_message=message)], False
-        return scores, False
+            return [call.stamp(failed)] * n, outcome
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter (Brooker, "Exponential Backoff And
@@ -340,7 +253,7 @@ class Dispatcher:
     ) -> dict[int, Score] | None:
         if spec.name in self.undeployed:
             return _undeployed(spec, rev_ids)
-        pair: Pair = (spec.name, wiki)
+        pair = (spec.name, wiki)
         message = self.unsupported.get(pair)
         if message is not None:
             said = message or f"{spec.name} answered that it does not serve {wiki}"
@@ -350,46 +263,38 @@ class Dispatcher:
             return dict.fromkeys(rev_ids, given_up)
         return None
 
-    def _held_back(
-        self, spec: ModelSpec, rev_ids: list[int], wiki: str, revisit: bool
-    ) -> dict[int, Score] | None:
+    def _held_back(self, call: _Call) -> dict[int, Score] | None:
         """The answer for a job that must not be sent, or None if it may go."""
-        if (refused := self._refused(spec, rev_ids, wiki, revisit=revisit)) is not None:
+        refused = self._refused(call.spec, call.rev_ids, call.wiki, revisit=call.revisit)
+        if refused is not None:
             return refused
         if self.stopping:
             raise Stopped
         return None
 
-    async def _attempt(
-        self,
-        spec: ModelSpec,
-        rev_ids: list[int],
-        payload: bytes,
-        wiki: str,
-        tally: _Tally,
-        revisit: bool,
-    ) -> dict[int, Score] | _Retry:
+    async def _attempt(self, call: _Call) -> dict[int, Score] | _Retry:
         """One try: the scores, or what went wrong if it may be tried again."""
-        if (refused := self._held_back(spec, rev_ids, wiki, revisit)) is not None:
+        if (refused := self._held_back(call)) is not None:
             return refused
         await self._limiter.acquire()
         # A 404 for this model, a refusal of this wiki, a stop or giving up on the
         # endpoint may have come while this job waited for the budget: then nothing leaves.
-        if (refused := self._held_back(spec, rev_ids, wiki, revisit)) is not None:
+        if (refused := self._held_back(call)) is not None:
             return refused
-        stats = self._stats
+        stats = call.stats
         stats.requests_sent += 1
-        tally.sent += 1
+        call.sent += 1
         self.in_flight += 1
-        if self.in_flight > stats.peak_in_flight:
-            stats.peak_in_flight = self.in_flight
+        stats.in_flight += 1
+        if stats.in_flight > stats.peak_in_flight:
+            stats.peak_in_flight = stats.in_flight
             if self._limit is not None:
                 stats.limit_at_peak = self._limit()
         generation = self._refresher.generation if self._refresher is not None else 0
         try:
-            reply = await self._client.post(spec, payload)
+            reply = await self._client.post(call.spec, call.payload)
         except TransportFailure as exc:
-            tally.seconds = exc.elapsed
+            call.seconds = exc.elapsed
             if self._on_latency is not None:
                 self._on_latency(exc.elapsed)
             stats.requests_by_outcome[exc.kind] += 1
@@ -397,29 +302,56 @@ class Dispatcher:
             return _Retry(ErrorType.TRANSIENT_ERROR, str(exc))
         finally:
             self.in_flight -= 1
+            stats.in_flight -= 1
             if self.stopping and not self.in_flight:
                 self._drained.set()
         self.answered = True
-        tally.seconds = reply.latency
-        status = reply.status
+        call.seconds = reply.latency
+        stats.requests_by_outcome[str(reply.status)] += 1
+        stats.record_latency(call.spec.column, reply.latency)
+        if self._on_latency is not None:
+            self._on_latency(reply.latency)
+        return await self._answer(call, reply, generation)
+
+    async def _answer(
+        self, call: _Call, reply: Reply, generation: int
+    ) -> dict[int, Score] | _Retry:
+        """What an HTTP answer means for the call's revisions."""
+        spec, rev_ids, status = call.spec, call.rev_ids, reply.status
         refresher = self._refresher
         if refresher is not None and status != 401:
             refresher.accepted(generation)
-        stats.requests_by_outcome[str(status)] += 1
-        stats.record_latency(spec.column, reply.latency)
-        if self._on_latency is not None:
-            self._on_latency(reply.latency)
-        pair = (spec.name, wiki)
         if 200 <= status < 300:
-            self.failing.answered(pair)
-            self.splits.final(pair)
+            self.failing.answered(call.pair)
+            self.splits.final(call.pair)
             return parse_answer(spec, rev_ids, reply.body)
         if status == 429:
             self._limiter.pause(
                 parse_retry_after(reply.retry_after, default=self._policy.default_retry_after)
             )
             return _RATE_LIMITED
-        if status == 401 and refresher is not None and refresher.may_refresh(generation):
+        if status == 401:
+            return await self._unauthorized(spec, reply, generation)
+        if status == 404:
+            self.undeployed.add(spec.name)
+            return _undeployed(spec, rev_ids)
+        text = error_text(reply.body)
+        if status < 400:  # 1xx/3xx: nothing a model server should answer
+            failed = Score.failed(ErrorType.BAD_RESPONSE, f"HTTP {status}: {text[:MAX_MESSAGE]}")
+            return dict.fromkeys(rev_ids, failed)
+        if status == 422 and (each := all_failed(text)) is not None and set(each) >= set(rev_ids):
+            self.splits.final(call.pair)
+            return each
+        final = read_error(status, text, rev_ids)
+        if final is not None:
+            self.splits.final(call.pair)
+            return dict.fromkeys(rev_ids, final)
+        return self._retry(reply, text)
+
+    async def _unauthorized(self, spec: ModelSpec, reply: Reply, generation: int) -> _Retry:
+        """A 401: a new token and the request once more, if credentials can get one."""
+        refresher = self._refresher
+        if refresher is not None and refresher.may_refresh(generation):
             token = await refresher.refresh(generation)
             if token is not None:
                 self._client.set_token(token)
@@ -429,28 +361,12 @@ class Dispatcher:
                     refresher.credentials.token_url,
                 )
             return _REFRESHED
-        if status == 401:
-            raise AuthenticationError(
-                url=self._client.endpoint.url(spec.name),
-                token_sent=self._client.has_token,
-                refreshed=refresher is not None and refresher.generation > 0,
-                bearer_challenge=is_bearer_challenge(reply.www_authenticate),
-            )
-        if status == 404:
-            self.undeployed.add(spec.name)
-            return _undeployed(spec, rev_ids)
-        text = error_text(reply.body)
-        if status < 400:  # 1xx/3xx: nothing a model server should answer
-            failed = Score.failed(ErrorType.BAD_RESPONSE, f"HTTP {status}: {text[:MAX_MESSAGE]}")
-            return dict.fromkeys(rev_ids, failed)
-        if status == 422 and (each := all_failed(text)) is not None and set(each) >= set(rev_ids):
-            self.splits.final(pair)
-            return each
-        final = read_error(status, text, rev_ids)
-        if final is not None:
-            self.splits.final(pair)
-            return dict.fromkeys(rev_ids, final)
-        return self._retry(reply, text)
+        raise AuthenticationError(
+            url=self._client.endpoint.url(spec.name),
+            token_sent=self._client.has_token,
+            refreshed=refresher is not None and refresher.generation > 0,
+            bearer_challenge=is_bearer_challenge(reply.www_authenticate),
+        )
 
     def _retry(self, reply: Reply, text: str) -> _Retry:
         """An answer worth another try (the limiter paused if a 503 said how long)."""

@@ -50,6 +50,7 @@ class RunStats:
     rows_written: int = 0
     rows_resumed: int = 0  # done by an earlier, interrupted run: not asked again
     requests_sent: int = 0
+    in_flight: int = 0  # this run's requests on the wire now
     peak_in_flight: int = 0
     limit_at_peak: int = 0  # the in-flight cap in force when the peak was reached
     requests_by_outcome: Counter[str] = field(default_factory=Counter)

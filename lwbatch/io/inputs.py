@@ -15,15 +15,22 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lwbatch.engine.targets import warn_if_models_disagree
 from lwbatch.errors import InputError, UsageError
-from lwbatch.io.sources import DEFAULT_BATCH_ROWS, FileSource, open_source
+from lwbatch.io.jsonl_source import JsonlSource
+from lwbatch.io.sources import DEFAULT_BATCH_ROWS, CsvSource, FileSource, ParquetSource, check_file
 from lwbatch.keys import KeyLayout
+from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import InvalidRow
-from lwbatch.seams import Item
+from lwbatch.seams import Item, Source
 
 STDIN = "-"
 _GLOB = set("*?[")
 _FORMATS = ("parquet", "csv", "tsv", "jsonl")
+_PARQUET = (".parquet", ".pq")
+_CSV = {".csv": ",", ".tsv": "\t"}
+_JSONL = (".jsonl", ".ndjson")
+_COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 
 
 class ManySource:
@@ -148,6 +155,46 @@ def sniff(path: Path) -> str:
     return "jsonl" if head.lstrip().startswith(b"{") else "csv"
 
 
+def open_source(
+    path: Path | str,
+    *,
+    id_column: str = "rev_id",
+    lang: str = "en",
+    wiki_column: str | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    format: str | None = None,
+    label: str | None = None,
+    keep_columns: Sequence[str] | str | None = None,
+) -> FileSource:
+    """The source for `path`, in `format` (parquet, csv, tsv, jsonl) or else chosen by
+    its extension; raises InputError if unusable. `label` names it in messages."""
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSED:
+        suffixes = suffixes[:-1]
+    kind = f".{format}" if format is not None else suffixes[-1] if suffixes else ""
+    options: dict[str, Any] = {
+        "id_column": id_column,
+        "lang": lang,
+        "wiki_column": wiki_column,
+        "batch_rows": batch_rows,
+        "label": label,
+        "keep_columns": keep_columns,
+    }
+    if kind in _PARQUET:
+        return ParquetSource(path, **options)
+    if kind in _CSV:
+        return CsvSource(path, delimiter=_CSV[kind], **options)
+    if kind in _JSONL:
+        return JsonlSource(path, **options)
+    check_file(path, label)  # a missing file is reported as such, whatever its name
+    raise InputError(
+        f"unknown file type {kind or '(no extension)'!r}; use .parquet, .csv, .tsv or "
+        ".jsonl (optionally .gz), or give `input_format`",
+        path=label if label is not None else path,
+    )
+
+
 def open_inputs(
     inputs: Sequence[Path | str],
     *,
@@ -191,4 +238,65 @@ def open_inputs(
     return sources[0] if len(sources) == 1 else ManySource(sources)
 
 
-__all__ = ["STDIN", "ManySource", "expand", "open_inputs", "sniff", "spool"]
+def open_for(
+    input: Path | str | Sequence[Path | str] | Source,
+    specs: Sequence[ModelSpec],
+    *,
+    id_column: str,
+    lang: str,
+    wiki_column: str | None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    keep_columns: Sequence[str] | str | None = None,
+    input_format: str | None = None,
+) -> Source:
+    """The source of `input`, checked against the models it is for (as `score` and
+    `plan` both need it)."""
+    if isinstance(input, Source) and keep_columns is not None:
+        raise UsageError(
+            "`keep_columns` is for inputs given as paths: a Source object chooses its own "
+            "kept columns (FileSource's `keep_columns`)"
+        )
+    source = (
+        input
+        if isinstance(input, Source)
+        else open_inputs(
+            [input] if isinstance(input, Path | str) else input,
+            id_column=id_column,
+            lang=lang,
+            wiki_column=wiki_column,
+            batch_rows=batch_rows,
+            keep_columns=keep_columns,
+            input_format=input_format,
+        )
+    )
+    taken = {"rev_id", source.key_layout.wiki_column, *(s.name for s in specs)}
+    for field in getattr(source, "kept_fields", ()):
+        if field.name in taken:
+            raise UsageError(
+                f"`keep_columns` {field.name!r}: the output has a column of that name "
+                "already (a key or a model); rename it in the input"
+            )
+    pages = getattr(source, "page_columns", None)  # None: a Source that does not say
+    if pages is not None and not pages:
+        for spec in specs:
+            if spec.needs_page:
+                raise InputError(
+                    f"{spec.name} needs a page_id or page_title column beside the rev_id "
+                    "(its server takes the page with the revision)",
+                    path=source.name,
+                )
+    if source.key_layout.wiki_column is None:
+        warn_if_models_disagree(specs, lang, source.name)
+    return source
+
+
+__all__ = [
+    "STDIN",
+    "ManySource",
+    "expand",
+    "open_for",
+    "open_inputs",
+    "open_source",
+    "sniff",
+    "spool",
+]

@@ -45,13 +45,11 @@ class JsonlSource(FileSource):
                 'line 1 is not a JSON object; give one object per line, such as {"rev_id": 123}',
                 path=self.name,
             )
-        names = list(first)
-        self._check_column(names, None)
-        self._find_columns(names)
+        self._decide(list(first))
         # Kept values travel as JSON text, marked so that a JSON output writes them back
         # as the values they were.
         self.kept_fields = [
-            pa.field(n, pa.string(), metadata={JSON_TEXT: b"1"}) for n in self._kept_names(names)
+            pa.field(n, pa.string(), metadata={JSON_TEXT: b"1"}) for n in self.columns.kept
         ]
 
     def _lines(self) -> Iterator[bytes]:
@@ -81,7 +79,7 @@ class JsonlSource(FileSource):
             yield [_plainly(item) for item in batch]
 
     def _arrays(self) -> Iterator[Arrays]:
-        id_column, wiki_column = self.id_column, self._wiki_source
+        id_column, wiki_column = self.id_column, self.columns.wiki
         kept_names = [f.name for f in self.kept_fields]
         ids: list[str | None] = []
         wikis: list[str | None] = []
@@ -120,7 +118,7 @@ class JsonlSource(FileSource):
     ) -> Arrays:
         return (
             pa.array(ids, pa.string()),
-            pa.array(wikis, pa.string()) if self._wiki_source is not None else None,
+            pa.array(wikis, pa.string()) if self.columns.wiki is not None else None,
             [pa.array(column, pa.string()) for column in pages],
             [pa.array(column, pa.string()) for column in kept],
         )

@@ -28,7 +28,6 @@ from httpx_aiohttp import AiohttpTransport
 
 from lwbatch._version import __version__
 from lwbatch.config import DEFAULT_TIMEOUT, Endpoint, Token
-from lwbatch.errors import UsageError
 from lwbatch.protocol.catalog import ModelSpec
 
 
@@ -136,15 +135,7 @@ class LiftWingClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        if token is not None and endpoint.is_plain_http and not endpoint.is_loopback:
-            raise UsageError(
-                f"refusing to send the token over plain http to {endpoint.base_url}: "
-                "it would travel in clear text; use https"
-            )
-        if contact is not None and any(c in contact for c in "\r\n\x00"):
-            raise UsageError("`contact` must be a single line (an e-mail address or URL)")
-        if timeout <= 0:
-            raise UsageError(f"`timeout` must be > 0 seconds, got {timeout:g}")
+        # Connection checked token, contact and timeout; this takes them as they are.
         self.endpoint = endpoint
         if transport is None:
             # Idle connections are kept for a minute: re-opening them when load rises
