@@ -1,11 +1,11 @@
 """What a job will cost, before it sends anything: rows, distinct keys, requests per
 model and the hours they take at each tier and at the run's own budget.
 
-The input is read as `score` reads it (same source, key rules, targets and refusals),
-so the counts are what `score` sends when nothing fails: one request per (key, model)
-that needs one, and for batched models one per full batch of one wiki's revisions
-(`score` may send a few more partial batches when a wiki's rows are sparse and the
-input arrives slower than its linger).
+The input is read as `score` reads it, and every item goes through the same Router
+(key rules, targets, refusals, cache), so the counts are what `score` sends when
+nothing fails: one request per (key, model) that needs one, and for batched models one
+per full batch of one wiki's revisions (`score` may send a few more partial batches
+when a wiki's rows are sparse and the input arrives slower than its linger).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lwbatch.config import Budget, Tier
-from lwbatch.engine.targets import Targets
-from lwbatch.keys import KeySet
+from lwbatch.engine.router import Answered, Kind, Router
+from lwbatch.engine.stats import RunStats
 from lwbatch.protocol.catalog import ModelSpec
-from lwbatch.results import InvalidRow, Score
+from lwbatch.results import Revision
 from lwbatch.seams import Item, ScoreCache
 from lwbatch.tokens import BudgetChoice
 from lwbatch.wikis import wikipedia
@@ -112,7 +112,8 @@ class Plan:
 
 
 class Planner:
-    """Counts, item by item, what `score` would send for them."""
+    """Counts, item by item, what `score` would send for them: each item goes through
+    the Router that score's producer uses."""
 
     def __init__(
         self,
@@ -121,51 +122,48 @@ class Planner:
         budget: BudgetChoice,
         cache: ScoreCache | None = None,
     ) -> None:
-        self._cache = cache
         self._specs = list(specs)
-        self._targets = Targets(self._specs, wikipedia(lang))
-        self._seen = KeySet()
+        self._router = Router(self._specs, wikipedia(lang), cache=cache)
+        self._stats = RunStats()
         # (column, wiki) -> revisions of that wiki for a batched column
         self._batched: Counter[tuple[str, str]] = Counter()
+        names = [s.name for s in self._specs]
         self.plan = Plan(
-            models=tuple(s.name for s in self._specs),
+            models=tuple(names),
             budget=budget,
-            requests=dict.fromkeys((s.name for s in self._specs), 0),
-            answered_without_request=dict.fromkeys((s.name for s in self._specs), 0),
-            cached=dict.fromkeys((s.name for s in self._specs), 0),
+            requests=dict.fromkeys(names, 0),
+            answered_without_request=dict.fromkeys(names, 0),
+            cached=dict.fromkeys(names, 0),
         )
 
     def add(self, items: Iterable[Item]) -> None:
         plan = self.plan
         for item in items:
-            plan.rows += 1
-            if isinstance(item, InvalidRow):
-                plan.invalid += 1
+            if self._router.sort(item, self._stats) is not Kind.NEW:
                 continue
-            if item.key in self._seen:
-                plan.duplicates += 1
-                continue
-            self._seen.add(item.key)
-            plan.distinct += 1
-            for spec in self._specs:
-                target = self._targets.of(spec, item)
-                if isinstance(target, Score):
-                    plan.answered_without_request[spec.name] += 1
-                elif self._cache is not None and self._cache.get(
-                    target.name, item.wiki.dbname, item.rev_id
-                ):
-                    plan.cached[spec.name] += 1
+            assert isinstance(item, Revision)
+            for spec, decision in self._router.decide(item):
+                if isinstance(decision, Answered):
+                    counts = (
+                        plan.cached
+                        if decision.origin == "cached"
+                        else (plan.answered_without_request)
+                    )
+                    counts[spec.name] += 1
                 elif spec.max_batch > 1:
                     self._batched[(spec.name, item.wiki.dbname)] += 1
                 else:
                     plan.requests[spec.name] += 1
 
     def finish(self) -> Plan:
+        stats, plan = self._stats, self.plan
+        plan.rows, plan.invalid = stats.rows_read, stats.invalid_rows
+        plan.duplicates, plan.distinct = stats.duplicate_rows, stats.distinct_revisions
         specs = {s.name: s for s in self._specs}
         for (column, _), count in self._batched.items():
-            self.plan.requests[column] += math.ceil(count / specs[column].max_batch)
+            plan.requests[column] += math.ceil(count / specs[column].max_batch)
         self._batched.clear()
-        return self.plan
+        return plan
 
 
 def _duration(hours: float) -> str:

@@ -671,7 +671,9 @@ async def test_an_unsupported_language_is_a_score_for_every_revision_of_the_batc
     )
     assert scores == [refused, refused]
     assert len(replay.script.requests) == 1
-    assert replay.dispatcher.undeployed == set()
+    refusals = replay.dispatcher.refusals
+    assert refusals.answer("revertrisk-language-agnostic", "enwiki", [3]) is None
+    assert refusals.answer("revertrisk-language-agnostic", "aawiki", [3]) == {3: refused}
 
 
 async def test_a_batch_answer_with_errors_through_the_dispatcher(fake_clock: FakeClock) -> None:

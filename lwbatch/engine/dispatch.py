@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from lwbatch.config import RetryPolicy
-from lwbatch.engine.faults import BatchSplits, FailingWikis
+from lwbatch.engine.faults import BatchSplits, FailingWikis, Refusals, undeployed
 from lwbatch.engine.splitting import Splitter
 from lwbatch.engine.stats import RunStats
 from lwbatch.errors import AuthenticationError, UnreachableError
@@ -128,10 +128,7 @@ class Dispatcher:
         self._policy = retry
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
-        self.undeployed: set[str] = set()
-        # (model, wiki) the model said it does not serve, with what it said: never asked
-        # again, and every row of it gets the same message.
-        self.unsupported: dict[tuple[str, str], str] = {}
+        self.refusals = Refusals()
         self.stopping = False
         self.in_flight = 0
         self.answered = False  # any HTTP answer at all, whatever its status
@@ -188,7 +185,7 @@ class Dispatcher:
                 scores = [call.stamp(outcome[rev_id]) for rev_id in call.rev_ids]
                 for score in scores:
                     if score.error is ErrorType.UNSUPPORTED_WIKI:
-                        self.unsupported.setdefault(call.pair, score.error_message or "")
+                        self.refusals.wiki_unsupported(call.pair, score.error_message or "")
                 return scores, None
             if outcome.error is ErrorType.RATE_LIMITED:
                 # No backoff of its own: the limiter's pause (Retry-After) already holds
@@ -251,14 +248,10 @@ class Dispatcher:
     def _refused(
         self, spec: ModelSpec, rev_ids: list[int], wiki: str, *, revisit: bool = False
     ) -> dict[int, Score] | None:
-        if spec.name in self.undeployed:
-            return _undeployed(spec, rev_ids)
-        pair = (spec.name, wiki)
-        message = self.unsupported.get(pair)
-        if message is not None:
-            said = message or f"{spec.name} answered that it does not serve {wiki}"
-            return {r: Score.failed(ErrorType.UNSUPPORTED_WIKI, said) for r in rev_ids}
-        given_up = None if revisit else self.failing.refusal(pair)
+        refused = self.refusals.answer(spec.name, wiki, rev_ids)
+        if refused is not None:
+            return refused
+        given_up = None if revisit else self.failing.refusal((spec.name, wiki))
         if given_up is not None:
             return dict.fromkeys(rev_ids, given_up)
         return None
@@ -333,8 +326,8 @@ class Dispatcher:
         if status == 401:
             return await self._unauthorized(spec, reply, generation)
         if status == 404:
-            self.undeployed.add(spec.name)
-            return _undeployed(spec, rev_ids)
+            self.refusals.not_deployed(spec.name)
+            return undeployed(spec.name, rev_ids)
         text = error_text(reply.body)
         if status < 400:  # 1xx/3xx: nothing a model server should answer
             failed = Score.failed(ErrorType.BAD_RESPONSE, f"HTTP {status}: {text[:MAX_MESSAGE]}")
@@ -375,8 +368,3 @@ class Dispatcher:
             self._limiter.pause(seconds)
             return _Retry(ErrorType.TRANSIENT_ERROR, cause, text, paused=True, status=503)
         return _Retry(ErrorType.TRANSIENT_ERROR, cause, text, status=reply.status)
-
-
-def _undeployed(spec: ModelSpec, rev_ids: list[int]) -> dict[int, Score]:
-    message = f"{spec.name} answered 404: the model is not deployed (check the wiki and model name)"
-    return {rev_id: Score.failed(ErrorType.MODEL_NOT_DEPLOYED, message) for rev_id in rev_ids}

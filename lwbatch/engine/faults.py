@@ -1,5 +1,10 @@
-"""Faults of the model servers themselves, per (model, wiki): when to give up on one that
-keeps failing, and when a failed batch may be split to find the revision that fails it.
+"""Faults of the model servers themselves, per (model, wiki): what a model refused for
+good, when to give up on one that keeps failing, and when a failed batch may be split to
+find the revision that fails it.
+
+Refusals (:class:`Refusals`): a model that answered 404 is not deployed, and a (model,
+wiki) whose server said it does not serve that wiki never will in this run: neither is
+asked again, and a rerun learns them from the journal.
 
 Giving up (:class:`FailingWikis`): a model server that fails every revision of a wiki
 the same way (articlequality's 500 ``KeyError : 'ann'`` for a wiki missing from its
@@ -52,6 +57,40 @@ class _GivenUp:
     def __init__(self, message: str, until: float) -> None:
         self.message = message
         self.until = until  # when one job may go again
+
+
+class Refusals:
+    """What models refused for good in this run: the one owner of those facts."""
+
+    def __init__(self) -> None:
+        self._undeployed: set[str] = set()
+        # (model, wiki) -> what its server said ("" when only a journal remembers it)
+        self._unsupported: dict[tuple[str, str], str] = {}
+
+    def not_deployed(self, model: str) -> None:
+        self._undeployed.add(model)
+
+    def wiki_unsupported(self, pair: tuple[str, str], said: str = "") -> None:
+        self._unsupported.setdefault(pair, said)
+
+    def all_undeployed(self, models: set[str]) -> bool:
+        """Whether every one of `models` (none is not enough) answered 404."""
+        return bool(models) and models <= self._undeployed
+
+    def answer(self, model: str, wiki: str, rev_ids: list[int]) -> dict[int, Score] | None:
+        """The answers, without a request, for revisions the model refused, else None."""
+        if model in self._undeployed:
+            return undeployed(model, rev_ids)
+        said = self._unsupported.get((model, wiki))
+        if said is None:
+            return None
+        said = said or f"{model} answered that it does not serve {wiki}"
+        return {r: Score.failed(ErrorType.UNSUPPORTED_WIKI, said) for r in rev_ids}
+
+
+def undeployed(model: str, rev_ids: list[int]) -> dict[int, Score]:
+    message = f"{model} answered 404: the model is not deployed (check the wiki and model name)"
+    return {rev_id: Score.failed(ErrorType.MODEL_NOT_DEPLOYED, message) for rev_id in rev_ids}
 
 
 class FailingWikis:
@@ -175,4 +214,12 @@ class BatchSplits:
         return True
 
 
-__all__ = ["PROBE_AGAIN", "REVISIT", "BatchSplits", "FailingWikis", "Pair"]
+__all__ = [
+    "PROBE_AGAIN",
+    "REVISIT",
+    "BatchSplits",
+    "FailingWikis",
+    "Pair",
+    "Refusals",
+    "undeployed",
+]

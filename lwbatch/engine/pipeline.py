@@ -334,8 +334,8 @@ class Pipeline:
             raise NoModelDeployedError(models=[s.name for s in self._engine.specs])
 
     def _nothing_deployed(self) -> bool:
-        undeployed = self._engine.dispatcher.undeployed
-        return all(sent and sent <= undeployed for sent in self._sent_to.values())
+        refusals = self._engine.dispatcher.refusals
+        return all(refusals.all_undeployed(sent) for sent in self._sent_to.values())
 
     async def _emit_invalid(self, item: InvalidRow) -> None:
         message = str(item)

@@ -250,7 +250,7 @@ class Scorer:
             held_back=self._dispatcher.held_back,
         )
         if resume is not None:
-            router.targets.restore(resume, self._dispatcher)
+            router.targets.restore(resume, self._dispatcher.refusals)
         return router
 
     async def _keep(self, spec: ModelSpec, answers: list[tuple[str, int, Score]]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from lwbatch.engine.dispatch import Dispatcher
+from lwbatch.engine.faults import Refusals
 from lwbatch.engine.resume import ResumeState
 from lwbatch.errors import LWBatchError
 from lwbatch.protocol.catalog import ModelSpec, default_catalog
@@ -54,8 +54,8 @@ class Targets:
             )
         return spec
 
-    def restore(self, resume: ResumeState, dispatcher: Dispatcher) -> None:
-        """Tell the dispatcher what an earlier run learned of whole (model, wiki)s."""
+    def restore(self, resume: ResumeState, refusals: Refusals) -> None:
+        """Tell `refusals` what an earlier run learned of whole (model, wiki)s."""
         for column, key_wiki, error in resume.refused:
             spec = self._by_name.get(column)
             if spec is None:
@@ -67,12 +67,12 @@ class Targets:
                     continue
                 spec = concrete
             if error is ErrorType.MODEL_NOT_DEPLOYED:
-                dispatcher.undeployed.add(spec.name)
+                refusals.not_deployed(spec.name)
             elif _listed(spec, wiki) is None:
                 # The server said so (a wiki outside a model's list is refused by this
                 # run's own catalogue, or sent when it has no list). The earlier run's
                 # words are in its rows; these rows say it anew.
-                dispatcher.unsupported.setdefault((spec.name, wiki.dbname), "")
+                refusals.wiki_unsupported((spec.name, wiki.dbname))
 
     def _concrete_for(self, template: ModelSpec, wiki: str) -> ModelSpec | None:
         found = (template.name, wiki)
