@@ -19,7 +19,7 @@ import pytest
 
 from lwbatch import Budget, BudgetLimiter, Endpoint, Rate, Token, UsageError
 from lwbatch.durability.grants import GrantTimes
-from lwbatch.pacing import shared
+from lwbatch.pacing import ledger_file, shared
 from lwbatch.pacing.shared import SharedLedger, default_state_dir, identity
 from tests.conftest import FakeClock, max_in_window
 
@@ -288,7 +288,7 @@ def test_after_a_reboot_the_grants_of_the_last_window_still_count(
     asyncio.run(fill())
     ledger.close()
     # A reboot a moment later: a new boot id, and a clock that starts again near 0.
-    monkeypatch.setattr(shared, "_boot_id", lambda: 12345.0)
+    monkeypatch.setattr(ledger_file, "boot_id", lambda: 12345.0)
     after = FakeClock()
     after.now = 5.0
     ledger = SharedLedger.open(BUDGET, "me", state_dir=tmp_path, clock=after)

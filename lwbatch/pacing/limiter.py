@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from array import array
-from collections.abc import Awaitable, Callable, MutableSequence, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,15 +29,14 @@ import anyio
 from lwbatch.config import Budget, Rate
 from lwbatch.errors import UsageError
 from lwbatch.pacing.gc_pauses import collect_if_due
+from lwbatch.pacing.state import Doubles, LimiterState, LocalState, Sleep, ring_stamps
 
 if TYPE_CHECKING:
     from lwbatch.pacing.shared import SharedLedger, Sharing
 
 Clock = Callable[[], float]
-Doubles = MutableSequence[float]
 # Grant-to-socket time is ~1 ms on loopback (p99 6-9 ms with 350 in flight, measured).
 STALL_LOOKBACK = 0.05
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +52,6 @@ _RESIDUE = 1e-9  # seconds
 _NEXT, _LAST = 0, 1
 # The limiter's own cells: the theoretical arrival time, and a 429's pause.
 _TAT, _PAUSED = 0, 1
-_UNSHARED = nullcontext()
 
 
 class _Window:
@@ -63,26 +59,19 @@ class _Window:
 
     Stamps never go backwards and are never earlier than the real grant times, so
     the guarantee only gets stricter. The ring and the cells (next slot, last stamp)
-    are plain arrays, or views of a file that processes share
-    (lwbatch/pacing/shared.py).
+    are the limiter state's (lwbatch/pacing/state.py).
     """
 
     __slots__ = ("_period", "_ring", "_cells", "_cold", "_fresh")
 
     def __init__(
-        self,
-        rate: Rate,
-        margin: float,
-        cold_start: float,
-        *,
-        ring: Doubles | None = None,
-        cells: Doubles | None = None,
+        self, rate: Rate, margin: float, cold_start: float, ring: Doubles, cells: Doubles
     ) -> None:
         # The margin absorbs send/receive jitter so a server counting arrivals in its
         # own window rarely sees N+1 (see Budget.margin).
         self._period = rate.period + margin
-        self._ring: Doubles = array("d", [-math.inf]) * rate.requests if ring is None else ring
-        self._cells: Doubles = array("d", [0.0, -math.inf]) if cells is None else cells
+        self._ring = ring
+        self._cells = cells
         self._cold = cold_start
         # This limiter's grants still to stamp `cold` later: its process' connections
         # are new, whatever the others sharing the window did.
@@ -97,9 +86,8 @@ class _Window:
         ring[slot] = stamp
         cells[_NEXT] = (slot + 1) % len(ring)
 
-    def seed(self, when: float) -> None:
-        self._cells[_LAST] = max(self._cells[_LAST], when)
-        self._append(when)
+    def warm(self) -> None:
+        """Stamp no grant `cold` later: the connections are not this window's first."""
         self._fresh = 0
 
     def stall(self, since: float, delay: float) -> None:
@@ -143,11 +131,6 @@ class _Window:
         return ring_stamps(self._ring, int(self._cells[_NEXT]))
 
 
-def ring_stamps(ring: Sequence[float], next_slot: int) -> list[float]:
-    """The grant times a window's ring holds, oldest first (`next_slot`: the oldest)."""
-    return [t for t in (*ring[next_slot:], *ring[:next_slot]) if t != -math.inf]
-
-
 class BudgetLimiter:
     """Grants one request at a time within a :class:`Budget`; the default Limiter seam.
 
@@ -180,16 +163,13 @@ class BudgetLimiter:
                 f"`ledger` keeps the budget {ledger.budget.describe()}, not "
                 f"{budget.describe()}: open it for the budget it is to keep"
             )
-        if ledger is None:
-            self._cells: Doubles = array("d", [-math.inf, -math.inf])
-            self._windows = [_Window(w, budget.margin_for(w), cold) for w in budget.windows]
-        else:
-            self._cells = ledger.limiter_cells()
-            self._windows = [
-                _Window(w, budget.margin_for(w), cold, ring=ring, cells=cells)
-                for w, (ring, cells) in zip(budget.windows, ledger.window_views(), strict=True)
-            ]
-        self._ledger = ledger
+        state: LimiterState = ledger if ledger is not None else LocalState(budget)
+        self._cells = state.limiter_cells()
+        self._windows = [
+            _Window(w, budget.margin_for(w), cold, ring, cells)
+            for w, (ring, cells) in zip(budget.windows, state.window_views(), strict=True)
+        ]
+        self._state = state
         self._lock = anyio.Lock(fast_acquire=True)
         self._granted = 0
         self._waiting = 0
@@ -221,39 +201,36 @@ class BudgetLimiter:
                 for watcher in self._watchers:
                     watcher(now)
                 return
-        ledger = self._ledger
+        state = self._state
         self._waiting += 1
         try:
             async with self._lock:
                 while True:
-                    if ledger is not None:
-                        await ledger.lock(self._sleep)
+                    await state.lock(self._sleep)
                     try:
                         now = self._clock()
                         ready = self.ready_at()
                         # Sharing: the waiting limiters served less recently go first.
-                        ahead = 0 if ledger is None else ledger.ahead(now, ready)
+                        ahead = state.ahead(now, ready)
                         granted = ready <= now and not ahead
                         if granted:
                             self._grant(now)
-                        elif ledger is not None:
-                            ledger.wanting()
+                        else:
+                            state.wanting()
                     finally:
-                        if ledger is not None:
-                            ledger.unlock()
+                        state.unlock()
                     if granted:
                         break
                     # Never a sleep shorter than the residue of float rounding: a clock
                     # that stands still while tasks run (virtual time) would wake at
                     # once, see the same residue, and spin.
-                    wait = ready - now if ledger is None else ledger.turn_wait(now, ready, ahead)
-                    await self._sleep(max(wait, _RESIDUE))
+                    await self._sleep(max(state.turn_wait(now, ready, ahead), _RESIDUE))
                 for watcher in self._watchers:
                     watcher(now)
         finally:
             self._waiting -= 1
-            if ledger is not None and not self._waiting:
-                ledger.idle()
+            if not self._waiting:
+                state.idle()
 
     def _grant(self, now: float) -> None:
         if self._cells[_TAT] >= now:
@@ -265,15 +242,14 @@ class BudgetLimiter:
         for window in self._windows:
             window.record(now)
         self._granted += 1
-        if self._ledger is not None:
-            self._ledger.granted(now, more=self._waiting > 1)
+        self._state.granted(now, more=self._waiting > 1)
 
     def _stalled(self, started: float, pause: float) -> None:
         # Grants of the last STALL_LOOKBACK s may still have been on their way to the
         # socket when the loop stopped; the server then saw them `pause` later.
-        if self._ledger is not None and self._ledger.closed:
+        if self._state.closed:
             return
-        with self._ledger or _UNSHARED:
+        with self._state:
             for window in self._windows:
                 window.stall(started - STALL_LOOKBACK, pause)
 
@@ -289,27 +265,23 @@ class BudgetLimiter:
         not hold (it holds every request sent while runs shared it; not those of a
         run that kept its budget to itself, or of one before it was replaced).
         """
-        if self._ledger is not None:
-            with self._ledger:
-                self._merge(grants)
-            return
-        for when in grants:
-            for window in self._windows:
-                window.seed(when)
-            self._cells[_TAT] = max(self._cells[_TAT], when + self._interval)
-
-    def _merge(self, grants: Sequence[float]) -> None:
         fresh = sorted(grants)
-        if fresh:
+        if not fresh:
+            return
+        with self._state:
             for window in self._windows:
                 window.rebuild(sorted([*window.stamps(), *fresh]))
+                if not self._state.shared:
+                    # A limiter alone resumes its own earlier run: that run's first
+                    # window was stamped cold already.
+                    window.warm()
             self._cells[_TAT] = max(self._cells[_TAT], fresh[-1] + self._interval)
 
     def pause(self, seconds: float) -> None:
         """Hold every request for `seconds` (a 429's Retry-After); shared limiters all."""
-        if self._ledger is not None and self._ledger.closed:
+        if self._state.closed:
             return  # a late answer after the run: nothing left to hold
-        with self._ledger or _UNSHARED:
+        with self._state:
             self._cells[_PAUSED] = max(self._cells[_PAUSED], self._clock() + seconds)
 
     def statistics(self) -> LimiterStatistics:
@@ -322,14 +294,13 @@ class BudgetLimiter:
 
     def sharing(self) -> Sharing | None:
         """Who else drew from the budget while this limiter did (None: not shared)."""
-        return None if self._ledger is None else self._ledger.sharing()
+        return self._state.sharing()
 
     def close(self) -> None:
         """Leave the shared ledger (nothing to do for a limiter of its own)."""
-        if self._ledger is not None:
-            self._ledger.close()
+        self._state.close()
 
     def __repr__(self) -> str:
         state = f"granted={self._granted} waiting={self._waiting}"
-        shared = " shared" if self._ledger is not None else ""
+        shared = " shared" if self._state.shared else ""
         return f"<BudgetLimiter {self._budget.describe()}{shared} {state}>"

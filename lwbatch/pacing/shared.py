@@ -45,36 +45,38 @@ from typing import cast
 import anyio
 import anyio.to_thread
 
-from lwbatch.config import Budget, Endpoint, Rate, Token
+from lwbatch.config import Budget, Endpoint, Token
 from lwbatch.errors import UsageError
-from lwbatch.pacing.limiter import Doubles, ring_stamps
+from lwbatch.pacing.ledger_file import (
+    H_PAUSED,
+    H_SLOTS,
+    H_TAT,
+    H_TOTAL,
+    M_GRANTED,
+    M_LAST,
+    M_NONCE,
+    M_PID,
+    M_WAITING,
+    MEMBERS,
+    W_CELLS,
+    H,
+    M,
+    W,
+    map_ready,
+    member_alive,
+    members_at,
+    open_locked,
+    rings_at,
+)
+from lwbatch.pacing.liveness import OPEN_NONCES, started
+from lwbatch.pacing.state import Doubles
 
 log = logging.getLogger("lwbatch")
 
 
-_MAGIC = float(0x6C77_6275_6467)  # "lwbudg"
-_VERSION = 1.0
-# Header cells.
-_H = 16
-H_MAGIC, H_VERSION, H_WINDOWS, H_TAT, H_PAUSED, H_BOOT, H_EPOCH, H_TOTAL, H_TOLERANCE = range(9)
-H_SLOTS = 9  # member slots ever used (scans stop there)
-# Per window: its rate and margin, then the cells _Window keeps (next slot, last stamp).
-_W = 8
-W_REQUESTS, W_PERIOD, W_MARGIN, W_CELLS = 0, 1, 2, 3
-# Per member.
-MEMBERS = 64
-_M = 8
-# pid, a random nonce, the process' start time (so a reused pid is told apart), whether
-# it waits for a grant, the time of its last one, how many it got.
-M_PID, M_NONCE, M_STARTED, M_WAITING, M_LAST, M_GRANTED = range(6)
-
 # How long a member's liveness check is trusted.
 _RECHECK = 0.5
 _LOCK_RETRY = 0.0005  # seconds between tries of a lock another process holds
-
-# Nonces of this process' open ledgers: a member with this pid and another nonce is a
-# leftover of an earlier process that had the same pid.
-_OPEN: set[float] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,64 +124,6 @@ def identity(endpoint: Endpoint, token: Token | None, client_id: str | None = No
     return hashlib.sha256(f"{endpoint.base_url}\n{who}".encode()).hexdigest()
 
 
-def _members_at(windows: int) -> int:
-    """Where the member slots start, after the header and `windows` windows' cells."""
-    return _H + _W * windows
-
-
-def _rings_at(windows: int) -> int:
-    return _members_at(windows) + _M * MEMBERS
-
-
-def _layout(budget: Budget) -> tuple[int, int]:
-    """(cells before the rings, cells in all)."""
-    rings = _rings_at(len(budget.windows))
-    return rings, rings + sum(w.requests for w in budget.windows)
-
-
-def _member_alive(cells: Doubles, at: int) -> bool:
-    """Whether the process of the member slot at `at` still runs."""
-    return _alive(cells[at + M_PID], cells[at + M_NONCE], cells[at + M_STARTED])
-
-
-def _boot_id() -> float:
-    """This boot's id as a float (52 bits), or 0 where the system does not say."""
-    try:
-        text = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return 0.0
-    return float(int(text.replace("-", "")[:13], 16))
-
-
-def _alive(pid: float, nonce: float, started: float) -> bool:
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return nonce in _OPEN
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    # A process that ended but was not waited for yet (a zombie) or a new one with
-    # the same pid, where the system says so.
-    return _started(int(pid)) == started
-
-
-def _started(pid: float) -> float:
-    """When process `pid` started (clock ticks since boot), from /proc; -1 for a
-    process that has ended (a zombie), 0 where the system does not say."""
-    try:
-        text = Path(f"/proc/{int(pid)}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text[text.rfind(")") + 2 :].split()
-    if fields[0] == "Z":
-        return -1.0
-    return float(fields[19])
-
-
 class SharedLedger:
     """The file a limiter shares with the others of its identity; a context manager
     that holds the file's lock. Open with :meth:`open`, hand to
@@ -196,7 +140,7 @@ class SharedLedger:
         self._views: list[memoryview[float]] = []
         cells = cast(Doubles, self._base)
         self._cells = cells
-        self._members_at = _members_at(len(budget.windows))
+        self._members_at = members_at(len(budget.windows))
         self.budget = budget
         self.interval = 1.0 / budget.rate
         # How long the member whose turn it is has to take a free slot before anyone
@@ -254,9 +198,9 @@ class SharedLedger:
         except OSError as exc:
             raise UsageError(f"{where}: cannot create it ({exc.strerror or exc})") from None
         for _ in range(10):
-            fd = _open_locked(path, where)
+            fd = open_locked(path, where)
             try:
-                mm = _map(fd, path, budget, clock)
+                mm = map_ready(fd, path, budget, clock)
             except BaseException:
                 os.close(fd)
                 raise
@@ -299,8 +243,8 @@ class SharedLedger:
         cells, now = self._cells, self._clock()
         free = -1
         for slot in range(MEMBERS):
-            at = self._members_at + slot * _M
-            if not _member_alive(cells, at):
+            at = self._members_at + slot * M
+            if not member_alive(cells, at):
                 free = slot
                 break
         if free < 0:
@@ -308,14 +252,16 @@ class SharedLedger:
                 f"{MEMBERS} lwbatch runs already share the budget in {self.path}; "
                 "wait for one to end, or give this one `share_budget=False`"
             )
-        at = self._members_at + free * _M
-        started = _started(os.getpid())
-        cells[at : at + _M] = array("d", [os.getpid(), self._nonce, started, 0, 0, 0, 0, 0])
+        at = self._members_at + free * M
+        since = started(os.getpid())
+        cells[at : at + M] = array("d", [os.getpid(), self._nonce, since, 0, 0, 0, 0, 0])
         cells[H_SLOTS] = max(cells[H_SLOTS], free + 1)
         self._me = at
         self._total0 = cells[H_TOTAL]
-        _OPEN.add(self._nonce)
+        OPEN_NONCES.add(self._nonce)
         self._scan(now)
+
+    shared = True
 
     # -- the lock --------------------------------------------------------------------
     def __enter__(self) -> SharedLedger:
@@ -365,9 +311,9 @@ class SharedLedger:
     def window_views(self) -> list[tuple[Doubles, Doubles]]:
         """Per window of the budget, its ring of grant times and its cells."""
         views = []
-        ring_at = _rings_at(len(self.budget.windows))
+        ring_at = rings_at(len(self.budget.windows))
         for index, window in enumerate(self.budget.windows):
-            at = _H + index * _W + W_CELLS
+            at = H + index * W + W_CELLS
             views.append((self._view(ring_at, ring_at + window.requests), self._view(at, at + 2)))
             ring_at += window.requests
         return views
@@ -387,7 +333,7 @@ class SharedLedger:
         mine = cells[me + M_LAST]
         found = 0
         for slot in range(int(cells[H_SLOTS])):
-            at = self._members_at + slot * _M
+            at = self._members_at + slot * M
             if (
                 at != me
                 and cells[at + M_WAITING]
@@ -425,11 +371,11 @@ class SharedLedger:
                 self._cells[self._me + M_WAITING] = 0.0
 
     def _live(self, slot: int, now: float) -> bool:
-        at = self._members_at + slot * _M
+        at = self._members_at + slot * M
         nonce = self._cells[at + M_NONCE]
         seen = self._checked.get(slot)
         if seen is None or seen[0] != nonce or now - seen[1] >= _RECHECK:
-            seen = (nonce, now, _member_alive(self._cells, at))
+            seen = (nonce, now, member_alive(self._cells, at))
             self._checked[slot] = seen
         return seen[2]
 
@@ -438,7 +384,7 @@ class SharedLedger:
         self._scanned = now
         cells = self._cells
         for slot in range(int(cells[H_SLOTS])):
-            at = self._members_at + slot * _M
+            at = self._members_at + slot * M
             pid, nonce = cells[at + M_PID], cells[at + M_NONCE]
             if at != self._me and pid and self._live(slot, now):
                 self._others.add((pid, nonce))
@@ -461,9 +407,9 @@ class SharedLedger:
         with self:
             self._scan(self._clock())
             self._total1 = self._cells[H_TOTAL]
-            self._cells[self._me : self._me + _M] = array("d", [0.0] * _M)
+            self._cells[self._me : self._me + M] = array("d", [0.0] * M)
         self._closed = True
-        _OPEN.discard(self._nonce)
+        OPEN_NONCES.discard(self._nonce)
         # The kernel writes the map back within half a minute anyway; a thread that
         # synced it every few seconds took the GIL from the event loop at times, and
         # a lone run at 300/1s got an occasional 429 from it.
@@ -474,190 +420,3 @@ class SharedLedger:
 
     def __repr__(self) -> str:
         return f"<SharedLedger {self.path}>"
-
-
-# -- the file ----------------------------------------------------------------------------
-def _open_locked(path: Path, where: str) -> int:
-    """An fd of the file now at `path`, under the exclusive lock."""
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise UsageError(f"{where}: cannot open {path.name} ({exc.strerror or exc})") from None
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)  # replaced while we waited for the lock
-
-
-def _map(fd: int, path: Path, budget: Budget, clock: Callable[[], float]) -> mmap.mmap | None:
-    """The file mapped, made ready for `budget`; None when it was replaced instead."""
-    rings_at, size = _layout(budget)
-    length = os.fstat(fd).st_size
-    if length == 0:
-        os.ftruncate(fd, 8 * size)
-        mm = mmap.mmap(fd, 8 * size)
-        with memoryview(mm).cast("d") as fresh:
-            fresh[:] = _content(budget, clock)
-        return mm
-    mm = mmap.mmap(fd, length)
-    refusal: UsageError | None = None
-    with memoryview(mm)[: length - length % 8].cast("d") as view:
-        cells = cast(Doubles, view)
-        problem = _damage(cells, length)
-        stamps: list[float] = []
-        tat = paused = -math.inf
-        if problem:
-            log.warning(
-                "budget ledger %s was %s; starting a new one (requests other runs sent "
-                "in the last window are not counted)",
-                path,
-                problem,
-            )
-        else:
-            _move_to_this_boot(cells, clock)
-            if _same_budget(cells, budget):
-                return mm
-            live = _live_pids(cells)
-            if live:
-                refusal = UsageError(
-                    f"another lwbatch run (pid {live[0]}) shares this identity's request "
-                    f"budget at {_described(cells)}, and this run asks for "
-                    f"{budget.describe()}: give it the same `budget`, or `share_budget=False` "
-                    "to keep a budget of its own (the gateway counts both)"
-                )
-            else:
-                stamps = _stamps(cells)
-                tat, paused = cells[H_TAT], cells[H_PAUSED]
-    # The map holds a duplicate of the fd, and with it the lock: close it first.
-    mm.close()
-    if refusal is not None:
-        raise refusal
-    _replace(path, _content(budget, clock, stamps, tat, paused))
-    return None
-
-
-def _damage(cells: Doubles, length: int) -> str:
-    if length % 8 or length < 8 * _H or cells[H_MAGIC] != _MAGIC:
-        return "not a budget ledger"
-    if cells[H_VERSION] != _VERSION:
-        return f"of another lwbatch's format ({cells[H_VERSION]:g})"
-    windows = int(cells[H_WINDOWS])
-    needed = _rings_at(windows)
-    if not 0 < windows <= 8 or length < 8 * needed:
-        return "damaged"
-    requests = sum(cells[_H + i * _W + W_REQUESTS] for i in range(windows))
-    if length != 8 * (needed + requests):
-        return "damaged"
-    return ""
-
-
-def _same_budget(cells: Doubles, budget: Budget) -> bool:
-    ours = [(float(w.requests), w.period, budget.margin_for(w)) for w in budget.windows]
-    theirs = [
-        tuple(cells[_H + i * _W + cell] for cell in (W_REQUESTS, W_PERIOD, W_MARGIN))
-        for i in range(int(cells[H_WINDOWS]))
-    ]
-    return ours == theirs and cells[H_TOLERANCE] == budget.tolerance
-
-
-def _described(cells: Doubles) -> str:
-    return Budget(
-        windows=tuple(
-            Rate(int(cells[_H + i * _W + W_REQUESTS]), cells[_H + i * _W + W_PERIOD])
-            for i in range(int(cells[H_WINDOWS]))
-        )
-    ).describe()
-
-
-def _live_pids(cells: Doubles) -> list[int]:
-    members_at = _members_at(int(cells[H_WINDOWS]))
-    slots = (members_at + slot * _M for slot in range(int(cells[H_SLOTS])))
-    return [int(cells[at + M_PID]) for at in slots if _member_alive(cells, at)]
-
-
-def _stamps(cells: Doubles) -> list[float]:
-    """Every grant time the file holds, oldest first (the longest ring has them all)."""
-    windows = int(cells[H_WINDOWS])
-    ring_at = _rings_at(windows)
-    best: list[float] = []
-    for i in range(windows):
-        at = _H + i * _W
-        requests = int(cells[at + W_REQUESTS])
-        if requests > len(best):
-            best = ring_stamps(cells[ring_at : ring_at + requests], int(cells[at + W_CELLS]))
-        ring_at += requests
-    return best
-
-
-def _move_to_this_boot(cells: Doubles, clock: Callable[[], float]) -> None:
-    """After a reboot the clock starts again: move every time onto the new clock."""
-    boot, epoch = _boot_id(), time.time() - clock()
-    if (boot and cells[H_BOOT] == boot) or (not boot and _plausible(cells, clock)):
-        return
-    shift = cells[H_EPOCH] - epoch
-    log.info("budget ledger: moving its times onto this boot's clock (%+.0f s)", shift)
-    members_at = _members_at(int(cells[H_WINDOWS]))
-    for at in (H_TAT, H_PAUSED):
-        cells[at] += shift
-    for i in range(int(cells[H_WINDOWS])):
-        cells[_H + i * _W + W_CELLS + 1] += shift
-    for at in range(members_at + _M * MEMBERS, len(cells)):
-        cells[at] += shift
-    cells[members_at : members_at + _M * MEMBERS] = array("d", [0.0] * (_M * MEMBERS))
-    cells[H_SLOTS] = 0
-    cells[H_BOOT], cells[H_EPOCH] = boot, epoch
-
-
-def _plausible(cells: Doubles, clock: Callable[[], float]) -> bool:
-    """No time from the future: without a boot id, the sign of a reboot."""
-    latest = max(
-        (cells[_H + i * _W + W_CELLS + 1] for i in range(int(cells[H_WINDOWS]))),
-        default=-math.inf,
-    )
-    return latest <= clock() + 60.0
-
-
-def _content(
-    budget: Budget,
-    clock: Callable[[], float],
-    stamps: list[float] | None = None,
-    tat: float = -math.inf,
-    paused: float = -math.inf,
-) -> array[float]:
-    """A new ledger for `budget`, carrying `stamps` and the pacing of an old one."""
-    rings_at, size = _layout(budget)
-    cells = array("d", [0.0]) * size
-    cells[H_MAGIC], cells[H_VERSION], cells[H_WINDOWS] = _MAGIC, _VERSION, len(budget.windows)
-    cells[H_TAT], cells[H_PAUSED] = tat, paused
-    cells[H_BOOT], cells[H_EPOCH] = _boot_id(), time.time() - clock()
-    cells[H_TOTAL], cells[H_TOLERANCE], cells[H_SLOTS] = 0.0, budget.tolerance, 0.0
-    ring_at = rings_at
-    for i, window in enumerate(budget.windows):
-        at = _H + i * _W
-        kept = stamps[-window.requests :] if stamps else []
-        cells[at + W_REQUESTS], cells[at + W_PERIOD] = window.requests, window.period
-        cells[at + W_MARGIN] = budget.margin_for(window)
-        ring = array("d", [-math.inf]) * window.requests
-        ring[: len(kept)] = array("d", kept)
-        cells[ring_at : ring_at + window.requests] = ring
-        cells[at + W_CELLS] = len(kept) % window.requests  # next
-        cells[at + W_CELLS + 1] = kept[-1] if kept else -math.inf  # last
-        ring_at += window.requests
-    return cells
-
-
-def _replace(path: Path, cells: array[float]) -> None:
-    """`cells` as a new file renamed over `path`: a process that still maps the old
-    one never sees it shrink under it."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(cells.tobytes())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
