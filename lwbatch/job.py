@@ -170,6 +170,7 @@ class Job:
                 # None, not [], without kept columns: journals from before agree.
                 "keep_columns": [f.name for f in kept] or None,
             },
+            disk=self.settings.files.disk,
         )
 
     def _open_journal(self, readable: object, scorer: Scorer) -> ResumeState | None:

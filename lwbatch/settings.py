@@ -32,6 +32,7 @@ from lwbatch.errors import UsageError
 if TYPE_CHECKING:
     import httpx
 
+    from lwbatch.durability.disk import Disk
     from lwbatch.engine.scorer import Scorer
     from lwbatch.keys import RowKey
     from lwbatch.oauth import Credentials
@@ -174,7 +175,8 @@ class Files:
     finished output; `retry_failed` asks again, on resume, what the service failed.
     `cache`: a score cache (an SQLite file, created if missing, or a
     :class:`~lwbatch.seams.ScoreCache`): its answers cost no request, and this run's
-    final answers are added. `batch_rows`: input rows read at a time.
+    final answers are added. `batch_rows`: input rows read at a time. `disk`: the file
+    operations the journal's writes go through (tests make them fail).
     """
 
     input_format: str | None = None
@@ -185,6 +187,7 @@ class Files:
     retry_failed: bool = True
     cache: ScoreCache | Path | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
+    disk: Disk | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:

@@ -21,7 +21,7 @@ import pytest
 
 from lwbatch import Budget, Endpoint, Rate, RetryPolicy
 from lwbatch.cli import main
-from lwbatch.durability import journal as journal_module
+from lwbatch.durability.disk import Disk
 from lwbatch.durability.journal import FileJournal, decode_answer, encode_answer, journal_dir
 from lwbatch.durability.lock import OutputLock
 from lwbatch.engine.resume import ResumeState
@@ -230,12 +230,14 @@ class Killed(BaseException):
     """The process dying at this instant (as far as the files on disk can tell)."""
 
 
-def no_space(*_args: object) -> None:
-    raise OSError(errno.ENOSPC, NO_SPACE)
+class NoRoomForTheManifest(Disk):
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, NO_SPACE)
 
 
-def killed(*_args: object) -> None:
-    raise Killed
+class KilledBeforeRenames(Disk):
+    def publish(self, temp: Path, path: Path) -> None:
+        raise Killed
 
 
 @pytest.mark.parametrize(
@@ -272,16 +274,14 @@ async def test_an_adoption_cut_short_is_done_again_asking_only_transient_failure
         (journal_dir(out) / "rows-000000.tmp").write_bytes(b"PAR1\x15\x04")
     else:
         stopped: type[BaseException]
+        disk: Disk
         if cut == "before the manifest":
-            monkeypatch.setattr(journal_module, "write_atomic", no_space)
-            stopped = OutputError
+            disk, stopped = NoRoomForTheManifest(), OutputError
         else:
-            monkeypatch.setattr(journal_module, "publish", killed)
-            stopped = Killed
+            disk, stopped = KilledBeforeRenames(), Killed
         with emulator() as (emu, base_url), pytest.raises(stopped):
-            await run(inp, out, base_url)
+            await run(inp, out, base_url, files=Files(disk=disk))
         assert emu.stats.requests == 0
-        monkeypatch.undo()
     assert names(journal_dir(out)) == left
 
     with emulator() as (emu, base_url):
@@ -295,24 +295,27 @@ async def test_an_adoption_cut_short_is_done_again_asking_only_transient_failure
 
 
 # -- disk errors --------------------------------------------------------------------------
-class FullDisk:
-    """os.write(2) to the files `prefix`* in `directory` fails with ENOSPC once armed."""
+class FullDisk(Disk):
+    """Writes to the files `prefix`* in `directory` (or to segments) fail with ENOSPC
+    once armed."""
 
     def __init__(self, directory: Path, prefix: str, *, armed: bool) -> None:
         self.prefix = str(directory / prefix) if prefix else str(directory) + os.sep
+        self.segments = prefix == "segment"
         self.armed = armed
         self.failed = 0
-        self._write = os.write
 
-    def write(self, fd: int, data: Any) -> int:
+    def append(self, fd: int, data: bytes) -> None:
         if self.armed and os.readlink(f"/proc/self/fd/{fd}").startswith(self.prefix):
             self.failed += 1
             raise OSError(errno.ENOSPC, NO_SPACE)
-        return self._write(fd, data)
+        super().append(fd, data)
 
-
-def no_space_for_segments(_path: Path, _table: pa.Table) -> None:
-    raise OSError(errno.ENOSPC, NO_SPACE)
+    def write_table(self, path: Path, table: pa.Table) -> None:
+        if self.armed and self.segments:
+            self.failed += 1
+            raise OSError(errno.ENOSPC, NO_SPACE)
+        super().write_table(path, table)
 
 
 @pytest.mark.parametrize(
@@ -330,24 +333,19 @@ async def test_a_journal_disk_error_is_one_output_error_naming_the_journal(
     inp = revisions(tmp_path, 20)
     out = tmp_path / "out.parquet"
     disk = FullDisk(journal_dir(out), where, armed=doing == "open")
-    if where == "segment":
-        monkeypatch.setattr(journal_module, "_write_segment", no_space_for_segments)
-    else:
-        monkeypatch.setattr(os, "write", disk.write)
 
     def started(_source: Source, _scorer: Scorer) -> None:
         disk.armed = True  # from the first request on
 
     with emulator() as (_, base_url):
         with pytest.raises(OutputError) as info:
-            await run(inp, out, base_url, hooks=Hooks(on_start=started))
+            await run(inp, out, base_url, hooks=Hooks(on_start=started), files=Files(disk=disk))
         assert type(info.value) is OutputError
         assert str(info.value) == (
             f"{out}: cannot {doing} its journal .out.parquet.lwbatch ({NO_SPACE})"
         )
         assert info.value.path == out
-        assert (disk.failed > 0) == (where != "segment")
-        monkeypatch.undo()
+        assert disk.failed > 0
         assert not (tmp_path / ".out.parquet.lock").exists()
         report = await run(inp, out, base_url)  # the disk has room again
     assert report.rows_written == 22
@@ -362,7 +360,11 @@ def test_a_journal_disk_error_is_one_line_and_exit_1_at_the_cli(
 ) -> None:
     inp = revisions(tmp_path, 5)
     out = tmp_path / "out.parquet"
-    monkeypatch.setattr(journal_module, "_write_segment", no_space_for_segments)
+
+    def no_space_for_segments(_disk: Disk, _path: Path, _table: pa.Table) -> None:
+        raise OSError(errno.ENOSPC, NO_SPACE)
+
+    monkeypatch.setattr(Disk, "write_table", no_space_for_segments)
     with emulator() as (_, base_url):
         code = main(
             ["score", str(inp), "-o", str(out), "-m", MODEL]

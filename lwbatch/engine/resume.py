@@ -11,6 +11,15 @@ from lwbatch.results import ErrorType, Score
 
 # Answers final for every revision of a (model, wiki), not just the one asked.
 WIKI_WIDE = frozenset({ErrorType.MODEL_NOT_DEPLOYED, ErrorType.UNSUPPORTED_WIKI})
+# Answers a rerun asks again (unless told not to): failures of the service, not answers
+# about the revision.
+RETRYABLE = frozenset(
+    {
+        ErrorType.TRANSIENT_ERROR.value,
+        ErrorType.RATE_LIMITED.value,
+        ErrorType.SERVER_ERROR.value,
+    }
+)
 
 
 @dataclass(slots=True)
