@@ -31,7 +31,7 @@ from lwbatch.results import ErrorType, Score
 FORMAT = 1
 # How long a write waits for another process's write to finish. Writes run in a
 # worker thread, so the wait holds back that answer's bookkeeping, not the run.
-_BUSY_S = 30.0
+BUSY_TIMEOUT = 30.0
 
 
 def _trusted(model: str) -> str:
@@ -81,13 +81,20 @@ class SqliteScoreCache:
     (from worker threads), so a lookup never waits while a write waits for another
     process's lock. `read_only` opens an existing file for reading alone (``plan``,
     ``cache stats``, ``cache export``), which also works on a file one may not write.
+    `busy_timeout`: seconds a write waits for another process's write to end.
     """
 
     def __init__(
-        self, path: Path | str, *, must_exist: bool = False, read_only: bool = False
+        self,
+        path: Path | str,
+        *,
+        must_exist: bool = False,
+        read_only: bool = False,
+        busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._busy_timeout = busy_timeout
         if self.path.is_dir():
             raise self._error("is a directory; give a file for the cache")
         if (must_exist or read_only) and not self.path.is_file():
@@ -127,11 +134,19 @@ class SqliteScoreCache:
             self.close()
             raise self._error(f"not an lwbatch score cache, or damaged ({exc})") from None
 
-    @staticmethod
-    def _connect(target: Path | str, *, uri: bool = False) -> sqlite3.Connection:
+    def _connect(self, target: Path | str, *, uri: bool = False) -> sqlite3.Connection:
         return sqlite3.connect(
-            target, timeout=_BUSY_S, isolation_level=None, check_same_thread=False, uri=uri
+            target,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri,
         )
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write is under way (or waiting for another process's)."""
+        return self._write_lock.locked()
 
     @staticmethod
     def _tables(db: sqlite3.Connection) -> set[str]:

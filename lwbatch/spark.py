@@ -130,7 +130,7 @@ def score(
     # Exactly `slots` partitions, one share each: a slot that runs two of them one
     # after the other would start the second with a fresh share and go over its own.
     prepared = df.select(*columns.read()).repartition(slots, *keys)
-    task = _Task(
+    task = PartitionTask(
         models=tuple(models),
         budget=budget,
         slots=slots,
@@ -183,8 +183,9 @@ def _strip(column: Column) -> Column:
 
 
 @dataclass(frozen=True, slots=True)
-class _Task:
-    """What each Spark task runs: picklable settings, and the scoring of one partition."""
+class PartitionTask:
+    """What each Spark task runs (`mapInArrow`): picklable settings, and the scoring of
+    one partition with its share of the budget."""
 
     models: tuple[str, ...]
     budget: Budget  # the job's; each partition takes its share
@@ -375,4 +376,4 @@ def _put(ready: queue.Queue[Any], item: Any, closed: threading.Event) -> bool:
     return False
 
 
-__all__ = ["Counters", "counters", "score"]
+__all__ = ["Counters", "PartitionTask", "counters", "score"]

@@ -208,16 +208,11 @@ def test_unscorable_is_kept_under_the_version_that_said_it(tmp_path: Path) -> No
     cache.close()
 
 
-def test_a_lookup_never_waits_for_a_write_held_up_by_another_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_lookup_never_waits_for_a_write_held_up_by_another_process(tmp_path: Path) -> None:
     import threading
 
-    import lwbatch.cache
-
-    monkeypatch.setattr(lwbatch.cache, "_BUSY_S", 0.5)
     path = tmp_path / "c.db"
-    cache = SqliteScoreCache(path)
+    cache = SqliteScoreCache(path, busy_timeout=0.5)
     cache.put("enwiki-damaging", [("enwiki", 1, scored(0.7, "0.5.1"))])
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process writing, for longer than the wait
@@ -232,7 +227,7 @@ def test_a_lookup_never_waits_for_a_write_held_up_by_another_process(
     writer = threading.Thread(target=write)
     writer.start()
     try:
-        while not cache._write_lock.locked():  # the write is waiting for the other's lock
+        while not cache.writing:  # the write is waiting for the other's lock
             time.sleep(0.001)
         assert cache.get("enwiki-damaging", "enwiki", 1) == scored(0.7, "0.5.1")
         assert writer.is_alive()  # the lookup did not wait for it

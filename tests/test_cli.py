@@ -10,9 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lwbatch import Connection, Endpoint, Hooks, score_file_async
 from lwbatch.cli import main
-from lwbatch.config import Budget
-from lwbatch.pacing.limiter import BudgetLimiter
 from tests.conftest import EmulatorFactory, emulated_p_true, max_in_window, write_parquet
 
 MODELS = ["enwiki-damaging", "enwiki-goodfaith", "revertrisk-language-agnostic"]
@@ -230,29 +229,11 @@ def test_five_percent_503s_are_retried_to_completion(
 
 
 def test_rate_holds_in_every_window(
-    tmp_path: Path,
-    emulator: EmulatorFactory,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The limiter's own grant stamps, through its on_grant hook: a clock read after
-    # acquire() returned could land a thread switch later than the grant.
-    granted: list[float] = []
-    init = BudgetLimiter.__init__
-
-    def recording(self: BudgetLimiter, budget: Budget, **options: Any) -> None:
-        forward = options.pop("on_grant", None)
-
-        def on_grant(now: float) -> None:
-            granted.append(now)
-            if forward is not None:
-                forward(now)
-
-        init(self, budget, on_grant=on_grant, **options)
-
-    monkeypatch.setattr(BudgetLimiter, "__init__", recording)
     inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 151), pa.int64())})
     out = tmp_path / "out.parquet"
+    report = tmp_path / "report.json"
     with emulator() as (emu, base_url):
         code, err = run(
             capsys,
@@ -266,14 +247,35 @@ def test_rate_holds_in_every_window(
             base_url,
             "--rate",
             "100/1s",
+            "--report",
+            report,
             "-q",
         )
     assert code == 0, err
-    assert len(granted) == len(emu.stats.arrivals) == 150
-    # When requests leave the client: exactly the promise, in every window.
-    assert max_in_window(sorted(granted), 1.0) == 100
+    assert json.loads(report.read_text())["budget"] == "100/1s"
+    assert len(emu.stats.arrivals) == 150
     # Where they arrive, loopback and connection set-up add jitter of a few tens of ms.
     assert max_in_window(sorted(emu.stats.arrivals), 0.8) <= 100
+
+
+async def test_requests_leave_at_exactly_the_rate_in_every_window(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    # The limiter's own grant stamps, through on_send: a clock read after a request
+    # left could land a thread switch later than its grant.
+    granted: list[float] = []
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array(range(1, 151), pa.int64())})
+    with emulator() as (emu, base_url):
+        await score_file_async(
+            inp,
+            tmp_path / "out.parquet",
+            models=["enwiki-damaging"],
+            rate="100/1s",
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            hooks=Hooks(on_send=granted.append),
+        )
+    assert len(granted) == len(emu.stats.arrivals) == 150
+    assert max_in_window(sorted(granted), 1.0) == 100
 
 
 def test_token_never_reaches_output_report_or_logs(

@@ -383,9 +383,9 @@ def test_without_a_rate_the_tier_is_the_jobs_budget(
 
 def _task(base_url: str, model: str = "enwiki-damaging") -> Any:
     from lwbatch.io.columns import Columns
-    from lwbatch.spark import _Task
+    from lwbatch.spark import PartitionTask
 
-    return _Task(
+    return PartitionTask(
         models=(model,),
         budget=Budget.unlimited(),
         slots=1,
@@ -453,9 +453,9 @@ def test_a_tasks_error_is_raised_in_the_task(emulator: EmulatorFactory) -> None:
     ],
 )
 def test_a_failed_job_is_told_in_one_line(kind: str, text: str, message: str, code: int) -> None:
-    from lwbatch.cli.spark_run import _job_error
+    from lwbatch.cli.spark_run import job_error
 
-    error = _job_error(type(kind, (Exception,), {})(text))
+    error = job_error(type(kind, (Exception,), {})(text))
     assert (str(error), error.exit_code) == (message, code)
 
 

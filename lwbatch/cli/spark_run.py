@@ -158,7 +158,7 @@ def score_on_spark(
             concurrency,
         )
     except (PySparkException, Py4JError) as exc:
-        raise _job_error(exc) from None
+        raise job_error(exc) from None
     if not quiet:
         click.echo(for_cli(report.render()), err=True)
     if report_path is not None:
@@ -261,7 +261,7 @@ def _write_table(session: Any, scored: Any, table: str) -> None:
             session.sql(f"DROP TABLE {staging}")
 
 
-def _job_error(exc: Exception) -> LWBatchError:
+def job_error(exc: Exception) -> LWBatchError:
     """A failed Spark job as one line: a task's own lwbatch error as it would be told
     by the local engine (with its exit code), anything else by its first line."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
