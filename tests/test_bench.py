@@ -81,14 +81,18 @@ def test_bench_holds_the_budget_and_draws_the_chart(
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = orjson.loads(figures.read_bytes())
     assert data["budget"] == "40/1s"
-    assert data["rejected_429"] == 0
+    # The client sends at most 40 in any second; where they arrive, loopback jitter on
+    # a loaded machine can put a 41st into the emulator's second, as the shared-budget
+    # tests allow too.
+    assert data["rejected_429"] <= 1
     assert max(data["per_second"]) <= 40
     # More than one second's budget went out, so the cap above was tested, and never
     # more than two seconds' worth. (How close to 80 it gets is the machine's
     # business: a floor on throughput would fail on a busy machine, not on a bug.)
     assert 40 < data["requests"] <= 80
     assert data["requests"] == sum(data["per_second"])
-    assert f"requests sent       {data['requests']:>10,}   rejected with 429: 0" in err
+    rejected = data["rejected_429"]
+    assert f"requests sent       {data['requests']:>10,}   rejected with 429: {rejected}" in err
     assert f"chart: {chart}" in err
 
 

@@ -144,3 +144,29 @@ def test_a_row_that_never_comes_out_fails_the_run_instead_of_passing_silently() 
     with pytest.raises(IncompleteRunError) as extra:
         check_every_row_out(admitted=6, emitted=7, still_open=0)
     assert (extra.value.written, extra.value.expected) == (7, 6)
+
+
+async def test_score_serves_calls_in_a_row_and_at_the_same_time(fake_clock: FakeClock) -> None:
+    import anyio
+
+    script = Script(lambda r, n: ok(r), fake_clock)
+    async with scorer(["enwiki-damaging"], script, fake_clock) as s:
+        first = [row.rev_id async for row in s.score(range(1, 51))]
+        second = [row.rev_id async for row in s.score(range(1, 51))]
+        together: dict[str, list[int | None]] = {}
+
+        async def call(name: str, ids: range) -> None:
+            rows = s.score(ids)
+            together[name] = [row.rev_id async for row in rows]
+            assert rows.stats.distinct_revisions == len(ids)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call, "a", range(100, 140))
+            group.start_soon(call, "b", range(200, 230))
+        granted = s.limiter.statistics().granted
+    # Each call has its own keys seen: the second call asks again what the first did.
+    assert sorted(first) == sorted(second) == list(range(1, 51))
+    assert sorted(together["a"]) == list(range(100, 140))
+    assert sorted(together["b"]) == list(range(200, 230))
+    # One client and one budget for all four calls: one request per revision asked.
+    assert len(script.requests) == granted == 50 + 50 + 40 + 30
