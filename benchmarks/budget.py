@@ -88,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inp = Path(tmp) / "in.parquet"
         pq.write_table(pa.table({"rev_id": pa.array(range(1, revisions + 1), pa.int64())}), inp)
-        with emulator_process("--latency", args.latency, "--budget", args.rate) as base_url:
+        with emulator_process("--latency", args.latency, "--rate", args.rate) as base_url:
             report = asyncio.run(
                 score_file_async(
                     inp,

@@ -98,7 +98,7 @@ def turns_cost(*, shared: bool) -> list[float]:
 def one_process(budget: Budget, seconds: float, *, share: bool) -> BenchResult:
     gateway = str(budget.windows[0])
     with (
-        emulator_process("--latency", "0.05", "--budget", gateway) as url,
+        emulator_process("--latency", "0.05", "--rate", gateway) as url,
         tempfile.TemporaryDirectory() as state,
     ):
         return anyio.run(

@@ -61,7 +61,7 @@ def measured(base_url: str, rate: Rate) -> dict[str, Any]:
 
 def local_run(inp: Path, out: Path, rate: Rate, latency: str) -> dict[str, Any]:
     with emulator_process(
-        "--latency", latency, "--budget", f"{rate.requests}/{rate.period:g}s"
+        "--latency", latency, "--rate", f"{rate.requests}/{rate.period:g}s"
     ) as url:
         started = time.perf_counter()
         score_file(
@@ -95,7 +95,7 @@ def spark_run(inp: Path, out: Path, rate: Rate, latency: str, slots: int) -> dic
     session_start = time.perf_counter() - started
     try:
         with emulator_process(
-            "--latency", latency, "--budget", f"{rate.requests}/{rate.period:g}s"
+            "--latency", latency, "--rate", f"{rate.requests}/{rate.period:g}s"
         ) as url:
             started = time.perf_counter()
             scored = score(

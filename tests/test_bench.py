@@ -33,16 +33,16 @@ def test_compression_shrinks_the_hourly_window_and_keeps_the_rate() -> None:
     ("args", "message"),
     [
         (
-            ["--base-url", "https://lift.invalid", "--rate", "30/min"],
-            "--base-url https://lift.invalid is not a local emulator: add --real-endpoint "
+            ["--endpoint", "https://lift.invalid", "--rate", "30/min"],
+            "--endpoint https://lift.invalid is not a local emulator: add --real-endpoint "
             "to send real requests (with a tiny --rate)",
         ),
         (
-            ["--base-url", "https://lift.invalid", "--real-endpoint"],
+            ["--endpoint", "https://lift.invalid", "--real-endpoint"],
             "--real-endpoint needs --rate of at most 1 request per second, e.g. 30/min",
         ),
         (
-            ["--base-url", "https://lift.invalid", "--real-endpoint", "--rate", "5/s"],
+            ["--endpoint", "https://lift.invalid", "--real-endpoint", "--rate", "5/s"],
             "--real-endpoint needs --rate of at most 1 request per second, e.g. 30/min",
         ),
         (["--rate", "unlimited"], "--rate unlimited: lwbatch bench measures against a budget"),
@@ -52,8 +52,8 @@ def test_compression_shrinks_the_hourly_window_and_keeps_the_rate() -> None:
         (["--latency", "soon"], "--latency 'soon'"),
         (["--processes", "0"], "--processes must be >= 1, got 0"),
         (
-            ["--processes", "2", "--base-url", "http://127.0.0.1:9"],
-            "--processes runs against a fresh emulator: leave out --base-url",
+            ["--processes", "2", "--endpoint", "http://127.0.0.1:9"],
+            "--processes runs against a fresh emulator: leave out --endpoint",
         ),
     ],
     ids=["real-host", "real-no-rate", "real-rate-too-high", "unlimited", "seconds", "conc",

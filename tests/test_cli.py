@@ -521,7 +521,8 @@ BAD_INPUTS: list[tuple[str, Any, list[str], int, str]] = [
         one_row_csv,
         ["--internal"],
         2,
-        "--internal, --internal-staging and --base-url exclude each other",
+        "give the endpoint once: --endpoint (or one of its old spellings --base-url, "
+        "--internal, --internal-staging)",
     ),
     (
         "model with a path",
@@ -624,7 +625,7 @@ def test_unwritable_output_aborts_with_exit_1_before_any_request(
         and err.strip()
         == f"lwbatch: error: {tmp_path / 'no' / 'o.parquet'}: its directory does not exist"
     )
-    assert code2 == 2 and "--internal, --internal-staging and --base-url exclude each other" in err2
+    assert code2 == 2 and "give the endpoint once: --endpoint" in err2
     assert emu.stats.requests == 0
 
 
@@ -681,7 +682,8 @@ def test_unlimited_rate_is_refused_for_the_public_gateway(
     assert code == 2
     assert err.strip() == (
         "lwbatch: error: --rate unlimited: the public API gateway enforces a tier budget "
-        "(use --tier or N/PERIOD); unlimited is for --internal or --base-url"
+        "(give a --tier or N/PERIOD); unlimited is for the internal endpoints or another "
+        "--endpoint"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
 

@@ -55,10 +55,12 @@ def test_host_routing_against_an_emulator_that_requires_it(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--internal", "--internal-staging"], "--internal, --internal-staging and --base-url"),
-        (["--internal-staging", "--base-url", "http://127.0.0.1:9"], "exclude each other"),
-        (["--host-routing"], "--host-routing is for --base-url"),
-        (["--internal", "--host-routing"], "--host-routing is for --base-url"),
+        (["--internal", "--internal-staging"], "give the endpoint once: --endpoint"),
+        (["--internal-staging", "--base-url", "http://127.0.0.1:9"], "give the endpoint once"),
+        (["--endpoint", "internal", "--base-url", "http://127.0.0.1:9"], "give the endpoint once"),
+        (["--host-routing"], "--host-routing is for --endpoint URL"),
+        (["--endpoint", "internal", "--host-routing"], "--host-routing is for --endpoint URL"),
+        (["--endpoint", "interal"], "--endpoint interal: give public, internal,"),
     ],
 )
 def test_endpoint_flags_that_do_not_go_together(

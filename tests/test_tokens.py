@@ -288,18 +288,18 @@ def test_lwbatch_token_on_an_opaque_token_and_on_none(
 def test_moments_are_said_relative_to_now() -> None:
     from datetime import UTC, datetime
 
-    from lwbatch.cli.commands import _when
+    from lwbatch.cli.commands.token import when
 
     now = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
     at = datetime(2026, 1, 10, 9, 35, tzinfo=UTC)
-    assert _when(at, now, past="expired") == "2026-01-10 09:35:00 UTC (expired 2 h 25 m ago)"
-    assert _when(at, now, past="") == "2026-01-10 09:35:00 UTC (2 h 25 m ago)"
-    assert _when(now, at, past="") == "2026-01-10 12:00:00 UTC (in 2 h 25 m)"
+    assert when(at, now, past="expired") == "2026-01-10 09:35:00 UTC (expired 2 h 25 m ago)"
+    assert when(at, now, past="") == "2026-01-10 09:35:00 UTC (2 h 25 m ago)"
+    assert when(now, at, past="") == "2026-01-10 12:00:00 UTC (in 2 h 25 m)"
     later = datetime(2026, 1, 13, 15, 0, tzinfo=UTC)
-    assert _when(later, now, past="") == "2026-01-13 15:00:00 UTC (in 3 d 3 h)"
-    assert _when(None, now, past="") == "-"
+    assert when(later, now, past="") == "2026-01-13 15:00:00 UTC (in 3 d 3 h)"
+    assert when(None, now, past="") == "-"
     soon = datetime(2026, 1, 10, 12, 1, 5, tzinfo=UTC)
-    assert _when(soon, now, past="") == "2026-01-10 12:01:05 UTC (in 1 m 05 s)"
+    assert when(soon, now, past="") == "2026-01-10 12:01:05 UTC (in 1 m 05 s)"
 
 
 def test_score_warns_when_the_token_has_expired(

@@ -1,5 +1,5 @@
 """The `lwbatch` command line: the only layer that knows argv, flags, signals and exits."""
 
-from lwbatch.cli.commands import main
+from lwbatch.cli.app import main
 
 __all__ = ["main"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pyarrow.parquet as pq
 
-from lwbatch.cli.scoring import score_and_report
+from lwbatch.cli.scoring import Reporting, score_and_report
 from lwbatch.config import Endpoint
 from lwbatch.resources import sample_path
 from lwbatch.settings import Connection, Files, Pacing, RunSettings
@@ -35,7 +35,7 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
             pacing=Pacing(concurrency=64, gc_control=True),
             files=Files(restart=True),
         )
-        score_and_report(sample, output, settings, report_path=None, quiet=quiet)
+        score_and_report(sample, output, settings, Reporting(quiet=quiet).applied())
     if not quiet:
         table = pq.read_table(output)
         click.echo(f"\n{output} holds {table.num_rows:,} rows; the first three:", err=True)

@@ -8,48 +8,44 @@ the CLI prints the error.
 
 from __future__ import annotations
 
+import functools
 import re
 
-# Parameter (or `parameter=VALUE` for switches) -> what a CLI user types, after the
-# options of lwbatch/cli/commands.py. A parameter with no entry just loses its backticks.
-FLAGS: dict[str, str] = {
-    "base_url": "--base-url",
-    "budget": "--rate",
-    "concurrency": "--concurrency",
-    "cache": "--cache",
-    "contact": "--contact",
-    "credentials": "--credentials",
-    "endpoint": "--base-url",
-    "error_rate": "--error-rate",
-    "format": "--format",
-    "grace": "--grace",
-    "hang_rate": "--hang-rate",
-    "id_col": "--id-column",
-    "keep_columns": "--keep-columns",
-    "id_column": "--id-column",
-    "input_format": "--input-format",
-    "lang": "--lang",
-    "latency": "--latency",
-    "models": "-m/--model",
-    "output": "--output",
-    "rate": "--rate",
-    "slots": "--slots",
-    "share_budget=False": "--no-shared-budget",
-    "share=False": "--no-shared-budget",
-    "state_dir": "--state-dir",
-    "reset_rate": "--reset-rate",
-    "restart=True": "--restart",
-    "retry_failed=False": "--no-retry-failed",
-    "retry_failed=True": "--retry-failed",
-    "tier": "--tier",
-    "timeout": "--timeout",
-    "token": "LIFTWING_TOKEN or --token-file",
-    "token_file": "--token-file",
-    "token_url": "--token-url",
-    "verify=False": "--insecure",
-    "wiki_col": "--wiki-column",
-    "wiki_column": "--wiki-column",
-}
+
+@functools.cache
+def flags() -> dict[str, str]:
+    """Parameter (or `parameter=VALUE` for a switch) -> what a CLI user types: derived
+    from the options of every command (lwbatch/cli/options.py's `sets`, else the
+    option's own name). A parameter with no entry just loses its backticks."""
+    import click
+
+    from lwbatch.cli.app import cli
+    from lwbatch.cli.options import Flag
+
+    table: dict[str, str] = {}
+    named: dict[str, str] = {}
+    commands: list[click.Command] = [cli]
+    while commands:
+        command = commands.pop()
+        if isinstance(command, click.Group):
+            commands += command.commands.values()
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden or param.name is None:
+                continue
+            longs = [o for o in param.opts if o.startswith("--")]
+            if not longs:
+                continue
+            if isinstance(param, Flag):
+                switches = [longs[0], *param.secondary_opts]
+                for index, setting in enumerate(param.sets):
+                    said = param.flag_name() if index == 0 else longs[0]
+                    if "=" in setting and param.secondary_opts:
+                        said = switches[min(index, len(switches) - 1)]
+                    table.setdefault(setting, said)
+            elif not param.is_flag:
+                named.setdefault(param.name, longs[0])
+    return {**named, **table}
+
 
 _REFERENCE = re.compile(r"`(\w+)(?:=([^`\s]+))?`")
 
@@ -62,10 +58,11 @@ def for_cli(message: str) -> str:
 
     def flag(match: re.Match[str]) -> str:
         reference, name, value = match.group(0)[1:-1], match.group(1), match.group(2)
-        if reference in FLAGS:
-            return FLAGS[reference]
-        if value is not None and name in FLAGS:
-            return f"{FLAGS[name]} {value}"
+        table = flags()
+        if reference in table:
+            return table[reference]
+        if value is not None and name in table:
+            return f"{table[name]} {value}"
         return reference
 
     return _REFERENCE.sub(flag, message)

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from lwbatch.cli.messages import for_cli
 from lwbatch.config import Token
 from lwbatch.durability.atomic import write_atomic
 from lwbatch.engine.scorer import Scorer
+from lwbatch.engine.stats import RunReport
 from lwbatch.errors import Interrupted, OutputError, UsageError, primary_error
 from lwbatch.io.inputs import ManySource
 from lwbatch.io.sources import FileSource
@@ -43,17 +44,47 @@ NO_CONTACT = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Reporting:
+    """What the command line shows of a run and where it writes its summary."""
+
+    report_path: Path | None = None
+    quiet: bool = False
+    log_json: bool = False
+    progress_every: float | None = None
+    grace: float = DEFAULT_GRACE
+
+    def applied(self) -> Reporting:
+        """Set the process' logging for it (the CLI's to change), and check the report's
+        folder before any work."""
+        if self.quiet:
+            logging.getLogger("lwbatch").setLevel(logging.WARNING)
+        if self.log_json:
+            from lwbatch.cli.live import JsonLogFormatter
+
+            for handler in logging.getLogger().handlers:
+                handler.setFormatter(JsonLogFormatter())
+        path = self.report_path
+        if path is not None and not path.parent.is_dir():
+            raise UsageError(f"--report {path}: its directory does not exist")
+        return self
+
+    def show(self, report: RunReport) -> None:
+        if not self.quiet and not self.log_json:
+            click.echo(for_cli(report.render()), err=True)
+
+    def save(self, report: RunReport) -> None:
+        if self.report_path is not None:
+            write_json(self.report_path, report.to_dict())
+
+
 def score_and_report(
     input_path: Path | Source,
     output: Path,
     settings: RunSettings,
+    reporting: Reporting,
     *,
-    report_path: Path | None,
-    quiet: bool,
-    grace: float = DEFAULT_GRACE,
     warn_no_contact: bool = False,
-    log_json: bool = False,
-    progress_every: float | None = None,
 ) -> None:
     """Run a :class:`~lwbatch.job.Job` with the CLI's process-wide settings.
 
@@ -63,23 +94,19 @@ def score_and_report(
     """
     from tqdm import tqdm
 
-    if report_path is not None and not report_path.parent.is_dir():
-        raise UsageError(f"--report {report_path}: its directory does not exist")
     freeze_heap()
     bar = tqdm(
         unit="rev",
         desc="scoring",
-        disable=quiet or log_json or not sys.stderr.isatty(),
+        disable=reporting.quiet or reporting.log_json or not sys.stderr.isatty(),
         file=sys.stderr,
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    view = LiveView(
-        bar=bar,
-        log_json=log_json,
-        every=progress_every or (EVERY_JSON if log_json else EVERY_NON_TTY),
-    )
+    every = reporting.progress_every or (EVERY_JSON if reporting.log_json else EVERY_NON_TTY)
+    view = LiveView(bar=bar, log_json=reporting.log_json, every=every)
     received: list[int] = []
+    grace = reporting.grace
     try:
         report = anyio.run(
             _run, input_path, output, settings, view, warn_no_contact, grace, received
@@ -94,11 +121,9 @@ def score_and_report(
         ) from None
     finally:
         bar.close()
-    if not quiet and not log_json:
-        click.echo(for_cli(report.render()), err=True)
+    reporting.show(report)
     view.finish(report)
-    if report_path is not None:
-        write_json(report_path, report.to_dict())
+    reporting.save(report)
 
 
 def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bool) -> Plan | None:

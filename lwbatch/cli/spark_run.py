@@ -10,22 +10,19 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import click
 import pyarrow as pa
 from pyarrow import fs as pafs
 
 from lwbatch import errors
-from lwbatch.cli.messages import for_cli
-from lwbatch.cli.scoring import NO_CONTACT, write_json
-from lwbatch.config import Budget, Endpoint, Tier, Token
+from lwbatch.cli.scoring import NO_CONTACT, Reporting
+from lwbatch.config import Budget
 from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
-from lwbatch.protocol.catalog import Catalog
-from lwbatch.settings import Connection, Pacing
+from lwbatch.settings import RunSettings
 from lwbatch.tokens import choose_budget
 
 log = logging.getLogger("lwbatch")
@@ -33,62 +30,102 @@ log = logging.getLogger("lwbatch")
 _RAISED = re.compile(r"([A-Za-z_][\w.]*): (.+)")
 
 
+@dataclass(frozen=True, slots=True)
+class SparkPlaces:
+    """Where a Spark job reads and writes: INPUT or a table, --output or a table."""
+
+    input_path: str | None
+    output: str | None
+    input_table: str | None
+    output_table: str | None
+
+    @classmethod
+    def of(
+        cls,
+        input_paths: tuple[str, ...],
+        output: str | None,
+        input_table: str | None,
+        output_table: str | None,
+    ) -> SparkPlaces:
+        if (not input_paths) == (input_table is None):
+            raise UsageError("give INPUT or --input-table (one of them)")
+        if len(input_paths) > 1 or "-" in input_paths:
+            raise UsageError(
+                "--engine spark reads one INPUT (a Parquet file or directory, or a URI), "
+                "or --input-table"
+            )
+        if (output is None) == (output_table is None):
+            raise UsageError("give --output or --output-table (one of them)")
+        if output_table is not None and output_table == input_table:
+            raise UsageError(f"--output-table {output_table} is the input table; choose another")
+        return cls(input_paths[0] if input_paths else None, output, input_table, output_table)
+
+    def locations(self, restart: bool) -> tuple[_Location | None, _Location | None]:
+        """The input and output paths as Spark and pyarrow reach them, checked."""
+        source = _Location.of(self.input_path, "INPUT") if self.input_path is not None else None
+        if source is not None and not source.exists():
+            raise InputError("no such file or directory", path=self.input_path or "")
+        if source is not None and source.path.lower().endswith(_TEXT):
+            raise InputError(
+                "--engine spark reads Parquet (a file or a directory of them); convert the "
+                "CSV, or score it with the local engine",
+                path=self.input_path or "",
+            )
+        output = self.output
+        target = _Location.of(output, "--output") if output is not None else None
+        if target is not None and source is not None and _overlaps(source, target):
+            raise UsageError(f"--output {output} is the input, or holds it; choose another output")
+        if target is not None and target.exists() and not restart:
+            raise UsageError(
+                f"--output {output} exists; pass --restart to replace it, or choose another output"
+            )
+        if target is not None and not target.parent_exists():
+            raise UsageError(f"--output {output}: its directory does not exist")
+        return source, target
+
+
+_TEXT = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
+
+
 def score_on_spark(
-    input_path: str | None,
-    output: str | None,
+    places: SparkPlaces,
+    settings: RunSettings,
+    reporting: Reporting,
     *,
-    input_table: str | None,
-    output_table: str | None,
     master: str | None,
     slots: int | None,
-    models: list[str],
-    id_column: str,
-    lang: str,
-    wiki_column: str | None,
-    endpoint: Endpoint,
-    token: Token | None,
-    contact: str | None,
-    tier: Tier | None,
-    budget: Budget | None,
-    concurrency: int | None,
-    timeout: float,
-    verify: bool,
-    warn_no_contact: bool,
     restart: bool,
-    report_path: Path | None,
-    quiet: bool,
-    catalog: Catalog,
+    warn_no_contact: bool,
 ) -> None:
     try:
         from py4j.protocol import Py4JError  # type: ignore[import-untyped]
         from pyspark.errors import PySparkException
-        from pyspark.sql import SparkSession
-
-        from lwbatch import spark as lwspark
     except ImportError:
         raise UsageError("--engine spark needs PySpark: pip install 'lwbatch[spark]'") from None
-    source = _Location.of(input_path, "INPUT") if input_path is not None else None
-    if source is not None and not source.exists():
-        raise InputError("no such file or directory", path=input_path or "")
-    if source is not None and source.path.lower().endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
-        raise InputError(
-            "--engine spark reads Parquet (a file or a directory of them); convert the "
-            "CSV, or score it with the local engine",
-            path=input_path or "",
-        )
-    target = _Location.of(output, "--output") if output is not None else None
-    if target is not None and source is not None and _overlaps(source, target):
-        raise UsageError(f"--output {output} is the input, or holds it; choose another output")
-    if output_table is not None and output_table == input_table:
-        raise UsageError(f"--output-table {output_table} is the input table; choose another")
-    if target is not None and target.exists() and not restart:
-        raise UsageError(
-            f"--output {output} exists; pass --restart to replace it, or choose another output"
-        )
-    if target is not None and not target.parent_exists():
-        raise UsageError(f"--output {output}: its directory does not exist")
-    if budget is None:
-        budget = choose_budget(tier=tier, token=token).budget
+    source, target = places.locations(restart)
+    budget = (
+        settings.budget or choose_budget(tier=settings.tier, token=settings.connection.token).budget
+    )
+    session = _session(master, tables=bool(places.input_table or places.output_table))
+    try:
+        table = places.output_table
+        if table is not None and session.catalog.tableExists(table) and not restart:
+            raise UsageError(
+                f"--output-table {table} exists; pass --restart to replace it, or choose "
+                "another table"
+            )
+        report = _run_job(session, places, source, target, replace(settings, budget=budget), slots)
+        if warn_no_contact:
+            log.warning(NO_CONTACT)
+    except (PySparkException, Py4JError) as exc:
+        raise job_error(exc) from None
+    reporting.show(report)
+    reporting.save(report)
+
+
+def _session(master: str | None, *, tables: bool) -> Any:
+    from pyspark.sql import SparkSession
+
     # Spark's own progress bars and log lines would bury the summary and the one-line
     # errors; what lwbatch says is what matters here.
     builder = SparkSession.builder.appName("lwbatch").config(
@@ -96,73 +133,67 @@ def score_on_spark(
     )
     if master:
         builder = builder.master(master)
-    if input_table or output_table:
+    if tables:
         builder = builder.enableHiveSupport()
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("FATAL")
+    return session
+
+
+def _run_job(
+    session: Any,
+    places: SparkPlaces,
+    source: _Location | None,
+    target: _Location | None,
+    settings: RunSettings,
+    slots: int | None,
+) -> RunReport:
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    from lwbatch import spark as lwspark
+
     try:
-        if output_table is not None and session.catalog.tableExists(output_table) and not restart:
-            raise UsageError(
-                f"--output-table {output_table} exists; pass --restart to replace it, "
-                "or choose another table"
-            )
-        try:
-            if input_table is not None:
-                df = session.table(input_table)
-            else:
-                assert source is not None
-                df = session.read.parquet(source.text)  # reads the footers: a bad file fails
-        except (PySparkException, Py4JError) as exc:
-            where = f"--input-table {input_table}" if input_table else (input_path or "")
-            raise InputError(_first_line(exc), path=where) from None
-        counted = lwspark.counters(session)
-        started = time.monotonic()
-        scored = lwspark.score(
-            df,
-            models=models,
-            rate=budget,
-            id_column=id_column,
-            wiki_column=wiki_column,
-            lang=lang,
-            slots=slots,
-            connection=Connection(
-                endpoint=endpoint,
-                token=token,
-                contact=contact,
-                timeout=timeout,
-                verify=verify,
-                catalog=catalog,
-            ),
-            pacing=Pacing(share=False, concurrency=concurrency),
-            counters=counted,
-        )
-        if warn_no_contact:
-            log.warning(NO_CONTACT)
-        # The one action on `scored`: each key is scored once.
-        if output_table is not None:
-            _write_table(session, scored, output_table)
-            written, where = session.table(output_table), output_table
+        if places.input_table is not None:
+            df = session.table(places.input_table)
         else:
-            assert target is not None
-            _write_directory(scored, target)
-            written, where = session.read.parquet(target.text), output or ""
-        elapsed = time.monotonic() - started
-        report = _report(
-            written,
-            where,
-            models,
-            counted.values(),
-            counted.outcomes(),
-            elapsed,
-            budget,
-            concurrency,
-        )
+            assert source is not None
+            df = session.read.parquet(source.text)  # reads the footers: a bad file fails
     except (PySparkException, Py4JError) as exc:
-        raise job_error(exc) from None
-    if not quiet:
-        click.echo(for_cli(report.render()), err=True)
-    if report_path is not None:
-        write_json(report_path, report.to_dict())
+        where = f"--input-table {places.input_table}" if places.input_table else source
+        raise InputError(_first_line(exc), path=str(places.input_path or where)) from None
+    counted = lwspark.counters(session)
+    started = time.monotonic()
+    scored = lwspark.score(
+        df,
+        models=list(settings.models),
+        rate=settings.budget,
+        id_column=settings.id_column,
+        wiki_column=settings.wiki_column,
+        lang=settings.lang,
+        slots=slots,
+        connection=settings.connection,
+        pacing=settings.pacing,
+        counters=counted,
+    )
+    # The one action on `scored`: each key is scored once.
+    if places.output_table is not None:
+        _write_table(session, scored, places.output_table)
+        written, where = session.table(places.output_table), places.output_table
+    else:
+        assert target is not None
+        _write_directory(scored, target)
+        written, where = session.read.parquet(target.text), places.output or ""
+    assert settings.budget is not None
+    return _report(
+        written,
+        where,
+        list(settings.models),
+        counted,
+        time.monotonic() - started,
+        settings.budget,
+        settings.pacing.concurrency,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +317,7 @@ def _report(
     written: Any,
     where: str,
     models: list[str],
-    counts: dict[str, int],
-    outcomes: dict[str, int],
+    counted: Any,
     elapsed: float,
     budget: Budget,
     concurrency: int | None,
@@ -295,9 +325,9 @@ def _report(
     # Scores and errors are read back from the output; the tasks' counts are of the
     # attempts that succeeded (Spark drops a failed attempt's accumulator updates).
     stats = RunStats()
-    for name, value in counts.items():
+    for name, value in counted.values().items():
         setattr(stats, name, value)
-    stats.requests_by_outcome.update(outcomes)
+    stats.requests_by_outcome.update(counted.outcomes())
     stats.rows_written = written.count()
     for model in models:
         for row in written.groupBy(f"`{model}`.error").count().collect():

@@ -1,0 +1,1 @@
+"""One module per command of `lwbatch`; lwbatch/cli/app.py gathers them."""

@@ -1,0 +1,274 @@
+"""`lwbatch score`: read the flags into settings values, then run the job here or on
+Spark."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import cloup
+
+from lwbatch.cli.options import (
+    BUDGET,
+    CONNECTION,
+    INPUT,
+    MODELS,
+    OUTPUT,
+    PACING,
+    RESUME,
+    budget_of,
+    connection_of,
+    files_of,
+    flag,
+    keep_columns_of,
+    keys_of,
+    models_of,
+    pacing_of,
+    positive,
+    take,
+)
+from lwbatch.cli.profile import CONFIG
+from lwbatch.cli.scoring import DEFAULT_GRACE, Reporting, score_and_report
+from lwbatch.errors import UsageError
+from lwbatch.seams import Source
+from lwbatch.settings import Pacing, RunSettings
+
+REPORTING = cloup.option_group(
+    "Progress and report",
+    flag(
+        "--report",
+        "report_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Also write the run summary as JSON to this file.",
+    ),
+    flag(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        help="No progress bar, summary or info lines; warnings and errors still show.",
+    ),
+    flag(
+        "--log-json",
+        is_flag=True,
+        help="For schedulers: progress, log lines and the final summary as JSON lines on stderr.",
+    ),
+    flag(
+        "--progress-every",
+        type=float,
+        metavar="SECONDS",
+        help="Seconds between progress lines when stderr is not a terminal (default 60; "
+        "5 with --log-json).",
+    ),
+    flag(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        show_default=True,
+        sets="grace",
+        help="On Ctrl-C/SIGTERM, seconds to wait for requests in flight before saving and exiting.",
+    ),
+)
+SPARK = cloup.option_group(
+    "Spark (with --engine spark)",
+    flag(
+        "--engine",
+        type=click.Choice(["local", "spark"]),
+        default="local",
+        show_default=True,
+        help="Where to score: this process, or a Spark job (INPUT a Parquet file or "
+        "directory, --output a Parquet directory; pip install 'lwbatch[spark]').",
+    ),
+    flag("--master", help="The Spark master (local[4], yarn)."),
+    flag(
+        "--slots",
+        type=int,
+        sets="slots",
+        help="Task slots that run at once, which share the budget (default: Spark's "
+        "default parallelism).",
+    ),
+    flag("--input-table", help="Read this table instead of INPUT."),
+    flag("--output-table", help="Write this table instead of --output."),
+)
+# Flags only the local engine reads, and why a Spark job has no use for them.
+_LOCAL_ONLY = {
+    "grace": "Spark itself stops its tasks",
+    "retry_failed": "a Spark job keeps no journal to resume from",
+    "keep_columns": "a Spark job writes the key and the scores",
+    "log_json": "Spark reports its own progress",
+    "progress_every": "Spark reports its own progress",
+    "no_shared_budget": "a Spark job splits its budget between its task slots",
+    "state_dir": "a Spark job splits its budget between its task slots",
+    "input_format": "a Spark job reads Parquet",
+    "cache": "its SQLite file is not shared by executors on other machines",
+    "credentials": "give the Spark job a token (LIFTWING_TOKEN or --token-file) that lasts the job",
+}
+
+
+def reporting_of(given: dict[str, Any]) -> Reporting:
+    report_path, quiet, log_json, every, grace = take(
+        given, "report_path", "quiet", "log_json", "progress_every", "grace"
+    )
+    if every is not None and not every > 0:
+        raise UsageError(f"--progress-every must be > 0, got {every}")
+    return Reporting(
+        report_path=report_path,
+        quiet=quiet,
+        log_json=log_json,
+        progress_every=every,
+        grace=grace,
+    ).applied()
+
+
+@cloup.command()
+@cloup.argument("input_paths", metavar="[INPUT]...", nargs=-1)
+@MODELS
+@OUTPUT
+@INPUT
+@CONNECTION
+@BUDGET
+@PACING
+@RESUME
+@REPORTING
+@SPARK
+@cloup.option_group("Profile", CONFIG)
+def score(input_paths: tuple[str, ...], **given: Any) -> None:
+    """Score the rev_ids of INPUT with every model into one output file.
+
+    INPUT: Parquet, CSV/TSV or JSON-lines files (optionally .gz), a directory of Parquet
+    files, a glob ('data/*.parquet'), several of these, or - for standard input; all
+    are read as one input.
+
+    \b
+    Example:
+      export LIFTWING_TOKEN=...      # optional; anonymous without it
+      lwbatch score revisions.parquet -o scores.parquet \\
+          -m enwiki-damaging -m enwiki-goodfaith -m revertrisk-language-agnostic \\
+          --contact me@example.org
+    \b
+    A data-lake table, each row scored by its own wiki's model:
+      lwbatch score revisions.parquet -o scores.parquet \\
+          --id-column revision_id -m '{wiki}-damaging' -m revertrisk-language-agnostic
+    \b
+    In place of ORES' score_revisions (JSON lines in and out):
+      cat revs.jsonl | lwbatch score - -o scores.jsonl -m enwiki-damaging
+    """
+    if given["engine"] == "spark":
+        _score_on_spark(input_paths, given)
+        return
+    reporting = reporting_of(given)
+    output, keep, input_format = take(given, "output", "keep_columns", "input_format")
+    _refuse_spark_flags(given)
+    if not input_paths:
+        raise UsageError("give INPUT, the file(s) of rev_ids to score (- for standard input)")
+    if output is None:
+        raise UsageError("give --output, the file to write (*.parquet, *.jsonl or *.json)")
+    models, catalog = models_of(given)
+    keys = keys_of(given)
+    connection = connection_of(given, catalog)
+    budget = budget_of(given)
+    pacing = pacing_of(given, unlimited=budget["rate"] == "unlimited")
+    settings = RunSettings.of(
+        models, **budget, **keys, connection=connection, pacing=pacing, files=files_of(given)
+    )
+    assert not given, f"flags read by no group: {sorted(given)}"
+    with open_cli_inputs(
+        input_paths, Path(output), input_format, keys, keep_columns_of(keep)
+    ) as source:
+        score_and_report(
+            source,
+            Path(output),
+            settings,
+            reporting,
+            warn_no_contact=connection.endpoint.is_external_gateway and not connection.contact,
+        )
+
+
+def _refuse_spark_flags(given: dict[str, Any]) -> None:
+    engine, master, slots, input_table, output_table = take(
+        given, "engine", "master", "slots", "input_table", "output_table"
+    )
+    if master or slots is not None or input_table or output_table:
+        raise UsageError(
+            "--master, --slots, --input-table and --output-table are for --engine spark"
+        )
+
+
+def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None:
+    from lwbatch.cli.spark_run import SparkPlaces, score_on_spark
+
+    context = click.get_current_context()
+    for name, why in _LOCAL_ONLY.items():
+        if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            param = next(p for p in context.command.params if p.name == name)
+            longs = [o for o in param.opts if o.startswith("--")]
+            typed = param.secondary_opts[0] if given[name] is False else longs[0]
+            raise UsageError(f"{typed} is for the local engine: {why}")
+    if given["output_format"] not in (None, "parquet"):
+        raise UsageError(
+            f"--format {given['output_format']} is for the local engine: a Spark job writes Parquet"
+        )
+    places = SparkPlaces.of(input_paths, *take(given, "output", "input_table", "output_table"))
+    master, slots, restart = take(given, "master", "slots", "restart")
+    reporting = reporting_of(given)
+    models, catalog = models_of(given)
+    keys = keys_of(given)
+    connection = connection_of(given, catalog)
+    settings = RunSettings.of(
+        models,
+        **budget_of(given),
+        **keys,
+        connection=connection,
+        pacing=Pacing(share=False, concurrency=positive("--concurrency", given["concurrency"])),
+    )
+    score_on_spark(
+        places,
+        settings,
+        reporting,
+        master=master,
+        slots=positive("--slots", slots),
+        restart=restart,
+        warn_no_contact=connection.endpoint.is_external_gateway and not connection.contact,
+    )
+
+
+@contextmanager
+def open_cli_inputs(
+    paths: tuple[str, ...],
+    output: Path | None,
+    input_format: str | None,
+    keys: dict[str, Any],
+    keep: list[str] | str | None = None,
+) -> Iterator[Source]:
+    """The one source of every INPUT. Standard input is spooled to a hidden folder beside
+    the output (it can be large), named so that the next run on that output sweeps it
+    away if this one is killed; removed at the end. Without an output (plan), to the
+    system's temporary folder."""
+    from lwbatch.io.inputs import STDIN, open_inputs
+
+    with ExitStack() as stack:
+        spool_dir = None
+        if STDIN in paths:
+            if output is not None and output.parent.is_dir():
+                spool_dir = output.with_name(f".{output.name}.stdin.{os.getpid()}.tmp")
+                spool_dir.mkdir(exist_ok=True)
+                stack.callback(shutil.rmtree, spool_dir, True)
+            else:
+                spool_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        yield open_inputs(
+            paths,
+            input_format=input_format,
+            stdin=sys.stdin.buffer,
+            spool_dir=spool_dir,
+            keep_columns=keep,
+            **keys,
+        )
+
+
+__all__ = ["open_cli_inputs", "score"]
