@@ -344,17 +344,18 @@ def budget_of(given: Given) -> dict[str, Any]:
 
 def pacing_of(given: Given, *, unlimited: bool = False) -> Pacing:
     concurrency, no_shared, state_dir = take(given, "concurrency", "no_shared_budget", "state_dir")
-    if no_shared and not unlimited:
-        log.warning(
-            "--no-shared-budget: other lwbatch runs of this identity are not counted; "
-            "together they may send more than the gateway allows and get 429s"
-        )
-    return Pacing(
+    pacing = Pacing(
         concurrency=positive("--concurrency", concurrency),
         share=not no_shared,
         state_dir=state_dir,
         gc_control=True,
     )
+    if no_shared and not unlimited:
+        log.warning(
+            "--no-shared-budget: other lwbatch runs of this identity are not counted; "
+            "together they may send more than the gateway allows and get 429s"
+        )
+    return pacing
 
 
 # -- output, resume and cache ------------------------------------------------------------

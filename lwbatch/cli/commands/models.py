@@ -45,7 +45,7 @@ def models(name: str | None, as_json: bool) -> None:
     for r in rows:
         # The page goes by id or by title (outlink-topic-model).
         payload = ", ".join(r["payload"]).replace("page_id", "page_id|page_title")  # type: ignore[arg-type]
-        note = "  (experimental: --internal or --base-url only)" if r["experimental"] else ""
+        note = "  (experimental: --endpoint internal or a URL only)" if r["experimental"] else ""
         coverage = r["coverage"]
         listed = f"{coverage['count']} listed" if coverage else "-"  # type: ignore[index]
         lines.append(
