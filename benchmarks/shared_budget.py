@@ -30,8 +30,9 @@ from typing import Any
 import anyio
 from _common import emulator_process
 
-from lwbatch import Budget, BudgetLimiter, Endpoint, Rate, Tier
+from lwbatch import Budget, Endpoint, Rate, Tier
 from lwbatch.cli.bench import BenchResult, compressed, run_bench
+from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.pacing.shared import SharedLedger
 from lwbatch.settings import Connection, Pacing
 

@@ -30,10 +30,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from lwbatch import Budget, Catalog, Endpoint, Rate, RetryPolicy, Scorer
+from lwbatch import Budget, Endpoint, Rate, RetryPolicy, Scorer
 from lwbatch.engine.resume import WIKI_WIDE, ResumeState
 from lwbatch.keys import RowKey
-from lwbatch.protocol.catalog import default_catalog
+from lwbatch.protocol.catalog import Catalog, default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
 from lwbatch.settings import Connection, Hooks, Pacing
 from lwbatch.testing.emulator import Emulator

@@ -12,9 +12,7 @@ import pytest
 
 from lwbatch import (
     Budget,
-    BudgetLimiter,
     Endpoint,
-    FileJournal,
     InvalidRow,
     Journal,
     Limiter,
@@ -25,7 +23,9 @@ from lwbatch import (
     Source,
     UsageError,
 )
+from lwbatch.durability.journal import FileJournal
 from lwbatch.keys import KeyLayout
+from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.run import score_file_async
 from lwbatch.settings import Connection, Files, Hooks, Pacing
 from lwbatch.wikis import wikis

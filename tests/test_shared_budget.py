@@ -17,9 +17,10 @@ import anyio
 import looptime
 import pytest
 
-from lwbatch import Budget, BudgetLimiter, Endpoint, Rate, Token, UsageError
+from lwbatch import Budget, Endpoint, Rate, Token, UsageError
 from lwbatch.durability.grants import GrantTimes
 from lwbatch.pacing import ledger_file, shared
+from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.pacing.shared import SharedLedger, default_state_dir, identity
 from tests.conftest import FakeClock, max_in_window
 
@@ -534,7 +535,8 @@ def test_sixty_five_runs_at_once_are_one_too_many(tmp_path: Path) -> None:
 
 CHILD = """
 import os, sys, anyio
-from lwbatch import Budget, BudgetLimiter, Rate
+from lwbatch import Budget, Rate
+from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.pacing.shared import SharedLedger
 budget = Budget.from_rate(Rate(300, 3.0))
 ledger = SharedLedger.open(budget, "me", state_dir=sys.argv[1])

@@ -127,7 +127,7 @@ def identity(endpoint: Endpoint, token: Token | None, client_id: str | None = No
 class SharedLedger:
     """The file a limiter shares with the others of its identity; a context manager
     that holds the file's lock. Open with :meth:`open`, hand to
-    :class:`~lwbatch.BudgetLimiter` as `ledger`, and close when done."""
+    :class:`~lwbatch.pacing.limiter.BudgetLimiter` as `ledger`, and close when done."""
 
     def __init__(
         self, fd: int, path: Path, mm: mmap.mmap, budget: Budget, clock: Callable[[], float]
