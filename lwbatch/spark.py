@@ -82,20 +82,8 @@ def score(
     again. `counters` (:func:`counters`) add up what the tasks did, once an action ran.
     """
     connection, pacing = connection or Connection(), pacing or Pacing(share=False)
-    if pacing.limiter is not None or pacing.state_dir is not None:
-        raise UsageError(
-            "`limiter` and `state_dir` are for the local engine: a Spark job splits its "
-            "budget between its task slots"
-        )
-    if slots is not None and slots < 1:
-        raise UsageError(f"`slots` must be >= 1, got {slots}")
     spark = df.sparkSession
-    # A core setting: fixed when the context starts, read from the context's conf.
-    if str(spark.sparkContext.getConf().get("spark.speculation", "false")).lower() == "true":
-        raise UsageError(
-            "spark.speculation is true: a speculative copy of a task scores its partition "
-            "again, paying every request twice; set spark.speculation=false for this job"
-        )
+    _check(spark, pacing, slots)
     specs = connection.models().resolve_all(models)
     columns = Columns.decide(
         df.columns,
@@ -141,6 +129,22 @@ def score(
         counters=counters,
     )
     return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, columns.layout)))
+
+
+def _check(spark: Any, pacing: Pacing, slots: int | None) -> None:
+    if pacing.limiter is not None or pacing.state_dir is not None:
+        raise UsageError(
+            "`limiter` and `state_dir` are for the local engine: a Spark job splits its "
+            "budget between its task slots"
+        )
+    if slots is not None and slots < 1:
+        raise UsageError(f"`slots` must be >= 1, got {slots}")
+    # A core setting: fixed when the context starts, read from the context's conf.
+    if str(spark.sparkContext.getConf().get("spark.speculation", "false")).lower() == "true":
+        raise UsageError(
+            "spark.speculation is true: a speculative copy of a task scores its partition "
+            "again, paying every request twice; set spark.speculation=false for this job"
+        )
 
 
 def _describe_shares(budget: Budget, slots: int) -> str:

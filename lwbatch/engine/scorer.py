@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from lwbatch.compat import accepts_old_keywords
-from lwbatch.config import Budget, Tier
+from lwbatch.config import Budget, Endpoint, Tier
 from lwbatch.engine.dispatch import Dispatcher
 from lwbatch.engine.pipeline import Engine, OnAnswer, Pipeline, start
 from lwbatch.engine.resume import ResumeState
@@ -109,14 +109,7 @@ class Scorer:
         self.default_wiki = wikipedia(lang)
         self.max_open = pacing.max_open or max(4 * self.concurrency.most, 1024)
         endpoint = connection.endpoint
-        if endpoint.is_external_gateway:
-            hidden = [s.name for s in self.specs if s.family.experimental]
-            if hidden:
-                raise UsageError(
-                    f"{', '.join(hidden)}: served only in Lift Wing's experimental "
-                    "namespace, which the public API gateway does not route; use the "
-                    "internal endpoint, or a base URL that reaches it (`endpoint`)"
-                )
+        _refuse_experimental(self.specs, endpoint)
         self._client = LiftWingClient(
             endpoint,
             token=identity.token if identity is not None else connection.token,
@@ -135,8 +128,17 @@ class Scorer:
             loopback=endpoint.is_loopback,
             ledger=ledger,
         )
+        self._dispatcher = self._dispatch(connection, pacing)
+        self._cache = cache
+        self._cache_failed = False
+        self._tg: TaskGroup | None = None
+        self._calls: list[Pipeline] = []
+        self._unwatch: Callable[[], None] | None = None
+        self.stopped = False
+
+    def _dispatch(self, connection: Connection, pacing: Pacing) -> Dispatcher:
         credentials = connection.credentials
-        self._dispatcher = Dispatcher(
+        return Dispatcher(
             self._client,
             self.limiter,
             retry=pacing.retry,
@@ -150,12 +152,6 @@ class Scorer:
             limit=lambda: max(self.concurrency.limit, self.workers),
             clock=pacing.clock,
         )
-        self._cache = cache
-        self._cache_failed = False
-        self._tg: TaskGroup | None = None
-        self._calls: list[Pipeline] = []
-        self._unwatch: Callable[[], None] | None = None
-        self.stopped = False
 
     @property
     def cache(self) -> ScoreCache | None:
@@ -357,6 +353,16 @@ def _choice(
     return choose_budget(
         budget=budget, tier=tier, token=connection.token, oauth=connection.credentials is not None
     )
+
+
+def _refuse_experimental(specs: Sequence[ModelSpec], endpoint: Endpoint) -> None:
+    hidden = [s.name for s in specs if s.family.experimental]
+    if hidden and endpoint.is_external_gateway:
+        raise UsageError(
+            f"{', '.join(hidden)}: served only in Lift Wing's experimental namespace, which "
+            "the public API gateway does not route; use the internal endpoint, or a base "
+            "URL that reaches it (`endpoint`)"
+        )
 
 
 __all__ = ["Scorer"]
