@@ -34,7 +34,7 @@ from lwbatch.errors import IncompleteRunError, InputError, Interrupted, RestartN
 from lwbatch.identity import Identity
 from lwbatch.io.inputs import ManySource, open_for
 from lwbatch.io.rows import RowBuffer
-from lwbatch.io.sinks import for_rows, open_sink
+from lwbatch.io.sinks import Tallied, for_rows, open_sink
 from lwbatch.io.sources import FileSource
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Journal, ReadableSink, ScoreCache, Sink, Source
@@ -100,7 +100,7 @@ class Job:
         )
         self._buffer = RowBuffer(specs, source.key_layout, kept, detail=True)
         readable = sink.read_back if isinstance(sink, ReadableSink) else None
-        self._sink = for_rows(sink)
+        self._sink = Tallied(for_rows(sink), [s.name for s in specs])
         self._sink.open(self._buffer.schema)
         self.journal = self._journal(source, [s.name for s in specs], lang, kept)
         identity = await Identity.resolve(
@@ -300,7 +300,7 @@ class Job:
                 source.name,
                 stats.first_invalid,
             )
-        return scorer.report(output=sink.name, call=call)
+        return scorer.report(output=sink.name, call=call).with_output(self._sink.tally)
 
     def _fail(self, exc: BaseException) -> None:
         """Leave the output as it was, and keep what a rerun can use."""

@@ -121,7 +121,8 @@ class BenchResult:
                 f"shared with {self.report.shared_with} other process"
                 + "es" * (self.report.shared_with != 1)
                 + (
-                    f"; this one sent {self.report.budget_share:.1%}"
+                    f"; this one sent {self.report.budget_share:.1%} of what the budget "
+                    "allowed while it ran"
                     if self.report.budget_share is not None
                     else ""
                 )

@@ -20,7 +20,7 @@ from pyarrow import fs as pafs
 from lwbatch import errors
 from lwbatch.cli.scoring import NO_CONTACT, Reporting
 from lwbatch.config import Budget
-from lwbatch.engine.stats import RunReport, RunStats
+from lwbatch.engine.stats import INVALID_INPUT, OutputTally, RunReport, RunStats
 from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
 from lwbatch.settings import RunSettings
 from lwbatch.tokens import choose_budget
@@ -322,21 +322,28 @@ def _report(
     budget: Budget,
     concurrency: int | None,
 ) -> RunReport:
-    # Scores and errors are read back from the output; the tasks' counts are of the
-    # attempts that succeeded (Spark drops a failed attempt's accumulator updates).
+    # What the output holds is read back from it; the tasks' counts are of the attempts
+    # that succeeded (Spark drops a failed attempt's accumulator updates).
     stats = RunStats()
     for name, value in counted.values().items():
         setattr(stats, name, value)
     stats.requests_by_outcome.update(counted.outcomes())
     stats.rows_written = written.count()
-    for model in models:
+    tally = OutputTally(tuple(models))
+    tally.rows = stats.rows_written
+    for index, model in enumerate(models):
         for row in written.groupBy(f"`{model}`.error").count().collect():
             error, count = row[0], int(row[1])
+            # A Spark job resumes nothing: its answers are the output's.
             if error is None:
-                stats.scored[model] = count
+                stats.scored[model] = tally.scored[model] = count
+                continue
+            stats.errors[(model, str(error))] = count
+            if error == INVALID_INPUT:
+                tally.invalid_rows += count if index == 0 else 0
             else:
-                stats.errors[(model, str(error))] = count
-    return RunReport.from_stats(
+                tally.errors[(model, str(error))] = count
+    report = RunReport.from_stats(
         stats,
         models=tuple(models),
         elapsed=elapsed,
@@ -344,4 +351,8 @@ def _report(
         budget_rate=budget.rate,
         concurrency="adaptive, per task" if concurrency is None else f"{concurrency} per task",
         output=where,
+    )
+    return replace(
+        report.with_output(tally),
+        unmeasured="latency and requests in flight: each Spark task keeps its own",
     )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from lwbatch.pacing.shared import Sharing
 
 
@@ -66,6 +68,36 @@ class RunStats:
         histogram.add(seconds)
 
 
+class OutputTally:
+    """What an output holds, counted table by table: rows, invalid rows, and per model
+    column its scored cells and its error cells by type (an invalid row's cells, all
+    `invalid_input`, are counted as the one invalid row)."""
+
+    def __init__(self, models: tuple[str, ...]) -> None:
+        self.models = models
+        self.rows = 0
+        self.invalid_rows = 0
+        self.scored: Counter[str] = Counter()
+        self.errors: Counter[tuple[str, str]] = Counter()
+
+    def add(self, table: pa.Table) -> None:
+        import pyarrow.compute as pc
+
+        self.rows += table.num_rows
+        for index, model in enumerate(self.models):
+            errors = table.column(model).combine_chunks().field("error")
+            for entry in pc.value_counts(errors).to_pylist():
+                error, count = entry["values"], entry["counts"]
+                if error is None:
+                    self.scored[model] += count
+                elif error == INVALID_INPUT:
+                    if index == 0:
+                        self.invalid_rows += count
+                else:
+                    self.errors[(model, error)] += count
+
+
+INVALID_INPUT = "invalid_input"
 # A run shorter than this is all start-up burst: its rate says nothing of the budget's.
 SHORTEST_COMPARED = 10.0
 
@@ -102,7 +134,19 @@ class RunReport:
     # A budget shared with the other runs of this identity on the machine: how many
     # were seen, and this run's part of the requests sent while it ran (None: not shared).
     shared_with: int | None = None
+    # This run's requests, and the other runs', as shares of what the budget allowed
+    # while it ran (rate x elapsed): they add up to at most 100%.
     budget_share: float | None = None
+    others_share: float | None = None
+    # What the output holds as a whole (rows an earlier run wrote included), when the
+    # report is of a file's run: rows, invalid rows, and per model its scored and error
+    # cells (an invalid row's cells are the invalid row, counted once).
+    output_rows: int | None = None
+    output_invalid_rows: int | None = None
+    output_scored: dict[str, int] = field(default_factory=dict)
+    output_errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    # What this report cannot say (Spark: latency and peak in flight are the tasks').
+    unmeasured: str = ""
 
     @classmethod
     def from_stats(
@@ -156,8 +200,26 @@ class RunReport:
             budget_source=budget_source,
             budget_reason=budget_reason,
             shared_with=None if sharing is None else sharing.others,
-            budget_share=None if sharing is None else _round(sharing.share),
+            budget_share=_of_capacity(
+                sharing, sharing.granted if sharing else 0, budget_rate, elapsed
+            ),
+            others_share=_of_capacity(
+                sharing, sharing.total - sharing.granted if sharing else 0, budget_rate, elapsed
+            ),
             cached_per_model={m: stats.cached[m] for m in models if stats.cached[m]},
+        )
+
+    def with_output(self, tally: OutputTally) -> RunReport:
+        """This report, with what the output holds as a whole."""
+        errors: dict[str, dict[str, int]] = {m: {} for m in tally.models}
+        for (model, error), count in sorted(tally.errors.items()):
+            errors[model][error] = count
+        return replace(
+            self,
+            output_rows=tally.rows,
+            output_invalid_rows=tally.invalid_rows,
+            output_scored={m: tally.scored[m] for m in tally.models},
+            output_errors=errors,
         )
 
     @property
@@ -188,71 +250,117 @@ class RunReport:
 
     def _shared(self) -> str:
         others = self.shared_with or 0
-        share = (
-            f"this run sent {100 * self.budget_share:.1f}% of all requests while it ran"
-            if others and self.budget_share is not None
-            else "this run had the budget to itself"
+        runs = f"{others:>10,}   other run{'s' * (others != 1)}"
+        if not others or self.budget_share is None or self.others_share is None:
+            return f"budget shared with  {runs}; this run had the budget to itself"
+        return (
+            f"budget shared with  {runs}; of what the budget allowed while this run ran, "
+            f"it sent {100 * self.budget_share:.1f}%, the others {100 * self.others_share:.1f}%"
         )
-        return f"budget shared with  {others:>10,}   other run{'s' * (others != 1)}; {share}"
 
-    def render(self) -> str:
-        """The human summary printed at the end of a run."""
-        lines = [
+    def _rate(self) -> str:
+        line = f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}"
+        if not self.limited:
+            return line
+        if self.elapsed_seconds < SHORTEST_COMPARED:
+            return line + " (too short a run to compare with its rate)"
+        used = 100 * self.request_rate / self.budget_rate
+        return line + f" ({self.budget_rate:.2f}/s, {used:.1f}% used)"
+
+    def _this_run(self) -> list[str]:
+        resumed = (
+            f"   {self.rows_resumed:,} done by an earlier run: not asked again"
+            if self.rows_resumed
+            else ""
+        )
+        cached = sum(self.cached_per_model.values())
+        return [
+            "this run",
             f"rows read           {self.rows_read:>10,}",
             f"  invalid rows      {self.invalid_rows:>10,}"
             + (f"   first: {self.first_invalid}" if self.first_invalid else ""),
             f"  duplicates        {self.duplicate_rows:>10,}",
-            f"distinct revisions  {self.distinct_revisions:>10,}",
-            f"rows written        {self.rows_written:>10,}"
-            + (f"   ({self.rows_resumed:,} from the earlier run)" if self.rows_resumed else ""),
+            f"distinct revisions  {self.distinct_revisions:>10,}{resumed}",
             *(
-                [
-                    f"from the cache      {sum(self.cached_per_model.values()):>10,}   "
-                    "answers that cost no request"
-                ]
-                if self.cached_per_model
+                [f"from the cache      {cached:>10,}   answers that cost no request"]
+                if cached
                 else []
             ),
             f"requests sent       {self.requests_sent:>10,}   "
             + ", ".join(f"{k}: {v:,}" for k, v in self.requests_by_outcome.items()),
             f"elapsed             {self.elapsed_seconds:>10.1f} s",
-            f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget} "
-            + (
-                f"({self.budget_rate:.2f}/s, "
-                f"{100 * self.request_rate / self.budget_rate:.1f}% used)"
-                if self.elapsed_seconds >= SHORTEST_COMPARED
-                else "(too short a run to compare with its rate)"
-            )
-            if self.limited
-            else f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}",
+            self._rate(),
             *(
                 [f"budget from         {'':>10}   {self.budget_source}: {self.budget_reason}"]
                 if self.budget_reason
                 else []
             ),
             *([self._shared()] if self.shared_with is not None else []),
-            f"in flight (peak)    {self.peak_in_flight:>10,}   {self._peak_limit()}",
+            *(
+                [f"not measured        {'':>10}   {self.unmeasured}"]
+                if self.unmeasured
+                else [f"in flight (peak)    {self.peak_in_flight:>10,}   {self._peak_limit()}"]
+            ),
             f"concurrency         {'':>10}   {self.concurrency} (at the end)",
+        ]
+
+    def _cells(self) -> tuple[str, dict[str, int], dict[str, dict[str, int]]]:
+        """The per-model figures the table shows, and their scope."""
+        if self.output_rows is not None:
+            return "cells in the output", self.output_scored, self.output_errors
+        errors = {
+            model: {e: n for e, n in found.items() if e != INVALID_INPUT}
+            for model, found in self.errors_per_model.items()
+        }
+        return "this run's answers", self.scores_per_model, errors
+
+    def render(self) -> str:
+        """The human summary printed at the end of a run: what this run did, then what
+        the output holds; each figure says its scope (rows, or (row, model) cells)."""
+        lines = self._this_run()
+        if self.output_rows is not None:
+            invalid = self.output_invalid_rows or 0
+            lines += [
+                "",
+                f"the output{f': {self.output}' if self.output else ''}",
+                f"rows written        {self.output_rows:>10,}   "
+                f"{self.output_rows - invalid:,} revisions, {invalid:,} invalid rows",
+            ]
+        scope, scored, errors = self._cells()
+        latency = "(this run's answers)" if not self.unmeasured else "(not measured)"
+        lines += [
             "",
             f"{'model':<32} {'scored':>9} {'errors':>8}  {'p50':>7} {'p95':>7} {'p99':>7}",
+            f"{'':<32} {f'({scope})':>18}  {latency:>23}",
         ]
         for model in self.models:
-            errors = self.errors_per_model.get(model, {})
             lat = self.latency_seconds.get(model, {})
-            scored = self.scores_per_model.get(model, 0)
             lines.append(
-                f"{model:<32} {scored:>9,} {sum(errors.values()):>8,}  "
+                f"{model:<32} {scored.get(model, 0):>9,} "
+                f"{sum(errors.get(model, {}).values()):>8,}  "
                 + " ".join(f"{format_seconds(lat.get(q)):>7}" for q in ("p50", "p95", "p99"))
             )
-        if self.errors_by_type:
-            lines.append("")
-            lines.append(
-                "errors: " + ", ".join(f"{k}: {v:,}" for k, v in self.errors_by_type.items())
-            )
-        if self.output:
-            lines.append("")
-            lines.append(f"output: {self.output}")
+        by_type: Counter[str] = Counter()
+        for found in errors.values():
+            by_type.update(found)
+        if by_type:
+            lines += [
+                "",
+                f"errors ({scope}): "
+                + ", ".join(f"{k}: {v:,}" for k, v in sorted(by_type.items())),
+            ]
+        if self.output and self.output_rows is None:
+            lines += ["", f"output: {self.output}"]
         return "\n".join(lines)
+
+
+def _of_capacity(
+    sharing: Sharing | None, requests: int, rate: float, elapsed: float
+) -> float | None:
+    """`requests` as a share of what the budget allowed in `elapsed` (at most 1)."""
+    if sharing is None or not math.isfinite(rate) or rate <= 0 or elapsed <= 0:
+        return None
+    return _round(min(requests / (rate * elapsed), 1.0))
 
 
 def _round(value: float | None) -> float | None:

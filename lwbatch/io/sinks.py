@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from lwbatch.engine.stats import OutputTally
 from lwbatch.errors import RestartNeeded, UsageError
 from lwbatch.io.long_sink import LongSink
 from lwbatch.io.ores_sinks import JsonlSink, OresJsonSink
@@ -61,6 +62,28 @@ class WithoutDetail(_Wrapping):
 
     def write(self, rows: pa.Table) -> None:
         self.sink.write(without_detail(rows))
+
+    def commit(self, metadata: Mapping[str, bytes]) -> None:
+        self.sink.commit(metadata)
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
+class Tallied(_Wrapping):
+    """A sink that counts what it is given, per model column: the output's own figures
+    (resumed rows included), for the summary."""
+
+    def __init__(self, sink: Sink, models: Sequence[str]) -> None:
+        super().__init__(sink)
+        self.tally = OutputTally(tuple(models))
+
+    def open(self, schema: pa.Schema) -> None:
+        self.sink.open(schema)
+
+    def write(self, rows: pa.Table) -> None:
+        self.tally.add(rows)
+        self.sink.write(rows)
 
     def commit(self, metadata: Mapping[str, bytes]) -> None:
         self.sink.commit(metadata)
