@@ -122,7 +122,11 @@ def test_ores_json_keeps_one_document_per_wiki_and_invalid_rows(tmp_path: Path) 
     invalid = {"error": {"type": "invalid_input", "message": "row 4: wiki_db 'xx' is not a wiki"}}
     assert orjson.loads((tmp_path / "o.json").read_bytes()) == {
         "dewiki": {
-            "models": {"revertrisk-language-agnostic": {"version": "3"}},
+            # Every model with an entry is listed; damaging answered no version here.
+            "models": {
+                "damaging": {"version": None},
+                "revertrisk-language-agnostic": {"version": "3"},
+            },
             "scores": {
                 "7": {
                     "damaging": {
@@ -148,7 +152,10 @@ def test_ores_json_keeps_one_document_per_wiki_and_invalid_rows(tmp_path: Path) 
             },
         },
         "invalid_input": {
-            "models": {},
+            "models": {
+                "damaging": {"version": None},
+                "revertrisk-language-agnostic": {"version": None},
+            },
             "scores": {"invalid-1": {"damaging": invalid, "revertrisk-language-agnostic": invalid}},
         },
     }
@@ -435,3 +442,53 @@ def test_leftovers_of_a_killed_run_are_swept_by_the_next(
         "in.parquet",
         "o.json",
     ]
+
+
+def test_invalid_rows_of_the_long_format_keep_the_column_name_not_an_invented_model(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {
+            "rev_id": pa.array([1, 2, 3, 4], pa.int64()),
+            "wiki_db": ["enwiki", "ENWIKI", "en.wikipedia.org", "EN"],
+        },
+    )
+    out = tmp_path / "long.parquet"
+    with emulator() as (_, base_url):
+        score_file(
+            inp,
+            out,
+            models=["{wiki}-damaging"],
+            wiki_column="wiki_db",
+            rate=Budget.unlimited(),
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            files=Files(format="long"),
+        )
+    rows = sorted(pq.read_table(out).to_pylist(), key=lambda r: r["rev_id"])
+    assert [(r["wiki_db"], r["model"], r["error"]) for r in rows] == [
+        ("enwiki", "enwiki-damaging", None),
+        ("ENWIKI", "{wiki}-damaging", "invalid_input"),
+        ("en.wikipedia.org", "{wiki}-damaging", "invalid_input"),
+        ("EN", "{wiki}-damaging", "invalid_input"),
+    ]
+
+
+def test_kept_columns_are_refused_for_ores_json_which_has_no_place_for_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = write_parquet(
+        tmp_path / "in.parquet", {"rev_id": pa.array([1], pa.int64()), "note": ["a"]}
+    )
+    code = main(
+        ["score", str(inp), "-o", str(tmp_path / "o.json"), "-m", "enwiki-damaging",
+         "--keep-columns", "all", "--endpoint", "http://127.0.0.1:9"]
+    )  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "lwbatch: error: --keep-columns 'note': an ORES v3 document (ores-json) has no "
+        "place for other columns; write jsonl or parquet to keep them\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]

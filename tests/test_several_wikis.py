@@ -548,3 +548,48 @@ async def test_models_of_several_wikis_on_rows_that_name_none_are_warned_about(
         "wikidatawiki for revertrisk-wikidata): if the rows are of one wiki, give `lang` or "
         "name a wiki column with `wiki_column`"
     ]
+
+
+def test_a_data_lake_table_without_wiki_column_is_keyed_by_its_wiki_db(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = lake_table(tmp_path / "lake.parquet", [("enwiki", 424242), ("dewiki", 424242)])
+    out = tmp_path / "out.parquet"
+    with emulator() as (emu, base_url):
+        code = main(
+            ["score", str(inp), "-o", str(out), "-m", "{wiki}-damaging", "--id-column",
+             "revision_id", "--endpoint", base_url, "--rate", "100/s"]
+        )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (
+        f"lwbatch: INFO: {inp}: rows are keyed by their wiki_db column of wiki database "
+        "names (and rev_id)"
+    ) in err
+    # Two revisions, each asked of its own wiki's model: not merged, not both enwiki's.
+    assert sorted(emu.stats.answered) == [
+        ("dewiki-damaging", "dewiki", 424242),
+        ("enwiki-damaging", "enwiki", 424242),
+    ]
+    assert sorted(cells(out, "{wiki}-damaging")) == [("dewiki", 424242), ("enwiki", 424242)]
+
+
+def test_a_table_with_both_a_lang_and_a_wiki_db_column_must_say_which(tmp_path: Path) -> None:
+    from lwbatch.errors import InputError
+    from lwbatch.io.inputs import open_source
+
+    both = write_parquet(
+        tmp_path / "both.parquet",
+        {"rev_id": pa.array([1], pa.int64()), "lang": ["de"], "wiki_db": ["enwiki"]},
+    )
+    with pytest.raises(InputError) as refused:
+        open_source(both)
+    assert str(refused.value) == (
+        f"{both}: has both a 'lang' and a 'wiki_db' column: say which names each row's wiki "
+        "(`wiki_column` 'wiki_db' for database names; without it a 'lang' column alone is "
+        "read as language codes)"
+    )
+    source = open_source(both, wiki_column="wiki_db")
+    assert source.key_layout.wiki_column == "wiki_db"

@@ -91,10 +91,15 @@ class LongSink:
             return [column] * rows.num_rows
         if self._wiki_column is None:
             return [column.replace(TEMPLATE, self._default_wiki)] * rows.num_rows
+        table = wikis()
         out = []
         for value in rows.column(self._wiki_column).to_pylist():
-            dbname = wikis().from_key(value).dbname if value else self._default_wiki
-            out.append(column.replace(TEMPLATE, dbname))
+            wiki = (table.by_dbname.get(value) or table.by_lang.get(value)) if value else None
+            if value and wiki is None:
+                # An invalid row's value names no wiki, so no model: the column's name.
+                out.append(column)
+            else:
+                out.append(column.replace(TEMPLATE, wiki.dbname if wiki else self._default_wiki))
         return out
 
     def commit(self, metadata: Mapping[str, bytes]) -> None:

@@ -145,8 +145,9 @@ class JsonlSink(_OresSink):
 
 class OresJsonSink(_OresSink):
     """One JSON object holding an ORES v3 document per wiki:
-    ``{wiki: {"models": {name: {"version"}}, "scores": {rev_id: {name: ...}}}}``.
-    ORES v3 has no place for other columns: kept input columns are not written.
+    ``{wiki: {"models": {name: {"version"}}, "scores": {rev_id: {name: ...}}}}``; each
+    model with entries in a wiki's scores is in its models (version null where none of
+    them is a score). ORES v3 has no place for other columns: kept columns are refused.
 
     Each wiki's scores go to a temporary file of their own as they come, so memory does
     not grow with the output; commit joins them. Invalid rows go in a document of their
@@ -158,8 +159,17 @@ class OresJsonSink(_OresSink):
     def __init__(self, path: Path | str, *, specs: Sequence[ModelSpec], lang: str = "en") -> None:
         super().__init__(path, specs=specs, lang=lang)
         self._parts: dict[str, TextFile] = {}
-        self._versions: dict[str, dict[str, str]] = {}
+        self._versions: dict[str, dict[str, str | None]] = {}
         self._unkeyed = 0
+
+    def open(self, schema: pa.Schema) -> None:
+        super().open(schema)
+        kept = [n for n in self._keys if n not in ("rev_id", self._wiki_column)]
+        if kept:
+            raise UsageError(
+                f"`keep_columns` {', '.join(map(repr, kept))}: an ORES v3 document (ores-json) "
+                "has no place for other columns; write jsonl or parquet to keep them"
+            )
 
     def _wiki(self, record: Mapping[str, Any]) -> str:
         value = record[self._wiki_column] if self._wiki_column is not None else None
@@ -184,8 +194,10 @@ class OresJsonSink(_OresSink):
             scores = {}
             for column, short in self._names.items():
                 value = record[column]
-                if value["model_version"] is not None:
-                    versions.setdefault(short, value["model_version"])
+                # Every model with an entry in a wiki's scores is in its `models` (with
+                # no version where none answered for that wiki).
+                if versions.get(short) is None:
+                    versions[short] = value["model_version"]
                 scores[short] = ores_score(value)
             chunk = chunks.setdefault(wiki, bytearray())
             chunk += b","
