@@ -14,18 +14,13 @@ from lwbatch import (
     Budget,
     Endpoint,
     InvalidRow,
-    Journal,
-    Limiter,
     Rate,
     Revision,
     Scorer,
-    Sink,
-    Source,
     UsageError,
 )
 from lwbatch.durability.journal import FileJournal
 from lwbatch.keys import KeyLayout
-from lwbatch.pacing.limiter import BudgetLimiter
 from lwbatch.run import score_file_async
 from lwbatch.settings import Connection, Files, Hooks, Pacing
 from lwbatch.wikis import wikis
@@ -116,14 +111,6 @@ class ListSink:
     def abort(self) -> None:
         self.pending.clear()
         self.aborted += 1
-
-
-def test_the_default_implementations_satisfy_their_protocols(tmp_path: Path) -> None:
-    assert isinstance(BudgetLimiter(FAST), Limiter)
-    assert isinstance(FileJournal(tmp_path / "o.parquet", models=["m"], manifest={}), Journal)
-    assert isinstance(CountingLimiter(), Limiter)
-    assert isinstance(ListSource([]), Source)
-    assert isinstance(ListSink(tmp_path / "o"), Sink)
 
 
 async def test_a_scorer_sends_every_attempt_through_an_injected_limiter(

@@ -12,7 +12,6 @@ from lwbatch.io.rows import RowBuffer, output_schema
 from lwbatch.keys import RowKey
 from lwbatch.protocol.catalog import default_catalog
 from lwbatch.results import ErrorType, InvalidRow, Score, ScoredRow
-from lwbatch.seams import ReadableSink, Sink
 
 MODELS = ["enwiki-damaging", "enwiki-articlequality", "enwiki-articletopic", "readability"]
 
@@ -48,11 +47,6 @@ def table_of(rows: list[ScoredRow]) -> pa.Table:
     for row in rows:
         buffer.add(row)
     return buffer.take()[0]
-
-
-def test_the_parquet_sink_is_a_readable_sink() -> None:
-    assert isinstance(ParquetSink("x.parquet"), Sink)
-    assert isinstance(ParquetSink("x.parquet"), ReadableSink)
 
 
 def test_rows_are_written_in_row_groups_and_appear_only_on_commit(tmp_path: Path) -> None:
