@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from lwbatch.cli.profile import CONFIG
 from lwbatch.cli.scoring import DEFAULT_GRACE, Reporting, score_and_report
 from lwbatch.errors import UsageError
 from lwbatch.seams import Source
-from lwbatch.settings import Pacing, RunSettings
+from lwbatch.settings import RunSettings
 
 REPORTING = cloup.option_group(
     "Progress and report",
@@ -225,7 +226,8 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
         **budget_of(given),
         **keys,
         connection=connection,
-        pacing=Pacing(share=False, concurrency=positive("--concurrency", given["concurrency"])),
+        # A Spark job splits its budget between its task slots: nothing to share.
+        pacing=replace(pacing_of(given), share=False, gc_control=False),
     )
     score_on_spark(
         places,
