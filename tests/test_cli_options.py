@@ -153,10 +153,11 @@ def test_every_flag_of_the_help_is_in_the_readme(command: str) -> None:
 
 
 def test_plan_takes_every_flag_of_score_that_changes_what_is_sent() -> None:
-    # What score sends depends on the models, the input's keys, where and as whom
+    # What score sends when nothing fails depends on the models, the input's keys, where and as whom
     # requests go, and the budget's choice; not on the output, pacing or progress.
     not_for_plan = {
-        "--output", "--format", "--keep-columns", "--concurrency", "--no-shared-budget",
+        "--output", "--format", "--keep-columns", "--concurrency", "--max-attempts",
+        "--no-shared-budget",
         "--state-dir", "--restart", "--retry-failed", "--no-retry-failed", "--report",
         "--quiet", "--log-json", "--progress-every", "--grace", "--engine", "--master",
         "--slots", "--input-table", "--output-table",
@@ -186,3 +187,21 @@ def test_score_help_lists_the_models_first_and_groups_by_concern(
         "Profile",
         "Other options",
     ]
+
+
+def test_max_attempts_bounds_the_requests_a_failing_revision_takes(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = revisions(tmp_path, 3)
+    with emulator(error_rate=1.0, error_statuses=(500,)) as (emu, base_url):
+        code, _, err = run(
+            capsys, "score", inp, "-o", tmp_path / "o.parquet", "-m", "enwiki-damaging",
+            "--endpoint", base_url, "--rate", "1000/s", "--max-attempts", "2", "-q",
+        )  # fmt: skip
+    assert code == 0, err
+    assert emu.stats.requests == 3 * 2
+    code, _, err = run(capsys, "plan", inp, "-m", "enwiki-damaging")
+    assert code == 0  # plan has no use for it, and does not take it
+    code, _, err = run(capsys, "score", inp, "-o", tmp_path / "p.parquet",
+                       "-m", "enwiki-damaging", "--max-attempts", "0")  # fmt: skip
+    assert (code, err) == (2, "lwbatch: error: --max-attempts must be >= 1, got 0\n")

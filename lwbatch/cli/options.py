@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 import cloup
 
-from lwbatch.config import DEFAULT_TIMEOUT, Endpoint, Tier, Token
+from lwbatch.config import DEFAULT_TIMEOUT, Endpoint, RetryPolicy, Tier, Token
 from lwbatch.errors import UsageError
 from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
 from lwbatch.protocol.catalog import Catalog, default_catalog, split_model_names
@@ -333,7 +333,16 @@ STATE_DIR = flag(
     help="Where shared budgets are kept (default: $LWBATCH_STATE_DIR, else "
     "$XDG_CACHE_HOME/lwbatch, else ~/.cache/lwbatch).",
 )
-PACING = cloup.option_group("Pacing", CONCURRENCY, NO_SHARED_BUDGET, STATE_DIR)
+MAX_ATTEMPTS = flag(
+    "--max-attempts",
+    type=int,
+    default=RetryPolicy().max_attempts,
+    show_default=True,
+    sets="max_attempts",
+    help="Requests one (revision, model) may take when the service fails transiently "
+    "(5xx, time-outs); each counts in the budget.",
+)
+PACING = cloup.option_group("Pacing", CONCURRENCY, MAX_ATTEMPTS, NO_SHARED_BUDGET, STATE_DIR)
 
 
 def budget_of(given: Given) -> dict[str, Any]:
@@ -343,9 +352,12 @@ def budget_of(given: Given) -> dict[str, Any]:
 
 
 def pacing_of(given: Given, *, unlimited: bool = False) -> Pacing:
-    concurrency, no_shared, state_dir = take(given, "concurrency", "no_shared_budget", "state_dir")
+    concurrency, attempts, no_shared, state_dir = take(
+        given, "concurrency", "max_attempts", "no_shared_budget", "state_dir"
+    )
     pacing = Pacing(
         concurrency=positive("--concurrency", concurrency),
+        retry=RetryPolicy(max_attempts=positive("--max-attempts", attempts) or 1),
         share=not no_shared,
         state_dir=state_dir,
         gc_control=True,
