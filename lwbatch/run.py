@@ -94,6 +94,8 @@ def _blocking(run: Callable[P, Awaitable[R]]) -> Callable[P, R]:
 
 score_file = _blocking(score_file_async)
 score_file.__name__ = score_file.__qualname__ = "score_file"
+# Its own name in the warning about lwbatch 0.1's keywords.
+score_file = accepts_old_keywords("connection", "pacing", "files", "hooks")(score_file)
 score_file.__doc__ = (
     (score_file_async.__doc__ or "")
     + """
