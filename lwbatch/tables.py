@@ -211,7 +211,7 @@ def flatten(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
     except ImportError:
         raise UsageError("flatten needs pandas: pip install pandas") from None
     if _is_dataframe(table):
-        table = pa.Table.from_pandas(table, preserve_index=False)
+        table = _from_frame(table)
     if not isinstance(table, pa.Table):
         raise UsageError(
             "flatten takes the rows lwbatch.score returns (a pyarrow Table) or a pandas "
@@ -235,6 +235,35 @@ def flatten(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
     flat = pa.table(columns)
     frame: pd.DataFrame = flat.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     return frame
+
+
+def _from_frame(frame: Any) -> pa.Table:
+    """A DataFrame of merged rows (``to_pandas()``: a dict per model cell, probabilities
+    as (label, p) pairs) back as the Arrow table it came from."""
+    columns: dict[str, pa.Array] = {}
+    for name in frame.columns:
+        cells = frame[name].tolist()
+        sample = next((c for c in cells if c is not None), None)
+        if isinstance(sample, dict) and "error" in sample:
+            columns[str(name)] = _answers(cells)
+        else:
+            columns[str(name)] = pa.Array.from_pandas(frame[name])
+    return pa.table(columns)
+
+
+def _answers(cells: list[Any]) -> pa.StructArray:
+    parts: dict[str, pa.Array] = {}
+    for key in ("prediction", "probability", "model_version", "error", "error_message"):
+        values = [None if cell is None else cell.get(key) for cell in cells]
+        if key == "probability":
+            pairs = [
+                None if v is None else list(v.items() if isinstance(v, dict) else map(tuple, v))
+                for v in values
+            ]
+            parts[key] = pa.array(pairs, pa.map_(pa.string(), pa.float64()))
+        else:
+            parts[key] = pa.array(values)
+    return pa.StructArray.from_arrays(list(parts.values()), names=list(parts))
 
 
 __all__ = ["TableSink", "flatten", "score", "score_async"]

@@ -151,3 +151,27 @@ def test_bad_arguments_are_refused_before_any_request(
     with pytest.raises(UsageError if "no column" not in message else lwbatch.InputError) as info:
         lwbatch.score(revisions, models=["enwiki-damaging"], **options)  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+def test_a_rate_as_text_a_report_beside_the_table_and_flatten_of_a_dataframe(
+    emulator: EmulatorFactory,
+) -> None:
+    with emulator() as (emu, base_url):
+        table, report = lwbatch.score(
+            [7, 8, 7],
+            models=["enwiki-damaging"],
+            rate="100/s",
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            with_report=True,
+        )
+    assert emu.stats.requests == 2
+    assert (report.budget, report.rows_read, report.duplicate_rows, report.output_rows) == (
+        "100/1s",
+        3,
+        1,
+        2,
+    )
+    from_table = lwbatch.flatten(table.sort_by("rev_id"))
+    from_frame = lwbatch.flatten(table.sort_by("rev_id").to_pandas())
+    assert from_frame.equals(from_table)
+    assert list(from_frame["rev_id"]) == [7, 8]
