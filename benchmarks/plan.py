@@ -42,7 +42,7 @@ def main() -> None:
         f"{args.rows:>10,} {measured['seconds']:>8.2f} "
         f"{args.rows / measured['seconds']:>10,.0f} {measured['peak_rss_mb']:>12.1f}"
     )
-    print(json.dumps({"rows": args.rows, **measured}))
+    print(json.dumps({"benchmark": "plan", "rows": args.rows, **measured}))
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "benchmark": "spark",
                 "rate": args.rate,
                 "rows": args.rows,
                 "slots": args.slots,
