@@ -26,7 +26,7 @@ from lwbatch.cache import SqliteScoreCache
 from lwbatch.durability.grants import GrantTimes
 from lwbatch.durability.journal import FileJournal
 from lwbatch.durability.lock import OutputLock
-from lwbatch.engine.pipeline import Pipeline
+from lwbatch.engine.pipeline import OnAnswer, Pipeline
 from lwbatch.engine.resume import ResumeState
 from lwbatch.engine.scorer import Scorer
 from lwbatch.engine.stats import RunReport
@@ -36,7 +36,8 @@ from lwbatch.io.inputs import ManySource, open_for
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import Tallied, for_rows, open_sink
 from lwbatch.io.sources import FileSource
-from lwbatch.results import InvalidRow, Revision
+from lwbatch.keys import RowKey
+from lwbatch.results import InvalidRow, Revision, Score
 from lwbatch.seams import Journal, ReadableSink, ScoreCache, Sink, Source
 from lwbatch.settings import RunSettings
 from lwbatch.wikis import wikipedia
@@ -58,13 +59,15 @@ class Job:
         self.scorer: Scorer | None = None
         self.source: Source | None = None
         self.journal: Journal | None = None
+        self._sink: Tallied | None = None
+        self._opened = False  # the journal holds the output's lock
 
     async def run(self) -> RunReport:
         """Score the whole input; the report. Raises :class:`~lwbatch.Interrupted` (its
         progress saved) when stopped, and leaves the output as it was on any error."""
         async with AsyncExitStack() as stack:
-            await self._prepare(stack)
             try:
+                await self._prepare(stack)
                 await self._score()
                 report = self._finish()
             except BaseException as exc:
@@ -191,6 +194,7 @@ class Job:
                 ledger_keep=max((w.requests for w in scorer.budget.windows), default=0),
                 previous=previous,  # type: ignore[arg-type]
             )
+            self._opened = True
         except RestartNeeded as exc:
             if scorer.cache is None:
                 raise
@@ -234,15 +238,11 @@ class Job:
     async def _score(self) -> None:
         scorer, source, buffer = self.scorer, self.source, self._buffer
         assert scorer is not None and source is not None
-        hooks, journal = self.settings.hooks, self.journal
+        hooks = self.settings.hooks
         if hooks.on_start is not None:
             hooks.on_start(source, scorer)
         async with scorer:
-            rows = scorer.score(
-                _read(source),
-                resume=self._state,
-                on_answer=journal.record_answers if journal is not None else None,
-            )
+            rows = scorer.score(_read(source), resume=self._state, on_answer=self._on_answer())
             self._call = rows
             stats = rows.stats
             done = 0
@@ -256,6 +256,19 @@ class Job:
                     done = finished
         self._flush()
 
+    def _on_answer(self) -> OnAnswer | None:
+        """The journal first (an answer counts once it is durable), then the caller."""
+        record = self.journal.record_answers if self.journal is not None else None
+        hook = self.settings.hooks.on_answer
+        if record is None or hook is None:
+            return record or hook
+
+        def both(model: str, answers: list[tuple[RowKey, Score]]) -> None:
+            record(model, answers)
+            hook(model, answers)
+
+        return both
+
     def _flush(self) -> None:
         if not len(self._buffer):
             return
@@ -263,12 +276,13 @@ class Job:
         if self.journal is not None:
             self.journal.commit_rows(table, invalid, self._call.open_answers())
         else:
+            assert self._sink is not None
             self._sink.write(table)
 
     # -- finish or fail --------------------------------------------------------------
     def _finish(self) -> RunReport:
         scorer, source, journal, sink = self.scorer, self.source, self.journal, self._sink
-        assert scorer is not None and source is not None
+        assert scorer is not None and source is not None and sink is not None
         call: Pipeline = self._call
         stats = call.stats
         if scorer.stopped:
@@ -300,13 +314,14 @@ class Job:
                 source.name,
                 stats.first_invalid,
             )
-        return scorer.report(output=sink.name, call=call).with_output(self._sink.tally)
+        return scorer.report(output=sink.name, call=call).with_output(sink.tally)
 
     def _fail(self, exc: BaseException) -> None:
         """Leave the output as it was, and keep what a rerun can use."""
-        journal = self.journal
+        journal = self.journal if self._opened else None
         try:
-            self._sink.abort()
+            if self._sink is not None:
+                self._sink.abort()
         finally:
             if journal is not None:
                 if isinstance(exc, Interrupted | IncompleteRunError) or journal.holds_work():

@@ -144,8 +144,10 @@ async def test_the_worker_pool_shrinks_to_the_adapted_limit(fake_clock: FakeCloc
     scorer, workers = await pool_sizes(fake_clock, lambda _n: 0.05, 1500)
     assert scorer.concurrency.limit == 17
     assert workers[0] == math.ceil(1.75 * 100 * 1.0) + 8  # before any answer: 1 s assumed
-    assert workers[-1] == 17
+    assert workers[1000] == 17
     assert max(workers[500:]) == 17
+    # Once the input is done, each worker leaves after its last request.
+    assert workers[-1] < 17 and scorer.workers == 0
     assert "limit 17, adapted: 1.75 x 100.0/s x mean latency 0.05 s + 8" in (
         scorer.report().render()
     )
@@ -216,3 +218,53 @@ async def test_the_report_never_shows_a_peak_above_the_limit_next_to_it(
         )
         for line in lines
     ), lines
+
+
+async def test_a_fixed_concurrency_holds_across_calls_at_the_same_time(
+    fake_clock: FakeClock,
+) -> None:
+    import anyio
+
+    gauge = Gauge(fake_clock, 0.0)
+    async with Scorer(
+        ["enwiki-damaging"],
+        rate=Budget.from_rate(Rate(10_000, 1.0)),
+        connection=Connection(
+            endpoint=Endpoint(base_url=BASE), transport=httpx.MockTransport(gauge.handle)
+        ),
+        pacing=Pacing(concurrency=4, clock=fake_clock, sleep=fake_clock.sleep),
+    ) as scorer:
+
+        async def call(ids: range) -> None:
+            assert len([row async for row in scorer.score(ids)]) == len(ids)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call, range(1, 201))
+            group.start_soon(call, range(1001, 1201))
+        assert scorer.workers == 0  # every worker left with its call
+    assert len(gauge.at_arrival) == 400
+    assert max(gauge.at_arrival) == 4
+
+
+async def test_a_call_closed_early_sends_nothing_more_and_the_others_go_on(
+    fake_clock: FakeClock,
+) -> None:
+    sent: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        return ok(request)
+
+    async with damaging_scorer(answer, fake_clock, Rate(10_000, 1.0)) as scorer:
+        left = scorer.score(range(1, 5001))
+        async for _row in left:
+            break
+        await left.aclose()
+        at_close = len(sent)
+        # Requests already on their way may finish; no new one starts for it.
+        after = [row async for row in scorer.score(range(10_001, 10_101))]
+        assert len(after) == 100
+        assert len(sent) - at_close <= scorer.concurrency.most + 100
+        async with scorer.score(range(20_001, 20_011)) as rows:
+            assert len([row async for row in rows]) == 10
+    assert len(sent) < 1000

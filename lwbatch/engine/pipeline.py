@@ -66,6 +66,8 @@ class Engine:
     specs: Sequence[ModelSpec]
     dispatcher: Dispatcher
     concurrency: Concurrency
+    # Requests in flight across every call: the concurrency limit holds for them all.
+    slots: anyio.CapacityLimiter
     router: Callable[[ResumeState | None], Router]
     cache: ScoreCache | None
     keep: Callable[[ModelSpec, list[tuple[str, int, Score]]], Awaitable[None]]
@@ -114,18 +116,28 @@ class Pipeline:
         except anyio.WouldBlock:
             pass
         except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self.close()
+            self._receive.close()
             raise StopAsyncIteration from None
         try:
             return await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self.close()
+            self._receive.close()
             raise StopAsyncIteration from None
 
     def close(self) -> None:
+        """Stop this call: no more requests for it; rows not yet taken are dropped (a
+        journal keeps their answers). Calling it after the last row is harmless."""
+        self.cancel()
         self._receive.close()
-        # Closed here too: a pipeline cancelled before it started never closes it.
-        self._out.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
 
     def open_answers(self) -> list[tuple[str, RowKey, Score]]:
         """Answers already in for revisions whose row is not complete yet."""
@@ -143,6 +155,10 @@ class Pipeline:
         """End the call now: rows already complete still come out."""
         self.stopped = True
         self._scope.cancel()
+        if self.started is None:
+            # Cancelled before it started: its run, which closes the rows' stream, never
+            # will, and a consumer would wait for ever.
+            self._out.close()
 
     # -- the producer's side ---------------------------------------------------------
     async def run(self, batches: AsyncIterable[Sequence[Item]]) -> None:
@@ -283,12 +299,22 @@ class Pipeline:
             self._workers_tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
+        try:
+            await self._work_on()
+        finally:
+            self._workers -= 1
+
+    async def _work_on(self) -> None:
         engine = self._engine
+        slots = engine.slots
         while (job := await _take(self._work)) is not None:
+            # The limit follows the latency; the slots hold it across calls.
+            slots.total_tokens = max(engine.concurrency.limit, 1)
             try:
-                scores = await engine.dispatcher.send(
-                    job.spec, [row.revision for row in job.rows], self.stats
-                )
+                async with slots:
+                    scores = await engine.dispatcher.send(
+                        job.spec, [row.revision for row in job.rows], self.stats
+                    )
             except Stopped:
                 return
             if engine.cache is not None:
@@ -302,7 +328,6 @@ class Pipeline:
                 continue
             limit = engine.concurrency.limit
             if self._workers > limit:
-                self._workers -= 1
                 return
             if self._workers < limit:
                 self._grow()
@@ -348,9 +373,13 @@ class Pipeline:
     async def _emit(self, row: ScoredRow) -> None:
         self.rows_emitted += 1
         try:
-            self._out.send_nowait(row)
-        except anyio.WouldBlock:
-            await self._out.send(row)
+            try:
+                self._out.send_nowait(row)
+            except anyio.WouldBlock:
+                await self._out.send(row)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The consumer left (closed its side): this call sends nothing more.
+            self.cancel()
 
 
 def check_every_row_out(admitted: int, emitted: int, still_open: int) -> None:

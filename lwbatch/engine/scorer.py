@@ -43,7 +43,6 @@ from lwbatch.wikis import wikipedia
 
 if TYPE_CHECKING:
     from lwbatch.identity import Identity
-    from lwbatch.keys import RowKey
 
 log = logging.getLogger("lwbatch")
 
@@ -106,6 +105,7 @@ class Scorer:
         )
         self.budget = self.budget_choice.budget
         self.concurrency = Concurrency(self.budget.rate, fixed=pacing.concurrency)
+        self._slots = anyio.CapacityLimiter(self.concurrency.limit)
         self.default_wiki = wikipedia(lang)
         self.max_open = pacing.max_open or max(4 * self.concurrency.most, 1024)
         endpoint = connection.endpoint
@@ -133,6 +133,7 @@ class Scorer:
         self._cache_failed = False
         self._tg: TaskGroup | None = None
         self._calls: list[Pipeline] = []
+        self._latest: Pipeline | None = None
         self._unwatch: Callable[[], None] | None = None
         self.stopped = False
 
@@ -224,6 +225,7 @@ class Scorer:
             specs=self.specs,
             dispatcher=self._dispatcher,
             concurrency=self.concurrency,
+            slots=self._slots,
             router=self._router,
             cache=self._cache,
             keep=self._keep,
@@ -234,7 +236,10 @@ class Scorer:
         )
         on_answer = on_answer if on_answer is not None else self._hooks.on_answer
         call = start(engine, self._tg, batches, resume=resume, on_answer=on_answer)
+        # Only calls still running are kept (stop() ends them); the latest one reports.
+        self._calls = [c for c in self._calls if c.finished is None and not c.stopped]
         self._calls.append(call)
+        self._latest = call
         return call
 
     def _router(self, resume: ResumeState | None) -> Router:
@@ -263,7 +268,7 @@ class Scorer:
 
     @property
     def _last(self) -> Pipeline | None:
-        return self._calls[-1] if self._calls else None
+        return self._latest
 
     @property
     def stats(self) -> RunStats:
@@ -275,11 +280,6 @@ class Scorer:
     def rows_emitted(self) -> int:
         last = self._last
         return last.rows_emitted if last is not None else 0
-
-    def open_answers(self) -> list[tuple[str, RowKey, Score]]:
-        """The latest call's answers for revisions whose row is not complete yet."""
-        last = self._last
-        return list(last.open_answers()) if last is not None else []
 
     @property
     def in_flight(self) -> int:
