@@ -404,3 +404,21 @@ def test_answer_lines_keep_latency_and_attempts_and_old_lines_still_read() -> No
     decoded = decode_answer(old)
     assert decoded is not None and decoded[2] == score and decoded[2].attempts is None
     assert decode_answer(b'["enwiki-damaging",[7],true,{"true":0.9},"0.5.1",null]') is None
+
+
+async def test_the_callers_on_answer_hears_every_answer_beside_the_journal(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    heard: list[tuple[str, int]] = []
+
+    def on_answer(model: str, answers: list[tuple[Any, Any]]) -> None:
+        heard.extend((model, key.rev_id) for key, _ in answers)
+
+    inp = revisions(tmp_path, 10)
+    with emulator() as (_, base_url):
+        await run(
+            inp, tmp_path / "o.parquet", base_url, models=["enwiki-damaging"],
+            hooks=Hooks(on_answer=on_answer),
+        )  # fmt: skip
+    # 10 revisions, the unknown one; the repeat and the invalid row are never sent.
+    assert sorted(heard) == [("enwiki-damaging", r) for r in [*range(10_000, 10_010), UNKNOWN]]
