@@ -56,6 +56,9 @@ async def test_a_full_run_counts_invalid_rows_once_and_cells_per_model(
     # The errors line is of cells, and an invalid row is not three errors.
     assert "errors (cells in the output): not_found: 3" in text
     assert "invalid_input" not in text
+    data = report.to_dict()
+    assert data["invalid_rows"] == 4 and data["errors_by_type"] == {"not_found": 3}
+    assert all("invalid_input" not in found for found in data["errors_per_model"].values())
 
 
 async def test_after_a_resume_the_output_figures_are_the_files(

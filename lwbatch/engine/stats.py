@@ -166,8 +166,11 @@ class RunReport:
         per_model: dict[str, dict[str, int]] = {m: {} for m in models}
         by_type: Counter[str] = Counter()
         for (model, error), count in sorted(stats.errors.items()):
+            if error == INVALID_INPUT:
+                continue  # an invalid row is counted once, as a row (invalid_rows)
             per_model.setdefault(model, {})[error] = count
             by_type[error] += count
+        shares = _shares(sharing, budget_rate, elapsed)
         return cls(
             models=models,
             rows_read=stats.rows_read,
@@ -200,12 +203,8 @@ class RunReport:
             budget_source=budget_source,
             budget_reason=budget_reason,
             shared_with=None if sharing is None else sharing.others,
-            budget_share=_of_capacity(
-                sharing, sharing.granted if sharing else 0, budget_rate, elapsed
-            ),
-            others_share=_of_capacity(
-                sharing, sharing.total - sharing.granted if sharing else 0, budget_rate, elapsed
-            ),
+            budget_share=shares[0],
+            others_share=shares[1],
             cached_per_model={m: stats.cached[m] for m in models if stats.cached[m]},
         )
 
@@ -354,13 +353,17 @@ class RunReport:
         return "\n".join(lines)
 
 
-def _of_capacity(
-    sharing: Sharing | None, requests: int, rate: float, elapsed: float
-) -> float | None:
-    """`requests` as a share of what the budget allowed in `elapsed` (at most 1)."""
+def _shares(
+    sharing: Sharing | None, rate: float, elapsed: float
+) -> tuple[float | None, float | None]:
+    """This run's requests and the others', as shares of what the budget allowed while
+    it ran (rate x elapsed): together at most 1, whatever a start-up burst added."""
     if sharing is None or not math.isfinite(rate) or rate <= 0 or elapsed <= 0:
-        return None
-    return _round(min(requests / (rate * elapsed), 1.0))
+        return None, None
+    allowed = rate * elapsed
+    mine = min(sharing.granted / allowed, 1.0)
+    others = min((sharing.total - sharing.granted) / allowed, 1.0 - mine)
+    return _round(mine), _round(others)
 
 
 def _round(value: float | None) -> float | None:
