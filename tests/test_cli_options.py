@@ -205,3 +205,30 @@ def test_max_attempts_bounds_the_requests_a_failing_revision_takes(
     code, _, err = run(capsys, "score", inp, "-o", tmp_path / "p.parquet",
                        "-m", "enwiki-damaging", "--max-attempts", "0")  # fmt: skip
     assert (code, err) == (2, "lwbatch: error: --max-attempts must be >= 1, got 0\n")
+
+
+def test_flags_typed_win_over_the_profile_even_where_they_exclude_its_settings(
+    tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = revisions(tmp_path)
+    profile = write_profile(tmp_path / "p.toml", 'rate = "1000/h"\nstate-dir = "state"\n')
+    code, out, _ = run(capsys, "plan", inp, "-m", "enwiki-damaging", "--json",
+                       "--config", profile, "--tier", "enterprise")  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["budget"]["describe"] == "200000/3600s and 200/1s"
+    code, out, _ = run(capsys, "plan", inp, "-m", "enwiki-damaging", "--json",
+                       "--config", profile)  # fmt: skip
+    assert json.loads(out)["budget"]["describe"] == "1000/3600s"
+    # --rate typed beside --tier overrides it, as its help says.
+    code, out, _ = run(capsys, "plan", inp, "-m", "enwiki-damaging", "--json",
+                       "--tier", "enterprise", "--rate", "10/s")  # fmt: skip
+    assert json.loads(out)["budget"]["describe"] == "10/1s"
+    with emulator() as (emu, base_url):
+        code, _, err = run(
+            capsys, "score", inp, "-o", tmp_path / "o.parquet", "-m", "enwiki-damaging",
+            "--config", profile, "--endpoint", base_url, "--no-shared-budget", "-q",
+            "--rate", "100/s",
+        )  # fmt: skip
+    assert code == 0, err
+    assert emu.stats.requests == 5
+    assert not (tmp_path / "state").exists()  # the profile's state-dir went unused

@@ -56,6 +56,16 @@ def flag(*decls: str, sets: str | Sequence[str] = (), said: str | None = None, *
     return cloup.option(*decls, cls=Flag, sets=sets, said=said, **kw)
 
 
+def typed(name: str) -> bool:
+    """Whether the flag of parameter `name` was given on the command line (or by its
+    environment variable), not by a --config profile or its default."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return False
+    source = context.get_parameter_source(name)
+    return source in (cloup.ParameterSource.COMMANDLINE, cloup.ParameterSource.ENVIRONMENT)
+
+
 def take(given: Given, *names: str) -> list[Any]:
     """The values of `names`, removed from `given`."""
     return [given.pop(name) for name in names]
@@ -308,8 +318,8 @@ TIER = flag(
 RATE = flag(
     "--rate",
     sets=("rate", "budget"),
-    help="The budget as N/PERIOD instead of a tier: 50000/h, 1000/10s, 20/s; `unlimited` "
-    "for an endpoint without a gateway (not the public one).",
+    help="The budget as N/PERIOD instead of a tier (it overrides --tier): 50000/h, "
+    "1000/10s, 20/s; `unlimited` for an endpoint without a gateway (not the public one).",
 )
 BUDGET = cloup.option_group("Budget", TIER, RATE)
 CONCURRENCY = flag(
@@ -317,7 +327,7 @@ CONCURRENCY = flag(
     type=int,
     sets="concurrency",
     help="Requests in flight, fixed at N (default: adapted to the latency observed, "
-    "1.75 x rate x mean latency, at most 1024).",
+    "1.75 x rate x mean latency + 8, at most 1024; 64 with --rate unlimited).",
 )
 NO_SHARED_BUDGET = flag(
     "--no-shared-budget",
@@ -346,8 +356,11 @@ PACING = cloup.option_group("Pacing", CONCURRENCY, MAX_ATTEMPTS, NO_SHARED_BUDGE
 
 
 def budget_of(given: Given) -> dict[str, Any]:
-    """`rate` and `tier`, as the library's keywords (it checks them)."""
+    """`rate` and `tier`, as the library's keywords (it checks them). A --tier given on
+    the command line wins over a profile's rate; --rate wins over --tier."""
     tier, rate = take(given, "tier", "rate")
+    if tier is not None and rate is not None and typed("tier") and not typed("rate"):
+        rate = None
     return {"rate": rate, "tier": tier}
 
 
@@ -355,6 +368,8 @@ def pacing_of(given: Given, *, unlimited: bool = False) -> Pacing:
     concurrency, attempts, no_shared, state_dir = take(
         given, "concurrency", "max_attempts", "no_shared_budget", "state_dir"
     )
+    if no_shared and not typed("state_dir"):
+        state_dir = None  # a profile's: where shared budgets live, and none is shared
     pacing = Pacing(
         concurrency=positive("--concurrency", concurrency),
         retry=RetryPolicy(max_attempts=positive("--max-attempts", attempts) or 1),

@@ -34,6 +34,7 @@ from lwbatch.cli.options import (
     pacing_of,
     positive,
     take,
+    typed,
 )
 from lwbatch.cli.profile import CONFIG
 from lwbatch.cli.scoring import DEFAULT_GRACE, Reporting, score_and_report
@@ -206,11 +207,12 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
 
     context = click.get_current_context()
     for name, why in _LOCAL_ONLY.items():
-        if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+        # A profile's settings are for whichever engine reads them.
+        if typed(name):
             param = next(p for p in context.command.params if p.name == name)
             longs = [o for o in param.opts if o.startswith("--")]
-            typed = param.secondary_opts[0] if given[name] is False else longs[0]
-            raise UsageError(f"{typed} is for the local engine: {why}")
+            spelt = param.secondary_opts[0] if given[name] is False else longs[0]
+            raise UsageError(f"{spelt} is for the local engine: {why}")
     if given["output_format"] not in (None, "parquet"):
         raise UsageError(
             f"--format {given['output_format']} is for the local engine: a Spark job writes Parquet"
@@ -227,7 +229,7 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
         **keys,
         connection=connection,
         # A Spark job splits its budget between its task slots: nothing to share.
-        pacing=replace(pacing_of(given), share=False, gc_control=False),
+        pacing=replace(pacing_of(given), share=False, state_dir=None, gc_control=False),
     )
     score_on_spark(
         places,
