@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -241,13 +241,6 @@ class RunSettings:
             raise UsageError("no model given: name at least one with `models`")
         if not self.id_column or not isinstance(self.id_column, str):
             raise UsageError("`id_column` is empty: name the column that holds the rev_ids")
-        if self.wiki_column is not None and self.wiki_column == self.id_column:
-            raise UsageError(
-                f"`wiki_column` {self.wiki_column!r} is the name of the id column; "
-                "give the column that holds each row's wiki"
-            )
-        if self.pacing.limiter is not None and (self.budget is not None or self.tier is not None):
-            raise UsageError("`limiter` carries its own budget; give `rate`/`tier` or `limiter`")
 
     @classmethod
     def of(
@@ -262,9 +255,6 @@ class RunSettings:
         Budget, `tier` as its name, a model or several."""
         names = (models,) if isinstance(models, str) else tuple(models)
         return cls(models=names, budget=read_rate(rate), tier=read_tier(tier), **values)
-
-    def with_values(self, **changes: Any) -> RunSettings:
-        return replace(self, **changes)
 
 
 def read_rate(rate: str | Budget | None) -> Budget | None:

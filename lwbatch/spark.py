@@ -98,9 +98,8 @@ def score(
             f"{needing} needs a page_id or page_title column beside the rev_id (its "
             "server takes the page with the revision)"
         )
-    budget = Identity.resolve_sync(
-        connection, Pacing(share=False), budget=read_rate(rate), tier=read_tier(tier)
-    ).budget
+    identity = _identity(connection, read_rate(rate), read_tier(tier))
+    budget = identity.budget
     slots = slots or spark.sparkContext.defaultParallelism
     if not budget.is_unlimited:
         budget.share(slots)  # refuses a window smaller than the slots, before any task
@@ -122,13 +121,22 @@ def score(
         models=tuple(models),
         budget=budget,
         slots=slots,
-        connection=replace(connection, transport=None),
+        connection=replace(connection, transport=None, token=identity.token),
         pacing=replace(pacing, share=False),
         columns=columns,
         lang=lang,
         counters=counters,
     )
     return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, columns.layout)))
+
+
+def _identity(connection: Connection, budget: Budget | None, tier: Tier | None) -> Identity:
+    # One token for the job, fetched here only when its claims choose the budget; the
+    # tasks start with it (and renew it from the credentials on a 401).
+    choosing = budget is None and tier is None
+    return Identity.resolve_sync(
+        connection, Pacing(share=False), budget=budget, tier=tier, fetch=choosing
+    )
 
 
 def _check(spark: Any, pacing: Pacing, slots: int | None) -> None:

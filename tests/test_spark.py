@@ -504,3 +504,24 @@ def test_a_dataframe_is_checked_before_any_job(
         "spark: budget 10/1s for the job over 3 task slots, per task 4/1s or 3/1s "
         "(set `slots` to the executors x cores that run at once)",
     ]
+
+
+def test_the_spark_engine_refuses_before_any_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lwbatch.cli import main
+
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1], pa.int64())})
+    args = ["score", str(inp), "-o", str(tmp_path / "out"), "--engine", "spark"]
+    args += ["-m", "enwiki-damaging"]
+    assert main([*args, "--rate", "unlimited"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "lwbatch: error: --rate unlimited: the public API gateway enforces a tier budget"
+    )
+    monkeypatch.setenv("LIFTWING_CLIENT_ID", "me")
+    monkeypatch.setenv("LIFTWING_CLIENT_SECRET", "s3cret")
+    assert main([*args, "--endpoint", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lwbatch: error: OAuth2 credentials (--credentials, or LIFTWING_CLIENT")
+    assert "s3cret" not in err
+    assert not (tmp_path / "out").exists()

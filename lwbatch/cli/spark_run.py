@@ -22,8 +22,8 @@ from lwbatch.cli.scoring import NO_CONTACT, Reporting
 from lwbatch.config import Budget
 from lwbatch.engine.stats import INVALID_INPUT, OutputTally, RunReport, RunStats
 from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
-from lwbatch.settings import RunSettings
-from lwbatch.tokens import choose_budget
+from lwbatch.identity import Identity
+from lwbatch.settings import Pacing, RunSettings
 
 log = logging.getLogger("lwbatch")
 # The last line of a Python worker's traceback: "module.Class: message".
@@ -102,10 +102,18 @@ def score_on_spark(
         from pyspark.errors import PySparkException
     except ImportError:
         raise UsageError("--engine spark needs PySpark: pip install 'lwbatch[spark]'") from None
-    source, target = places.locations(restart)
-    budget = (
-        settings.budget or choose_budget(tier=settings.tier, token=settings.connection.token).budget
+    if settings.connection.credentials is not None:
+        raise UsageError(
+            "OAuth2 credentials (`credentials`, or LIFTWING_CLIENT_ID/SECRET) are for the "
+            "local engine: give the Spark job a token (LIFTWING_TOKEN or --token-file) "
+            "that lasts the job"
+        )
+    # The budget, and the refusals that come with it, before a session is started.
+    identity = Identity.of(
+        settings.connection, Pacing(share=False), budget=settings.budget, tier=settings.tier
     )
+    source, target = places.locations(restart)
+    budget = identity.budget
     session = _session(master, tables=bool(places.input_table or places.output_table))
     try:
         table = places.output_table
@@ -115,6 +123,9 @@ def score_on_spark(
                 "another table"
             )
         report = _run_job(session, places, source, target, replace(settings, budget=budget), slots)
+        report = replace(
+            report, budget_source=identity.choice.source, budget_reason=identity.choice.reason
+        )
         if warn_no_contact:
             log.warning(NO_CONTACT)
     except (PySparkException, Py4JError) as exc:

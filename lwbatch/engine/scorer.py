@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,6 +27,7 @@ from lwbatch.engine.resume import ResumeState
 from lwbatch.engine.router import Router
 from lwbatch.engine.stats import RunReport, RunStats
 from lwbatch.errors import LWBatchError, UsageError, primary_error
+from lwbatch.identity import Identity
 from lwbatch.oauth import TokenRefresher
 from lwbatch.pacing import gc_pauses
 from lwbatch.pacing.concurrency import Concurrency
@@ -38,11 +38,7 @@ from lwbatch.protocol.client import LiftWingClient
 from lwbatch.results import InvalidRow, Revision, Score
 from lwbatch.seams import Item, Limiter, ScoreCache
 from lwbatch.settings import Connection, Hooks, Pacing, read_rate, read_tier
-from lwbatch.tokens import BudgetChoice, choose_budget
 from lwbatch.wikis import wikipedia
-
-if TYPE_CHECKING:
-    from lwbatch.identity import Identity
 
 log = logging.getLogger("lwbatch")
 
@@ -101,7 +97,9 @@ class Scorer:
         # Which budget, and why: the identity's, else the caller's, else the tier's, else
         # what the token says.
         self.budget_choice = (
-            identity.choice if identity is not None else _choice(connection, pacing, budget, tier_)
+            identity.choice
+            if identity is not None
+            else Identity.of(connection, pacing, budget=budget, tier=tier_).choice
         )
         self.budget = self.budget_choice.budget
         self.concurrency = Concurrency(self.budget.rate, fixed=pacing.concurrency)
@@ -341,18 +339,6 @@ class Scorer:
                 chunk = []
         if chunk:
             yield chunk
-
-
-def _choice(
-    connection: Connection, pacing: Pacing, budget: Budget | None, tier: Tier | None
-) -> BudgetChoice:
-    if pacing.limiter is not None:
-        if budget is not None or tier is not None:
-            raise UsageError("`limiter` carries its own budget; give `rate`/`tier` or `limiter`")
-        return BudgetChoice(pacing.limiter.budget, "rate", "the limiter's")
-    return choose_budget(
-        budget=budget, tier=tier, token=connection.token, oauth=connection.credentials is not None
-    )
 
 
 def _refuse_experimental(specs: Sequence[ModelSpec], endpoint: Endpoint) -> None:
