@@ -121,6 +121,13 @@ def translate(function: str, kwargs: dict[str, Any], *, values: tuple[str, ...])
     for owner, fields in moved.items():
         name, kind, _ = _VALUES[owner]
         given = kwargs.get(owner)
+        if given is not None:
+            default = kind()
+            for field in fields:
+                if getattr(given, field) != getattr(default, field):
+                    raise UsageError(
+                        f"give `{field}` once: in the {name} or as a keyword, not both"
+                    )
         kwargs[owner] = replace(given, **fields) if given is not None else kind(**fields)
     if said:
         warnings.warn(

@@ -147,6 +147,7 @@ def plan_file(
         wiki_column=settings.wiki_column,
         batch_rows=settings.files.batch_rows,
         input_format=settings.files.input_format,
+        keep_columns=settings.files.keep_columns,  # checked as score checks them
     )
     # Plan sends a request only to fetch a token whose claims choose the budget.
     choosing = settings.budget is None and settings.tier is None

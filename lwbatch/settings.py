@@ -78,7 +78,9 @@ class Connection:
             )
         if self.token is not None and not isinstance(self.token, Token):
             raise UsageError("`token` must be a Token: Token('...') or Token.from_file(path)")
-        if not (isinstance(self.timeout, int | float) and math.isfinite(self.timeout)):
+        if isinstance(self.timeout, bool) or not (
+            isinstance(self.timeout, int | float) and math.isfinite(self.timeout)
+        ):
             raise UsageError(f"`timeout` must be a number of seconds, got {self.timeout!r}")
         if self.timeout <= 0:
             raise UsageError(f"`timeout` must be > 0 seconds, got {self.timeout:g}")
@@ -112,7 +114,9 @@ class Pacing:
     (one process' share of a budget several processes split). `concurrency`: requests in
     flight, fixed; None adapts to the latency observed. `retry`: retries of transient
     failures and 429s. `share`: draw from one budget with every lwbatch run of the same
-    identity on this machine (kept under `state_dir`). `gc_control`: time Python's
+    identity on this machine (kept under `state_dir`), as `score_file`, `lwbatch.score`
+    and the command do; a :class:`~lwbatch.Scorer` of your own shares only the ledger
+    it is given (``Scorer(..., ledger=SharedLedger.open(...))``). `gc_control`: time Python's
     garbage collections (fewer 429s on tight budgets; switches automatic collection off
     while the run lasts). `linger`: seconds a partial batch waits for more revisions;
     `max_open`: revisions in flight at once (bounds memory). `clock` and `sleep` replace
@@ -197,8 +201,13 @@ class Files:
         if self.format is not None and self.format not in OUTPUT_FORMATS:
             raise UsageError(f"`format` {self.format!r}: give one of {', '.join(OUTPUT_FORMATS)}")
         object.__setattr__(self, "keep_columns", _kept(self.keep_columns))
+        if not isinstance(self.journal, bool) and not hasattr(self.journal, "record_answers"):
+            raise UsageError("`journal` must be True, False or a Journal (e.g. FileJournal)")
         if isinstance(self.cache, str):
             object.__setattr__(self, "cache", Path(self.cache))
+        if self.cache is not None and not isinstance(self.cache, Path):
+            if not hasattr(self.cache, "get"):
+                raise UsageError("`cache` must be a path (an SQLite file) or a ScoreCache")
         if not _count(self.batch_rows):
             raise UsageError(f"`batch_rows` must be a whole number >= 1, got {self.batch_rows!r}")
 
@@ -218,6 +227,11 @@ class Hooks:
     on_start: Callable[[Source, Scorer], None] | None = None
     on_send: Callable[[float], None] | None = None
     on_answer: Callable[[str, list[tuple[RowKey, Score]]], None] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("progress", "on_start", "on_send", "on_answer"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise UsageError(f"`{name}` must be a function (or None)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,6 +299,8 @@ def _kept(value: object) -> tuple[str, ...] | Literal["all"] | None:
     if value is None:
         return None
     if isinstance(value, str):
+        if not value.strip():
+            raise UsageError("`keep_columns` is empty: give column names, or 'all'")
         return "all" if value.strip() == KEEP_ALL else (value,)
     if isinstance(value, Sequence) and all(isinstance(v, str) and v for v in value):
         if not value:

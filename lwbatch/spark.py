@@ -84,6 +84,7 @@ def score(
     connection, pacing = connection or Connection(), pacing or Pacing(share=False)
     spark = df.sparkSession
     _check(spark, pacing, slots)
+    models = [models] if isinstance(models, str) else list(models)
     specs = connection.models().resolve_all(models)
     columns = Columns.decide(
         df.columns,

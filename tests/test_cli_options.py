@@ -96,6 +96,7 @@ def test_a_profile_gives_the_defaults_and_flags_win(
             "state-dir",
         ),
         ("rate = [1, 2]\n", "rate must be a single value"),
+        ('timeout = "abc"\n', "timeout 'abc': 'abc' is not a valid float."),
         ("rate = \n", "not TOML"),
     ],
 )

@@ -67,6 +67,13 @@ def test_an_old_keyword_joins_a_value_given_beside_it() -> None:
         )
     assert kwargs["connection"].contact == "me@example.org"
     assert kwargs["connection"].token == lwbatch.Token("t")
+    # The same field twice, in the value and as a keyword: which one was meant?
+    with pytest.raises(UsageError, match=r"^give `contact` once: in the Connection or as a "):
+        translate(
+            "plan_file",
+            {"contact": "you@example.org", "connection": Connection(contact="me@example.org")},
+            values=("connection",),
+        )
 
 
 def test_sparks_old_column_keywords() -> None:

@@ -422,3 +422,35 @@ async def test_the_callers_on_answer_hears_every_answer_beside_the_journal(
         )  # fmt: skip
     # 10 revisions, the unknown one; the repeat and the invalid row are never sent.
     assert sorted(heard) == [("enwiki-damaging", r) for r in [*range(10_000, 10_010), UNKNOWN]]
+
+
+async def test_a_journal_that_read_a_wiki_db_column_as_nothing_is_refused_in_words(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    from lwbatch.errors import RestartNeeded
+
+    ids = list(range(10_000, 10_060))
+    inp = write_parquet(
+        tmp_path / "in.parquet",
+        {"wiki_db": ["enwiki", "dewiki"] * 30, "rev_id": pa.array(ids, pa.int64())},
+    )
+    out = tmp_path / "out.parquet"
+    with emulator() as (_, base_url):
+        with pytest.raises(Interrupted):
+            await run(inp, out, base_url, models=["{wiki}-damaging"], stop_after=10)
+        # As lwbatch 0.1 wrote it for this table, without --wiki-column.
+        path = journal_dir(out) / "manifest.json"
+        manifest = json.loads(path.read_text())
+        path.write_text(json.dumps({**manifest, "wiki_column": None}))
+        with pytest.raises(RestartNeeded) as refused:
+            await run(inp, out, base_url, models=["{wiki}-damaging"])
+        assert str(refused.value) == (
+            f"{out} belongs to a run that read this input's wiki_db column as nothing "
+            "(lwbatch before 0.2 scored every row as one wiki's); it now keys rows by "
+            "(wiki_db, rev_id): pass `restart=True` to score it afresh, or choose another "
+            "output"
+        )
+        report = await run(
+            inp, out, base_url, models=["{wiki}-damaging"], files=Files(restart=True)
+        )
+    assert report.rows_written == 60

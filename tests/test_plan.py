@@ -181,3 +181,11 @@ def test_plan_and_score_take_the_budget_the_credentials_token_gives(
         issued = emu.stats.tokens_issued
     assert issued == 3
     assert "s3cret-value" not in out
+
+
+def test_plan_checks_kept_columns_as_score_does(tmp_path: Path) -> None:
+    from lwbatch import Files, InputError, plan_file
+
+    inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
+    with pytest.raises(InputError, match=r"no column 'nope' for `keep_columns`"):
+        plan_file(inp, models=["enwiki-damaging"], files=Files(keep_columns=["nope"]))

@@ -48,7 +48,7 @@ def read_profile(path: Path, command: click.Command) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config {path}: not TOML ({exc})") from None
     by_flag = {
-        opt[2:]: param.name
+        opt[2:]: param
         for param in command.params
         for opt in getattr(param, "opts", ())
         if opt.startswith("--")
@@ -64,9 +64,14 @@ def read_profile(path: Path, command: click.Command) -> dict[str, Any]:
             raise UsageError(f"--config {path}: {key} must be a single value")
         if KEYS[key] and isinstance(value, str):
             value = str((path.parent / Path(value).expanduser()).resolve())
-        name = by_flag.get(key)
-        if name is not None:  # a key for other commands (state-dir for plan) is left be
-            defaults[name] = value
+        param = by_flag.get(key)
+        if param is None or param.name is None:
+            continue  # a key for other commands (state-dir for plan) is left be
+        try:
+            param.type(value, param, None)
+        except click.BadParameter as exc:
+            raise UsageError(f"--config {path}: {key} {value!r}: {exc.message}") from None
+        defaults[param.name] = value
     return defaults
 
 

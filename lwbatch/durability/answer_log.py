@@ -115,9 +115,13 @@ class AnswerLog:
         self._seq += 1
         path = self._dir / f"answers-{self._seq:06d}.log"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._disk.append(fd, b"".join(encode_answer(m, k, s) for m, k, s in keep))
-        os.fsync(fd)
-        fsync_dir(self._dir)
+        try:
+            self._disk.append(fd, b"".join(encode_answer(m, k, s) for m, k, s in keep))
+            os.fsync(fd)
+            fsync_dir(self._dir)
+        except BaseException:
+            os.close(fd)
+            raise
         self.close()
         self.fd = fd
         for stale in old:

@@ -48,6 +48,13 @@ def check_same(
             )
         # Without a wiki column, format 1 is format 2: rows keyed by rev_id alone.
         previous = {**previous, "format": FORMAT_VERSION, "wiki_column": None}
+    if previous.get("wiki_column") is None and manifest.get("wiki_column") == "wiki_db":
+        raise RestartNeeded(
+            f"{output} belongs to a run that read this input's wiki_db column as nothing "
+            "(lwbatch before 0.2 scored every row as one wiki's); it now keys rows by "
+            "(wiki_db, rev_id): pass `restart=True` to score it afresh, or choose another "
+            "output"
+        )
     for key, label in _SAME:
         if previous.get(key) != manifest.get(key):
             raise RestartNeeded(

@@ -90,7 +90,8 @@ class Scorer:
             raise UsageError("`identity` carries the budget; give `rate`/`tier` or `identity`")
         if ledger is not None and pacing.limiter is not None:
             raise UsageError("give a `limiter` or a `ledger` to share, not both")
-        self.specs = connection.models().resolve_all(models)
+        names = [models] if isinstance(models, str) else list(models)
+        self.specs = connection.models().resolve_all(names)
         self._connection = connection
         self._pacing = pacing
         self._identity = identity

@@ -119,6 +119,8 @@ def reporting_of(given: dict[str, Any]) -> Reporting:
     )
     if every is not None and not every > 0:
         raise UsageError(f"--progress-every must be > 0, got {every}")
+    if not grace >= 0:
+        raise UsageError(f"--grace must be >= 0 seconds, got {grace}")
     return Reporting(
         report_path=report_path,
         quiet=quiet,
