@@ -23,7 +23,7 @@ from lwbatch.config import DEFAULT_TIMEOUT, Endpoint, RetryPolicy, Tier, Token
 from lwbatch.errors import UsageError
 from lwbatch.oauth import DEFAULT_TOKEN_URL, Credentials
 from lwbatch.protocol.catalog import Catalog, default_catalog, split_model_names
-from lwbatch.settings import OUTPUT_FORMATS, Connection, Files, Pacing
+from lwbatch.settings import INPUT_FORMATS, OUTPUT_FORMATS, Connection, Files, Pacing
 
 F = TypeVar("F", bound=Callable[..., Any])
 Given = dict[str, Any]
@@ -102,7 +102,7 @@ INPUT = cloup.option_group(
     "Input",
     flag(
         "--input-format",
-        type=click.Choice(["parquet", "csv", "tsv", "jsonl"]),
+        type=click.Choice(list(INPUT_FORMATS)),
         sets="input_format",
         help="Read every INPUT in this format (default: by its name; standard input: "
         "Parquet, JSON lines or CSV, by its first bytes).",

@@ -23,10 +23,10 @@ from lwbatch.keys import KeyLayout
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import InvalidRow
 from lwbatch.seams import Item, Source
+from lwbatch.settings import INPUT_FORMATS
 
 STDIN = "-"
 _GLOB = set("*?[")
-_FORMATS = ("parquet", "csv", "tsv", "jsonl")
 _PARQUET = (".parquet", ".pq")
 _CSV = {".csv": ",", ".tsv": "\t"}
 _JSONL = (".jsonl", ".ndjson")
@@ -209,8 +209,8 @@ def open_inputs(
 ) -> FileSource | ManySource:
     """One source for every input named; ``-`` reads `stdin` (spooled into
     `spool_dir`). `input_format` (parquet, csv, tsv, jsonl) overrides the file names."""
-    if input_format is not None and input_format not in _FORMATS:
-        raise UsageError(f"`input_format` {input_format!r}: give one of {', '.join(_FORMATS)}")
+    if input_format is not None and input_format not in INPUT_FORMATS:
+        raise UsageError(f"`input_format` {input_format!r}: give one of {', '.join(INPUT_FORMATS)}")
     paths = expand(inputs)
     if not paths:
         raise UsageError("give at least one input")
