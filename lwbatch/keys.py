@@ -92,3 +92,6 @@ class KeySet:
 
     def __len__(self) -> int:
         return sum(len(bits) for bits in self._bits.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._bits)  # a wiki's bitmap is made by its first key

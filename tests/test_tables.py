@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 import lwbatch
 from lwbatch import Budget, Endpoint, UsageError
+from lwbatch.durability.journal import FileJournal
 from lwbatch.settings import Connection, Files
 from tests.conftest import EmulatorFactory, emulated_p_true
 
@@ -135,7 +137,7 @@ def test_a_dataframe_of_several_wikis_flattens_with_integer_rev_ids(
         ),
         (
             [1],
-            {"files": Files(journal=object())},  # type: ignore[arg-type]
+            {"files": Files(journal=FileJournal(Path("o.parquet"), models=["m"], manifest={}))},
             "`journal` is for score_file: lwbatch.score keeps no journal",
         ),
         (

@@ -253,10 +253,11 @@ class Pipeline:
             self._starved = False
         else:
             await self._admission.acquire()
-        row = _OpenRow(item, item.key, len(self._engine.specs))
-        self._open[item.key] = row
+        key = item.key
+        row = _OpenRow(item, key, len(self._engine.specs))
+        self._open[key] = row
         self.rows_admitted += 1
-        for spec, decision in router.decide(item):
+        for spec, decision in router.decide(item, key):
             column = spec.name
             if isinstance(decision, Answered):
                 if decision.origin == "cached":

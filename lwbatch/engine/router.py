@@ -10,7 +10,7 @@ producer and `plan` both ask here, so that plan counts what score sends.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -18,7 +18,7 @@ from typing import Literal
 from lwbatch.engine.resume import ResumeState
 from lwbatch.engine.stats import RunStats
 from lwbatch.engine.targets import Targets
-from lwbatch.keys import KeySet
+from lwbatch.keys import KeySet, RowKey
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import InvalidRow, Revision, Score
 from lwbatch.seams import Item, ScoreCache
@@ -90,33 +90,40 @@ class Router:
             return Kind.DUPLICATE
         self._seen.add(key)
         stats.distinct_revisions += 1
-        if key in self._resume.done:
+        done = self._resume.done
+        if done and key in done:
             stats.rows_resumed += 1
             return Kind.DONE
         return Kind.NEW
 
-    def decide(self, revision: Revision) -> Iterator[tuple[ModelSpec, Decision]]:
-        """Per column (its spec), what a new revision needs, in the columns' order."""
-        earlier = self._resume.partial.get(revision.key)
+    def decide(
+        self, revision: Revision, key: RowKey | None = None
+    ) -> list[tuple[ModelSpec, Decision]]:
+        """Per column (its spec), what a new revision needs, in the columns' order
+        (`key`: the revision's, when the caller has it already)."""
+        partial = self._resume.partial
+        earlier = partial.get(key or revision.key) if partial else None
+        cache, held_back, targets = self._cache, self._held_back, self.targets
+        decided: list[tuple[ModelSpec, Decision]] = []
         for spec in self.specs:
             if earlier and spec.name in earlier:
-                yield spec, Answered(earlier[spec.name], "earlier")
+                decided.append((spec, Answered(earlier[spec.name], "earlier")))
                 continue
-            target = self.targets.of(spec, revision)
+            target = targets.of(spec, revision)
             if isinstance(target, Score):
-                yield spec, Answered(target, "refused")
+                decided.append((spec, Answered(target, "refused")))
                 continue
-            cache = self._cache
             if cache is not None:
                 kept = cache.get(target.name, revision.wiki.dbname, revision.rev_id)
                 if kept is not None:
-                    yield spec, Answered(kept, "cached", target.name)
+                    decided.append((spec, Answered(kept, "cached", target.name)))
                     continue
-            held = self._held_back(target, [revision]) if self._held_back is not None else None
+            held = held_back(target, [revision]) if held_back is not None else None
             if held is not None:
-                yield spec, Answered(held[0], "held", target.name)
+                decided.append((spec, Answered(held[0], "held", target.name)))
                 continue
-            yield spec, target
+            decided.append((spec, target))
+        return decided
 
 
 __all__ = ["Answered", "Decision", "Kind", "Router"]
