@@ -26,10 +26,30 @@ class Targets:
         self._default_wiki = default_wiki
         # (template, wiki) -> the wiki's model, or None where the family has none.
         self._concrete: dict[tuple[str, str], ModelSpec | None] = {}
+        # (column, wiki, whether rows name it) -> its model or final answer: a few per wiki.
+        self._decided: dict[tuple[str, str, bool], ModelSpec | Score] = {}
 
     def of(self, spec: ModelSpec, item: Revision) -> ModelSpec | Score:
         """The model `item` goes to for `spec`'s column, or its final answer if none."""
-        wiki = item.wiki
+        named = item.key_wiki != ""
+        memo = (spec.name, item.wiki.dbname, named)
+        target = self._decided.get(memo)
+        if target is None:
+            target = self._decided[memo] = self._for_wiki(spec, item.wiki, named=named)
+        if isinstance(target, Score):
+            return target
+        if target.needs_page and item.page_id is None and item.page_title is None:
+            # Not invalid_input: that marks rows no model could take (and a resume tells
+            # invalid rows by it), while this row is fine for the other models.
+            return Score.failed(
+                ErrorType.UNSCORABLE,
+                f"{target.name} needs the revision's page_id or page_title, and this row "
+                "has neither",
+            )
+        return target
+
+    def _for_wiki(self, spec: ModelSpec, wiki: Wiki, *, named: bool) -> ModelSpec | Score:
+        """What every revision of `wiki` gets for `spec`'s column (decided once)."""
         if spec.is_template:
             concrete = self._concrete_for(spec, wiki.dbname)
             if concrete is None:
@@ -37,21 +57,14 @@ class Targets:
                     ErrorType.UNSUPPORTED_WIKI,
                     f"{spec.name}: {wiki.dbname} has no {spec.kind} model",
                 )
-            spec = concrete
-        elif item.key_wiki != "" and (reason := spec.refuses(wiki)) is not None:
+            return concrete
+        if named and (reason := spec.refuses(wiki)) is not None:
             # Only rows that name their wiki are checked: without a wiki column, the
             # input is of whichever wiki the models name...
             return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
-        elif spec.needs_lang and (reason := spec.uncovered(wiki)) is not None:
+        if spec.needs_lang and (reason := spec.uncovered(wiki)) is not None:
             # ... but a model sent `lang` scores that Wikipedia, which its list may lack.
             return Score.failed(ErrorType.UNSUPPORTED_WIKI, reason)
-        if spec.needs_page and item.page_id is None and item.page_title is None:
-            # Not invalid_input: that marks rows no model could take (and a resume tells
-            # invalid rows by it), while this row is fine for the other models.
-            return Score.failed(
-                ErrorType.UNSCORABLE,
-                f"{spec.name} needs the revision's page_id or page_title, and this row has neither",
-            )
         return spec
 
     def restore(self, resume: ResumeState, refusals: Refusals) -> None:
