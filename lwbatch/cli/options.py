@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import click
 import cloup
@@ -141,10 +141,24 @@ def models_of(given: Given) -> tuple[list[str], Catalog]:
     return models, catalog
 
 
-def keys_of(given: Given) -> dict[str, Any]:
-    """The key columns, as the library's keywords."""
+class Keys(TypedDict):
+    """The input's key columns, as the library's keywords."""
+
+    id_column: str
+    wiki_column: str | None
+    lang: str
+
+
+class BudgetKeywords(TypedDict):
+    """The budget, as the library's keywords."""
+
+    rate: str | None
+    tier: str | None
+
+
+def keys_of(given: Given) -> Keys:
     id_column, wiki_column, lang = take(given, "id_column", "wiki_column", "lang")
-    return {"id_column": id_column, "wiki_column": wiki_column, "lang": lang}
+    return Keys(id_column=id_column, wiki_column=wiki_column, lang=lang)
 
 
 # -- connection --------------------------------------------------------------------------
@@ -355,13 +369,13 @@ MAX_ATTEMPTS = flag(
 PACING = cloup.option_group("Pacing", CONCURRENCY, MAX_ATTEMPTS, NO_SHARED_BUDGET, STATE_DIR)
 
 
-def budget_of(given: Given) -> dict[str, Any]:
+def budget_of(given: Given) -> BudgetKeywords:
     """`rate` and `tier`, as the library's keywords (it checks them). A --tier given on
     the command line wins over a profile's rate; --rate wins over --tier."""
     tier, rate = take(given, "tier", "rate")
     if tier is not None and rate is not None and typed("tier") and not typed("rate"):
         rate = None
-    return {"rate": rate, "tier": tier}
+    return BudgetKeywords(rate=rate, tier=tier)
 
 
 def pacing_of(given: Given, *, unlimited: bool = False) -> Pacing:

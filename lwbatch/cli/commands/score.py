@@ -24,6 +24,7 @@ from lwbatch.cli.options import (
     OUTPUT,
     PACING,
     RESUME,
+    Keys,
     budget_of,
     connection_of,
     files_of,
@@ -249,7 +250,7 @@ def open_cli_inputs(
     paths: tuple[str, ...],
     output: Path | None,
     input_format: str | None,
-    keys: dict[str, Any],
+    keys: Keys,
     keep: list[str] | str | None = None,
 ) -> Iterator[Source]:
     """The one source of every INPUT. Standard input is spooled to a hidden folder beside
