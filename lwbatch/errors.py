@@ -142,7 +142,7 @@ class UnreachableError(RunAborted):
         super().__init__(
             f"cannot reach {url}: {reason} ({attempts} attempt{'s' if attempts != 1 else ''} "
             "in a row, none answered); "
-            "check the base URL and the network"
+            "check the endpoint and the network"
         )
         self.url = url
         self.reason = reason

@@ -307,12 +307,13 @@ class Job:
             journal.remove()
         stats.rows_written = written
         if stats.invalid_rows:
+            one = stats.invalid_rows == 1
             log.warning(
-                "%s of %s cannot be sent (first: %s); they are in the output with error "
-                "invalid_input",
-                f"{stats.invalid_rows:,} row" + "s" * (stats.invalid_rows != 1),
+                "%s of %s cannot be sent (first: %s); %s in the output with error invalid_input",
+                f"{stats.invalid_rows:,} row" + "s" * (not one),
                 source.name,
                 stats.first_invalid,
+                "it is" if one else "they are",
             )
         return scorer.report(output=sink.name, call=call).with_output(sink.tally)
 

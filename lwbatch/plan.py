@@ -96,7 +96,7 @@ class Plan:
             f"rows                {self.rows:>12,}",
             f"  invalid           {self.invalid:>12,}",
             f"  duplicates        {self.duplicates:>12,}",
-            f"distinct keys       {self.distinct:>12,}",
+            f"distinct revisions  {self.distinct:>12,}",
             "",
             f"{'model':<{width}}  {'requests':>12}  {'cached':>10}  {'no request':>10}",
             *(
@@ -154,6 +154,11 @@ class Planner:
                     self._batched[(spec.name, item.wiki.dbname)] += 1
                 else:
                     plan.requests[spec.name] += 1
+
+    @property
+    def first_invalid(self) -> str:
+        """ "row N: reason" of the first invalid row read."""
+        return self._stats.first_invalid
 
     def finish(self) -> Plan:
         stats, plan = self._stats, self.plan

@@ -15,6 +15,7 @@ from lwbatch.cache import SqliteScoreCache
 from lwbatch.compat import accepts_old_keywords
 from lwbatch.config import Budget, Tier
 from lwbatch.engine.stats import RunReport
+from lwbatch.errors import InputError
 from lwbatch.identity import Identity
 from lwbatch.io.inputs import open_for
 from lwbatch.job import Input, Job, Output
@@ -170,10 +171,18 @@ def plan_file(
         planner = Planner(specs, lang, identity.choice, cache=kept)
         for items in source.batches():
             planner.add(items)
-        return planner.finish()
+        planned = planner.finish()
     finally:
         if owned is not None:
             owned.close()
+    if planned.invalid and not planned.distinct:
+        # What score would refuse: no row could be sent.
+        raise InputError(
+            f"no row can be sent ({planned.invalid:,} rows; first: {planner.first_invalid}); "
+            "check `id_column`, the wiki column and the file",
+            path=source.name,
+        )
+    return planned
 
 
 __all__ = ["plan_file", "score_file", "score_file_async"]

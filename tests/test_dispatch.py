@@ -532,7 +532,7 @@ async def test_an_endpoint_that_never_answers_aborts_after_ten_failed_connection
         )
     assert str(info.value) == (
         "cannot reach http://127.0.0.1:9: [Errno 111] Connection refused (10 attempts in a row, "
-        "none answered); check the base URL and the network"
+        "none answered); check the endpoint and the network"
     )
     assert len(script.requests) == 10
 

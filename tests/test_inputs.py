@@ -18,7 +18,7 @@ import pytest
 import lwbatch
 from lwbatch import Budget, Endpoint, InputError, UsageError, score_file
 from lwbatch.errors import RestartNeeded
-from lwbatch.io.inputs import ManySource, expand, open_inputs
+from lwbatch.io.inputs import ManySource, expand, open_inputs, open_source
 from lwbatch.io.jsonl_source import JsonlSource
 from lwbatch.results import InvalidRow, Revision
 from lwbatch.settings import Connection, Files
@@ -441,3 +441,25 @@ def test_outlink_takes_the_page_by_title_where_the_input_has_no_page_id(
         "unscorable",
         "outlink-topic-model needs the revision's page_id or page_title, and this row has neither",
     )
+
+
+def test_a_json_line_with_a_field_the_first_line_lacks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    late_lang = tmp_path / "late.jsonl"
+    late_lang.write_bytes(b'{"rev_id": 1}\n{"rev_id": 12345, "lang": "de"}\n')
+    source = open_source(late_lang)
+    with pytest.raises(InputError) as refused:
+        items_of(source)
+    assert str(refused.value) == (
+        f"{late_lang}: line 2 has a 'lang' field the first line lacks: the first line names "
+        "the columns, so put 'lang' on it too (null where a row has none)"
+    )
+    late_note = tmp_path / "note.jsonl"
+    late_note.write_bytes(b'{"rev_id": 1}\n{"rev_id": 2, "note": "x"}\n{"rev_id": 3, "y": 1}\n')
+    caplog.set_level("WARNING", "lwbatch")
+    assert len(items_of(open_source(late_note))) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{late_note}: line 2 has fields the first line lacks ('note'); they are not read: "
+        "the first line names the columns"
+    ]

@@ -189,3 +189,16 @@ def test_plan_checks_kept_columns_as_score_does(tmp_path: Path) -> None:
     inp = write_parquet(tmp_path / "in.parquet", {"rev_id": pa.array([1, 2], pa.int64())})
     with pytest.raises(InputError, match=r"no column 'nope' for `keep_columns`"):
         plan_file(inp, models=["enwiki-damaging"], files=Files(keep_columns=["nope"]))
+
+
+def test_plan_refuses_an_input_of_which_no_row_can_be_sent_as_score_does(tmp_path: Path) -> None:
+    from lwbatch import InputError
+
+    inp = tmp_path / "ids.csv"
+    inp.write_text("rev_id\nfoo\nbar\n")
+    with pytest.raises(InputError) as refused:
+        plan_file(inp, models=["enwiki-damaging"])
+    assert str(refused.value) == (
+        f"{inp}: no row can be sent (2 rows; first: row 1: rev_id 'foo' is not an integer); "
+        "check `id_column`, the wiki column and the file"
+    )

@@ -55,7 +55,8 @@ async def test_a_full_run_counts_invalid_rows_once_and_cells_per_model(
     assert "rows written                34   30 revisions, 4 invalid rows" in text
     # The errors line is of cells, and an invalid row is not three errors.
     assert "errors (cells in the output): not_found: 3" in text
-    assert "invalid_input" not in text
+    assert "invalid rows in the output: 4, each with invalid_input in every column" in text
+    assert "invalid_input:" not in text  # never counted as (row, model) cells
     data = report.to_dict()
     assert data["invalid_rows"] == 4 and data["errors_by_type"] == {"not_found": 3}
     assert all("invalid_input" not in found for found in data["errors_per_model"].values())
@@ -74,6 +75,12 @@ async def test_after_a_resume_the_output_figures_are_the_files(
             )  # fmt: skip
         report = await score_until(inp, out, base_url, models=MODELS, rate=Budget.unlimited())
     assert report.rows_resumed > 0
+    # Invalid rows the earlier run wrote are rows resumed, not revisions done.
+    assert report.invalid_resumed == 4
+    revisions_done = report.rows_resumed - report.invalid_resumed
+    assert f"distinct revisions          30   {revisions_done:,} done by an earlier run" in (
+        report.render()
+    )
     in_file = cells(out)
     assert {m: report.output_scored[m] for m in MODELS} == {m: in_file[m][0] for m in MODELS}
     # This run answered fewer than the file holds: the earlier run's rows are resumed.

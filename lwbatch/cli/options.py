@@ -430,8 +430,8 @@ CACHE = flag(
     "--cache",
     type=click.Path(dir_okay=False, path_type=Path),
     sets="cache",
-    help="Score cache (an SQLite file, created if missing): answers kept there from "
-    "earlier runs cost no request, and this run's answers are added.",
+    help="Score cache (an SQLite file; score creates it if missing): answers kept there "
+    "from earlier runs cost no request, and score adds its answers.",
 )
 RESUME = cloup.option_group(
     "Resume and cache",

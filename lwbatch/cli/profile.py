@@ -19,6 +19,7 @@ from typing import Any
 import click
 import cloup
 
+from lwbatch.config import Budget
 from lwbatch.errors import UsageError
 
 # Profile key -> whether its value is a path.
@@ -69,8 +70,14 @@ def read_profile(path: Path, command: click.Command) -> dict[str, Any]:
             continue  # a key for other commands (state-dir for plan) is left be
         try:
             param.type(value, param, None)
+            if key == "rate":
+                Budget.parse(str(value))
         except click.BadParameter as exc:
             raise UsageError(f"--config {path}: {key} {value!r}: {exc.message}") from None
+        except UsageError as exc:
+            raise UsageError(f"--config {path}: {key}: {exc}") from None
+        if key in ("token-file", "credentials") and not Path(value).is_file():
+            raise UsageError(f"--config {path}: {key} {value}: no such file")
         defaults[param.name] = value
     return defaults
 

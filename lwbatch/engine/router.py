@@ -82,6 +82,7 @@ class Router:
                 stats.first_invalid = str(item)
             if item.row is not None and item.row in self._resume.invalid_rows:
                 stats.rows_resumed += 1
+                stats.invalid_resumed += 1
                 return Kind.INVALID_DONE
             return Kind.INVALID
         key = item.key

@@ -51,6 +51,7 @@ class RunStats:
     distinct_revisions: int = 0
     rows_written: int = 0
     rows_resumed: int = 0  # done by an earlier, interrupted run: not asked again
+    invalid_resumed: int = 0  # of those, invalid rows
     requests_sent: int = 0
     in_flight: int = 0  # this run's requests on the wire now
     peak_in_flight: int = 0
@@ -123,6 +124,7 @@ class RunReport:
     budget_rate: float
     latency_seconds: dict[str, dict[str, float | None]]
     first_invalid: str = ""
+    invalid_resumed: int = 0  # of rows_resumed, invalid rows (the rest are revisions)
     peak_in_flight: int = 0
     limit_at_peak: int = 0
     concurrency: str = ""
@@ -180,6 +182,7 @@ class RunReport:
             distinct_revisions=stats.distinct_revisions,
             rows_written=stats.rows_written,
             rows_resumed=stats.rows_resumed,
+            invalid_resumed=stats.invalid_resumed,
             requests_sent=stats.requests_sent,
             requests_by_outcome=dict(sorted(stats.requests_by_outcome.items())),
             scores_per_model={m: stats.scored[m] for m in models},
@@ -267,11 +270,8 @@ class RunReport:
         return line + f" ({self.budget_rate:.2f}/s, {used:.1f}% used)"
 
     def _this_run(self) -> list[str]:
-        resumed = (
-            f"   {self.rows_resumed:,} done by an earlier run: not asked again"
-            if self.rows_resumed
-            else ""
-        )
+        done = self.rows_resumed - self.invalid_resumed
+        resumed = f"   {done:,} done by an earlier run: not asked again" if done else ""
         cached = sum(self.cached_per_model.values())
         return [
             "this run",
@@ -342,6 +342,11 @@ class RunReport:
         by_type: Counter[str] = Counter()
         for found in errors.values():
             by_type.update(found)
+        in_output = self.output_rows is not None
+        bad = (self.output_invalid_rows or 0) if in_output else self.invalid_rows
+        if bad:
+            where = "in the output" if in_output else "this run read"
+            lines += ["", f"invalid rows {where}: {bad:,}, each with invalid_input in every column"]
         if by_type:
             lines += [
                 "",

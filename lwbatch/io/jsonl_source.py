@@ -5,11 +5,14 @@ The first object names the columns (the id column must be there; a ``lang`` or t
 wiki column and ``page_id`` are read when it has them). Values go through the same
 checks as CSV text, so ``"123"``, ``123`` and ``123.0`` are one rev_id and anything
 else is an invalid row. A line that is not a JSON object is an invalid row too; blank
-lines are skipped, and rows are numbered by the objects read.
+lines are skipped, and rows are numbered by the objects read. A later line's field the
+first line lacks is refused where it would decide the row's key (``lang``, ``wiki_db``,
+the wiki column, ``page_id``, ``page_title``), else said once: it is not read.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +24,7 @@ from lwbatch.io.sources import Arrays, FileSource
 from lwbatch.results import InvalidRow
 from lwbatch.seams import Item
 
+log = logging.getLogger("lwbatch")
 # Field metadata of a kept column whose values are JSON text (read from JSON lines).
 JSON_TEXT = b"lwbatch.json"
 
@@ -46,6 +50,7 @@ class JsonlSource(FileSource):
                 path=self.name,
             )
         self._decide(list(first))
+        self._named = frozenset(first)
         # Kept values travel as JSON text, marked so that a JSON output writes them back
         # as the values they were.
         self.kept_fields = [
@@ -85,7 +90,10 @@ class JsonlSource(FileSource):
         wikis: list[str | None] = []
         pages: list[list[str | None]] = [[] for _ in self.page_columns]
         kept: list[list[str | None]] = [[] for _ in kept_names]
-        for record in self._records():
+        unnamed = _Unnamed(self)
+        for number, record in enumerate(self._records(), start=1):
+            if isinstance(record, dict) and not record.keys() <= self._named:
+                unnamed.check(number, record)
             if not isinstance(record, dict):
                 ids.append(_NOT_AN_OBJECT_ID)
                 wikis.append(None)
@@ -122,6 +130,40 @@ class JsonlSource(FileSource):
             [pa.array(column, pa.string()) for column in pages],
             [pa.array(column, pa.string()) for column in kept],
         )
+
+
+# Fields that decide where a row goes: on a later line only, they would be lost.
+_KEYS = frozenset({"lang", "wiki_db", "page_id", "page_title"})
+
+
+class _Unnamed:
+    """Fields of later lines that the first line lacks: refused where they decide a
+    row's key, else said once (they are not read)."""
+
+    def __init__(self, source: JsonlSource) -> None:
+        self._source = source
+        self._said = False
+
+    def check(self, number: int, record: dict[str, Any]) -> None:
+        source = self._source
+        extra = sorted(set(record) - source._named)
+        deciding = [f for f in extra if f in _KEYS or f == source.columns.wiki]
+        if deciding:
+            raise InputError(
+                f"line {number} has a {deciding[0]!r} field the first line lacks: the first "
+                f"line names the columns, so put {deciding[0]!r} on it too (null where a "
+                "row has none)",
+                path=source.name,
+            )
+        if not self._said:
+            self._said = True
+            log.warning(
+                "%s: line %d has fields the first line lacks (%s); they are not read: the "
+                "first line names the columns",
+                source.name,
+                number,
+                ", ".join(map(repr, extra)),
+            )
 
 
 def _plainly(item: Item) -> Item:

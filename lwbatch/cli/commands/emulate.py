@@ -92,6 +92,12 @@ from lwbatch.protocol.catalog import split_model_names
     show_default=True,
     help="Requests each issued token serves before it expires (401).",
 )
+@click.option(
+    "--track-pairs",
+    is_flag=True,
+    help="Count the (model, wiki, rev_id) answered, and answered twice, in "
+    "/_emulator/stats (memory grows with them).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def emulate(host: str, port: int, **given: Any) -> None:
     """Serve a local Lift Wing emulator (deterministic scores) until Ctrl-C.
@@ -128,7 +134,7 @@ def emulate(host: str, port: int, **given: Any) -> None:
         problems=parse_problems(given.pop("problems")),
         unsupported=parse_unsupported(given.pop("unsupported")),
         budget=Rate.parse(rate) if rate else None,
-        track_pairs=False,
+        track_pairs=given.pop("track_pairs"),
         token=given.pop("require_token"),
         oauth_client=_client_pair(given.pop("oauth_client")),
         token_uses=positive("--token-uses", given.pop("token_uses")) or 1,
