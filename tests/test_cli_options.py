@@ -97,6 +97,8 @@ def test_a_profile_gives_the_defaults_and_flags_win(
         ),
         ("rate = [1, 2]\n", "rate must be a single value"),
         ('timeout = "abc"\n', "timeout 'abc': 'abc' is not a valid float."),
+        ('rate = "fast"\n', "rate: --rate 'fast' is not N/PERIOD"),
+        ('token-file = "nope"\n', "token-file {folder}/nope: no such file"),
         ("rate = \n", "not TOML"),
     ],
 )
@@ -104,6 +106,7 @@ def test_a_bad_profile_is_one_line_naming_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
 ) -> None:
     profile = write_profile(tmp_path / "p.toml", text)
+    message = message.format(folder=tmp_path)
     code, _, err = run(
         capsys, "score", revisions(tmp_path), "-o", tmp_path / "o.parquet",
         "-m", "enwiki-damaging", "--config", profile,
@@ -233,3 +236,13 @@ def test_flags_typed_win_over_the_profile_even_where_they_exclude_its_settings(
     assert code == 0, err
     assert emu.stats.requests == 5
     assert not (tmp_path / "state").exists()  # the profile's state-dir went unused
+
+
+def test_a_profile_key_for_another_command_is_left_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # plan has no --state-dir; the keys after it still count.
+    profile = write_profile(tmp_path / "p.toml", 'state-dir = "s"\nrate = "10/s"\n')
+    code, out, _ = run(capsys, "plan", revisions(tmp_path), "-m", "enwiki-damaging", "--json",
+                       "--config", profile)  # fmt: skip
+    assert code == 0 and json.loads(out)["budget"]["describe"] == "10/1s"

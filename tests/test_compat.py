@@ -47,6 +47,7 @@ def test_score_file_takes_the_old_keywords_and_says_where_each_went(
         "Files(journal=...); `on_start=` goes in Hooks(on_start=...) (the old keywords go "
         "in the next release)"
     ]
+    assert said[0].filename == __file__  # the warning points at the caller's line
     assert started == [str(inp)]
     assert old.rows_written == new.rows_written == 3
     assert pq.read_table(tmp_path / "old.parquet") == pq.read_table(tmp_path / "new.parquet")
