@@ -159,7 +159,9 @@ def format_of(output: Path | str, format: str | None = None) -> str:
             raise UsageError(f"`format` {format!r}: give one of {', '.join(FORMATS)}")
         # A name that says another format would mislead whoever opens the file.
         if found is not None and found != format and {found, format} != {"parquet", "long"}:
-            wanted = " or ".join(f"*{x}" for x in FORMATS[format][1]) or "another name"
+            # long is Parquet, named as Parquet (its suffix alone would choose parquet).
+            suffixes = FORMATS[format][1] or FORMATS["parquet"][1]
+            wanted = " or ".join(f"*{x}" for x in suffixes)
             raise UsageError(
                 f"`output` {path} is named as {found} but `format` is {format}; name it "
                 f"{wanted}, or give another `format`"
