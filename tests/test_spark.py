@@ -415,9 +415,8 @@ def test_a_task_whose_output_is_no_longer_read_stops_sending(emulator: EmulatorF
         output = _task(base_url)(_rev_ids(5000))
         first = next(output)
         output.close()
-        (worker,) = [t for t in threading.enumerate() if t.name == "lwbatch-spark-task-0"]
-        worker.join(timeout=10)
-        assert not worker.is_alive()
+        # Closing waits for the task's thread, which stops sending and ends.
+        assert [t for t in threading.enumerate() if t.name == "lwbatch-spark-task-0"] == []
         sent = emu.stats.requests
     assert first.num_rows == 16
     # The batches kept ready ahead (16 + 32 + 64 + 128 rows) and those in flight.
@@ -464,7 +463,7 @@ def test_a_failed_job_is_told_in_one_line(kind: str, text: str, message: str, co
 
 
 def test_a_dataframe_is_checked_before_any_job(
-    spark: Any, caplog: pytest.LogCaptureFixture
+    spark: Any, caplog: pytest.LogCaptureFixture, emulator: EmulatorFactory
 ) -> None:
     from lwbatch.errors import InputError, UsageError
     from lwbatch.spark import score
@@ -491,12 +490,24 @@ def test_a_dataframe_is_checked_before_any_job(
         score(df, models=["enwiki-damaging"], rate="10/s", slots=11)
     assert str(info.value).startswith("`slots` 11: the budget's window 10/1s allows fewer")
     caplog.set_level("INFO", "lwbatch")
-    score(df, models=["enwiki-damaging", "dewiki-goodfaith"], rate="10/s", slots=3)
+    with emulator() as (_, base_url):
+        at = Connection(endpoint=Endpoint(base_url=base_url))
+        score(
+            df, models=["enwiki-damaging", "dewiki-goodfaith"], rate="10/s", slots=3, connection=at
+        )
     # Its `lang` column names each row's wiki: no warning.
     assert [r.getMessage()[:27] for r in caplog.records] == ["spark: budget 10/1s for the"]
     caplog.clear()
     ids_only = spark.createDataFrame([(1,)], ["rev_id"])
-    score(ids_only, models=["enwiki-damaging", "dewiki-goodfaith"], rate="10/s", slots=3)
+    with emulator() as (_, base_url):
+        at = Connection(endpoint=Endpoint(base_url=base_url))
+        score(
+            ids_only,
+            models=["enwiki-damaging", "dewiki-goodfaith"],
+            rate="10/s",
+            slots=3,
+            connection=at,
+        )
     assert [r.getMessage() for r in caplog.records] == [
         "the DataFrame names no wiki per row, and the models take each rev_id as a revision "
         "of another wiki (enwiki for enwiki-damaging, dewiki for dewiki-goodfaith): if the "

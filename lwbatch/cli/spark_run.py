@@ -334,18 +334,27 @@ def _report(
     concurrency: int | None,
 ) -> RunReport:
     # What the output holds is read back from it; the tasks' counts are of the attempts
-    # that succeeded (Spark drops a failed attempt's accumulator updates).
+    # that succeeded (Spark drops a failed attempt's accumulator updates), and of the
+    # failed ones as far as their last commit to the progress area tells.
     stats = RunStats()
-    for name, value in counted.values().items():
-        setattr(stats, name, value)
+    counts = counted.values()
+    for name in ("rows_read", "invalid_rows", "duplicate_rows", "distinct_revisions"):
+        setattr(stats, name, counts[name])
+    failed = counts["requests_failed_attempts"]
+    stats.requests_sent = counts["requests_sent"] + failed
+    stats.peak_in_flight = counts["peak_in_flight"]
     stats.requests_by_outcome.update(counted.outcomes())
+    stats.latency = counted.latency()
+    sending = counted.sending()
+    if sending is not None:
+        stats.first_sent, stats.last_sent = sending
     stats.rows_written = written.count()
     tally = OutputTally(tuple(models))
     tally.rows = stats.rows_written
     for index, model in enumerate(models):
         for row in written.groupBy(f"`{model}`.error").count().collect():
             error, count = row[0], int(row[1])
-            # A Spark job resumes nothing: its answers are the output's.
+            # The output's cells, answered by this run or kept from an earlier one.
             if error is None:
                 stats.scored[model] = tally.scored[model] = count
                 continue
@@ -365,5 +374,6 @@ def _report(
     )
     return replace(
         report.with_output(tally),
-        unmeasured="latency and requests in flight: each Spark task keeps its own",
+        answers_resumed=counts["answers_resumed"],
+        requests_failed_attempts=failed,
     )

@@ -276,6 +276,7 @@ class Dispatcher:
             return refused
         stats = call.stats
         stats.requests_sent += 1
+        stats.mark_sent()
         call.sent += 1
         self.in_flight += 1
         stats.in_flight += 1

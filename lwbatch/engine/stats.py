@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,17 @@ class LatencyHistogram:
     def add(self, seconds: float) -> None:
         self._buckets[int(math.log(max(seconds, self._FLOOR) / self._FLOOR) / self._BASE)] += 1
         self.count += 1
+
+    def buckets(self) -> dict[int, int]:
+        """The counts by bucket: histograms of one kind add up bucket by bucket."""
+        return dict(self._buckets)
+
+    @classmethod
+    def from_buckets(cls, buckets: dict[int, int]) -> LatencyHistogram:
+        histogram = cls()
+        histogram._buckets.update(buckets)
+        histogram.count = sum(buckets.values())
+        return histogram
 
     def quantile(self, q: float) -> float | None:
         if not self.count:
@@ -61,6 +73,15 @@ class RunStats:
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     cached: Counter[str] = field(default_factory=Counter)  # answers found in the cache
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
+    # Wall-clock times of the first and the last request sent (the sending phase).
+    first_sent: float | None = None
+    last_sent: float | None = None
+
+    def mark_sent(self) -> None:
+        now = time.time()
+        if self.first_sent is None:
+            self.first_sent = now
+        self.last_sent = now
 
     def record_latency(self, model: str, seconds: float) -> None:
         histogram = self.latency.get(model)
@@ -147,8 +168,14 @@ class RunReport:
     output_invalid_rows: int | None = None
     output_scored: dict[str, int] = field(default_factory=dict)
     output_errors: dict[str, dict[str, int]] = field(default_factory=dict)
-    # What this report cannot say (Spark: latency and peak in flight are the tasks').
+    # What this report cannot say.
     unmeasured: str = ""
+    # From the first request to the last: the part of the run the budget was used in.
+    sending_seconds: float | None = None
+    # Answers an earlier run (or attempt) kept, and requests that attempts which then
+    # failed had paid for (Spark).
+    answers_resumed: int = 0
+    requests_failed_attempts: int = 0
 
     @classmethod
     def from_stats(
@@ -209,6 +236,9 @@ class RunReport:
             budget_share=shares[0],
             others_share=shares[1],
             cached_per_model={m: stats.cached[m] for m in models if stats.cached[m]},
+            sending_seconds=None
+            if stats.first_sent is None or stats.last_sent is None
+            else round(stats.last_sent - stats.first_sent, 3),
         )
 
     def with_output(self, tally: OutputTally) -> RunReport:
@@ -243,7 +273,15 @@ class RunReport:
             if self.limited and self.elapsed_seconds >= SHORTEST_COMPARED
             else None
         )
+        data["budget_utilisation_sending"] = self.sending_share()
         return data
+
+    def sending_share(self) -> float | None:
+        """The requests sent over what the budget allowed from the first to the last."""
+        sending = self.sending_seconds
+        if not self.limited or sending is None or sending < SHORTEST_COMPARED:
+            return None
+        return round(self.requests_sent / (self.budget_rate * sending), 4)
 
     def _peak_limit(self) -> str:
         if not self.peak_in_flight or not self.limit_at_peak:
@@ -267,7 +305,11 @@ class RunReport:
         if self.elapsed_seconds < SHORTEST_COMPARED:
             return line + " (too short a run to compare with its rate)"
         used = 100 * self.request_rate / self.budget_rate
-        return line + f" ({self.budget_rate:.2f}/s, {used:.1f}% used)"
+        line += f" ({self.budget_rate:.2f}/s, {used:.1f}% used"
+        sending = self.sending_share()
+        if sending is not None and self.sending_seconds is not None:
+            line += f"; {100 * sending:.1f}% over the {self.sending_seconds:,.0f} s of sending"
+        return line + ")"
 
     def _this_run(self) -> list[str]:
         done = self.rows_resumed - self.invalid_resumed
@@ -285,8 +327,24 @@ class RunReport:
                 if cached
                 else []
             ),
+            *(
+                [
+                    f"answers kept before {self.answers_resumed:>10,}   by an earlier run or "
+                    "attempt: not asked again"
+                ]
+                if self.answers_resumed
+                else []
+            ),
             f"requests sent       {self.requests_sent:>10,}   "
             + ", ".join(f"{k}: {v:,}" for k, v in self.requests_by_outcome.items()),
+            *(
+                [
+                    f"  by failed attempts{self.requests_failed_attempts:>10,}   of those, "
+                    "sent by task attempts that then failed (as their last commit tells)"
+                ]
+                if self.requests_failed_attempts
+                else []
+            ),
             f"elapsed             {self.elapsed_seconds:>10.1f} s",
             self._rate(),
             *(

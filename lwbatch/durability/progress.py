@@ -1,0 +1,293 @@
+"""A Spark job's progress area: the answers its tasks committed, kept on the output's
+own file system (a local directory, HDFS, any pyarrow file system), so that running the
+job again, a task Spark retries, or a second action on a scored DataFrame asks only
+what is still unanswered.
+
+    AREA/manifest.json                   the job's key layout and number of partitions
+    AREA/p-00003/<attempt>-<n>.parquet   partition 3's answers: model, wiki, rev_id, answer
+
+A task commits what it received every few seconds as one Parquet file, written under a
+hidden name and renamed into place (atomic on local file systems and HDFS). An
+attempt's files merge as a binary counter does: after c commits it holds popcount(c)
+files, at most 15 for a day of 5-second commits. A task that starts from earlier
+attempts' files merges them into one. Rows of one key meet in one partition as long as
+the number of partitions stays the same, so the manifest fixes it for the job's reruns.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from lwbatch.durability.answer_log import Answer, decode_answer, encode_answer
+from lwbatch.engine.resume import RETRYABLE, WIKI_WIDE, ResumeState
+from lwbatch.errors import UsageError
+from lwbatch.keys import RowKey
+from lwbatch.results import Score
+
+log = logging.getLogger("lwbatch")
+FORMAT = 1
+_MANIFEST = "manifest.json"
+_META = b"lwbatch.requests"  # {attempt: requests it had sent when the file was written}
+SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("wiki", pa.string()),
+        ("rev_id", pa.int64()),
+        ("answer", pa.binary()),  # the answer as the journal encodes it
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressArea:
+    """A directory on a pyarrow file system; `where` is how the user named it."""
+
+    filesystem: pafs.FileSystem
+    path: str
+    where: str
+
+    @classmethod
+    def at(cls, location: str | Path) -> ProgressArea:
+        text = str(location)
+        if "://" not in text:
+            absolute = str(Path(text).absolute())
+            return cls(pafs.LocalFileSystem(), absolute, text)
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(text)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise UsageError(f"`progress` {text}: cannot reach its file system: {exc}") from None
+        return cls(filesystem, path.rstrip("/"), text)
+
+    def exists(self) -> bool:
+        return bool(self.filesystem.get_file_info(self.path).type != pafs.FileType.NotFound)
+
+    def prepare(self, layout: str, partitions: int, *, restart: bool) -> int:
+        """Start or continue the area for a job of this key `layout`; the number of
+        partitions its tasks use (the one the area was started with)."""
+        if restart:
+            self.remove()
+        manifest = self._read_manifest()
+        if manifest is not None:
+            if manifest.get("layout") != layout or manifest.get("format") != FORMAT:
+                raise UsageError(
+                    f"`progress` {self.where} holds the progress of another job "
+                    f"({manifest.get('layout')}; this one is {layout}): pass `restart` to "
+                    "discard it, or choose another place"
+                )
+            return int(manifest["partitions"])
+        parent = self.path.rsplit("/", 1)[0] or "/"
+        if self.filesystem.get_file_info(parent).type != pafs.FileType.Directory:
+            raise UsageError(f"`progress` {self.where}: its directory does not exist")
+        self.filesystem.create_dir(self.path, recursive=False)
+        body = {"format": FORMAT, "layout": layout, "partitions": partitions}
+        _write_atomically(self.filesystem, f"{self.path}/{_MANIFEST}", orjson.dumps(body))
+        return partitions
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        path = f"{self.path}/{_MANIFEST}"
+        if self.filesystem.get_file_info(path).type != pafs.FileType.File:
+            if self.exists() and self._listing(self.path):
+                raise UsageError(
+                    f"`progress` {self.where} exists and is not an lwbatch progress area; "
+                    "choose another place"
+                )
+            return None
+        with self.filesystem.open_input_stream(path) as stream:
+            try:
+                body = orjson.loads(stream.read())
+            except orjson.JSONDecodeError:
+                body = None
+        if not isinstance(body, dict) or not isinstance(body.get("partitions"), int):
+            raise UsageError(
+                f"`progress` {self.where}: its manifest is damaged; pass `restart` to discard it"
+            )
+        return body
+
+    def partition(self, index: int, attempt: str) -> PartitionProgress:
+        return PartitionProgress(self, index, attempt)
+
+    def answers(self) -> Iterator[Answer]:
+        """Every answer kept in the area (a key may come twice)."""
+        for directory in self._listing(self.path):
+            if directory.type == pafs.FileType.Directory:
+                for part in _parts(self.filesystem, directory.path):
+                    table = _read(self.filesystem, part.path)
+                    if table is not None:
+                        yield from _decode(table)
+
+    def remove(self) -> None:
+        if self.exists():
+            self.filesystem.delete_dir(self.path)
+
+    def _listing(self, path: str) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(path, allow_not_found=True)
+        return [i for i in self.filesystem.get_file_info(selector) if i.base_name[0] not in "._"]
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What a task found of its partition: the answers to keep, and the requests each
+    earlier attempt had sent by its last commit."""
+
+    state: ResumeState
+    answers: int = 0
+    requests: dict[str, int] = field(default_factory=dict)
+
+
+class PartitionProgress:
+    """One task attempt's view of its partition's answers: `load` them once, `add`
+    fresh ones as they come (on the event loop), `commit` them (blocking: in a thread)."""
+
+    def __init__(self, area: ProgressArea, index: int, attempt: str) -> None:
+        self._fs = area.filesystem
+        self.directory = f"{area.path}/p-{index:05d}"
+        self.attempt = attempt
+        self._pending: list[Answer] = []
+        self._parts: list[tuple[str, int]] = []  # this attempt's files and their commits
+        self._seq = 0
+        self._requests: dict[str, int] = {}
+
+    def load(self, models: Sequence[str]) -> Loaded:
+        """The partition's answers (failures of the service left out, to be asked
+        again); earlier attempts' files are merged into one on the way."""
+        self._fs.create_dir(self.directory, recursive=True)
+        found = _parts(self._fs, self.directory)
+        best: dict[tuple[str, RowKey], Score] = {}
+        loaded = Loaded(ResumeState())
+        for part in found:
+            table = _read(self._fs, part.path)
+            if table is None:
+                continue
+            _merge_requests(loaded.requests, table.schema.metadata)
+            for model, key, score in _decode(table):
+                kept = best.get((model, key))
+                if kept is None or (kept.error is not None and kept.error.value in RETRYABLE):
+                    best[(model, key)] = score
+        state = loaded.state
+        for (model, key), score in best.items():
+            if model not in models:
+                continue
+            if score.error is not None and score.error.value in RETRYABLE:
+                state.retried += 1
+                continue
+            if score.error in WIKI_WIDE:
+                state.refused.add((model, key.wiki, score.error))
+            state.partial.setdefault(key, {})[model] = score
+            loaded.answers += 1
+        if len(found) > 1:
+            answers = [
+                (m, k, s)
+                for (m, k), s in best.items()
+                if s.error is None or s.error.value not in RETRYABLE
+            ]
+            self._write(answers, loaded.requests, f"{self.attempt}-base")
+            for part in found:
+                self._fs.delete_file(part.path)
+        self._requests = dict(loaded.requests)
+        return loaded
+
+    def add(self, model: str, answers: list[tuple[RowKey, Score]]) -> None:
+        self._pending.extend((model, key, score) for key, score in answers)
+
+    def take(self) -> list[Answer]:
+        """The answers added since the last take (on the event loop)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def commit(self, answers: list[Answer], requests: int) -> None:
+        """Write `answers` as one file; `requests`: what this attempt has sent so far."""
+        if not answers and requests == self._requests.get(self.attempt, 0):
+            return
+        self._requests[self.attempt] = requests
+        self._seq += 1
+        self._parts.append((self._write(answers, {self.attempt: requests}), 1))
+        while len(self._parts) >= 2 and self._parts[-2][1] == self._parts[-1][1]:
+            (older, weight), (newer, _) = self._parts[-2], self._parts[-1]
+            tables = [t for t in (_read(self._fs, older), _read(self._fs, newer)) if t]
+            self._seq += 1
+            merged = self._write_table(pa.concat_tables(tables), self._requests)
+            self._parts[-2:] = [(merged, 2 * weight)]
+            for path in (older, newer):
+                self._fs.delete_file(path)
+
+    @property
+    def files(self) -> int:
+        return len(self._parts)
+
+    def _write(self, answers: list[Answer], requests: dict[str, int], name: str = "") -> str:
+        table = pa.table(
+            {
+                "model": [m for m, _, _ in answers],
+                "wiki": [k.wiki for _, k, _ in answers],
+                "rev_id": [k.rev_id for _, k, _ in answers],
+                "answer": [encode_answer(m, k, s) for m, k, s in answers],
+            },
+            schema=SCHEMA,
+        )
+        return self._write_table(table, requests, name)
+
+    def _write_table(self, table: pa.Table, requests: dict[str, int], name: str = "") -> str:
+        name = name or f"{self.attempt}-{self._seq:05d}"
+        table = table.replace_schema_metadata({_META: orjson.dumps(requests)})
+        path = f"{self.directory}/{name}.parquet"
+        hidden = f"{self.directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        pq.write_table(table, hidden, filesystem=self._fs)
+        self._fs.move(hidden, path)
+        return path
+
+
+def _parts(filesystem: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
+    selector = pafs.FileSelector(directory, allow_not_found=True)
+    return sorted(
+        (
+            info
+            for info in filesystem.get_file_info(selector)
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(".parquet")
+            and not info.base_name.startswith(".")
+        ),
+        key=lambda info: info.base_name,
+    )
+
+
+def _read(filesystem: pafs.FileSystem, path: str) -> pa.Table | None:
+    try:
+        return pq.read_table(path, filesystem=filesystem)
+    except (pa.ArrowException, OSError) as exc:
+        # Renamed into place whole, so only another program makes one unreadable.
+        log.warning("progress: %s is unreadable (%s); its answers are asked again", path, exc)
+        return None
+
+
+def _decode(table: pa.Table) -> Iterator[Answer]:
+    for line in table.column("answer").to_pylist():
+        answer = decode_answer(line)
+        if answer is not None:
+            yield answer
+
+
+def _merge_requests(into: dict[str, int], metadata: dict[bytes, bytes] | None) -> None:
+    if not metadata or _META not in metadata:
+        return
+    for attempt, count in orjson.loads(metadata[_META]).items():
+        into[attempt] = max(into.get(attempt, 0), int(count))
+
+
+def _write_atomically(filesystem: pafs.FileSystem, path: str, body: bytes) -> None:
+    hidden = f"{path.rsplit('/', 1)[0]}/.{uuid.uuid4().hex[:8]}.tmp"
+    with filesystem.open_output_stream(hidden) as stream:
+        stream.write(body)
+    filesystem.move(hidden, path)
+
+
+__all__ = ["SCHEMA", "Loaded", "PartitionProgress", "ProgressArea"]

@@ -1,0 +1,288 @@
+"""Scoring a Spark DataFrame inside Spark, under one budget for the whole job.
+
+    df ──repartition by the row key──> mapInArrow: in each task, the same Scorer as the
+    CLI (catalogue, budget share, retries, batching, errors) ──> the merged-row layout
+
+The job-wide budget is divided among the task slots that can run at once (not among
+partitions: a slot runs its partitions one after another), so the cluster as a whole
+stays inside every window of it. Each task builds its own HTTP client and event loop:
+neither can travel to an executor.
+
+With a progress area (`progress`), each task commits its answers there as they come:
+a rerun of the job, a task Spark retries and a second action on the returned DataFrame
+ask only what is unanswered. Without one, each evaluation scores again.
+`spark.speculation=true` is refused.
+
+`import lwbatch` never imports this module, nor pyspark.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from lwbatch.compat import accepts_old_keywords
+from lwbatch.config import Budget, Tier
+from lwbatch.durability.progress import ProgressArea
+from lwbatch.engine.targets import warn_if_models_disagree
+from lwbatch.errors import UsageError
+from lwbatch.identity import Identity
+from lwbatch.io.columns import Columns
+from lwbatch.io.rows import output_schema
+from lwbatch.settings import Connection, Pacing, read_rate, read_tier
+from lwbatch.spark import preflight
+from lwbatch.spark.counters import Counters, counters
+from lwbatch.spark.task import PartitionTask
+from lwbatch.wikis import Wiki, wikipedia, wikis
+
+log = logging.getLogger("lwbatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a job's tasks commit their answers (`path`: a directory, a local path or a
+    URI such as ``hdfs://...``), every `commit_every` seconds; `restart` discards what
+    an earlier run of the job left there."""
+
+    path: str | Path
+    restart: bool = False
+    commit_every: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.commit_every > 0:
+            raise UsageError(f"`commit_every` must be > 0 seconds, got {self.commit_every}")
+
+    def area(self) -> ProgressArea:
+        return ProgressArea.at(self.path)
+
+
+@accepts_old_keywords("connection", "pacing")
+def score(
+    df: DataFrame,
+    *,
+    models: Sequence[str],
+    rate: str | Budget | None = None,
+    tier: Tier | str | None = None,
+    id_column: str = "rev_id",
+    wiki_column: str | None = None,
+    lang: str = "en",
+    slots: int | None = None,
+    connection: Connection | None = None,
+    pacing: Pacing | None = None,
+    progress: str | Path | Progress | None = None,
+    counters: Counters | None = None,
+) -> DataFrame:
+    """`df` scored with `models`: the key columns, then one struct column per model,
+    exactly the Parquet layout of `lwbatch score`.
+
+    The budget is `rate` (N/PERIOD, or a :class:`~lwbatch.Budget`) or the `tier`'s
+    (default: what the token says, as for the command; anonymous without one) for the
+    whole job. The rows are repartitioned by their key into `slots` partitions (default:
+    the context's default parallelism, the task slots that run at once), each with its
+    share of the budget: the shares add up to the budget however the tasks are
+    scheduled, and each key is requested once. Rows are keyed by (wiki, rev_id) as for a
+    file: `wiki_column` (database names), else a ``wiki_db`` or ``lang`` column; else by
+    rev_id. `connection` as for :func:`lwbatch.score_file`; of `pacing`, the
+    concurrency and retries (a Spark job splits its budget between its slots and shares
+    it with no other run).
+
+    Before returning, the driver asks each model about one row of each wiki of `df`
+    (a 401 or a model deployed nowhere fails here, not in every task); those answers
+    are kept. `progress` (a directory, or :class:`Progress`): where the tasks commit
+    their answers as they come, so that running the job again, a retried task or a
+    second action on the result pays only for what is unanswered; remove it
+    (:func:`remove_progress`) once the result is written. Without it, write or persist
+    the result once: each evaluation scores again. `counters` (:func:`counters`) add
+    up what the tasks did, once an action ran.
+    """
+    connection, pacing = connection or Connection(), pacing or Pacing(share=False)
+    spark = df.sparkSession
+    _check(spark, pacing, slots)
+    models = [models] if isinstance(models, str) else list(models)
+    specs = connection.models().resolve_all(models)
+    columns = Columns.decide(
+        df.columns,
+        id_column=id_column,
+        wiki_column=wiki_column,
+        keep_columns=None,
+        where="the DataFrame",
+    )
+    if not columns.pages and any(s.needs_page for s in specs):
+        needing = next(s.name for s in specs if s.needs_page)
+        raise UsageError(
+            f"{needing} needs a page_id or page_title column beside the rev_id (its "
+            "server takes the page with the revision)"
+        )
+    identity = _identity(connection, read_rate(rate), read_tier(tier))
+    default = wikipedia(lang)  # a bad `lang` fails here, not in every task
+    if columns.wiki is None:
+        warn_if_models_disagree(specs, lang, "the DataFrame")
+    keys = _partition_keys(df, columns, default)
+    kept = progress if isinstance(progress, Progress) or progress is None else Progress(progress)
+    task = _task(
+        df,
+        identity,
+        columns,
+        keys,
+        slots or spark.sparkContext.defaultParallelism,
+        kept,
+        _Job(
+            tuple(models),
+            lang,
+            replace(connection, transport=None, token=identity.token),
+            replace(pacing, share=False),
+            counters,
+        ),
+    )
+    partitions = task.slots
+    # Exactly one partition per share: a slot that runs two of them one after the
+    # other would start the second with a fresh share and go over its own.
+    prepared = df.select(*columns.read()).repartition(partitions, *keys)
+    return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, columns.layout)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    models: tuple[str, ...]
+    lang: str
+    connection: Connection
+    pacing: Pacing
+    counters: Counters | None
+
+
+def _task(
+    df: DataFrame,
+    identity: Identity,
+    columns: Columns,
+    keys: list[Column],
+    slots: int,
+    progress: Progress | None,
+    job: _Job,
+) -> PartitionTask:
+    """What each task runs, once the pre-flight has passed: its share of the budget,
+    the progress area and the answers the driver has already."""
+    budget = identity.budget
+    area = progress.area() if progress is not None else None
+    if progress is not None and area is not None:
+        # Reruns keep the partitions the area started with: a key's answers are in its
+        # partition's files.
+        slots = area.prepare(_layout(df, columns, job.lang), slots, restart=progress.restart)
+    if not budget.is_unlimited:
+        budget.share(slots)  # refuses a window smaller than the slots, before any task
+    log.info(
+        "spark: budget %s for the job over %d task slots, per task %s "
+        "(set `slots` to the executors x cores that run at once)",
+        budget.describe(),
+        slots,
+        _describe_shares(budget, slots),
+    )
+    specs = job.connection.models().resolve_all(list(job.models))
+    rows = preflight.revisions(
+        preflight.sample(df, columns, keys), columns, wikipedia(job.lang), specs
+    )
+    checked = preflight.check(
+        rows, job.models, budget=budget, lang=job.lang, connection=job.connection, pacing=job.pacing
+    )
+    if job.counters is not None:
+        job.counters.add_requests(checked.stats)
+    return PartitionTask(
+        models=job.models,
+        budget=budget,
+        slots=slots,
+        connection=job.connection,
+        pacing=job.pacing,
+        columns=columns,
+        lang=job.lang,
+        counters=job.counters,
+        progress=area,
+        run=uuid.uuid4().hex[:12],
+        commit_every=progress.commit_every if progress is not None else 5.0,
+        known=checked.answers,
+        sent_before=checked.sent,
+    )
+
+
+def _layout(df: DataFrame, columns: Columns, lang: str) -> str:
+    """What decides which partition a key lands in; a progress area keeps to one."""
+    ident = df.schema[columns.id_column].dataType.simpleString()
+    wiki = f"{columns.wiki} ({columns.wiki_form})" if columns.wiki is not None else "none"
+    return f"rev_id {columns.id_column} ({ident}), wiki {wiki}, lang {lang}"
+
+
+def remove_progress(progress: str | Path | Progress) -> None:
+    """Remove a progress area, once the result it was kept for is written."""
+    (progress if isinstance(progress, Progress) else Progress(progress)).area().remove()
+
+
+def _identity(connection: Connection, budget: Budget | None, tier: Tier | None) -> Identity:
+    # One token for the job, fetched here only when its claims choose the budget; the
+    # tasks start with it (and renew it from the credentials on a 401).
+    choosing = budget is None and tier is None
+    return Identity.resolve_sync(
+        connection, Pacing(share=False), budget=budget, tier=tier, fetch=choosing
+    )
+
+
+def _check(spark: Any, pacing: Pacing, slots: int | None) -> None:
+    if pacing.limiter is not None or pacing.state_dir is not None:
+        raise UsageError(
+            "`limiter` and `state_dir` are for the local engine: a Spark job splits its "
+            "budget between its task slots"
+        )
+    if slots is not None and slots < 1:
+        raise UsageError(f"`slots` must be >= 1, got {slots}")
+    # A core setting: fixed when the context starts, read from the context's conf.
+    if str(spark.sparkContext.getConf().get("spark.speculation", "false")).lower() == "true":
+        raise UsageError(
+            "spark.speculation is true: a speculative copy of a task scores its partition "
+            "again, paying every request twice; set spark.speculation=false for this job"
+        )
+
+
+def _describe_shares(budget: Budget, slots: int) -> str:
+    if budget.is_unlimited:
+        return "unlimited"
+    first, last = budget.share(slots, 0), budget.share(slots, slots - 1)
+    if first == last:
+        return first.describe()
+    return f"{first.describe()} or {last.describe()}"
+
+
+def _partition_keys(df: DataFrame, columns: Columns, default: Wiki) -> list[Column]:
+    """Columns equal for every spelling of one key (" 2", "002" and "2.0" are rev_id 2;
+    an empty language cell is `lang`'s Wikipedia; "de" and "dewiki" are one wiki), so
+    rows of one key meet in one partition. Values that name no key may land anywhere:
+    they send nothing."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    ident = df[columns.id_column]
+    if isinstance(df.schema[columns.id_column].dataType, StringType):
+        ident = _strip(ident).try_cast("double")
+    if columns.wiki is None:
+        return [ident]
+    wiki = _strip(df[columns.wiki])
+    if columns.wiki_form == "lang":
+        codes = wikis().by_lang
+        to_dbname = F.create_map(*(F.lit(x) for c, w in codes.items() for x in (c, w.dbname)))
+        wiki = F.coalesce(F.nullif(wiki, F.lit("")), F.lit(default.dbname))
+        wiki = F.coalesce(F.try_element_at(to_dbname, wiki), wiki)
+    return [wiki, ident]
+
+
+def _strip(column: Column) -> Column:
+    """`column` without leading and trailing whitespace, as Python's str.strip() sees
+    it (Spark's trim() takes ASCII spaces only; (?U) makes \\s Unicode's)."""
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(column, r"(?U)^\s+|\s+$", "")
+
+
+__all__ = ["Counters", "PartitionTask", "Progress", "counters", "remove_progress", "score"]
