@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import subprocess
+import sys
 import time
 import zlib
 from bisect import bisect_left
@@ -231,3 +233,27 @@ def rev(rev_id: int, lang: str = "en", *, keyed: bool = False) -> Revision:
     """A Wikipedia revision by language; `keyed`: its key holds the language, as for rows
     of an input with a lang column."""
     return Revision.in_lang(rev_id, lang, keyed=keyed)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local SparkSession for every Spark test of a worker (they share one worker:
+    xdist_group "spark"). local[2,2]: two cores, and a failed task is tried once more,
+    as on a cluster."""
+    pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2,2]")
+        .appName("lwbatch-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("warehouse")))
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()

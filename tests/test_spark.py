@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,26 +23,6 @@ pyspark = pytest.importorskip("pyspark")
 pytest.importorskip("pandas")
 
 MODELS = ["{wiki}-damaging", "revertrisk-language-agnostic"]
-
-
-@pytest.fixture(scope="module")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from pyspark.sql import SparkSession
-
-    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("lwbatch-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("warehouse")))
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
 
 
 def lake(path: Path) -> Path:
@@ -163,6 +141,7 @@ def test_the_cli_reads_and_writes_tables(
     spark.read.parquet(str(lake(tmp_path / "lake.parquet"))).write.saveAsTable("lake_in")
     args = ["score", "--engine", "spark", "--input-table", "lake_in"]
     args += ["--output-table", "scores_out", "-m", "{wiki}-damaging", "--rate", "500/1s"]
+    args += ["--progress", str(tmp_path / "progress")]
     args += ["--wiki-column", "wiki_db", "--id-column", "revision_id", "-q"]
     with emulator() as (emu, base_url):
         # Without -q, which hides info lines such as the share logged.
@@ -203,8 +182,8 @@ def test_the_cli_reads_and_writes_tables(
         ),
         (
             ["in.parquet", "-o", "x", "--no-retry-failed"],
-            "--no-retry-failed is for the local engine: a Spark job keeps no journal to "
-            "resume from",
+            "--no-retry-failed is for the local engine: a Spark job's rerun asks failures "
+            "of the service again by itself",
         ),
         (
             ["in.parquet", "-o", "x", "--no-shared-budget"],
@@ -256,8 +235,8 @@ def test_spark_options_are_refused_by_the_local_engine(
         == 2
     )
     assert capsys.readouterr().err == (
-        "lwbatch: error: --master, --slots, --input-table and --output-table are for "
-        "--engine spark\n"
+        "lwbatch: error: --master, --slots, --input-table, --output-table, --progress and "
+        "--spark-log are for --engine spark\n"
     )
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +99,8 @@ def score_on_spark(
     master: str | None,
     slots: int | None,
     restart: bool,
+    progress: str | None,
+    spark_log: str | None,
     warn_no_contact: bool,
 ) -> None:
     try:
@@ -113,8 +119,10 @@ def score_on_spark(
         settings.connection, Pacing(share=False), budget=settings.budget, tier=settings.tier
     )
     source, target = places.locations(restart)
+    kept = _progress(places, source, target, progress, restart)
     budget = identity.budget
-    session = _session(master, tables=bool(places.input_table or places.output_table))
+    jvm_log = _JvmLog(spark_log)
+    session = _session(master, jvm_log, tables=bool(places.input_table or places.output_table))
     try:
         table = places.output_table
         if table is not None and session.catalog.tableExists(table) and not restart:
@@ -122,19 +130,87 @@ def score_on_spark(
                 f"--output-table {table} exists; pass --restart to replace it, or choose "
                 "another table"
             )
-        report = _run_job(session, places, source, target, replace(settings, budget=budget), slots)
+        report = _run_job(
+            session, places, (source, target), replace(settings, budget=budget), slots, kept
+        )
         report = replace(
             report, budget_source=identity.choice.source, budget_reason=identity.choice.reason
         )
         if warn_no_contact:
             log.warning(NO_CONTACT)
     except (PySparkException, Py4JError) as exc:
-        raise job_error(exc) from None
+        error = job_error(exc, jvm_log.path)
+        if kept.area().exists():
+            error = SparkJobError(
+                f"{error}; the answers received are kept ({kept.path}): run the same "
+                "command again to finish the job, paying only for what is unanswered",
+                exit_code=error.exit_code,
+            )
+        raise error from None
+    jvm_log.discard()
     reporting.show(report)
     reporting.save(report)
 
 
-def _session(master: str | None, *, tables: bool) -> Any:
+def _progress(
+    places: SparkPlaces,
+    source: _Location | None,
+    target: _Location | None,
+    given: str | None,
+    restart: bool,
+) -> Any:
+    """Where the job's tasks commit their answers: --progress, else beside --output."""
+    from lwbatch.spark import Progress
+
+    if given is None and target is None:
+        raise UsageError(
+            "--output-table needs --progress DIR: where the tasks commit their answers, so "
+            "that a failed job is finished by running it again"
+        )
+    if given is None:
+        assert target is not None
+        return Progress(target.sibling(f".{target.name}.lwbatch-progress").text, restart=restart)
+    where = _Location.of(given, "--progress")
+    for other, flag in ((source, "INPUT"), (target, "--output")):
+        if other is not None and _overlaps(other, where):
+            raise UsageError(f"--progress {given} is {flag}, or holds it; choose another place")
+    return Progress(given if "://" in given else where.path, restart=restart)
+
+
+class _JvmLog:
+    """Where the JVM's and Spark's log lines go: the console at --spark-log's level, else
+    a file (named when the job fails, removed when it succeeds)."""
+
+    def __init__(self, level: str | None) -> None:
+        self.level = level.upper() if level else None
+        self.path: str | None = None
+        if self.level is None:
+            handle, self.path = tempfile.mkstemp(prefix="lwbatch-spark-", suffix=".log")
+            os.close(handle)
+
+    @contextmanager
+    def launching(self) -> Iterator[None]:
+        """While the JVM starts: its standard error (and its children's) is the file."""
+        if self.path is None:
+            yield
+            return
+        sys.stderr.flush()
+        saved = os.dup(2)
+        target = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.dup2(target, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(target)
+
+    def discard(self) -> None:
+        if self.path is not None:
+            Path(self.path).unlink(missing_ok=True)
+
+
+def _session(master: str | None, jvm_log: _JvmLog, *, tables: bool) -> Any:
     from pyspark.sql import SparkSession
 
     # Spark's own progress bars and log lines would bury the summary and the one-line
@@ -146,24 +222,30 @@ def _session(master: str | None, *, tables: bool) -> Any:
         builder = builder.master(master)
     if tables:
         builder = builder.enableHiveSupport()
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("FATAL")
+    if (master or "local").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        # Local executors run the interpreter lwbatch runs in, not the first python3 on
+        # PATH, which may lack lwbatch or pyarrow (a pipx or venv install).
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+    with jvm_log.launching():
+        session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(jvm_log.level or "WARN")
     return session
 
 
 def _run_job(
     session: Any,
     places: SparkPlaces,
-    source: _Location | None,
-    target: _Location | None,
+    where: tuple[_Location | None, _Location | None],
     settings: RunSettings,
     slots: int | None,
+    progress: Any,
 ) -> RunReport:
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
     from lwbatch import spark as lwspark
 
+    source, target = where
     try:
         if places.input_table is not None:
             df = session.table(places.input_table)
@@ -171,8 +253,8 @@ def _run_job(
             assert source is not None
             df = session.read.parquet(source.text)  # reads the footers: a bad file fails
     except (PySparkException, Py4JError) as exc:
-        where = f"--input-table {places.input_table}" if places.input_table else source
-        raise InputError(_first_line(exc), path=str(places.input_path or where)) from None
+        named = f"--input-table {places.input_table}" if places.input_table else source
+        raise InputError(_first_line(exc), path=str(places.input_path or named)) from None
     counted = lwspark.counters(session)
     started = time.monotonic()
     scored = lwspark.score(
@@ -185,20 +267,23 @@ def _run_job(
         slots=slots,
         connection=settings.connection,
         pacing=settings.pacing,
+        progress=progress,
         counters=counted,
     )
     # The one action on `scored`: each key is scored once.
     if places.output_table is not None:
         _write_table(session, scored, places.output_table)
-        written, where = session.table(places.output_table), places.output_table
+        written, output = session.table(places.output_table), places.output_table
     else:
         assert target is not None
         _write_directory(scored, target)
-        written, where = session.read.parquet(target.text), places.output or ""
+        written, output = session.read.parquet(target.text), places.output or ""
+    # The output is in place: what it was kept for is done.
+    lwspark.remove_progress(progress)
     assert settings.budget is not None
     return _report(
         written,
-        where,
+        output,
         list(settings.models),
         counted,
         time.monotonic() - started,
@@ -265,7 +350,9 @@ def _overlaps(source: _Location, target: _Location) -> bool:
 
 
 def _write_directory(scored: Any, target: _Location) -> None:
-    staging = target.sibling(f".{target.name}.spark-{os.getpid()}")
+    # One name for every run of the job: a killed run's staging is cleared by the next.
+    staging = target.sibling(f".{target.name}.lwbatch-staging")
+    staging.remove()
     # With --restart the old output is moved aside, not removed, until the new one
     # is in place: a failure on the way leaves it (or puts it back).
     old = target.sibling(f".{target.name}.old-{os.getpid()}")
@@ -303,18 +390,26 @@ def _write_table(session: Any, scored: Any, table: str) -> None:
             session.sql(f"DROP TABLE {staging}")
 
 
-def job_error(exc: Exception) -> LWBatchError:
+def job_error(exc: Exception, log_path: str | None = None) -> LWBatchError:
     """A failed Spark job as one line: a task's own lwbatch error as it would be told
-    by the local engine (with its exit code), anything else by its first line."""
+    by the local engine (with its exit code), anything else by its first line (and
+    where Spark's log lines are)."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     raised = _RAISED.fullmatch(lines[-1]) if lines else None
     if raised is not None and raised.group(1).startswith("lwbatch.errors."):
         kind = getattr(errors, raised.group(1).rsplit(".", 1)[1], None)
         code = kind.exit_code if isinstance(kind, type) and issubclass(kind, LWBatchError) else 1
         return SparkJobError(raised.group(2), exit_code=code)
+    if raised is not None and raised.group(1) in ("ModuleNotFoundError", "ImportError"):
+        return SparkJobError(
+            f"a Spark task failed: {raised.group(0)}: the executors' Python lacks what "
+            "lwbatch needs; point PYSPARK_PYTHON (or spark.pyspark.python) at an "
+            "environment with lwbatch installed, on every executor"
+        )
+    logged = f" (Spark's log: {log_path})" if log_path else ""
     if raised is not None and type(exc).__name__ == "PythonException":
-        return SparkJobError(f"a Spark task failed: {raised.group(0)}")
-    return SparkJobError(f"the Spark job failed: {_first_line(exc)}")
+        return SparkJobError(f"a Spark task failed: {raised.group(0)}{logged}")
+    return SparkJobError(f"the Spark job failed: {_first_line(exc)}{logged}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -169,13 +169,25 @@ def _task(
     """What each task runs, once the pre-flight has passed: its share of the budget,
     the progress area and the answers the driver has already."""
     budget = identity.budget
+    if not budget.is_unlimited:
+        budget.share(slots)  # refuses a window smaller than the slots, before any request
+    specs = job.connection.models().resolve_all(list(job.models))
+    rows = preflight.revisions(
+        preflight.sample(df, columns, keys), columns, wikipedia(job.lang), specs
+    )
+    # Before anything is kept: a job that cannot succeed leaves nothing behind.
+    checked = preflight.check(
+        rows, job.models, budget=budget, lang=job.lang, connection=job.connection, pacing=job.pacing
+    )
+    if job.counters is not None:
+        job.counters.add_requests(checked.stats)
     area = progress.area() if progress is not None else None
     if progress is not None and area is not None:
         # Reruns keep the partitions the area started with: a key's answers are in its
         # partition's files.
         slots = area.prepare(_layout(df, columns, job.lang), slots, restart=progress.restart)
     if not budget.is_unlimited:
-        budget.share(slots)  # refuses a window smaller than the slots, before any task
+        budget.share(slots)  # the area's partitions, which may differ
     log.info(
         "spark: budget %s for the job over %d task slots, per task %s "
         "(set `slots` to the executors x cores that run at once)",
@@ -183,15 +195,6 @@ def _task(
         slots,
         _describe_shares(budget, slots),
     )
-    specs = job.connection.models().resolve_all(list(job.models))
-    rows = preflight.revisions(
-        preflight.sample(df, columns, keys), columns, wikipedia(job.lang), specs
-    )
-    checked = preflight.check(
-        rows, job.models, budget=budget, lang=job.lang, connection=job.connection, pacing=job.pacing
-    )
-    if job.counters is not None:
-        job.counters.add_requests(checked.stats)
     return PartitionTask(
         models=job.models,
         budget=budget,

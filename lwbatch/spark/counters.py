@@ -38,9 +38,13 @@ class Counters:
         self.tally.add(tally_of(stats, **extra))
 
     def add_requests(self, stats: RunStats) -> None:
-        """Only the requests of `stats` (the driver's pre-flight: its rows are the tasks')."""
+        """Only the requests of `stats` (the driver's pre-flight: its rows are the tasks').
+        The sending phase stays the tasks': the pre-flight's requests count in their
+        shares' first window."""
         tally = tally_of(stats)
         tally["counts"] = {"requests_sent": stats.requests_sent}
+        tally.pop("first", None)
+        tally.pop("last", None)
         self.tally.add(tally)
 
     def add_failed_attempts(self, requests: int) -> None:

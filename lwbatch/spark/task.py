@@ -215,7 +215,11 @@ class PartitionTask:
         """Count this partition's part of the driver's pre-flight requests in its share:
         they were sent just before, inside the job's budget."""
         mine = self.sent_before[partition :: self.slots]
-        if mine and isinstance(scorer.limiter, BudgetLimiter) and self.pacing.clock is None:
+        if (
+            mine
+            and isinstance(scorer.limiter, BudgetLimiter)
+            and self.pacing.clock is time.monotonic
+        ):
             offset = time.monotonic() - time.time()
             scorer.limiter.restore([sent + offset for sent in mine])
 

@@ -98,11 +98,27 @@ SPARK = cloup.option_group(
     ),
     flag("--input-table", help="Read this table instead of INPUT."),
     flag("--output-table", help="Write this table instead of --output."),
+    flag(
+        "--progress",
+        "progress_dir",
+        metavar="DIR",
+        sets="progress",
+        help="Where the tasks commit their answers as they come, so that running the "
+        "same command again pays only for what is unanswered (default: beside --output; "
+        "needed with --output-table). Removed once the output is in place; --restart "
+        "discards it.",
+    ),
+    flag(
+        "--spark-log",
+        type=click.Choice(["ERROR", "WARN", "INFO", "DEBUG"], case_sensitive=False),
+        help="Show Spark's and the JVM's log lines from this level on (default: none; "
+        "they go to a log file, named if the job fails).",
+    ),
 )
 # Flags only the local engine reads, and why a Spark job has no use for them.
 _LOCAL_ONLY = {
     "grace": "Spark itself stops its tasks",
-    "retry_failed": "a Spark job keeps no journal to resume from",
+    "retry_failed": "a Spark job's rerun asks failures of the service again by itself",
     "keep_columns": "a Spark job writes the key and the scores",
     "log_json": "Spark reports its own progress",
     "progress_every": "Spark reports its own progress",
@@ -196,12 +212,20 @@ def score(input_paths: tuple[str, ...], **given: Any) -> None:
 
 
 def _refuse_spark_flags(given: dict[str, Any]) -> None:
-    engine, master, slots, input_table, output_table = take(
-        given, "engine", "master", "slots", "input_table", "output_table"
+    engine, master, slots, input_table, output_table, progress, spark_log = take(
+        given,
+        "engine",
+        "master",
+        "slots",
+        "input_table",
+        "output_table",
+        "progress_dir",
+        "spark_log",
     )
-    if master or slots is not None or input_table or output_table:
+    if master or slots is not None or input_table or output_table or progress or spark_log:
         raise UsageError(
-            "--master, --slots, --input-table and --output-table are for --engine spark"
+            "--master, --slots, --input-table, --output-table, --progress and --spark-log "
+            "are for --engine spark"
         )
 
 
@@ -221,7 +245,9 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
             f"--format {given['output_format']} is for the local engine: a Spark job writes Parquet"
         )
     places = SparkPlaces.of(input_paths, *take(given, "output", "input_table", "output_table"))
-    master, slots, restart = take(given, "master", "slots", "restart")
+    master, slots, restart, progress, spark_log = take(
+        given, "master", "slots", "restart", "progress_dir", "spark_log"
+    )
     reporting = reporting_of(given)
     models, catalog = models_of(given)
     keys = keys_of(given)
@@ -241,6 +267,8 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
         master=master,
         slots=positive("--slots", slots),
         restart=restart,
+        progress=progress,
+        spark_log=spark_log,
         warn_no_contact=connection.endpoint.is_external_gateway and not connection.contact,
     )
 

@@ -1,0 +1,267 @@
+"""Spark jobs that fail part way: a killed driver, a task that fails once, a second
+action on a scored DataFrame, and a job whose first requests say it cannot succeed.
+Each is finished, or ended, paying only for what was not answered. local[2] against
+the emulator on 127.0.0.1; skipped where pyspark is not installed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch import Endpoint, Token, score_file
+from lwbatch.settings import Connection, Pacing
+from tests.conftest import EmulatorFactory, max_in_window, write_parquet
+
+pytestmark = pytest.mark.xdist_group("spark")
+pyspark = pytest.importorskip("pyspark")
+pytest.importorskip("pandas")
+
+# Models asked one revision per request: what a job needs is rows x models, whatever
+# its partitions (revertrisk batches per task).
+MODELS = ["{wiki}-damaging", "{wiki}-goodfaith"]
+KEYS = {"wiki_column": "wiki_db", "id_column": "revision_id"}
+
+
+def lake(path: Path, per_wiki: int) -> Path:
+    rows = [
+        (wiki, rev) for rev in range(1, per_wiki + 1) for wiki in ("enwiki", "dewiki", "frwiki")
+    ]
+    return write_parquet(
+        path,
+        {
+            "wiki_db": [w for w, _ in rows],
+            "revision_id": pa.array([r for _, r in rows], pa.int64()),
+        },
+    )
+
+
+def sorted_rows(table: pa.Table) -> list[dict[str, Any]]:
+    return sorted(table.to_pylist(), key=lambda r: (r["wiki_db"], r["rev_id"]))
+
+
+def scored_locally(inp: Path, out: Path, base_url: str) -> list[dict[str, Any]]:
+    score_file(
+        inp,
+        out,
+        models=MODELS,
+        rate="5000/1s",
+        connection=Connection(endpoint=Endpoint(base_url=base_url)),
+        **KEYS,
+    )
+    return sorted_rows(pq.read_table(out))
+
+
+def wait_for(condition: Any, what: str, process: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + 120
+    while not condition():
+        if process is not None and process.poll() is not None:
+            pytest.fail(
+                f"the driver ended before {what}: {process.stderr.read() if process.stderr else ''}"
+            )
+        assert time.monotonic() < deadline, f"no {what} within 120 s"
+        time.sleep(0.05)
+
+
+def test_a_killed_job_is_finished_by_running_the_same_command_again(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = lake(tmp_path / "lake.parquet", 120)  # 360 rows, 720 requests
+    out = tmp_path / "scores"
+    rate, in_flight = 100, 2 * 8  # 100/1s; two tasks of 8 requests in flight at most
+    # As users run it: lwbatch from its environment's bin/, no venv on PATH, no
+    # PYSPARK_PYTHON.
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "SPARK_LOCAL_IP": "127.0.0.1"}
+    # A JVM that starts sooner (as the suite's own session does).
+    java = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    env["PYSPARK_SUBMIT_ARGS"] = f"--driver-java-options '{java}' pyspark-shell"
+    if "JAVA_HOME" in os.environ:
+        env["JAVA_HOME"] = os.environ["JAVA_HOME"]
+    with emulator() as (emu, base_url):
+        expected = scored_locally(inp, tmp_path / "local.parquet", base_url)
+        needed = emu.stats.requests
+        command = [str(Path(sys.executable).parent / "lwbatch"), "score", str(inp), "-o", str(out)]
+        command += ["--engine", "spark", "--master", "local[2]", "--rate", f"{rate}/1s"]
+        command += ["--wiki-column", "wiki_db", "--id-column", "revision_id"]
+        command += ["--concurrency", "8", "--endpoint", base_url]
+        command += [arg for m in MODELS for arg in ("-m", m)]
+        driver = subprocess.Popen(
+            command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True
+        )
+        # Killed once it has sent more than 5 seconds of the rate and a full flight:
+        # had the rerun paid again for what came before, the bound below would fail.
+        killed_at = needed + 5 * rate + in_flight + 20
+        wait_for(lambda: emu.stats.requests >= killed_at, "the requests", driver)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+        assert (out.parent / ".scores.lwbatch-progress").is_dir()
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        sent = emu.stats.requests - needed
+    assert sent <= needed + 5 * rate + in_flight
+    assert sorted_rows(pq.read_table(out)) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lake.parquet", "local.parquet", "scores"]
+    # lwbatch's lines only: no JVM or Spark log line reaches the console.
+    assert [line for line in rerun.stderr.splitlines() if "WARN" in line or "log4j" in line] == []
+    assert "answers kept before" in rerun.stderr
+
+
+def test_a_task_that_fails_once_pays_again_only_for_its_requests_in_flight(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    from lwbatch.spark import counters, score
+
+    def fail_first_attempt_of_partition_0(
+        batches: Iterator[pa.RecordBatch],
+    ) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        # Defined here, so that Spark ships it to the workers by value.
+        context = TaskContext.get()
+        failing = context is not None and context.partitionId() == 0
+        failing = failing and context is not None and context.attemptNumber() == 0
+        seen = 0
+        for batch in batches:
+            seen += batch.num_rows
+            if failing and seen >= 200:
+                raise RuntimeError("injected: the executor was lost")
+            yield batch
+
+    inp = lake(tmp_path / "lake.parquet", 200)
+    with emulator() as (emu, base_url):
+        expected = scored_locally(inp, tmp_path / "local.parquet", base_url)
+        needed = emu.stats.requests
+        counted = counters(spark)
+        scored = score(
+            spark.read.parquet(str(inp)),
+            models=MODELS,
+            rate="2000/1s",
+            slots=2,
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            pacing=Pacing(concurrency=4, share=False),
+            progress=tmp_path / "progress",
+            counters=counted,
+            **KEYS,
+        )
+        failing = scored.mapInArrow(fail_first_attempt_of_partition_0, scored.schema)
+        result = failing.toArrow()
+        sent = emu.stats.requests - needed
+    assert sorted_rows(result) == expected
+    # The failed attempt's answers were committed as it ended: the retry asks only
+    # what was in flight (4 requests at most) again.
+    assert needed <= sent <= needed + 4
+    values = counted.values()
+    assert values["answers_resumed"] > 0
+    assert 0 < values["requests_failed_attempts"] < needed
+
+
+def test_a_second_action_on_a_dataframe_scored_with_progress_sends_nothing(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    from lwbatch.spark import remove_progress, score
+
+    inp = lake(tmp_path / "lake.parquet", 40)
+    with emulator() as (emu, base_url):
+        expected = scored_locally(inp, tmp_path / "local.parquet", base_url)
+        needed = emu.stats.requests
+        scored = score(
+            spark.read.parquet(str(inp)),
+            models=MODELS,
+            rate="2000/1s",
+            slots=2,
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            progress=str(tmp_path / "progress"),
+            **KEYS,
+        )
+        assert scored.count() == 120
+        after_count = emu.stats.requests - needed
+        scored.write.parquet(str(tmp_path / "written"))
+        after_write = emu.stats.requests - needed
+    assert after_count == needed
+    assert after_write == needed  # the write paid nothing
+    assert sorted_rows(pq.read_table(tmp_path / "written")) == expected
+    remove_progress(tmp_path / "progress")
+    assert not (tmp_path / "progress").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"token": "the-right-one"},
+            "401 Unauthorized from http://127.0.0.1:",
+        ),
+        (
+            {"undeployed": frozenset({"enwiki-damaging", "dewiki-damaging", "frwiki-damaging"})},
+            "every requested model answered 404 (not deployed): {wiki}-damaging",
+        ),
+    ],
+)
+def test_a_job_that_cannot_succeed_ends_after_the_preflight_requests(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory, options: dict[str, Any], message: str
+) -> None:
+    from lwbatch.errors import LWBatchError
+    from lwbatch.spark import score
+
+    inp = lake(tmp_path / "lake.parquet", 50)
+    with emulator(**options) as (emu, base_url):
+        with pytest.raises(LWBatchError) as info:
+            score(
+                spark.read.parquet(str(inp)),
+                models=["{wiki}-damaging"],
+                rate="1000/1s",
+                slots=2,
+                connection=Connection(
+                    endpoint=Endpoint(base_url=base_url), token=Token("a-wrong-one")
+                ),
+                **KEYS,
+            )
+        sent = emu.stats.requests
+    assert str(info.value).startswith(message)
+    # One row of each of the three wikis, for the one model each: the job's other 147
+    # rows cost nothing.
+    assert sent == 3
+    assert not (tmp_path / "progress").exists()
+
+
+def test_a_task_counts_the_preflight_requests_sent_just_before_in_its_share(
+    emulator: EmulatorFactory,
+) -> None:
+    from lwbatch.config import Budget, Rate
+    from lwbatch.io.columns import Columns
+    from lwbatch.spark import PartitionTask
+
+    budget = Rate(4, 2.0)
+    with emulator() as (emu, base_url):
+        now = time.time()
+        sent_before = (now - 0.2, now - 0.1, now)  # the driver's, just now
+        task = PartitionTask(
+            models=("enwiki-damaging",),
+            budget=Budget.from_rate(budget),
+            slots=1,
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            pacing=Pacing(concurrency=4, share=False),
+            columns=Columns.decide(
+                ["rev_id"], id_column="rev_id", wiki_column=None, keep_columns=None, where="x"
+            ),
+            lang="en",
+            counters=None,
+            sent_before=sent_before,
+        )
+        batch = pa.record_batch([pa.array(range(1, 6), pa.int64())], names=["rev_id"])
+        rows = sum(out.num_rows for out in task(iter([batch])))
+        arrivals = sorted(emu.stats.arrivals)
+    assert rows == 5
+    # The emulator's clock is the monotonic one: the driver's requests on it.
+    offset = time.monotonic() - time.time()
+    together = sorted([t + offset for t in sent_before] + arrivals)
+    assert max_in_window(together, budget.period) <= budget.requests
