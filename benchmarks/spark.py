@@ -33,9 +33,11 @@ from lwbatch.settings import Connection
 MODELS = ["{wiki}-damaging"]
 
 
-def lake(path: Path, rows: int) -> Path:
+def lake(path: Path, rows: int, skew: bool = False) -> Path:
     wikis = ("enwiki", "dewiki", "frwiki")
-    distinct = [(wikis[i % 3], 1000 + i // 3) for i in range(rows)]
+    # Skewed: enwiki holds 80% of the rows, the other two 10% each.
+    pick = (lambda i: "enwiki" if i % 10 < 8 else wikis[1 + i % 2]) if skew else None
+    distinct = [(pick(i) if pick else wikis[i % 3], 1000 + i) for i in range(rows)]
     keys = distinct + distinct[: rows // 10]
     table = pa.table(
         {
@@ -124,16 +126,22 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--latency", default="liftwing")
+    parser.add_argument(
+        "--skew", action="store_true", help="one wiki holds 80%% of the rows (10%% the others)"
+    )
     args = parser.parse_args()
     rate = Rate.parse(args.rate)
     with tempfile.TemporaryDirectory() as tmp:
-        inp = lake(Path(tmp) / "lake.parquet", args.rows)
+        inp = lake(Path(tmp) / "lake.parquet", args.rows, args.skew)
         local = local_run(inp, Path(tmp) / "local.parquet", rate, args.latency)
         spark = spark_run(inp, Path(tmp) / "spark", rate, args.latency, args.slots)
         same = sorted(pq.read_table(Path(tmp) / "local.parquet").to_pylist(), key=str) == sorted(
             pq.read_table(Path(tmp) / "spark").to_pylist(), key=str
         )
-    print(f"{args.rows:,} distinct revisions (+10% repeats), {args.rate}, {args.slots} slots")
+    shape = "80% one wiki" if args.skew else "3 wikis alike"
+    print(
+        f"{args.rows:,} distinct revisions (+10% repeats, {shape}), {args.rate}, {args.slots} slots"
+    )
     print(
         f"{'engine':<8} {'requests':>9} {'429s':>5} {'max/window':>11} {'budget used':>12} {'s':>7}"
     )
@@ -151,6 +159,7 @@ def main() -> None:
                 "rate": args.rate,
                 "rows": args.rows,
                 "slots": args.slots,
+                "skew": args.skew,
                 "local": local,
                 "spark": spark,
                 "same_rows": same,
