@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -333,6 +333,50 @@ class SqliteScoreCache:
                     except (ValueError, TypeError, AttributeError) as exc:
                         raise self._damaged(rows[0][0], "exported rows", exc) from None
                     yield pa.record_batch(columns, schema=EXPORT_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"cannot read it ({exc})") from None
+
+    def entries(
+        self, models: Collection[str], *, rows_per_batch: int = 65536
+    ) -> Iterator[list[tuple[str, str, int, Score]]]:
+        """The answers `models` would take from here (model, wiki, rev_id, score), in
+        batches: what another engine's workers read."""
+        if self._empty or not models:
+            return
+        marks = ", ".join("?" * len(models))
+        query = (
+            "SELECT model, version, wiki, rev_id, prediction, probability, error, message "
+            f"FROM answers WHERE model IN ({marks}) AND {_used('answers.model')}"
+        )
+        try:
+            with self._read_lock:
+                cursor = self._reader.execute(query, tuple(models))
+                while rows := cursor.fetchmany(rows_per_batch):
+                    batch = []
+                    for (
+                        model,
+                        version,
+                        wiki,
+                        rev_id,
+                        prediction,
+                        probability,
+                        error,
+                        message,
+                    ) in rows:
+                        try:
+                            score = Score(
+                                prediction=None if prediction is None else orjson.loads(prediction),
+                                probability=None
+                                if probability is None
+                                else orjson.loads(probability),
+                                model_version=None if error is not None else version or None,
+                                error=None if error is None else ErrorType(error),
+                                error_message=message,
+                            )
+                        except ValueError as exc:
+                            raise self._damaged(model, f"{wiki} {rev_id}", exc) from None
+                        batch.append((model, wiki, rev_id, score))
+                    yield batch
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot read it ({exc})") from None
 

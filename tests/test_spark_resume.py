@@ -167,7 +167,7 @@ def test_a_task_that_fails_once_pays_again_only_for_its_requests_in_flight(
 def test_a_second_action_on_a_dataframe_scored_with_progress_sends_nothing(
     spark: Any, tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
-    from lwbatch.spark import remove_progress, score
+    from lwbatch.spark import finish, score
 
     inp = lake(tmp_path / "lake.parquet", 40)
     with emulator() as (emu, base_url):
@@ -189,7 +189,7 @@ def test_a_second_action_on_a_dataframe_scored_with_progress_sends_nothing(
     assert after_count == needed
     assert after_write == needed  # the write paid nothing
     assert sorted_rows(pq.read_table(tmp_path / "written")) == expected
-    remove_progress(tmp_path / "progress")
+    finish(tmp_path / "progress")
     assert not (tmp_path / "progress").exists()
 
 
@@ -265,3 +265,48 @@ def test_a_task_counts_the_preflight_requests_sent_just_before_in_its_share(
     offset = time.monotonic() - time.time()
     together = sorted([t + offset for t in sent_before] + arrivals)
     assert max_in_window(together, budget.period) <= budget.requests
+
+
+def test_one_score_cache_serves_local_and_spark_runs(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+    from lwbatch.settings import Files
+
+    inp = lake(tmp_path / "lake.parquet", 30)  # 90 rows, 180 requests
+    args = ["score", str(inp), "--engine", "spark", "--master", "local[2]", "--rate", "1000/1s"]
+    args += ["--wiki-column", "wiki_db", "--id-column", "revision_id", "-q"]
+    args += [arg for m in MODELS for arg in ("-m", m)]
+    with emulator() as (emu, base_url):
+        at = Connection(endpoint=Endpoint(base_url=base_url))
+        # A local run fills a cache; a Spark job of the same input then sends nothing.
+        score_file(
+            inp,
+            tmp_path / "local.parquet",
+            models=MODELS,
+            rate="5000/1s",
+            connection=at,
+            files=Files(cache=tmp_path / "local.sqlite"),
+            **KEYS,
+        )
+        assert emu.stats.requests == 180
+        cached = [*args, "--cache", str(tmp_path / "local.sqlite"), "--base-url", base_url]
+        assert main([*cached, "-o", str(tmp_path / "from-cache")]) == 0, capsys.readouterr().err
+        assert emu.stats.requests == 180
+        # A Spark job fills a fresh cache when it is done; a local run then sends nothing.
+        fresh = [*args, "--cache", str(tmp_path / "spark.sqlite"), "--base-url", base_url]
+        assert main([*fresh, "-o", str(tmp_path / "to-cache")]) == 0, capsys.readouterr().err
+        assert emu.stats.requests == 360
+        score_file(
+            inp,
+            tmp_path / "local-again.parquet",
+            models=MODELS,
+            rate="5000/1s",
+            connection=at,
+            files=Files(cache=tmp_path / "spark.sqlite"),
+            **KEYS,
+        )
+        assert emu.stats.requests == 360
+    expected = sorted_rows(pq.read_table(tmp_path / "local.parquet"))
+    for name in ("from-cache", "to-cache", "local-again.parquet"):
+        assert sorted_rows(pq.read_table(tmp_path / name)) == expected, name

@@ -99,7 +99,7 @@ def score_on_spark(
     master: str | None,
     slots: int | None,
     restart: bool,
-    progress: str | None,
+    progress: tuple[str | None, Path | None],
     spark_log: str | None,
     warn_no_contact: bool,
 ) -> None:
@@ -119,7 +119,12 @@ def score_on_spark(
         settings.connection, Pacing(share=False), budget=settings.budget, tier=settings.tier
     )
     source, target = places.locations(restart)
-    kept = _progress(places, source, target, progress, restart)
+    kept = _progress(places, source, target, progress[0], restart)
+    if progress[1] is not None:
+        from lwbatch.cache import SqliteScoreCache
+
+        SqliteScoreCache(progress[1]).close()  # a bad cache fails here, before any session
+        kept = replace(kept, cache=progress[1])
     budget = identity.budget
     jvm_log = _JvmLog(spark_log)
     session = _session(master, jvm_log, tables=bool(places.input_table or places.output_table))
@@ -278,8 +283,8 @@ def _run_job(
         assert target is not None
         _write_directory(scored, target)
         written, output = session.read.parquet(target.text), places.output or ""
-    # The output is in place: what it was kept for is done.
-    lwspark.remove_progress(progress)
+    # The output is in place: the fresh answers go to the cache, the progress away.
+    lwspark.finish(progress)
     assert settings.budget is not None
     return _report(
         written,
@@ -440,6 +445,7 @@ def _report(
     stats.peak_in_flight = counts["peak_in_flight"]
     stats.requests_by_outcome.update(counted.outcomes())
     stats.latency = counted.latency()
+    stats.cached.update(counted.cached())
     sending = counted.sending()
     if sending is not None:
         stats.first_sent, stats.last_sent = sending

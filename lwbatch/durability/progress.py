@@ -17,6 +17,7 @@ the number of partitions stays the same, so the manifest fixes it for the job's 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
@@ -44,8 +46,12 @@ SCHEMA = pa.schema(
         ("wiki", pa.string()),
         ("rev_id", pa.int64()),
         ("answer", pa.binary()),  # the answer as the journal encodes it
+        # "column": an output column's answer for a row key (what a rerun skips);
+        # "cache": a model's fresh answer for (wiki database, rev_id), for the score cache.
+        ("kind", pa.string()),
     ]
 )
+COLUMN, CACHE = "column", "cache"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +122,28 @@ class ProgressArea:
     def partition(self, index: int, attempt: str) -> PartitionProgress:
         return PartitionProgress(self, index, attempt)
 
-    def answers(self) -> Iterator[Answer]:
-        """Every answer kept in the area (a key may come twice)."""
+    def answers(self, kind: str = COLUMN) -> Iterator[Answer]:
+        """Every answer of `kind` kept in the area (a key may come twice)."""
         for directory in self._listing(self.path):
-            if directory.type == pafs.FileType.Directory:
+            if directory.type == pafs.FileType.Directory and directory.base_name[:2] == "p-":
                 for part in _parts(self.filesystem, directory.path):
                     table = _read(self.filesystem, part.path)
                     if table is not None:
-                        yield from _decode(table)
+                        yield from _decode(table, kind)
+
+    @property
+    def uri(self) -> str:
+        """The area as Spark names it."""
+        return Path(self.path).as_uri() if "://" not in self.where else self.where.rstrip("/")
+
+    def write_cached(self, answers: Iterator[list[Answer]]) -> str | None:
+        """The score cache's answers, as one file Spark reads (None: there are none)."""
+        tables = [_table(batch, CACHE) for batch in answers if batch]
+        if not tables:
+            return None
+        path = f"{self.path}/cached.parquet"
+        _write_table(self.filesystem, pa.concat_tables(tables), path)
+        return f"{self.uri}/cached.parquet"
 
     def remove(self) -> None:
         if self.exists():
@@ -153,6 +173,8 @@ class PartitionProgress:
         self.directory = f"{area.path}/p-{index:05d}"
         self.attempt = attempt
         self._pending: list[Answer] = []
+        self._for_cache: list[Answer] = []
+        self._lock = threading.Lock()
         self._parts: list[tuple[str, int]] = []  # this attempt's files and their commits
         self._seq = 0
         self._requests: dict[str, int] = {}
@@ -163,13 +185,15 @@ class PartitionProgress:
         self._fs.create_dir(self.directory, recursive=True)
         found = _parts(self._fs, self.directory)
         best: dict[tuple[str, RowKey], Score] = {}
+        cached: list[pa.Table] = []
         loaded = Loaded(ResumeState())
         for part in found:
             table = _read(self._fs, part.path)
             if table is None:
                 continue
             _merge_requests(loaded.requests, table.schema.metadata)
-            for model, key, score in _decode(table):
+            cached.append(table.filter(pc.equal(table.column("kind"), CACHE)))
+            for model, key, score in _decode(table, COLUMN):
                 kept = best.get((model, key))
                 if kept is None or (kept.error is not None and kept.error.value in RETRYABLE):
                     best[(model, key)] = score
@@ -190,7 +214,8 @@ class PartitionProgress:
                 for (m, k), s in best.items()
                 if s.error is None or s.error.value not in RETRYABLE
             ]
-            self._write(answers, loaded.requests, f"{self.attempt}-base")
+            table = pa.concat_tables([_table(answers, COLUMN), *cached])
+            self._write_table(table, loaded.requests, f"{self.attempt}-base")
             for part in found:
                 self._fs.delete_file(part.path)
         self._requests = dict(loaded.requests)
@@ -199,18 +224,29 @@ class PartitionProgress:
     def add(self, model: str, answers: list[tuple[RowKey, Score]]) -> None:
         self._pending.extend((model, key, score) for key, score in answers)
 
-    def take(self) -> list[Answer]:
-        """The answers added since the last take (on the event loop)."""
-        pending, self._pending = self._pending, []
-        return pending
+    def add_for_cache(self, model: str, answers: Sequence[tuple[str, int, Score]]) -> None:
+        """Fresh answers of `model` for the score cache, added when the job is done."""
+        fresh = [(model, RowKey(w, r), s) for w, r, s in answers]
+        with self._lock:  # the engine keeps answers from a worker thread
+            self._for_cache.extend(fresh)
 
-    def commit(self, answers: list[Answer], requests: int) -> None:
-        """Write `answers` as one file; `requests`: what this attempt has sent so far."""
-        if not answers and requests == self._requests.get(self.attempt, 0):
+    def take(self) -> tuple[list[Answer], list[Answer]]:
+        """The answers added since the last take (on the event loop): the columns', and
+        those for the score cache."""
+        pending, self._pending = self._pending, []
+        with self._lock:
+            cached, self._for_cache = self._for_cache, []
+        return pending, cached
+
+    def commit(self, taken: tuple[list[Answer], list[Answer]], requests: int) -> None:
+        """Write what was `taken` as one file; `requests`: what this attempt has sent."""
+        answers, cached = taken
+        if not answers and not cached and requests == self._requests.get(self.attempt, 0):
             return
         self._requests[self.attempt] = requests
         self._seq += 1
-        self._parts.append((self._write(answers, {self.attempt: requests}), 1))
+        table = pa.concat_tables([_table(answers, COLUMN), _table(cached, CACHE)])
+        self._parts.append((self._write_table(table, {self.attempt: requests}), 1))
         while len(self._parts) >= 2 and self._parts[-2][1] == self._parts[-1][1]:
             (older, weight), (newer, _) = self._parts[-2], self._parts[-1]
             tables = [t for t in (_read(self._fs, older), _read(self._fs, newer)) if t]
@@ -224,26 +260,33 @@ class PartitionProgress:
     def files(self) -> int:
         return len(self._parts)
 
-    def _write(self, answers: list[Answer], requests: dict[str, int], name: str = "") -> str:
-        table = pa.table(
-            {
-                "model": [m for m, _, _ in answers],
-                "wiki": [k.wiki for _, k, _ in answers],
-                "rev_id": [k.rev_id for _, k, _ in answers],
-                "answer": [encode_answer(m, k, s) for m, k, s in answers],
-            },
-            schema=SCHEMA,
-        )
-        return self._write_table(table, requests, name)
-
     def _write_table(self, table: pa.Table, requests: dict[str, int], name: str = "") -> str:
         name = name or f"{self.attempt}-{self._seq:05d}"
         table = table.replace_schema_metadata({_META: orjson.dumps(requests)})
         path = f"{self.directory}/{name}.parquet"
-        hidden = f"{self.directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-        pq.write_table(table, hidden, filesystem=self._fs)
-        self._fs.move(hidden, path)
+        _write_table(self._fs, table, path)
         return path
+
+
+def _table(answers: Sequence[Answer], kind: str) -> pa.Table:
+    return pa.table(
+        {
+            "model": [m for m, _, _ in answers],
+            "wiki": [k.wiki for _, k, _ in answers],
+            "rev_id": [k.rev_id for _, k, _ in answers],
+            "answer": [encode_answer(m, k, s) for m, k, s in answers],
+            "kind": [kind] * len(answers),
+        },
+        schema=SCHEMA,
+    )
+
+
+def _write_table(filesystem: pafs.FileSystem, table: pa.Table, path: str) -> None:
+    """`table` at `path`, whole or not at all: written under a hidden name, renamed."""
+    directory, name = path.rsplit("/", 1)
+    hidden = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    pq.write_table(table, hidden, filesystem=filesystem)
+    filesystem.move(hidden, path)
 
 
 def _parts(filesystem: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
@@ -269,8 +312,9 @@ def _read(filesystem: pafs.FileSystem, path: str) -> pa.Table | None:
         return None
 
 
-def _decode(table: pa.Table) -> Iterator[Answer]:
-    for line in table.column("answer").to_pylist():
+def _decode(table: pa.Table, kind: str) -> Iterator[Answer]:
+    mine = table.filter(pc.equal(table.column("kind"), kind))
+    for line in mine.column("answer").to_pylist():
         answer = decode_answer(line)
         if answer is not None:
             yield answer

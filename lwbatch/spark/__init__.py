@@ -28,6 +28,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from lwbatch.cache import SqliteScoreCache
 from lwbatch.compat import accepts_old_keywords
 from lwbatch.config import Budget, Tier
 from lwbatch.durability.progress import ProgressArea
@@ -38,8 +39,9 @@ from lwbatch.io.columns import Columns
 from lwbatch.io.rows import output_schema
 from lwbatch.settings import Connection, Pacing, read_rate, read_tier
 from lwbatch.spark import preflight
+from lwbatch.spark.cached import cache_answers, fold_into
 from lwbatch.spark.counters import Counters, counters
-from lwbatch.spark.task import PartitionTask
+from lwbatch.spark.task import CACHED_COLUMN, PartitionTask
 from lwbatch.wikis import Wiki, wikipedia, wikis
 
 log = logging.getLogger("lwbatch")
@@ -49,11 +51,15 @@ log = logging.getLogger("lwbatch")
 class Progress:
     """Where a job's tasks commit their answers (`path`: a directory, a local path or a
     URI such as ``hdfs://...``), every `commit_every` seconds; `restart` discards what
-    an earlier run of the job left there."""
+    an earlier run of the job left there. `cache`: a score cache file on the driver's
+    machine, read by the tasks through the progress area."""
 
     path: str | Path
     restart: bool = False
     commit_every: float = 5.0
+    # A score cache (SQLite file): its answers cost no request, and the job's fresh
+    # answers are added to it by :func:`finish`.
+    cache: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not self.commit_every > 0:
@@ -141,11 +147,30 @@ def score(
             counters,
         ),
     )
-    partitions = task.slots
+    named = [f"__lwbatch_key{i}" for i in range(len(keys))]
+    prepared = df.select(*columns.read(), *(k.alias(n) for k, n in zip(keys, named, strict=True)))
+    if task.cached:
+        assert task.progress is not None
+        prepared = _with_cached(prepared, f"{task.progress.uri}/cached.parquet", named, default)
     # Exactly one partition per share: a slot that runs two of them one after the
     # other would start the second with a fresh share and go over its own.
-    prepared = df.select(*columns.read()).repartition(partitions, *keys)
+    prepared = prepared.repartition(task.slots, *named).drop(*named)
     return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, columns.layout)))
+
+
+def _with_cached(prepared: DataFrame, uri: str, named: list[str], default: Wiki) -> DataFrame:
+    """`prepared` with each row's answers from the score cache (journal lines)."""
+    from pyspark.sql import functions as F
+
+    cached = prepared.sparkSession.read.parquet(uri)
+    if len(named) == 1:  # the input names no wiki: every row is `lang`'s
+        cached = cached.where(F.col("wiki") == F.lit(default.dbname))
+        on = [F.col("rev_id").cast("double").alias(named[0])]
+    else:
+        on = [F.col("wiki").alias(named[0]), F.col("rev_id").cast("double").alias(named[1])]
+    by_key = cached.groupBy(*on).agg(F.collect_list("answer").alias(CACHED_COLUMN))
+    keyed = prepared.withColumn(named[-1], F.col(named[-1]).cast("double"))
+    return keyed.join(by_key, on=named, how="left")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +197,19 @@ def _task(
     if not budget.is_unlimited:
         budget.share(slots)  # refuses a window smaller than the slots, before any request
     specs = job.connection.models().resolve_all(list(job.models))
-    rows = preflight.revisions(
+    rows, targets = preflight.revisions(
         preflight.sample(df, columns, keys), columns, wikipedia(job.lang), specs
     )
     # Before anything is kept: a job that cannot succeed leaves nothing behind.
+    cache = _open_cache(progress)
     checked = preflight.check(
-        rows, job.models, budget=budget, lang=job.lang, connection=job.connection, pacing=job.pacing
+        rows,
+        job.models,
+        budget=budget,
+        lang=job.lang,
+        connection=job.connection,
+        pacing=job.pacing,
+        cache=cache,
     )
     if job.counters is not None:
         job.counters.add_requests(checked.stats)
@@ -186,6 +218,13 @@ def _task(
         # Reruns keep the partitions the area started with: a key's answers are in its
         # partition's files.
         slots = area.prepare(_layout(df, columns, job.lang), slots, restart=progress.restart)
+    cached = False
+    if cache is not None:
+        try:
+            if area is not None:
+                cached = area.write_cached(cache_answers(cache, targets)) is not None
+        finally:
+            cache.close()
     if not budget.is_unlimited:
         budget.share(slots)  # the area's partitions, which may differ
     log.info(
@@ -209,6 +248,7 @@ def _task(
         commit_every=progress.commit_every if progress is not None else 5.0,
         known=checked.answers,
         sent_before=checked.sent,
+        cached=cached,
     )
 
 
@@ -219,9 +259,25 @@ def _layout(df: DataFrame, columns: Columns, lang: str) -> str:
     return f"rev_id {columns.id_column} ({ident}), wiki {wiki}, lang {lang}"
 
 
-def remove_progress(progress: str | Path | Progress) -> None:
-    """Remove a progress area, once the result it was kept for is written."""
-    (progress if isinstance(progress, Progress) else Progress(progress)).area().remove()
+def finish(progress: str | Path | Progress) -> None:
+    """Once the result is written: add the job's fresh answers to the progress's score
+    cache (if it has one), then remove the progress area."""
+    kept = progress if isinstance(progress, Progress) else Progress(progress)
+    area = kept.area()
+    cache = _open_cache(kept)
+    if cache is not None:
+        try:
+            if area.exists():
+                fold_into(cache, area)
+        finally:
+            cache.close()
+    area.remove()
+
+
+def _open_cache(progress: Progress | None) -> SqliteScoreCache | None:
+    if progress is None or progress.cache is None:
+        return None
+    return SqliteScoreCache(progress.cache)
 
 
 def _identity(connection: Connection, budget: Budget | None, tier: Tier | None) -> Identity:
@@ -288,4 +344,4 @@ def _strip(column: Column) -> Column:
     return F.regexp_replace(column, r"(?U)^\s+|\s+$", "")
 
 
-__all__ = ["Counters", "PartitionTask", "Progress", "counters", "remove_progress", "score"]
+__all__ = ["Counters", "PartitionTask", "Progress", "counters", "finish", "score"]

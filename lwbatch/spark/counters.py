@@ -58,6 +58,10 @@ class Counters:
     def outcomes(self) -> dict[str, int]:
         return dict(sorted(self.tally.value.get("outcomes", {}).items()))
 
+    def cached(self) -> dict[str, int]:
+        """Answers per model column found in the score cache."""
+        return dict(self.tally.value.get("cached", {}))
+
     def latency(self) -> dict[str, LatencyHistogram]:
         return {
             model: LatencyHistogram.from_buckets(buckets)
@@ -76,6 +80,7 @@ def tally_of(stats: RunStats, **extra: int) -> Tally:
     tally: Tally = {
         "counts": counts,
         "outcomes": dict(stats.requests_by_outcome),
+        "cached": dict(stats.cached),
         "latency": {model: h.buckets() for model, h in stats.latency.items()},
     }
     if stats.first_sent is not None and stats.last_sent is not None:
@@ -84,7 +89,7 @@ def tally_of(stats: RunStats, **extra: int) -> Tally:
 
 
 def merge(into: Tally, other: Tally) -> Tally:
-    for section in ("counts", "outcomes"):
+    for section in ("counts", "outcomes", "cached"):
         mine = into.setdefault(section, {})
         for key, count in other.get(section, {}).items():
             mine[key] = mine.get(key, 0) + count

@@ -26,6 +26,7 @@ from lwbatch.io.row_reader import RowReader
 from lwbatch.keys import RowKey
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import Revision, Score
+from lwbatch.seams import ScoreCache
 from lwbatch.settings import Connection, Hooks, Pacing
 from lwbatch.wikis import Wiki
 
@@ -55,8 +56,9 @@ def sample(df: Any, columns: Columns, keys: list[Any]) -> pa.Table:
 
 def revisions(
     table: pa.Table, columns: Columns, default: Wiki, specs: Sequence[ModelSpec]
-) -> list[Revision]:
-    """Of the sampled rows, those that give each concrete model one row to answer."""
+) -> tuple[list[Revision], set[str]]:
+    """Of the sampled rows, those that give each concrete model one row to answer; and
+    the concrete models the job calls."""
     reader = RowReader(columns, default)
     wikis = table.column(columns.wiki) if columns.wiki is not None else None
     items = reader.convert(
@@ -77,7 +79,7 @@ def revisions(
                 continue
             asked.add(target.name)
             chosen.setdefault(item.key, item)
-    return list(chosen.values())
+    return list(chosen.values()), asked
 
 
 def check(
@@ -88,15 +90,17 @@ def check(
     lang: str,
     connection: Connection,
     pacing: Pacing,
+    cache: ScoreCache | None = None,
 ) -> Checked:
-    """Ask `models` about `rows` inside `budget`; raises what the local engine would
-    (a 401, every model not deployed, an unreachable endpoint)."""
+    """Ask `models` about `rows` inside `budget` (what `cache` holds costs nothing);
+    raises what the local engine would (a 401, every model not deployed, an
+    unreachable endpoint)."""
     if not rows:
         return Checked()
     # In a thread of its own: a notebook's thread already runs an event loop.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lwbatch-preflight") as pool:
         return pool.submit(
-            anyio.run, _check, rows, models, budget, lang, connection, pacing
+            anyio.run, _check, rows, models, budget, lang, connection, pacing, cache
         ).result()
 
 
@@ -107,6 +111,7 @@ async def _check(
     lang: str,
     connection: Connection,
     pacing: Pacing,
+    cache: ScoreCache | None,
 ) -> Checked:
     answers: list[bytes] = []
     sent: list[float] = []
@@ -125,6 +130,7 @@ async def _check(
         lang=lang,
         connection=connection,
         pacing=replace(pacing, share=False),
+        cache=cache,
         hooks=Hooks(on_send=lambda t: sent.append(t + offset)),
     )
     async with scorer:

@@ -8,7 +8,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from lwbatch.io.columns import Columns
 from lwbatch.io.row_reader import RowReader
 from lwbatch.io.rows import RowBuffer
 from lwbatch.pacing.limiter import BudgetLimiter
+from lwbatch.results import Score
 from lwbatch.settings import Connection, Pacing
 from lwbatch.spark.counters import Counters
 from lwbatch.wikis import wikipedia
@@ -37,6 +38,8 @@ _AHEAD = 4
 _ROWS_PER_BATCH = 8192
 # Seconds a task that ends waits for its answers to be committed.
 _LAST_COMMIT = 60.0
+# The input column that carries a row's answers from the score cache (journal lines).
+CACHED_COLUMN = "__lwbatch_cached"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,9 @@ class PartitionTask:
     # The driver's pre-flight answers (journal lines), and when it sent them (wall clock).
     known: tuple[bytes, ...] = ()
     sent_before: tuple[float, ...] = ()
+    # The input carries the score cache's answers for its row (CACHED_COLUMN), and the
+    # fresh answers are kept in the progress area for the cache.
+    cached: bool = False
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         context = TaskContext.get()
@@ -128,21 +134,26 @@ class PartitionTask:
     ) -> None:
         columns = self.columns
         reader = RowReader(columns, wikipedia(self.lang))
+        keeper, resume, resumed = await self._resume(attempt)
+
+        kept = _Kept(keeper) if self.cached else None
 
         async def items() -> Any:
             while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+                if kept is not None:
+                    kept.fill(batch.column(CACHED_COLUMN))
                 wikis_ = batch.column(columns.wiki) if columns.wiki is not None else None
                 pages = [batch.column(name) for name in columns.pages]
                 # Row numbers within a partition mean nothing to the user: none.
                 yield reader.convert(batch.column(columns.id_column), wikis_, pages, None)
 
-        keeper, resume, resumed = await self._resume(attempt)
         scorer = Scorer(
             list(self.models),
             rate=share,
             lang=self.lang,
             connection=self.connection,
             pacing=self.pacing,
+            cache=kept,
         )
         self._charge(scorer, attempt.partition)
         buffer = RowBuffer(scorer.specs, columns.layout)
@@ -235,6 +246,35 @@ class _Attempt:
         run, stage, number = self.id.rsplit(".", 2)
         o_run, o_stage, o_number = other.rsplit(".", 2)
         return (o_run, o_stage) == (run, stage) and int(o_number) < int(number)
+
+
+class _Kept:
+    """The score cache's answers for the rows of this task (they come with the rows):
+    each costs no request. Fresh answers go to the progress area, and from there into
+    the cache once the job is done."""
+
+    def __init__(self, keeper: PartitionProgress | None) -> None:
+        self._keeper = keeper
+        self._answers: dict[tuple[str, str, int], Score] = {}
+
+    def fill(self, column: pa.Array) -> None:
+        for lines in column.to_pylist():
+            for line in lines or ():
+                answer = decode_answer(line)
+                if answer is not None:
+                    model, key, score = answer
+                    self._answers[(model, key.wiki, key.rev_id)] = score
+
+    def get(self, model: str, wiki: str, rev_id: int) -> Score | None:
+        # Each key is routed once: its entry is not needed again.
+        return self._answers.pop((model, wiki, rev_id), None)
+
+    def put(self, model: str, answers: Sequence[tuple[str, int, Score]]) -> None:
+        if self._keeper is not None:
+            self._keeper.add_for_cache(model, answers)
+
+    def close(self) -> None:
+        self._answers.clear()
 
 
 class _Committer:

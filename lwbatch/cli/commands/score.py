@@ -125,7 +125,6 @@ _LOCAL_ONLY = {
     "no_shared_budget": "a Spark job splits its budget between its task slots",
     "state_dir": "a Spark job splits its budget between its task slots",
     "input_format": "a Spark job reads Parquet",
-    "cache": "its SQLite file is not shared by executors on other machines",
     "credentials": "give the Spark job a token (LIFTWING_TOKEN or --token-file) that lasts the job",
 }
 
@@ -245,8 +244,8 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
             f"--format {given['output_format']} is for the local engine: a Spark job writes Parquet"
         )
     places = SparkPlaces.of(input_paths, *take(given, "output", "input_table", "output_table"))
-    master, slots, restart, progress, spark_log = take(
-        given, "master", "slots", "restart", "progress_dir", "spark_log"
+    master, slots, restart, progress, spark_log, cache = take(
+        given, "master", "slots", "restart", "progress_dir", "spark_log", "cache"
     )
     reporting = reporting_of(given)
     models, catalog = models_of(given)
@@ -267,7 +266,7 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
         master=master,
         slots=positive("--slots", slots),
         restart=restart,
-        progress=progress,
+        progress=(progress, cache),
         spark_log=spark_log,
         warn_no_contact=connection.endpoint.is_external_gateway and not connection.contact,
     )
