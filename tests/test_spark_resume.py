@@ -310,3 +310,46 @@ def test_one_score_cache_serves_local_and_spark_runs(
     expected = sorted_rows(pq.read_table(tmp_path / "local.parquet"))
     for name in ("from-cache", "to-cache", "local-again.parquet"):
         assert sorted_rows(pq.read_table(tmp_path / name)) == expected, name
+
+
+def test_an_invalid_row_names_its_file_and_row(
+    spark: Any, tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    from lwbatch.spark import score
+
+    inp = write_parquet(
+        tmp_path / "part-7.parquet",
+        {"revision_id": pa.array([11, 12, -5, 13, 0], pa.int64())},
+    )
+    with emulator() as (_, base_url):
+        at = Connection(endpoint=Endpoint(base_url=base_url))
+        from_file = score(
+            spark.read.parquet(str(inp)),
+            models=["enwiki-damaging"],
+            rate="1000/1s",
+            id_column="revision_id",
+            connection=at,
+            slots=2,
+        ).toArrow()
+        # A DataFrame that comes from no file: no place to name.
+        built = spark.createDataFrame([(-5,)], ["revision_id"])
+        from_memory = score(
+            built,
+            models=["enwiki-damaging"],
+            rate="1000/1s",
+            id_column="revision_id",
+            connection=at,
+            slots=2,
+        ).toArrow()
+    invalid = sorted(
+        (r["rev_id"], r["enwiki-damaging"]["error_message"])
+        for r in from_file.to_pylist()
+        if r["enwiki-damaging"]["error"] == "invalid_input"
+    )
+    assert invalid == [
+        (-5, f"{inp}, row 3: revision_id -5 is not a positive integer"),
+        (0, f"{inp}, row 5: revision_id 0 is not a positive integer"),
+    ]
+    assert [r["enwiki-damaging"]["error_message"] for r in from_memory.to_pylist()] == [
+        "revision_id -5 is not a positive integer"
+    ]

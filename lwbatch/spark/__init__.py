@@ -41,7 +41,7 @@ from lwbatch.settings import Connection, Pacing, read_rate, read_tier
 from lwbatch.spark import preflight
 from lwbatch.spark.cached import cache_answers, fold_into
 from lwbatch.spark.counters import Counters, counters
-from lwbatch.spark.task import CACHED_COLUMN, PartitionTask
+from lwbatch.spark.task import CACHED_COLUMN, ORIGIN_COLUMNS, PartitionTask
 from lwbatch.wikis import Wiki, wikipedia, wikis
 
 log = logging.getLogger("lwbatch")
@@ -104,7 +104,7 @@ def score(
     are kept. `progress` (a directory, or :class:`Progress`): where the tasks commit
     their answers as they come, so that running the job again, a retried task or a
     second action on the result pays only for what is unanswered; remove it
-    (:func:`remove_progress`) once the result is written. Without it, write or persist
+    (:func:`finish`) once the result is written. Without it, write or persist
     the result once: each evaluation scores again. `counters` (:func:`counters`) add
     up what the tasks did, once an action ran.
     """
@@ -148,7 +148,10 @@ def score(
         ),
     )
     named = [f"__lwbatch_key{i}" for i in range(len(keys))]
-    prepared = df.select(*columns.read(), *(k.alias(n) for k, n in zip(keys, named, strict=True)))
+    origin = _origin(df) if task.located else []
+    prepared = df.select(
+        *columns.read(), *origin, *(k.alias(n) for k, n in zip(keys, named, strict=True))
+    )
     if task.cached:
         assert task.progress is not None
         prepared = _with_cached(prepared, f"{task.progress.uri}/cached.parquet", named, default)
@@ -156,6 +159,22 @@ def score(
     # other would start the second with a fresh share and go over its own.
     prepared = prepared.repartition(task.slots, *named).drop(*named)
     return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, columns.layout)))
+
+
+def _origin(df: DataFrame) -> list[Column]:
+    """Each row's file and row number in it, where Spark knows them (a file source)."""
+    from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
+
+    wanted = [
+        F.col("_metadata.file_path").alias(ORIGIN_COLUMNS[0]),
+        F.col("_metadata.row_index").alias(ORIGIN_COLUMNS[1]),
+    ]
+    try:
+        df.select(*wanted)  # analysed at once: a source without them fails here
+    except PySparkException:
+        return []
+    return wanted
 
 
 def _with_cached(prepared: DataFrame, uri: str, named: list[str], default: Wiki) -> DataFrame:
@@ -249,6 +268,7 @@ def _task(
         known=checked.answers,
         sent_before=checked.sent,
         cached=cached,
+        located=bool(_origin(df)),
     )
 
 

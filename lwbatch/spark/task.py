@@ -9,8 +9,9 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import anyio
 import anyio.to_thread
@@ -27,7 +28,7 @@ from lwbatch.io.columns import Columns
 from lwbatch.io.row_reader import RowReader
 from lwbatch.io.rows import RowBuffer
 from lwbatch.pacing.limiter import BudgetLimiter
-from lwbatch.results import Score
+from lwbatch.results import InvalidRow, Score
 from lwbatch.settings import Connection, Pacing
 from lwbatch.spark.counters import Counters
 from lwbatch.wikis import wikipedia
@@ -40,6 +41,8 @@ _ROWS_PER_BATCH = 8192
 _LAST_COMMIT = 60.0
 # The input column that carries a row's answers from the score cache (journal lines).
 CACHED_COLUMN = "__lwbatch_cached"
+# The input columns of each row's file, and its row there (from 0): Spark's _metadata.
+ORIGIN_COLUMNS = ("__lwbatch_file", "__lwbatch_row")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,8 @@ class PartitionTask:
     # The input carries the score cache's answers for its row (CACHED_COLUMN), and the
     # fresh answers are kept in the progress area for the cache.
     cached: bool = False
+    # The input carries each row's file and row number (ORIGIN_COLUMNS).
+    located: bool = False
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         context = TaskContext.get()
@@ -144,8 +149,10 @@ class PartitionTask:
                     kept.fill(batch.column(CACHED_COLUMN))
                 wikis_ = batch.column(columns.wiki) if columns.wiki is not None else None
                 pages = [batch.column(name) for name in columns.pages]
-                # Row numbers within a partition mean nothing to the user: none.
-                yield reader.convert(batch.column(columns.id_column), wikis_, pages, None)
+                # Row numbers within a partition mean nothing to the user: where Spark
+                # knows them, an invalid row names its file and row there instead.
+                converted = reader.convert(batch.column(columns.id_column), wikis_, pages, None)
+                yield _located(converted, batch) if self.located else converted
 
         scorer = Scorer(
             list(self.models),
@@ -246,6 +253,21 @@ class _Attempt:
         run, stage, number = self.id.rsplit(".", 2)
         o_run, o_stage, o_number = other.rsplit(".", 2)
         return (o_run, o_stage) == (run, stage) and int(o_number) < int(number)
+
+
+def _located(items: list[Any], batch: pa.RecordBatch) -> list[Any]:
+    """`items`, each invalid row's reason preceded by its file and row number."""
+    if not any(isinstance(item, InvalidRow) for item in items):
+        return items
+    files = batch.column(ORIGIN_COLUMNS[0]).to_pylist()
+    rows = batch.column(ORIGIN_COLUMNS[1]).to_pylist()
+    out = []
+    for item, file, row in zip(items, files, rows, strict=True):
+        if isinstance(item, InvalidRow) and file is not None and row is not None:
+            where = unquote(urlparse(file).path) if file.startswith("file:") else file
+            item = replace(item, reason=f"{where}, row {row + 1}: {item.reason}")
+        out.append(item)
+    return out
 
 
 class _Kept:
