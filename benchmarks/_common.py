@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from bisect import bisect_left
+from typing import Any
 
 from lwbatch.testing.emulator import fetch_stats, spawned
 
@@ -34,3 +35,24 @@ def run_measured(command: list[str]) -> dict[str, float]:
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,
     }
+
+
+def spark_session(master: str) -> Any:
+    """A local SparkSession for a benchmark: its executors run this interpreter, and
+    Spark's console progress and log lines are off."""
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (
+        SparkSession.builder.master(master)
+        .appName("lwbatch-benchmark")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("FATAL")
+    return session

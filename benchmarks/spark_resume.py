@@ -30,7 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from _common import emulator_process, emulator_stats
+from _common import emulator_process, emulator_stats, spark_session
 
 MODELS = ["{wiki}-damaging", "{wiki}-goodfaith"]
 
@@ -74,22 +74,12 @@ def kill_and_rerun(inp: Path, out: Path, rate: str, kill_after: int) -> dict[str
 
 
 def retried_task(inp: Path, progress: Path) -> dict[str, Any]:
-    from pyspark.sql import SparkSession
 
     from lwbatch import Endpoint
     from lwbatch.settings import Connection, Pacing
     from lwbatch.spark import score
 
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[2,2]")
-        .appName("lwbatch-benchmark")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("FATAL")
+    session = spark_session("local[2,2]")
 
     def fail_once(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
