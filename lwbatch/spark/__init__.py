@@ -37,6 +37,7 @@ from lwbatch.errors import UsageError
 from lwbatch.identity import Identity
 from lwbatch.io.columns import Columns
 from lwbatch.io.rows import output_schema
+from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.settings import Connection, Pacing, read_rate, read_tier
 from lwbatch.spark import preflight
 from lwbatch.spark.cached import cache_answers, fold_into
@@ -112,20 +113,7 @@ def score(
     spark = df.sparkSession
     _check(spark, pacing, slots)
     models = [models] if isinstance(models, str) else list(models)
-    specs = connection.models().resolve_all(models)
-    columns = Columns.decide(
-        df.columns,
-        id_column=id_column,
-        wiki_column=wiki_column,
-        keep_columns=None,
-        where="the DataFrame",
-    )
-    if not columns.pages and any(s.needs_page for s in specs):
-        needing = next(s.name for s in specs if s.needs_page)
-        raise UsageError(
-            f"{needing} needs a page_id or page_title column beside the rev_id (its "
-            "server takes the page with the revision)"
-        )
+    specs, columns = _decide(df, models, connection, id_column, wiki_column)
     identity = _identity(connection, read_rate(rate), read_tier(tier))
     default = wikipedia(lang)  # a bad `lang` fails here, not in every task
     if columns.wiki is None:
@@ -298,6 +286,31 @@ def _open_cache(progress: Progress | None) -> SqliteScoreCache | None:
     if progress is None or progress.cache is None:
         return None
     return SqliteScoreCache(progress.cache)
+
+
+def _decide(
+    df: DataFrame,
+    models: list[str],
+    connection: Connection,
+    id_column: str,
+    wiki_column: str | None,
+) -> tuple[list[ModelSpec], Columns]:
+    """The models' specs and the key columns, checked before anything is sent."""
+    specs = connection.models().resolve_all(models)
+    columns = Columns.decide(
+        df.columns,
+        id_column=id_column,
+        wiki_column=wiki_column,
+        keep_columns=None,
+        where="the DataFrame",
+    )
+    if not columns.pages and any(s.needs_page for s in specs):
+        needing = next(s.name for s in specs if s.needs_page)
+        raise UsageError(
+            f"{needing} needs a page_id or page_title column beside the rev_id (its "
+            "server takes the page with the revision)"
+        )
+    return specs, columns
 
 
 def _identity(connection: Connection, budget: Budget | None, tier: Tier | None) -> Identity:
