@@ -344,41 +344,43 @@ class SqliteScoreCache:
         if self._empty or not models:
             return
         marks = ", ".join("?" * len(models))
+        # The newest entry of each key, as get() takes it.
         query = (
             "SELECT model, version, wiki, rev_id, prediction, probability, error, message "
-            f"FROM answers WHERE model IN ({marks}) AND {_used('answers.model')}"
+            f"FROM answers WHERE model IN ({marks}) AND {_used('answers.model')} "
+            "ORDER BY model, wiki, rev_id, stored DESC"
         )
+        last: tuple[str, str, int] | None = None
         try:
             with self._read_lock:
                 cursor = self._reader.execute(query, tuple(models))
-                while rows := cursor.fetchmany(rows_per_batch):
-                    batch = []
-                    for (
-                        model,
-                        version,
-                        wiki,
-                        rev_id,
-                        prediction,
-                        probability,
-                        error,
-                        message,
-                    ) in rows:
-                        try:
-                            score = Score(
-                                prediction=None if prediction is None else orjson.loads(prediction),
-                                probability=None
-                                if probability is None
-                                else orjson.loads(probability),
-                                model_version=None if error is not None else version or None,
-                                error=None if error is None else ErrorType(error),
-                                error_message=message,
-                            )
-                        except ValueError as exc:
-                            raise self._damaged(model, f"{wiki} {rev_id}", exc) from None
-                        batch.append((model, wiki, rev_id, score))
-                    yield batch
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot read it ({exc})") from None
+        while True:
+            try:
+                with self._read_lock:  # not held while the caller works on a batch
+                    rows = cursor.fetchmany(rows_per_batch)
+            except sqlite3.DatabaseError as exc:
+                raise self._error(f"cannot read it ({exc})") from None
+            if not rows:
+                return
+            batch = []
+            for model, version, wiki, rev_id, prediction, probability, error, message in rows:
+                if (model, wiki, rev_id) == last:
+                    continue
+                last = (model, wiki, rev_id)
+                try:
+                    score = Score(
+                        prediction=None if prediction is None else orjson.loads(prediction),
+                        probability=None if probability is None else orjson.loads(probability),
+                        model_version=None if error is not None else version or None,
+                        error=None if error is None else ErrorType(error),
+                        error_message=message,
+                    )
+                except ValueError as exc:
+                    raise self._damaged(model, f"{wiki} {rev_id}", exc) from None
+                batch.append((model, wiki, rev_id, score))
+            yield batch
 
     def _damaged(self, model: str, where: str, exc: Exception) -> InputError:
         return self._error(

@@ -150,3 +150,66 @@ def test_a_place_that_is_not_a_progress_area_is_refused(tmp_path: Path) -> None:
         ("m", RowKey("enwiki", 10)),
         ("m", RowKey("enwiki", 11)),
     ]
+
+
+def test_commits_without_answers_merge_and_keep_the_requests(tmp_path: Path) -> None:
+    # Answers slower than the commits (a model timing out, retries with backoff).
+    area = ProgressArea.at(tmp_path / "progress")
+    area.prepare(LAYOUT, 1, restart=False)
+    task = area.partition(0, "run.1.0.7.0")
+    task.load(["m"])
+    for requests in (3, 5, 9, 12):
+        task.commit(task.take(), requests=requests)
+    assert len(files(tmp_path / "progress" / "p-00000")) == 1
+    loaded = area.partition(0, "run.1.1.8.0").load(["m"])
+    assert (loaded.answers, loaded.requests) == (0, {"run.1.0.7.0": 12})
+
+
+def test_a_commit_that_failed_gives_its_answers_to_the_next(tmp_path: Path) -> None:
+    area = ProgressArea.at(tmp_path / "progress")
+    area.prepare(LAYOUT, 1, restart=False)
+    task = area.partition(0, "run.1.0.7.0")
+    task.load(["m"])
+    task.add("m", [(RowKey("enwiki", 1), ok(0.5))])
+    taken = task.take()
+    task.put_back(taken)  # as the task does when the file system refused the write
+    task.add("m", [(RowKey("enwiki", 2), ok(0.5))])
+    task.commit(task.take(), requests=2)
+    loaded = area.partition(0, "run.1.1.8.0").load(["m"])
+    assert sorted(k.rev_id for k in loaded.state.partial) == [1, 2]
+
+
+def test_restart_and_remove_touch_only_a_progress_area(tmp_path: Path) -> None:
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for restart in (False, True):
+        with pytest.raises(UsageError) as info:
+            ProgressArea.at(mine).prepare(LAYOUT, 2, restart=restart)
+        assert str(info.value) == (
+            f"`progress` {mine} exists and is not an lwbatch progress area; choose another place"
+        )
+    with pytest.raises(UsageError) as info:
+        ProgressArea.at(mine).remove()
+    assert str(info.value) == f"`progress` {mine} is not an lwbatch progress area; not removed"
+    assert files(mine) == ["thesis.tex"]
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UsageError) as info:
+        ProgressArea.at(tmp_path / "a-file").prepare(LAYOUT, 2, restart=False)
+    assert str(info.value) == f"`progress` {tmp_path / 'a-file'} is a file; give a directory"
+    # An empty directory may be the area.
+    (tmp_path / "empty").mkdir()
+    assert ProgressArea.at(tmp_path / "empty").prepare(LAYOUT, 3, restart=True) == 3
+
+
+def test_the_preflight_answers_are_kept_for_the_reruns(tmp_path: Path) -> None:
+    from lwbatch.durability.answer_log import decode_answer, encode_answer
+
+    area = ProgressArea.at(tmp_path / "progress")
+    assert area.read_known() == []
+    area.prepare(LAYOUT, 2, restart=False)
+    lines = [encode_answer("enwiki-damaging", RowKey("enwiki", 5), ok(0.5))]
+    area.write_known(lines)
+    assert [decode_answer(x) for x in area.read_known()] == [
+        ("enwiki-damaging", RowKey("enwiki", 5), ok(0.5))
+    ]

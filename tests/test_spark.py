@@ -59,13 +59,15 @@ def test_a_dataframe_scores_as_the_local_engine_inside_one_job_wide_budget(
         )
     local = pq.read_table(tmp_path / "local.parquet")
 
-    budget = Rate(100, 1.0)
+    # A 2-second window: a 1-second one leaves the gateway's count no room for the
+    # arrival jitter of a loaded machine (one 429 in three runs under load).
+    budget = Rate(200, 2.0)
     with emulator(budget=budget) as (emu, base_url):
         df = spark.read.parquet(str(inp))
         scored = score(
             df,
             models=MODELS,
-            rate="100/1s",
+            rate="200/2s",
             wiki_column="wiki_db",
             id_column="revision_id",
             connection=Connection(endpoint=Endpoint(base_url=base_url)),
@@ -424,6 +426,14 @@ def test_a_tasks_error_is_raised_in_the_task(emulator: EmulatorFactory) -> None:
             "PythonException",
             "Traceback (most recent call last):\nZeroDivisionError: division by zero\n",
             "a Spark task failed: ZeroDivisionError: division by zero",
+            1,
+        ),
+        (
+            "PythonException",
+            "Traceback (most recent call last):\nModuleNotFoundError: No module named 'lwbatch'\n",
+            "a Spark task failed: ModuleNotFoundError: No module named 'lwbatch': the "
+            "executors' Python lacks what lwbatch needs; point PYSPARK_PYTHON (or "
+            "spark.pyspark.python) at an environment with lwbatch installed, on every executor",
             1,
         ),
         (

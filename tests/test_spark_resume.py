@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch import Endpoint, Token, score_file
+from lwbatch.config import RetryPolicy
 from lwbatch.settings import Connection, Pacing
 from tests.conftest import EmulatorFactory, max_in_window, write_parquet
 
@@ -75,7 +76,7 @@ def wait_for(condition: Any, what: str, process: subprocess.Popen[str] | None = 
 def test_a_killed_job_is_finished_by_running_the_same_command_again(
     tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
-    inp = lake(tmp_path / "lake.parquet", 120)  # 360 rows, 720 requests
+    inp = lake(tmp_path / "lake.parquet", 220)  # 660 rows, 1,320 requests
     out = tmp_path / "scores"
     rate, in_flight = 100, 2 * 8  # 100/1s; two tasks of 8 requests in flight at most
     # As users run it: lwbatch from its environment's bin/, no venv on PATH, no
@@ -97,9 +98,9 @@ def test_a_killed_job_is_finished_by_running_the_same_command_again(
         driver = subprocess.Popen(
             command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True
         )
-        # Killed once it has sent more than 5 seconds of the rate and a full flight:
-        # had the rerun paid again for what came before, the bound below would fail.
-        killed_at = needed + 5 * rate + in_flight + 20
+        # Killed once it has sent twice 5 seconds of the rate and a full flight: had
+        # the rerun paid again for half of what came before, the bound below would fail.
+        killed_at = needed + 2 * (5 * rate + in_flight)
         wait_for(lambda: emu.stats.requests >= killed_at, "the requests", driver)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.communicate()
@@ -213,6 +214,7 @@ def test_a_job_that_cannot_succeed_ends_after_the_preflight_requests(
     from lwbatch.spark import score
 
     inp = lake(tmp_path / "lake.parquet", 50)
+    unreachable = options.pop("unreachable", False)
     with emulator(**options) as (emu, base_url):
         with pytest.raises(LWBatchError) as info:
             score(
@@ -221,15 +223,19 @@ def test_a_job_that_cannot_succeed_ends_after_the_preflight_requests(
                 rate="1000/1s",
                 slots=2,
                 connection=Connection(
-                    endpoint=Endpoint(base_url=base_url), token=Token("a-wrong-one")
+                    # Port 9 (discard) on this machine: nothing listens.
+                    endpoint=Endpoint(base_url="http://127.0.0.1:9" if unreachable else base_url),
+                    token=Token("a-wrong-one"),
                 ),
+                pacing=Pacing(share=False, retry=RetryPolicy(max_attempts=2)),
+                progress=tmp_path / "progress",
                 **KEYS,
             )
         sent = emu.stats.requests
     assert str(info.value).startswith(message)
     # One row of each of the three wikis, for the one model each: the job's other 147
-    # rows cost nothing.
-    assert sent == 3
+    # rows cost nothing, and nothing is kept.
+    assert sent == (0 if unreachable else 3)
     assert not (tmp_path / "progress").exists()
 
 
@@ -353,3 +359,28 @@ def test_an_invalid_row_names_its_file_and_row(
     assert [r["enwiki-damaging"]["error_message"] for r in from_memory.to_pylist()] == [
         "revision_id -5 is not a positive integer"
     ]
+
+
+def test_the_cli_refuses_a_progress_place_that_holds_something_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lwbatch.cli import main
+
+    inp = lake(tmp_path / "lake.parquet", 2)
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    args = ["score", str(inp), "-o", str(tmp_path / "out"), "--engine", "spark"]
+    args += ["-m", "enwiki-damaging", "--rate", "10/1s", "--endpoint", "http://127.0.0.1:9"]
+    for extra in ([], ["--restart"]):
+        assert main([*args, "--progress", str(mine), *extra]) == 2
+        assert capsys.readouterr().err == (
+            f"lwbatch: error: `progress` {mine} exists and is not an lwbatch progress area; "
+            "choose another place\n"
+        )
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    assert main([*args, "--progress", str(inp)]) == 2
+    assert capsys.readouterr().err == (
+        f"lwbatch: error: --progress {inp} is INPUT, or holds it; choose another place\n"
+    )
+    assert not (tmp_path / "out").exists()

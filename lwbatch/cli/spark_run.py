@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -99,7 +100,8 @@ def score_on_spark(
     master: str | None,
     slots: int | None,
     restart: bool,
-    progress: tuple[str | None, Path | None],
+    progress: str | None,
+    cache: Path | None,
     spark_log: str | None,
     warn_no_contact: bool,
 ) -> None:
@@ -119,12 +121,12 @@ def score_on_spark(
         settings.connection, Pacing(share=False), budget=settings.budget, tier=settings.tier
     )
     source, target = places.locations(restart)
-    kept = _progress(places, source, target, progress[0], restart)
-    if progress[1] is not None:
+    kept = _progress(places, source, target, progress, restart)
+    if cache is not None:
         from lwbatch.cache import SqliteScoreCache
 
-        SqliteScoreCache(progress[1]).close()  # a bad cache fails here, before any session
-        kept = replace(kept, cache=progress[1])
+        SqliteScoreCache(cache).close()  # a bad cache fails here, before any session
+        kept = replace(kept, cache=cache)
     budget = identity.budget
     jvm_log = _JvmLog(spark_log)
     session = _session(master, jvm_log, tables=bool(places.input_table or places.output_table))
@@ -144,17 +146,31 @@ def score_on_spark(
         if warn_no_contact:
             log.warning(NO_CONTACT)
     except (PySparkException, Py4JError) as exc:
-        error = job_error(exc, jvm_log.path)
-        if kept.area().exists():
-            error = SparkJobError(
-                f"{error}; the answers received are kept ({kept.path}): run the same "
-                "command again to finish the job, paying only for what is unanswered",
-                exit_code=error.exit_code,
-            )
-        raise error from None
+        error = job_error(exc, jvm_log.path)  # the log is kept: the error names it
+        raise _kept_for_rerun(error, kept) from None
+    except (UsageError, InputError):
+        jvm_log.discard()
+        raise
+    except LWBatchError as exc:  # the pre-flight's: a 401, nothing deployed, unreachable
+        jvm_log.discard()
+        raise _kept_for_rerun(exc, kept) from None
+    except BaseException:
+        jvm_log.discard()
+        raise
     jvm_log.discard()
     reporting.show(report)
     reporting.save(report)
+
+
+def _kept_for_rerun(error: LWBatchError, kept: Any) -> LWBatchError:
+    """`error`, saying that the answers received are kept, if the job kept any."""
+    if not kept.area().exists():
+        return error
+    return SparkJobError(
+        f"{error}; the answers received are kept ({kept.path}): run the same command "
+        "again to finish the job, paying only for what is unanswered",
+        exit_code=error.exit_code,
+    )
 
 
 def _progress(
@@ -215,6 +231,33 @@ class _JvmLog:
             Path(self.path).unlink(missing_ok=True)
 
 
+def _is_local(master: str | None) -> bool:
+    """Whether the job's executors run on this machine: --master, else the master
+    Spark would take (PYSPARK_SUBMIT_ARGS, MASTER, spark-defaults.conf), else local."""
+    if master is None:
+        args = shlex.split(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
+        if "--master" in args[:-1]:
+            master = args[args.index("--master") + 1]
+        else:
+            master = os.environ.get("MASTER") or _default_master()
+    return master is None or master.startswith("local")
+
+
+def _default_master() -> str | None:
+    conf = os.environ.get("SPARK_CONF_DIR") or os.path.join(
+        os.environ.get("SPARK_HOME", ""), "conf"
+    )
+    try:
+        lines = Path(conf, "spark-defaults.conf").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(None, 1)
+        if len(fields) == 2 and fields[0] == "spark.master":
+            return fields[1].strip()
+    return None
+
+
 def _session(master: str | None, jvm_log: _JvmLog, *, tables: bool) -> Any:
     from pyspark.sql import SparkSession
 
@@ -227,7 +270,7 @@ def _session(master: str | None, jvm_log: _JvmLog, *, tables: bool) -> Any:
         builder = builder.master(master)
     if tables:
         builder = builder.enableHiveSupport()
-    if (master or "local").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+    if _is_local(master) and "PYSPARK_PYTHON" not in os.environ:
         # Local executors run the interpreter lwbatch runs in, not the first python3 on
         # PATH, which may lack lwbatch or pyarrow (a pipx or venv install).
         os.environ["PYSPARK_PYTHON"] = sys.executable

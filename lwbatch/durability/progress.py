@@ -80,9 +80,10 @@ class ProgressArea:
     def prepare(self, layout: str, partitions: int, *, restart: bool) -> int:
         """Start or continue the area for a job of this key `layout`; the number of
         partitions its tasks use (the one the area was started with)."""
-        if restart:
+        manifest = self._read_manifest()  # refuses a place that is not a progress area
+        if restart and manifest is not None:
             self.remove()
-        manifest = self._read_manifest()
+            manifest = None
         if manifest is not None:
             if manifest.get("layout") != layout or manifest.get("format") != FORMAT:
                 raise UsageError(
@@ -94,12 +95,15 @@ class ProgressArea:
         parent = self.path.rsplit("/", 1)[0] or "/"
         if self.filesystem.get_file_info(parent).type != pafs.FileType.Directory:
             raise UsageError(f"`progress` {self.where}: its directory does not exist")
-        self.filesystem.create_dir(self.path, recursive=False)
+        if not self.exists():
+            self.filesystem.create_dir(self.path, recursive=False)
         body = {"format": FORMAT, "layout": layout, "partitions": partitions}
         _write_atomically(self.filesystem, f"{self.path}/{_MANIFEST}", orjson.dumps(body))
         return partitions
 
     def _read_manifest(self) -> dict[str, Any] | None:
+        if self.filesystem.get_file_info(self.path).type == pafs.FileType.File:
+            raise UsageError(f"`progress` {self.where} is a file; give a directory")
         path = f"{self.path}/{_MANIFEST}"
         if self.filesystem.get_file_info(path).type != pafs.FileType.File:
             if self.exists() and self._listing(self.path):
@@ -136,6 +140,19 @@ class ProgressArea:
         """The area as Spark names it."""
         return Path(self.path).as_uri() if "://" not in self.where else self.where.rstrip("/")
 
+    def write_known(self, lines: Sequence[bytes]) -> None:
+        """The driver's pre-flight answers (journal lines), for the job's reruns."""
+        answers = [a for a in map(decode_answer, lines) if a is not None]
+        _write_table(self.filesystem, _table(answers, COLUMN), f"{self.path}/known.parquet")
+
+    def read_known(self) -> list[bytes]:
+        """What :meth:`write_known` kept (nothing before the area holds a job)."""
+        path = f"{self.path}/known.parquet"
+        if self.filesystem.get_file_info(path).type != pafs.FileType.File:
+            return []
+        table = _read(self.filesystem, path)
+        return [] if table is None else list(table.column("answer").to_pylist())
+
     def write_cached(self, answers: Iterator[list[Answer]]) -> str | None:
         """The score cache's answers, as one file Spark reads (None: there are none)."""
         tables = [_table(batch, CACHE) for batch in answers if batch]
@@ -146,8 +163,16 @@ class ProgressArea:
         return f"{self.uri}/cached.parquet"
 
     def remove(self) -> None:
-        if self.exists():
-            self.filesystem.delete_dir(self.path)
+        """Remove the area; only an lwbatch progress area (or an empty directory)."""
+        if not self.exists():
+            return
+        manifest = f"{self.path}/{_MANIFEST}"
+        if self.filesystem.get_file_info(manifest).type != pafs.FileType.File:
+            if self._listing(self.path):
+                raise UsageError(
+                    f"`progress` {self.where} is not an lwbatch progress area; not removed"
+                )
+        self.filesystem.delete_dir(self.path)
 
     def _listing(self, path: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(path, allow_not_found=True)
@@ -217,7 +242,7 @@ class PartitionProgress:
             table = pa.concat_tables([_table(answers, COLUMN), *cached])
             self._write_table(table, loaded.requests, f"{self.attempt}-base")
             for part in found:
-                self._fs.delete_file(part.path)
+                _delete(self._fs, part.path)
         self._requests = dict(loaded.requests)
         return loaded
 
@@ -249,12 +274,19 @@ class PartitionProgress:
         self._parts.append((self._write_table(table, {self.attempt: requests}), 1))
         while len(self._parts) >= 2 and self._parts[-2][1] == self._parts[-1][1]:
             (older, weight), (newer, _) = self._parts[-2], self._parts[-1]
-            tables = [t for t in (_read(self._fs, older), _read(self._fs, newer)) if t]
+            read = (_read(self._fs, older), _read(self._fs, newer))
+            tables = [t for t in read if t is not None] or [_table([], COLUMN)]
             self._seq += 1
             merged = self._write_table(pa.concat_tables(tables), self._requests)
             self._parts[-2:] = [(merged, 2 * weight)]
             for path in (older, newer):
-                self._fs.delete_file(path)
+                _delete(self._fs, path)
+
+    def put_back(self, taken: tuple[list[Answer], list[Answer]]) -> None:
+        """Answers a commit could not write: they go with the next one."""
+        self._pending[:0] = taken[0]
+        with self._lock:
+            self._for_cache[:0] = taken[1]
 
     @property
     def files(self) -> int:
@@ -287,6 +319,13 @@ def _write_table(filesystem: pafs.FileSystem, table: pa.Table, path: str) -> Non
     hidden = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
     pq.write_table(table, hidden, filesystem=filesystem)
     filesystem.move(hidden, path)
+
+
+def _delete(filesystem: pafs.FileSystem, path: str) -> None:
+    try:
+        filesystem.delete_file(path)
+    except FileNotFoundError:
+        pass  # merged away by another attempt of this partition already
 
 
 def _parts(filesystem: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:

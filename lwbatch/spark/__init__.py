@@ -33,7 +33,7 @@ from lwbatch.compat import accepts_old_keywords
 from lwbatch.config import Budget, Tier
 from lwbatch.durability.progress import ProgressArea
 from lwbatch.engine.targets import warn_if_models_disagree
-from lwbatch.errors import UsageError
+from lwbatch.errors import LWBatchError, UsageError
 from lwbatch.identity import Identity
 from lwbatch.io.columns import Columns
 from lwbatch.io.rows import output_schema
@@ -42,7 +42,7 @@ from lwbatch.settings import Connection, Pacing, read_rate, read_tier
 from lwbatch.spark import preflight
 from lwbatch.spark.cached import cache_answers, fold_into
 from lwbatch.spark.counters import Counters, counters
-from lwbatch.spark.task import CACHED_COLUMN, ORIGIN_COLUMNS, PartitionTask
+from lwbatch.spark.task import CACHED_COLUMN, ORIGIN_COLUMNS, PARTITION_COLUMN, PartitionTask
 from lwbatch.wikis import Wiki, wikipedia, wikis
 
 log = logging.getLogger("lwbatch")
@@ -135,6 +135,17 @@ def score(
             counters,
         ),
     )
+    prepared = _prepare(df, task, columns, keys, default)
+    return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, columns.layout)))
+
+
+def _prepare(
+    df: DataFrame, task: PartitionTask, columns: Columns, keys: list[Column], default: Wiki
+) -> DataFrame:
+    """The rows the tasks read: the columns they need, the cache's answers, each row's
+    file and row where Spark knows them, repartitioned by key."""
+    from pyspark.sql import functions as F
+
     named = [f"__lwbatch_key{i}" for i in range(len(keys))]
     origin = _origin(df) if task.located else []
     prepared = df.select(
@@ -144,9 +155,11 @@ def score(
         assert task.progress is not None
         prepared = _with_cached(prepared, f"{task.progress.uri}/cached.parquet", named, default)
     # Exactly one partition per share: a slot that runs two of them one after the
-    # other would start the second with a fresh share and go over its own.
-    prepared = prepared.repartition(task.slots, *named).drop(*named)
-    return prepared.mapInArrow(task, from_arrow_schema(output_schema(specs, columns.layout)))
+    # other would start the second with a fresh share and go over its own. Each row
+    # carries its partition (Spark's own hash partitioning: pmod of the Murmur3 hash).
+    prepared = prepared.repartition(task.slots, *named)
+    index = F.pmod(F.hash(*(F.col(n) for n in named)), F.lit(task.slots))
+    return prepared.withColumn(PARTITION_COLUMN, index).drop(*named)
 
 
 def _origin(df: DataFrame) -> list[Column]:
@@ -158,6 +171,8 @@ def _origin(df: DataFrame) -> list[Column]:
         F.col("_metadata.file_path").alias(ORIGIN_COLUMNS[0]),
         F.col("_metadata.row_index").alias(ORIGIN_COLUMNS[1]),
     ]
+    if not df.inputFiles():
+        return []  # built in memory, or a source of no files
     try:
         df.select(*wanted)  # analysed at once: a source without them fails here
     except PySparkException:
@@ -176,8 +191,7 @@ def _with_cached(prepared: DataFrame, uri: str, named: list[str], default: Wiki)
     else:
         on = [F.col("wiki").alias(named[0]), F.col("rev_id").cast("double").alias(named[1])]
     by_key = cached.groupBy(*on).agg(F.collect_list("answer").alias(CACHED_COLUMN))
-    keyed = prepared.withColumn(named[-1], F.col(named[-1]).cast("double"))
-    return keyed.join(by_key, on=named, how="left")
+    return prepared.join(by_key, on=named, how="left")
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +223,9 @@ def _task(
     )
     # Before anything is kept: a job that cannot succeed leaves nothing behind.
     cache = _open_cache(progress)
+    area = progress.area() if progress is not None else None
+    # A rerun's pre-flight asks only what the earlier one did not answer.
+    earlier = area.read_known() if progress and area and not progress.restart else []
     checked = preflight.check(
         rows,
         job.models,
@@ -217,14 +234,15 @@ def _task(
         connection=job.connection,
         pacing=job.pacing,
         cache=cache,
+        known=earlier,
     )
     if job.counters is not None:
         job.counters.add_requests(checked.stats)
-    area = progress.area() if progress is not None else None
     if progress is not None and area is not None:
         # Reruns keep the partitions the area started with: a key's answers are in its
         # partition's files.
         slots = area.prepare(_layout(df, columns, job.lang), slots, restart=progress.restart)
+        area.write_known(checked.answers)
     cached = False
     if cache is not None:
         try:
@@ -264,7 +282,7 @@ def _layout(df: DataFrame, columns: Columns, lang: str) -> str:
     """What decides which partition a key lands in; a progress area keeps to one."""
     ident = df.schema[columns.id_column].dataType.simpleString()
     wiki = f"{columns.wiki} ({columns.wiki_form})" if columns.wiki is not None else "none"
-    return f"rev_id {columns.id_column} ({ident}), wiki {wiki}, lang {lang}"
+    return f"rev_id {columns.id_column} ({ident}, hashed as double), wiki {wiki}, lang {lang}"
 
 
 def finish(progress: str | Path | Progress) -> None:
@@ -277,6 +295,9 @@ def finish(progress: str | Path | Progress) -> None:
         try:
             if area.exists():
                 fold_into(cache, area)
+        except LWBatchError as exc:
+            # The result is written: only a later run pays for these answers again.
+            log.warning("%s; the job's answers are not kept in the cache", exc)
         finally:
             cache.close()
     area.remove()
@@ -357,7 +378,10 @@ def _partition_keys(df: DataFrame, columns: Columns, default: Wiki) -> list[Colu
 
     ident = df[columns.id_column]
     if isinstance(df.schema[columns.id_column].dataType, StringType):
-        ident = _strip(ident).try_cast("double")
+        ident = _strip(ident)
+    # One type whatever the column's (and with or without the cache's join): a key's
+    # partition, and so where its progress is kept, depends on the type hashed.
+    ident = ident.try_cast("double")
     if columns.wiki is None:
         return [ident]
     wiki = _strip(df[columns.wiki])

@@ -16,7 +16,7 @@ import anyio
 import pyarrow as pa
 
 from lwbatch.config import Budget
-from lwbatch.durability.answer_log import encode_answer
+from lwbatch.durability.answer_log import decode_answer, encode_answer
 from lwbatch.engine.resume import RETRYABLE
 from lwbatch.engine.scorer import Scorer
 from lwbatch.engine.stats import RunStats
@@ -91,17 +91,32 @@ def check(
     connection: Connection,
     pacing: Pacing,
     cache: ScoreCache | None = None,
+    known: Sequence[bytes] = (),
 ) -> Checked:
     """Ask `models` about `rows` inside `budget` (what `cache` holds costs nothing);
     raises what the local engine would (a 401, every model not deployed, an
-    unreachable endpoint)."""
+    unreachable endpoint). `known`: answers an earlier run's pre-flight kept; rows they
+    answer for every model are not asked again, and they are kept with the new ones."""
+    earlier = [a for a in map(decode_answer, known) if a is not None]
+    final = {
+        (model, key)
+        for model, key, score in earlier
+        if score.error is None or score.error.value not in RETRYABLE
+    }
+    rows = [r for r in rows if any((m, r.key) not in final for m in _columns(models))]
+    kept = tuple(encode_answer(m, k, s) for m, k, s in earlier if (m, k) in final)
     if not rows:
-        return Checked()
+        return Checked(kept)
     # In a thread of its own: a notebook's thread already runs an event loop.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lwbatch-preflight") as pool:
-        return pool.submit(
+        checked = pool.submit(
             anyio.run, _check, rows, models, budget, lang, connection, pacing, cache
         ).result()
+    return replace(checked, answers=kept + checked.answers)
+
+
+def _columns(models: Sequence[str]) -> list[str]:
+    return [models] if isinstance(models, str) else list(models)
 
 
 async def _check(

@@ -4,6 +4,7 @@ it has one) as they come."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -21,7 +22,7 @@ from pyspark import TaskContext
 from lwbatch.config import Budget
 from lwbatch.durability.answer_log import decode_answer
 from lwbatch.durability.progress import PartitionProgress, ProgressArea
-from lwbatch.engine.resume import ResumeState
+from lwbatch.engine.resume import WIKI_WIDE, ResumeState
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import primary_error
 from lwbatch.io.columns import Columns
@@ -41,6 +42,8 @@ _ROWS_PER_BATCH = 8192
 _LAST_COMMIT = 60.0
 # The input column that carries a row's answers from the score cache (journal lines).
 CACHED_COLUMN = "__lwbatch_cached"
+# The input column of each row's partition (of the job's repartition by key).
+PARTITION_COLUMN = "__lwbatch_partition"
 # The input columns of each row's file, and its row there (from 0): Spark's _metadata.
 ORIGIN_COLUMNS = ("__lwbatch_file", "__lwbatch_row")
 
@@ -73,19 +76,12 @@ class PartitionTask:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         context = TaskContext.get()
-        partition = context.partitionId() if context is not None else 0
-        attempt = context.attemptNumber() if context is not None else 0
-        if attempt > 0 and self.progress is None:
-            log.warning(
-                "lwbatch: partition %d, attempt %d: an earlier attempt failed, and this one "
-                "scores the whole partition again (its requests are paid again)",
-                partition,
-                attempt + 1,
-            )
-        stage = context.stageId() if context is not None else 0
-        attempt_id = f"{self.run}.{stage}.{attempt}"
-        share = (
-            self.budget if self.budget.is_unlimited else self.budget.share(self.slots, partition)
+        task = _TaskInfo(
+            self.run,
+            context.stageId() if context is not None else 0,
+            context.attemptNumber() if context is not None else 0,
+            # Unique within the Spark application: names this attempt's files.
+            context.taskAttemptId() if context is not None else 0,
         )
         # The event loop runs in a thread of its own: Spark pulls output from this
         # generator while the loop pulls input from Spark's iterator, both bounded.
@@ -94,8 +90,8 @@ class PartitionTask:
         closed = threading.Event()
         worker = threading.Thread(
             target=self._run,
-            args=(_Attempt(partition, attempt_id, attempt), share, batches, ready, closed),
-            name=f"lwbatch-spark-task-{partition}",
+            args=(task, batches, ready, closed),
+            name=f"lwbatch-spark-task-{task.task_attempt}",
             daemon=True,
         )
         worker.start()
@@ -108,17 +104,42 @@ class PartitionTask:
             closed.set()
             # Its last commit lands before Spark hears of the end (a retry reads it).
             worker.join(_LAST_COMMIT)
+            if worker.is_alive():
+                log.warning("lwbatch: a task's last commit took over %d s", _LAST_COMMIT)
 
     def _run(
         self,
-        attempt: _Attempt,
-        share: Budget,
+        task: _TaskInfo,
         batches: Iterator[pa.RecordBatch],
         ready: queue.Queue[Any],
         closed: threading.Event,
     ) -> None:
         try:
-            anyio.run(self._score, attempt, share, batches, ready, closed)
+            first = next(batches, None)
+            if first is None:
+                _put(ready, None, closed)  # an empty partition: nothing to ask
+                return
+            # The partition of the job's repartition these rows belong to, from the rows:
+            # a coalesce() after score() runs several in one Spark task.
+            names = first.schema.names
+            partition = (
+                int(first.column(PARTITION_COLUMN)[0].as_py()) if PARTITION_COLUMN in names else 0
+            )
+            attempt = _Attempt(partition, task.id(partition), task.attempt_number)
+            if task.attempt_number > 0 and self.progress is None:
+                log.warning(
+                    "lwbatch: partition %d, attempt %d: an earlier attempt failed, and this "
+                    "one scores the whole partition again (its requests are paid again)",
+                    partition,
+                    task.attempt_number + 1,
+                )
+            share = (
+                self.budget
+                if self.budget.is_unlimited
+                else self.budget.share(self.slots, partition)
+            )
+            rows = itertools.chain([first], batches)
+            anyio.run(self._score, attempt, share, rows, ready, closed)
         except _Abandoned:
             return
         except BaseException as exc:  # handed to the task's own thread, which raises it
@@ -227,6 +248,8 @@ class PartitionTask:
             if answer is not None:
                 model, key, score = answer
                 resume.partial.setdefault(key, {}).setdefault(model, score)
+                if score.error in WIKI_WIDE:  # the rest of that wiki is not asked
+                    resume.refused.add((model, key.wiki, score.error))
         return keeper, resume, resumed
 
     def _charge(self, scorer: Scorer, partition: int) -> None:
@@ -243,16 +266,30 @@ class PartitionTask:
 
 
 @dataclass(frozen=True, slots=True)
+class _TaskInfo:
+    run: str
+    stage: int
+    attempt_number: int
+    task_attempt: int
+
+    def id(self, partition: int) -> str:
+        """run.stage.attempt.task-attempt.partition: unique to this call."""
+        return f"{self.run}.{self.stage}.{self.attempt_number}.{self.task_attempt}.{partition}"
+
+
+@dataclass(frozen=True, slots=True)
 class _Attempt:
     partition: int
-    id: str  # run.stage.attempt
+    id: str  # _TaskInfo.id
     number: int
 
     def follows(self, other: str) -> bool:
-        """Whether attempt `other` is an earlier, failed attempt of this task."""
-        run, stage, number = self.id.rsplit(".", 2)
-        o_run, o_stage, o_number = other.rsplit(".", 2)
-        return (o_run, o_stage) == (run, stage) and int(o_number) < int(number)
+        """Whether attempt `other` is an earlier, failed attempt of this task (same run
+        and stage, a lower attempt number)."""
+        mine, theirs = self.id.split("."), other.split(".")
+        if len(theirs) != len(mine):
+            return False
+        return theirs[:2] == mine[:2] and int(theirs[2]) < int(mine[2])
 
 
 def _located(items: list[Any], batch: pa.RecordBatch) -> list[Any]:
@@ -306,6 +343,7 @@ class _Committer:
         self._keeper = keeper
         self._stats = stats
         self._lock = anyio.Lock()
+        self._failed = False
 
     async def every(self, seconds: float) -> None:
         while True:
@@ -317,8 +355,16 @@ class _Committer:
         if keeper is None:
             return
         async with self._lock:
-            answers = keeper.take()
-            await anyio.to_thread.run_sync(keeper.commit, answers, self._stats.requests_sent)
+            taken = keeper.take()
+            try:
+                await anyio.to_thread.run_sync(keeper.commit, taken, self._stats.requests_sent)
+            except (OSError, pa.ArrowException) as exc:
+                # A file system's hiccup must not end a task of hours: the answers go
+                # with the next commit (a rerun pays for them if none succeeds).
+                keeper.put_back(taken)
+                if not self._failed:
+                    self._failed = True
+                    log.warning("lwbatch: a commit to the progress area failed: %s", exc)
 
 
 class _Abandoned(Exception):

@@ -266,7 +266,8 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
         master=master,
         slots=positive("--slots", slots),
         restart=restart,
-        progress=(progress, cache),
+        progress=progress,
+        cache=cache,
         spark_log=spark_log,
         warn_no_contact=connection.endpoint.is_external_gateway and not connection.contact,
     )
