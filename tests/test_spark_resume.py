@@ -375,7 +375,7 @@ def test_the_cli_refuses_a_progress_place_that_holds_something_else(
     for extra in ([], ["--restart"]):
         assert main([*args, "--progress", str(mine), *extra]) == 2
         assert capsys.readouterr().err == (
-            f"lwbatch: error: `progress` {mine} exists and is not an lwbatch progress area; "
+            f"lwbatch: error: --progress {mine} exists and is not an lwbatch progress area; "
             "choose another place\n"
         )
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]

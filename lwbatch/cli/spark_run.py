@@ -122,6 +122,7 @@ def score_on_spark(
     )
     source, target = places.locations(restart)
     kept = _progress(places, source, target, progress, restart)
+    kept.area().check()
     if cache is not None:
         from lwbatch.cache import SqliteScoreCache
 

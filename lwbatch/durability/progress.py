@@ -77,6 +77,10 @@ class ProgressArea:
     def exists(self) -> bool:
         return bool(self.filesystem.get_file_info(self.path).type != pafs.FileType.NotFound)
 
+    def check(self) -> None:
+        """Refuse a place that is a file, or a directory that is not a progress area."""
+        self._read_manifest()
+
     def prepare(self, layout: str, partitions: int, *, restart: bool) -> int:
         """Start or continue the area for a job of this key `layout`; the number of
         partitions its tasks use (the one the area was started with)."""
