@@ -106,9 +106,9 @@ def test_a_rerun_keeps_the_partitions_the_area_started_with(tmp_path: Path) -> N
     with pytest.raises(UsageError) as info:
         area.prepare("rev_id rev_id (string), wiki none, lang en", 8, restart=False)
     assert str(info.value) == (
-        f"`progress` {tmp_path / 'progress'} holds the progress of another job ({LAYOUT}; "
-        "this one is rev_id rev_id (string), wiki none, lang en): pass `restart` to discard "
-        "it, or choose another place"
+        f"the progress area {tmp_path / 'progress'} holds the progress of another job "
+        f"({LAYOUT}; this one is rev_id rev_id (string), wiki none, lang en): pass "
+        "`restart=True` to discard it, or choose another place"
     )
     task = area.partition(3, "run.1.0")
     task.load(["m"])
@@ -137,7 +137,7 @@ def test_a_place_that_is_not_a_progress_area_is_refused(tmp_path: Path) -> None:
     (tmp_path / "damaged" / "manifest.json").write_text("{")
     with pytest.raises(UsageError) as info:
         ProgressArea.at(tmp_path / "damaged").prepare(LAYOUT, 2, restart=False)
-    assert str(info.value).endswith("its manifest is damaged; pass `restart` to discard it")
+    assert str(info.value).endswith("its manifest is damaged; pass `restart=True` to discard it")
     # The answers the area holds, for the cache at the end of a job.
     area = ProgressArea.at(tmp_path / "progress")
     area.prepare(LAYOUT, 2, restart=False)

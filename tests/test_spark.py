@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,26 @@ def test_speculation_is_refused_before_anything_is_planned() -> None:
     assert str(info.value) == (
         "spark.speculation is true: a speculative copy of a task scores its partition "
         "again, paying every request twice; set spark.speculation=false for this job"
+    )
+
+
+def test_a_local_master_whose_python_lacks_lwbatch_is_refused_before_anything_is_sent() -> None:
+    from types import SimpleNamespace
+
+    from lwbatch.errors import UsageError
+    from lwbatch.spark import score
+
+    conf = SimpleNamespace(get=lambda key, default=None: default)
+    context = SimpleNamespace(
+        getConf=lambda: conf, master="local[2]", pythonExec="/nonexistent/bin/python3"
+    )
+    df = SimpleNamespace(sparkSession=SimpleNamespace(sparkContext=context))
+    with pytest.raises(UsageError) as info:
+        score(df, models=["enwiki-damaging"], rate="10/1s")  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "the executors' Python (/nonexistent/bin/python3) cannot import lwbatch and pyarrow: "
+        f"set PYSPARK_PYTHON={sys.executable} before the SparkSession starts (or install "
+        "lwbatch there)"
     )
 
 

@@ -384,3 +384,34 @@ def test_the_cli_refuses_a_progress_place_that_holds_something_else(
         f"lwbatch: error: --progress {inp} is INPUT, or holds it; choose another place\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_ends_a_spark_job_in_one_line_and_keeps_its_answers(
+    tmp_path: Path, emulator: EmulatorFactory
+) -> None:
+    inp = lake(tmp_path / "lake.parquet", 100)
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "SPARK_LOCAL_IP": "127.0.0.1"}
+    java = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    env["PYSPARK_SUBMIT_ARGS"] = f"--driver-java-options '{java}' pyspark-shell"
+    if "JAVA_HOME" in os.environ:
+        env["JAVA_HOME"] = os.environ["JAVA_HOME"]
+    with emulator() as (emu, base_url):
+        command = [str(Path(sys.executable).parent / "lwbatch"), "score", str(inp)]
+        command += ["-o", str(tmp_path / "scores"), "--engine", "spark", "--master", "local[2]"]
+        command += ["--rate", "20/1s", "--endpoint", base_url, "-m", "{wiki}-damaging"]
+        command += ["--wiki-column", "wiki_db", "--id-column", "revision_id"]
+        driver = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        # Once the tasks send (the pre-flight sends 3 first).
+        wait_for(lambda: emu.stats.requests >= 10, "the tasks' requests", driver)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=60)
+    area = tmp_path / ".scores.lwbatch-progress"
+    assert driver.returncode == 130
+    assert err.splitlines()[-1] == (
+        f"lwbatch: interrupted; the answers received are kept ({area.as_uri()}): run the "
+        "same command again to finish the job"
+    )
+    # lwbatch's lines only: no traceback of py4j's threads.
+    assert [line for line in err.splitlines() if not line.startswith("lwbatch: ")] == []
+    assert not (tmp_path / "scores").exists()
+    assert (area / "manifest.json").is_file()

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -130,7 +131,11 @@ def score_on_spark(
         kept = replace(kept, cache=cache)
     budget = identity.budget
     jvm_log = _JvmLog(spark_log)
-    session = _session(master, jvm_log, tables=bool(places.input_table or places.output_table))
+    try:
+        session = _session(master, jvm_log, tables=bool(places.input_table or places.output_table))
+    except (PySparkException, Py4JError) as exc:
+        raise SparkJobError(f"Spark could not start: {jvm_log.reason(exc)}") from None
+    restore = _stop_on_signals(session, kept, jvm_log)
     try:
         table = places.output_table
         if table is not None and session.catalog.tableExists(table) and not restart:
@@ -147,7 +152,9 @@ def score_on_spark(
         if warn_no_contact:
             log.warning(NO_CONTACT)
     except (PySparkException, Py4JError) as exc:
-        error = job_error(exc, jvm_log.path)  # the log is kept: the error names it
+        error = job_error(exc, jvm_log.path)
+        if jvm_log.path is not None and jvm_log.path not in str(error):
+            jvm_log.discard()  # the task's own error says it all
         raise _kept_for_rerun(error, kept) from None
     except (UsageError, InputError):
         jvm_log.discard()
@@ -158,6 +165,8 @@ def score_on_spark(
     except BaseException:
         jvm_log.discard()
         raise
+    finally:
+        restore()
     jvm_log.discard()
     reporting.show(report)
     reporting.save(report)
@@ -230,6 +239,51 @@ class _JvmLog:
     def discard(self) -> None:
         if self.path is not None:
             Path(self.path).unlink(missing_ok=True)
+
+    def reason(self, exc: BaseException) -> str:
+        """Why the JVM did not start: the log's last line, and where the log is."""
+        if self.path is None:
+            return _first_line(exc)
+        try:
+            lines = [line.strip() for line in Path(self.path).read_text().splitlines()]
+        except OSError:
+            lines = []
+        said = [line for line in lines if line]
+        return f"{said[-1] if said else _first_line(exc)} (Spark's log: {self.path})"
+
+
+def _stop_on_signals(session: Any, kept: Any, jvm_log: _JvmLog) -> Any:
+    """While the job runs, Ctrl-C or SIGTERM ends it at once, in one line: the JVM is
+    killed (its tasks with it) and the process exits 130 or 143. What the tasks
+    committed is kept for the rerun. Returns the function that puts the handlers back."""
+
+    def stop(signum: int, frame: Any) -> None:
+        code = 130 if signum == signal.SIGINT else 143
+        kept_too = (
+            f"; the answers received are kept ({kept.path}): run the same command again "
+            "to finish the job"
+            if kept.area().exists()
+            else ""
+        )
+        try:
+            sys.stderr.write(f"lwbatch: interrupted{kept_too}\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+        gateway = getattr(session.sparkContext, "_gateway", None)
+        process = getattr(gateway, "proc", None)
+        if process is not None:
+            process.kill()
+        jvm_log.discard()
+        os._exit(code)  # py4j's threads would print tracebacks on the way out
+
+    earlier = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in earlier.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def _is_local(master: str | None) -> bool:

@@ -77,9 +77,12 @@ class ProgressArea:
     def exists(self) -> bool:
         return bool(self.filesystem.get_file_info(self.path).type != pafs.FileType.NotFound)
 
-    def check(self) -> None:
-        """Refuse a place that is a file, or a directory that is not a progress area."""
-        self._read_manifest()
+    def check(self, layout: str | None = None, *, restart: bool = False) -> None:
+        """Refuse a place that is a file, a directory that is not a progress area, or
+        (unless `restart`) an area of a job of another key `layout`, creating nothing."""
+        manifest = self._read_manifest()
+        if manifest is not None and layout is not None and not restart:
+            self._same_job(manifest, layout)
 
     def prepare(self, layout: str, partitions: int, *, restart: bool) -> int:
         """Start or continue the area for a job of this key `layout`; the number of
@@ -89,12 +92,7 @@ class ProgressArea:
             self.remove()
             manifest = None
         if manifest is not None:
-            if manifest.get("layout") != layout or manifest.get("format") != FORMAT:
-                raise UsageError(
-                    f"`progress` {self.where} holds the progress of another job "
-                    f"({manifest.get('layout')}; this one is {layout}): pass `restart` to "
-                    "discard it, or choose another place"
-                )
+            self._same_job(manifest, layout)
             return int(manifest["partitions"])
         parent = self.path.rsplit("/", 1)[0] or "/"
         if self.filesystem.get_file_info(parent).type != pafs.FileType.Directory:
@@ -104,6 +102,14 @@ class ProgressArea:
         body = {"format": FORMAT, "layout": layout, "partitions": partitions}
         _write_atomically(self.filesystem, f"{self.path}/{_MANIFEST}", orjson.dumps(body))
         return partitions
+
+    def _same_job(self, manifest: dict[str, Any], layout: str) -> None:
+        if manifest.get("layout") != layout or manifest.get("format") != FORMAT:
+            raise UsageError(
+                f"the progress area {self.where} holds the progress of another job "
+                f"({manifest.get('layout')}; this one is {layout}): pass `restart=True` "
+                "to discard it, or choose another place"
+            )
 
     def _read_manifest(self) -> dict[str, Any] | None:
         if self.filesystem.get_file_info(self.path).type == pafs.FileType.File:
@@ -123,7 +129,8 @@ class ProgressArea:
                 body = None
         if not isinstance(body, dict) or not isinstance(body.get("partitions"), int):
             raise UsageError(
-                f"`progress` {self.where}: its manifest is damaged; pass `restart` to discard it"
+                f"the progress area {self.where}: its manifest is damaged; pass `restart=True` "
+                "to discard it"
             )
         return body
 

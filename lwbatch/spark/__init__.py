@@ -19,6 +19,8 @@ ask only what is unanswered. Without one, each evaluation scores again.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -112,6 +114,7 @@ def score(
     connection, pacing = connection or Connection(), pacing or Pacing(share=False)
     spark = df.sparkSession
     _check(spark, pacing, slots)
+    _check_interpreter(spark)
     models = [models] if isinstance(models, str) else list(models)
     specs, columns = _decide(df, models, connection, id_column, wiki_column)
     identity = _identity(connection, read_rate(rate), read_tier(tier))
@@ -217,39 +220,37 @@ def _task(
     budget = identity.budget
     if not budget.is_unlimited:
         budget.share(slots)  # refuses a window smaller than the slots, before any request
+    area = progress.area() if progress is not None else None
+    if progress is not None and area is not None:  # refused before any request
+        area.check(_layout(df, columns, job.lang), restart=progress.restart)
     specs = job.connection.models().resolve_all(list(job.models))
     rows, targets = preflight.revisions(
         preflight.sample(df, columns, keys), columns, wikipedia(job.lang), specs
     )
     # Before anything is kept: a job that cannot succeed leaves nothing behind.
     cache = _open_cache(progress)
-    area = progress.area() if progress is not None else None
     # A rerun's pre-flight asks only what the earlier one did not answer.
     earlier = area.read_known() if progress and area and not progress.restart else []
-    checked = preflight.check(
-        rows,
-        job.models,
-        budget=budget,
-        lang=job.lang,
-        connection=job.connection,
-        pacing=job.pacing,
-        cache=cache,
-        known=earlier,
-    )
+    try:
+        checked = preflight.check(
+            rows,
+            job.models,
+            budget=budget,
+            lang=job.lang,
+            connection=job.connection,
+            pacing=job.pacing,
+            cache=cache,
+            known=earlier,
+        )
+    finally:
+        if cache is not None:
+            cache.close()
     if job.counters is not None:
         job.counters.add_requests(checked.stats)
-    if progress is not None and area is not None:
-        # Reruns keep the partitions the area started with: a key's answers are in its
-        # partition's files.
-        slots = area.prepare(_layout(df, columns, job.lang), slots, restart=progress.restart)
-        area.write_known(checked.answers)
     cached = False
-    if cache is not None:
-        try:
-            if area is not None:
-                cached = area.write_cached(cache_answers(cache, targets)) is not None
-        finally:
-            cache.close()
+    if progress is not None and area is not None:
+        layout = _layout(df, columns, job.lang)
+        slots, cached = _start_area(area, progress, layout, slots, checked.answers, targets)
     if not budget.is_unlimited:
         budget.share(slots)  # the area's partitions, which may differ
     log.info(
@@ -276,6 +277,29 @@ def _task(
         cached=cached,
         located=bool(_origin(df)),
     )
+
+
+def _start_area(
+    area: ProgressArea,
+    progress: Progress,
+    layout: str,
+    slots: int,
+    known: tuple[bytes, ...],
+    targets: set[str],
+) -> tuple[int, bool]:
+    """The area made ready for the tasks, once the pre-flight passed: the partitions
+    they use (a rerun keeps the area's), and whether it holds the cache's answers."""
+    asked, slots = slots, area.prepare(layout, slots, restart=progress.restart)
+    if slots != asked:
+        log.info("the progress area keeps the %d partitions it started with, not %d", slots, asked)
+    area.write_known(known)
+    cache = _open_cache(progress)
+    if cache is None:
+        return slots, False
+    try:
+        return slots, area.write_cached(cache_answers(cache, targets)) is not None
+    finally:
+        cache.close()
 
 
 def _layout(df: DataFrame, columns: Columns, lang: str) -> str:
@@ -341,6 +365,30 @@ def _identity(connection: Connection, budget: Budget | None, tier: Tier | None) 
     return Identity.resolve_sync(
         connection, Pacing(share=False), budget=budget, tier=tier, fetch=choosing
     )
+
+
+def _check_interpreter(spark: Any) -> None:
+    """On a local master, the executors' Python must import lwbatch and pyarrow: told
+    here, before any request, rather than by every task."""
+    context = spark.sparkContext
+    python = getattr(context, "pythonExec", None)
+    if not str(context.master).startswith("local") or not python or python == sys.executable:
+        return
+    try:
+        found = (
+            subprocess.run(
+                [python, "-c", "import lwbatch, pyarrow"], capture_output=True, timeout=120
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        found = False
+    if not found:
+        raise UsageError(
+            f"the executors' Python ({python}) cannot import lwbatch and pyarrow: set "
+            f"PYSPARK_PYTHON={sys.executable} before the SparkSession starts (or install "
+            "lwbatch there)"
+        )
 
 
 def _check(spark: Any, pacing: Pacing, slots: int | None) -> None:
