@@ -336,51 +336,44 @@ class SqliteScoreCache:
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot read it ({exc})") from None
 
-    def entries(
+    def answer_lines(
         self, models: Collection[str], *, rows_per_batch: int = 65536
-    ) -> Iterator[list[tuple[str, str, int, Score]]]:
-        """The answers `models` would take from here (model, wiki, rev_id, score), in
-        batches: what another engine's workers read."""
+    ) -> Iterator[list[tuple[str, str, int, str]]]:
+        """The answers `models` would take from here, as (model, wiki, rev_id, the
+        answer as a journal line), in batches: what another engine's workers read. The
+        newest entry of each key, as get() takes it; built by SQLite, not row by row."""
         if self._empty or not models:
             return
         marks = ", ".join("?" * len(models))
-        # The newest entry of each key, as get() takes it.
+        # The journal's line (lwbatch/durability/answer_log.py): model, key, prediction,
+        # probability, version (none for an error), error, message, latency, attempts.
+        line = (
+            "json_array(model, json_array(wiki, rev_id), json(prediction), "
+            "json(probability), CASE WHEN error IS NULL THEN nullif(version, '') END, "
+            "error, message, NULL, NULL)"
+        )
         query = (
-            "SELECT model, version, wiki, rev_id, prediction, probability, error, message "
-            f"FROM answers WHERE model IN ({marks}) AND {_used('answers.model')} "
+            f"SELECT model, wiki, rev_id, {line} FROM answers "
+            f"WHERE model IN ({marks}) AND {_used('answers.model')} "
             "ORDER BY model, wiki, rev_id, stored DESC"
         )
         last: tuple[str, str, int] | None = None
         try:
             with self._read_lock:
                 cursor = self._reader.execute(query, tuple(models))
-        except sqlite3.DatabaseError as exc:
-            raise self._error(f"cannot read it ({exc})") from None
-        while True:
-            try:
+            while True:
                 with self._read_lock:  # not held while the caller works on a batch
                     rows = cursor.fetchmany(rows_per_batch)
-            except sqlite3.DatabaseError as exc:
-                raise self._error(f"cannot read it ({exc})") from None
-            if not rows:
-                return
-            batch = []
-            for model, version, wiki, rev_id, prediction, probability, error, message in rows:
-                if (model, wiki, rev_id) == last:
-                    continue
-                last = (model, wiki, rev_id)
-                try:
-                    score = Score(
-                        prediction=None if prediction is None else orjson.loads(prediction),
-                        probability=None if probability is None else orjson.loads(probability),
-                        model_version=None if error is not None else version or None,
-                        error=None if error is None else ErrorType(error),
-                        error_message=message,
-                    )
-                except ValueError as exc:
-                    raise self._damaged(model, f"{wiki} {rev_id}", exc) from None
-                batch.append((model, wiki, rev_id, score))
-            yield batch
+                if not rows:
+                    return
+                batch = []
+                for model, wiki, rev_id, text in rows:
+                    if (model, wiki, rev_id) != last:
+                        last = (model, wiki, rev_id)
+                        batch.append((model, wiki, rev_id, text))
+                yield batch
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"cannot read it ({exc})") from None
 
     def _damaged(self, model: str, where: str, exc: Exception) -> InputError:
         return self._error(

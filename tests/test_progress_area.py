@@ -213,3 +213,24 @@ def test_the_preflight_answers_are_kept_for_the_reruns(tmp_path: Path) -> None:
     assert [decode_answer(x) for x in area.read_known()] == [
         ("enwiki-damaging", RowKey("enwiki", 5), ok(0.5))
     ]
+
+
+def test_the_cache_hands_each_keys_newest_answer_as_get_does(tmp_path: Path) -> None:
+    from lwbatch.cache import SqliteScoreCache
+    from lwbatch.durability.answer_log import decode_answer
+
+    cache = SqliteScoreCache(tmp_path / "cache.sqlite")
+    model = "enwiki-damaging"
+    cache.put(model, [("enwiki", 1, Score(True, {"true": 0.75, "false": 0.25}, "2"))])
+    cache.put(model, [("enwiki", 2, Score.failed(ErrorType.NOT_FOUND, "no such revision"))])
+    cache.put(model, [("enwiki", 3, Score(False, {"true": 0.125, "false": 0.875}, "2"))])
+    # Later, the same key answered as deleted: the newer entry is the one used.
+    cache.put(model, [("enwiki", 3, Score.failed(ErrorType.DELETED, "deleted"))])
+    cache.put("other-model", [("enwiki", 1, Score(1, None, "9"))])
+    lines = [x for batch in cache.answer_lines([model]) for x in batch]
+    decoded = {(m, w, r): decode_answer(line.encode()) for m, w, r, line in lines}
+    assert sorted(decoded) == [(model, "enwiki", 1), (model, "enwiki", 2), (model, "enwiki", 3)]
+    for (m, w, r), answer in decoded.items():
+        assert answer == (m, RowKey(w, r), cache.get(m, w, r))
+    assert cache.get(model, "enwiki", 3) == Score.failed(ErrorType.DELETED, "deleted")
+    cache.close()

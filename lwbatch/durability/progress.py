@@ -164,13 +164,20 @@ class ProgressArea:
         table = _read(self.filesystem, path)
         return [] if table is None else list(table.column("answer").to_pylist())
 
-    def write_cached(self, answers: Iterator[list[Answer]]) -> str | None:
-        """The score cache's answers, as one file Spark reads (None: there are none)."""
-        tables = [_table(batch, CACHE) for batch in answers if batch]
-        if not tables:
-            return None
+    def write_cached(self, tables: Iterator[pa.Table]) -> str | None:
+        """The score cache's answers (tables of SCHEMA), as one file Spark reads (None:
+        there are none); written batch by batch."""
         path = f"{self.path}/cached.parquet"
-        _write_table(self.filesystem, pa.concat_tables(tables), path)
+        hidden = f"{self.path}/.cached.{uuid.uuid4().hex[:8]}.tmp"
+        rows = 0
+        with pq.ParquetWriter(hidden, SCHEMA, filesystem=self.filesystem) as writer:
+            for table in tables:
+                writer.write_table(table)
+                rows += table.num_rows
+        if not rows:
+            self.filesystem.delete_file(hidden)
+            return None
+        self.filesystem.move(hidden, path)
         return f"{self.uri}/cached.parquet"
 
     def remove(self) -> None:

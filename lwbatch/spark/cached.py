@@ -8,16 +8,26 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from itertools import groupby
 
+import pyarrow as pa
+
 from lwbatch.cache import SqliteScoreCache
 from lwbatch.durability.answer_log import Answer
-from lwbatch.durability.progress import CACHE, ProgressArea
-from lwbatch.keys import RowKey
+from lwbatch.durability.progress import CACHE, SCHEMA, ProgressArea
 
 
-def cache_answers(cache: SqliteScoreCache, models: Collection[str]) -> Iterator[list[Answer]]:
+def cache_answers(cache: SqliteScoreCache, models: Collection[str]) -> Iterator[pa.Table]:
     """What `cache` holds for `models`, as progress answers keyed by (wiki, rev_id)."""
-    for batch in cache.entries(models):
-        yield [(model, RowKey(wiki, rev_id), score) for model, wiki, rev_id, score in batch]
+    for batch in cache.answer_lines(models):
+        yield pa.table(
+            {
+                "model": [m for m, _, _, _ in batch],
+                "wiki": [w for _, w, _, _ in batch],
+                "rev_id": [r for _, _, r, _ in batch],
+                "answer": [line.encode() for _, _, _, line in batch],
+                "kind": [CACHE] * len(batch),
+            },
+            schema=SCHEMA,
+        )
 
 
 def fold_into(cache: SqliteScoreCache, area: ProgressArea) -> int:
