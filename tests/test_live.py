@@ -117,6 +117,17 @@ def test_a_short_run_is_not_compared_with_an_hourly_rate() -> None:
     long = report(stats, 20.0)
     assert "budget 50000/3600s (13.89/s, 50.0% used)" in long.render()
     assert long.to_dict()["budget_utilisation"] == 0.5004
+    # Sending for 12 of the 20 s: the share over the sending phase beside the run's.
+    stats.first_sent, stats.last_sent = 1000.0, 1012.0
+    sending = report(stats, 20.0)
+    assert (
+        "budget 50000/3600s (13.89/s, 50.0% used; 83.4% over the 12 s of sending)"
+        in sending.render()
+    )
+    assert sending.to_dict()["budget_utilisation_sending"] == 0.834
+    # Sending for 5 s of a 20-s run (a Spark job's start-up, a cached run): too short.
+    stats.last_sent = 1005.0
+    assert "(too short a run to compare with its rate)" in report(stats, 20.0).render()
 
 
 def test_log_json_gives_progress_log_and_summary_lines(

@@ -153,7 +153,13 @@ def test_the_cli_scores_on_spark_and_prints_the_summary(
     assert report["scores_per_model"] == dict.fromkeys(MODELS, 240)
     assert report["requests_by_outcome"] == {"200": requests}
     assert "rows written               240" in err
-    assert not list(tmp_path.glob(".scores.spark-*"))
+    # The local engine's figures: latency per model (the tasks' histograms added up),
+    # the peak in flight, the sending phase.
+    assert sorted(report["latency_seconds"]) == sorted(MODELS)
+    assert all(v["p50"] is not None for v in report["latency_seconds"].values())
+    assert report["peak_in_flight"] >= 2  # two tasks, each with one or more in flight
+    assert 0 < report["sending_seconds"] < report["elapsed_seconds"]
+    assert not list(tmp_path.glob(".scores.lwbatch-*"))
 
 
 def test_the_cli_reads_and_writes_tables(

@@ -415,3 +415,33 @@ def test_ctrl_c_ends_a_spark_job_in_one_line_and_keeps_its_answers(
     assert [line for line in err.splitlines() if not line.startswith("lwbatch: ")] == []
     assert not (tmp_path / "scores").exists()
     assert (area / "manifest.json").is_file()
+
+
+def test_the_tasks_tallies_add_up_as_one_run() -> None:
+    from lwbatch.engine.stats import LatencyHistogram, RunStats
+    from lwbatch.spark.counters import merge, tally_of
+
+    one, two = RunStats(), RunStats()
+    for stats, latencies, first, last in (
+        (one, (0.1, 0.2), 100.0, 130.0),
+        (two, (0.4,), 90.0, 120.0),
+    ):
+        for seconds in latencies:
+            stats.record_latency("m", seconds)
+        stats.requests_sent, stats.first_sent, stats.last_sent = len(latencies), first, last
+        stats.requests_by_outcome["200"] += len(latencies)
+    two.first_invalid = "f.parquet, row 3: revision_id -5 is not a positive integer"
+    tally = merge(merge({}, tally_of(one, answers_resumed=5)), tally_of(two))
+    assert tally["counts"]["requests_sent"] == 3
+    assert tally["counts"]["answers_resumed"] == 5
+    assert tally["outcomes"] == {"200": 3}
+    assert (tally["first"], tally["last"]) == (90.0, 130.0)
+    assert tally["first_invalid"].startswith("f.parquet, row 3:")
+    together = LatencyHistogram.from_buckets(tally["latency"]["m"])
+    alone = LatencyHistogram()
+    for seconds in (0.1, 0.2, 0.4):
+        alone.add(seconds)
+    assert together.count == 3
+    assert [together.quantile(q) for q in (0.0, 0.5, 1.0)] == [
+        alone.quantile(q) for q in (0.0, 0.5, 1.0)
+    ]

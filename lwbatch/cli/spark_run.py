@@ -544,6 +544,7 @@ def _report(
     stats.requests_by_outcome.update(counted.outcomes())
     stats.latency = counted.latency()
     stats.cached.update(counted.cached())
+    stats.first_invalid = counted.first_invalid()
     sending = counted.sending()
     if sending is not None:
         stats.first_sent, stats.last_sent = sending

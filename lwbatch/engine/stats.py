@@ -283,6 +283,10 @@ class RunReport:
             return None
         return round(self.requests_sent / (self.budget_rate * sending), 4)
 
+    def _peak(self) -> str:
+        line = f"in flight (peak)    {self.peak_in_flight:>10,}   {self._peak_limit()}"
+        return line.rstrip()
+
     def _peak_limit(self) -> str:
         if not self.peak_in_flight or not self.limit_at_peak:
             return ""
@@ -302,7 +306,10 @@ class RunReport:
         line = f"request rate        {self.request_rate:>10.2f} /s   budget {self.budget}"
         if not self.limited:
             return line
-        if self.elapsed_seconds < SHORTEST_COMPARED:
+        sent_for = self.sending_seconds
+        if self.elapsed_seconds < SHORTEST_COMPARED or (
+            sent_for is not None and sent_for < SHORTEST_COMPARED
+        ):
             return line + " (too short a run to compare with its rate)"
         used = 100 * self.request_rate / self.budget_rate
         line += f" ({self.budget_rate:.2f}/s, {used:.1f}% used"
@@ -356,7 +363,7 @@ class RunReport:
             *(
                 [f"not measured        {'':>10}   {self.unmeasured}"]
                 if self.unmeasured
-                else [f"in flight (peak)    {self.peak_in_flight:>10,}   {self._peak_limit()}"]
+                else [self._peak()]
             ),
             f"concurrency         {'':>10}   {self.concurrency} (at the end)",
         ]

@@ -68,6 +68,10 @@ class Counters:
             for model, buckets in self.tally.value.get("latency", {}).items()
         }
 
+    def first_invalid(self) -> str:
+        """An invalid row's reason (one task's first), or ""."""
+        return str(self.tally.value.get("first_invalid", ""))
+
     def sending(self) -> tuple[float, float] | None:
         """Wall-clock times of the job's first and last request (None: none sent)."""
         value = self.tally.value
@@ -85,6 +89,8 @@ def tally_of(stats: RunStats, **extra: int) -> Tally:
     }
     if stats.first_sent is not None and stats.last_sent is not None:
         tally["first"], tally["last"] = stats.first_sent, stats.last_sent
+    if stats.first_invalid:
+        tally["first_invalid"] = stats.first_invalid
     return tally
 
 
@@ -101,6 +107,8 @@ def merge(into: Tally, other: Tally) -> Tally:
     if "first" in other:
         into["first"] = min(into.get("first", other["first"]), other["first"])
         into["last"] = max(into.get("last", other["last"]), other["last"])
+    if "first_invalid" in other:
+        into.setdefault("first_invalid", other["first_invalid"])  # one task's first
     return into
 
 
