@@ -73,7 +73,7 @@ def wait_for(condition: Any, what: str, process: subprocess.Popen[str] | None = 
         time.sleep(0.05)
 
 
-def test_a_killed_job_is_finished_by_running_the_same_command_again(
+def test_a_killed_or_interrupted_job_is_finished_by_running_the_same_command_again(
     tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
     inp = lake(tmp_path / "lake.parquet", 220)  # 660 rows, 1,320 requests
@@ -104,11 +104,26 @@ def test_a_killed_job_is_finished_by_running_the_same_command_again(
         wait_for(lambda: emu.stats.requests >= killed_at, "the requests", driver)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.communicate()
-        assert (out.parent / ".scores.lwbatch-progress").is_dir()
+        area = out.parent / ".scores.lwbatch-progress"
+        assert area.is_dir()
+        # Run again, and stopped with Ctrl-C once its tasks send: one line, exit 130.
+        before = emu.stats.requests
+        again = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: emu.stats.requests >= before + 20, "the tasks' requests", again)
+        again.send_signal(signal.SIGINT)
+        _, err = again.communicate(timeout=60)
+        interrupted = emu.stats.requests - before  # lost too, at most
         rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr
         sent = emu.stats.requests - needed
-    assert sent <= needed + 5 * rate + in_flight
+    assert again.returncode == 130
+    assert err.splitlines()[-1] == (
+        f"lwbatch: interrupted; the answers received are kept ({area.as_uri()}): run the "
+        "same command again to finish the job"
+    )
+    # lwbatch's lines only: no traceback of py4j's threads.
+    assert [line for line in err.splitlines() if not line.startswith("lwbatch: ")] == []
+    assert sent <= needed + 5 * rate + in_flight + interrupted
     assert sorted_rows(pq.read_table(out)) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake.parquet", "local.parquet", "scores"]
     # lwbatch's lines only: no JVM or Spark log line reaches the console.
@@ -384,37 +399,6 @@ def test_the_cli_refuses_a_progress_place_that_holds_something_else(
         f"lwbatch: error: --progress {inp} is INPUT, or holds it; choose another place\n"
     )
     assert not (tmp_path / "out").exists()
-
-
-def test_ctrl_c_ends_a_spark_job_in_one_line_and_keeps_its_answers(
-    tmp_path: Path, emulator: EmulatorFactory
-) -> None:
-    inp = lake(tmp_path / "lake.parquet", 100)
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "SPARK_LOCAL_IP": "127.0.0.1"}
-    java = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-    env["PYSPARK_SUBMIT_ARGS"] = f"--driver-java-options '{java}' pyspark-shell"
-    if "JAVA_HOME" in os.environ:
-        env["JAVA_HOME"] = os.environ["JAVA_HOME"]
-    with emulator() as (emu, base_url):
-        command = [str(Path(sys.executable).parent / "lwbatch"), "score", str(inp)]
-        command += ["-o", str(tmp_path / "scores"), "--engine", "spark", "--master", "local[2]"]
-        command += ["--rate", "20/1s", "--endpoint", base_url, "-m", "{wiki}-damaging"]
-        command += ["--wiki-column", "wiki_db", "--id-column", "revision_id"]
-        driver = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-        # Once the tasks send (the pre-flight sends 3 first).
-        wait_for(lambda: emu.stats.requests >= 10, "the tasks' requests", driver)
-        driver.send_signal(signal.SIGINT)
-        _, err = driver.communicate(timeout=60)
-    area = tmp_path / ".scores.lwbatch-progress"
-    assert driver.returncode == 130
-    assert err.splitlines()[-1] == (
-        f"lwbatch: interrupted; the answers received are kept ({area.as_uri()}): run the "
-        "same command again to finish the job"
-    )
-    # lwbatch's lines only: no traceback of py4j's threads.
-    assert [line for line in err.splitlines() if not line.startswith("lwbatch: ")] == []
-    assert not (tmp_path / "scores").exists()
-    assert (area / "manifest.json").is_file()
 
 
 def test_the_tasks_tallies_add_up_as_one_run() -> None:
