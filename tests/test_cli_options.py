@@ -165,6 +165,7 @@ def test_plan_takes_every_flag_of_score_that_changes_what_is_sent() -> None:
         "--state-dir", "--restart", "--retry-failed", "--no-retry-failed", "--report",
         "--quiet", "--log-json", "--progress-every", "--grace", "--engine", "--master",
         "--slots", "--input-table", "--output-table", "--progress", "--spark-log",
+        "--commit-every",
     }  # fmt: skip
     assert visible_flags("score") - not_for_plan <= visible_flags("plan")
 

@@ -264,8 +264,8 @@ def test_spark_options_are_refused_by_the_local_engine(
         == 2
     )
     assert capsys.readouterr().err == (
-        "lwbatch: error: --master, --slots, --input-table, --output-table, --progress and "
-        "--spark-log are for --engine spark\n"
+        "lwbatch: error: --master, --slots, --input-table, --output-table, --progress, "
+        "--commit-every and --spark-log are for --engine spark\n"
     )
 
 

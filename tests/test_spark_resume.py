@@ -76,9 +76,10 @@ def wait_for(condition: Any, what: str, process: subprocess.Popen[str] | None = 
 def test_a_killed_or_interrupted_job_is_finished_by_running_the_same_command_again(
     tmp_path: Path, emulator: EmulatorFactory
 ) -> None:
-    inp = lake(tmp_path / "lake.parquet", 220)  # 660 rows, 1,320 requests
+    inp = lake(tmp_path / "lake.parquet", 110)  # 330 rows, 660 requests
     out = tmp_path / "scores"
     rate, in_flight = 100, 2 * 8  # 100/1s; two tasks of 8 requests in flight at most
+    every = 1  # seconds between commits (5 by default: the same bound, 5 times longer)
     # As users run it: lwbatch from its environment's bin/, no venv on PATH, no
     # PYSPARK_PYTHON.
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "SPARK_LOCAL_IP": "127.0.0.1"}
@@ -93,14 +94,14 @@ def test_a_killed_or_interrupted_job_is_finished_by_running_the_same_command_aga
         command = [str(Path(sys.executable).parent / "lwbatch"), "score", str(inp), "-o", str(out)]
         command += ["--engine", "spark", "--master", "local[2]", "--rate", f"{rate}/1s"]
         command += ["--wiki-column", "wiki_db", "--id-column", "revision_id"]
-        command += ["--concurrency", "8", "--endpoint", base_url]
+        command += ["--concurrency", "8", "--endpoint", base_url, "--commit-every", str(every)]
         command += [arg for m in MODELS for arg in ("-m", m)]
         driver = subprocess.Popen(
             command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True
         )
-        # Killed once it has sent twice 5 seconds of the rate and a full flight: had
-        # the rerun paid again for half of what came before, the bound below would fail.
-        killed_at = needed + 2 * (5 * rate + in_flight)
+        # Killed once it has sent twice a commit's worth of the rate and a full flight:
+        # had the rerun paid again for half of what came before, the bound would fail.
+        killed_at = needed + 2 * (every * rate + in_flight)
         wait_for(lambda: emu.stats.requests >= killed_at, "the requests", driver)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.communicate()
@@ -123,7 +124,7 @@ def test_a_killed_or_interrupted_job_is_finished_by_running_the_same_command_aga
     )
     # lwbatch's lines only: no traceback of py4j's threads.
     assert [line for line in err.splitlines() if not line.startswith("lwbatch: ")] == []
-    assert sent <= needed + 5 * rate + in_flight + interrupted
+    assert sent <= needed + every * rate + in_flight + interrupted
     assert sorted_rows(pq.read_table(out)) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake.parquet", "local.parquet", "scores"]
     # lwbatch's lines only: no JVM or Spark log line reaches the console.

@@ -103,6 +103,7 @@ def score_on_spark(
     restart: bool,
     progress: str | None,
     cache: Path | None,
+    commit_every: float | None,
     spark_log: str | None,
     warn_no_contact: bool,
 ) -> None:
@@ -123,6 +124,8 @@ def score_on_spark(
     )
     source, target = places.locations(restart)
     kept = _progress(places, source, target, progress, restart)
+    if commit_every is not None:
+        kept = replace(kept, commit_every=commit_every)  # checked by Progress
     kept.area().check()
     if cache is not None:
         from lwbatch.cache import SqliteScoreCache

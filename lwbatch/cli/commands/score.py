@@ -109,6 +109,14 @@ SPARK = cloup.option_group(
         "discards it.",
     ),
     flag(
+        "--commit-every",
+        type=float,
+        metavar="SECONDS",
+        sets="commit_every",
+        help="How often each task commits its answers to the progress area (default 5): "
+        "a killed job pays again for at most this long of answers.",
+    ),
+    flag(
         "--spark-log",
         type=click.Choice(["ERROR", "WARN", "INFO", "DEBUG"], case_sensitive=False),
         help="Show Spark's and the JVM's log lines from this level on (default: none; "
@@ -211,20 +219,13 @@ def score(input_paths: tuple[str, ...], **given: Any) -> None:
 
 
 def _refuse_spark_flags(given: dict[str, Any]) -> None:
-    engine, master, slots, input_table, output_table, progress, spark_log = take(
-        given,
-        "engine",
-        "master",
-        "slots",
-        "input_table",
-        "output_table",
-        "progress_dir",
-        "spark_log",
-    )
-    if master or slots is not None or input_table or output_table or progress or spark_log:
+    names = ("master", "slots", "input_table", "output_table", "progress_dir", "spark_log")
+    given_too = [v for v in take(given, *names, "commit_every") if v is not None]
+    take(given, "engine")
+    if given_too:
         raise UsageError(
-            "--master, --slots, --input-table, --output-table, --progress and --spark-log "
-            "are for --engine spark"
+            "--master, --slots, --input-table, --output-table, --progress, --commit-every "
+            "and --spark-log are for --engine spark"
         )
 
 
@@ -244,8 +245,8 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
             f"--format {given['output_format']} is for the local engine: a Spark job writes Parquet"
         )
     places = SparkPlaces.of(input_paths, *take(given, "output", "input_table", "output_table"))
-    master, slots, restart, progress, spark_log, cache = take(
-        given, "master", "slots", "restart", "progress_dir", "spark_log", "cache"
+    master, slots, restart, progress, spark_log, cache, every = take(
+        given, "master", "slots", "restart", "progress_dir", "spark_log", "cache", "commit_every"
     )
     reporting = reporting_of(given)
     models, catalog = models_of(given)
@@ -268,6 +269,7 @@ def _score_on_spark(input_paths: tuple[str, ...], given: dict[str, Any]) -> None
         restart=restart,
         progress=progress,
         cache=cache,
+        commit_every=every,
         spark_log=spark_log,
         warn_no_contact=connection.endpoint.is_external_gateway and not connection.contact,
     )
