@@ -22,6 +22,10 @@ from lwbatch.pacing.shared import SharedLedger, identity
 from lwbatch.testing.emulator import Emulator
 from tests.conftest import EmulatorFactory, max_in_window, write_parquet
 
+# Runs that share a budget in real time starve beside the Spark tests' JVMs on a loaded
+# machine: the worker that runs those runs these too, one after another.
+pytestmark = pytest.mark.xdist_group("spark")
+
 RATE = "300/3s"
 BUDGET = Rate(300, 3.0)
 PER_SECOND = 100
