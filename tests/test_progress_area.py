@@ -234,3 +234,21 @@ def test_the_cache_hands_each_keys_newest_answer_as_get_does(tmp_path: Path) -> 
         assert answer == (m, RowKey(w, r), cache.get(m, w, r))
     assert cache.get(model, "enwiki", 3) == Score.failed(ErrorType.DELETED, "deleted")
     cache.close()
+
+
+def test_the_area_tells_what_the_tasks_kept_and_sent_so_far(tmp_path: Path) -> None:
+    area = ProgressArea.at(tmp_path / "progress")
+    area.prepare(LAYOUT, 2, restart=False)
+    assert area.tally() == (0, 0)
+    first = area.partition(0, "run.1.0.7.0")
+    first.load(["m"])
+    first.add("m", [(RowKey("enwiki", 1), ok(0.5)), (RowKey("enwiki", 2), ok(0.5))])
+    first.add_for_cache("enwiki-damaging", [("enwiki", 1, ok(0.5))])  # not an answer more
+    first.commit(first.take(), requests=4)
+    first.add("m", [(RowKey("enwiki", 3), ok(0.5))])
+    first.commit(first.take(), requests=6)
+    other = area.partition(1, "run.1.0.8.1")
+    other.load(["m"])
+    other.add("m", [(RowKey("dewiki", 1), ok(0.5))])
+    other.commit(other.take(), requests=2)
+    assert area.tally() == (4, 8)

@@ -95,6 +95,7 @@ def test_a_killed_or_interrupted_job_is_finished_by_running_the_same_command_aga
         command += ["--engine", "spark", "--master", "local[2]", "--rate", f"{rate}/1s"]
         command += ["--wiki-column", "wiki_db", "--id-column", "revision_id"]
         command += ["--concurrency", "8", "--endpoint", base_url, "--commit-every", str(every)]
+        command += ["--progress-every", "1"]
         command += [arg for m in MODELS for arg in ("-m", m)]
         driver = subprocess.Popen(
             command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True
@@ -122,8 +123,10 @@ def test_a_killed_or_interrupted_job_is_finished_by_running_the_same_command_aga
         f"lwbatch: interrupted; the answers received are kept ({area.as_uri()}): run the "
         "same command again to finish the job"
     )
-    # lwbatch's lines only: no traceback of py4j's threads.
+    # lwbatch's lines only: no traceback of py4j's threads. While it ran, a line a second
+    # said what the tasks had kept.
     assert [line for line in err.splitlines() if not line.startswith("lwbatch: ")] == []
+    assert any(" answers kept, " in line for line in err.splitlines())
     assert sent <= needed + every * rate + in_flight + interrupted
     assert sorted_rows(pq.read_table(out)) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake.parquet", "local.parquet", "scores"]

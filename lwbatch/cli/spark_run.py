@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,6 +140,7 @@ def score_on_spark(
     except (PySparkException, Py4JError) as exc:
         raise SparkJobError(f"Spark could not start: {jvm_log.reason(exc)}") from None
     restore = _stop_on_signals(session, kept, jvm_log)
+    lines = _ProgressLines(kept.area(), reporting.progress_every or 60.0)
     try:
         table = places.output_table
         if table is not None and session.catalog.tableExists(table) and not restart:
@@ -169,6 +171,7 @@ def score_on_spark(
         jvm_log.discard()
         raise
     finally:
+        lines.stop()
         restore()
     jvm_log.discard()
     reporting.show(report)
@@ -253,6 +256,34 @@ class _JvmLog:
             lines = []
         said = [line for line in lines if line]
         return f"{said[-1] if said else _first_line(exc)} (Spark's log: {self.path})"
+
+
+class _ProgressLines:
+    """While the job runs, a line every `every` seconds from what its tasks committed
+    (Spark's own accumulators only arrive as tasks end)."""
+
+    def __init__(self, area: Any, every: float) -> None:
+        self._area = area
+        self._every = every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lwbatch-spark-lines", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._every):
+            try:
+                answers, requests = self._area.tally()
+            except (OSError, pa.ArrowException, LWBatchError):
+                continue
+            log.info(
+                "spark: %s answers kept, %s requests sent so far (by every run of this job)",
+                f"{answers:,}",
+                f"{requests:,}",
+            )
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _stop_on_signals(session: Any, kept: Any, jvm_log: _JvmLog) -> Any:

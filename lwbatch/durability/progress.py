@@ -146,6 +146,22 @@ class ProgressArea:
                     if table is not None:
                         yield from _decode(table, kind)
 
+    def tally(self) -> tuple[int, int]:
+        """The answers kept, and the requests the job's attempts had sent by their last
+        commit (every run of the job so far): for progress lines while it runs."""
+        answers, requests = 0, dict[str, int]()
+        for directory in self._listing(self.path):
+            if directory.type != pafs.FileType.Directory or directory.base_name[:2] != "p-":
+                continue
+            for part in _parts(self.filesystem, directory.path):
+                try:
+                    table = pq.read_table(part.path, columns=["kind"], filesystem=self.filesystem)
+                except (pa.ArrowException, OSError):
+                    continue  # merged away while listed
+                answers += sum(1 for kind in table.column("kind").to_pylist() if kind == COLUMN)
+                _merge_requests(requests, table.schema.metadata)
+        return answers, sum(requests.values())
+
     @property
     def uri(self) -> str:
         """The area as Spark names it."""
