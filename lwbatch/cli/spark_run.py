@@ -9,14 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shlex
-import signal
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +19,8 @@ from pyarrow import fs as pafs
 
 from lwbatch import errors
 from lwbatch.cli.scoring import NO_CONTACT, Reporting
+from lwbatch.cli.spark_session import JvmLog, ProgressLines, stop_on_signals
+from lwbatch.cli.spark_session import session as start_session
 from lwbatch.config import Budget
 from lwbatch.engine.stats import INVALID_INPUT, OutputTally, RunReport, RunStats
 from lwbatch.errors import InputError, LWBatchError, SparkJobError, UsageError
@@ -124,23 +119,17 @@ def score_on_spark(
         settings.connection, Pacing(share=False), budget=settings.budget, tier=settings.tier
     )
     source, target = places.locations(restart)
-    kept = _progress(places, source, target, progress, restart)
-    if commit_every is not None:
-        kept = replace(kept, commit_every=commit_every)  # checked by Progress
-    kept.area().check()
-    if cache is not None:
-        from lwbatch.cache import SqliteScoreCache
-
-        SqliteScoreCache(cache).close()  # a bad cache fails here, before any session
-        kept = replace(kept, cache=cache)
+    kept = _progress(places, (source, target), progress, restart, commit_every, cache)
     budget = identity.budget
-    jvm_log = _JvmLog(spark_log)
+    jvm_log = JvmLog(spark_log)
     try:
-        session = _session(master, jvm_log, tables=bool(places.input_table or places.output_table))
+        session = start_session(
+            master, jvm_log, tables=bool(places.input_table or places.output_table)
+        )
     except (PySparkException, Py4JError) as exc:
         raise SparkJobError(f"Spark could not start: {jvm_log.reason(exc)}") from None
-    restore = _stop_on_signals(session, kept, jvm_log)
-    lines = _ProgressLines(kept.area(), reporting.progress_every or 60.0)
+    restore = stop_on_signals(session, kept, jvm_log)
+    lines = ProgressLines(kept.area(), reporting.progress_every or 60.0)
     try:
         table = places.output_table
         if table is not None and session.catalog.tableExists(table) and not restart:
@@ -191,14 +180,21 @@ def _kept_for_rerun(error: LWBatchError, kept: Any) -> LWBatchError:
 
 def _progress(
     places: SparkPlaces,
-    source: _Location | None,
-    target: _Location | None,
+    where: tuple[_Location | None, _Location | None],
     given: str | None,
     restart: bool,
+    commit_every: float | None,
+    cache: Path | None,
 ) -> Any:
-    """Where the job's tasks commit their answers: --progress, else beside --output."""
+    """Where the job's tasks commit their answers: --progress, else beside --output;
+    how often; and the score cache they read. Checked before any session starts."""
+    from lwbatch.cache import SqliteScoreCache
     from lwbatch.spark import Progress
 
+    source, target = where
+    if cache is not None:
+        SqliteScoreCache(cache).close()  # a bad cache fails here
+    every = {} if commit_every is None else {"commit_every": commit_every}
     if given is None and target is None:
         raise UsageError(
             "--output-table needs --progress DIR: where the tasks commit their answers, so "
@@ -206,167 +202,16 @@ def _progress(
         )
     if given is None:
         assert target is not None
-        return Progress(target.sibling(f".{target.name}.lwbatch-progress").text, restart=restart)
-    where = _Location.of(given, "--progress")
-    for other, flag in ((source, "INPUT"), (target, "--output")):
-        if other is not None and _overlaps(other, where):
-            raise UsageError(f"--progress {given} is {flag}, or holds it; choose another place")
-    return Progress(given if "://" in given else where.path, restart=restart)
-
-
-class _JvmLog:
-    """Where the JVM's and Spark's log lines go: the console at --spark-log's level, else
-    a file (named when the job fails, removed when it succeeds)."""
-
-    def __init__(self, level: str | None) -> None:
-        self.level = level.upper() if level else None
-        self.path: str | None = None
-        if self.level is None:
-            handle, self.path = tempfile.mkstemp(prefix="lwbatch-spark-", suffix=".log")
-            os.close(handle)
-
-    @contextmanager
-    def launching(self) -> Iterator[None]:
-        """While the JVM starts: its standard error (and its children's) is the file."""
-        if self.path is None:
-            yield
-            return
-        sys.stderr.flush()
-        saved = os.dup(2)
-        target = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            os.dup2(target, 2)
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(target)
-
-    def discard(self) -> None:
-        if self.path is not None:
-            Path(self.path).unlink(missing_ok=True)
-
-    def reason(self, exc: BaseException) -> str:
-        """Why the JVM did not start: the log's last line, and where the log is."""
-        if self.path is None:
-            return _first_line(exc)
-        try:
-            lines = [line.strip() for line in Path(self.path).read_text().splitlines()]
-        except OSError:
-            lines = []
-        said = [line for line in lines if line]
-        return f"{said[-1] if said else _first_line(exc)} (Spark's log: {self.path})"
-
-
-class _ProgressLines:
-    """While the job runs, a line every `every` seconds from what its tasks committed
-    (Spark's own accumulators only arrive as tasks end)."""
-
-    def __init__(self, area: Any, every: float) -> None:
-        self._area = area
-        self._every = every
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lwbatch-spark-lines", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._done.wait(self._every):
-            try:
-                answers, requests = self._area.tally()
-            except (OSError, pa.ArrowException, LWBatchError):
-                continue
-            log.info(
-                "spark: %s answers kept, %s requests sent so far (by every run of this job)",
-                f"{answers:,}",
-                f"{requests:,}",
-            )
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-
-def _stop_on_signals(session: Any, kept: Any, jvm_log: _JvmLog) -> Any:
-    """While the job runs, Ctrl-C or SIGTERM ends it at once, in one line: the JVM is
-    killed (its tasks with it) and the process exits 130 or 143. What the tasks
-    committed is kept for the rerun. Returns the function that puts the handlers back."""
-
-    def stop(signum: int, frame: Any) -> None:
-        code = 130 if signum == signal.SIGINT else 143
-        kept_too = (
-            f"; the answers received are kept ({kept.path}): run the same command again "
-            "to finish the job"
-            if kept.area().exists()
-            else ""
-        )
-        try:
-            sys.stderr.write(f"lwbatch: interrupted{kept_too}\n")
-            sys.stderr.flush()
-        except OSError:
-            pass
-        gateway = getattr(session.sparkContext, "_gateway", None)
-        process = getattr(gateway, "proc", None)
-        if process is not None:
-            process.kill()
-        jvm_log.discard()
-        os._exit(code)  # py4j's threads would print tracebacks on the way out
-
-    earlier = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in earlier.items():
-            signal.signal(sig, handler)
-
-    return restore
-
-
-def _is_local(master: str | None) -> bool:
-    """Whether the job's executors run on this machine: --master, else the master
-    Spark would take (PYSPARK_SUBMIT_ARGS, MASTER, spark-defaults.conf), else local."""
-    if master is None:
-        args = shlex.split(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
-        if "--master" in args[:-1]:
-            master = args[args.index("--master") + 1]
-        else:
-            master = os.environ.get("MASTER") or _default_master()
-    return master is None or master.startswith("local")
-
-
-def _default_master() -> str | None:
-    conf = os.environ.get("SPARK_CONF_DIR") or os.path.join(
-        os.environ.get("SPARK_HOME", ""), "conf"
-    )
-    try:
-        lines = Path(conf, "spark-defaults.conf").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split(None, 1)
-        if len(fields) == 2 and fields[0] == "spark.master":
-            return fields[1].strip()
-    return None
-
-
-def _session(master: str | None, jvm_log: _JvmLog, *, tables: bool) -> Any:
-    from pyspark.sql import SparkSession
-
-    # Spark's own progress bars and log lines would bury the summary and the one-line
-    # errors; what lwbatch says is what matters here.
-    builder = SparkSession.builder.appName("lwbatch").config(
-        "spark.ui.showConsoleProgress", "false"
-    )
-    if master:
-        builder = builder.master(master)
-    if tables:
-        builder = builder.enableHiveSupport()
-    if _is_local(master) and "PYSPARK_PYTHON" not in os.environ:
-        # Local executors run the interpreter lwbatch runs in, not the first python3 on
-        # PATH, which may lack lwbatch or pyarrow (a pipx or venv install).
-        os.environ["PYSPARK_PYTHON"] = sys.executable
-    with jvm_log.launching():
-        session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(jvm_log.level or "WARN")
-    return session
+        path = target.sibling(f".{target.name}.lwbatch-progress").text
+    else:
+        place = _Location.of(given, "--progress")
+        for other, flag in ((source, "INPUT"), (target, "--output")):
+            if other is not None and _overlaps(other, place):
+                raise UsageError(f"--progress {given} is {flag}, or holds it; choose another place")
+        path = given if "://" in given else place.path
+    kept = Progress(path, restart=restart, cache=cache, **every)
+    kept.area().check()
+    return kept
 
 
 def _run_job(
