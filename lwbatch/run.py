@@ -77,10 +77,10 @@ async def score_file_async(
         id_column=id_column,
         wiki_column=wiki_column,
         lang=lang,
-        connection=connection or Connection(),
-        pacing=pacing or Pacing(),
-        files=files or Files(),
-        hooks=hooks or Hooks(),
+        connection=connection,
+        pacing=pacing,
+        files=files,
+        hooks=hooks,
     )
     return await Job(input, output, settings).run()
 
@@ -135,8 +135,8 @@ def plan_file(
         id_column=id_column,
         wiki_column=wiki_column,
         lang=lang,
-        connection=connection or Connection(),
-        files=files or Files(),
+        connection=connection,
+        files=files,
     )
     specs = settings.connection.models().resolve_all(settings.models)
     lang = wikipedia(settings.lang).lang

@@ -266,9 +266,19 @@ class RunSettings:
         **values: Any,
     ) -> RunSettings:
         """From the keywords of the public functions: `rate` as N/PERIOD text or a
-        Budget, `tier` as its name, a model or several."""
+        Budget, `tier` as its name, a model or several; a value (`connection`,
+        `pacing`, `files`, `hooks`) given as None is its default."""
         names = (models,) if isinstance(models, str) else tuple(models)
-        return cls(models=names, budget=read_rate(rate), tier=read_tier(tier), **values)
+        given = {
+            name: value
+            for name, value in values.items()
+            if value is not None or name not in _VALUES
+        }
+        return cls(models=names, budget=read_rate(rate), tier=read_tier(tier), **given)
+
+
+# The settings values the public functions take as None for "the default".
+_VALUES = frozenset({"connection", "pacing", "files", "hooks"})
 
 
 def read_rate(rate: str | Budget | None) -> Budget | None:

@@ -126,10 +126,10 @@ async def score_async(
         id_column=id_column,
         wiki_column=wiki_column,
         lang=lang,
-        connection=connection or Connection(),
-        pacing=pacing or Pacing(),
+        connection=connection,
+        pacing=pacing,
         files=replace(files, journal=False, keep_columns=None),
-        hooks=hooks or Hooks(),
+        hooks=hooks,
     )
     source = TableSource(
         _as_table(revisions, id_column),

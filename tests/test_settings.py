@@ -52,3 +52,20 @@ def test_good_values_keep_what_they_were_given(tmp_path: Path) -> None:
     assert Connection(contact=" me@example.org ").contact == "me@example.org"
     # A token never shows in a value's repr.
     assert "s3cret" not in repr(Connection(token=Token("s3cret")))
+
+
+def test_a_value_given_as_none_is_its_default_and_a_key_column_is_not() -> None:
+    from lwbatch.settings import RunSettings
+
+    settings = RunSettings.of(
+        ["enwiki-damaging"], connection=None, pacing=None, files=None, hooks=None
+    )
+    assert (settings.connection, settings.pacing, settings.files, settings.hooks) == (
+        Connection(),
+        Pacing(),
+        Files(),
+        Hooks(),
+    )
+    with pytest.raises(UsageError) as info:
+        RunSettings.of(["enwiki-damaging"], id_column=None)
+    assert str(info.value) == "`id_column` is empty: name the column that holds the rev_ids"
