@@ -150,7 +150,7 @@ def _prepare(
     from pyspark.sql import functions as F
 
     named = [f"__lwbatch_key{i}" for i in range(len(keys))]
-    origin = _origin(df) if task.located else []
+    origin = _origin_columns() if task.located else []
     prepared = df.select(
         *columns.read(), *origin, *(k.alias(n) for k, n in zip(keys, named, strict=True))
     )
@@ -165,22 +165,27 @@ def _prepare(
     return prepared.withColumn(PARTITION_COLUMN, index).drop(*named)
 
 
-def _origin(df: DataFrame) -> list[Column]:
-    """Each row's file and row number in it, where Spark knows them (a file source)."""
-    from pyspark.errors import PySparkException
+def _origin_columns() -> list[Column]:
+    """Each row's file and row number in it (Spark's _metadata of a file source)."""
     from pyspark.sql import functions as F
 
-    wanted = [
+    return [
         F.col("_metadata.file_path").alias(ORIGIN_COLUMNS[0]),
         F.col("_metadata.row_index").alias(ORIGIN_COLUMNS[1]),
     ]
+
+
+def _knows_origin(df: DataFrame) -> bool:
+    """Whether Spark knows each row's file and row (a source of files)."""
+    from pyspark.errors import PySparkException
+
     if not df.inputFiles():
-        return []  # built in memory, or a source of no files
+        return False  # built in memory, or a source of no files
     try:
-        df.select(*wanted)  # analysed at once: a source without them fails here
+        df.select(*_origin_columns())  # analysed at once: a source without them fails here
     except PySparkException:
-        return []
-    return wanted
+        return False
+    return True
 
 
 def _with_cached(prepared: DataFrame, uri: str, named: list[str], default: Wiki) -> DataFrame:
@@ -227,11 +232,11 @@ def _task(
     rows, targets = preflight.revisions(
         preflight.sample(df, columns, keys), columns, wikipedia(job.lang), specs
     )
-    # Before anything is kept: a job that cannot succeed leaves nothing behind.
-    cache = _open_cache(progress)
     # A rerun's pre-flight asks only what the earlier one did not answer.
     earlier = area.read_known() if progress and area and not progress.restart else []
+    cache = _open_cache(progress)
     try:
+        # Before anything is kept: a job that cannot succeed leaves nothing behind.
         checked = preflight.check(
             rows,
             job.models,
@@ -242,15 +247,17 @@ def _task(
             cache=cache,
             known=earlier,
         )
+        if job.counters is not None:
+            job.counters.add_requests(checked.stats)
+        cached = False
+        if progress is not None and area is not None:
+            layout = _layout(df, columns, job.lang)
+            slots = _start_area(area, progress, layout, slots, checked.answers)
+            if cache is not None:
+                cached = area.write_cached(cache_answers(cache, targets)) is not None
     finally:
         if cache is not None:
             cache.close()
-    if job.counters is not None:
-        job.counters.add_requests(checked.stats)
-    cached = False
-    if progress is not None and area is not None:
-        layout = _layout(df, columns, job.lang)
-        slots, cached = _start_area(area, progress, layout, slots, checked.answers, targets)
     if not budget.is_unlimited:
         budget.share(slots)  # the area's partitions, which may differ
     log.info(
@@ -275,7 +282,7 @@ def _task(
         known=checked.answers,
         sent_before=checked.sent,
         cached=cached,
-        located=bool(_origin(df)),
+        located=_knows_origin(df),
     )
 
 
@@ -285,21 +292,14 @@ def _start_area(
     layout: str,
     slots: int,
     known: tuple[bytes, ...],
-    targets: set[str],
-) -> tuple[int, bool]:
+) -> int:
     """The area made ready for the tasks, once the pre-flight passed: the partitions
-    they use (a rerun keeps the area's), and whether it holds the cache's answers."""
+    they use (a rerun keeps the area's)."""
     asked, slots = slots, area.prepare(layout, slots, restart=progress.restart)
     if slots != asked:
         log.info("the progress area keeps the %d partitions it started with, not %d", slots, asked)
     area.write_known(known)
-    cache = _open_cache(progress)
-    if cache is None:
-        return slots, False
-    try:
-        return slots, area.write_cached(cache_answers(cache, targets)) is not None
-    finally:
-        cache.close()
+    return slots
 
 
 def _layout(df: DataFrame, columns: Columns, lang: str) -> str:

@@ -103,7 +103,7 @@ def check(
         for model, key, score in earlier
         if score.error is None or score.error.value not in RETRYABLE
     }
-    rows = [r for r in rows if any((m, r.key) not in final for m in _columns(models))]
+    rows = [r for r in rows if any((m, r.key) not in final for m in models)]
     kept = tuple(encode_answer(m, k, s) for m, k, s in earlier if (m, k) in final)
     if not rows:
         return Checked(kept)
@@ -113,10 +113,6 @@ def check(
             anyio.run, _check, rows, models, budget, lang, connection, pacing, cache
         ).result()
     return replace(checked, answers=kept + checked.answers)
-
-
-def _columns(models: Sequence[str]) -> list[str]:
-    return [models] if isinstance(models, str) else list(models)
 
 
 async def _check(
