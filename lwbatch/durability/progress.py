@@ -322,10 +322,6 @@ class PartitionProgress:
         with self._lock:
             self._for_cache[:0] = taken[1]
 
-    @property
-    def files(self) -> int:
-        return len(self._parts)
-
     def _write_table(self, table: pa.Table, requests: dict[str, int], name: str = "") -> str:
         name = name or f"{self.attempt}-{self._seq:05d}"
         table = table.replace_schema_metadata({_META: orjson.dumps(requests)})

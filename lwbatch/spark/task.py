@@ -125,7 +125,7 @@ class PartitionTask:
             partition = (
                 int(first.column(PARTITION_COLUMN)[0].as_py()) if PARTITION_COLUMN in names else 0
             )
-            attempt = _Attempt(partition, task.id(partition), task.attempt_number)
+            attempt = _Attempt(partition, task.id(partition))
             if task.attempt_number > 0 and self.progress is None:
                 log.warning(
                     "lwbatch: partition %d, attempt %d: an earlier attempt failed, and this "
@@ -281,7 +281,6 @@ class _TaskInfo:
 class _Attempt:
     partition: int
     id: str  # _TaskInfo.id
-    number: int
 
     def follows(self, other: str) -> bool:
         """Whether attempt `other` is an earlier, failed attempt of this task (same run
