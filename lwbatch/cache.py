@@ -26,6 +26,7 @@ import orjson
 import pyarrow as pa
 
 from lwbatch.errors import InputError, UsageError
+from lwbatch.io.arrays import array
 from lwbatch.results import ErrorType, Score
 
 FORMAT = 1
@@ -431,17 +432,17 @@ EXPORT_SCHEMA = pa.schema(
 def _columns(rows: list[tuple[Any, ...]]) -> list[pa.Array]:
     model, version, wiki, rev_id, prediction, probability, error, message = zip(*rows, strict=True)
     return [
-        pa.array(model, pa.string()),
-        pa.array([v or None for v in version], pa.string()),
-        pa.array(wiki, pa.string()),
-        pa.array(rev_id, pa.int64()),
-        pa.array(prediction, pa.string()),
-        pa.array(
+        array(model, pa.string()),
+        array([v or None for v in version], pa.string()),
+        array(wiki, pa.string()),
+        array(rev_id, pa.int64()),
+        array(prediction, pa.string()),
+        array(
             [None if p is None else list(orjson.loads(p).items()) for p in probability],
             pa.map_(pa.string(), pa.float64()),
         ),
-        pa.array(error, pa.string()),
-        pa.array(message, pa.string()),
+        array(error, pa.string()),
+        array(message, pa.string()),
     ]
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from lwbatch.compat import accepts_old_keywords
 from lwbatch.config import Budget, Tier
 from lwbatch.errors import UsageError
+from lwbatch.io.arrays import array
 from lwbatch.io.table_source import TableSource
 from lwbatch.job import Job
 from lwbatch.settings import Connection, Files, Hooks, Pacing, RunSettings
@@ -78,14 +79,14 @@ def _as_table(revisions: Any, id_column: str) -> pa.Table:
             "pandas DataFrame"
         )
     values = list(revisions)
-    try:
-        ids = pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        # Mixed values: as text, each checked as CSV cells are (bad ones become
-        # invalid rows, never silently dropped).
-        ids = pa.array([None if v is None else str(v) for v in values], pa.string())
-    if pa.types.is_null(ids.type):
-        ids = ids.cast(pa.int64())
+    if all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values):
+        try:
+            return pa.table({id_column: array(values, pa.int64())})
+        except ValueError:  # beyond int64: the text path says which row
+            pass
+    # Other values: as text, each checked as CSV cells are (bad ones become invalid
+    # rows, never silently dropped).
+    ids = array([None if v is None else str(v) for v in values], pa.string())
     return pa.table({id_column: ids})
 
 

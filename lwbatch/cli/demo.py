@@ -37,7 +37,8 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
         )
         score_and_report(sample, output, settings, Reporting(quiet=quiet).applied())
     if not quiet:
-        table = pq.read_table(output)
+        with pq.ParquetFile(output) as file:
+            table = file.read()
         click.echo(f"\n{output} holds {table.num_rows:,} rows; the first three:", err=True)
         for row in table.slice(0, 3).to_pylist():
             parts = [f"lang={row['lang']}", f"rev_id={row['rev_id']}"]

@@ -16,6 +16,7 @@ from pyroaring import BitMap64
 
 from lwbatch.durability.disk import Disk
 from lwbatch.engine.resume import RETRYABLE, WIKI_WIDE, ResumeState
+from lwbatch.io.arrays import array, scalar
 from lwbatch.keys import KeyLayout
 from lwbatch.results import ErrorType, Score
 
@@ -44,14 +45,14 @@ class Segments:
         rewrites: list[Rewrite] = []
         for path in self.paths():
             self._last = max(self._last, int(path.stem.split("-")[1]))
-            table = pq.read_table(path)
+            table = _read(path)
             # Invalid rows keep the value they had (0, negatives) but are tracked by row
             # number in the segment's own metadata, so the two can never disagree.
             invalid = (table.schema.metadata or {}).get(INVALID_ROWS_KEY.encode())
             if invalid:
                 self.invalid |= BitMap64.deserialize(invalid)
             first = table.column(self._models[0]).combine_chunks().field("error")
-            valid = pc.fill_null(pc.not_equal(first, ErrorType.INVALID_INPUT.value), True)
+            valid = pc.fill_null(pc.not_equal(first, _text(ErrorType.INVALID_INPUT.value)), _TRUE)
             reopen = self._failed(table) if retry_failed else None
             if reopen is not None:
                 self._reopen(state, table.filter(reopen))
@@ -68,7 +69,7 @@ class Segments:
         mask = None
         for model in self._models:
             errors = table.column(model).combine_chunks().field("error")
-            hit = pc.fill_null(pc.is_in(errors, pa.array(sorted(RETRYABLE))), False)
+            hit = pc.fill_null(pc.is_in(errors, array(sorted(RETRYABLE), pa.string())), _FALSE)
             mask = hit if mask is None else pc.or_(mask, hit)
         return mask if mask is not None and pc.any(mask).as_py() else None
 
@@ -90,7 +91,7 @@ class Segments:
         for model in self._models:
             errors = table.column(model).combine_chunks().field("error")
             for error in WIKI_WIDE:
-                hit = pc.fill_null(pc.equal(errors, error.value), False)
+                hit = pc.fill_null(pc.equal(errors, _text(error.value)), _FALSE)
                 if not pc.any(hit).as_py():
                     continue
                 if wiki_column is None:
@@ -135,7 +136,23 @@ class Segments:
 
     def read(self, path: Path) -> pa.Table:
         """A segment's rows, as the sink takes them."""
-        return pq.read_table(path).replace_schema_metadata(None)
+        return _read(path).replace_schema_metadata(None)
+
+
+# Arrow scalars, not Python values: pyarrow converts those with pa.scalar, which
+# imports pandas where it is installed.
+_TRUE = scalar(True, pa.bool_())
+_FALSE = scalar(False, pa.bool_())
+
+
+def _text(value: str) -> pa.Scalar:
+    return scalar(value, pa.string())
+
+
+def _read(path: Path) -> pa.Table:
+    # Not pq.read_table: its dataset layer imports pandas where it is installed.
+    with pq.ParquetFile(path) as file:
+        return file.read()
 
 
 def _score_from_cell(cell: dict[str, Any]) -> Score:

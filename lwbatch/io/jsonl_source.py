@@ -20,6 +20,7 @@ import orjson
 import pyarrow as pa
 
 from lwbatch.errors import InputError
+from lwbatch.io.arrays import array
 from lwbatch.io.sources import Arrays, FileSource
 from lwbatch.results import InvalidRow
 from lwbatch.seams import Item
@@ -125,10 +126,10 @@ class JsonlSource(FileSource):
         kept: list[list[str | None]],
     ) -> Arrays:
         return (
-            pa.array(ids, pa.string()),
-            pa.array(wikis, pa.string()) if self.columns.wiki is not None else None,
-            [pa.array(column, pa.string()) for column in pages],
-            [pa.array(column, pa.string()) for column in kept],
+            array(ids, pa.string()),
+            array(wikis, pa.string()) if self.columns.wiki is not None else None,
+            [array(column, pa.string()) for column in pages],
+            [array(column, pa.string()) for column in kept],
         )
 
 

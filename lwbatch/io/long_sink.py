@@ -17,6 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lwbatch.io.arrays import array
 from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.io.rows import wiki_column_of
 from lwbatch.protocol.catalog import TEMPLATE, ModelSpec
@@ -74,7 +75,7 @@ class LongSink:
         return pa.Table.from_arrays(
             [
                 *(rows.column(name) for name in self._front),
-                pa.array(self._models(rows, column), pa.string()),
+                array(self._models(rows, column), pa.string()),
                 answers.field("model_version"),
                 _as_text(answers.field("prediction")),
                 answers.field("probability"),
@@ -126,7 +127,7 @@ def _as_text(prediction: pa.Array) -> pa.Array:
         return prediction
     if pa.types.is_boolean(kind) or pa.types.is_floating(kind):
         return pc.cast(prediction, pa.string())
-    return pa.array(
+    return array(
         [None if v is None else orjson.dumps(v).decode() for v in prediction.to_pylist()],
         pa.string(),
     )

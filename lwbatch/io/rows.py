@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lwbatch.io.arrays import array
 from lwbatch.keys import KeyLayout
 from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import ScoredRow
@@ -138,14 +139,14 @@ class RowBuffer:
 
     def take(self) -> tuple[pa.Table, list[int]]:
         """The buffered rows as a table, and the input row numbers of invalid ones."""
-        arrays: list[pa.Array] = [pa.array(self._rev_ids, pa.int64())]
+        arrays: list[pa.Array] = [array(self._rev_ids, pa.int64())]
         if self.layout.wiki_column is not None:
-            arrays.insert(0, pa.array(self._wikis, pa.string()))
+            arrays.insert(0, array(self._wikis, pa.string()))
         for field, values in zip(self.kept, self._kept_values, strict=True):
-            arrays.append(pa.array(values, field.type))
+            arrays.append(array(values, field.type))
         for spec, struct_type in zip(self.specs, self._types, strict=True):
             children = [
-                pa.array(values, struct_type.field(i).type)
+                array(values, struct_type.field(i).type)
                 for i, values in enumerate(self._columns[spec.name])
             ]
             arrays.append(pa.StructArray.from_arrays(children, fields=list(struct_type)))

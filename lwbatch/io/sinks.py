@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from lwbatch.engine.stats import OutputTally
 from lwbatch.errors import RestartNeeded, UsageError
+from lwbatch.io.arrays import empty_table
 from lwbatch.io.long_sink import LongSink
 from lwbatch.io.ores_sinks import JsonlSink, OresJsonSink
 from lwbatch.io.parquet_sink import ParquetSink
@@ -141,7 +142,7 @@ class Recorded(_Wrapping):
 
 
 def _merged(schema: pa.Schema) -> pa.Schema:
-    return without_detail(schema.empty_table()).schema
+    return without_detail(empty_table(schema)).schema
 
 
 def for_rows(sink: Sink) -> Sink:

@@ -1,0 +1,142 @@
+"""Arrow arrays from Python values, without pyarrow importing pandas.
+
+``pa.array()`` asks pandas whether its argument is one of pandas' arrays, and so
+imports pandas wherever it is installed, for every list it converts: 100+ MB of a
+scoring run's memory that nothing uses. Here primitive values go through nanoarrow's
+builders and the Arrow C data interface, and nested, temporal and dictionary types are
+assembled from those with pyarrow's ``from_arrays``/``view``/``cast``; a type none of
+these reach (decimals, unions, ...) is left to ``pa.array``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import nanoarrow as na
+import pyarrow as pa
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+    """`values` (None for null) as an Arrow array of type `kind`."""
+    if pa.types.is_struct(kind):
+        return _struct(values, kind)
+    if pa.types.is_map(kind):
+        return _map(values, kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _list(values, kind)
+    if pa.types.is_dictionary(kind):
+        return array(values, kind.value_type).cast(kind)
+    if pa.types.is_null(kind):
+        return pa.nulls(len(values))
+    temporal = _as_integers(kind)
+    if temporal is not None:
+        width, convert = temporal
+        ints = [None if v is None else convert(v) for v in values]
+        return _primitive(ints, width).view(kind)
+    if _nanoarrow_builds(kind):
+        return _primitive(values, kind)
+    return pa.array(values, kind)
+
+
+def _nanoarrow_builds(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    )
+
+
+def _primitive(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+    return pa.array(na.c_array(values, na.c_schema(kind)))
+
+
+def _validity(values: Sequence[Any]) -> pa.Array | None:
+    """The null mask StructArray/ListArray take, or None when every value is present."""
+    if all(v is not None for v in values):
+        return None
+    return _primitive([v is None for v in values], pa.bool_())
+
+
+def _struct(values: Sequence[Any], kind: pa.StructType) -> pa.Array:
+    fields = list(kind)
+    children = [
+        array([None if v is None else v.get(f.name) for v in values], f.type) for f in fields
+    ]
+    return pa.StructArray.from_arrays(children, fields=fields, mask=_validity(values))
+
+
+def _offsets(values: Sequence[Any], kind: pa.DataType) -> tuple[pa.Array, list[Any]]:
+    """The offsets of list values (a null one repeats the last) and their items."""
+    offsets = [0]
+    flat: list[Any] = []
+    for value in values:
+        if value is not None:
+            flat.extend(value)
+        offsets.append(len(flat))
+    width = pa.int64() if pa.types.is_large_list(kind) else pa.int32()
+    return _primitive(offsets, width), flat
+
+
+def _list(values: Sequence[Any], kind: pa.ListType) -> pa.Array:
+    offsets, flat = _offsets(values, kind)
+    items = array(flat, kind.value_type)
+    mask = _validity(values)
+    if pa.types.is_large_list(kind):
+        return pa.LargeListArray.from_arrays(offsets, items, type=kind, mask=mask)
+    return pa.ListArray.from_arrays(offsets, items, type=kind, mask=mask)
+
+
+def _map(values: Sequence[Any], kind: pa.MapType) -> pa.Array:
+    pairs = [None if v is None else list(v.items() if isinstance(v, dict) else v) for v in values]
+    offsets, flat = _offsets(pairs, kind)
+    keys = array([k for k, _ in flat], kind.key_type)
+    items = array([v for _, v in flat], kind.item_type)
+    return pa.MapArray.from_arrays(offsets, keys, items, type=kind, mask=_validity(pairs))
+
+
+def _as_integers(kind: pa.DataType) -> tuple[pa.DataType, Callable[[Any], int]] | None:
+    """For a temporal type: its storage type and how a Python value becomes it."""
+    if pa.types.is_timestamp(kind):
+        per_second = _PER_SECOND[kind.unit]
+
+        def stamp(value: dt.datetime) -> int:
+            epoch = _EPOCH if value.tzinfo is None else _EPOCH_UTC
+            delta = value - epoch
+            micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            return micros * per_second // 1_000_000
+
+        return pa.int64(), stamp
+    if pa.types.is_date32(kind):
+        return pa.int32(), lambda value: (value - _EPOCH.date()).days
+    if pa.types.is_duration(kind):
+        per_second = _PER_SECOND[kind.unit]
+
+        def span(value: dt.timedelta) -> int:
+            micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+            return micros * per_second // 1_000_000
+
+        return pa.int64(), span
+    return None
+
+
+def scalar(value: Any, kind: pa.DataType) -> pa.Scalar:
+    """`value` as an Arrow scalar, for compute functions (which would call pa.scalar)."""
+    return array([value], kind)[0]
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    """A table of `schema` with no rows (``schema.empty_table()`` imports pandas)."""
+    return pa.Table.from_arrays([array([], f.type) for f in schema], schema=schema)
+
+
+__all__ = ["array", "empty_table", "scalar"]
