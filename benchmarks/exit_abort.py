@@ -2,9 +2,19 @@
 
 A new user's script (import lwbatch, score a few revisions, `flatten`, then
 `pd.read_parquet`) aborted twice in about 60 runs with "terminate called without an
-active exception" (exit 134): a C++ std::thread destroyed while still joinable at
-process exit. This runs that script --runs times against the emulator, each in a fresh
-interpreter, and counts the exits that are not 0.
+active exception". Under gdb the aborting thread is one of Arrow's I/O threads: pandas
+opens the file itself and hands pyarrow a Python file object; `read_table` pre-buffers
+column chunks on the I/O pool (pre_buffer=True), and when the last of those reads
+completes after the interpreter has begun finalizing, releasing its Python-backed buffer
+takes the GIL, CPython ends the thread with pthread_exit, and the unwind through a
+noexcept destructor calls std::terminate. lwbatch plays no part: pandas alone aborts as
+often. lwbatch's own reads pass paths, never Python file objects.
+
+Each variant runs --runs times, each in a fresh interpreter, against the emulator:
+
+  user script        the new user's script as written
+  pre_buffer=False   the same with pd.read_parquet(path, pre_buffer=False)
+  pandas alone       only `pd.read_parquet(path)`: no lwbatch
 
     python benchmarks/exit_abort.py --runs 200
 """
@@ -22,7 +32,7 @@ from pathlib import Path
 
 from _common import emulator_process
 
-SCRIPT = """
+USER_SCRIPT = """
 import sys
 import pandas as pd
 import lwbatch
@@ -35,6 +45,13 @@ flat = lwbatch.flatten(rows)
 frame = pd.read_parquet(sample)
 print(len(flat), len(frame))
 """
+VARIANTS = {
+    "user script": USER_SCRIPT,
+    "pre_buffer=False": USER_SCRIPT.replace(
+        "pd.read_parquet(sample)", "pd.read_parquet(sample, pre_buffer=False)"
+    ),
+    "pandas alone": "import sys\nimport pandas as pd\npd.read_parquet(sys.argv[2])\n",
+}
 
 
 def main() -> None:
@@ -44,37 +61,36 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     sample = Path(__file__).resolve().parent.parent / "lwbatch/data/sample_revisions.parquet"
-    codes: collections.Counter[int] = collections.Counter()
-    messages: collections.Counter[str] = collections.Counter()
-    started = time.perf_counter()
+    results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp, emulator_process("--latency", "0") as url:
-        for _ in range(args.runs):
-            done = subprocess.run(
-                [sys.executable, "-c", SCRIPT, url, str(sample)],
-                capture_output=True,
-                text=True,
-                cwd=tmp,
-            )
-            codes[done.returncode] += 1
-            if done.returncode != 0:
-                messages[(done.stderr.strip().splitlines() or [""])[-1][:120]] += 1
-    failed = args.runs - codes[0]
-    print(f"{args.runs} runs of the script in {time.perf_counter() - started:.0f} s")
-    print(f"{'exit code':>10} {'runs':>6}")
-    for code, count in sorted(codes.items()):
-        print(f"{code:>10} {count:>6}")
-    for message, count in messages.most_common():
-        print(f"  {count} x {message}")
-    print(
-        json.dumps(
-            {
-                "benchmark": "exit_abort",
+        for name, script in VARIANTS.items():
+            codes: collections.Counter[int] = collections.Counter()
+            messages: collections.Counter[str] = collections.Counter()
+            started = time.perf_counter()
+            for _ in range(args.runs):
+                done = subprocess.run(
+                    [sys.executable, "-c", script, url, str(sample)],
+                    capture_output=True,
+                    text=True,
+                    cwd=tmp,
+                )
+                codes[done.returncode] += 1
+                if done.returncode != 0:
+                    messages[(done.stderr.strip().splitlines() or [""])[-1][:100]] += 1
+            results[name] = {
                 "runs": args.runs,
-                "failed": failed,
-                "exit_codes": {str(k): v for k, v in codes.items()},
+                "failed": args.runs - codes[0],
+                "seconds": round(time.perf_counter() - started),
+                "exit_codes": {str(k): v for k, v in sorted(codes.items())},
+                "messages": dict(messages),
             }
-        )
-    )
+    print(f"{'variant':<18} {'runs':>5} {'failed':>7}  exit codes")
+    for name, row in results.items():
+        codes_text = ", ".join(f"{k}: {v}" for k, v in row["exit_codes"].items())  # type: ignore[attr-defined]
+        print(f"{name:<18} {row['runs']:>5} {row['failed']:>7}  {codes_text}")
+        for message, count in row["messages"].items():  # type: ignore[attr-defined]
+            print(f"{'':<18} {count} x {message}")
+    print(json.dumps({"benchmark": "exit_abort", "variants": results}))
 
 
 if __name__ == "__main__":

@@ -5,36 +5,75 @@ give, the errors users catch (the others are in :mod:`lwbatch.errors`) and the s
 caller may fill. Implementations stay importable from their subpackages
 (``lwbatch.pacing.limiter.BudgetLimiter``, ``lwbatch.io.sources.ParquetSource``, ...).
 `tests/test_public_api.py` keeps `__all__` sorted, importable and at most 40 names.
+
+Names are imported on first use (PEP 562): ``import lwbatch`` loads no pyarrow, httpx
+or aiohttp, so the command line can install its signal handlers before those heavy
+imports begin, and a script pays only for what it uses.
 """
 
 from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lwbatch._version import __version__
-from lwbatch.config import Budget, Endpoint, Rate, RetryPolicy, Tier, Token
-from lwbatch.engine.scorer import Scorer
-from lwbatch.engine.stats import RunReport
-from lwbatch.errors import (
-    AuthenticationError,
-    IncompleteRunError,
-    InputError,
-    Interrupted,
-    LWBatchError,
-    OutputError,
-    RunAborted,
-    UsageError,
-)
-from lwbatch.keys import RowKey
-from lwbatch.oauth import Credentials
-from lwbatch.plan import Plan
-from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
-from lwbatch.run import plan_file, score_file, score_file_async
-from lwbatch.seams import Journal, Limiter, ScoreCache, Sink, Source
-from lwbatch.settings import Connection, Files, Hooks, Pacing
-from lwbatch.tables import flatten, score, score_async
+
+# The function, not the submodule of the same name (as lwbatch 0.1 had it): binding it
+# here, after its module is imported, keeps a later `import lwbatch.wikis` from
+# replacing it. lwbatch.wikis imports nothing heavy.
+from lwbatch.wikis import wikis as wikis
+
+if TYPE_CHECKING:
+    from lwbatch.config import Budget, Endpoint, Rate, RetryPolicy, Tier, Token
+    from lwbatch.engine.scorer import Scorer
+    from lwbatch.engine.stats import RunReport
+    from lwbatch.errors import (
+        AuthenticationError,
+        IncompleteRunError,
+        InputError,
+        Interrupted,
+        LWBatchError,
+        OutputError,
+        RunAborted,
+        UsageError,
+    )
+    from lwbatch.keys import RowKey
+    from lwbatch.oauth import Credentials
+    from lwbatch.plan import Plan
+    from lwbatch.results import ErrorType, InvalidRow, Revision, Score, ScoredRow
+    from lwbatch.run import plan_file, score_file, score_file_async
+    from lwbatch.seams import Journal, Limiter, ScoreCache, Sink, Source
+    from lwbatch.settings import Connection, Files, Hooks, Pacing
+    from lwbatch.tables import flatten, score, score_async
+
+# Each public name -> the module it lives in.
+_HOMES = {
+    **dict.fromkeys(["Budget", "Endpoint", "Rate", "RetryPolicy", "Tier", "Token"], "config"),
+    "Scorer": "engine.scorer",
+    "RunReport": "engine.stats",
+    **dict.fromkeys(
+        [
+            "AuthenticationError",
+            "IncompleteRunError",
+            "InputError",
+            "Interrupted",
+            "LWBatchError",
+            "OutputError",
+            "RunAborted",
+            "UsageError",
+        ],
+        "errors",
+    ),
+    "RowKey": "keys",
+    "Credentials": "oauth",
+    "Plan": "plan",
+    **dict.fromkeys(["ErrorType", "InvalidRow", "Revision", "Score", "ScoredRow"], "results"),
+    **dict.fromkeys(["plan_file", "score_file", "score_file_async"], "run"),
+    **dict.fromkeys(["Journal", "Limiter", "ScoreCache", "Sink", "Source"], "seams"),
+    **dict.fromkeys(["Connection", "Files", "Hooks", "Pacing"], "settings"),
+    **dict.fromkeys(["flatten", "score", "score_async"], "tables"),
+}
 
 __all__ = [
     "AuthenticationError",
@@ -103,12 +142,14 @@ MOVED = {
     "open_source": "lwbatch.io.inputs",
     "output_schema": "lwbatch.io.rows",
 }
-# `lwbatch.wikis` is also a submodule, which importing it would put in this name's
-# place: the function stays bound here (out of __all__), as lwbatch 0.1 had it.
-from lwbatch.wikis import wikis as wikis  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(f"lwbatch.{home}"), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
     module = MOVED.get(name)
     if module is None:
         raise AttributeError(f"module 'lwbatch' has no attribute {name!r}")
@@ -119,3 +160,7 @@ def __getattr__(name: str) -> Any:
         stacklevel=2,
     )
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,5 +1,3 @@
-import sys
+from lwbatch.cli import console
 
-from lwbatch.cli import main
-
-sys.exit(main())
+console()

@@ -37,6 +37,7 @@ from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import Tallied, for_rows, open_sink
 from lwbatch.io.sources import FileSource
 from lwbatch.keys import RowKey
+from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import InvalidRow, Revision, Score
 from lwbatch.seams import Journal, ReadableSink, ScoreCache, Sink, Source
 from lwbatch.settings import RunSettings
@@ -69,7 +70,8 @@ class Job:
             try:
                 await self._prepare(stack)
                 await self._score()
-                report = self._finish()
+                # Folding the journal into the output reads and writes every row.
+                report = await anyio.to_thread.run_sync(self._finish)
             except BaseException as exc:
                 self._fail(exc)
                 raise
@@ -77,10 +79,34 @@ class Job:
 
     # -- prepare ---------------------------------------------------------------------
     async def _prepare(self, stack: AsyncExitStack) -> None:
-        settings, files = self.settings, self.settings.files
+        # File work (opening the input and the output, reading a journal back) happens
+        # on a worker thread: the event loop has nothing else to do yet, but a caller's
+        # loop (lwbatch.score_async, a notebook) may.
+        settings = self.settings
         specs = settings.connection.models().resolve_all(settings.models)
+        await anyio.to_thread.run_sync(self._open_files, stack, specs)
+        identity = await Identity.resolve(
+            settings.connection, settings.pacing, budget=settings.budget, tier=settings.tier
+        )
+        identity.warn_if_doubtful()
+        ledger = await identity.open_ledger(settings.pacing)
+        if ledger is not None:
+            stack.push_async_callback(ledger.aclose)
+        self.scorer = scorer = Scorer(
+            settings.models,
+            lang=self._lang,
+            connection=settings.connection,
+            pacing=settings.pacing,
+            cache=self._cache,
+            identity=identity,
+            ledger=ledger,
+        )
+        await anyio.to_thread.run_sync(self._resume, stack, scorer, ledger is not None)
+
+    def _open_files(self, stack: AsyncExitStack, specs: list[ModelSpec]) -> None:
+        settings, files = self.settings, self.settings.files
         # `en`, ` en` and `enwiki` are one run's `lang`: the manifest keeps the code.
-        lang = wikipedia(settings.lang).lang
+        self._lang = lang = wikipedia(settings.lang).lang
         self.source = source = open_for(
             self._input,
             specs,
@@ -92,7 +118,7 @@ class Job:
             input_format=files.input_format,
         )
         kept: list[pa.Field] = list(getattr(source, "kept_fields", ()))
-        cache = self._open_cache(stack)
+        self._cache = self._open_cache(stack)
         output = self._output
         sink = (
             output
@@ -102,28 +128,15 @@ class Job:
             )
         )
         self._buffer = RowBuffer(specs, source.key_layout, kept, detail=True)
-        readable = sink.read_back if isinstance(sink, ReadableSink) else None
+        self._readable = sink.read_back if isinstance(sink, ReadableSink) else None
         self._sink = Tallied(for_rows(sink), [s.name for s in specs])
         self._sink.open(self._buffer.schema)
         self.journal = self._journal(source, [s.name for s in specs], lang, kept)
-        identity = await Identity.resolve(
-            settings.connection, settings.pacing, budget=settings.budget, tier=settings.tier
-        )
-        identity.warn_if_doubtful()
-        ledger = await identity.open_ledger(settings.pacing)
-        if ledger is not None:
-            stack.push_async_callback(ledger.aclose)
-        self.scorer = scorer = Scorer(
-            settings.models,
-            lang=lang,
-            connection=settings.connection,
-            pacing=settings.pacing,
-            cache=cache,
-            identity=identity,
-            ledger=ledger,
-        )
-        self._state = self._open_journal(readable, scorer)
-        self._watch(stack, scorer, shared=ledger is not None)
+
+    def _resume(self, stack: AsyncExitStack, scorer: Scorer, shared: bool) -> None:
+        output = self._output
+        self._state = self._open_journal(self._readable, scorer)
+        self._watch(stack, scorer, shared=shared)
         if self.journal is None and not isinstance(output, Sink):
             # Without a journal the output still gets its lock: a journaled run on the
             # same output would otherwise sweep this run's temporary file as stale.

@@ -21,6 +21,7 @@ import cloup
 import orjson
 
 from lwbatch._version import __version__
+from lwbatch.cli import stops
 from lwbatch.cli.commands.bench import bench
 from lwbatch.cli.commands.cache import cache
 from lwbatch.cli.commands.demo import demo
@@ -73,13 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     try:
-        cli.main(args=argv, prog_name="lwbatch", standalone_mode=False)
+        # Not cli.main(): on Ctrl-C it writes an empty line before its Abort.
+        args = sys.argv[1:] if argv is None else list(argv)
+        with cli.make_context("lwbatch", args) as ctx:
+            cli.invoke(ctx)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
         return say("error", exc.format_message(), 2)
     except (click.Abort, KeyboardInterrupt):
-        return say("", "interrupted", 130)
+        return say("", stops.message(), stops.exit_code())
     except LWBatchError as exc:
         hint = "; `lwbatch models` lists them" if isinstance(exc, UnknownModelError) else ""
         return say("error", f"{for_cli(str(exc))}{hint}", exc.exit_code)

@@ -54,6 +54,9 @@ class LiveView:
         self._period = 0.0
         self._requests = 0
         self._sends: deque[float] = deque()
+        # Set at the first request (made by attach, on the event loop): what should
+        # not compete with the start of the run (the estimate) waits for it.
+        self.sending: anyio.Event | None = None
 
     # -- the engine's callbacks --------------------------------------------------
     def advance(self, rows: int) -> None:
@@ -61,6 +64,9 @@ class LiveView:
         self.bar.update(rows)
 
     def on_send(self, now: float) -> None:
+        sending = self.sending
+        if sending is not None and not sending.is_set():
+            sending.set()
         if not self._period:
             return
         sends = self._sends
@@ -70,6 +76,7 @@ class LiveView:
 
     def attach(self, scorer: Scorer, total: int | None) -> None:
         self._scorer = scorer
+        self.sending = anyio.Event()
         self.set_total(total)
         window = _longest(scorer.budget)
         if window is not None:

@@ -8,17 +8,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import click
 import orjson
 
+from lwbatch.cli import stops
 from lwbatch.cli.live import EVERY_JSON, EVERY_NON_TTY, LiveView
 from lwbatch.cli.messages import for_cli
 from lwbatch.config import Token
@@ -98,7 +102,7 @@ def score_and_report(
     bar = tqdm(
         unit="rev",
         desc="scoring",
-        disable=reporting.quiet or reporting.log_json or not sys.stderr.isatty(),
+        disable=reporting.quiet or reporting.log_json or not draws_a_bar(sys.stderr),
         file=sys.stderr,
         dynamic_ncols=True,
         mininterval=0.5,
@@ -112,7 +116,7 @@ def score_and_report(
             _run, input_path, output, settings, view, warn_no_contact, grace, received
         )
     except Interrupted as exc:
-        signum = received[0] if received else signal.SIGINT
+        signum = received[0] if received else stops.last()
         exc.exit_code = 128 + signum
         where = f"progress is saved in {exc.saved_in}" if exc.saved_in else "nothing was saved"
         raise Interrupted.with_message(
@@ -126,7 +130,25 @@ def score_and_report(
     reporting.save(report)
 
 
-def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bool) -> Plan | None:
+async def _estimate_beside(
+    view: LiveView, estimate: Callable[[threading.Event], Plan | None]
+) -> None:
+    # Reading the input holds the GIL for most of its time: it starts once the run has
+    # sent its first request, so that the first request never waits for it.
+    if view.sending is not None:
+        await view.sending.wait()
+    stop = threading.Event()
+    try:
+        planned = await anyio.to_thread.run_sync(estimate, stop, abandon_on_cancel=True)
+    finally:
+        stop.set()  # a run that ends first stops the reading at its next batch
+    if planned is not None:
+        view.set_total(planned.rows)  # CSV and JSON lines: known only now
+
+
+def _estimate(
+    source: Source, scorer: Scorer, token: Token | None, refreshed: bool, stop: threading.Event
+) -> Plan | None:
     """Log what the whole input costs (the line `lwbatch plan` ends with), and warn when
     the token expires before the run would end (unless credentials will replace it)."""
     if not isinstance(source, FileSource | ManySource):
@@ -134,8 +156,16 @@ def _estimate(source: Source, scorer: Scorer, token: Token | None, refreshed: bo
     planner = Planner(
         scorer.specs, scorer.default_wiki.lang, scorer.budget_choice, cache=scorer.cache
     )
-    for items in source.batches():
-        planner.add(items)
+    batches = source.batches()
+    try:
+        for items in batches:
+            if stop.is_set():
+                return None
+            planner.add(items)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
     planned = planner.finish()
     if not planned.distinct:
         return planned  # the run stops at once and says why
@@ -184,14 +214,24 @@ async def _run(
                     log.warning(NO_CONTACT)
                 view.attach(scorer, source.total_rows)
                 connection = settings.connection
-                planned = _estimate(
-                    source, scorer, connection.token, connection.credentials is not None
+                # The estimate reads the whole input (seconds per million rows): on a
+                # thread, beside the run, so the first request does not wait for it.
+                tg.start_soon(
+                    _estimate_beside,
+                    view,
+                    partial(
+                        _estimate,
+                        source,
+                        scorer,
+                        connection.token,
+                        connection.credentials is not None,
+                    ),
                 )
-                if planned is not None:
-                    view.set_total(planned.rows)  # CSV and JSON lines: known only now
                 tg.start_soon(view.run)
                 # Until now Ctrl-C interrupts at once (nothing to save); from here on,
-                # it stops the run gracefully.
+                # it stops the run gracefully. asyncio puts back the default handlers
+                # when the receiver closes: ours again after it (LIFO).
+                stack.callback(stops.install)
                 signals = stack.enter_context(
                     anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
                 )
@@ -238,6 +278,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         write_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     except OSError as exc:
         raise OutputError(f"cannot write the report ({exc.strerror})", path=path) from None
+
+
+def draws_a_bar(stream: Any) -> bool:
+    """Whether `stream` is a terminal a bar can be drawn on; else progress lines are
+    logged. A terminal that reports no size (0x0: some CI runners, serial consoles)
+    would get a bar of no width."""
+    try:
+        return bool(stream.isatty()) and os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def freeze_heap() -> None:

@@ -124,7 +124,7 @@ class FileSource:
         reader = RowReader(self.columns, self.default_wiki)
         row = 1
         try:
-            for ids, wiki_values, pages, kept in self._arrays():
+            for ids, wiki_values, pages, kept in _head_first(self._arrays()):
                 yield reader.convert(ids, wiki_values, pages, row, kept)
                 row += len(ids)
         except (pa.ArrowException, OSError) as exc:
@@ -134,6 +134,30 @@ class FileSource:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path}>"
+
+
+# Rows in the first batch: the first requests wait for its conversion, which a full
+# batch (65,536 rows) takes ~100 ms of; the rest come at full size.
+HEAD_ROWS = 1024
+
+
+def _head_first(batches: Iterator[Arrays]) -> Iterator[Arrays]:
+    """`batches`, with the first one's first HEAD_ROWS rows as a batch of their own."""
+    first = next(batches, None)
+    if first is None:
+        return
+    ids, wikis_, pages, kept = first
+    if len(ids) <= HEAD_ROWS:
+        yield first
+    else:
+        for start, length in ((0, HEAD_ROWS), (HEAD_ROWS, None)):
+            yield (
+                ids.slice(start, length),
+                None if wikis_ is None else wikis_.slice(start, length),
+                [a.slice(start, length) for a in pages],
+                [a.slice(start, length) for a in kept],
+            )
+    yield from batches
 
 
 class ParquetSource(FileSource):
