@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=None, help="fixed in-flight limit (default: adaptive)"
     )
+    parser.add_argument(
+        "--margin", type=float, default=None, help="Budget.margin in seconds (default: lwbatch's)"
+    )
     args = parser.parse_args()
     rate = Rate.parse(args.rate)
     # Enough revisions that the budget, not the input, ends the measured span.
@@ -94,7 +97,7 @@ def main() -> None:
                     inp,
                     Path(tmp) / "out.parquet",
                     models=["enwiki-damaging"],
-                    rate=Budget.from_rate(rate),
+                    rate=Budget(windows=(rate,), margin=args.margin),
                     connection=Connection(endpoint=Endpoint(base_url=base_url)),
                     pacing=Pacing(concurrency=args.concurrency, gc_control=True),
                     hooks=Hooks(on_send=sent.append),

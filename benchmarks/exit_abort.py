@@ -3,17 +3,17 @@
 A new user's script (import lwbatch, score a few revisions, `flatten`, then
 `pd.read_parquet`) aborted twice in about 60 runs with "terminate called without an
 active exception". Under gdb the aborting thread is one of Arrow's I/O threads: pandas
-opens the file itself and hands pyarrow a Python file object; `read_table` pre-buffers
-column chunks on the I/O pool (pre_buffer=True), and when the last of those reads
-completes after the interpreter has begun finalizing, releasing its Python-backed buffer
-takes the GIL, CPython ends the thread with pthread_exit, and the unwind through a
-noexcept destructor calls std::terminate. lwbatch plays no part: pandas alone aborts as
-often. lwbatch's own reads pass paths, never Python file objects.
+opens a local file itself and hands pyarrow a Python file object, whose reads Arrow
+makes on its I/O pool into Python-backed buffers. When such a read completes after the
+interpreter has begun finalizing, releasing its buffer takes the GIL, CPython ends the
+thread with pthread_exit, and the unwind through a noexcept destructor calls
+std::terminate. lwbatch plays no part: pandas alone aborts as often. lwbatch's own reads
+pass paths, never Python file objects, and so does the workaround below.
 
 Each variant runs --runs times, each in a fresh interpreter, against the emulator:
 
   user script        the new user's script as written
-  pre_buffer=False   the same with pd.read_parquet(path, pre_buffer=False)
+  path to pyarrow    the same with pd.read_parquet(path, filesystem=LocalFileSystem())
   pandas alone       only `pd.read_parquet(path)`: no lwbatch
 
     python benchmarks/exit_abort.py --runs 200
@@ -47,8 +47,9 @@ print(len(flat), len(frame))
 """
 VARIANTS = {
     "user script": USER_SCRIPT,
-    "pre_buffer=False": USER_SCRIPT.replace(
-        "pd.read_parquet(sample)", "pd.read_parquet(sample, pre_buffer=False)"
+    "path to pyarrow": USER_SCRIPT.replace(
+        "pd.read_parquet(sample)",
+        "pd.read_parquet(sample, filesystem=__import__('pyarrow.fs').fs.LocalFileSystem())",
     ),
     "pandas alone": "import sys\nimport pandas as pd\npd.read_parquet(sys.argv[2])\n",
 }

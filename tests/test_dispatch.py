@@ -8,6 +8,7 @@ import random
 import socket
 from dataclasses import replace
 
+import aiohttp
 import httpx
 import orjson
 import pytest
@@ -77,7 +78,7 @@ async def test_headers_user_agent_and_bearer_token(fake_clock: FakeClock) -> Non
     assert request.headers["authorization"] == "Bearer s3cret-token"
     # Wikimedia's policy: name/version (contact) library/version.
     assert request.headers["user-agent"] == (
-        f"lwbatch/{lwbatch.__version__} (me@example.org) httpx/{httpx.__version__}"
+        f"lwbatch/{lwbatch.__version__} (me@example.org) aiohttp/{aiohttp.__version__}"
     )
     assert request.headers["content-type"] == "application/json"
     assert orjson.loads(request.content) == {"rev_id": 42}
