@@ -87,10 +87,12 @@ class Budget:
     # Slack that lets a late wake-up catch up instead of losing rate (at most
     # tolerance / interval requests at once); never a burst after idle time.
     tolerance: float = 0.2
-    # Each window is enforced as period + margin, so that jitter between leaving here
-    # and arriving there (measured on loopback: p99 21 ms, max 50-80 ms) rarely lets a
-    # server count N+1. Default: 0.75% of the period, at most 0.1 s; on an hourly
-    # window that is nothing, on a compressed 3 s window it costs 0.75% of the rate.
+    # Each window is enforced as period + margin, so that a request delayed between its
+    # grant and its arrival more than the one granted a window later never lets a
+    # server count N+1. Default: 0.75% of the period, at most 20 ms, for short windows
+    # (compressed budgets on loopback; 40-380 ms loop stalls, which once needed more,
+    # are off the event loop now: benchmarks/first_request.py); 0.1 s for windows of a
+    # minute or more (a gateway's, across the internet), which costs nothing there.
     margin: float | None = None
     # Extra delay assumed for the requests of the first window, which open the
     # connections (and, against the real gateway, do the TLS handshakes); costs that
@@ -114,7 +116,9 @@ class Budget:
     def margin_for(self, window: Rate) -> float:
         if self.margin is not None:
             return self.margin
-        return min(0.1, 0.0075 * window.period)
+        if window.period >= 60.0:
+            return 0.1
+        return min(0.0075 * window.period, 0.02)
 
     @classmethod
     def for_tier(cls, tier: Tier) -> Budget:

@@ -130,3 +130,25 @@ def test_empty_table_has_the_schema_and_no_rows() -> None:
     table = empty_table(schema)
     assert table.schema == schema
     assert table.num_rows == 0
+
+
+def test_importing_lwbatch_and_its_command_line_loads_nothing_heavy() -> None:
+    # The console entry installs its signal handlers after these imports and before the
+    # heavy ones (tests/test_process_edges.py signals it during them).
+    code = (
+        "import sys, lwbatch, lwbatch.cli; "
+        "print(sorted(m for m in ('pyarrow', 'aiohttp', 'httpx', 'anyio', 'pandas', 'click') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n"
+
+
+def test_public_names_resolve_on_first_use() -> None:
+    code = (
+        "import sys, lwbatch; a = 'lwbatch.tables' in sys.modules; f = lwbatch.flatten; "
+        "print(a, 'lwbatch.tables' in sys.modules, f.__module__, callable(lwbatch.wikis))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "False True lwbatch.tables True\n", done.stderr
