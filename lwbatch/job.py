@@ -231,7 +231,9 @@ class Job:
         """Grants go to the journal (and to the caller's hook); earlier ones count again."""
         hook = self.settings.hooks.on_send
         grants = None
-        if self.journal is not None:
+        # Without a budget there is nothing for a rerun to count again: no grant log
+        # (a write per request).
+        if self.journal is not None and scorer.budget.windows:
             grants = GrantTimes(self.journal, shared=shared, clock=self.settings.pacing.clock)
             state = self._state
             if state is not None and state.ledger:

@@ -43,6 +43,21 @@ def test_parquet_streams_in_batches_with_lang(tmp_path: Path) -> None:
     ]
 
 
+def test_the_first_batch_is_small_so_the_first_requests_leave_at_once(tmp_path: Path) -> None:
+    # 5,000 rows, one batch of 4,096 and the rest: the first 1,024 rows come on their own,
+    # and every row comes once, in order, with its row number.
+    ids = [*range(1, 4001), 0, *range(4001, 5000)]
+    path = write_parquet(tmp_path / "r.parquet", {"rev_id": pa.array(ids, pa.int64())})
+    source = open_source(path, batch_rows=4096)
+    assert [len(b) for b in source.batches()] == [1024, 3072, 904]
+    got = items(source)
+    assert [item.rev_id for item in got if isinstance(item, Revision)] == [
+        *range(1, 4001),
+        *range(4001, 5000),
+    ]
+    assert [item.row for item in got if isinstance(item, InvalidRow)] == [4001]
+
+
 def test_invalid_ids_become_invalid_rows_with_their_row_number(tmp_path: Path) -> None:
     path = write_parquet(
         tmp_path / "r.parquet", {"rev_id": pa.array([5, None, 0, -3, 7], pa.int64())}

