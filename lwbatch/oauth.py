@@ -14,13 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 import orjson
 
 from lwbatch.config import Endpoint, Token
 from lwbatch.errors import AuthenticationError, UsageError
+
+if TYPE_CHECKING:
+    import httpx
 
 # Wikimedia's OAuth 2.0 token endpoint (Meta-Wiki's REST API).
 DEFAULT_TOKEN_URL = "https://meta.wikimedia.org/w/rest.php/oauth2/access_token"
@@ -109,6 +112,8 @@ class Credentials:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> Token:
         """A new access token; asks again as :meth:`fetch` does."""
+        import httpx  # here: only runs with credentials pay for importing it
+
         waits = WAITS if waits is None else waits
         reason = ""
         for wait in [*waits, None]:

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anyio
 
@@ -100,7 +100,17 @@ class _Call:
         if not self.sent:
             return score  # refused before any request left
         latency = None if self.seconds is None else round(self.seconds * 1000, 1)
-        return replace(score, latency_ms=latency, attempts=self.sent)
+        # Built directly: dataclasses.replace costs ~8 us per answer (cProfile).
+        return Score(
+            prediction=score.prediction,
+            probability=score.probability,
+            model_version=score.model_version,
+            error=score.error,
+            error_message=score.error_message,
+            latency_ms=latency,
+            attempts=self.sent,
+            cacheable=score.cacheable,
+        )
 
 
 class Dispatcher:
