@@ -28,8 +28,13 @@ from _common import emulator_process, run_measured
 _CHILD = """
 import atexit, sys
 hide, report = sys.argv[1] == "hidden", sys.argv[2]
+class Hidden:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pandas":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
 if hide:
-    sys.modules["pandas"] = None
+    sys.meta_path.insert(0, Hidden())
 def said():
     with open(report, "w") as f:
         f.write("yes" if sys.modules.get("pandas") else "no")

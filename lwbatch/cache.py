@@ -195,15 +195,24 @@ class SqliteScoreCache:
 
     # -- the ScoreCache seam -------------------------------------------------------
     def get(self, model: str, wiki: str, rev_id: int) -> Score | None:
+        return self._get(model, wiki, rev_id, before=None)
+
+    def as_of(self, when: float) -> CacheAsOf:
+        """This cache as it was at wall-clock time `when`: answers stored since (by the
+        run that is going on, say) are not in it."""
+        return CacheAsOf(self, when)
+
+    def _get(self, model: str, wiki: str, rev_id: int, *, before: float | None) -> Score | None:
         if self._empty:
             return None
+        since = "" if before is None else "AND stored < ? "
         try:
             with self._read_lock:
                 row = self._reader.execute(
                     "SELECT version, prediction, probability, error, message FROM answers "
-                    f"WHERE model = ? AND wiki = ? AND rev_id = ? AND {_used('?')} "
+                    f"WHERE model = ? AND wiki = ? AND rev_id = ? AND {_used('?')} {since}"
                     "ORDER BY stored DESC LIMIT 1",
-                    (model, wiki, rev_id, model),
+                    (model, wiki, rev_id, model, *(() if before is None else (before,))),
                 ).fetchone()
         except sqlite3.DatabaseError as exc:
             raise self._error(f"cannot read it ({exc})") from None
@@ -444,6 +453,23 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[pa.Array]:
         array(error, pa.string()),
         array(message, pa.string()),
     ]
+
+
+class CacheAsOf:
+    """A read-only look at a score cache as it was at one moment (see `as_of`)."""
+
+    def __init__(self, cache: SqliteScoreCache, when: float) -> None:
+        self._cache = cache
+        self._when = when
+
+    def get(self, model: str, wiki: str, rev_id: int) -> Score | None:
+        return self._cache._get(model, wiki, rev_id, before=self._when)
+
+    def put(self, model: str, answers: Sequence[tuple[str, int, Score]]) -> None:
+        raise UsageError("a cache as of an earlier moment is read-only")
+
+    def close(self) -> None:
+        return None
 
 
 class _Transaction:

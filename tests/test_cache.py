@@ -13,7 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lwbatch import Budget, Endpoint, ErrorType, InputError, Score, plan_file, score_file
+from lwbatch import (
+    Budget,
+    Endpoint,
+    ErrorType,
+    InputError,
+    Score,
+    UsageError,
+    plan_file,
+    score_file,
+)
 from lwbatch.cache import SqliteScoreCache
 from lwbatch.settings import Connection, Files
 from lwbatch.testing.emulator import Latency
@@ -112,6 +121,20 @@ def test_only_final_answers_are_kept(tmp_path: Path) -> None:
     )
     assert [cache.get("enwiki-damaging", "enwiki", r) for r in (4, 5, 7, 8, 9)] == [None] * 5
     assert cache.get("enwiki-damaging", "dewiki", 1) is None  # keyed by wiki too
+    cache.close()
+
+
+def test_a_look_as_of_a_moment_leaves_out_what_was_stored_since(tmp_path: Path) -> None:
+    # What the estimate of a run reads: answers the run itself stores are not "cached".
+    cache = SqliteScoreCache(tmp_path / "c.db")
+    cache.put("enwiki-damaging", [("enwiki", 1, scored(0.7, "0.5.1"))])
+    then = cache.as_of(time.time())
+    cache.put("enwiki-damaging", [("enwiki", 2, scored(0.2, "0.5.1"))])
+    assert then.get("enwiki-damaging", "enwiki", 1) == scored(0.7, "0.5.1")
+    assert then.get("enwiki-damaging", "enwiki", 2) is None
+    assert cache.get("enwiki-damaging", "enwiki", 2) == scored(0.2, "0.5.1")
+    with pytest.raises(UsageError):
+        then.put("enwiki-damaging", [("enwiki", 3, scored(0.1, "0.5.1"))])
     cache.close()
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ import anyio.to_thread
 import click
 import orjson
 
+from lwbatch.cache import SqliteScoreCache
 from lwbatch.cli import stops
 from lwbatch.cli.live import EVERY_JSON, EVERY_NON_TTY, LiveView
 from lwbatch.cli.messages import for_cli
@@ -34,7 +36,7 @@ from lwbatch.io.inputs import ManySource
 from lwbatch.io.sources import FileSource
 from lwbatch.job import Job
 from lwbatch.plan import Plan, Planner
-from lwbatch.seams import Source
+from lwbatch.seams import ScoreCache, Source
 from lwbatch.settings import Hooks, RunSettings
 from lwbatch.tokens import TokenClaims
 
@@ -146,18 +148,33 @@ async def _estimate_beside(
         stop.set()  # a run that ends first stops the reading at its next batch
     if planned is not None:
         view.set_total(planned.rows)  # CSV and JSON lines: known only now
+    # Progress lines start once the total is known, so every one of them has it (the
+    # bar advances from the start either way).
+    await view.run()
+
+
+def _as_at_start(cache: ScoreCache | None) -> ScoreCache | None:
+    """The cache the estimate reads: as it was when the run started. The estimate runs
+    beside the run, whose own answers must not count as "cached". A cache of another
+    kind cannot say when an answer came: the estimate then counts none as cached."""
+    if isinstance(cache, SqliteScoreCache):
+        return cache.as_of(time.time())
+    return None
 
 
 def _estimate(
-    source: Source, scorer: Scorer, token: Token | None, refreshed: bool, stop: threading.Event
+    source: Source,
+    scorer: Scorer,
+    cache: ScoreCache | None,
+    token: Token | None,
+    refreshed: bool,
+    stop: threading.Event,
 ) -> Plan | None:
     """Log what the whole input costs (the line `lwbatch plan` ends with), and warn when
     the token expires before the run would end (unless credentials will replace it)."""
     if not isinstance(source, FileSource | ManySource):
         return None  # another Source may not be readable twice
-    planner = Planner(
-        scorer.specs, scorer.default_wiki.lang, scorer.budget_choice, cache=scorer.cache
-    )
+    planner = Planner(scorer.specs, scorer.default_wiki.lang, scorer.budget_choice, cache=cache)
     batches = source.batches()
     try:
         for items in batches:
@@ -225,11 +242,11 @@ async def _run(
                         _estimate,
                         source,
                         scorer,
+                        _as_at_start(scorer.cache),
                         connection.token,
                         connection.credentials is not None,
                     ),
                 )
-                tg.start_soon(view.run)
                 # Until now Ctrl-C interrupts at once (nothing to save); from here on,
                 # it stops the run gracefully. asyncio puts back the default handlers
                 # when the receiver closes: ours again after it (LIFO).

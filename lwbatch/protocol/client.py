@@ -74,6 +74,7 @@ class TransportFailure(Exception):
 def _unreachable_reason(exc: httpx.TransportError) -> str | None:
     """Why a connection could not be opened, or None if the failure came later."""
     import httpx
+
     cause = exc.__cause__
     if isinstance(cause, aiohttp.ClientConnectorDNSError):
         return "the host name does not resolve"
@@ -99,6 +100,7 @@ def _was_cut(exc: httpx.TimeoutException) -> bool:
 def _failure(exc: httpx.TransportError, elapsed: float) -> TransportFailure:
     """The transport's exception as lwbatch reports it."""
     import httpx
+
     reason = _unreachable_reason(exc)
     if reason is not None:
         return TransportFailure(
