@@ -14,15 +14,26 @@ imports begin, and a script pays only for what it uses.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from lwbatch._version import __version__
 
-# The function, not the submodule of the same name (as lwbatch 0.1 had it): binding it
-# here, after its module is imported, keeps a later `import lwbatch.wikis` from
-# replacing it. lwbatch.wikis imports nothing heavy.
-from lwbatch.wikis import wikis as wikis
+
+class _Package(types.ModuleType):
+    """`lwbatch.wikis` is the function lwbatch 0.1 had there, although a submodule has
+    the same name: the import system binds a submodule to its package's attribute when
+    it is first imported, and here that binding takes the function instead."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "wikis" and isinstance(value, types.ModuleType):
+            value = value.wikis
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:
     from lwbatch.config import Budget, Endpoint, Rate, RetryPolicy, Tier, Token
@@ -46,6 +57,7 @@ if TYPE_CHECKING:
     from lwbatch.seams import Journal, Limiter, ScoreCache, Sink, Source
     from lwbatch.settings import Connection, Files, Hooks, Pacing
     from lwbatch.tables import flatten, score, score_async
+    from lwbatch.wikis import wikis as wikis
 
 # Each public name -> the module it lives in.
 _HOMES = {
@@ -145,6 +157,9 @@ MOVED = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "wikis":
+        importlib.import_module("lwbatch.wikis")  # binds the function (see _Package)
+        return globals()["wikis"]
     home = _HOMES.get(name)
     if home is not None:
         value = getattr(importlib.import_module(f"lwbatch.{home}"), name)
