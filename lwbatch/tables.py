@@ -248,7 +248,12 @@ def _from_frame(frame: Any) -> pa.Table:
         if isinstance(sample, dict) and "error" in sample:
             columns[str(name)] = _answers(cells)
         else:
-            columns[str(name)] = pa.Array.from_pandas(frame[name])
+            column = pa.Array.from_pandas(frame[name])
+            if name == "rev_id" and pa.types.is_floating(column.type):
+                # to_pandas() made an id column with a missing value float64; its
+                # values are whole numbers (or null), as the table had them.
+                column = column.cast(pa.int64())
+            columns[str(name)] = column
     return pa.table(columns)
 
 

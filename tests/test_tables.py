@@ -177,3 +177,21 @@ def test_a_rate_as_text_a_report_beside_the_table_and_flatten_of_a_dataframe(
     from_frame = lwbatch.flatten(table.sort_by("rev_id").to_pandas())
     assert from_frame.equals(from_table)
     assert list(from_frame["rev_id"]) == [7, 8]
+
+
+def test_flatten_of_a_dataframe_with_an_invalid_row_keeps_integer_rev_ids(
+    emulator: EmulatorFactory,
+) -> None:
+    with emulator() as (_, base_url):
+        table = lwbatch.score(
+            [7, "x", 8],
+            models=["enwiki-damaging"],
+            rate="unlimited",
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+        )
+    frame = table.to_pandas()
+    assert str(frame["rev_id"].dtype) == "float64"  # pandas' own choice for a missing id
+    flat = lwbatch.flatten(frame)
+    assert str(flat["rev_id"].dtype) == "Int64"
+    assert sorted(flat["rev_id"].dropna().tolist()) == [7, 8]
+    assert int(flat["rev_id"].isna().sum()) == 1
