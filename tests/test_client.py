@@ -78,6 +78,12 @@ class Wire:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
         await writer.drain()
 
+    async def redirect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """302 to another path of this server, for as many requests as come."""
+        while await self.read_request(reader):
+            writer.write(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
     async def hang(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read the request and never answer (until the test ends)."""
         await self.read_request(reader)
@@ -410,3 +416,16 @@ async def test_no_reference_cycles_per_request() -> None:
             if was_enabled:
                 gc.enable()
     assert garbage < 20  # under 0.1 objects per request
+
+
+async def test_a_redirect_is_an_answer_not_followed() -> None:
+    # A POST re-sent as a GET elsewhere (with the token) would come back as a page's 200.
+    wire = Wire()
+    wire.handler = wire.redirect
+    async with (
+        wire.running() as url,
+        LiftWingClient(Endpoint(base_url=url), token=Token("s3cret")) as client,
+    ):
+        reply = await client.post(SPEC, PAYLOAD)
+    assert reply.status == 302
+    assert len(wire.heads) == 1

@@ -20,11 +20,11 @@ def _run(argv: list[str] | None, *, own_process: bool) -> int:
             from lwbatch.cli.streams import make_forgiving
 
             make_forgiving()
-        if "pyarrow" not in sys.modules:
-            # Arrow's default allocator (mimalloc) keeps what lwbatch's many small
-            # batches freed: +30-40 MB of RSS per run, measured; the C library's gives
-            # it back. An explicit choice of the user's wins.
-            os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+            if "pyarrow" not in sys.modules:
+                # Arrow's default allocator (mimalloc) keeps what lwbatch's many small
+                # batches freed: +30-40 MB of RSS per run, measured; the C library's
+                # gives it back. An explicit choice of the user's wins.
+                os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         from lwbatch.cli.app import main as command
 
         return command(argv)

@@ -250,7 +250,7 @@ async def _run(
                 # Until now Ctrl-C interrupts at once (nothing to save); from here on,
                 # it stops the run gracefully. asyncio puts back the default handlers
                 # when the receiver closes: ours again after it (LIFO).
-                stack.callback(stops.install)
+                stack.callback(stops.install, fresh=False)
                 signals = stack.enter_context(
                     anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
                 )

@@ -24,8 +24,11 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def install() -> Callable[[], None]:
-    """Raise KeyboardInterrupt on SIGINT and SIGTERM; the function that undoes it."""
+def install(*, fresh: bool = True) -> Callable[[], None]:
+    """Raise KeyboardInterrupt on SIGINT and SIGTERM; the function that undoes it.
+    `fresh`: signals seen before (by a command run earlier in this process) are forgotten."""
+    if fresh:
+        _received.clear()
     if threading.current_thread() is not threading.main_thread():
         return lambda: None  # only the main thread may set handlers (an embedding caller)
     earlier = {sig: signal.signal(sig, _raise) for sig in STOPPING}
@@ -40,11 +43,6 @@ def install() -> Callable[[], None]:
 def last() -> int:
     """The signal that stopped the command (SIGINT when none was seen: a plain Ctrl-C)."""
     return _received[-1] if _received else signal.SIGINT
-
-
-def note(signum: int) -> None:
-    """Record a signal a run's own receiver took."""
-    _received.append(signum)
 
 
 def message() -> str:
@@ -72,4 +70,4 @@ def leave_on_signal() -> None:
         signal.signal(sig, _leave)
 
 
-__all__ = ["exit_code", "install", "last", "leave_on_signal", "message", "note"]
+__all__ = ["exit_code", "install", "last", "leave_on_signal", "message"]

@@ -154,9 +154,16 @@ def _direct_failure(exc: Exception, elapsed: float) -> TransportFailure:
 
 
 def _tls(verify: bool) -> ssl.SSLContext | bool:
-    """What httpx verifies against (certifi's bundle), or no verification."""
+    """What httpx verifies against: SSL_CERT_FILE / SSL_CERT_DIR where set (an internal
+    CA), else certifi's bundle; or no verification."""
     if not verify:
         return False
+    cafile = os.environ.get("SSL_CERT_FILE")
+    capath = os.environ.get("SSL_CERT_DIR")
+    if cafile and os.path.isfile(cafile):
+        return ssl.create_default_context(cafile=cafile)
+    if capath and os.path.isdir(capath):
+        return ssl.create_default_context(capath=capath)
     return ssl.create_default_context(cafile=certifi.where())
 
 
@@ -301,7 +308,11 @@ class LiftWingClient:
         url, headers = self._direct_target(spec)
         started = self._clock()
         try:
-            async with session.post(url, data=payload, headers=headers) as response:
+            # Never follows a redirect: a 3xx is an answer (a POST re-sent as a GET, with
+            # the token, would come back as some page's 200).
+            async with session.post(
+                url, data=payload, headers=headers, allow_redirects=False
+            ) as response:
                 body = await response.read()
                 status = response.status
                 answer_headers = response.headers
