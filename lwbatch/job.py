@@ -12,11 +12,13 @@ exactly one row.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -44,6 +46,7 @@ from lwbatch.settings import RunSettings
 from lwbatch.wikis import wikipedia
 
 log = logging.getLogger("lwbatch")
+T = TypeVar("T")
 # Rows per journal segment (or per Parquet row group without a journal).
 ROWS_PER_SEGMENT = 16_384
 Input = Path | str | Sequence[Path | str] | Source
@@ -71,7 +74,7 @@ class Job:
                 await self._prepare(stack)
                 await self._score()
                 # Folding the journal into the output reads and writes every row.
-                report = await anyio.to_thread.run_sync(self._finish)
+                report = await _on_thread(self._finish)
             except BaseException as exc:
                 self._fail(exc)
                 raise
@@ -84,7 +87,7 @@ class Job:
         # loop (lwbatch.score_async, a notebook) may.
         settings = self.settings
         specs = settings.connection.models().resolve_all(settings.models)
-        await anyio.to_thread.run_sync(self._open_files, stack, specs)
+        await _on_thread(partial(self._open_files, stack, specs))
         identity = await Identity.resolve(
             settings.connection, settings.pacing, budget=settings.budget, tier=settings.tier
         )
@@ -101,7 +104,7 @@ class Job:
             identity=identity,
             ledger=ledger,
         )
-        await anyio.to_thread.run_sync(self._resume, stack, scorer, ledger is not None)
+        await _on_thread(partial(self._resume, stack, scorer, ledger is not None))
 
     def _open_files(self, stack: AsyncExitStack, specs: list[ModelSpec]) -> None:
         settings, files = self.settings, self.settings.files
@@ -290,7 +293,7 @@ class Job:
         # The rows' arrays are built on a worker thread (40-75 ms per segment, measured).
         # The commit stays on the event loop: it rotates the answer log to the rows
         # still open, and no answer may be recorded between the two.
-        table, invalid = await anyio.to_thread.run_sync(self._buffer.detach())
+        table, invalid = await _on_thread(self._buffer.detach())
         if self.journal is not None:
             self.journal.commit_rows(table, invalid, self._call.open_answers())
         else:
@@ -356,6 +359,21 @@ class Job:
             raise IncompleteRunError(
                 written=exc.written, expected=exc.expected, saved_in=Path(journal.location)
             ) from None
+
+
+async def _on_thread(work: Callable[[], T]) -> T:
+    """`work` on a worker thread. Cancelled (Ctrl-C, a caller's timeout), it still waits
+    for the thread to end: the job's clean-up must never run beside its own work."""
+    running = asyncio.ensure_future(anyio.to_thread.run_sync(work))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        while not running.done():
+            try:
+                await asyncio.wait([running])
+            except asyncio.CancelledError:
+                continue  # anyio cancels again on every turn of the loop
+        raise
 
 
 def _paths_of(source: Source) -> list[str]:

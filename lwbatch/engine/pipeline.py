@@ -18,6 +18,7 @@ budget.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -105,6 +106,9 @@ class Pipeline:
         send, receive = anyio.create_memory_object_stream[ScoredRow](max_buffer_size=1024)
         self._out = send
         self._receive = receive
+        # Rows out of the pipeline that the consumer has not taken yet (the stream's
+        # buffer, and a send waiting for room): their answers are open until taken.
+        self._handed: deque[ScoredRow] = deque()
 
     # -- the consumer's side ---------------------------------------------------------
     def __aiter__(self) -> Pipeline:
@@ -112,17 +116,22 @@ class Pipeline:
 
     async def __anext__(self) -> ScoredRow:
         try:
-            return self._receive.receive_nowait()
+            row = self._receive.receive_nowait()
         except anyio.WouldBlock:
             pass
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             self._receive.close()
             raise StopAsyncIteration from None
+        else:
+            self._handed.popleft()
+            return row
         try:
-            return await self._receive.receive()
+            row = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             self._receive.close()
             raise StopAsyncIteration from None
+        self._handed.popleft()
+        return row
 
     def close(self) -> None:
         """Stop this call: no more requests for it; rows not yet taken are dropped (a
@@ -140,8 +149,13 @@ class Pipeline:
         self.close()
 
     def open_answers(self) -> list[tuple[str, RowKey, Score]]:
-        """Answers already in for revisions whose row is not complete yet."""
-        return [(m, key, s) for key, row in self._open.items() for m, s in row.scores.items()]
+        """Answers already in for revisions whose row the consumer does not hold yet:
+        rows not complete, and complete rows not yet taken."""
+        answers = [(m, key, s) for key, row in self._open.items() for m, s in row.scores.items()]
+        for done in self._handed:
+            if done.key is not None and done.invalid is None:
+                answers.extend((m, done.key, s) for m, s in done.scores.items())
+        return answers
 
     @property
     def workers(self) -> int:
@@ -382,6 +396,7 @@ class Pipeline:
 
     async def _emit(self, row: ScoredRow) -> None:
         self.rows_emitted += 1
+        self._handed.append(row)
         try:
             try:
                 self._out.send_nowait(row)
