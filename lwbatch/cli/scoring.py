@@ -188,6 +188,8 @@ def _estimate(
     planned = planner.finish()
     if not planned.distinct:
         return planned  # the run stops at once and says why
+    if stop.is_set():
+        return None  # the run ended first: no estimate after its summary
     log.info("the whole input: %s", planned.estimate())
     _warn_expiry(scorer, planned, token, refreshed)
     return planned
