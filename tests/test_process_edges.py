@@ -166,3 +166,15 @@ def test_a_terminal_without_a_size_gets_progress_lines(
         )
     assert ("lwbatch: INFO: progress: " in seen) is not bar
     assert ("scoring: " in seen) is bar
+
+
+def test_shell_completion_is_served_by_the_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lwbatch"],
+        env={**os.environ, "_LWBATCH_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("_lwbatch_completion() {")

@@ -19,6 +19,7 @@ import sys
 import click
 import cloup
 import orjson
+from click.shell_completion import shell_complete
 
 from lwbatch._version import __version__
 from lwbatch.cli import stops
@@ -45,6 +46,9 @@ from lwbatch.errors import LWBatchError, UnknownModelError
 @click.version_option(__version__, prog_name="lwbatch")
 def cli() -> None:
     """Bulk-score Wikipedia revisions with Lift Wing models, inside your request budget."""
+
+
+COMPLETE_VAR = "_LWBATCH_COMPLETE"
 
 
 class _CliFormatter(logging.Formatter):
@@ -74,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     try:
-        # Not cli.main(): on Ctrl-C it writes an empty line before its Abort.
+        # Not cli.main(): on Ctrl-C it writes an empty line before its Abort. What it
+        # would do first, shell completion (_LWBATCH_COMPLETE=bash_source), is done here.
+        instruction = os.environ.get(COMPLETE_VAR)
+        if instruction:
+            return shell_complete(cli, {}, "lwbatch", COMPLETE_VAR, instruction)
         args = sys.argv[1:] if argv is None else list(argv)
         with cli.make_context("lwbatch", args) as ctx:
             cli.invoke(ctx)
