@@ -33,8 +33,11 @@ _STEPS = textwrap.dedent(
         pa.Table.from_arrays(
             [array([101, 102, 103, 104, 0, 101], pa.int64()),
              array(["en", "de", "en", "en", "en", "en"], pa.string()),
-             array(stamps, pa.timestamp("us"))],
-            names=["rev_id", "lang", "made"],
+             array(stamps, pa.timestamp("us")),
+             pa.Array.from_buffers(pa.int64(), 6, [None, pa.py_buffer(
+                 __import__("array").array("q", [1767268800123456789] * 6))]).view(
+                 pa.timestamp("ns"))],
+            names=["rev_id", "lang", "made", "made_ns"],
         ),
         f"{tmp}/in.parquet",
     )
@@ -46,9 +49,9 @@ _STEPS = textwrap.dedent(
     base = ["--endpoint", url, "--rate", "unlimited", "-q"]
     steps = {
         "score parquet, kept columns": ["score", f"{tmp}/in.parquet", "-o", f"{tmp}/a.parquet",
-            "-m", "enwiki-damaging", "-m", "{wiki}-goodfaith", "--keep-columns", "made"],
+            "-m", "enwiki-damaging", "-m", "{wiki}-goodfaith", "--keep-columns", "made,made_ns"],
         "resume a finished output": ["score", f"{tmp}/in.parquet", "-o", f"{tmp}/a.parquet",
-            "-m", "enwiki-damaging", "-m", "{wiki}-goodfaith", "--keep-columns", "made"],
+            "-m", "enwiki-damaging", "-m", "{wiki}-goodfaith", "--keep-columns", "made,made_ns"],
         "score csv to long, with a cache": ["score", f"{tmp}/in.csv", "-o", f"{tmp}/b.parquet",
             "-m", "enwiki-damaging", "--format", "long", "--cache", f"{tmp}/cache.sqlite"],
         "score jsonl to ores-json": ["score", f"{tmp}/in.jsonl", "-o", f"{tmp}/c.json",
@@ -61,6 +64,8 @@ _STEPS = textwrap.dedent(
         code = main(args + extra)
         print(f"{name}: exit {code}, pandas {'pandas' in sys.modules}")
 
+    with pq.ParquetFile(f"{tmp}/a.parquet") as kept:
+        print("kept ns:", kept.read(columns=["made_ns"]).column(0)[0].value)
     import lwbatch
     from lwbatch import Connection, Endpoint
     lwbatch.score([401, 402], models=["enwiki-damaging"], rate="unlimited",
@@ -92,6 +97,7 @@ def test_scoring_runs_never_import_pandas(
         "cache export: exit 0, pandas False",
         "lwbatch.score: pandas False",
     ]
+    assert "kept ns: 1767268800123456789" in done.stdout.splitlines()
 
 
 _CASES: list[tuple[list[Any], pa.DataType]] = [

@@ -37,7 +37,8 @@ def array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     temporal = _as_integers(kind)
     if temporal is not None:
         width, convert = temporal
-        ints = [None if v is None else convert(v) for v in values]
+        # Integers are the storage values already (kept nanosecond columns).
+        ints = [None if v is None else v if isinstance(v, int) else convert(v) for v in values]
         return _primitive(ints, width).view(kind)
     if _nanoarrow_builds(kind):
         return _primitive(values, kind)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -52,7 +53,7 @@ class RowReader:
         `kept`: the columns carried to the output, in order."""
         kind = ids.type
         values = ids.to_pylist()
-        kept_rows = list(zip(*(k.to_pylist() for k in kept), strict=True)) if kept else None
+        kept_rows = list(zip(*(_values(k) for k in kept), strict=True)) if kept else None
         wiki_list = wiki_values.to_pylist() if wiki_values is not None else None
         # A row's page by id, else by title (a data-lake export may hold both, with
         # some ids missing).
@@ -184,3 +185,15 @@ def _from_text(value: str | None) -> tuple[int | None, str | None]:
 
 
 __all__ = ["INT64_MAX", "RowReader"]
+
+
+def _values(column: pa.Array) -> list[Any]:
+    """A kept column's values. Nanosecond times stay integers: as Python objects they
+    would be pandas Timestamps (pyarrow imports pandas for them) and lose precision on
+    the way back; lwbatch/io/arrays.py takes the integers as they are."""
+    kind = column.type
+    if (
+        pa.types.is_timestamp(kind) or pa.types.is_duration(kind) or pa.types.is_time64(kind)
+    ) and kind.unit == "ns":
+        return column.cast(pa.int64()).to_pylist()
+    return column.to_pylist()
