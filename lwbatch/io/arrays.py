@@ -111,23 +111,21 @@ def _as_integers(kind: pa.DataType) -> tuple[pa.DataType, Callable[[Any], int]] 
         per_second = _PER_SECOND[kind.unit]
 
         def stamp(value: dt.datetime) -> int:
-            epoch = _EPOCH if value.tzinfo is None else _EPOCH_UTC
-            delta = value - epoch
-            micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-            return micros * per_second // 1_000_000
+            return _in_units(value - (_EPOCH if value.tzinfo is None else _EPOCH_UTC), per_second)
 
         return pa.int64(), stamp
     if pa.types.is_date32(kind):
         return pa.int32(), lambda value: (value - _EPOCH.date()).days
     if pa.types.is_duration(kind):
         per_second = _PER_SECOND[kind.unit]
-
-        def span(value: dt.timedelta) -> int:
-            micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-            return micros * per_second // 1_000_000
-
-        return pa.int64(), span
+        return pa.int64(), lambda value: _in_units(value, per_second)
     return None
+
+
+def _in_units(span: dt.timedelta, per_second: int) -> int:
+    """`span` in whole units of 1/per_second s (exact: no float on the way)."""
+    micros = (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
+    return micros * per_second // 1_000_000
 
 
 def scalar(value: Any, kind: pa.DataType) -> pa.Scalar:

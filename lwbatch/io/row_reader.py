@@ -195,5 +195,6 @@ def _values(column: pa.Array) -> list[Any]:
     if (
         pa.types.is_timestamp(kind) or pa.types.is_duration(kind) or pa.types.is_time64(kind)
     ) and kind.unit == "ns":
-        return column.cast(pa.int64()).to_pylist()
-    return column.to_pylist()
+        column = column.cast(pa.int64())
+    values: list[Any] = column.to_pylist()
+    return values

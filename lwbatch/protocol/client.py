@@ -71,18 +71,26 @@ class TransportFailure(Exception):
 # upgrade that changes it fails there, not in a run.
 
 
+def _unconnected(exc: BaseException | None) -> str | None:
+    """Why aiohttp could not open a connection, or None if `exc` is not such a failure."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # asyncio's strerror is "Connect call failed (addr)"; the errno says why.
+        return os.strerror(exc.errno).lower() if exc.errno else "connection failed"
+    return None
+
+
 def _unreachable_reason(exc: httpx.TransportError) -> str | None:
     """Why a connection could not be opened, or None if the failure came later."""
     import httpx
 
     cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientConnectorDNSError):
-        return "the host name does not resolve"
-    if isinstance(cause, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
-        return "TLS handshake failed"
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        # asyncio's strerror is "Connect call failed (addr)"; the errno says why.
-        return os.strerror(cause.errno).lower() if cause.errno else "connection failed"
+    reason = _unconnected(cause)
+    if reason is not None:
+        return reason
     if cause is None and isinstance(exc, httpx.ConnectError):
         # httpx's own transports (and MockTransport in tests) raise ConnectError directly.
         return str(exc) or "connection failed"
@@ -123,16 +131,8 @@ def _failure(exc: httpx.TransportError, elapsed: float) -> TransportFailure:
 
 def _direct_failure(exc: Exception, elapsed: float) -> TransportFailure:
     """An aiohttp exception (the default path) as lwbatch reports it."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        reason = "the host name does not resolve"
-    elif isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
-        reason = "TLS handshake failed"
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        # asyncio's strerror is "Connect call failed (addr)"; the errno says why.
-        reason = os.strerror(exc.errno).lower() if exc.errno else "connection failed"
-    else:
-        reason = ""
-    if reason:
+    reason = _unconnected(exc)
+    if reason is not None:
         return TransportFailure(
             "connection", f"cannot connect ({reason})", elapsed, unreachable=reason
         )
