@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
+import tempfile
 import time
 from bisect import bisect_left
+from pathlib import Path
 from typing import Any
 
 from lwbatch.testing.emulator import fetch_stats, spawned
@@ -21,20 +25,34 @@ emulator_process = spawned
 emulator_stats = fetch_stats
 
 
+# Linux carries a process' peak RSS across exec from the memory it had before: a child
+# started by this (large) process would report this process' peak as its own. So the
+# child is started by a small launcher's fork, whose memory is a fresh interpreter's.
+_LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"cpu": usage.ru_utime + usage.ru_stime, "rss_kb": usage.ru_maxrss}, f)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_measured(command: list[str]) -> dict[str, float]:
     """Run a process to its end; its wall time, CPU time and peak RSS, from the kernel."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{command[:4]} exited with {code}")
-    return {
-        "seconds": wall,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-    }
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "usage.json"
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(report), *command])
+        code = proc.wait()
+        wall = time.perf_counter() - started
+        if code != 0:
+            raise RuntimeError(f"{command[:4]} exited with {code}")
+        usage = json.loads(report.read_text())
+    return {"seconds": wall, "cpu_seconds": usage["cpu"], "peak_rss_mb": usage["rss_kb"] / 1024}
 
 
 def spark_session(master: str) -> Any:

@@ -39,8 +39,9 @@ def said():
     with open(report, "w") as f:
         f.write("yes" if sys.modules.get("pandas") else "no")
 atexit.register(said)
-from lwbatch.cli import main
-sys.exit(main(sys.argv[3:]))
+from lwbatch.cli import console
+sys.argv[1:] = sys.argv[3:]
+console()
 """
 MODELS = ("enwiki-damaging", "enwiki-goodfaith", "enwiki-articlequality")
 

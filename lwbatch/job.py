@@ -12,19 +12,18 @@ exactly one row.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 import pyarrow as pa
 
 from lwbatch.cache import SqliteScoreCache
+from lwbatch.durability.commits import Commits
 from lwbatch.durability.grants import GrantTimes
 from lwbatch.durability.journal import FileJournal
 from lwbatch.durability.lock import OutputLock
@@ -43,12 +42,14 @@ from lwbatch.protocol.catalog import ModelSpec
 from lwbatch.results import InvalidRow, Revision, Score
 from lwbatch.seams import Journal, ReadableSink, ScoreCache, Sink, Source
 from lwbatch.settings import RunSettings
+from lwbatch.threads import on_thread
 from lwbatch.wikis import wikipedia
 
 log = logging.getLogger("lwbatch")
-T = TypeVar("T")
 # Rows per journal segment (or per Parquet row group without a journal).
 ROWS_PER_SEGMENT = 16_384
+# Rows held as Python values before they become Arrow (see RowBuffer).
+ROWS_PER_SEAL = 1_024
 Input = Path | str | Sequence[Path | str] | Source
 Output = Path | str | Sink
 
@@ -74,7 +75,7 @@ class Job:
                 await self._prepare(stack)
                 await self._score()
                 # Folding the journal into the output reads and writes every row.
-                report = await _on_thread(self._finish)
+                report = await on_thread(self._finish)
             except BaseException as exc:
                 self._fail(exc)
                 raise
@@ -87,7 +88,7 @@ class Job:
         # loop (lwbatch.score_async, a notebook) may.
         settings = self.settings
         specs = settings.connection.models().resolve_all(settings.models)
-        await _on_thread(partial(self._open_files, stack, specs))
+        await on_thread(partial(self._open_files, stack, specs))
         identity = await Identity.resolve(
             settings.connection, settings.pacing, budget=settings.budget, tier=settings.tier
         )
@@ -104,7 +105,7 @@ class Job:
             identity=identity,
             ledger=ledger,
         )
-        await _on_thread(partial(self._resume, stack, scorer, ledger is not None))
+        await on_thread(partial(self._resume, stack, scorer, ledger is not None))
 
     def _open_files(self, stack: AsyncExitStack, specs: list[ModelSpec]) -> None:
         settings, files = self.settings, self.settings.files
@@ -135,6 +136,7 @@ class Job:
         self._sink = Tallied(for_rows(sink), [s.name for s in specs])
         self._sink.open(self._buffer.schema)
         self.journal = self._journal(source, [s.name for s in specs], lang, kept)
+        self._commits = Commits(self.journal) if self.journal is not None else None
 
     def _resume(self, stack: AsyncExitStack, scorer: Scorer, shared: bool) -> None:
         output = self._output
@@ -236,8 +238,8 @@ class Job:
         grants = None
         # Without a budget there is nothing for a rerun to count again: no grant log
         # (a write per request).
-        if self.journal is not None and scorer.budget.windows:
-            grants = GrantTimes(self.journal, shared=shared, clock=self.settings.pacing.clock)
+        if self._commits is not None and scorer.budget.windows:
+            grants = GrantTimes(self._commits, shared=shared, clock=self.settings.pacing.clock)
             state = self._state
             if state is not None and state.ledger:
                 scorer.limiter.restore(grants.to_restore(state.ledger))
@@ -266,6 +268,8 @@ class Job:
             done = 0
             async for row in rows:
                 buffer.add(row)
+                if buffer.pending >= ROWS_PER_SEAL:
+                    await on_thread(buffer.seal())
                 if len(buffer) >= ROWS_PER_SEGMENT:
                     await self._flush()
                 if hooks.progress is not None:
@@ -276,7 +280,7 @@ class Job:
 
     def _on_answer(self) -> OnAnswer | None:
         """The journal first (an answer counts once it is durable), then the caller."""
-        record = self.journal.record_answers if self.journal is not None else None
+        record = self._commits.record_answers if self._commits is not None else None
         hook = self.settings.hooks.on_answer
         if record is None or hook is None:
             return record or hook
@@ -290,15 +294,14 @@ class Job:
     async def _flush(self) -> None:
         if not len(self._buffer):
             return
-        # The rows' arrays are built on a worker thread (40-75 ms per segment, measured).
-        # The commit stays on the event loop: it rotates the answer log to the rows
-        # still open, and no answer may be recorded between the two.
-        table, invalid = await _on_thread(self._buffer.detach())
-        if self.journal is not None:
-            self.journal.commit_rows(table, invalid, self._call.open_answers())
+        # Building the rows' arrays and writing them take tens of ms per segment: on a
+        # worker thread, not the event loop (lwbatch/durability/commits.py).
+        table, invalid = await on_thread(self._buffer.detach())
+        if self._commits is not None:
+            await self._commits.commit_rows(table, invalid, self._call.open_answers())
         else:
             assert self._sink is not None
-            self._sink.write(table)
+            await on_thread(partial(self._sink.write, table))
 
     # -- finish or fail --------------------------------------------------------------
     def _finish(self) -> RunReport:
@@ -361,21 +364,6 @@ class Job:
             ) from None
 
 
-async def _on_thread(work: Callable[[], T]) -> T:
-    """`work` on a worker thread. Cancelled (Ctrl-C, a caller's timeout), it still waits
-    for the thread to end: the job's clean-up must never run beside its own work."""
-    running = asyncio.ensure_future(anyio.to_thread.run_sync(work))
-    try:
-        return await asyncio.shield(running)
-    except asyncio.CancelledError:
-        while not running.done():
-            try:
-                await asyncio.wait([running])
-            except asyncio.CancelledError:
-                continue  # anyio cancels again on every turn of the loop
-        raise
-
-
 def _paths_of(source: Source) -> list[str]:
     if isinstance(source, ManySource):
         return [str(s.path) for s in source.sources]
@@ -404,4 +392,4 @@ async def _read(source: Source) -> AsyncIterator[list[Revision | InvalidRow]]:
             close()
 
 
-__all__ = ["ROWS_PER_SEGMENT", "Job"]
+__all__ = ["ROWS_PER_SEAL", "ROWS_PER_SEGMENT", "Job"]

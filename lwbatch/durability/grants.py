@@ -15,8 +15,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from lwbatch.seams import Journal
+
+class GrantRecords(Protocol):
+    """Where grant times go (a Journal, or the calls of a running job to it)."""
+
+    def record_grant(self, wall_time: float) -> None: ...
 
 
 class GrantTimes:
@@ -24,7 +29,7 @@ class GrantTimes:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: GrantRecords,
         *,
         shared: bool,
         clock: Callable[[], float] = time.monotonic,
@@ -61,4 +66,4 @@ class GrantTimes:
         return [t + offset for t in wall_times]
 
 
-__all__ = ["GrantTimes"]
+__all__ = ["GrantRecords", "GrantTimes"]
