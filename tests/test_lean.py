@@ -1,4 +1,5 @@
-"""A scoring run leaves pandas alone, and the arrays it builds are the ones pa.array builds."""
+"""A scoring run leaves pandas (and pyarrow.compute) alone, and the arrays it builds are the
+ones pa.array builds."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ _STEPS = textwrap.dedent(
         extra = base if args[0] == "score" else base[:-1] if args[0] == "plan" else []
         code = main(args + extra)
         print(f"{name}: exit {code}, pandas {'pandas' in sys.modules}")
+        if name == "score parquet, kept columns":
+            print(f"first score: pyarrow.compute {'pyarrow.compute' in sys.modules}")
 
     with pq.ParquetFile(f"{tmp}/a.parquet") as kept:
         print("kept ns:", kept.read(columns=["made_ns"]).column(0)[0].value)
@@ -98,6 +101,8 @@ def test_scoring_runs_never_import_pandas(
         "lwbatch.score: pandas False",
     ]
     assert "kept ns: 1767268800123456789" in done.stdout.splitlines()
+    # pyarrow.compute is ~9 MB of a run's memory; a fresh run has no use for it.
+    assert "first score: pyarrow.compute False" in done.stdout.splitlines()
 
 
 _CASES: list[tuple[list[Any], pa.DataType]] = [

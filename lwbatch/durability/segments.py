@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyroaring import BitMap64
 
@@ -44,6 +43,8 @@ class Segments:
         `state.partial`, and the segments to write again without them are returned."""
         rewrites: list[Rewrite] = []
         for path in self.paths():
+            import pyarrow.compute as pc  # only a resume needs it: ~9 MB imported
+
             self._last = max(self._last, int(path.stem.split("-")[1]))
             table = _read(path)
             # Invalid rows keep the value they had (0, negatives) but are tracked by row
@@ -66,6 +67,8 @@ class Segments:
 
     def _failed(self, table: pa.Table) -> pa.ChunkedArray | None:
         """Rows with a failure of the service in some column, or None if there is none."""
+        import pyarrow.compute as pc  # only a resume needs it: ~9 MB imported
+
         mask = None
         for model in self._models:
             errors = table.column(model).combine_chunks().field("error")
@@ -87,6 +90,8 @@ class Segments:
             state.partial[key] = scores
 
     def _note_refusals(self, state: ResumeState, table: pa.Table) -> None:
+        import pyarrow.compute as pc  # only a resume needs it: ~9 MB imported
+
         wiki_column = self._layout.wiki_column
         for model in self._models:
             errors = table.column(model).combine_chunks().field("error")

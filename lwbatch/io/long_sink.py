@@ -15,7 +15,6 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from lwbatch.io.arrays import array
 from lwbatch.io.parquet_sink import ParquetSink
@@ -126,6 +125,8 @@ def _as_text(prediction: pa.Array) -> pa.Array:
     if pa.types.is_string(kind):
         return prediction
     if pa.types.is_boolean(kind) or pa.types.is_floating(kind):
+        import pyarrow.compute as pc  # this format only: ~9 MB imported
+
         return pc.cast(prediction, pa.string())
     return array(
         [None if v is None else orjson.dumps(v).decode() for v in prediction.to_pylist()],

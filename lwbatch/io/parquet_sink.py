@@ -46,10 +46,11 @@ class ParquetSink:
         try:
             if self._writer is None:
                 self._writer = pq.ParquetWriter(self._temp, self._schema, compression="zstd")
-            self._writer.write_table(
-                rows.select(self._schema.names).cast(self._schema),
-                row_group_size=max(rows.num_rows, 1),
-            )
+            rows = rows.select(self._schema.names)
+            if not rows.schema.equals(self._schema):
+                # Only where it does something: a cast imports pyarrow.compute (~9 MB).
+                rows = rows.cast(self._schema)
+            self._writer.write_table(rows, row_group_size=max(rows.num_rows, 1))
         except (OSError, pa.ArrowException) as exc:
             self.abort()
             raise OutputError(f"cannot be written ({describe(exc)})", path=self.path) from None

@@ -195,6 +195,6 @@ def _values(column: pa.Array) -> list[Any]:
     if (
         pa.types.is_timestamp(kind) or pa.types.is_duration(kind) or pa.types.is_time64(kind)
     ) and kind.unit == "ns":
-        column = column.cast(pa.int64())
+        column = column.view(pa.int64())  # cast would import pyarrow.compute
     values: list[Any] = column.to_pylist()
     return values

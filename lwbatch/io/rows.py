@@ -73,7 +73,11 @@ def without_detail(table: pa.Table) -> pa.Table:
             keep = [f for f in field.type if f.name not in drop]
             chunks = [
                 pa.StructArray.from_arrays(
-                    [chunk.field(f.name) for f in keep], fields=keep, mask=chunk.is_null()
+                    [chunk.field(f.name) for f in keep],
+                    fields=keep,
+                    # is_null() imports pyarrow.compute (~9 MB); a model's column has
+                    # no null struct in the rows lwbatch makes.
+                    mask=chunk.is_null() if chunk.null_count else None,
                 )
                 for chunk in column.chunks
             ]
