@@ -110,6 +110,37 @@ def test_invalid_rows_keep_their_raw_rev_id_and_take_empties_the_buffer() -> Non
     assert (empty.num_rows, none, empty.schema) == (0, [], output_schema(specs))
 
 
+def test_sealed_parts_keep_their_place_whichever_is_built_first() -> None:
+    specs = default_catalog().resolve_all(["enwiki-damaging"])
+    buffer = RowBuffer(specs)
+
+    def add(rev_id: int) -> None:
+        score = Score(rev_id % 2 == 0, {"true": rev_id / 10}, "1")
+        buffer.add(ScoredRow(RowKey("", rev_id), {"enwiki-damaging": score}))
+
+    add(1)
+    add(2)
+    first = buffer.seal()
+    add(3)
+    second = buffer.seal()
+    add(4)
+    assert (len(buffer), buffer.pending) == (4, 1)
+    build = buffer.detach()
+    assert (len(buffer), buffer.pending) == (0, 0)
+    with pytest.raises(RuntimeError, match="before every sealed part was built"):
+        build()
+    second()  # built out of order: its rows still come after the first part's
+    first()
+    table, invalid_rows = build()
+    assert invalid_rows == []
+    assert [(r["rev_id"], r["enwiki-damaging"]["probability"]) for r in table.to_pylist()] == [
+        (1, [("true", 0.1)]),
+        (2, [("true", 0.2)]),
+        (3, [("true", 0.3)]),
+        (4, [("true", 0.4)]),
+    ]
+
+
 def test_with_a_wiki_column_the_key_is_wiki_then_rev_id_and_invalid_rows_keep_raw_values() -> None:
     specs = default_catalog().resolve_all(["revertrisk-language-agnostic"])
     buffer = RowBuffer(specs, KeyLayout("wiki_db"))

@@ -58,6 +58,18 @@ def test_the_first_batch_is_small_so_the_first_requests_leave_at_once(tmp_path: 
     assert [item.row for item in got if isinstance(item, InvalidRow)] == [4001]
 
 
+def test_large_batches_are_converted_a_piece_at_a_time(tmp_path: Path) -> None:
+    # Python values take ~16 times the memory of Arrow's: a 20,000-row batch of a Parquet
+    # file, or one CSV block, comes as pieces of at most 8,192 rows, every row once.
+    path = write_parquet(tmp_path / "r.parquet", {"rev_id": pa.array(range(1, 20_001))})
+    source = open_source(path, batch_rows=65_536)
+    assert [len(b) for b in source.batches()] == [1024, 8192, 8192, 2592]
+    assert [item.rev_id for item in items(source)] == list(range(1, 20_001))  # type: ignore[union-attr]
+    csv = tmp_path / "r.csv"
+    csv.write_text("rev_id\n" + "".join(f"{i}\n" for i in range(1, 12_001)))
+    assert [len(b) for b in open_source(csv).batches()] == [1024, 8192, 2784]
+
+
 def test_invalid_ids_become_invalid_rows_with_their_row_number(tmp_path: Path) -> None:
     path = write_parquet(
         tmp_path / "r.parquet", {"rev_id": pa.array([5, None, 0, -3, 7], pa.int64())}

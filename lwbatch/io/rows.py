@@ -158,12 +158,12 @@ class RowBuffer:
         among the buffer's rows (on any thread; tables are ordered by when they were
         sealed, not built)."""
         rows, build = self._builder()
-        place = len(self._sealed)
-        self._sealed.append(None)
+        parts, place = self._sealed, len(self._sealed)
+        parts.append(None)
         self._sealed_rows += rows
 
         def run() -> None:
-            self._sealed[place] = build()
+            parts[place] = build()
 
         return run
 

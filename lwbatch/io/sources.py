@@ -137,27 +137,28 @@ class FileSource:
 
 
 # Rows in the first batch: the first requests wait for its conversion, which a full
-# batch (65,536 rows) takes ~100 ms of; the rest come at full size.
+# batch (65,536 rows) takes ~100 ms of.
 HEAD_ROWS = 1024
+# Rows converted to Python values at a time: a revision takes ~130 bytes as objects and
+# 8 in Arrow, so a whole batch converted at once (65,536 rows, or a CSV block of 100,000
+# and more) held 8+ MB of them.
+PIECE_ROWS = 8192
 
 
 def _head_first(batches: Iterator[Arrays]) -> Iterator[Arrays]:
-    """`batches`, with the first one's first HEAD_ROWS rows as a batch of their own."""
-    first = next(batches, None)
-    if first is None:
-        return
-    ids, wikis_, pages, kept = first
-    if len(ids) <= HEAD_ROWS:
-        yield first
-    else:
-        for start, length in ((0, HEAD_ROWS), (HEAD_ROWS, None)):
+    """`batches` in pieces of at most PIECE_ROWS rows; the first one of HEAD_ROWS."""
+    size = HEAD_ROWS
+    for ids, wikis_, pages, kept in batches:
+        start = 0
+        while start < len(ids):
             yield (
-                ids.slice(start, length),
-                None if wikis_ is None else wikis_.slice(start, length),
-                [a.slice(start, length) for a in pages],
-                [a.slice(start, length) for a in kept],
+                ids.slice(start, size),
+                None if wikis_ is None else wikis_.slice(start, size),
+                [a.slice(start, size) for a in pages],
+                [a.slice(start, size) for a in kept],
             )
-    yield from batches
+            start += size
+            size = PIECE_ROWS
 
 
 class ParquetSource(FileSource):
