@@ -37,9 +37,8 @@ from lwbatch.io.inputs import ManySource, open_for
 from lwbatch.io.rows import RowBuffer
 from lwbatch.io.sinks import Tallied, for_rows, open_sink
 from lwbatch.io.sources import FileSource
-from lwbatch.keys import RowKey
 from lwbatch.protocol.catalog import ModelSpec
-from lwbatch.results import InvalidRow, Revision, Score
+from lwbatch.results import InvalidRow, Revision
 from lwbatch.seams import Journal, ReadableSink, ScoreCache, Sink, Source
 from lwbatch.settings import RunSettings
 from lwbatch.threads import on_thread
@@ -136,7 +135,11 @@ class Job:
         self._sink = Tallied(for_rows(sink), [s.name for s in specs])
         self._sink.open(self._buffer.schema)
         self.journal = self._journal(source, [s.name for s in specs], lang, kept)
-        self._commits = Commits(self.journal) if self.journal is not None else None
+        self._commits = (
+            Commits(self.journal, then=self.settings.hooks.on_answer)
+            if self.journal is not None
+            else None
+        )
 
     def _resume(self, stack: AsyncExitStack, scorer: Scorer, shared: bool) -> None:
         output = self._output
@@ -279,17 +282,10 @@ class Job:
         await self._flush()
 
     def _on_answer(self) -> OnAnswer | None:
-        """The journal first (an answer counts once it is durable), then the caller."""
-        record = self._commits.record_answers if self._commits is not None else None
-        hook = self.settings.hooks.on_answer
-        if record is None or hook is None:
-            return record or hook
-
-        def both(model: str, answers: list[tuple[RowKey, Score]]) -> None:
-            record(model, answers)
-            hook(model, answers)
-
-        return both
+        """The journal first (an answer counts once it is written), then the caller."""
+        if self._commits is not None:
+            return self._commits.record_answers
+        return self.settings.hooks.on_answer
 
     async def _flush(self) -> None:
         if not len(self._buffer):

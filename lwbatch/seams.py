@@ -10,9 +10,9 @@ Default implementations: :class:`~lwbatch.io.sources.ParquetSource` and
 :class:`~lwbatch.pacing.limiter.BudgetLimiter`; :class:`~lwbatch.durability.journal.FileJournal`.
 
 Threads: a run calls a Sink's and a Journal's methods one at a time, never two at once,
-but not all from one thread: opening, reading back, committing and folding happen on a
-worker thread (file work off the event loop), writing rows and recording answers on the
-event loop's. An implementation bound to one thread (a sqlite3 connection made with
+but not all from one thread: opening, reading back, committing, folding and writing
+rows happen on a worker thread (file work off the event loop), recording answers and
+grants on the event loop's. An implementation bound to one thread (a sqlite3 connection made with
 its default check_same_thread) must allow the others.
 """
 

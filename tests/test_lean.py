@@ -125,12 +125,18 @@ _CASES: list[tuple[list[Any], pa.DataType]] = [
     ([None, None], pa.null()),
     ([], pa.list_(pa.string())),
     ([None], pa.map_(pa.string(), pa.float64())),
+    ([{"l": ["a", None]}, None, {"l": None}], pa.struct([("l", pa.list_(pa.string()))])),
+    ([[{"x": 1}, None], None, []], pa.list_(pa.struct([("x", pa.int64())]))),
+    ([{"k": None}, None, {}], pa.map_(pa.string(), pa.float64())),
+    ([[{"k": 1.0}], [None], None], pa.list_(pa.map_(pa.string(), pa.float64()))),
+    ([None, {}], pa.struct([])),
 ]
 
 
 @pytest.mark.parametrize(("values", "kind"), _CASES, ids=[str(k) for _, k in _CASES])
 def test_arrays_hold_the_values_given(values: list[Any], kind: pa.DataType) -> None:
     built = array(values, kind)
+    built.validate(full=True)
     assert built.type == kind
     assert built.null_count == sum(v is None for v in values)
     assert built.equals(pa.array(values, kind))

@@ -38,7 +38,7 @@ def _run(argv: list[str] | None, *, own_process: bool) -> int:
 def _one_malloc_arena() -> None:
     """glibc gives each thread that allocates its own arena and keeps what was freed
     in it: the worker threads that build Arrow arrays held 20+ MB that way (measured).
-    Threads here wait for the GIL anyway, so one arena costs no parallelism. Unless
+    Their work is mostly under the GIL, so sharing one arena's lock costs little. Unless
     the user chose (MALLOC_ARENA_MAX), and only where glibc has mallopt."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return

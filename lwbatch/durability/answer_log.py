@@ -1,6 +1,7 @@
 """A journal's answer log: one JSON line per (model, key) answer, appended as each
 arrives (one write(2), no buffering in the process) before its row counts as done, so
-a process killed at any instant loses no answer it had received. At every segment the
+a killed process loses no answer the log was given (a job holds those that arrive
+during a segment's commit until it ends: lwbatch/durability/commits.py). At every segment the
 log is rotated: a fresh file holds only the answers of rows still open."""
 
 from __future__ import annotations

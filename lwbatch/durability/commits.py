@@ -4,8 +4,9 @@ Committing a segment (its Parquet file, then the answer log's rotation) takes 10
 of CPU; on the event loop that would hold every request for as long. On a worker thread
 it runs while answers keep arriving, so the journal calls that come meanwhile are held
 and then made in order once it is done: a Journal's calls never overlap, and the rotated
-log gets every answer of the rows left open. An answer held so is on disk a commit
-later: a SIGKILL within those milliseconds costs its request again.
+log gets every answer of the rows left open. What is held is in memory only for the
+commit's milliseconds: a SIGKILL then costs those answers' requests again, and a rerun's
+ledger misses those grants (a few requests at the tier's rates).
 """
 
 from __future__ import annotations
@@ -20,19 +21,29 @@ from lwbatch.results import Score
 from lwbatch.seams import Journal
 from lwbatch.threads import on_thread
 
+Answers = Callable[[str, list[tuple[RowKey, Score]]], None]
+
 
 class Commits:
-    """The calls a running job makes to its journal (answers, grants, commits)."""
+    """The calls a running job makes to its journal (answers, grants, commits); `then`
+    sees each model's answers once the journal has them."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, then: Answers | None = None) -> None:
         self.journal = journal
+        self._then = then
         self._held: list[Callable[[], None]] | None = None
 
     def record_answers(self, model: str, answers: Iterable[tuple[RowKey, Score]]) -> None:
+        call = partial(self._record, model, list(answers))
         if self._held is None:
-            self.journal.record_answers(model, answers)
+            call()
         else:
-            self._held.append(partial(self.journal.record_answers, model, list(answers)))
+            self._held.append(call)
+
+    def _record(self, model: str, answers: list[tuple[RowKey, Score]]) -> None:
+        self.journal.record_answers(model, answers)
+        if self._then is not None:
+            self._then(model, answers)
 
     def record_grant(self, wall_time: float) -> None:
         if self._held is None:
@@ -49,12 +60,20 @@ class Commits:
         """Commit on a worker thread; `open_answers` are read now, on the caller's."""
         opened = list(open_answers)
         self._held = []
+        failure: BaseException | None = None
         try:
             await on_thread(partial(self.journal.commit_rows, rows, invalid_rows, opened))
-        finally:
-            held, self._held = self._held, None
-            for call in held:
+        except BaseException as exc:
+            failure = exc
+        held, self._held = self._held, None
+        # Every held call is made, even after one failed; the first failure is raised.
+        for call in held:
+            try:
                 call()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 __all__ = ["Commits"]

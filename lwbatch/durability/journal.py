@@ -14,8 +14,9 @@ Beside the output `scores.parquet` lives a hidden directory `.scores.parquet.lwb
 At the end the segments are folded, in order, into the run's
 :class:`~lwbatch.seams.Sink`, which commits atomically, and the directory is retired by
 one rename. An answer is appended before its row counts as done, so a process killed
-at any instant loses no answer it had received; fsync at every segment and every few
-seconds covers a machine crash. A rerun reads the segments' keys into a compact set,
+at any instant loses no answer it had received, but for those that arrive while a
+segment is committed (lwbatch/durability/commits.py); fsync at every segment and every
+few seconds covers a machine crash. A rerun reads the segments' keys into a compact set,
 the answers of unfinished rows into a small map, and the grant times into the limiter.
 Every write goes through a :class:`~lwbatch.durability.disk.Disk`.
 """

@@ -363,7 +363,7 @@ class Pipeline:
         """`scores` holds one score per row, in the rows' order; `name` is the column."""
         stats = self.stats
         if fresh and self._on_answer is not None:
-            # Durable first: an answer counts as done only once the journal has it.
+            # The journal first: an answer counts as done only once it has it.
             self._on_answer(
                 name, [(row.key, score) for row, score in zip(rows, scores, strict=True)]
             )

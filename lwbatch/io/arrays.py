@@ -69,9 +69,14 @@ def _masked(built: pa.Array, values: Sequence[Any]) -> pa.Array:
     if all(present):
         return built
     kind = built.type
+    assert built.offset == 0, "the buffers are taken as they are: a fresh array only"
     validity = _primitive(present, pa.bool_()).buffers()[1]
     if pa.types.is_struct(kind):
         own, children = [validity], [built.field(i) for i in range(kind.num_fields)]
+        if not children:  # no field to give the struct its length
+            return pa.StructArray.from_buffers(
+                kind, len(values), own, null_count=present.count(False), children=[]
+            )
     else:  # list, large list, map: their offsets, then their items
         own, children = [validity, built.buffers()[1]], [built.values]
     return pa.Array.from_buffers(

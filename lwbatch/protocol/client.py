@@ -240,10 +240,8 @@ class LiftWingClient:
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,
             keepalive_timeout=60.0,
-            # Plain http (the emulator, a tunnel) never uses it: ~2.7 MB for the bundle.
-            ssl=_tls(self._verify)
-            if self.endpoint.base_url.lower().startswith("https:")
-            else False,
+            # Plain http (the emulator, a tunnel) needs no TLS context: ~2.7 MB for one.
+            ssl=False if self.endpoint.is_plain_http else _tls(self._verify),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
