@@ -34,7 +34,13 @@ class Commits:
         self._held: list[Callable[[], None]] | None = None
 
     def record_answers(self, model: str, answers: Iterable[tuple[RowKey, Score]]) -> None:
-        call = partial(self._record, model, list(answers))
+        self._make(partial(self._record, model, list(answers)))
+
+    def record_grant(self, wall_time: float) -> None:
+        self._make(partial(self.journal.record_grant, wall_time))
+
+    def _make(self, call: Callable[[], None]) -> None:
+        """`call` now, or once the commit under way is done."""
         if self._held is None:
             call()
         else:
@@ -44,12 +50,6 @@ class Commits:
         self.journal.record_answers(model, answers)
         if self._then is not None:
             self._then(model, answers)
-
-    def record_grant(self, wall_time: float) -> None:
-        if self._held is None:
-            self.journal.record_grant(wall_time)
-        else:
-            self._held.append(partial(self.journal.record_grant, wall_time))
 
     async def commit_rows(
         self,

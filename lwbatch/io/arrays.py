@@ -66,7 +66,8 @@ def _masked(built: pa.Array, values: Sequence[Any]) -> pa.Array:
     validity bitmap is given directly: pyarrow inverts a ``mask=`` with pyarrow.compute,
     ~9 MB of memory to import."""
     present = [v is not None for v in values]
-    if all(present):
+    nulls = present.count(False)
+    if not nulls:
         return built
     kind = built.type
     assert built.offset == 0, "the buffers are taken as they are: a fresh array only"
@@ -75,13 +76,11 @@ def _masked(built: pa.Array, values: Sequence[Any]) -> pa.Array:
         own, children = [validity], [built.field(i) for i in range(kind.num_fields)]
         if not children:  # no field to give the struct its length
             return pa.StructArray.from_buffers(
-                kind, len(values), own, null_count=present.count(False), children=[]
+                kind, len(values), own, null_count=nulls, children=[]
             )
     else:  # list, large list, map: their offsets, then their items
         own, children = [validity, built.buffers()[1]], [built.values]
-    return pa.Array.from_buffers(
-        kind, len(built), own, null_count=present.count(False), children=children
-    )
+    return pa.Array.from_buffers(kind, len(built), own, null_count=nulls, children=children)
 
 
 def _struct(values: Sequence[Any], kind: pa.StructType) -> pa.Array:
