@@ -597,3 +597,33 @@ def test_a_new_run_stamps_its_first_window_late_though_others_used_the_ledger(
     # Its connections are new: the server may see its first requests up to 0.1 s
     # late, so the 11th waits for the first one's window as the server counts it.
     assert times[10] - times[0] >= 1.0 + 0.0075 + 0.1 - 1e-9
+
+
+def test_runs_joining_together_stamp_one_window_late_not_one_window_each(
+    tmp_path: Path,
+) -> None:
+    # BUDGET: 300/3s, margin 20 ms, cold start 0.1 s (not loopback).
+    times: list[float] = []
+
+    async def main() -> None:
+        limiters = [limiter(tmp_path) for _ in range(3)]
+
+        async def run(one: BudgetLimiter) -> None:
+            for _ in range(300):
+                await one.acquire()
+                times.append(asyncio.get_running_loop().time())
+            one.close()
+
+        async with anyio.create_task_group() as tg:
+            for one in limiters:
+                tg.start_soon(run, one)
+
+    in_virtual_time(main)
+    times.sort()
+    assert len(times) == 900
+    # Only the first window's grants open connections: request 301 waits for the
+    # first one's window as the server may count it (3.02 s + 0.1 s), and request 601
+    # for the 301st's (3.02 s). Each run stamping its first 300 grants late would
+    # delay the second and the third window by 0.1 s more each.
+    assert times[300] - times[0] == pytest.approx(3.02 + 0.1, abs=1e-6)
+    assert times[600] - times[0] == pytest.approx(2 * 3.02 + 0.1, abs=1e-6)

@@ -62,7 +62,7 @@ class _Window:
     are the limiter state's (lwbatch/pacing/state.py).
     """
 
-    __slots__ = ("_period", "_ring", "_cells", "_cold", "_fresh")
+    __slots__ = ("_period", "_ring", "_cells", "_cold", "_fresh_until")
 
     def __init__(
         self, rate: Rate, margin: float, cold_start: float, ring: Doubles, cells: Doubles
@@ -73,9 +73,12 @@ class _Window:
         self._ring = ring
         self._cells = cells
         self._cold = cold_start
-        # This limiter's grants still to stamp `cold` later: its process' connections
-        # are new, whatever the others sharing the window did.
-        self._fresh = rate.requests
+        # Until when this limiter's grants are stamped `cold` later: one window from
+        # its first grant, as its process' connections are new, whatever the others
+        # sharing the window did. Bounded in time, not in grants: a count of grants
+        # lasts several windows when processes share, and each of those windows would
+        # add `cold` to the next one's for good.
+        self._fresh_until: float | None = None
 
     def free_at(self) -> float:
         return self._ring[int(self._cells[_NEXT])] + self._period
@@ -88,7 +91,7 @@ class _Window:
 
     def warm(self) -> None:
         """Stamp no grant `cold` later: the connections are not this window's first."""
-        self._fresh = 0
+        self._fresh_until = -math.inf
 
     def stall(self, since: float, delay: float) -> None:
         """Grants stamped at or after `since` may leave `delay` later: restamp them."""
@@ -109,8 +112,10 @@ class _Window:
         # every later grant by its lateness for good (measured: 95% of a saturated
         # 400/s window instead of 99%).
         cells = self._cells
-        cells[_LAST] = max(now + (self._cold if self._fresh else 0.0), cells[_LAST])
-        self._fresh = max(self._fresh - 1, 0)
+        if self._fresh_until is None:
+            self._fresh_until = now + self._period
+        cold = self._cold if now < self._fresh_until else 0.0
+        cells[_LAST] = max(now + cold, cells[_LAST])
         self._append(cells[_LAST])
 
     @property
