@@ -46,7 +46,7 @@ from lwbatch.wikis import wikipedia
 
 log = logging.getLogger("lwbatch")
 # Rows per journal segment (or per Parquet row group without a journal).
-ROWS_PER_SEGMENT = 16_384
+ROWS_PER_SEGMENT = 8_192
 # Rows held as Python values before they become Arrow (see RowBuffer).
 ROWS_PER_SEAL = 1_024
 Input = Path | str | Sequence[Path | str] | Source
