@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import orjson
 import pytest
@@ -170,3 +172,27 @@ async def test_score_serves_calls_in_a_row_and_at_the_same_time(fake_clock: Fake
     assert sorted(together["b"]) == list(range(200, 230))
     # One client and one budget for all four calls: one request per revision asked.
     assert len(script.requests) == granted == 50 + 50 + 40 + 30
+
+
+async def test_rows_that_cost_no_request_let_other_tasks_run_now_and_then(
+    fake_clock: FakeClock,
+) -> None:
+    # A resume's first pieces are all done rows, a dump's repeats are duplicates: sorting
+    # 8,192 of them at once held the loop for 10+ ms.
+    script = Script(lambda r, n: ok(r), fake_clock)
+    turns, done = 0, False
+
+    async def other_task() -> None:
+        nonlocal turns
+        while not done:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async with scorer(["enwiki-damaging"], script, fake_clock) as s:
+        other = asyncio.create_task(other_task())
+        rows = [row async for row in s.score([7] * 10_241)]
+        done = True
+        await other
+    assert [r.rev_id for r in rows] == [7]
+    assert s.stats.duplicate_rows == 10_240
+    assert turns >= 10_240 // 512

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -40,6 +41,8 @@ from lwbatch.seams import Item, ScoreCache
 
 # Jobs made ready ahead of the workers; a job holds at most one batch of rows.
 _QUEUE = 64
+# Rows sorted without a request (done, duplicate) between two turns of the loop.
+_SKIPPED_PER_TURN = 512
 OnAnswer = Callable[[str, list[tuple[RowKey, Score]]], None]
 
 
@@ -242,9 +245,16 @@ class Pipeline:
             self._starved = False
             if self.stopped:
                 return
+            skipped = 0
             for item in batch:
                 kind = router.sort(item, stats)
-                if kind is Kind.INVALID:
+                if kind is Kind.DUPLICATE or kind is Kind.DONE or kind is Kind.INVALID_DONE:
+                    # Rows that cost no request (a resume's first pieces are all done)
+                    # yield now and then, or one piece holds the loop for 10+ ms.
+                    skipped += 1
+                    if skipped % _SKIPPED_PER_TURN == 0:
+                        await anyio.lowlevel.checkpoint()
+                elif kind is Kind.INVALID:
                     assert isinstance(item, InvalidRow)
                     self.rows_admitted += 1
                     await self._emit_invalid(item)

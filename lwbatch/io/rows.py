@@ -93,7 +93,7 @@ class RowBuffer:
 
     Rows wait as Python values only until :meth:`seal`: a model's answer takes about
     600 bytes as a Score and its dict, and about 60 in Arrow, so a caller that seals
-    every ~1,000 rows holds a segment's rows in a tenth of the memory.
+    every few hundred rows holds a segment's rows in a tenth of the memory.
     """
 
     def __init__(
