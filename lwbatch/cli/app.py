@@ -27,6 +27,7 @@ from lwbatch.cli.commands.bench import bench
 from lwbatch.cli.commands.cache import cache
 from lwbatch.cli.commands.demo import demo
 from lwbatch.cli.commands.emulate import emulate
+from lwbatch.cli.commands.follow import follow
 from lwbatch.cli.commands.models import models
 from lwbatch.cli.commands.plan import plan
 from lwbatch.cli.commands.score import score
@@ -38,7 +39,7 @@ from lwbatch.errors import LWBatchError, UnknownModelError
 @cloup.group(
     context_settings={"help_option_names": ["-h", "--help"]},
     sections=[
-        cloup.Section("Scoring", [score, plan, demo]),
+        cloup.Section("Scoring", [score, follow, plan, demo]),
         cloup.Section("Models, tokens and caches", [models, token, cache]),
         cloup.Section("Measuring", [emulate, bench]),
     ],

@@ -74,6 +74,7 @@ from lwbatch.config import Rate, Token
 from lwbatch.errors import LWBatchError, UsageError
 from lwbatch.protocol.catalog import Catalog, ModelSpec, default_catalog
 from lwbatch.testing.answers import PROBLEMS, Instance, Problem, Reply, read_request, reply
+from lwbatch.testing.stream import EmulatedStream, StreamConfig
 from lwbatch.tokens import TokenClaims
 from lwbatch.wikis import wikis
 
@@ -169,6 +170,8 @@ class EmulatorConfig:
     token_outage: tuple[int, int] | None = None
     track_pairs: bool = True  # count answers per (model, wiki, rev_id) for tests
     seed: int = 0
+    # The revision-create stream served at /v2/stream/... (lwbatch/testing/stream.py).
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "reset_rate", "hang_rate"):
@@ -271,6 +274,8 @@ class Emulator:
         self.app.router.add_post("/v1/models/{target}", self._predict)
         self.app.router.add_get("/_emulator/stats", self._stats)
         self.app.router.add_post("/oauth2/access_token", self._issue_token)
+        self.stream = EmulatedStream(self.config.stream)
+        self.app.router.add_get("/v2/stream/{streams}", self.stream.handle)
         # Tokens the token endpoint issued -> requests each may still make.
         self._issued: dict[str, int] = {}
         self._refresh: str | None = None  # the refresh token the endpoint takes now
@@ -315,6 +320,12 @@ class Emulator:
     # -- HTTP ------------------------------------------------------------------------
     async def _stats(self, request: web.Request) -> web.Response:
         data = self.stats.to_dict()
+        stream = self.stream.stats
+        data["stream"] = {
+            "connections": stream.connections,
+            "events_sent": stream.events_sent,
+            "resumed_from": stream.resumed_from,
+        }
         if request.query.get("arrivals"):
             # time.monotonic() is system-wide on Linux: comparable with the client's.
             data["arrivals"] = list(self.stats.arrivals)

@@ -1,0 +1,394 @@
+"""`lwbatch follow`: score new revisions from the event stream into a directory of parts."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+import cloup
+
+from lwbatch.cli.options import (
+    BUDGET,
+    CONNECTION,
+    MODELS,
+    PACING,
+    budget_of,
+    connection_of,
+    flag,
+    models_of,
+    pacing_of,
+    take,
+)
+from lwbatch.errors import Interrupted, UsageError, primary_error
+
+log = logging.getLogger("lwbatch")
+
+FOLLOWING = cloup.option_group(
+    "What to follow",
+    flag(
+        "--wiki",
+        "wiki",
+        metavar="DB,DB|all",
+        help="Wikis to score (database names: enwiki,dewiki), or all. Default: the wikis "
+        "the models name (enwiki for enwiki-damaging).",
+    ),
+    flag(
+        "--namespace",
+        "namespace",
+        metavar="N,N|all",
+        default="0",
+        show_default=True,
+        help="Page namespaces to score, or all.",
+    ),
+    flag("--no-bots", is_flag=True, help="Leave out revisions made by bots."),
+    flag(
+        "--sample",
+        type=float,
+        metavar="FRACTION",
+        help="Score this share of the revisions (by a hash of wiki and rev_id, so every "
+        "run takes the same ones); the others get no row and are counted.",
+    ),
+    flag(
+        "--stream",
+        type=click.Choice(["revision-create", "recentchange"]),
+        default="revision-create",
+        show_default=True,
+        help="The stream to read.",
+    ),
+    flag("--stream-url", metavar="URL", help="Another stream's full URL (an emulator's)."),
+)
+WHEN = cloup.option_group(
+    "When",
+    flag(
+        "--since",
+        metavar="TIME",
+        help="Start a new output at this time (ISO 8601, UTC milliseconds); a restart goes "
+        "on from the output's position instead. Default: now.",
+    ),
+    flag(
+        "--until",
+        metavar="TIME|now",
+        help="Stop at the first revision made at TIME or later (now: when the command "
+        "started), after writing every one before it: for cron and Airflow runs.",
+    ),
+    flag("--max-revisions", type=int, metavar="N", help="Stop after scoring N revisions."),
+    flag(
+        "--accept-gap",
+        is_flag=True,
+        help="Go on when the stream no longer holds the events after the output's "
+        "position (stopped longer than its retention); default: exit 1.",
+    ),
+)
+WRITING = cloup.option_group(
+    "Output",
+    flag(
+        "-o",
+        "--output",
+        type=click.Path(path_type=Path),
+        help="Directory of Parquet parts (date=YYYY-MM-DD/part-NNNNNN.parquet).",
+    ),
+    flag(
+        "--roll",
+        default="60s",
+        show_default=True,
+        metavar="DURATION",
+        help="A new part at least this often (30s, 5m, 1h) while rows come.",
+    ),
+    flag(
+        "--roll-rows",
+        type=int,
+        default=100_000,
+        show_default=True,
+        metavar="N",
+        help="...or once this many rows wait.",
+    ),
+    flag(
+        "--cache",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Score cache (SQLite): answers go there too, so a later `lwbatch score` of "
+        "these revisions is free.",
+    ),
+    flag("--quiet", "-q", is_flag=True, help="No progress lines; warnings and errors still show."),
+    flag(
+        "--progress-every",
+        type=float,
+        default=60.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Seconds between progress lines.",
+    ),
+)
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@cloup.command()
+@MODELS
+@FOLLOWING
+@WHEN
+@WRITING
+@CONNECTION
+@BUDGET
+@PACING
+def follow(**given: Any) -> None:
+    """Keep a scored dataset current: score each new revision from Wikimedia's event
+    stream as it is made, into a directory of Parquet parts.
+
+    Runs until stopped (Ctrl-C, SIGTERM), or until --until / --max-revisions. Rerun the
+    same command to go on where it stopped: every revision appears once.
+
+    \b
+    Example (an hourly cron job):
+      lwbatch follow -m enwiki-damaging --wiki enwiki -o damaging/ --until now
+    """
+    output, roll, roll_rows, cache, quiet, every = take(
+        given, "output", "roll", "roll_rows", "cache", "quiet", "progress_every"
+    )
+    wiki, namespace, no_bots, sample, stream, stream_url = take(
+        given, "wiki", "namespace", "no_bots", "sample", "stream", "stream_url"
+    )
+    since, until, max_revisions, accept_gap = take(
+        given, "since", "until", "max_revisions", "accept_gap"
+    )
+    if output is None:
+        raise UsageError("give --output, the directory to keep the parts in")
+    models, catalog = models_of(given)
+    connection = connection_of(given, catalog)
+    budget = budget_of(given)
+    pacing = pacing_of(given, unlimited=budget["rate"] == "unlimited")
+    assert not given, f"flags read by no group: {sorted(given)}"
+    if roll_rows < 1:
+        raise UsageError(f"--roll-rows must be >= 1, got {roll_rows}")
+    if sample is not None and not 0.0 < sample <= 1.0:
+        raise UsageError(f"--sample must be a share in (0, 1], got {sample}")
+    if max_revisions is not None and max_revisions < 1:
+        raise UsageError(f"--max-revisions must be >= 1, got {max_revisions}")
+    specs = connection.models().resolve_all(models)
+    wikis = _wikis(wiki, specs)
+    options: dict[str, Any] = {
+        "models": list(models),
+        "wikis": sorted(wikis) if wikis is not None else "all",
+        "namespaces": _namespaces(namespace),
+        "bots": not no_bots,
+        "sample": sample,
+        "stream": stream,
+    }
+    from lwbatch.cli.stops import install
+
+    install(fresh=False)
+    from lwbatch.follow.session import Following
+
+    following = Following(
+        models,
+        wikis=sorted(wikis) if wikis is not None else None,
+        namespaces=options["namespaces"] if options["namespaces"] != "all" else None,
+        bots=not no_bots,
+        sample=sample,
+        since=since,
+        until=until,
+        max_revisions=max_revisions,
+        accept_gap=accept_gap,
+        stream=stream,
+        stream_url=stream_url,
+        connection=connection,
+        pacing=replace(pacing, gc_control=False),
+        cache=_cache(cache),
+        **budget,
+    )
+    received: list[int] = []
+    anyio.run(
+        _run, following, Path(output), specs, options, _seconds(roll), roll_rows, quiet, every,
+        received,
+    )  # fmt: skip
+    if received:
+        signum = received[0]
+        exc = Interrupted(saved_in=None)
+        exc.args = (
+            f"stopped by {signal.Signals(signum).name}; the output holds every revision up "
+            "to its position: rerun the same command to go on",
+        )
+        exc.exit_code = 128 + signum
+        raise exc
+
+
+async def _run(
+    following: Any,
+    output: Path,
+    specs: Any,
+    options: dict[str, Any],
+    roll: float,
+    roll_rows: int,
+    quiet: bool,
+    every: float,
+    received: list[int],
+) -> None:
+    from lwbatch.follow.parts import PartWriter
+    from lwbatch.threads import on_thread
+
+    writer = PartWriter(output, specs, options)
+    start = await on_thread(writer.restore)
+    following.resume = start
+    if start is not None:
+        following.since_ms = None
+    view = _View(quiet=quiet, every=every)
+    try:
+        async with anyio.create_task_group() as tg, following:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                tg.start_soon(_watch, signals, following, received)
+                async for batch in following.batches(seconds=roll, rows=roll_rows):
+                    await on_thread(partial(writer.write, batch))
+                    view.show(following, writer)
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise primary_error(group) from None
+    view.show(following, writer, final=True)
+
+
+async def _watch(signals: AsyncIterator[int], following: Any, received: list[int]) -> None:
+    async for signum in signals:
+        if received:
+            log.warning("second signal: exiting now; the output holds every part written")
+            sys.exit(128 + signum)
+        received.append(signum)
+        log.warning(
+            "%s: finishing the revisions in flight, then writing the last part",
+            signal.Signals(signum).name,
+        )
+        following.follower.stop()
+        await following.follower.scorer.stop(10.0)
+
+
+class _View:
+    """Progress lines: revisions, parts, the lag and whether it grows."""
+
+    def __init__(self, *, quiet: bool, every: float) -> None:
+        self.quiet = quiet
+        self.every = every
+        self.started = time.monotonic()
+        self.next_at = self.started + every
+        self.rate_said = False
+        self.lags: list[tuple[float, float]] = []
+
+    def show(self, following: Any, writer: Any, *, final: bool = False) -> None:
+        follower = following.follower
+        now = time.monotonic()
+        lag = follower.lag_seconds
+        if lag is not None:
+            self.lags.append((now, lag))
+        if self.quiet:
+            return
+        if not self.rate_said and now - self.started >= 60.0:
+            self.rate_said = True
+            self._rate_line(following, now - self.started)
+        if not final and now < self.next_at:
+            return
+        self.next_at = now + self.every
+        counts = follower.counts
+        trend = ""
+        earlier = [lg for at, lg in self.lags if at <= now - min(self.every, 60.0)]
+        if lag is not None and earlier:
+            trend = (
+                " (growing)"
+                if lag > earlier[-1] + 1.0
+                else (" (shrinking)" if lag < earlier[-1] - 1.0 else " (steady)")
+            )
+        dropped = ", ".join(f"{n:,} {why}" for why, n in counts.dropped.most_common())
+        lag_text = f"; lag {lag:,.1f} s{trend}" if lag is not None else ""
+        log.info(
+            "%s%s revisions scored, %s rows in %s parts%s; %s events read (dropped: %s)",
+            "follow done: " if final else "follow: ",
+            f"{counts.revisions:,}",
+            f"{writer.rows_written:,}",
+            f"{writer.parts_written:,}",
+            lag_text,
+            f"{counts.events:,}",
+            dropped or "none",
+        )
+
+    def _rate_line(self, following: Any, seconds: float) -> None:
+        follower = following.follower
+        per_hour = follower.counts.revisions / seconds * 3600
+        requests = per_hour * len(follower.scorer.specs)
+        budget = follower.scorer.budget
+        hourly = budget.rate * 3600 if not budget.is_unlimited else None
+        if hourly is None:
+            log.info("the chosen wikis make %s revisions an hour here", f"{per_hour:,.0f}")
+        elif requests <= hourly:
+            log.info(
+                "the chosen wikis need %s requests an hour (%s revisions x %d models); the "
+                "budget is %s an hour: it keeps up",
+                f"{requests:,.0f}",
+                f"{per_hour:,.0f}",
+                len(follower.scorer.specs),
+                f"{hourly:,.0f}",
+            )
+        else:
+            log.warning(
+                "the chosen wikis need %s requests an hour, more than the budget's %s: the "
+                "lag will grow; --sample %.2f would fit",
+                f"{requests:,.0f}", f"{hourly:,.0f}", max(hourly / requests * 0.95, 0.01),
+            )  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    value = text.strip().lower()
+    try:
+        if value[-1:] in _UNITS:
+            seconds = float(value[:-1]) * _UNITS[value[-1]]
+        else:
+            seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UsageError(f"--roll: {text!r} is not a duration (30s, 5m, 1h)")
+    return seconds
+
+
+def _wikis(value: str | None, specs: Any) -> frozenset[str] | None:
+    if value is not None:
+        if value.strip() == "all":
+            return None
+        names = frozenset(w.strip() for w in value.split(",") if w.strip())
+        if not names:
+            raise UsageError("--wiki: give database names (enwiki,dewiki) or all")
+        return names
+    named = {s.wiki for s in specs}
+    if None in named:
+        unnamed = next(s.name for s in specs if s.wiki is None)
+        raise UsageError(
+            f"--wiki: {unnamed} scores more than one wiki; name the wikis to follow "
+            "(--wiki enwiki,dewiki) or --wiki all"
+        )
+    return frozenset(w for w in named if w is not None)
+
+
+def _namespaces(value: str) -> list[int] | str:
+    if value.strip() == "all":
+        return "all"
+    try:
+        found = sorted({int(n) for n in value.split(",") if n.strip()})
+    except ValueError:
+        found = []
+    if not found:
+        raise UsageError(f"--namespace: {value!r} is not a list of namespace numbers (0,1) or all")
+    return found
+
+
+def _cache(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from lwbatch.cache import SqliteScoreCache
+
+    return SqliteScoreCache(path)
+
+
+__all__ = ["follow"]

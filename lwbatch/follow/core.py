@@ -1,0 +1,374 @@
+"""The follower: stream events in, scored rows out in batches, each batch with the
+stream position that comes after it.
+
+Events are read in stream order. Those that cost no request (canaries, other wikis,
+other namespaces, bots when unwanted, events seen already, revisions sampled out) are
+dropped at once; the others go to a :class:`~lwbatch.Scorer` call, whose rows come back
+in any order. The position only moves past an event once its row is out, so a batch
+holds every row up to its position and none after: store the rows, then the
+position, and a restart from that position loses nothing and repeats nothing.
+
+EventStreams resumes at the first event of the position's millisecond, and delivers
+at least once; so the keys written in the last seconds of event time ride along with
+the position, and a restart drops them when they come again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+import orjson
+
+from lwbatch.engine.scorer import Scorer
+from lwbatch.errors import RunAborted, UsageError
+from lwbatch.follow.events import StreamEvent, parse_event, positions
+from lwbatch.follow.reader import StreamReader
+from lwbatch.keys import RowKey
+from lwbatch.results import Revision, ScoredRow
+from lwbatch.wikis import wikis
+
+log = logging.getLogger("lwbatch")
+
+# Keys written in this much event time before the position ride along with it.
+RECENT_MS = 10_000
+RECENT_MOST = 100_000
+# Keys seen in this much event time are dropped when they come again in a run.
+SEEN_MS = 600_000
+# A Scorer call remembers every key it was given; a new call after this many keeps
+# that memory bounded.
+REVISIONS_PER_CALL = 1_000_000
+
+
+class StreamGapError(RunAborted):
+    """The stream no longer holds the events right after the stored position."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """Where a follower stands: the stream's id after the last event whose row is out,
+    and the keys written in the last seconds before it. Store it with your rows, give
+    it back as `resume` (JSON: :meth:`to_json` / :meth:`from_json`)."""
+
+    id: str | None = None
+    recent: tuple[tuple[str, int], ...] = ()
+    time_ms: int | None = None  # the event time at the position
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"id": self.id, "time_ms": self.time_ms, "recent": [list(k) for k in self.recent]}
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> StreamPosition:
+        try:
+            value = orjson.loads(data)
+            return cls(
+                id=value["id"],
+                time_ms=value.get("time_ms"),
+                recent=tuple((str(w), int(r)) for w, r in value.get("recent", ())),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a stream position ({exc})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which revisions of the stream to score: `wikis` (database names; None: every
+    wiki), `namespaces` (None: every one), `bots`, and a `sample` share (0-1]."""
+
+    wikis: frozenset[str] | None = None
+    namespaces: frozenset[int] | None = frozenset({0})
+    bots: bool = True
+    sample: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.sample is not None and not 0.0 < self.sample <= 1.0:
+            raise UsageError(f"`sample` must be a share in (0, 1], got {self.sample}")
+
+    def drop_reason(self, event: StreamEvent) -> str | None:
+        if event.canary:
+            return "canary"
+        if event.key is None:
+            return "no revision"
+        if self.wikis is not None and event.key.wiki not in self.wikis:
+            return "other wikis"
+        if self.namespaces is not None and event.namespace not in self.namespaces:
+            return "other namespaces"
+        if not self.bots and event.bot:
+            return "bots"
+        return None
+
+    def sampled(self, key: RowKey) -> bool:
+        """Whether `key` is in the sample: by a hash of the key, so every run agrees."""
+        if self.sample is None or self.sample >= 1.0:
+            return True
+        digest = hashlib.blake2b(f"{key.wiki}:{key.rev_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") < self.sample * 2**64
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Rows (each with its event's time) and the position right after the last of them."""
+
+    rows: list[tuple[ScoredRow, datetime]]
+    position: StreamPosition
+    last: bool = False  # the follower has stopped: no batch comes after this one
+
+
+@dataclass(slots=True)
+class _Entry:
+    id: str
+    key: RowKey
+    time_ms: int
+    after: str | None = None  # the id of the last dropped event read after this one
+    after_ms: int | None = None
+    row: ScoredRow | None = None
+
+
+@dataclass(slots=True)
+class FollowCounts:
+    events: int = 0  # messages read (redelivered ones too)
+    revisions: int = 0  # sent to be scored
+    rows: int = 0  # handed out in batches
+    dropped: Counter[str] = field(default_factory=Counter)  # why events cost nothing
+
+
+class Follower:
+    """Reads `reader`, scores with `scorer` (entered by the caller), hands out batches.
+
+    until_ms: stop at the first event made at or after it. max_revisions: stop after
+    that many revisions are sent. accept_gap: go on when the stream lost events after
+    `start` (else :class:`StreamGapError`).
+    """
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        reader: StreamReader,
+        *,
+        stream: str = "revision-create",
+        filters: Filters | None = None,
+        start: StreamPosition | None = None,
+        until_ms: int | None = None,
+        max_revisions: int | None = None,
+        accept_gap: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.scorer = scorer
+        self.reader = reader
+        self.stream = stream
+        self.filters = filters or Filters()
+        start = start or StreamPosition()
+        self.position = start
+        self.counts = FollowCounts()
+        self._until = until_ms
+        self._max = max_revisions
+        self._accept_gap = accept_gap
+        self._clock = clock
+        self._pending: deque[_Entry] = deque()
+        self._by_key: dict[RowKey, _Entry] = {}
+        self._ready: list[tuple[ScoredRow, datetime]] = []
+        # Keys read (any run's, for the ones of `start`): dropped when they come again.
+        self._seen: dict[RowKey, int] = {}
+        self._seen_order: deque[tuple[int, RowKey]] = deque()
+        self._recent: deque[tuple[int, RowKey]] = deque()
+        for wiki, rev_id in start.recent:
+            key = RowKey(wiki, rev_id)
+            at = start.time_ms or 0
+            self._seen[key] = at
+            self._seen_order.append((at, key))
+            self._recent.append((at, key))
+        self._id, self._time_ms = start.id, start.time_ms
+        self._gap_check = positions(start.id) if start.id else {}
+        self._ended = False
+        self._stop = False
+        self.gap: tuple[int, int] | None = None  # (position ms, first event ms) accepted
+
+    # -- what the caller sees ------------------------------------------------------
+    def stop(self) -> None:
+        """Read no more events; the batches end once the rows in flight are out."""
+        self._stop = True
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """How far the position's event time is behind now."""
+        if self._time_ms is None:
+            return None
+        return max(time.time() - self._time_ms / 1000, 0.0)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def batches(self, *, seconds: float, rows: int) -> AsyncIterator[Batch]:
+        """A batch every `seconds` or `rows` rows, whichever comes first, while the
+        position moves; the last one has ``last=True``."""
+        next_at = self._clock() + seconds
+        while not self._ended:
+            call = self.scorer.score(self._revisions())
+            out = call.__aiter__()
+            while True:
+                finished = False
+                with anyio.move_on_after(max(next_at - self._clock(), 0.0)):
+                    try:
+                        self._done(await out.__anext__())
+                    except StopAsyncIteration:
+                        finished = True
+                if finished and (self.scorer.stopped or self._stop):
+                    self._ended = True
+                due = self._clock() >= next_at or len(self._ready) >= rows
+                if due or (finished and self._ended):
+                    batch = self._take(last=finished and self._ended)
+                    if batch.rows or batch.last or batch.position != self.position:
+                        self.position = batch.position
+                        yield batch
+                    next_at = self._clock() + seconds
+                if finished:
+                    break
+            if self.scorer.stopped or self._stop:
+                self._ended = True
+
+    # -- reading -----------------------------------------------------------------------
+    async def _revisions(self) -> AsyncIterator[list[Revision]]:
+        sent_in_call = 0
+        all_wikis = wikis()
+        async for event_id, data in self.reader.messages():
+            self.counts.events += 1
+            try:
+                event = parse_event(event_id, data, self.stream)
+            except ValueError as exc:
+                log.warning("event stream: an event lwbatch cannot read, skipped: %s", exc)
+                self.counts.dropped["unreadable"] += 1
+                self._passed(event_id, None)
+                continue
+            if self._gap_check:
+                self._check_gap(event)
+            if self._until is not None and event.time_ms >= self._until:
+                self._ended = True
+                return
+            reason = self.filters.drop_reason(event)
+            key = event.key
+            if reason is None and key is not None and key in self._seen:
+                reason = "seen already"
+            if reason is None and key is not None and not self.filters.sampled(key):
+                reason = "sampled out"
+            if key is not None and reason in (None, "sampled out"):
+                self._remember(key, event.time_ms)
+            if reason is not None or key is None:
+                self.counts.dropped[reason or "no revision"] += 1
+                self._passed(event_id, event.time_ms)
+                continue
+            entry = _Entry(event_id, key, event.time_ms)
+            self._pending.append(entry)
+            self._by_key[key] = entry
+            self.counts.revisions += 1
+            sent_in_call += 1
+            when = datetime.fromtimestamp(event.time_ms / 1000, UTC)
+            yield [
+                Revision(
+                    key.rev_id,
+                    all_wikis.from_dbname(key.wiki),
+                    page_id=event.page_id,
+                    page_title=event.page_title,
+                    kept=(when,),
+                )
+            ]
+            if self._max is not None and self.counts.revisions >= self._max:
+                self._ended = True
+                return
+            if self._stop:
+                self._ended = True
+                return
+            if sent_in_call >= REVISIONS_PER_CALL:
+                return  # a new call: see REVISIONS_PER_CALL
+        self._ended = True
+
+    def _check_gap(self, event: StreamEvent) -> None:
+        mine = positions(event.id)
+        for partition, stored in list(self._gap_check.items()):
+            now = mine.get(partition)
+            if now is None:
+                continue
+            del self._gap_check[partition]
+            if now > stored:
+                self.gap = (stored, now)
+                if not self._accept_gap:
+                    raise StreamGapError(_gap_message(stored, now))
+                log.warning("event stream: %s; going on (accepted)", _gap_message(stored, now))
+            # Checked once per partition: the first event after the resume.
+        if not mine:
+            self._gap_check.clear()
+
+    def _remember(self, key: RowKey, time_ms: int) -> None:
+        self._seen[key] = time_ms
+        self._seen_order.append((time_ms, key))
+        while self._seen_order and self._seen_order[0][0] < time_ms - SEEN_MS:
+            at, old = self._seen_order.popleft()
+            if self._seen.get(old) == at:
+                del self._seen[old]
+
+    def _passed(self, event_id: str, time_ms: int | None) -> None:
+        """An event that costs nothing: the position moves past it with the event
+        before it."""
+        if self._pending:
+            last = self._pending[-1]
+            last.after, last.after_ms = event_id, time_ms
+        else:
+            self._id = event_id
+            if time_ms is not None:
+                self._time_ms = time_ms
+
+    # -- rows ----------------------------------------------------------------------------
+    def _done(self, row: ScoredRow) -> None:
+        assert row.key is not None, "the follower sends no invalid rows"
+        entry = self._by_key.pop(row.key)
+        entry.row = row
+        pending = self._pending
+        while pending and pending[0].row is not None:
+            done = pending.popleft()
+            assert done.row is not None
+            when = datetime.fromtimestamp(done.time_ms / 1000, UTC)
+            self._ready.append((done.row, when))
+            self._recent.append((done.time_ms, done.key))
+            self._id = done.after or done.id
+            self._time_ms = done.after_ms or done.time_ms
+
+    def _take(self, *, last: bool) -> Batch:
+        rows, self._ready = self._ready, []
+        self.counts.rows += len(rows)
+        recent = self._recent
+        if self._time_ms is not None:
+            while recent and recent[0][0] < self._time_ms - RECENT_MS:
+                recent.popleft()
+        while len(recent) > RECENT_MOST:
+            recent.popleft()
+        keys = tuple((k.wiki, k.rev_id) for _, k in recent)
+        return Batch(rows, StreamPosition(self._id, keys, self._time_ms), last=last)
+
+
+def _gap_message(stored: int, first: int) -> str:
+    def at(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    return (
+        f"the stream no longer holds the events from {at(stored)} to {at(first)} UTC "
+        f"({(first - stored) / 1000:,.1f} s): the follower was stopped longer than the "
+        "stream keeps events, so their revisions are missing from the output"
+    )
+
+
+__all__ = [
+    "Batch",
+    "Filters",
+    "FollowCounts",
+    "Follower",
+    "StreamGapError",
+    "StreamPosition",
+]

@@ -1,0 +1,190 @@
+"""`lwbatch.follow(...)`: the follower for Python callers who keep rows themselves.
+
+    async with lwbatch.follow(["enwiki-damaging"], wikis=["enwiki"]) as rows:
+        async for followed in rows:
+            store(followed.row, followed.event_time)
+            # once every row of followed.position is stored:
+            save(followed.position.to_json())
+
+Rows come in batches that share a position: store every row of a position before the
+position itself, then give it back as `resume=` and nothing is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+
+import httpx
+
+from lwbatch.config import Budget, Tier
+from lwbatch.errors import UsageError
+from lwbatch.follow.core import Batch, Filters, FollowCounts, Follower, StreamPosition
+from lwbatch.follow.events import DEFAULT_BASE, STREAMS, parse_time
+from lwbatch.follow.reader import StreamReader
+from lwbatch.results import ScoredRow
+from lwbatch.seams import ScoreCache
+from lwbatch.settings import Connection, Pacing
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """A scored row, its event's time, and the position to store once every row that
+    carries it is stored."""
+
+    row: ScoredRow
+    event_time: datetime
+    position: StreamPosition
+
+
+class Following:
+    """An open follower: ``async with`` it, then iterate rows or :meth:`batches`."""
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        *,
+        wikis: Sequence[str] | None = None,
+        namespaces: Sequence[int] | None = (0,),
+        bots: bool = True,
+        sample: float | None = None,
+        since: str | int | None = None,
+        until: str | int | None = None,
+        max_revisions: int | None = None,
+        resume: StreamPosition | None = None,
+        accept_gap: bool = False,
+        stream: str = "revision-create",
+        stream_url: str | None = None,
+        rate: str | Budget | None = None,
+        tier: Tier | str | None = None,
+        connection: Connection | None = None,
+        pacing: Pacing | None = None,
+        cache: ScoreCache | None = None,
+        stream_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if stream not in STREAMS:
+            raise UsageError(f"`stream` must be one of {', '.join(STREAMS)}, not {stream!r}")
+        if max_revisions is not None and max_revisions < 1:
+            raise UsageError(f"`max_revisions` must be >= 1, got {max_revisions}")
+        now_ms = int(time.time() * 1000)
+        self.models = [models] if isinstance(models, str) else list(models)
+        self.filters = Filters(
+            wikis=None if wikis is None else frozenset(wikis),
+            namespaces=None if namespaces is None else frozenset(namespaces),
+            bots=bots,
+            sample=sample,
+        )
+        self.since_ms = _time("since", since, now_ms)
+        self.until_ms = _time("until", until, now_ms)
+        self.max_revisions = max_revisions
+        self.resume = resume
+        self.accept_gap = accept_gap
+        self.stream = stream
+        self.stream_url = stream_url or DEFAULT_BASE + STREAMS[stream]
+        self._rate, self._tier = rate, tier
+        self.connection = connection or Connection()
+        self.pacing = pacing or Pacing()
+        self.cache = cache
+        self._transport = stream_transport
+        self._stack: AsyncExitStack | None = None
+        self.follower: Follower | None = None
+
+    async def __aenter__(self) -> Following:
+        from lwbatch.engine.scorer import Scorer
+        from lwbatch.identity import Identity
+        from lwbatch.protocol.client import user_agent
+        from lwbatch.settings import read_rate, read_tier
+
+        async with AsyncExitStack() as stack:
+            identity = await Identity.resolve(
+                self.connection,
+                self.pacing,
+                budget=read_rate(self._rate),
+                tier=read_tier(self._tier),
+            )
+            identity.warn_if_doubtful()
+            ledger = await identity.open_ledger(self.pacing)
+            if ledger is not None:
+                stack.push_async_callback(ledger.aclose)
+            scorer = Scorer(
+                self.models,
+                connection=self.connection,
+                pacing=self.pacing,
+                cache=self.cache,
+                identity=identity,
+                ledger=ledger,
+            )
+            await stack.enter_async_context(scorer)
+            reader = StreamReader(
+                self.stream_url,
+                last_id=self.resume.id if self.resume is not None else None,
+                # EventStreams lets Last-Event-ID win over since: so does a resume.
+                since_ms=self.since_ms if self.resume is None else None,
+                user_agent=user_agent(self.connection.contact),
+                transport=self._transport,
+            )
+            self.follower = Follower(
+                scorer,
+                reader,
+                stream=self.stream,
+                filters=self.filters,
+                start=self.resume,
+                until_ms=self.until_ms,
+                max_revisions=self.max_revisions,
+                accept_gap=self.accept_gap,
+            )
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    def _open(self) -> Follower:
+        if self.follower is None or self._stack is None:
+            raise RuntimeError("use `async with lwbatch.follow(...) as rows:` first")
+        return self.follower
+
+    @property
+    def counts(self) -> FollowCounts:
+        return self._open().counts
+
+    async def batches(self, *, seconds: float = 1.0, rows: int = 10_000) -> AsyncIterator[Batch]:
+        """Batches of rows every `seconds` or `rows`, each with the position after it."""
+        async for batch in self._open().batches(seconds=seconds, rows=rows):
+            yield batch
+
+    async def __aiter__(self) -> AsyncIterator[Followed]:
+        async for batch in self.batches():
+            for row, when in batch.rows:
+                yield Followed(row, when, batch.position)
+
+
+def follow(models: Sequence[str], **options: object) -> Following:
+    """Score new revisions from Wikimedia's event stream as they are made; see
+    :class:`Following` for the options (`wikis`, `namespaces`, `bots`, `sample`,
+    `since`, `until`, `max_revisions`, `resume`, `stream_url`, and the budget and
+    connection of :class:`~lwbatch.Scorer`)."""
+    return Following(models, **options)  # type: ignore[arg-type]
+
+
+def _time(name: str, value: str | int | None, now_ms: int) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return parse_time(value, now_ms=now_ms)
+    except ValueError as exc:
+        raise UsageError(f"`{name}`: {exc}") from None
+
+
+__all__ = ["Followed", "Following", "follow"]
