@@ -1,0 +1,271 @@
+"""`lwbatch follow` against the emulator's revision-create stream.
+
+The expected revisions come from reading the stream here with a plain HTTP client and a
+few lines of SSE parsing, not from lwbatch's follower or the emulator's helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from lwbatch import Connection, Endpoint
+from lwbatch.follow import StreamPosition, follow
+from lwbatch.testing.emulator import EmulatorConfig, running
+from lwbatch.testing.stream import StreamConfig
+
+STREAM = "/v2/stream/mediawiki.revision-create"
+pytestmark = pytest.mark.xdist_group("follow")
+
+
+def stream_events(url: str, since: int, until: int) -> list[dict[str, Any]]:
+    """Every event the stream serves from `since` up to (not with) the first one made at
+    `until` or later, in order, redeliveries (and, after a dropped connection, the events
+    of the last millisecond) included."""
+    events: list[dict[str, Any]] = []
+    for _ in range(1000):
+        with httpx.stream("GET", url + STREAM, params={"since": str(since)}, timeout=30) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[len("data: ") :])
+                moment = datetime.fromisoformat(event["meta"]["dt"].replace("Z", "+00:00"))
+                since = int(moment.timestamp() * 1000)
+                if since >= until:
+                    return events
+                events.append(event)
+    raise AssertionError("the stream keeps ending")
+
+
+def wanted(events: list[dict[str, Any]], wikis: set[str]) -> set[tuple[str, int]]:
+    return {
+        (e["database"], e["rev_id"])
+        for e in events
+        if e["meta"]["domain"] != "canary"
+        and e["database"] in wikis
+        and e["page_namespace"] == 0
+    }
+
+
+def output_keys(directory: Path) -> list[tuple[str, int]]:
+    keys: list[tuple[str, int]] = []
+    for part in sorted(directory.glob("date=*/part-*.parquet")):
+        table = pq.read_table(part, columns=["wiki_db", "rev_id"])
+        keys += zip(table["wiki_db"].to_pylist(), table["rev_id"].to_pylist(), strict=True)
+    return keys
+
+
+@pytest.fixture
+def stream_emulator() -> Iterator[tuple[Any, str]]:
+    # 400 events/s, 2 per millisecond id; an hour of history to replay at once.
+    config = EmulatorConfig(latency=_latency(), stream=StreamConfig(rate=400.0, per_ms=2))
+    with running(config) as found:
+        yield found
+
+
+def _latency() -> Any:
+    from lwbatch.testing.emulator import Latency
+
+    return Latency.parse("0.002")
+
+
+def follow_command(url: str, out: Path, since: int, until: int | str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "lwbatch", "follow", "-m", "{wiki}-damaging",
+        "--wiki", "enwiki,dewiki", "-o", str(out), "--since", str(since),
+        "--until", str(until), "--stream-url", url + STREAM, "--endpoint", url,
+        "--rate", "unlimited", "--roll", "0.1s", "-q", *extra,
+    ]  # fmt: skip
+
+
+def test_a_follower_killed_and_restarted_writes_every_revision_once(
+    stream_emulator: tuple[Any, str], tmp_path: Path
+) -> None:
+    emu, url = stream_emulator
+    since = emu.stream.start_ms + 1_000
+    until = since + 20_000  # 8,000 events
+    out = tmp_path / "scores"
+    command = follow_command(url, out, since, until)
+    env = {k: v for k, v in os.environ.items() if k != "LIFTWING_TOKEN"}
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # Handshake: the kill lands once three parts are out, mid-run.
+        while len(list(out.glob("date=*/part-*.parquet"))) < 3:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.communicate(timeout=30)
+    killed_at = len(output_keys(out))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+    expected = wanted(stream_events(url, since, until), {"enwiki", "dewiki"})
+    keys = output_keys(out)
+    assert 0 < killed_at < len(expected)
+    assert len(keys) == len(set(keys))  # no duplicate
+    assert set(keys) == expected  # no gap
+    connections = httpx.get(url + "/_emulator/stats").json()["stream"]["resumed_from"]
+    # The restart resumed from the position stored with the parts, not from --since.
+    assert connections[0] == f"since={since}"
+    assert connections[1].startswith('[{"topic"')
+    assert len(connections) == 3  # two runs, and this test's own reading
+
+
+def test_dropped_connections_resume_without_a_gap_and_filtered_events_cost_nothing(
+    tmp_path: Path,
+) -> None:
+    config = EmulatorConfig(stream=StreamConfig(rate=400.0, per_ms=3, drop_after=97))
+    with running(config) as (emu, url):
+        since = emu.stream.start_ms + 500
+        until = since + 5_000  # 2,000 events
+
+        async def main() -> list[tuple[str, int]]:
+            async with follow(
+                ["enwiki-damaging"],
+                wikis=["enwiki"],
+                since=since,
+                until=until,
+                stream_url=url + STREAM,
+                connection=Connection(endpoint=Endpoint(base_url=url)),
+                rate="unlimited",
+            ) as rows:
+                found = [(f.row.key.wiki, f.row.key.rev_id) async for f in rows if f.row.key]
+                counts = rows.counts
+            assert counts.dropped["canary"] == 40
+            assert counts.dropped["seen already"] > 0
+            return found
+
+        keys = anyio.run(main)
+        stats = httpx.get(url + "/_emulator/stats").json()
+        expected = wanted(stream_events(url, since, until), {"enwiki"})
+    assert sorted(keys) == sorted(expected)
+    # One request per revision: canaries, other wikis and redeliveries cost none.
+    assert stats["requests"] == len(expected)
+    resumed = stats["stream"]["resumed_from"]  # read before this test's own reading
+    assert len(resumed) >= 2_000 // 97
+    assert resumed[0] == f"since={since}"
+    assert all(r.startswith('[{"topic"') for r in resumed[1:])
+
+
+def test_a_position_resumes_python_callers_without_repeats(tmp_path: Path) -> None:
+    config = EmulatorConfig(stream=StreamConfig(rate=400.0, per_ms=4))
+    with running(config) as (emu, url):
+        since = emu.stream.start_ms + 200
+        until = since + 3_000
+        options: dict[str, Any] = {
+            "wikis": ["enwiki", "dewiki"],
+            "stream_url": url + STREAM,
+            "connection": Connection(endpoint=Endpoint(base_url=url)),
+            "rate": "unlimited",
+            "until": until,
+        }
+
+        async def first_part() -> tuple[list[tuple[str, int]], bytes]:
+            async with follow(["{wiki}-damaging"], since=since, **options) as rows:
+                async for batch in rows.batches(seconds=60.0, rows=150):
+                    found = [(r.key.wiki, r.key.rev_id) for r, _ in batch.rows if r.key]
+                    return found, batch.position.to_json()
+            raise AssertionError("no batch")
+
+        async def the_rest(position: bytes) -> list[tuple[str, int]]:
+            resume = StreamPosition.from_json(position)
+            async with follow(["{wiki}-damaging"], resume=resume, **options) as rows:
+                return [(f.row.key.wiki, f.row.key.rev_id) async for f in rows if f.row.key]
+
+        first, position = anyio.run(first_part)
+        rest = anyio.run(the_rest, position)
+        expected = wanted(stream_events(url, since, until), {"enwiki", "dewiki"})
+    assert len(first) >= 150
+    assert len(first) + len(rest) == len(set(first) | set(rest))
+    assert set(first) | set(rest) == expected
+
+
+def test_a_sample_is_the_same_on_every_run_and_counted(tmp_path: Path) -> None:
+    with running(EmulatorConfig(stream=StreamConfig(rate=400.0))) as (emu, url):
+        since = emu.stream.start_ms
+        until = since + 5_000
+
+        async def sampled() -> tuple[set[tuple[str, int]], int]:
+            async with follow(
+                ["enwiki-damaging"],
+                wikis=["enwiki"],
+                sample=0.25,
+                since=since,
+                until=until,
+                stream_url=url + STREAM,
+                connection=Connection(endpoint=Endpoint(base_url=url)),
+                rate="unlimited",
+            ) as rows:
+                keys = {(f.row.key.wiki, f.row.key.rev_id) async for f in rows if f.row.key}
+                return keys, rows.counts.dropped["sampled out"]
+
+        one, out_one = anyio.run(sampled)
+        two, out_two = anyio.run(sampled)
+        expected = wanted(stream_events(url, since, until), {"enwiki"})
+    assert one == two and out_one == out_two
+    assert one < expected
+    assert len(one) + out_one == len(expected)
+    assert 0.15 < len(one) / len(expected) < 0.35
+
+
+def test_a_follower_stopped_longer_than_the_retention_stops_at_the_gap(
+    stream_emulator: tuple[Any, str], tmp_path: Path
+) -> None:
+    emu, url = stream_emulator
+    since = emu.stream.start_ms + 1_000
+    out = tmp_path / "scores"
+    first = subprocess.run(
+        follow_command(url, out, since, since + 1_000), capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    # The same stream, now keeping only its last 10 minutes: the position is older.
+    short = EmulatorConfig(stream=StreamConfig(rate=400.0, per_ms=2, retention=600.0))
+    with running(short) as (_, short_url):
+        later = since + 3_600_000
+        gap = subprocess.run(
+            follow_command(short_url, out, since, later), capture_output=True, text=True
+        )
+        assert gap.returncode == 1
+        assert "the stream no longer holds the events from" in gap.stderr
+        assert "Traceback" not in gap.stderr
+        parts = len(list(out.glob("date=*/part-*.parquet")))
+        accepted = subprocess.run(
+            follow_command(short_url, out, since, "now", "--max-revisions", "50", "--accept-gap"),
+            capture_output=True,
+            text=True,
+        )
+        assert accepted.returncode == 0, accepted.stderr
+        assert len(list(out.glob("date=*/part-*.parquet"))) > parts
+
+
+def test_a_restart_with_other_options_is_refused(
+    stream_emulator: tuple[Any, str], tmp_path: Path
+) -> None:
+    emu, url = stream_emulator
+    since = emu.stream.start_ms
+    out = tmp_path / "scores"
+    assert subprocess.run(follow_command(url, out, since, since + 500)).returncode == 0
+    other = follow_command(url, out, since, since + 1_000)
+    other[other.index("enwiki,dewiki")] = "enwiki"
+    refused = subprocess.run(other, capture_output=True, text=True)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"lwbatch: error: --output {out}: an earlier follow wrote it with other wikis; "
+        "rerun it as it was, or choose another directory"
+    ]
