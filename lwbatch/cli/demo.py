@@ -47,3 +47,62 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
                 value = cell["error"] or cell["prediction"]
                 parts.append(f"{model}={value}")
             click.echo("  " + "  ".join(parts), err=True)
+
+
+def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
+    """`lwbatch follow` on the emulator's stream: the last two minutes of enwiki and
+    dewiki revisions (at 20 events a second), replayed at once into parts."""
+    import time
+
+    from lwbatch.cli.commands.follow import run_follow
+    from lwbatch.follow.session import Following
+
+    models = ["{wiki}-damaging"]
+    config = EmulatorConfig(latency=Latency("lognormal", 0.02, 0.6), track_pairs=False)
+    with running(config) as (_, base_url):
+        now_ms = int(time.time() * 1000)
+        logging.getLogger("lwbatch").info(
+            "following the emulator's revision-create stream at %s: enwiki and dewiki "
+            "revisions of the last two minutes, with %s",
+            base_url,
+            ", ".join(models),
+        )
+        connection = Connection(endpoint=Endpoint(base_url=base_url))
+        following = Following(
+            models,
+            wikis=["enwiki", "dewiki"],
+            since=now_ms - 120_000,
+            until=now_ms,
+            stream_url=f"{base_url}/v2/stream/mediawiki.revision-create",
+            connection=connection,
+            rate="2000/s",
+            pacing=Pacing(concurrency=64),
+        )
+        if output.exists():
+            import shutil
+
+            shutil.rmtree(output)  # a fresh demo every time
+        specs = connection.models().resolve_all(models)
+        options = {"models": models, "wikis": ["dewiki", "enwiki"], "namespaces": [0],
+                   "bots": True, "sample": None, "stream": "revision-create"}  # fmt: skip
+        run_follow(following, output, specs, options, 0.5, 100_000, quiet, 3600.0)
+    if not quiet:
+        parts = sorted(output.glob("date=*/part-*.parquet"))
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        click.echo(f"\n{output}/ holds {rows:,} rows in {len(parts)} parts; the first three:",
+                   err=True)  # fmt: skip
+        with pq.ParquetFile(parts[0]) as file:
+            table = file.read()
+        for row in table.slice(0, 3).to_pylist():
+            cell = row["{wiki}-damaging"]
+            click.echo(
+                f"  wiki_db={row['wiki_db']}  rev_id={row['rev_id']}  "
+                f"event_time={row['event_time']:%H:%M:%S.%f}  "
+                f"damaging={cell['error'] or cell['prediction']}",
+                err=True,
+            )
+        click.echo(
+            "\nRead the directory while it grows, e.g. "
+            f"pyarrow.dataset.dataset('{output}', partitioning='hive')",
+            err=True,
+        )

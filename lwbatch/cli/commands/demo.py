@@ -13,16 +13,24 @@ import cloup
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    default=Path("lwbatch-demo.parquet"),
-    show_default=True,
-    help="Where to write the demo's scores.",
+    help="Where to write the demo's scores (default: lwbatch-demo.parquet; with "
+    "--follow, the directory lwbatch-demo-follow).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-def demo(output: Path, quiet: bool) -> None:
+@click.option(
+    "--follow",
+    "follow_stream",
+    is_flag=True,
+    help="Show `lwbatch follow` instead: the emulator's event stream into a directory of parts.",
+)
+def demo(output: Path | None, quiet: bool, follow_stream: bool) -> None:
     """Score the shipped sample file against a local emulator, and show the result."""
-    from lwbatch.cli.demo import run_demo
+    from lwbatch.cli.demo import run_demo, run_follow_demo
 
-    run_demo(output, quiet=quiet)
+    if follow_stream:
+        run_follow_demo(output or Path("lwbatch-demo-follow"), quiet=quiet)
+    else:
+        run_demo(output or Path("lwbatch-demo.parquet"), quiet=quiet)
 
 
 __all__ = ["demo"]

@@ -99,6 +99,33 @@ from lwbatch.protocol.catalog import split_model_names
     "/_emulator/stats (memory grows with them).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--stream-rate",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Events per second of the revision-create stream at /v2/stream/... .",
+)
+@click.option(
+    "--stream-history",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How far back the stream starts (what --since can reach).",
+)
+@click.option(
+    "--stream-retention",
+    type=float,
+    metavar="SECONDS",
+    help="Keep only this much of the stream: an older position resumes at a gap.",
+)
+@click.option(
+    "--stream-drop-after",
+    type=int,
+    metavar="N",
+    help="Drop each stream connection after N events.",
+)
 def emulate(host: str, port: int, **given: Any) -> None:
     """Serve a local Lift Wing emulator (deterministic scores) until Ctrl-C.
 
@@ -108,6 +135,10 @@ def emulate(host: str, port: int, **given: Any) -> None:
           --unsupported readability:vo,zh-yue --retry-after-503 5
       lwbatch score revs.parquet -o out.parquet -m enwiki-damaging \\
           --endpoint http://127.0.0.1:8080
+    \b
+    Its revision-create stream, for lwbatch follow:
+      lwbatch follow -m enwiki-damaging -o scores/ --endpoint http://127.0.0.1:8080 \\
+          --stream-url http://127.0.0.1:8080/v2/stream/mediawiki.revision-create
     \b
     OAuth2 tokens that expire every 500 requests:
       lwbatch emulate --oauth-client me:s3cret --token-uses 500
@@ -126,9 +157,17 @@ def emulate(host: str, port: int, **given: Any) -> None:
         parse_unsupported,
         serve,
     )
+    from lwbatch.testing.stream import StreamConfig
 
     rate = given.pop("rate") or given.pop("old_budget")
+    stream = StreamConfig(
+        rate=given.pop("stream_rate"),
+        history=given.pop("stream_history"),
+        retention=given.pop("stream_retention"),
+        drop_after=given.pop("stream_drop_after"),
+    )
     config = EmulatorConfig(
+        stream=stream,
         latency=Latency.parse(given.pop("latency")),
         undeployed=frozenset(split_model_names(given.pop("undeployed"))),
         problems=parse_problems(given.pop("problems")),

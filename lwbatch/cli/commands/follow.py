@@ -204,10 +204,24 @@ def follow(**given: Any) -> None:
         cache=_cache(cache),
         **budget,
     )
+    run_follow(following, Path(output), specs, options, _seconds(roll), roll_rows, quiet, every)
+
+
+def run_follow(
+    following: Any,
+    output: Path,
+    specs: Any,
+    options: dict[str, Any],
+    roll: float,
+    roll_rows: int,
+    quiet: bool,
+    every: float,
+) -> None:
+    """Follow into `output` until the end the options set, or a signal (then raise
+    Interrupted with its exit code, once the last part is written)."""
     received: list[int] = []
     anyio.run(
-        _run, following, Path(output), specs, options, _seconds(roll), roll_rows, quiet, every,
-        received,
+        _run, following, output, specs, options, roll, roll_rows, quiet, every, received,
     )  # fmt: skip
     if received:
         signum = received[0]
@@ -391,4 +405,4 @@ def _cache(path: Path | None) -> Any:
     return SqliteScoreCache(path)
 
 
-__all__ = ["follow"]
+__all__ = ["follow", "run_follow"]
