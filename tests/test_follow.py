@@ -273,3 +273,74 @@ def test_a_restart_with_other_options_is_refused(
         f"lwbatch: error: --output {out}: an earlier follow wrote it with other wikis; "
         "rerun it as it was, or choose another directory"
     ]
+
+
+def test_sigterm_writes_the_last_part_and_exits_143_and_the_rerun_goes_on(
+    stream_emulator: tuple[Any, str], tmp_path: Path
+) -> None:
+    emu, url = stream_emulator
+    since = emu.stream.start_ms + 1_000
+    far = since + 3_000_000  # not reached: the signal ends the first run
+    out = tmp_path / "scores"
+    proc = subprocess.Popen(follow_command(url, out, since, far), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("date=*/part-*.parquet"))) < 2:  # handshake: parts out
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().splitlines()[-1] == (
+        "lwbatch: error: stopped by SIGTERM; the output holds every revision up to its "
+        "position: rerun the same command to go on"
+    )
+    first = output_keys(out)
+    stopped = json.loads((out / "_lwbatch_follow.json").read_bytes())["position"]["time_ms"]
+    until = stopped + 2_000
+    done = subprocess.run(
+        follow_command(url, out, since, until), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    keys = output_keys(out)
+    assert len(first) < len(keys) == len(set(keys))
+    assert set(keys) == wanted(stream_events(url, since, until), {"enwiki", "dewiki"})
+
+
+def test_a_follower_and_a_score_run_of_one_identity_stay_inside_the_budget_together(
+    tmp_path: Path,
+) -> None:
+    from bisect import bisect_left
+
+    budget = "100/2s"
+    config = EmulatorConfig(
+        latency=_latency(), budget=_rate(budget), stream=StreamConfig(rate=400.0)
+    )
+    with running(config) as (emu, url):
+        revs = tmp_path / "revs.csv"
+        revs.write_text("rev_id\n" + "\n".join(str(i) for i in range(1, 151)) + "\n")
+        score = [
+            sys.executable, "-m", "lwbatch", "score", str(revs), "-o",
+            str(tmp_path / "backfill.parquet"), "-m", "enwiki-damaging", "--endpoint", url,
+            "--rate", budget, "-q",
+        ]  # fmt: skip
+        since = emu.stream.start_ms
+        follower = follow_command(url, tmp_path / "live", since, since + 60_000)
+        follower[follower.index("unlimited")] = budget
+        follower += ["--max-revisions", "150"]
+        procs = [subprocess.Popen(c, stderr=subprocess.PIPE, text=True) for c in (score, follower)]
+        results = [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
+        for err, code in results:
+            assert code == 0, err
+        times = sorted(emu.stats.arrivals)
+    assert len(times) == 300
+    assert emu.stats.by_status.get("429", 0) == 0
+    # Together, never more than the one budget in any 2 s.
+    assert max(bisect_left(times, t + 2.0) - i for i, t in enumerate(times)) <= 100
+
+
+def _rate(text: str) -> Any:
+    from lwbatch import Rate
+
+    return Rate.parse(text)

@@ -39,8 +39,10 @@ log = logging.getLogger("lwbatch")
 # Keys written in this much event time before the position ride along with it.
 RECENT_MS = 10_000
 RECENT_MOST = 100_000
-# Keys seen in this much event time are dropped when they come again in a run.
+# Keys seen in this much event time (at most SEEN_MOST of them) are dropped when they
+# come again in a run: redeliveries come within seconds.
 SEEN_MS = 600_000
+SEEN_MOST = 200_000
 # A Scorer call remembers every key it was given; a new call after this many keeps
 # that memory bounded.
 REVISIONS_PER_CALL = 1_000_000
@@ -309,7 +311,8 @@ class Follower:
     def _remember(self, key: RowKey, time_ms: int) -> None:
         self._seen[key] = time_ms
         self._seen_order.append((time_ms, key))
-        while self._seen_order and self._seen_order[0][0] < time_ms - SEEN_MS:
+        order = self._seen_order
+        while order and (order[0][0] < time_ms - SEEN_MS or len(order) > SEEN_MOST):
             at, old = self._seen_order.popleft()
             if self._seen.get(old) == at:
                 del self._seen[old]
