@@ -344,3 +344,65 @@ def _rate(text: str) -> Any:
     from lwbatch import Rate
 
     return Rate.parse(text)
+
+
+def test_recentchange_events_name_their_revision_and_log_events_none() -> None:
+    from lwbatch.follow.events import parse_event
+
+    edit = {
+        "meta": {"dt": "2026-12-08T10:00:00.250Z", "domain": "de.wikipedia.org"},
+        "type": "edit",
+        "wiki": "dewiki",
+        "namespace": 0,
+        "bot": True,
+        "title": "Berlin",
+        "revision": {"old": 99, "new": 100},
+    }
+    log_event = {**edit, "type": "log", "revision": None}
+    event = parse_event("[]", json.dumps(edit), "recentchange")
+    assert (event.key, event.namespace, event.bot, event.canary) == (
+        ("dewiki", 100),
+        0,
+        True,
+        False,
+    )
+    assert event.time_ms == 1_796_724_000_250
+    assert parse_event("[]", json.dumps(log_event), "recentchange").key is None
+    with pytest.raises(ValueError, match="an event of another shape"):
+        parse_event("[]", json.dumps({"meta": {}}), "revision-create")
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--since", "yesterday"], "--since: 'yesterday' is not a time"),
+        (["--roll", "soon"], "--roll: 'soon' is not a duration (30s, 5m, 1h)"),
+        (["--sample", "1.5"], "--sample must be a share in (0, 1], got 1.5"),
+        (["--namespace", "main"], "--namespace: 'main' is not a list of namespace numbers"),
+    ],
+)
+def test_bad_options_get_one_line_and_exit_2(tmp_path: Path, extra: list[str], said: str) -> None:
+    command = [
+        sys.executable, "-m", "lwbatch", "follow", "-m", "enwiki-damaging",
+        "-o", str(tmp_path / "out"), "--stream-url", "http://127.0.0.1:9/v2/stream/x",
+        "--endpoint", "http://127.0.0.1:9", *extra,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_template_model_needs_the_wikis_named() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lwbatch", "follow", "-m", "{wiki}-damaging", "-o", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "lwbatch: error: --wiki: {wiki}-damaging scores more than one wiki; name the wikis "
+        "to follow (--wiki enwiki,dewiki) or --wiki all"
+    )

@@ -38,6 +38,7 @@ FOLLOWING = cloup.option_group(
         "--wiki",
         "wiki",
         metavar="DB,DB|all",
+        sets="wikis",
         help="Wikis to score (database names: enwiki,dewiki), or all. Default: the wikis "
         "the models name (enwiki for enwiki-damaging).",
     ),
@@ -45,6 +46,7 @@ FOLLOWING = cloup.option_group(
         "--namespace",
         "namespace",
         metavar="N,N|all",
+        sets="namespaces",
         default="0",
         show_default=True,
         help="Page namespaces to score, or all.",
@@ -53,6 +55,7 @@ FOLLOWING = cloup.option_group(
     flag(
         "--sample",
         type=float,
+        sets="sample",
         metavar="FRACTION",
         help="Score this share of the revisions (by a hash of wiki and rev_id, so every "
         "run takes the same ones); the others get no row and are counted.",
@@ -71,16 +74,24 @@ WHEN = cloup.option_group(
     flag(
         "--since",
         metavar="TIME",
+        sets="since",
         help="Start a new output at this time (ISO 8601, UTC milliseconds); a restart goes "
         "on from the output's position instead. Default: now.",
     ),
     flag(
         "--until",
         metavar="TIME|now",
+        sets="until",
         help="Stop at the first revision made at TIME or later (now: when the command "
         "started), after writing every one before it: for cron and Airflow runs.",
     ),
-    flag("--max-revisions", type=int, metavar="N", help="Stop after scoring N revisions."),
+    flag(
+        "--max-revisions",
+        type=int,
+        metavar="N",
+        sets="max_revisions",
+        help="Stop after scoring N revisions.",
+    ),
     flag(
         "--accept-gap",
         is_flag=True,
