@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -406,3 +407,36 @@ def test_a_template_model_needs_the_wikis_named() -> None:
         "lwbatch: error: --wiki: {wiki}-damaging scores more than one wiki; name the wikis "
         "to follow (--wiki enwiki,dewiki) or --wiki all"
     )
+
+
+def test_a_stream_faster_than_the_budget_grows_the_lag_not_the_memory(tmp_path: Path) -> None:
+    # 600 events/s, 4 in 6 of them revisions of the chosen wikis; a budget of 100/s.
+    config = EmulatorConfig(latency=_latency(), stream=StreamConfig(rate=600.0))
+    with running(config) as (_, url):
+        command = [
+            sys.executable, "-m", "lwbatch", "follow", "-m", "{wiki}-damaging",
+            "--wiki", "enwiki,dewiki,frwiki", "-o", str(tmp_path / "out"),
+            "--stream-url", url + STREAM, "--endpoint", url, "--rate", "100/1s",
+            "--roll", "1s", "--progress-every", "1",
+        ]  # fmt: skip
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        lags: list[tuple[float, str | None]] = []
+        rss: list[float] = []
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                found = re.search(r"lag ([\d,.]+) s(?: \((\w+)\))?", line)
+                if found:
+                    lags.append((float(found.group(1).replace(",", "")), found.group(2)))
+                    status = Path(f"/proc/{proc.pid}/status").read_text()
+                    rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)  # type: ignore[union-attr]
+                if len(lags) == 8:
+                    break
+            proc.send_signal(signal.SIGTERM)
+        finally:
+            proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert lags[-1][0] > lags[1][0] + 1.0
+    assert lags[-1][1] == "growing"
+    # Reading stops while scoring lags: memory does not follow the stream.
+    assert max(rss[4:]) < rss[1] + 15

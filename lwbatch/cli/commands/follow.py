@@ -319,12 +319,13 @@ class _View:
         self.next_at = now + self.every
         counts = follower.counts
         trend = ""
-        earlier = [lg for at, lg in self.lags if at <= now - min(self.every, 60.0)]
+        earlier = [(at, lg) for at, lg in self.lags if at <= now - min(self.every, 60.0)]
         if lag is not None and earlier:
+            # Seconds of lag gained per second: over 5% is a lag that grows.
+            then, was = earlier[-1]
+            change = (lag - was) / max(now - then, 1e-9)
             trend = (
-                " (growing)"
-                if lag > earlier[-1] + 1.0
-                else (" (shrinking)" if lag < earlier[-1] - 1.0 else " (steady)")
+                " (growing)" if change > 0.05 else " (shrinking)" if change < -0.05 else " (steady)"
             )
         dropped = ", ".join(f"{n:,} {why}" for why, n in counts.dropped.most_common())
         lag_text = f"; lag {lag:,.1f} s{trend}" if lag is not None else ""
