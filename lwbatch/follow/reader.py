@@ -23,6 +23,8 @@ BACKOFF_FIRST = 0.2  # seconds before the first reconnect; doubles up to BACKOFF
 BACKOFF_MOST = 30.0
 # A connection that says nothing this long (not even a keep-alive comment) is dead.
 READ_TIMEOUT = 60.0
+# Failures in a row before any event came, after which the URL is taken to be wrong.
+FIRST_TRIES = 6
 
 
 class StreamReader:
@@ -52,6 +54,7 @@ class StreamReader:
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT)
         async with httpx.AsyncClient(transport=self._transport, timeout=timeout) as client:
             failures = 0
+            heard = False
             while True:
                 headers = dict(self._headers)
                 params = {}
@@ -68,7 +71,7 @@ class StreamReader:
                         async for sse in source.aiter_sse():
                             if sse.event != "message" or not sse.data:
                                 continue
-                            failures = 0
+                            failures, heard = 0, True
                             if sse.id:
                                 self.last_id = sse.id
                             yield sse.id, sse.data
@@ -77,10 +80,17 @@ class StreamReader:
                     why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 except _Retry as exc:
                     why = str(exc)
-                pause = min(BACKOFF_FIRST * 2**failures, BACKOFF_MOST)
                 failures += 1
+                if not heard and failures >= FIRST_TRIES:
+                    raise RunAborted(
+                        f"cannot read the event stream {self.url} ({why}, {failures} tries): "
+                        "check the URL (--stream-url) and the network"
+                    )
+                pause = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MOST)
                 self.reconnects += 1
-                log.info("event stream: %s; reconnecting in %.1f s", why, pause)
+                # A dropped connection is routine; several in a row are worth a warning.
+                say = log.warning if failures >= 3 else log.info
+                say("event stream: %s; reconnecting in %.1f s", why, pause)
                 await self._sleep(pause)
 
 
