@@ -82,10 +82,7 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
             import shutil
 
             shutil.rmtree(output)  # a fresh demo every time
-        specs = connection.models().resolve_all(models)
-        options = {"models": models, "wikis": ["dewiki", "enwiki"], "namespaces": [0],
-                   "bots": True, "sample": None, "stream": "revision-create"}  # fmt: skip
-        run_follow(following, output, specs, options, 0.5, 100_000, quiet, 3600.0)
+        run_follow(following, output, roll=0.5, roll_rows=100_000, quiet=quiet, every=3600.0)
     if not quiet:
         parts = sorted(output.glob("date=*/part-*.parquet"))
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)

@@ -150,6 +150,19 @@ class Following:
         if stack is not None:
             await stack.__aexit__(exc_type, exc, tb)
 
+    @property
+    def options(self) -> dict[str, object]:
+        """The choices a stored output keeps: a restart must make the same ones."""
+        filters = self.filters
+        return {
+            "models": list(self.models),
+            "wikis": sorted(filters.wikis) if filters.wikis is not None else "all",
+            "namespaces": sorted(filters.namespaces) if filters.namespaces is not None else "all",
+            "bots": filters.bots,
+            "sample": filters.sample,
+            "stream": self.stream,
+        }
+
     def _open(self) -> Follower:
         if self.follower is None or self._stack is None:
             raise RuntimeError("use `async with lwbatch.follow(...) as rows:` first")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -29,6 +29,9 @@ from lwbatch.cli.options import (
     take,
 )
 from lwbatch.errors import Interrupted, UsageError, primary_error
+
+if TYPE_CHECKING:
+    from lwbatch.follow.session import Following
 
 log = logging.getLogger("lwbatch")
 
@@ -183,16 +186,8 @@ def follow(**given: Any) -> None:
         raise UsageError(f"--sample must be a share in (0, 1], got {sample}")
     if max_revisions is not None and max_revisions < 1:
         raise UsageError(f"--max-revisions must be >= 1, got {max_revisions}")
-    specs = connection.models().resolve_all(models)
-    wikis = _wikis(wiki, specs)
-    options: dict[str, Any] = {
-        "models": list(models),
-        "wikis": sorted(wikis) if wikis is not None else "all",
-        "namespaces": _namespaces(namespace),
-        "bots": not no_bots,
-        "sample": sample,
-        "stream": stream,
-    }
+    wikis = _wikis(wiki, connection.models().resolve_all(models))
+    namespaces = _namespaces(namespace)
     from lwbatch.cli.stops import install
 
     install(fresh=False)
@@ -201,7 +196,7 @@ def follow(**given: Any) -> None:
     following = Following(
         models,
         wikis=sorted(wikis) if wikis is not None else None,
-        namespaces=options["namespaces"] if options["namespaces"] != "all" else None,
+        namespaces=namespaces,
         bots=not no_bots,
         sample=sample,
         since=since,
@@ -215,25 +210,26 @@ def follow(**given: Any) -> None:
         cache=_cache(cache),
         **budget,
     )
-    run_follow(following, Path(output), specs, options, _seconds(roll), roll_rows, quiet, every)
+    run_follow(
+        following, Path(output), roll=_seconds(roll), roll_rows=roll_rows, quiet=quiet, every=every
+    )
 
 
 def run_follow(
-    following: Any,
+    following: Following,
     output: Path,
-    specs: Any,
-    options: dict[str, Any],
+    *,
     roll: float,
     roll_rows: int,
     quiet: bool,
     every: float,
 ) -> None:
-    """Follow into `output` until the end the options set, or a signal (then raise
-    Interrupted with its exit code, once the last part is written)."""
+    """Follow into the directory `output`, a part every `roll` seconds or `roll_rows`
+    rows, until the end the options set, or a signal: then raise Interrupted with its
+    exit code, once the last part is written."""
     received: list[int] = []
-    anyio.run(
-        _run, following, output, specs, options, roll, roll_rows, quiet, every, received,
-    )  # fmt: skip
+    view = _View(quiet=quiet, every=every)
+    anyio.run(_run, following, output, roll, roll_rows, view, received)
     if received:
         signum = received[0]
         exc = Interrupted(saved_in=None)
@@ -246,25 +242,22 @@ def run_follow(
 
 
 async def _run(
-    following: Any,
+    following: Following,
     output: Path,
-    specs: Any,
-    options: dict[str, Any],
     roll: float,
     roll_rows: int,
-    quiet: bool,
-    every: float,
+    view: _View,
     received: list[int],
 ) -> None:
     from lwbatch.follow.parts import PartWriter
     from lwbatch.threads import on_thread
 
-    writer = PartWriter(output, specs, options)
+    specs = following.connection.models().resolve_all(following.models)
+    writer = PartWriter(output, specs, following.options)
     start = await on_thread(writer.restore)
     following.resume = start
     if start is not None:
         following.since_ms = None
-    view = _View(quiet=quiet, every=every)
     try:
         async with anyio.create_task_group() as tg, following:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -278,7 +271,7 @@ async def _run(
     view.show(following, writer, final=True)
 
 
-async def _watch(signals: AsyncIterator[int], following: Any, received: list[int]) -> None:
+async def _watch(signals: AsyncIterator[int], following: Following, received: list[int]) -> None:
     async for signum in signals:
         if received:
             log.warning("second signal: exiting now; the output holds every part written")
@@ -288,8 +281,10 @@ async def _watch(signals: AsyncIterator[int], following: Any, received: list[int
             "%s: finishing the revisions in flight, then writing the last part",
             signal.Signals(signum).name,
         )
-        following.follower.stop()
-        await following.follower.scorer.stop(10.0)
+        follower = following.follower
+        assert follower is not None
+        follower.stop()
+        await follower.scorer.stop(10.0)
 
 
 class _View:
@@ -397,9 +392,9 @@ def _wikis(value: str | None, specs: Any) -> frozenset[str] | None:
     return frozenset(w for w in named if w is not None)
 
 
-def _namespaces(value: str) -> list[int] | str:
+def _namespaces(value: str) -> list[int] | None:
     if value.strip() == "all":
-        return "all"
+        return None
     try:
         found = sorted({int(n) for n in value.split(",") if n.strip()})
     except ValueError:
