@@ -440,3 +440,53 @@ def test_a_stream_faster_than_the_budget_grows_the_lag_not_the_memory(tmp_path: 
     assert lags[-1][1] == "growing"
     # Reading stops while scoring lags: memory does not follow the stream.
     assert max(rss[4:]) < rss[1] + 15
+
+
+def test_the_cache_a_follower_keeps_makes_a_later_score_of_its_revisions_free(
+    stream_emulator: tuple[Any, str], tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    emu, url = stream_emulator
+    since = emu.stream.start_ms + 1_000
+    out, cache = tmp_path / "scores", tmp_path / "scores.sqlite"
+    followed = subprocess.run(
+        follow_command(url, out, since, since + 2_000, "--cache", str(cache)),
+        capture_output=True,
+        text=True,
+    )
+    assert followed.returncode == 0, followed.stderr
+    keys = output_keys(out)
+    revisions = tmp_path / "revisions.parquet"
+    pq.write_table(
+        pa.table({"wiki_db": [w for w, _ in keys], "rev_id": [r for _, r in keys]}), revisions
+    )
+    before = emu.stats.requests
+    scored = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lwbatch",
+            "score",
+            str(revisions),
+            "-o",
+            str(tmp_path / "backfill.parquet"),
+            "-m",
+            "{wiki}-damaging",
+            "--wiki-column",
+            "wiki_db",
+            "--endpoint",
+            url,
+            "--rate",
+            "unlimited",
+            "--cache",
+            str(cache),
+            "-q",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
+    assert scored.returncode == 0, scored.stderr
+    assert len(keys) > 100
+    assert emu.stats.requests == before  # every answer came from the cache
+    assert pq.read_table(tmp_path / "backfill.parquet").num_rows == len(keys)

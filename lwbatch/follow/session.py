@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 
 import httpx
@@ -63,7 +64,7 @@ class Following:
         tier: Tier | str | None = None,
         connection: Connection | None = None,
         pacing: Pacing | None = None,
-        cache: ScoreCache | None = None,
+        cache: ScoreCache | Path | None = None,
         stream_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if stream not in STREAMS:
@@ -107,6 +108,12 @@ class Following:
                 tier=read_tier(self._tier),
             )
             identity.warn_if_doubtful()
+            cache = self.cache
+            if isinstance(cache, Path):
+                from lwbatch.cache import SqliteScoreCache
+
+                cache = SqliteScoreCache(cache)
+                stack.callback(cache.close)
             ledger = await identity.open_ledger(self.pacing)
             if ledger is not None:
                 stack.push_async_callback(ledger.aclose)
@@ -114,7 +121,7 @@ class Following:
                 self.models,
                 connection=self.connection,
                 pacing=self.pacing,
-                cache=self.cache,
+                cache=cache,
                 identity=identity,
                 ledger=ledger,
             )

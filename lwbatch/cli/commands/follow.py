@@ -207,7 +207,7 @@ def follow(**given: Any) -> None:
         stream_url=stream_url,
         connection=connection,
         pacing=replace(pacing, gc_control=False),
-        cache=_cache(cache),
+        cache=cache,
         **budget,
     )
     run_follow(
@@ -402,14 +402,6 @@ def _namespaces(value: str) -> list[int] | None:
     if not found:
         raise UsageError(f"--namespace: {value!r} is not a list of namespace numbers (0,1) or all")
     return found
-
-
-def _cache(path: Path | None) -> Any:
-    if path is None:
-        return None
-    from lwbatch.cache import SqliteScoreCache
-
-    return SqliteScoreCache(path)
 
 
 __all__ = ["follow", "run_follow"]
