@@ -23,16 +23,13 @@ from lwbatch._version import __version__
 
 
 class _Package(types.ModuleType):
-    """`lwbatch.wikis` is the function lwbatch 0.1 had there, and `lwbatch.follow` the
-    follower, although a subpackage has each name: the import system binds a submodule
-    to its package's attribute when it is first imported, and here that binding takes
-    the function instead."""
+    """`lwbatch.wikis` is the function lwbatch 0.1 had there, although a submodule has
+    the same name: the import system binds a submodule to its package's attribute when
+    it is first imported, and here that binding takes the function instead."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "wikis" and isinstance(value, types.ModuleType):
             value = value.wikis
-        elif name == "follow" and isinstance(value, types.ModuleType):
-            value = value.follow
         super().__setattr__(name, value)
 
 
@@ -52,7 +49,6 @@ if TYPE_CHECKING:
         RunAborted,
         UsageError,
     )
-    from lwbatch.follow.session import follow as follow
     from lwbatch.keys import RowKey
     from lwbatch.oauth import Credentials
     from lwbatch.plan import Plan
@@ -60,6 +56,7 @@ if TYPE_CHECKING:
     from lwbatch.run import plan_file, score_file, score_file_async
     from lwbatch.seams import Journal, Limiter, ScoreCache, Sink, Source
     from lwbatch.settings import Connection, Files, Hooks, Pacing
+    from lwbatch.streaming.session import follow as follow
     from lwbatch.tables import flatten, score, score_async
     from lwbatch.wikis import wikis as wikis
 
@@ -67,6 +64,7 @@ if TYPE_CHECKING:
 _HOMES = {
     **dict.fromkeys(["Budget", "Endpoint", "Rate", "RetryPolicy", "Tier", "Token"], "config"),
     "Scorer": "engine.scorer",
+    "follow": "streaming.session",
     "RunReport": "engine.stats",
     **dict.fromkeys(
         [
@@ -161,9 +159,9 @@ MOVED = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("wikis", "follow"):
-        importlib.import_module(f"lwbatch.{name}")  # binds the function (see _Package)
-        return globals()[name]
+    if name == "wikis":
+        importlib.import_module("lwbatch.wikis")  # binds the function (see _Package)
+        return globals()["wikis"]
     home = _HOMES.get(name)
     if home is not None:
         value = getattr(importlib.import_module(f"lwbatch.{home}"), name)

@@ -55,7 +55,7 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
     import time
 
     from lwbatch.cli.commands.follow import run_follow
-    from lwbatch.follow.session import Following
+    from lwbatch.streaming.session import Following
 
     models = ["{wiki}-damaging"]
     config = EmulatorConfig(latency=Latency("lognormal", 0.02, 0.6), track_pairs=False)
@@ -78,10 +78,7 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
             rate="2000/s",
             pacing=Pacing(concurrency=64),
         )
-        if output.exists():
-            import shutil
-
-            shutil.rmtree(output)  # a fresh demo every time
+        _clear_demo_output(output)
         run_follow(following, output, roll=0.5, roll_rows=100_000, quiet=quiet, every=3600.0)
     if not quiet:
         parts = sorted(output.glob("date=*/part-*.parquet"))
@@ -103,3 +100,28 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
             f"pyarrow.dataset.dataset('{output}', partitioning='hive')",
             err=True,
         )
+
+
+def _clear_demo_output(output: Path) -> None:
+    """Remove an earlier demo's parts, and nothing else: a directory that holds other
+    files is refused."""
+    from lwbatch.errors import UsageError
+    from lwbatch.streaming.parts import LOCK_FILE, POSITION_FILE
+
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise UsageError(f"--output {output}: is a file; the follow demo writes a directory")
+    ours = {POSITION_FILE, LOCK_FILE}
+    for entry in output.iterdir():
+        parts = entry.is_dir() and entry.name.startswith("date=")
+        if not parts and entry.name not in ours:
+            raise UsageError(
+                f"--output {output}: holds files of its own ({entry.name}); give the demo "
+                "a new directory"
+            )
+        if parts and any(not p.name.startswith("part-") for p in entry.iterdir()):
+            raise UsageError(f"--output {output}: {entry.name} holds files of its own")
+    import shutil
+
+    shutil.rmtree(output)

@@ -116,6 +116,12 @@ class EmulatedStream:
 
     # -- serving ---------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        streams = request.match_info.get("streams", "")
+        if streams not in ("mediawiki.revision-create", "revision-create"):
+            return web.json_response(
+                {"error": f"the emulator serves mediawiki.revision-create only, not {streams}"},
+                status=404,
+            )
         last_id = request.headers.get("Last-Event-ID")
         since = request.query.get("since")
         self.stats.connections += 1

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
-import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import partial
@@ -31,7 +32,9 @@ from lwbatch.cli.options import (
 from lwbatch.errors import Interrupted, UsageError, primary_error
 
 if TYPE_CHECKING:
-    from lwbatch.follow.session import Following
+    from anyio.abc import TaskGroup
+
+    from lwbatch.streaming.session import Following
 
 log = logging.getLogger("lwbatch")
 
@@ -98,6 +101,7 @@ WHEN = cloup.option_group(
     flag(
         "--accept-gap",
         is_flag=True,
+        sets="accept_gap=True",
         help="Go on when the stream no longer holds the events after the output's "
         "position (stopped longer than its retention); default: exit 1.",
     ),
@@ -191,7 +195,7 @@ def follow(**given: Any) -> None:
     from lwbatch.cli.stops import install
 
     install(fresh=False)
-    from lwbatch.follow.session import Following
+    from lwbatch.streaming.session import Following
 
     following = Following(
         models,
@@ -249,42 +253,52 @@ async def _run(
     view: _View,
     received: list[int],
 ) -> None:
-    from lwbatch.follow.parts import PartWriter
+    from lwbatch.streaming.parts import PartWriter
     from lwbatch.threads import on_thread
 
     specs = following.connection.models().resolve_all(following.models)
     writer = PartWriter(output, specs, following.options)
-    start = await on_thread(writer.restore)
-    following.resume = start
-    if start is not None:
-        following.since_ms = None
     try:
-        async with anyio.create_task_group() as tg, following:
+        start = await on_thread(writer.restore)
+        following.resume = start
+        if start is not None:
+            following.since_ms = None
+        async with following, anyio.create_task_group() as tg:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                tg.start_soon(_watch, signals, following, received)
-                async for batch in following.batches(seconds=roll, rows=roll_rows):
-                    await on_thread(partial(writer.write, batch))
+                tg.start_soon(_watch, signals, following, received, tg)
+                next_part = time.monotonic() + roll
+                # Batches of a second at most: their rows become Arrow as they come,
+                # and a part is committed every `roll`.
+                async for batch in following.batches(seconds=min(roll, 1.0), rows=1_024):
+                    await on_thread(partial(writer.add, batch))
+                    due = time.monotonic() >= next_part or writer.pending_rows >= roll_rows
+                    if due or batch.last:
+                        await on_thread(writer.commit)
+                        next_part = time.monotonic() + roll
                     view.show(following, writer)
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise primary_error(group) from None
+    finally:
+        writer.close()
     view.show(following, writer, final=True)
 
 
-async def _watch(signals: AsyncIterator[int], following: Following, received: list[int]) -> None:
+async def _watch(
+    signals: AsyncIterator[int], following: Following, received: list[int], tg: TaskGroup
+) -> None:
     async for signum in signals:
         if received:
             log.warning("second signal: exiting now; the output holds every part written")
-            sys.exit(128 + signum)
+            os._exit(128 + signum)
         received.append(signum)
         log.warning(
-            "%s: finishing the revisions in flight, then writing the last part",
+            "%s: finishing the revisions in flight, then writing the last part; a second "
+            "signal quits at once",
             signal.Signals(signum).name,
         )
-        follower = following.follower
-        assert follower is not None
-        follower.stop()
-        await follower.scorer.stop(10.0)
+        # In a task of its own, so that a second signal is heard meanwhile.
+        tg.start_soon(following.stop, 10.0)
 
 
 class _View:
@@ -296,7 +310,8 @@ class _View:
         self.started = time.monotonic()
         self.next_at = self.started + every
         self.rate_said = False
-        self.lags: list[tuple[float, float]] = []
+        # (when, lag) of the last progress interval: the trend's base.
+        self.lags: deque[tuple[float, float]] = deque()
 
     def show(self, following: Any, writer: Any, *, final: bool = False) -> None:
         follower = following.follower
@@ -304,20 +319,22 @@ class _View:
         lag = follower.lag_seconds
         if lag is not None:
             self.lags.append((now, lag))
+        window = min(self.every, 60.0)
+        while len(self.lags) > 2 and self.lags[1][0] <= now - window:
+            self.lags.popleft()
         if self.quiet:
             return
         if not self.rate_said and now - self.started >= 60.0:
             self.rate_said = True
-            self._rate_line(following, now - self.started)
+            self._rate_line(following)
         if not final and now < self.next_at:
             return
         self.next_at = now + self.every
         counts = follower.counts
         trend = ""
-        earlier = [(at, lg) for at, lg in self.lags if at <= now - min(self.every, 60.0)]
-        if lag is not None and earlier:
+        if lag is not None and self.lags and self.lags[0][0] <= now - window:
             # Seconds of lag gained per second: over 5% is a lag that grows.
-            then, was = earlier[-1]
+            then, was = self.lags[0]
             change = (lag - was) / max(now - then, 1e-9)
             trend = (
                 " (growing)" if change > 0.05 else " (shrinking)" if change < -0.05 else " (steady)"
@@ -335,29 +352,39 @@ class _View:
             dropped or "none",
         )
 
-    def _rate_line(self, following: Any, seconds: float) -> None:
+    def _rate_line(self, following: Following) -> None:
         follower = following.follower
-        per_hour = follower.counts.revisions / seconds * 3600
-        requests = per_hour * len(follower.scorer.specs)
+        assert follower is not None
+        # Per second of event time, sampled-out revisions too: what the wikis make, not
+        # what the budget let through.
+        per_second = follower.counts.wanted_per_second
+        if per_second is None:
+            return
+        models = len(follower.scorer.specs)
+        share = following.filters.sample or 1.0
+        requests = per_second * share * models * 3600
         budget = follower.scorer.budget
-        hourly = budget.rate * 3600 if not budget.is_unlimited else None
-        if hourly is None:
-            log.info("the chosen wikis make %s revisions an hour here", f"{per_hour:,.0f}")
-        elif requests <= hourly:
+        if budget.is_unlimited:
+            log.info("the chosen wikis make %s revisions an hour", f"{per_second * 3600:,.0f}")
+            return
+        hourly = budget.rate * 3600
+        if requests <= hourly:
             log.info(
                 "the chosen wikis need %s requests an hour (%s revisions x %d models); the "
                 "budget is %s an hour: it keeps up",
                 f"{requests:,.0f}",
-                f"{per_hour:,.0f}",
-                len(follower.scorer.specs),
+                f"{per_second * share * 3600:,.0f}",
+                models,
                 f"{hourly:,.0f}",
             )
         else:
             log.warning(
                 "the chosen wikis need %s requests an hour, more than the budget's %s: the "
                 "lag will grow; --sample %.2f would fit",
-                f"{requests:,.0f}", f"{hourly:,.0f}", max(hourly / requests * 0.95, 0.01),
-            )  # fmt: skip
+                f"{requests:,.0f}",
+                f"{hourly:,.0f}",
+                max(hourly / requests * share * 0.95, 0.01),
+            )
 
 
 def _seconds(text: str) -> float:

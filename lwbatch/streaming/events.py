@@ -31,6 +31,8 @@ class StreamEvent:
     canary: bool
     page_id: int | None = None
     page_title: str | None = None
+    # The Kafka topic-partition it came from (EventStreams adds it to meta), if known.
+    partition: tuple[str, int] | None = None
 
 
 def parse_event(event_id: str, data: str, stream: str) -> StreamEvent:
@@ -40,6 +42,8 @@ def parse_event(event_id: str, data: str, stream: str) -> StreamEvent:
         meta = body["meta"]
         time_ms = _ms(meta["dt"])
         canary = meta.get("domain") == "canary"
+        topic, number = meta.get("topic"), meta.get("partition")
+        partition = (str(topic), int(number)) if topic is not None and number is not None else None
         if stream == "recentchange":
             revision = body.get("revision") or {}
             new = revision.get("new") if body.get("type") in ("edit", "new") else None
@@ -53,6 +57,7 @@ def parse_event(event_id: str, data: str, stream: str) -> StreamEvent:
                 bool(body.get("bot")),
                 canary,
                 page_title=body.get("title"),
+                partition=partition,
             )
         performer = body.get("performer") or {}
         return StreamEvent(
@@ -64,6 +69,7 @@ def parse_event(event_id: str, data: str, stream: str) -> StreamEvent:
             canary,
             page_id=body.get("page_id"),
             page_title=body.get("page_title"),
+            partition=partition,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"an event of another shape ({type(exc).__name__}: {exc})") from None

@@ -11,8 +11,11 @@ row. On a restart the newer of the two wins.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +25,15 @@ import pyarrow.parquet as pq
 
 from lwbatch.durability.atomic import write_atomic
 from lwbatch.errors import OutputError, UsageError, describe
-from lwbatch.follow.core import Batch, StreamPosition
 from lwbatch.io.parquet_sink import ParquetSink
 from lwbatch.io.rows import RowBuffer
+from lwbatch.job import ROWS_PER_SEAL
 from lwbatch.keys import KeyLayout
 from lwbatch.protocol.catalog import ModelSpec
+from lwbatch.streaming.core import Batch, StreamPosition
 
 POSITION_FILE = "_lwbatch_follow.json"
+LOCK_FILE = ".lwbatch_follow.lock"  # held (flock) by the follower writing the directory
 METADATA_KEY = b"lwbatch.follow"
 EVENT_TIME = pa.field("event_time", pa.timestamp("ms", tz="UTC"))
 WIKI_COLUMN = "wiki_db"
@@ -36,8 +41,9 @@ _PART = re.compile(r"part-(\d{6,})\.parquet")
 
 
 class PartWriter:
-    """Writes a follower's batches into `directory`; `options` are the command's choices
-    that a restart must repeat (models, wikis, filters, stream)."""
+    """Writes a follower's batches into `directory`: :meth:`add` each batch, then
+    :meth:`commit` makes a part of the rows added (and stores the position). `options`
+    are the command's choices that a restart must repeat (models, wikis, filters)."""
 
     def __init__(
         self, directory: Path, specs: Sequence[ModelSpec], options: dict[str, Any]
@@ -46,11 +52,25 @@ class PartWriter:
         self.specs = list(specs)
         self.options = options
         self._seq = 0  # the last part's number
+        self._buffer = self._new_buffer()
+        self._first_ms: int | None = None
+        self._position: StreamPosition | None = None
         self.parts_written = 0
         self.rows_written = 0
+        self._lock: int | None = None
 
-    def _buffer(self) -> RowBuffer:
+    def close(self) -> None:
+        """Let another follower have the directory."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _new_buffer(self) -> RowBuffer:
         return RowBuffer(self.specs, KeyLayout(WIKI_COLUMN), [EVENT_TIME])
+
+    @property
+    def pending_rows(self) -> int:
+        return len(self._buffer)
 
     # -- restart ---------------------------------------------------------------------
     def restore(self) -> StreamPosition | None:
@@ -61,20 +81,38 @@ class PartWriter:
             raise UsageError(f"--output {where}: is a file; follow writes a directory of parts")
         try:
             where.mkdir(parents=True, exist_ok=True)
+            self._lock = os.open(where / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot be created ({describe(exc)})", path=where) from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            self._lock = None
+            raise UsageError(
+                f"--output {where}: another lwbatch follow is writing it; stop that one first"
+            ) from None
+        for folder in where.glob("date=*"):
+            # A part a killed run was writing: never published, safe to sweep.
+            for stale in folder.glob(".part-*.tmp"):
+                stale.unlink(missing_ok=True)
         parts = sorted(
             (int(m.group(1)), path)
             for path in where.glob("date=*/part-*.parquet")
             if (m := _PART.fullmatch(path.name))
         )
-        self._seq = parts[-1][0] if parts else 0
         stored = self._read_position_file()
+        self._seq = max(parts[-1][0] if parts else 0, stored[0] if stored else 0)
         if stored is None and not parts:
-            if any(p for p in where.iterdir() if not p.name.startswith(".")):
+            others = [
+                p.name
+                for p in where.iterdir()
+                if not p.name.startswith(".") and not (p.name.startswith("date=") and p.is_dir())
+            ]
+            if others:
                 raise UsageError(
-                    f"--output {where}: holds other files; give follow an empty or new "
-                    "directory, or one an earlier follow wrote"
+                    f"--output {where}: holds other files ({', '.join(sorted(others)[:3])}); "
+                    "give follow an empty or new directory, or one an earlier follow wrote"
                 )
             return None
         if parts and (stored is None or parts[-1][0] > stored[0]):
@@ -111,27 +149,39 @@ class PartWriter:
         return _decode(metadata[METADATA_KEY], path)
 
     # -- writing -----------------------------------------------------------------------
-    def write(self, batch: Batch) -> Path | None:
-        """The batch's rows as a new part (if any), then its position; the part's path."""
+    def add(self, batch: Batch) -> None:
+        """Take the batch's rows (as Arrow, a few hundred at a time) and its position."""
+        buffer = self._buffer
+        for row, time_ms in batch.rows:
+            if self._first_ms is None:
+                self._first_ms = time_ms
+            buffer.add(row)
+            if buffer.pending >= ROWS_PER_SEAL:
+                buffer.seal()()
+        self._position = batch.position
+
+    def commit(self) -> Path | None:
+        """A new part of the rows added (if any), then the position; the part's path."""
+        if self._position is None:
+            return None
         part = None
-        if batch.rows:
-            buffer = self._buffer()
-            for row, _ in batch.rows:
-                buffer.add(row)
-            table, _ = buffer.take()
+        if len(self._buffer):
+            table, _ = self._buffer.take()
+            assert self._first_ms is not None
             self._seq += 1
-            day = batch.rows[0][1].strftime("%Y-%m-%d")
+            day = datetime.fromtimestamp(self._first_ms / 1000, UTC).strftime("%Y-%m-%d")
             part = self.directory / f"date={day}" / f"part-{self._seq:06d}.parquet"
             part.parent.mkdir(exist_ok=True)
             sink = ParquetSink(part)
             sink.open(table.schema)
             sink.write(table)
-            sink.commit({METADATA_KEY.decode(): self._encode(batch.position)})
+            sink.commit({METADATA_KEY.decode(): self._encode(self._position)})
             self.parts_written += 1
             self.rows_written += table.num_rows
+            self._buffer, self._first_ms = self._new_buffer(), None
         path = self.directory / POSITION_FILE
         try:
-            write_atomic(path, self._encode(batch.position))
+            write_atomic(path, self._encode(self._position))
         except OSError as exc:
             raise OutputError(f"cannot be written ({describe(exc)})", path=path) from None
         return part

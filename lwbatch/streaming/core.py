@@ -28,24 +28,25 @@ import orjson
 
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import RunAborted, UsageError
-from lwbatch.follow.events import StreamEvent, parse_event, positions
-from lwbatch.follow.reader import StreamReader
 from lwbatch.keys import RowKey
 from lwbatch.results import Revision, ScoredRow
+from lwbatch.streaming.events import StreamEvent, parse_event, positions
+from lwbatch.streaming.reader import StreamReader
 from lwbatch.wikis import wikis
 
 log = logging.getLogger("lwbatch")
 
-# Keys written in this much event time before the position ride along with it.
+# Keys written in this much event time before the position ride along with it (and
+# those of each partition's last millisecond, however old: a resume sends it again).
 RECENT_MS = 10_000
 RECENT_MOST = 100_000
-# Keys seen in this much event time (at most SEEN_MOST of them) are dropped when they
-# come again in a run: redeliveries come within seconds.
+# A Scorer call remembers every key it was given and answers a key it saw before with
+# no row; so the follower forgets keys only between calls, and starts a new call after
+# this many revisions to keep both memories bounded.
+REVISIONS_PER_CALL = 100_000
+# Keys kept from one call to the next, against redeliveries (they come within seconds).
 SEEN_MS = 600_000
-SEEN_MOST = 200_000
-# A Scorer call remembers every key it was given; a new call after this many keeps
-# that memory bounded.
-REVISIONS_PER_CALL = 1_000_000
+SEEN_MOST = 100_000
 
 
 class StreamGapError(RunAborted):
@@ -117,9 +118,9 @@ class Filters:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Rows (each with its event's time) and the position right after the last of them."""
+    """Rows and the position right after the last of them."""
 
-    rows: list[tuple[ScoredRow, datetime]]
+    rows: list[tuple[ScoredRow, int]]  # each row with its event's time (UTC ms)
     position: StreamPosition
     last: bool = False  # the follower has stopped: no batch comes after this one
 
@@ -129,6 +130,7 @@ class _Entry:
     id: str
     key: RowKey
     time_ms: int
+    partition: tuple[tuple[str, int], int] | None  # (topic-partition, its id's timestamp)
     after: str | None = None  # the id of the last dropped event read after this one
     after_ms: int | None = None
     row: ScoredRow | None = None
@@ -140,6 +142,17 @@ class FollowCounts:
     revisions: int = 0  # sent to be scored
     rows: int = 0  # handed out in batches
     dropped: Counter[str] = field(default_factory=Counter)  # why events cost nothing
+    wanted: int = 0  # revisions the filters take, sampled out or not
+    first_ms: int | None = None  # event time of the first and the last event read
+    last_ms: int | None = None
+
+    @property
+    def wanted_per_second(self) -> float | None:
+        """Revisions the filters take per second of event time: what the wikis make,
+        whatever the budget lets through."""
+        if self.first_ms is None or self.last_ms is None or self.last_ms <= self.first_ms:
+            return None
+        return self.wanted / ((self.last_ms - self.first_ms) / 1000)
 
 
 class Follower:
@@ -176,19 +189,19 @@ class Follower:
         self._clock = clock
         self._pending: deque[_Entry] = deque()
         self._by_key: dict[RowKey, _Entry] = {}
-        self._ready: list[tuple[ScoredRow, datetime]] = []
+        self._ready: list[tuple[ScoredRow, int]] = []
         # Keys read (any run's, for the ones of `start`): dropped when they come again.
         self._seen: dict[RowKey, int] = {}
-        self._seen_order: deque[tuple[int, RowKey]] = deque()
         self._recent: deque[tuple[int, RowKey]] = deque()
-        for wiki, rev_id in start.recent:
-            key = RowKey(wiki, rev_id)
-            at = start.time_ms or 0
-            self._seen[key] = at
-            self._seen_order.append((at, key))
-            self._recent.append((at, key))
+        # Per topic-partition: its last timestamp written, and the keys written at it.
+        self._edges: dict[tuple[str, int], tuple[int, list[RowKey]]] = {}
+        self._carried = [RowKey(wiki, rev_id) for wiki, rev_id in start.recent]
+        for key in self._carried:
+            self._seen[key] = start.time_ms or 0
         self._id, self._time_ms = start.id, start.time_ms
         self._gap_check = positions(start.id) if start.id else {}
+        self._connection = 0
+        self._messages: AsyncIterator[tuple[str, str]] | None = None
         self._ended = False
         self._stop = False
         self.gap: tuple[int, int] | None = None  # (position ms, first event ms) accepted
@@ -197,6 +210,11 @@ class Follower:
     def stop(self) -> None:
         """Read no more events; the batches end once the rows in flight are out."""
         self._stop = True
+
+    async def aclose(self) -> None:
+        """Close the stream's connection."""
+        if self._messages is not None:
+            await self._messages.aclose()  # type: ignore[attr-defined]
 
     @property
     def lag_seconds(self) -> float | None:
@@ -214,6 +232,7 @@ class Follower:
         position moves; the last one has ``last=True``."""
         next_at = self._clock() + seconds
         while not self._ended:
+            self._forget()
             call = self.scorer.score(self._revisions())
             out = call.__aiter__()
             while True:
@@ -241,8 +260,16 @@ class Follower:
     async def _revisions(self) -> AsyncIterator[list[Revision]]:
         sent_in_call = 0
         all_wikis = wikis()
-        async for event_id, data in self.reader.messages():
+        if self._messages is None:
+            # One generator, so one connection, for every call of the run.
+            self._messages = self.reader.messages()
+        async for event_id, data in self._messages:
             self.counts.events += 1
+            if self.reader.connections != self._connection:
+                self._connection = self.reader.connections
+                if self.reader.resumed_with:
+                    # A reconnect may come after the retention too: check it again.
+                    self._gap_check = positions(self.reader.resumed_with)
             try:
                 event = parse_event(event_id, data, self.stream)
             except ValueError as exc:
@@ -250,6 +277,9 @@ class Follower:
                 self.counts.dropped["unreadable"] += 1
                 self._passed(event_id, None)
                 continue
+            counts = self.counts
+            counts.first_ms = event.time_ms if counts.first_ms is None else counts.first_ms
+            counts.last_ms = event.time_ms
             if self._gap_check:
                 self._check_gap(event)
             if self._until is not None and event.time_ms >= self._until:
@@ -259,38 +289,51 @@ class Follower:
             key = event.key
             if reason is None and key is not None and key in self._seen:
                 reason = "seen already"
-            if reason is None and key is not None and not self.filters.sampled(key):
-                reason = "sampled out"
-            if key is not None and reason in (None, "sampled out"):
-                self._remember(key, event.time_ms)
+            if reason is None and key is not None:
+                self._seen[key] = event.time_ms
+                counts.wanted += 1
+                if not self.filters.sampled(key):
+                    reason = "sampled out"
             if reason is not None or key is None:
-                self.counts.dropped[reason or "no revision"] += 1
+                counts.dropped[reason or "no revision"] += 1
                 self._passed(event_id, event.time_ms)
+                if self._stop:
+                    self._ended = True
+                    return
                 continue
-            entry = _Entry(event_id, key, event.time_ms)
+            partition = None
+            if event.partition is not None:
+                stamp = positions(event_id).get(event.partition, event.time_ms)
+                partition = (event.partition, stamp)
+            entry = _Entry(event_id, key, event.time_ms, partition)
             self._pending.append(entry)
             self._by_key[key] = entry
-            self.counts.revisions += 1
+            counts.revisions += 1
             sent_in_call += 1
-            when = datetime.fromtimestamp(event.time_ms / 1000, UTC)
             yield [
                 Revision(
                     key.rev_id,
                     all_wikis.from_dbname(key.wiki),
                     page_id=event.page_id,
                     page_title=event.page_title,
-                    kept=(when,),
+                    kept=(event.time_ms,),
                 )
             ]
-            if self._max is not None and self.counts.revisions >= self._max:
-                self._ended = True
-                return
-            if self._stop:
+            if self._max is not None and counts.revisions >= self._max or self._stop:
                 self._ended = True
                 return
             if sent_in_call >= REVISIONS_PER_CALL:
                 return  # a new call: see REVISIONS_PER_CALL
         self._ended = True
+
+    def _forget(self) -> None:
+        """Between calls: keep only the keys seen lately, against redeliveries."""
+        seen = self._seen
+        if not seen:
+            return
+        newest = max(seen.values())
+        kept = sorted((at, key) for key, at in seen.items() if at >= newest - SEEN_MS)
+        self._seen = {key: at for at, key in kept[-SEEN_MOST:]}
 
     def _check_gap(self, event: StreamEvent) -> None:
         mine = positions(event.id)
@@ -307,15 +350,6 @@ class Follower:
             # Checked once per partition: the first event after the resume.
         if not mine:
             self._gap_check.clear()
-
-    def _remember(self, key: RowKey, time_ms: int) -> None:
-        self._seen[key] = time_ms
-        self._seen_order.append((time_ms, key))
-        order = self._seen_order
-        while order and (order[0][0] < time_ms - SEEN_MS or len(order) > SEEN_MOST):
-            at, old = self._seen_order.popleft()
-            if self._seen.get(old) == at:
-                del self._seen[old]
 
     def _passed(self, event_id: str, time_ms: int | None) -> None:
         """An event that costs nothing: the position moves past it with the event
@@ -337,9 +371,15 @@ class Follower:
         while pending and pending[0].row is not None:
             done = pending.popleft()
             assert done.row is not None
-            when = datetime.fromtimestamp(done.time_ms / 1000, UTC)
-            self._ready.append((done.row, when))
+            self._ready.append((done.row, done.time_ms))
             self._recent.append((done.time_ms, done.key))
+            if done.partition is not None:
+                where, stamp = done.partition
+                edge = self._edges.get(where)
+                if edge is None or edge[0] < stamp:
+                    self._edges[where] = (stamp, [done.key])
+                elif edge[0] == stamp:
+                    edge[1].append(done.key)
             self._id = done.after or done.id
             self._time_ms = done.after_ms or done.time_ms
 
@@ -352,8 +392,14 @@ class Follower:
                 recent.popleft()
         while len(recent) > RECENT_MOST:
             recent.popleft()
-        keys = tuple((k.wiki, k.rev_id) for _, k in recent)
-        return Batch(rows, StreamPosition(self._id, keys, self._time_ms), last=last)
+        keys = dict.fromkeys(k for _, k in recent)
+        for _, at_edge in self._edges.values():
+            keys.update(dict.fromkeys(at_edge))
+        if not self._edges and not recent:
+            # Nothing written yet in this run: the start's keys still hold.
+            keys.update(dict.fromkeys(self._carried))
+        recent_keys = tuple((k.wiki, k.rev_id) for k in keys)
+        return Batch(rows, StreamPosition(self._id, recent_keys, self._time_ms), last=last)
 
 
 def _gap_message(stored: int, first: int) -> str:
@@ -363,7 +409,8 @@ def _gap_message(stored: int, first: int) -> str:
     return (
         f"the stream no longer holds the events from {at(stored)} to {at(first)} UTC "
         f"({(first - stored) / 1000:,.1f} s): the follower was stopped longer than the "
-        "stream keeps events, so their revisions are missing from the output"
+        "stream keeps events, so their revisions are missing from the output; give "
+        "`accept_gap=True` to go on from there"
     )
 
 

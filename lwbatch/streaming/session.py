@@ -1,13 +1,12 @@
 """`lwbatch.follow(...)`: the follower for Python callers who keep rows themselves.
 
     async with lwbatch.follow(["enwiki-damaging"], wikis=["enwiki"]) as rows:
-        async for followed in rows:
-            store(followed.row, followed.event_time)
-            # once every row of followed.position is stored:
-            save(followed.position.to_json())
+        async for batch in rows.batches(seconds=30):
+            store(batch.rows)                       # (row, event time in UTC ms) pairs
+            save(batch.position.to_json())          # after its rows
 
-Rows come in batches that share a position: store every row of a position before the
-position itself, then give it back as `resume=` and nothing is lost or repeated.
+Give the position back as `resume=` and nothing is lost or repeated. Iterating `rows`
+gives one row at a time; the last row of each batch carries the batch's position.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -24,22 +24,23 @@ import httpx
 
 from lwbatch.config import Budget, Tier
 from lwbatch.errors import UsageError
-from lwbatch.follow.core import Batch, Filters, FollowCounts, Follower, StreamPosition
-from lwbatch.follow.events import DEFAULT_BASE, STREAMS, parse_time
-from lwbatch.follow.reader import StreamReader
 from lwbatch.results import ScoredRow
 from lwbatch.seams import ScoreCache
 from lwbatch.settings import Connection, Pacing
+from lwbatch.streaming.core import Batch, Filters, FollowCounts, Follower, StreamPosition
+from lwbatch.streaming.events import DEFAULT_BASE, STREAMS, parse_time
+from lwbatch.streaming.reader import StreamReader
 
 
 @dataclass(frozen=True, slots=True)
 class Followed:
-    """A scored row, its event's time, and the position to store once every row that
-    carries it is stored."""
+    """A scored row and its event's time. The last row of each batch carries the
+    position after it: store it once the rows up to it are stored (rows after the last
+    position stored come again on a resume)."""
 
     row: ScoredRow
     event_time: datetime
-    position: StreamPosition
+    position: StreamPosition | None
 
 
 class Following:
@@ -111,8 +112,9 @@ class Following:
             cache = self.cache
             if isinstance(cache, Path):
                 from lwbatch.cache import SqliteScoreCache
+                from lwbatch.threads import on_thread
 
-                cache = SqliteScoreCache(cache)
+                cache = await on_thread(partial(SqliteScoreCache, cache))
                 stack.callback(cache.close)
             ledger = await identity.open_ledger(self.pacing)
             if ledger is not None:
@@ -144,6 +146,7 @@ class Following:
                 max_revisions=self.max_revisions,
                 accept_gap=self.accept_gap,
             )
+            stack.push_async_callback(self.follower.aclose)
             self._stack = stack.pop_all()
         return self
 
@@ -175,6 +178,13 @@ class Following:
             raise RuntimeError("use `async with lwbatch.follow(...) as rows:` first")
         return self.follower
 
+    async def stop(self, grace: float = 10.0) -> None:
+        """Read no more events; rows of the revisions in flight come out for up to
+        `grace` seconds, then the last batch (``last=True``)."""
+        follower = self._open()
+        follower.stop()
+        await follower.scorer.stop(grace)
+
     @property
     def counts(self) -> FollowCounts:
         return self._open().counts
@@ -186,8 +196,10 @@ class Following:
 
     async def __aiter__(self) -> AsyncIterator[Followed]:
         async for batch in self.batches():
-            for row, when in batch.rows:
-                yield Followed(row, when, batch.position)
+            for index, (row, time_ms) in enumerate(batch.rows, start=1):
+                when = datetime.fromtimestamp(time_ms / 1000, UTC)
+                last = index == len(batch.rows)
+                yield Followed(row, when, batch.position if last else None)
 
 
 def follow(models: Sequence[str], **options: object) -> Following:

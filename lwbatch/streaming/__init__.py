@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lwbatch.follow.core import Batch, Filters, Follower, StreamGapError, StreamPosition
-from lwbatch.follow.session import Followed, Following, follow
+from lwbatch.streaming.core import Batch, Filters, Follower, StreamGapError, StreamPosition
+from lwbatch.streaming.session import Followed, Following, follow
 
 __all__ = [
     "Batch",

@@ -48,13 +48,14 @@ class StreamReader:
         self._sleep = sleep
         self.connections = 0
         self.reconnects = 0
+        self.resumed_with: str | None = None  # the Last-Event-ID of the latest connection
+        self._failures = 0
+        self._heard = False
 
     async def messages(self) -> AsyncIterator[tuple[str, str]]:
         """(id, data) of every message event, across reconnects."""
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT)
         async with httpx.AsyncClient(transport=self._transport, timeout=timeout) as client:
-            failures = 0
-            heard = False
             while True:
                 headers = dict(self._headers)
                 params = {}
@@ -62,6 +63,7 @@ class StreamReader:
                     headers["Last-Event-ID"] = self.last_id
                 elif self._since is not None:
                     params["since"] = str(self._since)
+                self.resumed_with = self.last_id
                 self.connections += 1
                 try:
                     async with aconnect_sse(
@@ -71,7 +73,7 @@ class StreamReader:
                         async for sse in source.aiter_sse():
                             if sse.event != "message" or not sse.data:
                                 continue
-                            failures, heard = 0, True
+                            self._failures, self._heard = 0, True
                             if sse.id:
                                 self.last_id = sse.id
                             yield sse.id, sse.data
@@ -80,11 +82,12 @@ class StreamReader:
                     why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 except _Retry as exc:
                     why = str(exc)
-                failures += 1
-                if not heard and failures >= FIRST_TRIES:
+                self._failures += 1
+                failures = self._failures
+                if not self._heard and failures >= FIRST_TRIES:
                     raise RunAborted(
                         f"cannot read the event stream {self.url} ({why}, {failures} tries): "
-                        "check the URL (--stream-url) and the network"
+                        "check the URL (`stream_url`) and the network"
                     )
                 pause = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MOST)
                 self.reconnects += 1
@@ -101,11 +104,11 @@ class _Retry(Exception):
 async def _check(response: httpx.Response, url: str) -> None:
     if response.status_code == 200:
         return
-    body = (await response.aread())[:300].decode("utf-8", "replace").strip()
+    body = " ".join((await response.aread())[:2000].decode("utf-8", "replace").split())[:200]
     if response.status_code in (429, 502, 503, 504) or response.status_code >= 500:
         raise _Retry(f"the stream answered {response.status_code}")
     if response.status_code == 400 and "timestamp" in body:
-        raise UsageError(f"--since: the stream does not take this time ({body})")
+        raise UsageError(f"`since`: the stream does not take this time ({body})")
     raise RunAborted(f"the event stream {url} answered {response.status_code}: {body}")
 
 
