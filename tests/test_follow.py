@@ -494,3 +494,56 @@ def test_the_cache_a_follower_keeps_makes_a_later_score_of_its_revisions_free(
     assert len(keys) > 100
     assert emu.stats.requests == before  # every answer came from the cache
     assert pq.read_table(tmp_path / "backfill.parquet").num_rows == len(keys)
+
+
+def test_a_part_newer_than_the_position_file_wins_on_restart(
+    stream_emulator: tuple[Any, str], tmp_path: Path
+) -> None:
+    emu, url = stream_emulator
+    since = emu.stream.start_ms + 1_000
+    out = tmp_path / "scores"
+
+    def run(until: int) -> None:
+        done = subprocess.run(
+            follow_command(url, out, since, until), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+
+    run(since + 1_000)
+    older = (out / "_lwbatch_follow.json").read_bytes()
+    run(since + 2_000)
+    # A crash between a part's rename and the position file's: the file is behind.
+    (out / "_lwbatch_follow.json").write_bytes(older)
+    run(since + 3_000)
+    keys = output_keys(out)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == wanted(stream_events(url, since, since + 3_000), {"enwiki", "dewiki"})
+
+
+def test_a_second_follower_of_one_directory_is_refused(
+    stream_emulator: tuple[Any, str], tmp_path: Path
+) -> None:
+    emu, url = stream_emulator
+    out = tmp_path / "scores"
+    first = subprocess.Popen(
+        follow_command(url, out, emu.stream.start_ms, emu.stream.start_ms + 3_000_000),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob("date=*/part-*.parquet")):  # handshake: it writes
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        second = subprocess.run(
+            follow_command(url, out, emu.stream.start_ms, emu.stream.start_ms + 1_000),
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert second.returncode == 2
+    assert second.stderr.strip() == (
+        f"lwbatch: error: --output {out}: another lwbatch follow is writing it; stop that one first"
+    )
