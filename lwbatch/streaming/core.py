@@ -290,9 +290,11 @@ class Follower:
             if reason is None and key is not None and key in self._seen:
                 reason = "seen already"
             if reason is None and key is not None:
-                self._seen[key] = event.time_ms
                 counts.wanted += 1
-                if not self.filters.sampled(key):
+                if self.filters.sampled(key):
+                    # Only keys sent are remembered: a sampled-out one is out again.
+                    self._seen[key] = event.time_ms
+                else:
                     reason = "sampled out"
             if reason is not None or key is None:
                 counts.dropped[reason or "no revision"] += 1
