@@ -26,6 +26,11 @@ def _run(argv: list[str] | None, *, own_process: bool) -> int:
                 # gives it back. An explicit choice of the user's wins.
                 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
             _one_malloc_arena()
+            # A worker thread running Python (building a segment's arrays, the
+            # estimate) keeps the GIL for the whole switch interval while the event
+            # loop waits for it: at the default 5 ms a task step waited 10-12 ms
+            # (benchmarks/first_request.py); at 1 ms the longest was 5-7 ms.
+            sys.setswitchinterval(0.001)
         from lwbatch.cli.app import main as command
 
         return command(argv)
