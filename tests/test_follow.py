@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lwbatch import Connection, Endpoint
-from lwbatch.streaming import StreamPosition, follow
+from lwbatch.streaming import Filters, StreamPosition, follow
 from lwbatch.testing.emulator import EmulatorConfig, running
 from lwbatch.testing.stream import StreamConfig
 
@@ -137,10 +137,10 @@ def test_dropped_connections_resume_without_a_gap_and_filtered_events_cost_nothi
         async def main() -> list[tuple[str, int]]:
             async with follow(
                 ["enwiki-damaging"],
-                wikis=["enwiki"],
+                filters=Filters(wikis=frozenset({"enwiki"})),
                 since=since,
                 until=until,
-                stream_url=url + STREAM,
+                stream=url + STREAM,
                 connection=Connection(endpoint=Endpoint(base_url=url)),
                 rate="unlimited",
             ) as rows:
@@ -171,9 +171,8 @@ def test_a_position_resumes_python_callers_without_repeats(tmp_path: Path) -> No
         since = emu.stream.start_ms + 200
         until = since + 3_000
         options: dict[str, Any] = {
-            "wikis": None,
-            "namespaces": None,
-            "stream_url": url + STREAM,
+            "filters": Filters(wikis=None, namespaces=None),
+            "stream": url + STREAM,
             "connection": Connection(endpoint=Endpoint(base_url=url)),
             "rate": "unlimited",
             "until": until,
@@ -209,11 +208,10 @@ def test_a_sample_is_the_same_on_every_run_and_counted(tmp_path: Path) -> None:
         async def sampled() -> tuple[set[tuple[str, int]], int]:
             async with follow(
                 ["enwiki-damaging"],
-                wikis=["enwiki"],
-                sample=0.25,
+                filters=Filters(wikis=frozenset({"enwiki"}), sample=0.25),
                 since=since,
                 until=until,
-                stream_url=url + STREAM,
+                stream=url + STREAM,
                 connection=Connection(endpoint=Endpoint(base_url=url)),
                 rate="unlimited",
             ) as rows:

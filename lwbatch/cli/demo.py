@@ -55,7 +55,8 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
     import time
 
     from lwbatch.cli.commands.follow import run_follow
-    from lwbatch.streaming.session import Following
+    from lwbatch.streaming.core import Filters
+    from lwbatch.streaming.session import Following, StreamSource
 
     models = ["{wiki}-damaging"]
     config = EmulatorConfig(latency=Latency("lognormal", 0.02, 0.6), track_pairs=False)
@@ -67,16 +68,19 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
             base_url,
             ", ".join(models),
         )
-        connection = Connection(endpoint=Endpoint(base_url=base_url))
-        following = Following(
+        settings = RunSettings.of(
             models,
-            wikis=["enwiki", "dewiki"],
+            rate="2000/s",
+            connection=Connection(endpoint=Endpoint(base_url=base_url)),
+            pacing=Pacing(concurrency=64),
+            files=Files(journal=False),
+        )
+        following = Following(
+            settings,
+            filters=Filters(wikis=frozenset({"enwiki", "dewiki"})),
+            source=StreamSource(url=f"{base_url}/v2/stream/mediawiki.revision-create"),
             since=now_ms - 120_000,
             until=now_ms,
-            stream_url=f"{base_url}/v2/stream/mediawiki.revision-create",
-            connection=connection,
-            rate="2000/s",
-            pacing=Pacing(concurrency=64),
         )
         _clear_demo_output(output)
         run_follow(following, output, roll=0.5, roll_rows=100_000, quiet=quiet, every=3600.0)
@@ -111,17 +115,17 @@ def _clear_demo_output(output: Path) -> None:
     if not output.exists():
         return
     if not output.is_dir():
-        raise UsageError(f"--output {output}: is a file; the follow demo writes a directory")
+        raise UsageError(f"`output` {output}: is a file; the follow demo writes a directory")
     ours = {POSITION_FILE, LOCK_FILE}
     for entry in output.iterdir():
         parts = entry.is_dir() and entry.name.startswith("date=")
         if not parts and entry.name not in ours:
             raise UsageError(
-                f"--output {output}: holds files of its own ({entry.name}); give the demo "
+                f"`output` {output}: holds files of its own ({entry.name}); give the demo "
                 "a new directory"
             )
         if parts and any(not p.name.startswith("part-") for p in entry.iterdir()):
-            raise UsageError(f"--output {output}: {entry.name} holds files of its own")
+            raise UsageError(f"`output` {output}: {entry.name} holds files of its own")
     import shutil
 
     shutil.rmtree(output)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lwbatch.streaming.core import Batch, Filters, Follower, StreamGapError, StreamPosition
-from lwbatch.streaming.session import Followed, Following, follow
+from lwbatch.streaming.session import Followed, Following, StreamSource, follow
 
 __all__ = [
     "Batch",
@@ -13,5 +13,6 @@ __all__ = [
     "Follower",
     "StreamGapError",
     "StreamPosition",
+    "StreamSource",
     "follow",
 ]

@@ -41,12 +41,12 @@ log = logging.getLogger("lwbatch")
 RECENT_MS = 10_000
 RECENT_MOST = 100_000
 # A Scorer call remembers every key it was given and answers a key it saw before with
-# no row; so the follower forgets keys only between calls, and starts a new call after
-# this many revisions to keep both memories bounded.
-REVISIONS_PER_CALL = 100_000
+# no row; so the follower forgets the keys it saw only between calls, and starts a new
+# call once it remembers this many, to keep both memories bounded.
+KEYS_PER_CALL = 100_000
 # Keys kept from one call to the next, against redeliveries (they come within seconds).
 SEEN_MS = 600_000
-SEEN_MOST = 100_000
+SEEN_MOST = KEYS_PER_CALL // 2
 
 
 class StreamGapError(RunAborted):
@@ -258,7 +258,6 @@ class Follower:
 
     # -- reading -----------------------------------------------------------------------
     async def _revisions(self) -> AsyncIterator[list[Revision]]:
-        sent_in_call = 0
         all_wikis = wikis()
         if self._messages is None:
             # One generator, so one connection, for every call of the run.
@@ -290,11 +289,9 @@ class Follower:
             if reason is None and key is not None and key in self._seen:
                 reason = "seen already"
             if reason is None and key is not None:
+                self._seen[key] = event.time_ms
                 counts.wanted += 1
-                if self.filters.sampled(key):
-                    # Only keys sent are remembered: a sampled-out one is out again.
-                    self._seen[key] = event.time_ms
-                else:
+                if not self.filters.sampled(key):
                     reason = "sampled out"
             if reason is not None or key is None:
                 counts.dropped[reason or "no revision"] += 1
@@ -311,7 +308,6 @@ class Follower:
             self._pending.append(entry)
             self._by_key[key] = entry
             counts.revisions += 1
-            sent_in_call += 1
             yield [
                 Revision(
                     key.rev_id,
@@ -324,8 +320,8 @@ class Follower:
             if self._max is not None and counts.revisions >= self._max or self._stop:
                 self._ended = True
                 return
-            if sent_in_call >= REVISIONS_PER_CALL:
-                return  # a new call: see REVISIONS_PER_CALL
+            if len(self._seen) >= KEYS_PER_CALL:
+                return  # a new call: see KEYS_PER_CALL
         self._ended = True
 
     def _forget(self) -> None:

@@ -78,7 +78,7 @@ class PartWriter:
         made by a follower with other options, or is not a follower's."""
         where = self.directory
         if where.exists() and not where.is_dir():
-            raise UsageError(f"--output {where}: is a file; follow writes a directory of parts")
+            raise UsageError(f"`output` {where}: is a file; follow writes a directory of parts")
         try:
             where.mkdir(parents=True, exist_ok=True)
             self._lock = os.open(where / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -90,7 +90,7 @@ class PartWriter:
             os.close(self._lock)
             self._lock = None
             raise UsageError(
-                f"--output {where}: another lwbatch follow is writing it; stop that one first"
+                f"`output` {where}: another lwbatch follow is writing it; stop that one first"
             ) from None
         for folder in where.glob("date=*"):
             # A part a killed run was writing: never published, safe to sweep.
@@ -111,7 +111,7 @@ class PartWriter:
             ]
             if others:
                 raise UsageError(
-                    f"--output {where}: holds other files ({', '.join(sorted(others)[:3])}); "
+                    f"`output` {where}: holds other files ({', '.join(sorted(others)[:3])}); "
                     "give follow an empty or new directory, or one an earlier follow wrote"
                 )
             return None
@@ -124,7 +124,7 @@ class PartWriter:
                 k for k in set(options) | set(self.options) if options.get(k) != self.options.get(k)
             )
             raise UsageError(
-                f"--output {where}: an earlier follow wrote it with other "
+                f"`output` {where}: an earlier follow wrote it with other "
                 f"{', '.join(changed)}; rerun it as it was, or choose another directory"
             )
         return position

@@ -19,14 +19,13 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
-from lwbatch.config import Budget, Tier
 from lwbatch.errors import UsageError
 from lwbatch.results import ScoredRow
-from lwbatch.seams import ScoreCache
-from lwbatch.settings import Connection, Pacing
+from lwbatch.settings import Files, RunSettings
 from lwbatch.streaming.core import Batch, Filters, FollowCounts, Follower, StreamPosition
 from lwbatch.streaming.events import DEFAULT_BASE, STREAMS, parse_time
 from lwbatch.streaming.reader import StreamReader
@@ -43,103 +42,106 @@ class Followed:
     position: StreamPosition | None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamSource:
+    """Which stream: `name` (revision-create or recentchange) at Wikimedia's
+    EventStreams, or `url`, another stream's full URL (an emulator's); `transport` for
+    tests that fake the stream."""
+
+    name: str = "revision-create"
+    url: str | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in STREAMS:
+            raise UsageError(f"`stream` must be one of {', '.join(STREAMS)}, not {self.name!r}")
+
+    @property
+    def full_url(self) -> str:
+        return self.url or DEFAULT_BASE + STREAMS[self.name]
+
+
 class Following:
-    """An open follower: ``async with`` it, then iterate rows or :meth:`batches`."""
+    """An open follower: ``async with`` it, then iterate rows or :meth:`batches`.
+
+    settings: the models, budget, connection, pacing and cache (`files.cache`), as
+    every entry point takes them. filters: which revisions (:class:`Filters`). source:
+    which stream. since/until: UTC milliseconds or text (ISO 8601, "now"). resume: a
+    stored position (then `since` is ignored, as EventStreams lets Last-Event-ID win).
+    """
 
     def __init__(
         self,
-        models: Sequence[str],
+        settings: RunSettings,
         *,
-        wikis: Sequence[str] | None = None,
-        namespaces: Sequence[int] | None = (0,),
-        bots: bool = True,
-        sample: float | None = None,
+        filters: Filters | None = None,
+        source: StreamSource | None = None,
         since: str | int | None = None,
         until: str | int | None = None,
         max_revisions: int | None = None,
         resume: StreamPosition | None = None,
         accept_gap: bool = False,
-        stream: str = "revision-create",
-        stream_url: str | None = None,
-        rate: str | Budget | None = None,
-        tier: Tier | str | None = None,
-        connection: Connection | None = None,
-        pacing: Pacing | None = None,
-        cache: ScoreCache | Path | None = None,
-        stream_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if stream not in STREAMS:
-            raise UsageError(f"`stream` must be one of {', '.join(STREAMS)}, not {stream!r}")
         if max_revisions is not None and max_revisions < 1:
             raise UsageError(f"`max_revisions` must be >= 1, got {max_revisions}")
         now_ms = int(time.time() * 1000)
-        self.models = [models] if isinstance(models, str) else list(models)
-        self.filters = Filters(
-            wikis=None if wikis is None else frozenset(wikis),
-            namespaces=None if namespaces is None else frozenset(namespaces),
-            bots=bots,
-            sample=sample,
-        )
+        self.settings = settings
+        self.filters = filters or Filters()
+        self.source = source or StreamSource()
         self.since_ms = _time("since", since, now_ms)
         self.until_ms = _time("until", until, now_ms)
         self.max_revisions = max_revisions
         self.resume = resume
         self.accept_gap = accept_gap
-        self.stream = stream
-        self.stream_url = stream_url or DEFAULT_BASE + STREAMS[stream]
-        self._rate, self._tier = rate, tier
-        self.connection = connection or Connection()
-        self.pacing = pacing or Pacing()
-        self.cache = cache
-        self._transport = stream_transport
         self._stack: AsyncExitStack | None = None
         self.follower: Follower | None = None
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.settings.models)
 
     async def __aenter__(self) -> Following:
         from lwbatch.engine.scorer import Scorer
         from lwbatch.identity import Identity
         from lwbatch.protocol.client import user_agent
-        from lwbatch.settings import read_rate, read_tier
 
+        settings = self.settings
         async with AsyncExitStack() as stack:
             identity = await Identity.resolve(
-                self.connection,
-                self.pacing,
-                budget=read_rate(self._rate),
-                tier=read_tier(self._tier),
+                settings.connection, settings.pacing, budget=settings.budget, tier=settings.tier
             )
             identity.warn_if_doubtful()
-            cache = self.cache
+            cache = settings.files.cache
             if isinstance(cache, Path):
                 from lwbatch.cache import SqliteScoreCache
                 from lwbatch.threads import on_thread
 
                 cache = await on_thread(partial(SqliteScoreCache, cache))
                 stack.callback(cache.close)
-            ledger = await identity.open_ledger(self.pacing)
+            ledger = await identity.open_ledger(settings.pacing)
             if ledger is not None:
                 stack.push_async_callback(ledger.aclose)
             scorer = Scorer(
-                self.models,
-                connection=self.connection,
-                pacing=self.pacing,
+                settings.models,
+                connection=settings.connection,
+                pacing=settings.pacing,
                 cache=cache,
                 identity=identity,
                 ledger=ledger,
             )
             await stack.enter_async_context(scorer)
             reader = StreamReader(
-                self.stream_url,
+                self.source.full_url,
                 last_id=self.resume.id if self.resume is not None else None,
                 # EventStreams lets Last-Event-ID win over since: so does a resume.
                 since_ms=self.since_ms if self.resume is None else None,
-                user_agent=user_agent(self.connection.contact),
-                transport=self._transport,
+                user_agent=user_agent(settings.connection.contact),
+                transport=self.source.transport,
             )
             self.follower = Follower(
                 scorer,
                 reader,
-                stream=self.stream,
+                stream=self.source.name,
                 filters=self.filters,
                 start=self.resume,
                 until_ms=self.until_ms,
@@ -170,7 +172,7 @@ class Following:
             "namespaces": sorted(filters.namespaces) if filters.namespaces is not None else "all",
             "bots": filters.bots,
             "sample": filters.sample,
-            "stream": self.stream,
+            "stream": self.source.name,
         }
 
     def _open(self) -> Follower:
@@ -202,12 +204,39 @@ class Following:
                 yield Followed(row, when, batch.position if last else None)
 
 
-def follow(models: Sequence[str], **options: object) -> Following:
-    """Score new revisions from Wikimedia's event stream as they are made; see
-    :class:`Following` for the options (`wikis`, `namespaces`, `bots`, `sample`,
-    `since`, `until`, `max_revisions`, `resume`, `stream_url`, and the budget and
-    connection of :class:`~lwbatch.Scorer`)."""
-    return Following(models, **options)  # type: ignore[arg-type]
+def follow(
+    models: Sequence[str],
+    *,
+    filters: Filters | None = None,
+    since: str | int | None = None,
+    until: str | int | None = None,
+    max_revisions: int | None = None,
+    resume: StreamPosition | None = None,
+    accept_gap: bool = False,
+    stream: StreamSource | str | None = None,
+    **run: Any,
+) -> Following:
+    """Score new revisions from Wikimedia's event stream as they are made.
+
+    filters: which revisions (``Filters(wikis=frozenset({"enwiki"}))``; namespace 0 by
+    default). stream: a :class:`StreamSource`, or a stream's full URL. since, until,
+    max_revisions, resume, accept_gap: see :class:`Following`. The other keywords are
+    those of :func:`lwbatch.score`: `rate`, `tier`, `connection`, `pacing`, and
+    `cache` (a :class:`~lwbatch.ScoreCache` or an SQLite file's path).
+    """
+    cache = run.pop("cache", None)
+    files = Files(cache=Path(cache) if isinstance(cache, str) else cache, journal=False)
+    source = StreamSource(url=stream) if isinstance(stream, str) else stream
+    return Following(
+        RunSettings.of(models, files=files, **run),
+        filters=filters,
+        source=source,
+        since=since,
+        until=until,
+        max_revisions=max_revisions,
+        resume=resume,
+        accept_gap=accept_gap,
+    )
 
 
 def _time(name: str, value: str | int | None, now_ms: int) -> int | None:
@@ -219,4 +248,4 @@ def _time(name: str, value: str | int | None, now_ms: int) -> int | None:
         raise UsageError(f"`{name}`: {exc}") from None
 
 
-__all__ = ["Followed", "Following", "follow"]
+__all__ = ["Followed", "Following", "StreamSource", "follow"]

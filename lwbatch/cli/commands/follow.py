@@ -168,54 +168,59 @@ def follow(**given: Any) -> None:
     Example (an hourly cron job):
       lwbatch follow -m enwiki-damaging --wiki enwiki -o damaging/ --until now
     """
-    output, roll, roll_rows, cache, quiet, every = take(
-        given, "output", "roll", "roll_rows", "cache", "quiet", "progress_every"
+    output, roll, roll_rows, quiet, every = take(
+        given, "output", "roll", "roll_rows", "quiet", "progress_every"
     )
-    wiki, namespace, no_bots, sample, stream, stream_url = take(
-        given, "wiki", "namespace", "no_bots", "sample", "stream", "stream_url"
+    if output is None:
+        raise UsageError("give --output, the directory to keep the parts in")
+    if roll_rows < 1:
+        raise UsageError(f"--roll-rows must be >= 1, got {roll_rows}")
+    seconds = _seconds(roll)
+    following = _following_of(given)
+    from lwbatch.cli.stops import install
+
+    install(fresh=False)
+    run_follow(following, Path(output), roll=seconds, roll_rows=roll_rows, quiet=quiet, every=every)
+
+
+def _following_of(given: dict[str, Any]) -> Following:
+    """The follower the flags describe."""
+    from lwbatch.settings import Files, RunSettings
+    from lwbatch.streaming.core import Filters
+    from lwbatch.streaming.session import Following, StreamSource
+
+    wiki, namespace, no_bots, sample, stream, stream_url, cache = take(
+        given, "wiki", "namespace", "no_bots", "sample", "stream", "stream_url", "cache"
     )
     since, until, max_revisions, accept_gap = take(
         given, "since", "until", "max_revisions", "accept_gap"
     )
-    if output is None:
-        raise UsageError("give --output, the directory to keep the parts in")
     models, catalog = models_of(given)
     connection = connection_of(given, catalog)
     budget = budget_of(given)
     pacing = pacing_of(given, unlimited=budget["rate"] == "unlimited")
     assert not given, f"flags read by no group: {sorted(given)}"
-    if roll_rows < 1:
-        raise UsageError(f"--roll-rows must be >= 1, got {roll_rows}")
-    if sample is not None and not 0.0 < sample <= 1.0:
-        raise UsageError(f"--sample must be a share in (0, 1], got {sample}")
-    if max_revisions is not None and max_revisions < 1:
-        raise UsageError(f"--max-revisions must be >= 1, got {max_revisions}")
-    wikis = _wikis(wiki, connection.models().resolve_all(models))
-    namespaces = _namespaces(namespace)
-    from lwbatch.cli.stops import install
-
-    install(fresh=False)
-    from lwbatch.streaming.session import Following
-
-    following = Following(
-        models,
-        wikis=sorted(wikis) if wikis is not None else None,
-        namespaces=namespaces,
+    filters = Filters(
+        wikis=_wikis(wiki, connection.models().resolve_all(models)),
+        namespaces=_namespaces(namespace),
         bots=not no_bots,
         sample=sample,
+    )
+    settings = RunSettings.of(
+        models,
+        **budget,
+        connection=connection,
+        pacing=replace(pacing, gc_control=False),
+        files=Files(cache=cache, journal=False),
+    )
+    return Following(
+        settings,
+        filters=filters,
+        source=StreamSource(stream, stream_url),
         since=since,
         until=until,
         max_revisions=max_revisions,
         accept_gap=accept_gap,
-        stream=stream,
-        stream_url=stream_url,
-        connection=connection,
-        pacing=replace(pacing, gc_control=False),
-        cache=cache,
-        **budget,
-    )
-    run_follow(
-        following, Path(output), roll=_seconds(roll), roll_rows=roll_rows, quiet=quiet, every=every
     )
 
 
@@ -256,7 +261,7 @@ async def _run(
     from lwbatch.streaming.parts import PartWriter
     from lwbatch.threads import on_thread
 
-    specs = following.connection.models().resolve_all(following.models)
+    specs = following.settings.connection.models().resolve_all(following.models)
     writer = PartWriter(output, specs, following.options)
     try:
         start = await on_thread(writer.restore)
@@ -419,13 +424,13 @@ def _wikis(value: str | None, specs: Any) -> frozenset[str] | None:
     return frozenset(w for w in named if w is not None)
 
 
-def _namespaces(value: str) -> list[int] | None:
+def _namespaces(value: str) -> frozenset[int] | None:
     if value.strip() == "all":
         return None
     try:
-        found = sorted({int(n) for n in value.split(",") if n.strip()})
+        found = frozenset(int(n) for n in value.split(",") if n.strip())
     except ValueError:
-        found = []
+        found = frozenset()
     if not found:
         raise UsageError(f"--namespace: {value!r} is not a list of namespace numbers (0,1) or all")
     return found
