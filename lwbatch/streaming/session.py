@@ -129,6 +129,9 @@ class Following:
                 identity=identity,
                 ledger=ledger,
             )
+            # The stream closes after the Scorer: leaving it cancels the call that reads
+            # the stream, and a generator in the middle of a read cannot be closed.
+            stack.push_async_callback(self._close_stream)
             await stack.enter_async_context(scorer)
             reader = StreamReader(
                 self.source.full_url,
@@ -148,9 +151,12 @@ class Following:
                 max_revisions=self.max_revisions,
                 accept_gap=self.accept_gap,
             )
-            stack.push_async_callback(self.follower.aclose)
             self._stack = stack.pop_all()
         return self
+
+    async def _close_stream(self) -> None:
+        if self.follower is not None:
+            await self.follower.aclose()
 
     async def __aexit__(
         self,
