@@ -382,13 +382,19 @@ def test_recentchange_events_name_their_revision_and_log_events_none() -> None:
         (["--roll", "soon"], "--roll: 'soon' is not a duration (30s, 5m, 1h)"),
         (["--sample", "1.5"], "--sample must be a share in (0, 1], got 1.5"),
         (["--namespace", "main"], "--namespace: 'main' is not a list of namespace numbers"),
+        (["--namespace", "99999999999"], "--namespace: '99999999999' is not a list of"),
+        (["--wiki", "en"], "--wiki: en is no wiki's database name (did you mean enwiki?)"),
+        (["--progress-every", "0"], "--progress-every must be > 0 seconds, got 0"),
+        (["--stream-url", "ftp://x.invalid/s"], "--stream-url 'ftp://x.invalid/s' is not an"),
+        (["--until", "now"], "--until is not after now (no --since), where a new output"),
+        (["--since", "2030-01-01T00:00:00Z", "--until", "now"], "--until is not after --since"),
     ],
 )
 def test_bad_options_get_one_line_and_exit_2(tmp_path: Path, extra: list[str], said: str) -> None:
+    url = [] if "--stream-url" in extra else ["--stream-url", "http://127.0.0.1:9/v2/stream/x"]
     command = [
         sys.executable, "-m", "lwbatch", "follow", "-m", "enwiki-damaging",
-        "-o", str(tmp_path / "out"), "--stream-url", "http://127.0.0.1:9/v2/stream/x",
-        "--endpoint", "http://127.0.0.1:9", *extra,
+        "-o", str(tmp_path / "out"), "--endpoint", "http://127.0.0.1:9", *url, *extra,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,12 +59,18 @@ class PartWriter:
         self.parts_written = 0
         self.rows_written = 0
         self._lock: int | None = None
+        self._created = False
+        self._wrote = False
 
     def close(self) -> None:
-        """Let another follower have the directory."""
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+        """Let another follower have the directory; remove it if this run made it and
+        wrote nothing there (a refused or failed start leaves nothing behind)."""
+        if self._lock is None:
+            return
+        if self._created and not self._wrote:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        os.close(self._lock)
+        self._lock = None
 
     def _new_buffer(self) -> RowBuffer:
         return RowBuffer(self.specs, KeyLayout(WIKI_COLUMN), [EVENT_TIME])
@@ -79,6 +86,18 @@ class PartWriter:
         where = self.directory
         if where.exists() and not where.is_dir():
             raise UsageError(f"`output` {where}: is a file; follow writes a directory of parts")
+        if where.is_dir() and not (where / POSITION_FILE).exists():
+            others = [
+                p.name
+                for p in where.iterdir()
+                if not p.name.startswith(".") and not (p.name.startswith("date=") and p.is_dir())
+            ]
+            if others:
+                raise UsageError(
+                    f"`output` {where}: holds other files ({', '.join(sorted(others)[:3])}); "
+                    "give follow an empty or new directory, or one an earlier follow wrote"
+                )
+        self._created = not where.exists()
         try:
             where.mkdir(parents=True, exist_ok=True)
             self._lock = os.open(where / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -104,16 +123,6 @@ class PartWriter:
         stored = self._read_position_file()
         self._seq = max(parts[-1][0] if parts else 0, stored[0] if stored else 0)
         if stored is None and not parts:
-            others = [
-                p.name
-                for p in where.iterdir()
-                if not p.name.startswith(".") and not (p.name.startswith("date=") and p.is_dir())
-            ]
-            if others:
-                raise UsageError(
-                    f"`output` {where}: holds other files ({', '.join(sorted(others)[:3])}); "
-                    "give follow an empty or new directory, or one an earlier follow wrote"
-                )
             return None
         if parts and (stored is None or parts[-1][0] > stored[0]):
             stored = self._read_part(parts[-1][1])
@@ -162,8 +171,9 @@ class PartWriter:
 
     def commit(self) -> Path | None:
         """A new part of the rows added (if any), then the position; the part's path."""
-        if self._position is None:
-            return None
+        if self._position is None or self._position.id is None:
+            return None  # nothing read yet: nothing to keep
+        self._wrote = True
         part = None
         if len(self._buffer):
             table, _ = self._buffer.take()

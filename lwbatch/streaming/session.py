@@ -55,6 +55,15 @@ class StreamSource:
     def __post_init__(self) -> None:
         if self.name not in STREAMS:
             raise UsageError(f"`stream` must be one of {', '.join(STREAMS)}, not {self.name!r}")
+        if self.url is not None:
+            try:
+                url = httpx.URL(self.url)
+            except httpx.InvalidURL:
+                url = None
+            if url is None or url.scheme not in ("http", "https") or not url.host:
+                raise UsageError(f"`stream_url` {self.url!r} is not an http(s) URL")
+            if url.userinfo:
+                raise UsageError("`stream_url` holds a user name or password: leave them out")
 
     @property
     def full_url(self) -> str:
@@ -85,6 +94,7 @@ class Following:
         if max_revisions is not None and max_revisions < 1:
             raise UsageError(f"`max_revisions` must be >= 1, got {max_revisions}")
         now_ms = int(time.time() * 1000)
+        self._now_ms = now_ms
         self.settings = settings
         self.filters = filters or Filters()
         self.source = source or StreamSource()
@@ -100,7 +110,20 @@ class Following:
     def models(self) -> list[str]:
         return list(self.settings.models)
 
+    def _check_span(self) -> None:
+        """A new output starts at `since` (default: now): `until` must come after it."""
+        if self.resume is not None or self.until_ms is None:
+            return
+        start = self.since_ms if self.since_ms is not None else self._now_ms
+        if self.until_ms <= start:
+            said = "`since`" if self.since_ms is not None else "now (no `since`)"
+            raise UsageError(
+                f"`until` is not after {said}, where a new output starts: nothing to "
+                "follow; give `since` for the first run of a job that stops at `until`"
+            )
+
     async def __aenter__(self) -> Following:
+        self._check_span()
         from lwbatch.engine.scorer import Scorer
         from lwbatch.identity import Identity
         from lwbatch.protocol.client import user_agent

@@ -73,7 +73,12 @@ FOLLOWING = cloup.option_group(
         show_default=True,
         help="The stream to read.",
     ),
-    flag("--stream-url", metavar="URL", help="Another stream's full URL (an emulator's)."),
+    flag(
+        "--stream-url",
+        metavar="URL",
+        sets="stream_url",
+        help="Another stream's full URL (an emulator's).",
+    ),
 )
 WHEN = cloup.option_group(
     "When",
@@ -175,6 +180,8 @@ def follow(**given: Any) -> None:
         raise UsageError("give --output, the directory to keep the parts in")
     if roll_rows < 1:
         raise UsageError(f"--roll-rows must be >= 1, got {roll_rows}")
+    if not every > 0:
+        raise UsageError(f"--progress-every must be > 0 seconds, got {every:g}")
     seconds = _seconds(roll)
     following = _following_of(given)
     from lwbatch.cli.stops import install
@@ -346,12 +353,14 @@ class _View:
             )
         dropped = ", ".join(f"{n:,} {why}" for why, n in counts.dropped.most_common())
         lag_text = f"; lag {lag:,.1f} s{trend}" if lag is not None else ""
+        parts = writer.parts_written
         log.info(
-            "%s%s revisions scored, %s rows in %s parts%s; %s events read (dropped: %s)",
+            "%s%s revisions scored, %s written in %s part%s%s; %s events read (dropped: %s)",
             "follow done: " if final else "follow: ",
-            f"{counts.revisions:,}",
+            f"{counts.rows:,}",
             f"{writer.rows_written:,}",
-            f"{writer.parts_written:,}",
+            f"{parts:,}",
+            "" if parts == 1 else "s",
             lag_text,
             f"{counts.events:,}",
             dropped or "none",
@@ -413,6 +422,7 @@ def _wikis(value: str | None, specs: Any) -> frozenset[str] | None:
         names = frozenset(w.strip() for w in value.split(",") if w.strip())
         if not names:
             raise UsageError("--wiki: give database names (enwiki,dewiki) or all")
+        _known(names)
         return names
     named = {s.wiki for s in specs}
     if None in named:
@@ -424,14 +434,33 @@ def _wikis(value: str | None, specs: Any) -> frozenset[str] | None:
     return frozenset(w for w in named if w is not None)
 
 
+def _known(names: frozenset[str]) -> None:
+    """Refuse names that are no Wikimedia wiki's database name (events say `enwiki`)."""
+    import difflib
+
+    from lwbatch.wikis import wikis
+
+    known = wikis().by_dbname
+    for name in sorted(names):
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1) or (
+                [f"{name}wiki"] if f"{name}wiki" in known else []
+            )
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(
+                f"--wiki: {name} is no wiki's database name{hint}; events name wikis as "
+                "enwiki, dewiki, wikidatawiki"
+            )
+
+
 def _namespaces(value: str) -> frozenset[int] | None:
     if value.strip() == "all":
         return None
     try:
-        found = frozenset(int(n) for n in value.split(",") if n.strip())
+        found = frozenset(int(n) for n in value.split(","))
     except ValueError:
         found = frozenset()
-    if not found:
+    if not found or any(not 0 <= n < 2**31 for n in found):
         raise UsageError(f"--namespace: {value!r} is not a list of namespace numbers (0,1) or all")
     return found
 
