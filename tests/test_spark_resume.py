@@ -252,9 +252,10 @@ def test_a_job_that_cannot_succeed_ends_after_the_preflight_requests(
             )
         sent = emu.stats.requests
     assert str(info.value).startswith(message)
-    # One row of each of the three wikis, for the one model each: the job's other 147
-    # rows cost nothing, and nothing is kept.
-    assert sent == (0 if unreachable else 3)
+    # At most one row of each of the three wikis, for the one model each (a 401 may end
+    # the preflight before the other two leave, on a loaded machine): the job's other
+    # 147 rows cost nothing, and nothing is kept.
+    assert sent == 0 if unreachable else 1 <= sent <= 3
     assert not (tmp_path / "progress").exists()
 
 
