@@ -5,8 +5,8 @@ of them, namespace 0 most), and the follower has a budget of 278 requests a seco
 the gateway's authenticated 100,000 an hour, compressed 10x, so a 60-second run is ten
 minutes of the real thing. The follower should read no faster than it scores: its RSS
 stays flat while the lag (event time behind now) grows, and its progress lines say so.
-Printed: RSS and lag every 5 s, then the first and last RSS, the budget used and the
-progress lines' words.
+Printed: RSS over the run (a dozen samples), the lag and its trend from each progress
+line (every 5 s), the largest RSS of the first and the last quarter, and the budget used.
 
     python benchmarks/follow.py --seconds 60
 """

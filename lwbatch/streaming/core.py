@@ -28,7 +28,7 @@ import orjson
 
 from lwbatch.engine.scorer import Scorer
 from lwbatch.errors import RunAborted, UsageError
-from lwbatch.keys import RowKey
+from lwbatch.keys import KeySet, RowKey
 from lwbatch.results import Revision, ScoredRow
 from lwbatch.streaming.events import StreamEvent, parse_event, positions
 from lwbatch.streaming.reader import StreamReader
@@ -42,11 +42,11 @@ RECENT_MS = 10_000
 RECENT_MOST = 100_000
 # A Scorer call remembers every key it was given and answers a key it saw before with
 # no row; so the follower forgets the keys it saw only between calls, and starts a new
-# call once it remembers this many, to keep both memories bounded.
-KEYS_PER_CALL = 100_000
+# call once it remembers this many (kept as a bitmap, ~2 bytes each, as the call does).
+KEYS_PER_CALL = 1_000_000
 # Keys kept from one call to the next, against redeliveries (they come within seconds).
 SEEN_MS = 600_000
-SEEN_MOST = KEYS_PER_CALL // 2
+SEEN_MOST = 20_000
 
 
 class StreamGapError(RunAborted):
@@ -191,13 +191,16 @@ class Follower:
         self._by_key: dict[RowKey, _Entry] = {}
         self._ready: list[tuple[ScoredRow, int]] = []
         # Keys read (any run's, for the ones of `start`): dropped when they come again.
-        self._seen: dict[RowKey, int] = {}
+        self._seen = KeySet()
+        # The latest keys seen, with their event time: what a new call keeps.
+        self._latest: deque[tuple[int, RowKey]] = deque(maxlen=SEEN_MOST)
         self._recent: deque[tuple[int, RowKey]] = deque()
         # Per topic-partition: its last timestamp written, and the keys written at it.
         self._edges: dict[tuple[str, int], tuple[int, list[RowKey]]] = {}
         self._carried = [RowKey(wiki, rev_id) for wiki, rev_id in start.recent]
         for key in self._carried:
-            self._seen[key] = start.time_ms or 0
+            self._seen.add(key)
+            self._latest.append((start.time_ms or 0, key))
         self._id, self._time_ms = start.id, start.time_ms
         self._gap_check = positions(start.id) if start.id else {}
         self._connection = 0
@@ -289,7 +292,8 @@ class Follower:
             if reason is None and key is not None and key in self._seen:
                 reason = "seen already"
             if reason is None and key is not None:
-                self._seen[key] = event.time_ms
+                self._seen.add(key)
+                self._latest.append((event.time_ms, key))
                 counts.wanted += 1
                 if not self.filters.sampled(key):
                     reason = "sampled out"
@@ -326,12 +330,10 @@ class Follower:
 
     def _forget(self) -> None:
         """Between calls: keep only the keys seen lately, against redeliveries."""
-        seen = self._seen
-        if not seen:
+        if not self._latest:
             return
-        newest = max(seen.values())
-        kept = sorted((at, key) for key, at in seen.items() if at >= newest - SEEN_MS)
-        self._seen = {key: at for at, key in kept[-SEEN_MOST:]}
+        newest = self._latest[-1][0]
+        self._seen = KeySet(key for at, key in self._latest if at >= newest - SEEN_MS)
 
     def _check_gap(self, event: StreamEvent) -> None:
         mine = positions(event.id)
