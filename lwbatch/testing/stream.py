@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from lwbatch.errors import UsageError
+from lwbatch.streaming.events import parse_time, positions
 
 TOPIC = "eqiad.mediawiki.revision-create"
 FIRST_REV_ID = 500_000_000
@@ -132,8 +133,9 @@ class EmulatedStream:
             if start_ms is None:
                 return web.json_response({"error": "invalid Last-Event-ID"}, status=400)
         elif since:
-            start_ms = _since_ms(since)
-            if start_ms is None:
+            try:
+                start_ms = parse_time(since, now_ms=now_ms)
+            except ValueError:
                 return web.json_response(
                     {"type": "invalid_timestamp", "detail": f"bad since: {since}"}, status=400
                 )
@@ -175,23 +177,8 @@ class EmulatedStream:
 
 
 def _position_ms(last_id: str) -> int | None:
-    try:
-        entries = orjson.loads(last_id)
-        return min(int(e["timestamp"]) for e in entries)
-    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
-        return None
-
-
-def _since_ms(since: str) -> int | None:
-    if since.isdigit():
-        return int(since)
-    try:
-        moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    found = positions(last_id)
+    return min(found.values()) if found else None
 
 
 __all__ = ["FIRST_REV_ID", "TOPIC", "WIKIS", "EmulatedStream", "StreamConfig", "StreamStats"]

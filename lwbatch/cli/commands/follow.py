@@ -151,8 +151,6 @@ WRITING = cloup.option_group(
     ),
 )
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 @cloup.command()
 @MODELS
@@ -402,13 +400,15 @@ class _View:
 
 
 def _seconds(text: str) -> float:
+    """A --roll duration: 30s, 5m, 1h (a Rate's periods), or plain seconds."""
+    from lwbatch.config import Rate
+
     value = text.strip().lower()
     try:
-        if value[-1:] in _UNITS:
-            seconds = float(value[:-1]) * _UNITS[value[-1]]
-        else:
-            seconds = float(value)
-    except ValueError:
+        seconds = float(value) if value.replace(".", "", 1).isdigit() else None
+        if seconds is None:
+            seconds = Rate.parse(f"1/{value}").period
+    except (ValueError, UsageError):
         seconds = -1.0
     if not seconds > 0:
         raise UsageError(f"--roll: {text!r} is not a duration (30s, 5m, 1h)")
