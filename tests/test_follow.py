@@ -67,6 +67,15 @@ def output_keys(directory: Path) -> list[tuple[str, int]]:
     return keys
 
 
+def here(url: str, models: list[str], filters: Filters, **options: Any) -> Any:
+    """lwbatch.follow against the emulator at `url`, budget off."""
+    connection = Connection(endpoint=Endpoint(base_url=url))
+    return follow(
+        models, filters=filters, stream=url + STREAM, connection=connection, rate="unlimited",
+        **options,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def stream_emulator() -> Iterator[tuple[Any, str]]:
     # 400 events/s, 2 per millisecond id; an hour of history to replay at once.
@@ -135,15 +144,8 @@ def test_dropped_connections_resume_without_a_gap_and_filtered_events_cost_nothi
         until = since + 5_000  # 2,000 events
 
         async def main() -> list[tuple[str, int]]:
-            async with follow(
-                ["enwiki-damaging"],
-                filters=Filters(wikis=frozenset({"enwiki"})),
-                since=since,
-                until=until,
-                stream=url + STREAM,
-                connection=Connection(endpoint=Endpoint(base_url=url)),
-                rate="unlimited",
-            ) as rows:
+            enwiki = Filters(wikis=frozenset({"enwiki"}))
+            async with here(url, ["enwiki-damaging"], enwiki, since=since, until=until) as rows:
                 found = [(f.row.key.wiki, f.row.key.rev_id) async for f in rows if f.row.key]
                 counts = rows.counts
             assert counts.dropped["canary"] == 40
@@ -206,15 +208,8 @@ def test_a_sample_is_the_same_on_every_run_and_counted(tmp_path: Path) -> None:
         until = since + 5_000
 
         async def sampled() -> tuple[set[tuple[str, int]], int]:
-            async with follow(
-                ["enwiki-damaging"],
-                filters=Filters(wikis=frozenset({"enwiki"}), sample=0.25),
-                since=since,
-                until=until,
-                stream=url + STREAM,
-                connection=Connection(endpoint=Endpoint(base_url=url)),
-                rate="unlimited",
-            ) as rows:
+            quarter = Filters(wikis=frozenset({"enwiki"}), sample=0.25)
+            async with here(url, ["enwiki-damaging"], quarter, since=since, until=until) as rows:
                 keys = {(f.row.key.wiki, f.row.key.rev_id) async for f in rows if f.row.key}
                 return keys, rows.counts.dropped["sampled out"]
 
