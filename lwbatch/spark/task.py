@@ -345,9 +345,13 @@ class _Committer:
         self._failed = False
 
     async def every(self, seconds: float) -> None:
+        # On a fixed schedule: a commit slowed by a busy machine does not push every later
+        # one back (the answers a rerun pays for again stay within `seconds` of them).
+        due = anyio.current_time() + seconds
         while True:
-            await anyio.sleep(seconds)
+            await anyio.sleep_until(due)
             await self.commit()
+            due = max(due + seconds, anyio.current_time())
 
     async def commit(self) -> None:
         keeper = self._keeper
