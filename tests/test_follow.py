@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,25 +182,29 @@ def test_a_position_resumes_python_callers_without_repeats(tmp_path: Path) -> No
         }
         model = ["revertrisk-language-agnostic"]
 
-        async def first_part() -> tuple[list[tuple[str, int]], bytes]:
-            async with follow(model, since=since, **options) as rows:
-                async for batch in rows.batches(seconds=60.0, rows=150):
-                    found = [(r.key.wiki, r.key.rev_id) for r, _ in batch.rows if r.key]
-                    return found, batch.position.to_json()
-            raise AssertionError("no batch")
+        async def run(resume: bytes | None, **limits: Any) -> tuple[list[tuple[str, int]], bytes]:
+            start: dict[str, Any] = {"since": since}
+            if resume is not None:
+                start = {"resume": StreamPosition.from_json(resume)}
+            found: list[tuple[str, int]] = []
+            async with follow(model, **start, **limits, **options) as rows:
+                async for batch in rows.batches(seconds=60.0, rows=10_000):
+                    found += [(r.key.wiki, r.key.rev_id) for r, _ in batch.rows if r.key]
+                    position = batch.position.to_json()
+            return found, position
 
-        async def the_rest(position: bytes) -> list[tuple[str, int]]:
-            resume = StreamPosition.from_json(position)
-            async with follow(model, resume=resume, **options) as rows:
-                return [(f.row.key.wiki, f.row.key.rev_id) async for f in rows if f.row.key]
-
-        first, position = anyio.run(first_part)
-        rest = anyio.run(the_rest, position)
+        # One revision, then one more: both of the first millisecond (4 events share
+        # one), so the second run resumes there, drops the first and stores a position
+        # that must still hold it; then the rest.
+        first, position = anyio.run(partial(run, None, max_revisions=1))
+        second, position = anyio.run(partial(run, position, max_revisions=1))
+        rest, _ = anyio.run(partial(run, position))
         events = stream_events(url, since, until)
     expected = {(e["database"], e["rev_id"]) for e in events if e["meta"]["domain"] != "canary"}
-    assert len(first) >= 150
-    assert len(first) + len(rest) == len(set(first) | set(rest))
-    assert set(first) | set(rest) == expected
+    written = first + second + rest
+    assert len(first) == len(second) == 1
+    assert len(written) == len(set(written))
+    assert set(written) == expected
 
 
 def test_a_sample_is_the_same_on_every_run_and_counted(tmp_path: Path) -> None:

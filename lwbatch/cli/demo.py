@@ -106,26 +106,25 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
         )
 
 
+DEMO_MARK = ".lwbatch-demo"  # in a directory the follow demo made: safe to clear
+
+
 def _clear_demo_output(output: Path) -> None:
-    """Remove an earlier demo's parts, and nothing else: a directory that holds other
-    files is refused."""
+    """Remove an earlier follow demo's output, and nothing else: a directory without the
+    demo's mark (another follower's output, anything of yours) is refused. Then mark
+    the new one."""
     from lwbatch.errors import UsageError
-    from lwbatch.streaming.parts import LOCK_FILE, POSITION_FILE
 
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise UsageError(f"`output` {output}: is a file; the follow demo writes a directory")
-    ours = {POSITION_FILE, LOCK_FILE}
-    for entry in output.iterdir():
-        parts = entry.is_dir() and entry.name.startswith("date=")
-        if not parts and entry.name not in ours:
+    if output.exists():
+        if not output.is_dir():
+            raise UsageError(f"`output` {output}: is a file; the follow demo writes a directory")
+        if any(output.iterdir()) and not (output / DEMO_MARK).exists():
             raise UsageError(
-                f"`output` {output}: holds files of its own ({entry.name}); give the demo "
-                "a new directory"
+                f"`output` {output}: is not an earlier follow demo's output; give the demo a "
+                "new directory"
             )
-        if parts and any(not p.name.startswith("part-") for p in entry.iterdir()):
-            raise UsageError(f"`output` {output}: {entry.name} holds files of its own")
-    import shutil
+        import shutil
 
-    shutil.rmtree(output)
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    (output / DEMO_MARK).touch()

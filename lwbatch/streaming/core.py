@@ -197,10 +197,15 @@ class Follower:
         self._recent: deque[tuple[int, RowKey]] = deque()
         # Per topic-partition: its last timestamp written, and the keys written at it.
         self._edges: dict[tuple[str, int], tuple[int, list[RowKey]]] = {}
-        self._carried = [RowKey(wiki, rev_id) for wiki, rev_id in start.recent]
-        for key in self._carried:
+        carried = [RowKey(wiki, rev_id) for wiki, rev_id in start.recent]
+        at = start.time_ms or 0
+        for key in carried:
             self._seen.add(key)
-            self._latest.append((start.time_ms or 0, key))
+            self._latest.append((at, key))
+            # They ride along with the next positions too, until time moves past them.
+            self._recent.append((at, key))
+        for partition, stamp in (positions(start.id) if start.id else {}).items():
+            self._edges[partition] = (stamp, list(carried))
         self._id, self._time_ms = start.id, start.time_ms
         self._gap_check = positions(start.id) if start.id else {}
         self._connection = 0
@@ -267,6 +272,11 @@ class Follower:
             self._messages = self.reader.messages()
         async for event_id, data in self._messages:
             self.counts.events += 1
+            if not event_id:
+                raise RunAborted(
+                    f"the stream {self.reader.url} sends events without an id: a follower "
+                    "could not say where it stands, so it cannot resume without a gap"
+                )
             if self.reader.connections != self._connection:
                 self._connection = self.reader.connections
                 if self.reader.resumed_with:
@@ -395,9 +405,6 @@ class Follower:
         keys = dict.fromkeys(k for _, k in recent)
         for _, at_edge in self._edges.values():
             keys.update(dict.fromkeys(at_edge))
-        if not self._edges and not recent:
-            # Nothing written yet in this run: the start's keys still hold.
-            keys.update(dict.fromkeys(self._carried))
         recent_keys = tuple((k.wiki, k.rev_id) for k in keys)
         return Batch(rows, StreamPosition(self._id, recent_keys, self._time_ms), last=last)
 

@@ -255,7 +255,9 @@ def follow(
     """
     cache = run.pop("cache", None)
     files = Files(cache=Path(cache) if isinstance(cache, str) else cache, journal=False)
-    source = StreamSource(url=stream) if isinstance(stream, str) else stream
+    if isinstance(stream, str):
+        stream = StreamSource(name=stream) if stream in STREAMS else StreamSource(url=stream)
+    source = stream
     return Following(
         RunSettings.of(models, files=files, **run),
         filters=filters,

@@ -169,7 +169,8 @@ def follow(**given: Any) -> None:
 
     \b
     Example (an hourly cron job):
-      lwbatch follow -m enwiki-damaging --wiki enwiki -o damaging/ --until now
+      lwbatch follow -m enwiki-damaging --wiki enwiki -o damaging/ \\
+          --since 2026-12-01T00:00:00Z --until now
     """
     output, roll, roll_rows, quiet, every = take(
         given, "output", "roll", "roll_rows", "quiet", "progress_every"
