@@ -22,7 +22,8 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
     sample = sample_path()
     config = EmulatorConfig(latency=Latency("lognormal", 0.02, 0.6), track_pairs=False)
     with running(config) as (_, base_url):
-        logging.getLogger("lwbatch").info(
+        say = logging.getLogger("lwbatch").info if not quiet else logging.getLogger("lwbatch").debug
+        say(
             "scoring %s with %s against the Lift Wing emulator at %s",
             sample.name,
             ", ".join(DEMO_MODELS),
@@ -62,7 +63,8 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
     config = EmulatorConfig(latency=Latency("lognormal", 0.02, 0.6), track_pairs=False)
     with running(config) as (_, base_url):
         now_ms = int(time.time() * 1000)
-        logging.getLogger("lwbatch").info(
+        say = logging.getLogger("lwbatch").info if not quiet else logging.getLogger("lwbatch").debug
+        say(
             "following the emulator's revision-create stream at %s: enwiki and dewiki "
             "revisions of the last two minutes, with %s",
             base_url,
