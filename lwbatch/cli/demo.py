@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -22,8 +23,7 @@ def run_demo(output: Path, *, quiet: bool = False) -> None:
     sample = sample_path()
     config = EmulatorConfig(latency=Latency("lognormal", 0.02, 0.6), track_pairs=False)
     with running(config) as (_, base_url):
-        say = logging.getLogger("lwbatch").info if not quiet else logging.getLogger("lwbatch").debug
-        say(
+        _say(quiet)(
             "scoring %s with %s against the Lift Wing emulator at %s",
             sample.name,
             ", ".join(DEMO_MODELS),
@@ -63,8 +63,7 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
     config = EmulatorConfig(latency=Latency("lognormal", 0.02, 0.6), track_pairs=False)
     with running(config) as (_, base_url):
         now_ms = int(time.time() * 1000)
-        say = logging.getLogger("lwbatch").info if not quiet else logging.getLogger("lwbatch").debug
-        say(
+        _say(quiet)(
             "following the emulator's revision-create stream at %s: enwiki and dewiki "
             "revisions of the last two minutes, with %s",
             base_url,
@@ -106,6 +105,12 @@ def run_follow_demo(output: Path, *, quiet: bool = False) -> None:
             f"pyarrow.dataset.dataset('{output}', partitioning='hive')",
             err=True,
         )
+
+
+def _say(quiet: bool) -> Callable[..., None]:
+    """The log call for the demo's opening line: info, or nothing shown with -q."""
+    log = logging.getLogger("lwbatch")
+    return log.debug if quiet else log.info
 
 
 DEMO_MARK = ".lwbatch-demo"  # in a directory the follow demo made: safe to clear
