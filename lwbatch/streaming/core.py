@@ -204,15 +204,15 @@ class Follower:
             self._latest.append((at, key))
             # They ride along with the next positions too, until time moves past them.
             self._recent.append((at, key))
-        for partition, stamp in (positions(start.id) if start.id else {}).items():
+        # Checked against the first event of each partition after the resume.
+        self._gap_check = positions(start.id) if start.id else {}
+        for partition, stamp in self._gap_check.items():
             self._edges[partition] = (stamp, list(carried))
         self._id, self._time_ms = start.id, start.time_ms
-        self._gap_check = positions(start.id) if start.id else {}
         self._connection = 0
         self._messages: AsyncIterator[tuple[str, str]] | None = None
         self._ended = False
         self._stop = False
-        self.gap: tuple[int, int] | None = None  # (position ms, first event ms) accepted
 
     # -- what the caller sees ------------------------------------------------------
     def stop(self) -> None:
@@ -230,10 +230,6 @@ class Follower:
         if self._time_ms is None:
             return None
         return max(time.time() - self._time_ms / 1000, 0.0)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
 
     async def batches(self, *, seconds: float, rows: int) -> AsyncIterator[Batch]:
         """A batch every `seconds` or `rows` rows, whichever comes first, while the
@@ -261,8 +257,6 @@ class Follower:
                     next_at = self._clock() + seconds
                 if finished:
                     break
-            if self.scorer.stopped or self._stop:
-                self._ended = True
 
     # -- reading -----------------------------------------------------------------------
     async def _revisions(self) -> AsyncIterator[list[Revision]]:
@@ -353,11 +347,9 @@ class Follower:
                 continue
             del self._gap_check[partition]
             if now > stored:
-                self.gap = (stored, now)
                 if not self._accept_gap:
                     raise StreamGapError(_gap_message(stored, now))
                 log.warning("event stream: %s; going on (accepted)", _gap_message(stored, now))
-            # Checked once per partition: the first event after the resume.
         if not mine:
             self._gap_check.clear()
 

@@ -270,10 +270,8 @@ async def _run(
     specs = following.settings.connection.models().resolve_all(following.models)
     writer = PartWriter(output, specs, following.options)
     try:
-        start = await on_thread(writer.restore)
-        following.resume = start
-        if start is not None:
-            following.since_ms = None
+        # A stored position wins over --since, as Last-Event-ID does at EventStreams.
+        following.resume = await on_thread(writer.restore)
         async with following, anyio.create_task_group() as tg:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 tg.start_soon(_watch, signals, following, received, tg)
